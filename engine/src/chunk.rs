@@ -1,0 +1,299 @@
+//! Content-defined chunking (FastCDC v2020) with a blake3 id per chunk, streaming in bounded memory.
+
+use std::fmt;
+use std::io::{self, Read};
+
+use fastcdc::v2020::{cut, select_masks, Normalization};
+use serde::{Deserialize, Serialize};
+
+/// The blake3 hash of a chunk's bytes: its name everywhere in Ferry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChunkId(#[serde(with = "serde_bytes")] [u8; 32]);
+
+impl ChunkId {
+    /// The id of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        ChunkId(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// True when `bytes` hash to this id.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        // blake3::Hash compares in constant time; the ids are not secret, but it costs nothing.
+        blake3::Hash::from_bytes(self.0) == blake3::hash(bytes)
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", short_hex(&self.0))
+    }
+}
+
+/// The identity of a whole file's content: blake3 over the chunker parameters and the
+/// ordered chunk list. Two files with the same `ContentId` have the same bytes (each chunk
+/// id is a blake3 of its bytes), and computing it costs no second pass over the data.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContentId(#[serde(with = "serde_bytes")] [u8; 32]);
+
+impl fmt::Debug for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", short_hex(&self.0))
+    }
+}
+
+fn short_hex(b: &[u8; 32]) -> String {
+    b[..6].iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Chunker parameters: minimum, average and maximum chunk size in bytes.
+/// They are stored with every index because changing them changes every chunk id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkParams {
+    /// No chunk is cut before this many bytes (a smaller file is one chunk).
+    pub min: u32,
+    /// The size chunks are normalised around.
+    pub avg: u32,
+    /// A chunk is cut here at the latest.
+    pub max: u32,
+}
+
+impl Default for ChunkParams {
+    /// 16 KiB / 64 KiB / 256 KiB: the trade-off is documented in ARCHITECTURE.md.
+    fn default() -> Self {
+        ChunkParams {
+            min: 16 * 1024,
+            avg: 64 * 1024,
+            max: 256 * 1024,
+        }
+    }
+}
+
+/// One chunk in a file's chunk list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// The chunk's id.
+    pub id: ChunkId,
+    /// Its length in bytes.
+    pub len: u32,
+}
+
+/// A file's content as a chunk list, with the identity of the whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    /// The identity of the whole content.
+    pub id: ContentId,
+    /// The chunks in file order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl Content {
+    /// Builds the content from its chunk list, computing its id.
+    pub fn from_chunks(params: &ChunkParams, chunks: Vec<ChunkRef>) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(&params.min.to_le_bytes());
+        h.update(&params.avg.to_le_bytes());
+        h.update(&params.max.to_le_bytes());
+        for c in &chunks {
+            h.update(c.id.as_bytes());
+            h.update(&c.len.to_le_bytes());
+        }
+        Content {
+            id: ContentId(*h.finalize().as_bytes()),
+            chunks,
+        }
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.len)).sum()
+    }
+
+    /// True for an empty file.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Each chunk with its offset in the file.
+    pub fn with_offsets(&self) -> impl Iterator<Item = (u64, &ChunkRef)> {
+        self.chunks.iter().scan(0u64, |off, c| {
+            let at = *off;
+            *off += u64::from(c.len);
+            Some((at, c))
+        })
+    }
+}
+
+/// Reads `reader` to the end, cutting it into chunks and calling `on_chunk(offset, bytes, id)`
+/// for each while its bytes are still in cache. Memory stays bounded (a few times `max`)
+/// whatever the input size.
+pub fn chunk_stream<R: Read>(
+    mut reader: R,
+    params: &ChunkParams,
+    mut on_chunk: impl FnMut(u64, &[u8], ChunkId) -> io::Result<()>,
+) -> io::Result<Content> {
+    let (min, avg, max) = (
+        params.min as usize,
+        params.avg as usize,
+        params.max as usize,
+    );
+    let (mask_s, mask_l) = select_masks(avg, Normalization::Level1);
+    let cap = (4 * max).max(1 << 20);
+    let mut buf = vec![0u8; cap];
+    let (mut start, mut end, mut eof, mut offset) = (0usize, 0usize, false, 0u64);
+    let mut chunks = Vec::new();
+    loop {
+        if end - start < max && !eof {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            while end < cap {
+                match reader.read(&mut buf[end..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => end += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if start == end {
+            break;
+        }
+        let (_, n) = cut(
+            &buf[start..end],
+            min,
+            avg,
+            max,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+        );
+        let bytes = &buf[start..start + n];
+        let id = ChunkId::of(bytes);
+        on_chunk(offset, bytes, id)?;
+        chunks.push(ChunkRef { id, len: n as u32 });
+        start += n;
+        offset += n as u64;
+    }
+    Ok(Content::from_chunks(params, chunks))
+}
+
+/// Chunks `reader` and returns only the chunk list.
+pub fn chunk_reader<R: Read>(reader: R, params: &ChunkParams) -> io::Result<Content> {
+    chunk_stream(reader, params, |_, _, _| Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn small() -> ChunkParams {
+        ChunkParams {
+            min: 1024,
+            avg: 4096,
+            max: 16384,
+        }
+    }
+
+    fn chunks_of(data: &[u8], p: &ChunkParams) -> Vec<(u64, Vec<u8>, ChunkId)> {
+        let mut out = Vec::new();
+        chunk_stream(data, p, |off, b, id| {
+            out.push((off, b.to_vec(), id));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// A reader that returns at most `step` bytes per read, to exercise refills.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(self.1).min(out.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn small_input_is_one_chunk_and_empty_is_none() {
+        let p = ChunkParams::default();
+        assert_eq!(chunk_reader(&b"hello"[..], &p).unwrap().chunks.len(), 1);
+        assert!(chunk_reader(&b""[..], &p).unwrap().chunks.is_empty());
+    }
+
+    #[test]
+    fn an_edit_changes_only_nearby_chunks() {
+        let p = small();
+        let a = pseudo_random(1 << 20, 7);
+        let mut b = a.clone();
+        b[500_000] ^= 0xff;
+        let ca = chunk_reader(&a[..], &p).unwrap();
+        let cb = chunk_reader(&b[..], &p).unwrap();
+        let ids_a: std::collections::HashSet<_> = ca.chunks.iter().map(|c| c.id).collect();
+        let changed: u64 = cb
+            .chunks
+            .iter()
+            .filter(|c| !ids_a.contains(&c.id))
+            .map(|c| u64::from(c.len))
+            .sum();
+        assert!(changed > 0);
+        assert!(changed <= 2 * u64::from(p.max), "{changed} bytes changed");
+        // An insertion near the start shifts everything after it, yet chunks resynchronise.
+        let mut c = a.clone();
+        c.splice(1000..1000, [1u8; 100]);
+        let cc = chunk_reader(&c[..], &p).unwrap();
+        let new: u64 = cc
+            .chunks
+            .iter()
+            .filter(|x| !ids_a.contains(&x.id))
+            .map(|x| u64::from(x.len))
+            .sum();
+        assert!(new <= 2 * u64::from(p.max), "{new} bytes new after insert");
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_concatenate_to_the_input_within_bounds(len in 0usize..200_000, seed: u64, step in 1usize..70_000) {
+            let p = small();
+            let data = pseudo_random(len, seed);
+            let whole = chunks_of(&data, &p);
+            let mut joined = Vec::new();
+            for (i, (off, bytes, id)) in whole.iter().enumerate() {
+                prop_assert_eq!(*off as usize, joined.len());
+                prop_assert!(bytes.len() <= p.max as usize);
+                if i + 1 < whole.len() {
+                    prop_assert!(bytes.len() >= p.min as usize);
+                }
+                prop_assert_eq!(*id, ChunkId::of(bytes));
+                joined.extend_from_slice(bytes);
+            }
+            prop_assert_eq!(&joined, &data);
+            // Cut points do not depend on how the reader delivers the bytes.
+            let trickled = chunk_reader(Trickle(&data, step), &p).unwrap();
+            prop_assert_eq!(trickled, chunk_reader(&data[..], &p).unwrap());
+        }
+    }
+}

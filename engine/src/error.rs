@@ -1,0 +1,86 @@
+//! The engine's error type: every failure names the path involved and says whether a retry may help.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::relpath::RelPath;
+
+/// What went wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation on a path failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What the engine was doing (`open`, `read`, `rename`, ...).
+        op: &'static str,
+        /// The path involved, as the user would recognise it.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A path received or built does not satisfy [`RelPath`]'s rules.
+    #[error("invalid relative path {path:?}: {reason}")]
+    InvalidPath {
+        /// The offending text.
+        path: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A chunk's bytes do not hash to the id they were sent or read under.
+    #[error("chunk of {path} at offset {offset} does not match its id")]
+    ChunkMismatch {
+        /// The file the chunk belongs to.
+        path: RelPath,
+        /// Its offset in that file.
+        offset: u64,
+    },
+    /// The file changed on disk between the scan and the read.
+    #[error("{path} changed while it was being read")]
+    Changed {
+        /// The file that changed.
+        path: RelPath,
+    },
+    /// The target no longer looks the way the plan expected: something else changed it.
+    #[error("{path}: precondition failed: {reason}")]
+    Precondition {
+        /// The entry whose state differs.
+        path: RelPath,
+        /// What was expected.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the same operation may succeed if tried again later
+    /// (a file changed under us, a disk that was full, a busy resource).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted
+                    | io::ErrorKind::WouldBlock
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::StorageFull
+                    | io::ErrorKind::ResourceBusy
+                    | io::ErrorKind::NotFound
+            ),
+            Error::Changed { .. } | Error::Precondition { .. } | Error::ChunkMismatch { .. } => {
+                true
+            }
+            Error::InvalidPath { .. } => false,
+        }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

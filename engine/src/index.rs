@@ -1,0 +1,108 @@
+//! `Index`: a folder's entries keyed by `RelPath`, with the stat cache that lets a rescan skip unchanged files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use crate::chunk::ChunkParams;
+use crate::entry::FileEntry;
+use crate::relpath::RelPath;
+
+/// What a scan saw of a file's inode, used to decide that it did not change since it was hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatKey {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns.
+    pub mtime_ns: i64,
+    /// Status change time, ns: catches a rewrite that restored the old mtime.
+    pub ctime_ns: i64,
+}
+
+/// A folder's entries and their stat cache, with the chunker parameters they were built with.
+#[derive(Clone, Debug)]
+pub struct Index {
+    params: ChunkParams,
+    entries: BTreeMap<RelPath, FileEntry>,
+    stats: HashMap<RelPath, StatKey>,
+}
+
+impl Index {
+    /// An empty index whose contents will be chunked with `params`.
+    pub fn new(params: ChunkParams) -> Self {
+        Index {
+            params,
+            entries: BTreeMap::new(),
+            stats: HashMap::new(),
+        }
+    }
+
+    /// The chunker parameters of every `Content` in this index.
+    pub fn params(&self) -> &ChunkParams {
+        &self.params
+    }
+
+    /// The entry at `path`.
+    pub fn get(&self, path: &RelPath) -> Option<&FileEntry> {
+        self.entries.get(path)
+    }
+
+    /// The entry at `path`, mutably.
+    pub fn get_mut(&mut self, path: &RelPath) -> Option<&mut FileEntry> {
+        self.entries.get_mut(path)
+    }
+
+    /// What the last scan saw of `path`'s inode.
+    pub fn stat(&self, path: &RelPath) -> Option<&StatKey> {
+        self.stats.get(path)
+    }
+
+    /// Inserts or replaces an entry, with the stat it was read under if any.
+    pub fn insert(&mut self, entry: FileEntry, stat: Option<StatKey>) {
+        match stat {
+            Some(s) => self.stats.insert(entry.path.clone(), s),
+            None => self.stats.remove(&entry.path),
+        };
+        self.entries.insert(entry.path.clone(), entry);
+    }
+
+    /// Removes the entry at `path` (not its children).
+    pub fn remove(&mut self, path: &RelPath) -> Option<FileEntry> {
+        self.stats.remove(path);
+        self.entries.remove(path)
+    }
+
+    /// Removes `path` and everything below it.
+    pub fn remove_tree(&mut self, path: &RelPath) {
+        let doomed: Vec<RelPath> = self.subtree(path).map(|e| e.path.clone()).collect();
+        for p in doomed {
+            self.remove(&p);
+        }
+    }
+
+    /// `path` itself and every entry below it, in order.
+    pub fn subtree<'a>(&'a self, path: &'a RelPath) -> impl Iterator<Item = &'a FileEntry> + 'a {
+        self.entries
+            .range((Bound::Included(path), Bound::Unbounded))
+            .take_while(move |(p, _)| p.is_within(path))
+            .map(|(_, e)| e)
+    }
+
+    /// All entries in path order (parents before children).
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &FileEntry> {
+        self.entries.values()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the index holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

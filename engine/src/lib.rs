@@ -1,0 +1,40 @@
+//! Ferry's engine: the pure, synchronous logic of replicating a folder.
+//!
+//! It knows nothing of actors, sockets or configuration. Everything expensive (walking,
+//! chunking, hashing, file I/O) lives here and is called from actors off their async threads.
+//!
+//! ```
+//! use ferry_engine::{diff, scan, DiffOptions, DiffOutcome, ScanOptions};
+//! # let src = tempfile::tempdir().unwrap();
+//! # let dst = tempfile::tempdir().unwrap();
+//! # std::fs::write(src.path().join("a.txt"), b"hello").unwrap();
+//! let source = scan(src.path(), ScanOptions::default()).unwrap().index;
+//! let target = scan(dst.path(), ScanOptions::default()).unwrap().index;
+//! // New files need their chunk lists before a plan can say how to write them.
+//! assert!(matches!(diff(&source, &target, DiffOptions::default()), DiffOutcome::NeedContent(_)));
+//! ```
+
+pub mod apply;
+pub mod assemble;
+pub mod chunk;
+pub mod diff;
+pub mod entry;
+pub mod error;
+pub mod index;
+pub mod plan;
+pub mod relpath;
+pub mod scan;
+pub mod source;
+pub mod target;
+
+pub use apply::{apply_action, apply_plan, write_file, Effect};
+pub use chunk::{chunk_reader, chunk_stream, ChunkId, ChunkParams, ChunkRef, Content, ContentId};
+pub use diff::{diff, ContentNeeds, DiffOptions, DiffOutcome};
+pub use entry::{EntryKind, EntryState, FileEntry, MtimeNs, Seq, VersionVector};
+pub use error::{Error, Result};
+pub use index::{Index, StatKey};
+pub use plan::{Action, ChangeKind, Plan};
+pub use relpath::RelPath;
+pub use scan::{scan, ScanOptions, ScanOutcome, Skipped};
+pub use source::{SourceDir, SourceFile};
+pub use target::{TargetDir, TempFile};

@@ -1,0 +1,109 @@
+//! `SourceDir`: read-only access to a source folder: hashing files into chunk lists and
+//! reading chunks back, re-verified, for sending.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::chunk::{chunk_reader, ChunkId, ChunkParams, Content};
+use crate::error::{Error, Result};
+use crate::index::StatKey;
+use crate::relpath::RelPath;
+
+/// A source folder opened for reading.
+#[derive(Clone, Debug)]
+pub struct SourceDir {
+    root: PathBuf,
+    params: ChunkParams,
+}
+
+impl SourceDir {
+    /// The source folder at `root`, chunked with `params`.
+    pub fn new(root: impl Into<PathBuf>, params: ChunkParams) -> Self {
+        SourceDir {
+            root: root.into(),
+            params,
+        }
+    }
+
+    /// The folder's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Opens the regular file at `path`, refusing to follow a symlink.
+    pub fn open(&self, path: &RelPath) -> Result<SourceFile> {
+        let full = path.under(&self.root);
+        let file = open_nofollow(&full).map_err(|e| Error::io("open", &full, e))?;
+        Ok(SourceFile {
+            file,
+            path: path.clone(),
+            full,
+        })
+    }
+
+    /// Chunks the file at `path`. Fails with [`Error::Changed`] if it was modified while read,
+    /// so a chunk list never describes a mix of two versions.
+    pub fn hash_file(&self, path: &RelPath) -> Result<(Content, StatKey)> {
+        let f = self.open(path)?;
+        let before = f.stat()?;
+        let content = chunk_reader(&f.file, &self.params).map_err(|e| Error::io("read", &f.full, e))?;
+        let after = f.stat()?;
+        if before != after || content.len() != after.size {
+            return Err(Error::Changed { path: path.clone() });
+        }
+        Ok((content, after))
+    }
+}
+
+/// Opens `path` read-only without following a final symlink.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+}
+
+/// An open source file.
+#[derive(Debug)]
+pub struct SourceFile {
+    file: File,
+    path: RelPath,
+    full: PathBuf,
+}
+
+impl SourceFile {
+    /// The inode's current identity and times.
+    pub fn stat(&self) -> Result<StatKey> {
+        let md = self.file.metadata().map_err(|e| Error::io("stat", &self.full, e))?;
+        Ok(StatKey {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        })
+    }
+
+    /// Reads the chunk `id` of `len` bytes at `offset`, verifying that the bytes still hash
+    /// to `id`; a mismatch means the file changed since it was scanned.
+    pub fn read_chunk(&self, offset: u64, len: u32, id: &ChunkId) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::Changed {
+                    path: self.path.clone(),
+                }
+            } else {
+                Error::io("read", &self.full, e)
+            }
+        })?;
+        if !id.matches(&buf) {
+            return Err(Error::Changed {
+                path: self.path.clone(),
+            });
+        }
+        Ok(buf)
+    }
+}

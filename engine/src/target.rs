@@ -1,0 +1,388 @@
+//! `TargetDir`: the one seam through which the engine writes a folder, never leaving its root
+//! and never following a symlink (every step is an `*at` call with `O_NOFOLLOW`).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+
+use crate::entry::{EntryKind, MtimeNs};
+use crate::error::{Error, Result};
+use crate::relpath::RelPath;
+
+/// Prefix of the temp files the Applier assembles content in; never a final name.
+pub const TEMP_PREFIX: &str = ".ferry-tmp-";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// What is at a path in the target, as seen without following symlinks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetStat {
+    /// File, dir or symlink; `None` for a special file.
+    pub kind: Option<EntryKind>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: MtimeNs,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// A target folder opened for writing.
+#[derive(Debug)]
+pub struct TargetDir {
+    root: PathBuf,
+    root_fd: OwnedFd,
+}
+
+enum DirFd<'a> {
+    Root(BorrowedFd<'a>),
+    Owned(OwnedFd),
+}
+
+impl AsFd for DirFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            DirFd::Root(fd) => *fd,
+            DirFd::Owned(fd) => fd.as_fd(),
+        }
+    }
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+impl TargetDir {
+    /// Opens the folder at `root`, which must be an existing directory.
+    pub fn open(root: &Path) -> Result<Self> {
+        let root_fd = rfs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::io("open target folder", root, e.into()))?;
+        Ok(TargetDir {
+            root: root.to_owned(),
+            root_fd,
+        })
+    }
+
+    /// The folder's root on the local file system.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn err(&self, op: &'static str, path: &RelPath, e: impl Into<io::Error>) -> Error {
+        Error::io(op, path.under(&self.root), e.into())
+    }
+
+    /// Opens the directory holding `path`, refusing any component that is not a real directory.
+    fn parent(&self, path: &RelPath) -> Result<DirFd<'_>> {
+        let mut cur = DirFd::Root(self.root_fd.as_fd());
+        let comps: Vec<&str> = path.components().collect();
+        for c in &comps[..comps.len() - 1] {
+            let next = rfs::openat(&cur, *c, dir_flags(), Mode::empty()).map_err(|e| {
+                if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+                    Error::Precondition {
+                        path: path.clone(),
+                        reason: format!("a parent component ({c}) is not a directory"),
+                    }
+                } else {
+                    self.err("open parent of", path, e)
+                }
+            })?;
+            cur = DirFd::Owned(next);
+        }
+        Ok(cur)
+    }
+
+    /// What is at `path` now, without following a symlink; `None` when nothing is there.
+    pub fn stat(&self, path: &RelPath) -> Result<Option<TargetStat>> {
+        let dir = match self.parent(path) {
+            Ok(d) => d,
+            Err(Error::Precondition { .. }) => return Ok(None),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        match rfs::statat(&dir, path.name(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(to_stat(&st))),
+            Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => Ok(None),
+            Err(e) => Err(self.err("stat", path, e)),
+        }
+    }
+
+    /// Creates directory `path` (owner-only until its final mode is set, so that it stays
+    /// writable while it is filled).
+    pub fn make_dir(&self, path: &RelPath) -> Result<()> {
+        let dir = self.parent(path)?;
+        match rfs::mkdirat(&dir, path.name(), Mode::from_raw_mode(0o700)) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::EXIST => {
+                let st = rfs::statat(&dir, path.name(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.err("stat", path, e))?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    Ok(())
+                } else {
+                    Err(Error::Precondition {
+                        path: path.clone(),
+                        reason: "something other than a directory is in the way".into(),
+                    })
+                }
+            }
+            Err(e) => Err(self.err("create directory", path, e)),
+        }
+    }
+
+    /// Opens a new temp file beside `path`, where its content is assembled.
+    pub fn create_temp(&self, path: &RelPath) -> Result<TempFile> {
+        let dir = self.parent(path)?;
+        let dir = match dir {
+            DirFd::Root(fd) => fd.try_clone_to_owned().map_err(|e| self.err("dup", path, e))?,
+            DirFd::Owned(fd) => fd,
+        };
+        let tmp_name = temp_name();
+        let fd = rfs::openat(
+            &dir,
+            tmp_name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.err("create temp file for", path, e))?;
+        Ok(TempFile {
+            dir,
+            tmp_name,
+            path: path.clone(),
+            full: path.under(&self.root),
+            file: File::from(fd),
+            committed: false,
+        })
+    }
+
+    /// Creates or replaces `path` with a symlink to `link_target`, atomically.
+    pub fn symlink(&self, path: &RelPath, link_target: &str) -> Result<()> {
+        let dir = self.parent(path)?;
+        let tmp = temp_name();
+        rfs::symlinkat(link_target, &dir, tmp.as_str()).map_err(|e| self.err("create symlink", path, e))?;
+        rfs::renameat(&dir, tmp.as_str(), &dir, path.name()).map_err(|e| {
+            let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+            self.err("install symlink", path, e)
+        })
+    }
+
+    /// Moves `from` to `to`; refuses to replace anything already at `to`.
+    pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<()> {
+        let a = self.parent(from)?;
+        let b = self.parent(to)?;
+        rfs::renameat_with(&a, from.name(), &b, to.name(), RenameFlags::NOREPLACE)
+            .map_err(|e| self.err("rename", from, e))
+    }
+
+    /// Removes the entry at `path`, which must be of `kind` (a directory must be empty).
+    pub fn remove(&self, path: &RelPath, kind: EntryKind) -> Result<()> {
+        let dir = self.parent(path)?;
+        let st = match rfs::statat(&dir, path.name(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) if e == rustix::io::Errno::NOENT => return Ok(()),
+            Err(e) => return Err(self.err("stat", path, e)),
+        };
+        let found = kind_of(FileType::from_raw_mode(st.st_mode));
+        if found != Some(kind) {
+            return Err(Error::Precondition {
+                path: path.clone(),
+                reason: format!("expected a {kind:?} to remove, found {found:?}"),
+            });
+        }
+        let flags = if kind == EntryKind::Dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        rfs::unlinkat(&dir, path.name(), flags).map_err(|e| self.err("remove", path, e))
+    }
+
+    /// Removes whatever is at `path`, with everything below it if it is a directory.
+    /// Symlinks inside are removed as links; nothing outside the root is touched.
+    pub fn remove_tree(&self, path: &RelPath) -> Result<()> {
+        let dir = self.parent(path)?;
+        remove_tree_at(&dir, std::ffi::OsStr::new(path.name())).map_err(|e| self.err("remove tree", path, e))
+    }
+
+    /// Sets permission bits and mtime of `path`, which must be of `kind`.
+    pub fn set_meta(&self, path: &RelPath, kind: EntryKind, mode: u32, mtime: MtimeNs) -> Result<()> {
+        let dir = self.parent(path)?;
+        let st = rfs::statat(&dir, path.name(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.err("stat", path, e))?;
+        if kind_of(FileType::from_raw_mode(st.st_mode)) != Some(kind) {
+            return Err(Error::Precondition {
+                path: path.clone(),
+                reason: format!("expected a {kind:?} to update"),
+            });
+        }
+        if kind != EntryKind::Symlink {
+            rfs::chmodat(&dir, path.name(), Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())
+                .map_err(|e| self.err("chmod", path, e))?;
+        }
+        rfs::utimensat(&dir, path.name(), &timestamps(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.err("set mtime of", path, e))
+    }
+
+    /// Opens the regular file at `path` for reading, refusing a symlink.
+    pub fn open_read(&self, path: &RelPath) -> Result<File> {
+        let dir = self.parent(path)?;
+        let fd = rfs::openat(
+            &dir,
+            path.name(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| self.err("open", path, e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Chunks the file now at `path` (to reuse its chunks, or to compare it with a source
+    /// file), failing with [`Error::Changed`] if it changes while read.
+    pub fn hash_file(&self, path: &RelPath, params: &crate::chunk::ChunkParams) -> Result<crate::chunk::Content> {
+        let f = self.open_read(path)?;
+        let before = f.metadata().map_err(|e| self.err("stat", path, e))?;
+        let content = crate::chunk::chunk_reader(&f, params).map_err(|e| self.err("read", path, e))?;
+        let after = f.metadata().map_err(|e| self.err("stat", path, e))?;
+        if content.len() != after.len() || before.modified().ok() != after.modified().ok() {
+            return Err(Error::Changed { path: path.clone() });
+        }
+        Ok(content)
+    }
+
+    /// Flushes directory `path` (the root when `None`) so that renames in it are durable.
+    pub fn sync_dir(&self, path: Option<&RelPath>) -> Result<()> {
+        let res = match path {
+            None => rfs::fsync(&self.root_fd),
+            Some(p) => {
+                let dir = self.parent(p)?;
+                rfs::openat(&dir, p.name(), dir_flags(), Mode::empty()).and_then(rfs::fsync)
+            }
+        };
+        res.map_err(|e| Error::io("sync directory", path.map_or(self.root.clone(), |p| p.under(&self.root)), e.into()))
+    }
+}
+
+fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result<()> {
+    let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return rfs::unlinkat(dir, name, AtFlags::empty());
+    }
+    let sub = rfs::openat(dir, name, dir_flags(), Mode::empty())?;
+    let mut names = Vec::new();
+    for ent in rfs::Dir::read_from(&sub)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n).to_owned());
+        }
+    }
+    for n in names {
+        remove_tree_at(&sub, n.as_os_str())?;
+    }
+    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+fn temp_name() -> String {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{TEMP_PREFIX}{}-{n}", std::process::id())
+}
+
+fn kind_of(t: FileType) -> Option<EntryKind> {
+    match t {
+        FileType::RegularFile => Some(EntryKind::File),
+        FileType::Directory => Some(EntryKind::Dir),
+        FileType::Symlink => Some(EntryKind::Symlink),
+        _ => None,
+    }
+}
+
+fn to_stat(st: &rfs::Stat) -> TargetStat {
+    TargetStat {
+        kind: kind_of(FileType::from_raw_mode(st.st_mode)),
+        size: st.st_size as u64,
+        mode: st.st_mode & 0o7777,
+        mtime: MtimeNs(st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64),
+        ino: st.st_ino,
+    }
+}
+
+fn timestamps(mtime: MtimeNs) -> Timestamps {
+    let ts = Timespec {
+        tv_sec: mtime.0.div_euclid(1_000_000_000),
+        tv_nsec: mtime.0.rem_euclid(1_000_000_000) as _,
+    };
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+        last_modification: ts,
+    }
+}
+
+/// A file being assembled under a temp name beside its final path. Dropped without
+/// [`TempFile::commit`], it is removed, so no partial content ever has a final name.
+#[derive(Debug)]
+pub struct TempFile {
+    dir: OwnedFd,
+    tmp_name: String,
+    path: RelPath,
+    full: PathBuf,
+    file: File,
+    committed: bool,
+}
+
+impl TempFile {
+    /// The final path this file will be installed at.
+    pub fn path(&self) -> &RelPath {
+        &self.path
+    }
+
+    /// Writes `bytes` at `offset`.
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| Error::io("write", &self.full, e))
+    }
+
+    /// Sets the length, leaving a hole where nothing was written (sparse regions of zeros).
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| Error::io("truncate", &self.full, e))
+    }
+
+    /// Sets mode and mtime, flushes the data to disk when `durable`, and renames the temp
+    /// file over the final name (replacing a file or symlink there atomically).
+    pub fn commit(mut self, mode: u32, mtime: MtimeNs, durable: bool) -> Result<()> {
+        rfs::fchmod(&self.file, Mode::from_raw_mode(mode & 0o7777))
+            .map_err(|e| Error::io("chmod", &self.full, e.into()))?;
+        rfs::futimens(&self.file, &timestamps(mtime))
+            .map_err(|e| Error::io("set mtime of", &self.full, e.into()))?;
+        if durable {
+            rfs::fdatasync(&self.file).map_err(|e| Error::io("fsync", &self.full, e.into()))?;
+        }
+        rfs::renameat(&self.dir, self.tmp_name.as_str(), &self.dir, self.path.name())
+            .map_err(|e| Error::io("rename into place", &self.full, e.into()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = rfs::unlinkat(&self.dir, self.tmp_name.as_str(), AtFlags::empty());
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Examples and benchmark support for Ferry.
+
+pub mod compare;
+pub mod workload;
