@@ -1,1 +1,38 @@
-//! x
+//! Ferry's actors: Differ, Sender and Applier exchanging typed messages, and the pipelines
+//! that wire them. Nothing here knows about TCP, TLS or configuration files: a target is
+//! reached through `Recipient`s, local or remote.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ferry_actors::{run_sync, FolderId, Stats, SyncJob};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let job = SyncJob {
+//!     folder: FolderId::new("photos")?,
+//!     source: "/data/photos".into(),
+//!     target: "/backup/photos".into(),
+//!     checksum: false,
+//!     dry_run: false,
+//!     durable: true,
+//!     params: Default::default(),
+//! };
+//! let report = actix::System::new().block_on(run_sync(job, Arc::new(Stats::default())))?;
+//! println!("{} files created", report.stats.created);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod applier;
+pub mod differ;
+pub mod error;
+pub mod messages;
+pub mod oneshot;
+pub mod pool;
+pub mod sender;
+pub mod stats;
+mod transfer;
+
+pub use error::{Error, Result};
+pub use messages::FolderId;
+pub use oneshot::{run_sync, SyncJob, SyncReport};
+pub use stats::{Stats, StatsSnapshot};

@@ -148,13 +148,16 @@ pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
     let mut renames = Vec::new();
     let mut writes = Vec::new();
     for (entry, replaces) in std::mem::take(&mut d.new_file_actions) {
+        // A file that replaces something cannot be renamed into place (renames never
+        // replace), so it must not take a candidate another new file could use.
         let from = entry
             .content
             .as_ref()
+            .filter(|_| !replaces)
             .and_then(|c| pool.get_mut(&c.id))
             .and_then(Vec::pop);
         match from {
-            Some(from) if !replaces => {
+            Some(from) => {
                 renamed_away.insert(from.path.clone());
                 d.touch_parent(&from.path);
                 renames.push(Action::Rename {
@@ -291,5 +294,477 @@ impl<'a> Draft<'a> {
                 replaces: true,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pure tests: indexes are built in memory, nothing touches the disk.
+
+    use super::*;
+    use crate::chunk::{chunk_reader, ChunkParams, Content};
+    use crate::entry::{MtimeNs, Seq, VersionVector};
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn content(bytes: &[u8]) -> Content {
+        chunk_reader(bytes, &ChunkParams::default()).unwrap()
+    }
+
+    fn entry(path: &str, kind: EntryKind, mode: u32, mtime: i64) -> FileEntry {
+        FileEntry {
+            path: p(path),
+            kind,
+            state: EntryState::Present,
+            size: 0,
+            mtime: MtimeNs(mtime),
+            mode,
+            content: None,
+            symlink_target: None,
+            seq: Seq::default(),
+            version: VersionVector::default(),
+        }
+    }
+
+    /// A hashed file holding `bytes`.
+    fn file(path: &str, bytes: &[u8], mtime: i64) -> FileEntry {
+        FileEntry {
+            size: bytes.len() as u64,
+            content: Some(content(bytes)),
+            ..entry(path, EntryKind::File, 0o644, mtime)
+        }
+    }
+
+    /// The same file as a scan reports it, before anyone hashed it.
+    fn unhashed(e: FileEntry) -> FileEntry {
+        FileEntry { content: None, ..e }
+    }
+
+    fn with_mode(e: FileEntry, mode: u32) -> FileEntry {
+        FileEntry { mode, ..e }
+    }
+
+    fn dir(path: &str, mtime: i64) -> FileEntry {
+        entry(path, EntryKind::Dir, 0o755, mtime)
+    }
+
+    fn symlink(path: &str, to: &str, mtime: i64) -> FileEntry {
+        FileEntry {
+            symlink_target: Some(to.to_owned()),
+            ..entry(path, EntryKind::Symlink, 0o777, mtime)
+        }
+    }
+
+    fn unreadable(e: FileEntry) -> FileEntry {
+        FileEntry {
+            state: EntryState::Unreadable,
+            ..e
+        }
+    }
+
+    fn index(entries: impl IntoIterator<Item = FileEntry>) -> Index {
+        let mut i = Index::new(ChunkParams::default());
+        for e in entries {
+            i.insert(e, None);
+        }
+        i
+    }
+
+    fn ready(source: &Index, target: &Index, opts: DiffOptions) -> Plan {
+        match diff(source, target, opts) {
+            DiffOutcome::Ready(plan) => plan,
+            DiffOutcome::NeedContent(n) => panic!("expected a plan, got NeedContent({n:?})"),
+        }
+    }
+
+    fn needs(source: &Index, target: &Index, opts: DiffOptions) -> ContentNeeds {
+        match diff(source, target, opts) {
+            DiffOutcome::NeedContent(n) => n,
+            DiffOutcome::Ready(plan) => panic!("expected NeedContent, got {plan:#?}"),
+        }
+    }
+
+    fn paths(v: &[&str]) -> Vec<RelPath> {
+        v.iter().map(|s| p(s)).collect()
+    }
+
+    fn name(a: &Action) -> &'static str {
+        match a {
+            Action::Clear { .. } => "Clear",
+            Action::MakeDir { .. } => "MakeDir",
+            Action::Rename { .. } => "Rename",
+            Action::WriteFile { .. } => "WriteFile",
+            Action::Symlink { .. } => "Symlink",
+            Action::SetMeta { .. } => "SetMeta",
+            Action::Remove { .. } => "Remove",
+            Action::SetDirMeta { .. } => "SetDirMeta",
+        }
+    }
+
+    /// Where the `kind` action on `path` sits in the plan; panics when there is none.
+    fn at(plan: &Plan, kind: &str, path: &str) -> usize {
+        plan.actions
+            .iter()
+            .position(|a| name(a) == kind && a.path().as_str() == path)
+            .unwrap_or_else(|| panic!("no {kind} {path} in {plan:#?}"))
+    }
+
+    fn has(plan: &Plan, kind: &str, path: &str) -> bool {
+        plan.actions
+            .iter()
+            .any(|a| name(a) == kind && a.path().as_str() == path)
+    }
+
+    fn count(plan: &Plan, kind: &str) -> usize {
+        plan.actions.iter().filter(|a| name(a) == kind).count()
+    }
+
+    #[test]
+    fn empty_target_makes_dirs_top_down_then_writes_files_once_hashed() {
+        let hashed = [
+            dir("a", 10),
+            dir("a/b", 11),
+            file("a/b/f", b"deep file", 12),
+            file("a/g", b"shallow file", 13),
+            symlink("a/l", "b/f", 14),
+            file("h", b"top file", 15),
+        ];
+        let mut source = index(hashed.iter().cloned().map(|e| match e.kind {
+            EntryKind::File => unhashed(e),
+            _ => e,
+        }));
+        let target = index([]);
+
+        let n = needs(&source, &target, DiffOptions::default());
+        assert_eq!(n.source, paths(&["a/b/f", "a/g", "h"]));
+        assert!(n.target.is_empty());
+
+        for e in hashed.iter().filter(|e| e.kind == EntryKind::File) {
+            source.get_mut(&e.path).unwrap().content = e.content.clone();
+        }
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert!(at(&plan, "MakeDir", "a") < at(&plan, "MakeDir", "a/b"));
+        let last_dir = at(&plan, "MakeDir", "a/b");
+        for f in ["a/b/f", "a/g", "h"] {
+            assert!(at(&plan, "WriteFile", f) > last_dir);
+        }
+        assert!(at(&plan, "Symlink", "a/l") > last_dir);
+        for a in &plan.actions {
+            if let Action::WriteFile { entry, base, replaces } = a {
+                assert_eq!(base, &None, "{}", entry.path);
+                assert!(!replaces, "{}", entry.path);
+                assert!(entry.content.is_some());
+            }
+        }
+        assert_eq!(count(&plan, "Clear") + count(&plan, "Remove") + count(&plan, "Rename"), 0);
+        // New directories get their metadata last, children before parents.
+        assert!(at(&plan, "SetDirMeta", "a/b") < at(&plan, "SetDirMeta", "a"));
+        assert!(at(&plan, "SetDirMeta", "a/b") > at(&plan, "WriteFile", "h"));
+        assert!(!plan.is_noop());
+    }
+
+    #[test]
+    fn identical_trees_need_nothing() {
+        let entries = [
+            dir("d", 1),
+            with_mode(file("d/f", b"x", 2), 0o600),
+            symlink("d/l", "f", 3),
+            file("g", b"yy", 4),
+        ];
+        // Unhashed on both sides: the quick check alone proves them equal.
+        let source = index(entries.iter().cloned().map(unhashed));
+        let target = index(entries.iter().cloned().map(unhashed));
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert!(plan.is_noop(), "{plan:#?}");
+        assert!(plan.actions.is_empty(), "{plan:#?}");
+    }
+
+    #[test]
+    fn equal_size_and_mtime_is_unchanged_unless_checksum() {
+        let s = file("f", b"new!", 7);
+        let t = file("f", b"old!", 7);
+        let source = index([unhashed(s.clone())]);
+        let target = index([unhashed(t.clone())]);
+        assert!(ready(&source, &target, DiffOptions::default()).actions.is_empty());
+
+        let checksum = DiffOptions { checksum: true };
+        let n = needs(&source, &target, checksum);
+        assert_eq!(n.source, paths(&["f"]));
+        assert_eq!(n.target, paths(&["f"]));
+
+        let plan = ready(&index([s.clone()]), &index([t.clone()]), checksum);
+        assert!(has(&plan, "WriteFile", "f"), "{plan:#?}");
+        // With checksum and equal bytes there is nothing to do.
+        let same = file("f", b"new!", 7);
+        assert!(ready(&index([s]), &index([same]), checksum).actions.is_empty());
+    }
+
+    #[test]
+    fn a_mode_change_alone_is_a_metadata_update() {
+        let s = with_mode(unhashed(file("f", b"abc", 7)), 0o600);
+        let t = unhashed(file("f", b"abc", 7));
+        let plan = ready(&index([s]), &index([t]), DiffOptions::default());
+        assert_eq!(plan.actions.len(), 1, "{plan:#?}");
+        assert!(matches!(&plan.actions[0], Action::SetMeta { entry } if entry.mode == 0o600));
+    }
+
+    #[test]
+    fn same_content_with_another_mtime_only_sets_metadata() {
+        let s = file("d/f", b"same bytes", 20);
+        let t = file("d/f", b"same bytes", 10);
+        let mut source = index([dir("d", 1), unhashed(s.clone())]);
+        let mut target = index([dir("d", 1), unhashed(t.clone())]);
+        let n = needs(&source, &target, DiffOptions::default());
+        assert_eq!((n.source, n.target), (paths(&["d/f"]), paths(&["d/f"])));
+
+        source.get_mut(&p("d/f")).unwrap().content = s.content.clone();
+        target.get_mut(&p("d/f")).unwrap().content = t.content.clone();
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert_eq!(count(&plan, "WriteFile"), 0, "{plan:#?}");
+        assert_eq!(plan.actions.len(), 1, "{plan:#?}");
+        assert!(matches!(&plan.actions[0], Action::SetMeta { entry } if entry.mtime == MtimeNs(20)));
+    }
+
+    #[test]
+    fn changed_content_is_written_over_the_target_version() {
+        let t = file("d/f", b"old content", 10);
+        let source = index([dir("d", 1), file("d/f", b"new content!", 20)]);
+        let target = index([dir("d", 1), t.clone()]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        match &plan.actions[at(&plan, "WriteFile", "d/f")] {
+            Action::WriteFile { entry, base, replaces } => {
+                assert_eq!(base, &t.content);
+                assert!(replaces);
+                assert_eq!(entry.mtime, MtimeNs(20));
+            }
+            other => unreachable!("{other:?}"),
+        }
+        // The rename over the old file changes the directory's mtime, which is then restored.
+        assert!(at(&plan, "SetDirMeta", "d") > at(&plan, "WriteFile", "d/f"));
+        assert!(!plan.is_noop());
+    }
+
+    #[test]
+    fn extraneous_entries_are_removed_bottom_up() {
+        let source = index([dir("keep", 1)]);
+        let target = index([
+            dir("keep", 1),
+            file("keep/junk", b"j", 2),
+            dir("x", 3),
+            dir("x/y", 4),
+            file("x/y/f", b"f", 5),
+            symlink("x/y/l", "f", 5),
+            file("x/g", b"g", 6),
+            file("z", b"z", 7),
+        ]);
+        // No new source files: nothing can be a rename, so nothing needs hashing.
+        let plan = ready(&source, &target, DiffOptions::default());
+        let removed: Vec<&str> = plan
+            .actions
+            .iter()
+            .filter(|a| name(a) == "Remove")
+            .map(|a| a.path().as_str())
+            .collect();
+        assert_eq!(removed.len(), 7);
+        for (child, parent) in [("x/y/f", "x/y"), ("x/y/l", "x/y"), ("x/y", "x"), ("x/g", "x")] {
+            assert!(at(&plan, "Remove", child) < at(&plan, "Remove", parent), "{removed:?}");
+        }
+        assert!(matches!(&plan.actions[at(&plan, "Remove", "x/y")], Action::Remove { kind: EntryKind::Dir, .. }));
+        assert!(matches!(&plan.actions[at(&plan, "Remove", "x/y/l")], Action::Remove { kind: EntryKind::Symlink, .. }));
+        assert!(at(&plan, "SetDirMeta", "keep") > at(&plan, "Remove", "keep/junk"));
+        assert!(!has(&plan, "SetDirMeta", "x"));
+    }
+
+    #[test]
+    fn only_extraneous_files_of_a_wanted_size_are_hashed_for_renames() {
+        let source = index([unhashed(file("new", b"12345", 1))]);
+        let target = index([
+            unhashed(file("same-size", b"abcde", 2)),
+            unhashed(file("other-size", b"abc", 3)),
+        ]);
+        let n = needs(&source, &target, DiffOptions::default());
+        assert_eq!(n.source, paths(&["new"]));
+        assert_eq!(n.target, paths(&["same-size"]));
+    }
+
+    #[test]
+    fn a_new_file_matching_an_extraneous_one_is_a_rename() {
+        let mut source = index([dir("d", 1), unhashed(file("d/new", b"moved bytes", 5))]);
+        let mut target = index([unhashed(file("old", b"moved bytes", 3)), unhashed(file("other", b"zz", 3))]);
+        let n = needs(&source, &target, DiffOptions::default());
+        assert_eq!((n.source, n.target), (paths(&["d/new"]), paths(&["old"])));
+
+        source.get_mut(&p("d/new")).unwrap().content = Some(content(b"moved bytes"));
+        target.get_mut(&p("old")).unwrap().content = Some(content(b"moved bytes"));
+        let plan = ready(&source, &target, DiffOptions::default());
+        let r = at(&plan, "Rename", "d/new");
+        assert!(matches!(&plan.actions[r], Action::Rename { from, entry } if *from == p("old") && entry.mtime == MtimeNs(5)));
+        assert!(at(&plan, "MakeDir", "d") < r);
+        assert!(!has(&plan, "WriteFile", "d/new"));
+        assert!(!has(&plan, "Remove", "old"));
+        assert!(has(&plan, "Remove", "other"));
+        assert_eq!(count(&plan, "WriteFile"), 0, "{plan:#?}");
+    }
+
+    #[test]
+    fn one_extraneous_file_is_renamed_once() {
+        let source = index([file("a", b"dup", 5), file("b", b"dup", 5)]);
+        let target = index([file("old", b"dup", 3)]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert_eq!(count(&plan, "Rename"), 1, "{plan:#?}");
+        assert_eq!(count(&plan, "WriteFile"), 1, "{plan:#?}");
+        assert!(!has(&plan, "Remove", "old"));
+    }
+
+    #[test]
+    fn a_non_dir_in_the_way_of_a_dir_is_cleared_before_mkdir() {
+        let source = index([
+            dir("b", 5),
+            file("b/f", b"in b", 6),
+            dir("c", 5),
+        ]);
+        let target = index([file("b", b"was a file", 1), symlink("c", "/elsewhere", 1)]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert!(matches!(&plan.actions[at(&plan, "Clear", "b")], Action::Clear { found: EntryKind::File, .. }));
+        assert!(matches!(&plan.actions[at(&plan, "Clear", "c")], Action::Clear { found: EntryKind::Symlink, .. }));
+        assert!(at(&plan, "Clear", "b") < at(&plan, "MakeDir", "b"));
+        assert!(at(&plan, "Clear", "c") < at(&plan, "MakeDir", "c"));
+        assert!(at(&plan, "MakeDir", "b") < at(&plan, "WriteFile", "b/f"));
+        assert!(!has(&plan, "Remove", "b") && !has(&plan, "Remove", "c"));
+    }
+
+    #[test]
+    fn a_dir_in_the_way_is_cleared_after_renames_out_of_it() {
+        let source = index([
+            file("a", b"a is a file now", 5),
+            symlink("d", "a", 5),
+            file("n", b"kept bytes", 5),
+        ]);
+        let target = index([
+            dir("a", 1),
+            file("a/keep", b"kept bytes", 1),
+            file("a/junk", b"junk", 1),
+            dir("d", 1),
+            dir("d/sub", 1),
+        ]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        let rename = at(&plan, "Rename", "n");
+        assert!(matches!(&plan.actions[rename], Action::Rename { from, .. } if *from == p("a/keep")));
+        assert!(matches!(&plan.actions[at(&plan, "Clear", "a")], Action::Clear { found: EntryKind::Dir, .. }));
+        assert!(rename < at(&plan, "Clear", "a"));
+        assert!(at(&plan, "Clear", "a") < at(&plan, "WriteFile", "a"));
+        assert!(at(&plan, "Clear", "d") < at(&plan, "Symlink", "d"));
+        assert!(matches!(&plan.actions[at(&plan, "WriteFile", "a")], Action::WriteFile { replaces: true, base: None, .. }));
+        assert!(matches!(&plan.actions[at(&plan, "Symlink", "d")], Action::Symlink { replaces: true, .. }));
+        // The cleared directories' contents go with them, not one by one.
+        assert_eq!(count(&plan, "Remove"), 0, "{plan:#?}");
+    }
+
+    #[test]
+    fn a_file_replaces_a_symlink_and_back_without_a_clear() {
+        let source = index([file("f", b"file", 5), symlink("l", "f", 5)]);
+        let target = index([symlink("f", "/etc/passwd", 1), file("l", b"a file", 1)]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert_eq!(count(&plan, "Clear"), 0, "{plan:#?}");
+        assert!(matches!(&plan.actions[at(&plan, "WriteFile", "f")], Action::WriteFile { replaces: true, base: None, .. }));
+        assert!(matches!(&plan.actions[at(&plan, "Symlink", "l")], Action::Symlink { replaces: true, .. }));
+    }
+
+    #[test]
+    fn symlinks_are_compared_by_target_then_mtime() {
+        let source = index([symlink("a", "x", 5), symlink("b", "y", 6), symlink("c", "z", 7)]);
+        let target = index([symlink("a", "x", 5), symlink("b", "y", 1), symlink("c", "other", 7)]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert!(!plan.actions.iter().any(|a| a.path() == &p("a")));
+        assert!(has(&plan, "SetMeta", "b"));
+        assert!(matches!(&plan.actions[at(&plan, "Symlink", "c")], Action::Symlink { replaces: true, .. }));
+    }
+
+    #[test]
+    fn unreadable_source_entries_protect_the_target() {
+        let secret = b"the same bytes as a new file";
+        let source = index([
+            unreadable(dir("u", 9)),
+            unreadable(file("v", b"v", 9)),
+            unreadable(dir("w", 9)),
+            file("n", secret, 9),
+            dir("d", 1),
+            unreadable(dir("d/u", 9)),
+        ]);
+        let target = index([
+            with_mode(dir("u", 1), 0o700),
+            file("u/f", secret, 1),
+            dir("u/sub", 1),
+            file("u/sub/g", b"g", 1),
+            symlink("u/l", "f", 1),
+            file("v", b"different", 1),
+            file("w", b"a file where the source has an unreadable dir", 1),
+            dir("d", 1),
+            dir("d/u", 2),
+            file("d/u/f", b"f", 1),
+        ]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        let protected = paths(&["u", "v", "w", "d/u"]);
+        for a in &plan.actions {
+            assert!(!protected.iter().any(|q| a.path().is_within(q)), "{a:?} touches a protected path");
+            if let Action::Rename { from, .. } = a {
+                assert!(!protected.iter().any(|q| from.is_within(q)), "{a:?} takes a protected file");
+            }
+        }
+        assert!(has(&plan, "WriteFile", "n"), "{plan:#?}");
+    }
+
+    #[test]
+    fn dir_metadata_is_set_bottom_up_after_removes() {
+        let source = index([dir("d", 5), with_mode(dir("d/e", 7), 0o700), dir("same", 3), dir("same/child", 3)]);
+        let target = index([
+            dir("d", 9),
+            dir("d/e", 7),
+            file("d/e/x", b"extra", 1),
+            dir("same", 3),
+            dir("same/child", 3),
+        ]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        let remove = at(&plan, "Remove", "d/e/x");
+        let (e, d) = (at(&plan, "SetDirMeta", "d/e"), at(&plan, "SetDirMeta", "d"));
+        assert!(remove < e && e < d, "{plan:#?}");
+        assert_eq!(d, plan.actions.len() - 1);
+        assert!(matches!(&plan.actions[e], Action::SetDirMeta { mode: 0o700, mtime: MtimeNs(7), differs: true, .. }));
+        assert!(matches!(&plan.actions[d], Action::SetDirMeta { mode: 0o755, mtime: MtimeNs(5), differs: true, .. }));
+        // Untouched, identical directories are not revisited.
+        assert!(!has(&plan, "SetDirMeta", "same") && !has(&plan, "SetDirMeta", "same/child"));
+    }
+
+    #[test]
+    fn a_dir_revisited_only_for_its_children_is_not_a_change() {
+        let source = index([dir("d", 5)]);
+        let target = index([dir("d", 5), file("d/x", b"x", 1)]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert!(matches!(&plan.actions[at(&plan, "SetDirMeta", "d")], Action::SetDirMeta { differs: false, .. }));
+        let changes: Vec<_> = plan.itemize().collect();
+        assert_eq!(changes, vec![(crate::plan::ChangeKind::Removed, &p("d/x"))]);
+    }
+
+    #[test]
+    fn tombstones_in_the_source_remove_target_entries() {
+        let mut gone = file("f", b"gone", 1);
+        let target = index([gone.clone()]);
+        gone.state = EntryState::Deleted;
+        let plan = ready(&index([gone]), &target, DiffOptions::default());
+        assert!(has(&plan, "Remove", "f"), "{plan:#?}");
+    }
+
+    #[test]
+    fn a_file_replacing_a_dir_does_not_use_up_a_rename_candidate() {
+        // "a" replaces a directory, so it cannot be renamed into place (the directory is
+        // still there when renames run); "b" can, and must get the one matching file.
+        let source = index([file("a", b"same", 5), file("b", b"same", 5)]);
+        let target = index([dir("a", 1), file("old", b"same", 1)]);
+        let plan = ready(&source, &target, DiffOptions::default());
+        assert!(matches!(&plan.actions[at(&plan, "Rename", "b")], Action::Rename { from, .. } if *from == p("old")), "{plan:#?}");
+        assert!(has(&plan, "WriteFile", "a"));
+        assert!(!has(&plan, "Remove", "old"));
     }
 }

@@ -386,3 +386,92 @@ impl Drop for TempFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_temp_file_dropped_without_commit_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("sub")).unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        for path in ["f", "sub/f"] {
+            let temp = target.create_temp(&p(path)).unwrap();
+            temp.write_at(0, b"partial").unwrap();
+            temp.set_len(100).unwrap();
+            drop(temp);
+        }
+        assert_eq!(names(root.path()), ["sub"]);
+        assert!(names(&root.path().join("sub")).is_empty());
+    }
+
+    #[test]
+    fn a_committed_temp_file_appears_under_its_final_name_only() {
+        let root = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        let temp = target.create_temp(&p("f")).unwrap();
+        temp.write_at(0, b"whole").unwrap();
+        temp.commit(0o640, MtimeNs(1_234_567_890_123_456_789), false).unwrap();
+        assert_eq!(names(root.path()), ["f"]);
+        let st = target.stat(&p("f")).unwrap().unwrap();
+        assert_eq!((st.kind, st.size, st.mode, st.mtime), (Some(EntryKind::File), 5, 0o640, MtimeNs(1_234_567_890_123_456_789)));
+    }
+
+    #[test]
+    fn remove_tree_removes_links_not_what_they_point_at() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("precious"), b"keep me").unwrap();
+        fs::create_dir_all(root.path().join("t/sub")).unwrap();
+        fs::write(root.path().join("t/sub/f"), b"f").unwrap();
+        symlink(outside.path(), root.path().join("t/link")).unwrap();
+        symlink(outside.path(), root.path().join("t/sub/link")).unwrap();
+        symlink(outside.path(), root.path().join("top-link")).unwrap();
+
+        let target = TargetDir::open(root.path()).unwrap();
+        target.remove_tree(&p("t")).unwrap();
+        target.remove_tree(&p("top-link")).unwrap();
+        assert!(names(root.path()).is_empty());
+        assert_eq!(names(outside.path()), ["precious"]);
+        assert_eq!(fs::read(outside.path().join("precious")).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn nothing_is_created_through_a_symlinked_or_non_dir_parent() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("real")).unwrap();
+        symlink(outside.path(), root.path().join("link")).unwrap();
+        symlink(outside.path(), root.path().join("real/link")).unwrap();
+        fs::write(root.path().join("file"), b"").unwrap();
+
+        let target = TargetDir::open(root.path()).unwrap();
+        for path in ["link/f", "real/link/f", "link/deeper/f", "file/f"] {
+            match target.create_temp(&p(path)) {
+                Err(Error::Precondition { path: got, .. }) => assert_eq!(got, p(path)),
+                other => panic!("create_temp({path}) gave {other:?}"),
+            }
+            assert!(matches!(target.make_dir(&p(path)), Err(Error::Precondition { .. })), "{path}");
+            assert!(matches!(target.symlink(&p(path), "x"), Err(Error::Precondition { .. })), "{path}");
+        }
+        assert!(names(outside.path()).is_empty());
+        assert_eq!(names(root.path()), ["file", "link", "real"]);
+        assert_eq!(names(&root.path().join("real")), ["link"]);
+    }
+}

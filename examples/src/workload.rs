@@ -500,7 +500,7 @@ pub fn gen_incompressible_file(path: &Path, size: u64, seed: u64) -> io::Result<
         }
     }
     let mut f = fs::File::create(path)?;
-    let mut rng = Rng::derive(seed, 0x6269_67); // "big"
+    let mut rng = Rng::derive(seed, 0x0062_6967); // "big"
     let mut buf = vec![0u8; (16 * MIB).min(size.max(1)) as usize];
     let mut left = size;
     while left > 0 {
@@ -579,7 +579,7 @@ mod tests {
         let sa = gen_tree(a.path(), Scale::Small, 7).unwrap();
         // Different thread count must not change the result.
         let sb = TreePlan::new(Scale::Small, 7).write(b.path(), 1).unwrap();
-        let sc = gen_tree(c.path(), Scale::Small, 8).unwrap();
+        gen_tree(c.path(), Scale::Small, 8).unwrap();
         assert_eq!(sa, sb);
         assert_eq!(sa.files, 1_000);
         let ta = read_tree(a.path());

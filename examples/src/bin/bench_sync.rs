@@ -79,13 +79,29 @@ enum Failure {
     Setup(String),
     /// ferry failed or produced a wrong result: exit 3.
     Wrong(String),
+    /// A failure that has already been printed; carries the exit code.
+    Reported(u8),
 }
 
 impl Failure {
     fn message(&self) -> &str {
         match self {
             Failure::Setup(m) | Failure::Wrong(m) => m,
+            Failure::Reported(_) => "(already reported)",
         }
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Setup(_) => 1,
+            Failure::Wrong(_) => 3,
+            Failure::Reported(code) => *code,
+        }
+    }
+
+    /// Marks a failure as printed so that `run` does not print it twice.
+    fn reported(self) -> Self {
+        Failure::Reported(self.exit_code())
     }
 }
 
@@ -697,7 +713,29 @@ fn print_table(ctx: &Context, samples: &Samples) {
 // Main
 // ---------------------------------------------------------------------------------------------
 
+/// Prints a failure (loudly, on stderr; and as JSON on stdout with `--json`).
+fn report_failure(f: &Failure, json: bool) {
+    eprintln!("bench_sync: error: {}", f.message());
+    if json {
+        println!(
+            "{}",
+            json!({ "benchmark": "bench_sync", "ok": false, "error": f.message().trim() })
+        );
+    }
+}
+
 fn run(args: Args) -> Result<()> {
+    let json = args.json;
+    let result = run_inner(args);
+    if let Err(f) = &result {
+        if !matches!(f, Failure::Reported(_)) {
+            report_failure(f, json);
+        }
+    }
+    result
+}
+
+fn run_inner(args: Args) -> Result<()> {
     check_time()?;
     let (rsync, rsync_version) = find_rsync()?;
     let ferry = if args.skip_ferry {
@@ -720,8 +758,12 @@ fn run(args: Args) -> Result<()> {
                 .prefix("ferry-bench-")
                 .tempdir_in("/tmp")
                 .map_err(setup("creating a temporary directory under /tmp"))?;
-            let keep = args.keep;
+            let (keep, json) = (args.keep, args.json);
             let result = bench(args, temp.path().to_path_buf(), ferry, rsync, rsync_version);
+            if let Err(f) = &result {
+                // Report before the cleanup note so the failure is not buried.
+                report_failure(f, json);
+            }
             if keep {
                 eprintln!("bench_sync: kept {}", temp.keep().display());
             } else {
@@ -736,7 +778,7 @@ fn run(args: Args) -> Result<()> {
                 );
                 drop(temp);
             }
-            result
+            result.map_err(Failure::reported)
         }
     }
 }
@@ -870,22 +912,61 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let json = args.json;
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            let code = match f {
-                Failure::Setup(_) => 1,
-                Failure::Wrong(_) => 3,
-            };
-            eprintln!("bench_sync: error: {}", f.message());
-            if json {
-                println!(
-                    "{}",
-                    json!({ "benchmark": "bench_sync", "ok": false, "error": f.message() })
-                );
-            }
-            ExitCode::from(code)
-        }
+        Err(f) => ExitCode::from(f.exit_code()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> std::result::Result<Option<Args>, String> {
+        parse_args(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn parses_arguments() {
+        let a = parse(&[]).unwrap().unwrap();
+        assert_eq!(
+            (a.scale, a.seed, a.runs, a.json, a.skip_ferry),
+            (Scale::Full, 1, 3, false, false)
+        );
+        let a = parse(&[
+            "--scale",
+            "small",
+            "--seed=9",
+            "--runs",
+            "5",
+            "--json",
+            "--skip-ferry",
+            "--ferry",
+            "/x",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (a.scale, a.seed, a.runs, a.json, a.skip_ferry),
+            (Scale::Small, 9, 5, true, true)
+        );
+        assert_eq!(a.ferry.as_deref(), Some(Path::new("/x")));
+        assert!(parse(&["--help"]).unwrap().is_none());
+        assert!(parse(&["--scale", "huge"]).is_err());
+        assert!(parse(&["--runs", "0"]).is_err());
+        assert!(parse(&["--seed"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn medians_ratios_and_verdicts() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(ratio(Some(1.0), Some(2.0)), Some(0.5));
+        assert_eq!(ratio(None, Some(2.0)), None);
+        assert_eq!(verdict(Some(0.5), 0.5), "PASS");
+        assert_eq!(verdict(Some(0.51), 0.5), "MISS");
+        assert_eq!(verdict(None, 0.5), "SKIP");
     }
 }

@@ -1,0 +1,673 @@
+//! The Applier: owns a target folder; turns source entries into a plan, fetches only the
+//! chunks it cannot find locally, assembles files in temp files and installs them atomically.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use ferry_engine::assemble::ChunkTask;
+use ferry_engine::{
+    apply_action, diff, Action, ChangeKind, ChunkId, ChunkParams, DiffOptions, DiffOutcome,
+    EntryKind, EntryState, Index, Plan, RelPath, ScanOptions, Seq, TargetDir,
+};
+
+use crate::messages::{
+    Applied, ApplyFailed, ChunkData, ChunkRequest, FolderId, IndexDelta, NeedChunks, NeedContent,
+    SkippedPath, Start,
+};
+use crate::pool::Pool;
+use crate::stats::Stats;
+use crate::transfer::{fail_slots, write_chunks, Slot, SlotEvent};
+
+/// Files assembled at once.
+const MAX_ACTIVE_FILES: usize = 64;
+/// Chunk bytes requested but not yet received, at most.
+const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
+/// A `NeedChunks` message asks for at most this many bytes.
+const MAX_REQUEST_BYTES: u64 = 4 << 20;
+/// A chunk that arrives corrupt is asked for again this many times before its files fail.
+const CHUNK_RETRIES: u32 = 3;
+/// Blocking file-system jobs at once: writes and fsyncs are latency-bound, so wider than the core count.
+const IO_JOBS: usize = 16;
+
+/// How an Applier decides and writes.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplierOptions {
+    /// Compare content even when size and mtime agree.
+    pub checksum: bool,
+    /// Plan only: report what would change and write nothing.
+    pub dry_run: bool,
+    /// fsync file data and directories before acknowledging.
+    pub durable: bool,
+    /// Chunker parameters (must match the source's).
+    pub params: ChunkParams,
+}
+
+/// The recipients through which an Applier answers its Sender, local or remote.
+#[derive(Clone)]
+pub struct SenderLink {
+    /// Requests for source chunk lists.
+    pub need_content: Recipient<NeedContent>,
+    /// Requests for chunk data.
+    pub need_chunks: Recipient<NeedChunks>,
+    /// Acknowledgements.
+    pub applied: Recipient<Applied>,
+    /// Fatal failures.
+    pub failed: Recipient<ApplyFailed>,
+}
+
+/// A plan being carried out.
+struct Execution {
+    seq: Seq,
+    post: Vec<Action>,
+    queue: VecDeque<Arc<Slot>>,
+    active: usize,
+    jobs: usize,
+    waiting: HashMap<ChunkId, Vec<(Arc<Slot>, ChunkTask)>>,
+    requests: VecDeque<ChunkRequest>,
+    inflight: u64,
+    retries: HashMap<ChunkId, u32>,
+    dirs: BTreeSet<Option<RelPath>>,
+}
+
+/// Applies a source folder's index to one target folder.
+pub struct Applier {
+    folder: FolderId,
+    target: Arc<TargetDir>,
+    opts: ApplierOptions,
+    sender: SenderLink,
+    stats: Arc<Stats>,
+    io: Pool,
+    hasher: Pool,
+    target_index: Option<Index>,
+    source: Index,
+    have_snapshot: bool,
+    upto: Seq,
+    content_requests: usize,
+    target_jobs: usize,
+    asked: HashSet<RelPath>,
+    /// Something arrived since the last plan was made.
+    dirty: bool,
+    exec: Option<Execution>,
+    skipped: Vec<SkippedPath>,
+}
+
+impl Applier {
+    /// An Applier for `target`, answering through `sender`.
+    pub fn new(folder: FolderId, target: TargetDir, opts: ApplierOptions, sender: SenderLink, stats: Arc<Stats>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Applier {
+            folder,
+            target: Arc::new(target),
+            opts,
+            sender,
+            stats,
+            io: Pool::new(IO_JOBS),
+            hasher: Pool::new(cores),
+            target_index: None,
+            source: Index::new(opts.params),
+            have_snapshot: false,
+            upto: Seq::default(),
+            content_requests: 0,
+            target_jobs: 0,
+            asked: HashSet::new(),
+            dirty: false,
+            exec: None,
+            skipped: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(actor = "applier", folder = %self.folder, "{reason}");
+        self.sender.failed.do_send(ApplyFailed {
+            folder: self.folder.clone(),
+            reason,
+        });
+    }
+
+    fn skip(&mut self, path: &RelPath, reason: String) {
+        tracing::warn!(folder = %self.folder, path = %path, "not applied: {reason}");
+        Stats::add(&self.stats.skipped, 1);
+        self.skipped.push(SkippedPath {
+            path: path.to_string(),
+            reason,
+        });
+    }
+
+    /// Diffs when everything needed is known; asks for content or starts applying.
+    fn try_plan(&mut self, ctx: &mut Context<Self>) {
+        if !self.dirty
+            || self.exec.is_some()
+            || !self.have_snapshot
+            || self.content_requests > 0
+            || self.target_jobs > 0
+        {
+            return;
+        }
+        let Some(target_index) = &self.target_index else { return };
+        let opts = DiffOptions {
+            checksum: self.opts.checksum,
+        };
+        match diff(&self.source, target_index, opts) {
+            DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
+            DiffOutcome::Ready(plan) => {
+                self.asked.clear();
+                self.dirty = false;
+                if self.opts.dry_run {
+                    self.acknowledge(Some(plan));
+                } else {
+                    self.execute(plan, ctx);
+                }
+            }
+        }
+    }
+
+    fn resolve(&mut self, needs: ferry_engine::ContentNeeds, ctx: &mut Context<Self>) {
+        // A path asked for once and still without content will not get any: leave it alone
+        // rather than ask forever.
+        let mut source = Vec::new();
+        for p in needs.source {
+            if self.asked.insert(p.clone()) {
+                source.push(p);
+            } else if let Some(e) = self.source.get_mut(&p) {
+                e.state = EntryState::Unreadable;
+                let reason = "the source did not provide its content".to_owned();
+                self.skip(&p, reason);
+            }
+        }
+        if !source.is_empty() {
+            self.content_requests += 1;
+            let msg = NeedContent {
+                folder: self.folder.clone(),
+                paths: source,
+            };
+            let to = self.sender.need_content.clone();
+            ctx.spawn(async move { to.send(msg).await }.into_actor(self).map(|r, act, _| {
+                if let Err(e) = r {
+                    act.fail(format!("sender is gone: {e}"));
+                }
+            }));
+        }
+        for group in needs.target.chunks(32) {
+            let group = group.to_vec();
+            let target = self.target.clone();
+            let params = self.opts.params;
+            let pool = self.hasher.clone();
+            self.target_jobs += 1;
+            let job = async move {
+                pool.run("hash target files", move || {
+                    group
+                        .into_iter()
+                        .map(|p| {
+                            let r = target.hash_file(&p, &params);
+                            (p, r)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+            };
+            ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
+                act.target_jobs -= 1;
+                match res {
+                    Ok(results) => {
+                        let index = act.target_index.as_mut().expect("target scanned before hashing");
+                        for (p, r) in results {
+                            if let Some(e) = index.get_mut(&p) {
+                                match r {
+                                    Ok(c) => e.content = Some(c),
+                                    // Unreadable at the target: it will be replaced, not compared.
+                                    Err(_) => e.state = EntryState::Unreadable,
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => return act.fail(e.to_string()),
+                }
+                act.try_plan(ctx);
+            }));
+        }
+        if self.content_requests == 0 && self.target_jobs == 0 {
+            self.try_plan(ctx);
+        }
+    }
+
+    fn acknowledge(&mut self, dry_run_plan: Option<Plan>) {
+        let msg = Applied {
+            folder: self.folder.clone(),
+            seq: self.upto,
+            skipped: std::mem::take(&mut self.skipped),
+            dry_run_plan,
+        };
+        self.sender.applied.do_send(msg);
+    }
+
+    fn count(&self, change: Option<ChangeKind>) {
+        let s = &self.stats;
+        match change {
+            Some(ChangeKind::Created) => Stats::add(&s.created, 1),
+            Some(ChangeKind::Updated) => Stats::add(&s.updated, 1),
+            Some(ChangeKind::Metadata) => Stats::add(&s.metadata_only, 1),
+            Some(ChangeKind::Removed) => Stats::add(&s.removed, 1),
+            Some(ChangeKind::Renamed) => Stats::add(&s.renamed, 1),
+            None => {}
+        }
+    }
+
+    fn execute(&mut self, plan: Plan, ctx: &mut Context<Self>) {
+        let mut pre = Vec::new();
+        let mut post = Vec::new();
+        let mut queue = VecDeque::new();
+        for a in plan.actions {
+            match a {
+                Action::WriteFile { entry, base, replaces } => {
+                    Stats::add(&self.stats.files_planned, 1);
+                    Stats::add(&self.stats.bytes_planned, entry.size);
+                    queue.push_back(Slot::new(entry, base, replaces, self.target.clone(), self.opts.durable));
+                }
+                Action::Remove { .. } | Action::SetDirMeta { .. } => post.push(a),
+                other => pre.push(other),
+            }
+        }
+        self.exec = Some(Execution {
+            seq: self.upto,
+            post,
+            queue,
+            active: 0,
+            jobs: 1,
+            waiting: HashMap::new(),
+            requests: VecDeque::new(),
+            inflight: 0,
+            retries: HashMap::new(),
+            dirs: BTreeSet::new(),
+        });
+        self.run_actions(pre, ctx, |act, ctx| {
+            if let Some(x) = act.exec.as_mut() {
+                x.jobs -= 1;
+            }
+            act.pump_files(ctx);
+            act.check_done(ctx);
+        });
+    }
+
+    /// Runs plain actions in order on the I/O pool, recording their effects, then `then`.
+    fn run_actions(
+        &mut self,
+        actions: Vec<Action>,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
+        let target = self.target.clone();
+        let pool = self.io.clone();
+        let job = async move {
+            pool.run("apply actions", move || {
+                actions
+                    .into_iter()
+                    .map(|a| {
+                        let r = apply_action(&target, &a);
+                        (a, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+        };
+        ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(results) => {
+                    for (a, r) in results {
+                        match r {
+                            Ok(effect) => {
+                                if effect.wrote {
+                                    act.count(a.change());
+                                    act.log_change(&a);
+                                    act.record(&a);
+                                }
+                            }
+                            Err(e) => act.skip(a.path(), e.to_string()),
+                        }
+                    }
+                }
+                Err(e) => act.fail(e.to_string()),
+            }
+            then(act, ctx);
+        }));
+    }
+
+    fn log_change(&self, a: &Action) {
+        if let Some(change) = a.change() {
+            tracing::info!(folder = %self.folder, path = %a.path(), "{}", change_word(change));
+        }
+    }
+
+    /// Keeps the target index in step with what was applied.
+    fn record(&mut self, a: &Action) {
+        let Some(index) = self.target_index.as_mut() else { return };
+        match a {
+            Action::Clear { path, .. } => index.remove_tree(path),
+            Action::Remove { path, .. } => {
+                index.remove(path);
+            }
+            Action::Rename { from, entry } => {
+                index.remove(from);
+                index.insert(entry.clone(), None);
+            }
+            Action::WriteFile { entry, .. } | Action::Symlink { entry, .. } | Action::SetMeta { entry } => {
+                index.insert(entry.clone(), None);
+            }
+            Action::MakeDir { path } => {
+                if let Some(s) = self.source.get(path) {
+                    index.insert(s.clone(), None);
+                }
+            }
+            Action::SetDirMeta { path, mode, mtime, .. } => {
+                if let Some(e) = index.get_mut(path) {
+                    e.mode = *mode;
+                    e.mtime = *mtime;
+                }
+            }
+        }
+    }
+
+    /// Starts files while there is room.
+    fn pump_files(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            let Some(x) = self.exec.as_mut() else { return };
+            if x.active >= MAX_ACTIVE_FILES || x.inflight >= MAX_INFLIGHT_BYTES {
+                break;
+            }
+            let Some(slot) = x.queue.pop_front() else { break };
+            x.active += 1;
+            let tasks = slot.tasks();
+            if slot.needs_start(&tasks) {
+                x.jobs += 1;
+                let pool = self.io.clone();
+                let s = slot.clone();
+                let job = async move { pool.run("start file", move || s.start(&tasks)).await };
+                ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+                    if let Some(x) = act.exec.as_mut() {
+                        x.jobs -= 1;
+                    }
+                    match res {
+                        Ok((remote, reused, event)) => {
+                            Stats::add(&act.stats.bytes_reused, reused);
+                            act.want(&slot, remote);
+                            act.on_events(event.into_iter().collect());
+                        }
+                        Err(e) => act.fail(e.to_string()),
+                    }
+                    act.pump_requests(ctx);
+                    act.pump_files(ctx);
+                    act.check_done(ctx);
+                }));
+            } else {
+                self.want(&slot, tasks);
+            }
+        }
+        self.pump_requests(ctx);
+    }
+
+    /// Registers the chunks a slot needs from the sender.
+    fn want(&mut self, slot: &Arc<Slot>, tasks: Vec<ChunkTask>) {
+        let Some(x) = self.exec.as_mut() else { return };
+        for t in tasks {
+            let waiters = x.waiting.entry(t.chunk.id).or_default();
+            if waiters.is_empty() {
+                x.requests.push_back(ChunkRequest {
+                    id: t.chunk.id,
+                    path: slot.entry.path.clone(),
+                    offset: t.offset,
+                    len: t.chunk.len,
+                });
+            }
+            waiters.push((slot.clone(), t));
+        }
+    }
+
+    /// Sends chunk requests while the in-flight bound allows.
+    fn pump_requests(&mut self, ctx: &mut Context<Self>) {
+        let Some(x) = self.exec.as_mut() else { return };
+        let mut messages = Vec::new();
+        while x.inflight < MAX_INFLIGHT_BYTES && !x.requests.is_empty() {
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            while let Some(r) = x.requests.front() {
+                let len = u64::from(r.len);
+                if bytes > 0 && (bytes + len > MAX_REQUEST_BYTES || x.inflight + bytes >= MAX_INFLIGHT_BYTES) {
+                    break;
+                }
+                bytes += len;
+                batch.extend(x.requests.pop_front());
+            }
+            x.inflight += bytes;
+            messages.push(NeedChunks {
+                folder: self.folder.clone(),
+                chunks: batch,
+            });
+        }
+        for msg in messages {
+            let to = self.sender.need_chunks.clone();
+            ctx.spawn(async move { to.send(msg).await }.into_actor(self).map(|r, act, _| {
+                if let Err(e) = r {
+                    act.fail(format!("sender is gone: {e}"));
+                }
+            }));
+        }
+    }
+
+    fn on_events(&mut self, events: Vec<SlotEvent>) {
+        for ev in events {
+            match ev {
+                SlotEvent::Committed(slot) => {
+                    let change = if slot.replaces { ChangeKind::Updated } else { ChangeKind::Created };
+                    self.count(Some(change));
+                    Stats::add(&self.stats.files_done, 1);
+                    Stats::add(&self.stats.bytes_written, slot.entry.size);
+                    tracing::info!(folder = %self.folder, path = %slot.entry.path, "{}", change_word(change));
+                    if let Some(x) = self.exec.as_mut() {
+                        x.active -= 1;
+                        x.dirs.insert(slot.entry.path.parent());
+                    }
+                    self.record(&Action::WriteFile {
+                        entry: slot.entry.clone(),
+                        base: None,
+                        replaces: slot.replaces,
+                    });
+                }
+                SlotEvent::Failed(slot, reason) => {
+                    Stats::add(&self.stats.files_done, 1);
+                    if let Some(x) = self.exec.as_mut() {
+                        x.active -= 1;
+                    }
+                    self.skip(&slot.entry.path, reason);
+                }
+            }
+        }
+    }
+
+    /// When every file is done, removes extraneous entries, fixes directory metadata,
+    /// makes the renames durable, and acknowledges.
+    fn check_done(&mut self, ctx: &mut Context<Self>) {
+        let Some(x) = self.exec.as_mut() else { return };
+        if x.jobs > 0 || x.active > 0 || !x.queue.is_empty() {
+            return;
+        }
+        x.jobs += 1;
+        let post = std::mem::take(&mut x.post);
+        let dirs: Vec<Option<RelPath>> = std::mem::take(&mut x.dirs).into_iter().collect();
+        let durable = self.opts.durable;
+        self.run_actions(post, ctx, move |act, ctx| {
+            if !durable {
+                return act.finish(ctx);
+            }
+            let target = act.target.clone();
+            let pool = act.io.clone();
+            let job = async move {
+                pool.run("sync directories", move || {
+                    dirs.iter()
+                        .filter_map(|d| target.sync_dir(d.as_ref()).err())
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                })
+                .await
+            };
+            ctx.spawn(job.into_actor(act).map(|res, act, ctx| {
+                match res {
+                    Ok(errors) => {
+                        for e in errors {
+                            tracing::warn!(folder = %act.folder, "{e}");
+                        }
+                    }
+                    Err(e) => act.fail(e.to_string()),
+                }
+                act.finish(ctx);
+            }));
+        });
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let Some(x) = self.exec.take() else { return };
+        self.upto = self.upto.max(x.seq);
+        self.acknowledge(None);
+        // Deltas that arrived while the plan ran are planned now.
+        self.try_plan(ctx);
+    }
+}
+
+fn change_word(c: ChangeKind) -> &'static str {
+    match c {
+        ChangeKind::Created => "created",
+        ChangeKind::Updated => "updated",
+        ChangeKind::Metadata => "metadata updated",
+        ChangeKind::Removed => "removed",
+        ChangeKind::Renamed => "renamed",
+    }
+}
+
+impl Actor for Applier {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        tracing::debug!(actor = "applier", folder = %self.folder, "started");
+    }
+}
+
+impl Handler<Start> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, _: Start, ctx: &mut Self::Context) {
+        let root = self.target.root().to_owned();
+        let opts = ScanOptions {
+            params: self.opts.params,
+            skip_temp_files: false,
+        };
+        let pool = self.hasher.clone();
+        let job = async move { pool.run("scan target", move || ferry_engine::scan(&root, opts)).await };
+        ctx.spawn(job.into_actor(self).map(|res, act, ctx| match res {
+            Ok(Ok(outcome)) => {
+                for s in &outcome.skipped {
+                    tracing::debug!(folder = %act.folder, path = %s.path.display(), "target entry not indexed: {}", s.reason);
+                }
+                act.target_index = Some(outcome.index);
+                act.dirty = true;
+                act.try_plan(ctx);
+            }
+            Ok(Err(e)) => act.fail(format!("cannot scan target: {e}")),
+            Err(e) => act.fail(e.to_string()),
+        }));
+    }
+}
+
+impl Handler<IndexDelta> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, msg: IndexDelta, ctx: &mut Self::Context) {
+        if msg.snapshot {
+            self.source = Index::new(self.opts.params);
+            self.have_snapshot = true;
+        } else {
+            self.content_requests = self.content_requests.saturating_sub(1);
+        }
+        for e in msg.entries {
+            if e.kind != EntryKind::File && e.content.is_some() {
+                return self.fail(format!("protocol error: {} is not a file but has content", e.path));
+            }
+            self.source.insert(e, None);
+        }
+        self.upto = self.upto.max(msg.upto);
+        self.dirty = true;
+        self.try_plan(ctx);
+    }
+}
+
+impl Handler<ChunkData> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChunkData, ctx: &mut Self::Context) {
+        let Some(x) = self.exec.as_mut() else {
+            tracing::debug!(folder = %self.folder, "chunk data outside a transfer ignored");
+            return;
+        };
+        let mut batch = Vec::new();
+        for c in msg.chunks {
+            let Some(waiters) = x.waiting.remove(&c.id) else {
+                tracing::debug!(folder = %self.folder, "unrequested chunk {:?} ignored", c.id);
+                continue;
+            };
+            x.inflight = x.inflight.saturating_sub(u64::from(waiters[0].1.chunk.len));
+            batch.push((c.data, c.id, waiters));
+        }
+        let mut events = Vec::new();
+        for f in msg.failed {
+            if let Some(waiters) = x.waiting.remove(&f.id) {
+                x.inflight = x.inflight.saturating_sub(u64::from(waiters[0].1.chunk.len));
+                events.extend(fail_slots(waiters, &format!("source could not supply it: {}", f.reason)));
+            }
+        }
+        self.on_events(events);
+        if !batch.is_empty() {
+            let x = self.exec.as_mut().expect("checked above");
+            x.jobs += 1;
+            let pool = self.io.clone();
+            let job = async move { pool.run("write chunks", move || write_chunks(batch)).await };
+            ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
+                if let Some(x) = act.exec.as_mut() {
+                    x.jobs -= 1;
+                }
+                match res {
+                    Ok(outcome) => {
+                        act.on_events(outcome.events);
+                        for (id, waiters) in outcome.bad {
+                            act.retry_chunk(id, waiters);
+                        }
+                    }
+                    Err(e) => act.fail(e.to_string()),
+                }
+                act.pump_files(ctx);
+                act.check_done(ctx);
+            }));
+        }
+        self.pump_files(ctx);
+        self.check_done(ctx);
+    }
+}
+
+impl Applier {
+    /// A chunk arrived corrupt: ask again, up to a limit, then fail its files.
+    fn retry_chunk(&mut self, id: ChunkId, waiters: Vec<(Arc<Slot>, ChunkTask)>) {
+        let Some(x) = self.exec.as_mut() else { return };
+        let n = x.retries.entry(id).or_insert(0);
+        *n += 1;
+        tracing::warn!(folder = %self.folder, path = %waiters[0].0.entry.path, attempt = *n, "chunk failed verification, asking again");
+        if *n > CHUNK_RETRIES {
+            let events = fail_slots(waiters, "a chunk kept failing verification");
+            return self.on_events(events);
+        }
+        let (slot, task) = &waiters[0];
+        x.requests.push_back(ChunkRequest {
+            id,
+            path: slot.entry.path.clone(),
+            offset: task.offset,
+            len: task.chunk.len,
+        });
+        x.waiting.insert(id, waiters);
+    }
+}

@@ -1,0 +1,212 @@
+//! The Differ: owns a source folder's index, scans it, and hashes files on request.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use ferry_engine::{
+    EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, Seq, SourceDir, StatKey,
+};
+use futures_util::future::join_all;
+
+use crate::error::Result;
+use crate::messages::{Failed, FolderId, HashFiles, SourceUpdate, Start};
+use crate::pool::Pool;
+use crate::stats::Stats;
+
+/// How often hashing a file that keeps changing under us is retried before it is skipped.
+const HASH_ATTEMPTS: usize = 3;
+/// Files handed to one hashing job (jobs run in parallel, one per core).
+const FILES_PER_JOB: usize = 32;
+
+/// Owns the source index of one folder.
+pub struct Differ {
+    folder: FolderId,
+    source: SourceDir,
+    scan: ScanOptions,
+    index: Option<Index>,
+    seq: Seq,
+    sender: Recipient<SourceUpdate>,
+    monitor: Recipient<Failed>,
+    pool: Pool,
+    stats: Arc<Stats>,
+}
+
+impl Differ {
+    /// A Differ for `source`, reporting to `sender` and failures to `monitor`.
+    pub fn new(
+        folder: FolderId,
+        source: SourceDir,
+        scan: ScanOptions,
+        sender: Recipient<SourceUpdate>,
+        monitor: Recipient<Failed>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Differ {
+            folder,
+            source,
+            scan,
+            index: None,
+            seq: Seq::default(),
+            sender,
+            monitor,
+            pool: Pool::new(cores),
+            stats,
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(actor = "differ", folder = %self.folder, "{reason}");
+        self.monitor.do_send(Failed {
+            actor: "differ",
+            folder: self.folder.clone(),
+            reason,
+        });
+    }
+}
+
+impl Actor for Differ {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        tracing::debug!(actor = "differ", folder = %self.folder, "started");
+    }
+}
+
+impl Handler<Start> for Differ {
+    type Result = ();
+
+    fn handle(&mut self, _: Start, ctx: &mut Self::Context) {
+        let root = self.source.root().to_owned();
+        let opts = self.scan;
+        let pool = self.pool.clone();
+        let scan = async move { pool.run("scan source", move || ferry_engine::scan(&root, opts)).await };
+        ctx.wait(scan.into_actor(self).map(|res, act, ctx| {
+            let outcome = match res {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => return act.fail(format!("cannot scan source: {e}")),
+                Err(e) => return act.fail(e.to_string()),
+            };
+            for s in &outcome.skipped {
+                tracing::warn!(folder = %act.folder, path = %s.path.display(), "skipped: {}", s.reason);
+            }
+            Stats::add(&act.stats.skipped, outcome.skipped.len() as u64);
+            Stats::add(&act.stats.entries_scanned, outcome.index.len() as u64);
+            let mut index = outcome.index;
+            let paths: Vec<RelPath> = index.iter().map(|e| e.path.clone()).collect();
+            for p in paths {
+                act.seq = act.seq.next();
+                if let Some(e) = index.get_mut(&p) {
+                    e.seq = act.seq;
+                }
+            }
+            let entries: Vec<FileEntry> = index.iter().cloned().collect();
+            act.index = Some(index);
+            let update = SourceUpdate {
+                snapshot: true,
+                entries,
+                upto: act.seq,
+            };
+            let sender = act.sender.clone();
+            ctx.wait(
+                async move { sender.send(update).await }
+                    .into_actor(act)
+                    .map(|r, act, _| {
+                        if let Err(e) = r {
+                            act.fail(format!("sender is gone: {e}"));
+                        }
+                    }),
+            );
+        }));
+    }
+}
+
+type HashResult = (RelPath, std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error>);
+
+impl Handler<HashFiles> for Differ {
+    type Result = ResponseActFuture<Self, Result<Vec<FileEntry>>>;
+
+    fn handle(&mut self, msg: HashFiles, _: &mut Self::Context) -> Self::Result {
+        let files: Vec<RelPath> = match &self.index {
+            Some(index) => msg
+                .paths
+                .into_iter()
+                .filter(|p| {
+                    index
+                        .get(p)
+                        .is_some_and(|e| e.kind == EntryKind::File && e.is_present())
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let jobs = files.chunks(FILES_PER_JOB).map(|group| {
+            let group = group.to_vec();
+            let source = self.source.clone();
+            let pool = self.pool.clone();
+            async move {
+                pool.run("hash source files", move || {
+                    group
+                        .into_iter()
+                        .map(|p| {
+                            let mut last = source.hash_file(&p);
+                            for _ in 1..HASH_ATTEMPTS {
+                                match &last {
+                                    Err(ferry_engine::Error::Changed { .. }) => last = source.hash_file(&p),
+                                    _ => break,
+                                }
+                            }
+                            (p, last)
+                        })
+                        .collect::<Vec<HashResult>>()
+                })
+                .await
+            }
+        });
+        let all = join_all(jobs.collect::<Vec<_>>());
+        Box::pin(all.into_actor(self).map(|results, act, _| {
+            let mut out = Vec::new();
+            for batch in results {
+                for (path, res) in batch? {
+                    if let Some(e) = act.record_hash(&path, res) {
+                        out.push(e);
+                    }
+                }
+            }
+            Ok(out)
+        }))
+    }
+}
+
+impl Differ {
+    /// Stores a hashing result in the index and returns the entry to send.
+    fn record_hash(
+        &mut self,
+        path: &RelPath,
+        res: std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error>,
+    ) -> Option<FileEntry> {
+        let index = self.index.as_mut()?;
+        let mut entry = index.get(path)?.clone();
+        let stat = match res {
+            Ok((content, stat)) => {
+                if stat.size != entry.size || stat.mtime_ns != entry.mtime.0 {
+                    // The file changed since the scan: what we hashed is its newer state.
+                    entry.size = stat.size;
+                    entry.mtime = ferry_engine::MtimeNs(stat.mtime_ns);
+                    self.seq = self.seq.next();
+                    entry.seq = self.seq;
+                }
+                entry.content = Some(content);
+                Some(stat)
+            }
+            Err(e) => {
+                tracing::warn!(folder = %self.folder, path = %path, "skipped: {e}");
+                Stats::add(&self.stats.skipped, 1);
+                entry.state = EntryState::Unreadable;
+                entry.content = None;
+                None
+            }
+        };
+        index.insert(entry.clone(), stat);
+        Some(entry)
+    }
+}

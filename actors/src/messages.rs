@@ -1,0 +1,195 @@
+//! Every message the pipeline's actors exchange, as plain data (the same types cross the
+//! network later, so they are serde-serialisable and carry no handles).
+
+use std::fmt;
+
+use actix::Message;
+use ferry_engine::{ChunkId, FileEntry, Plan, RelPath, Seq};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// A folder's id, shared by its source and its targets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FolderId(String);
+
+impl FolderId {
+    /// A folder id: non-empty, at most 64 characters of `[A-Za-z0-9._-]`.
+    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+        let s = s.into();
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(FolderId(s))
+        } else {
+            Err(format!(
+                "invalid folder id {s:?}: use 1-64 characters of letters, digits, '.', '_' or '-'"
+            ))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FolderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Differ → Sender → Applier: entries of the source index.
+///
+/// A snapshot lists every source entry (anything else at the target is extraneous);
+/// an incremental delta lists only entries that changed, tombstones included.
+#[derive(Clone, Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct IndexDelta {
+    /// The folder.
+    pub folder: FolderId,
+    /// True for a full snapshot.
+    pub snapshot: bool,
+    /// The entries.
+    pub entries: Vec<FileEntry>,
+    /// The highest sequence number these entries bring the target to.
+    pub upto: Seq,
+}
+
+/// Applier → Sender: chunk lists are needed for these source files before a plan can be made.
+#[derive(Clone, Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct NeedContent {
+    /// The folder.
+    pub folder: FolderId,
+    /// The files to hash.
+    pub paths: Vec<RelPath>,
+}
+
+/// One chunk the Applier asks for, with where the sender's index says it lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRequest {
+    /// The chunk's id.
+    pub id: ChunkId,
+    /// A source file holding it.
+    pub path: RelPath,
+    /// Its offset in that file.
+    pub offset: u64,
+    /// Its length.
+    pub len: u32,
+}
+
+/// Applier → Sender: send these chunks.
+#[derive(Clone, Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct NeedChunks {
+    /// The folder.
+    pub folder: FolderId,
+    /// The chunks, in the order the Applier would like them.
+    pub chunks: Vec<ChunkRequest>,
+}
+
+/// One chunk's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPayload {
+    /// The id the bytes must hash to.
+    pub id: ChunkId,
+    /// The bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// A requested chunk the Sender could not supply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkFailure {
+    /// The chunk.
+    pub id: ChunkId,
+    /// The file it was to be read from.
+    pub path: RelPath,
+    /// Why (the file changed, vanished, became unreadable).
+    pub reason: String,
+}
+
+/// Sender → Applier: chunk data, and the requests that could not be served.
+#[derive(Clone, Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct ChunkData {
+    /// The folder.
+    pub folder: FolderId,
+    /// Chunks served.
+    pub chunks: Vec<ChunkPayload>,
+    /// Chunks not served.
+    pub failed: Vec<ChunkFailure>,
+}
+
+/// A path the Applier left as it was, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedPath {
+    /// The path.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Applier → Sender: the target now mirrors the source up to `seq`.
+#[derive(Clone, Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct Applied {
+    /// The folder.
+    pub folder: FolderId,
+    /// The sequence applied.
+    pub seq: Seq,
+    /// Paths that could not be applied this time.
+    pub skipped: Vec<SkippedPath>,
+    /// With `--dry-run`, the plan that would have been applied.
+    pub dry_run_plan: Option<Plan>,
+}
+
+/// Applier → Sender: the target cannot continue (its folder is gone, unwritable, ...).
+#[derive(Clone, Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct ApplyFailed {
+    /// The folder.
+    pub folder: FolderId,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Sender → Differ: hash these files and return their entries with chunk lists.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Vec<FileEntry>>")]
+pub struct HashFiles {
+    /// The files.
+    pub paths: Vec<RelPath>,
+}
+
+/// Differ → Sender: the source index, or changes to it.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct SourceUpdate {
+    /// True for a full snapshot.
+    pub snapshot: bool,
+    /// The entries.
+    pub entries: Vec<FileEntry>,
+    /// The highest sequence in the index after this update.
+    pub upto: Seq,
+}
+
+/// Starts a component's work (the Differ's initial scan, the Applier's target scan).
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Start;
+
+/// Any actor → its monitor: this actor cannot go on.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Failed {
+    /// The actor's role (`differ`, `sender`, `applier`).
+    pub actor: &'static str,
+    /// The folder.
+    pub folder: FolderId,
+    /// What went wrong.
+    pub reason: String,
+}

@@ -1,0 +1,255 @@
+//! The Sender: forwards a source index to one target and serves the chunks that target asks for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use ferry_engine::{RelPath, SourceDir, SourceFile};
+
+use crate::differ::Differ;
+use crate::messages::{
+    Applied, ApplyFailed, ChunkData, ChunkFailure, ChunkPayload, ChunkRequest, Failed, FolderId,
+    HashFiles, IndexDelta, NeedChunks, NeedContent, SourceUpdate,
+};
+use crate::pool::Pool;
+use crate::stats::Stats;
+
+/// Chunk reads served at once (each is a batch of requests).
+const READ_JOBS: usize = 4;
+/// A `ChunkData` message carries at most this many bytes.
+const MAX_DATA_MESSAGE: usize = 4 << 20;
+
+/// The recipients through which a Sender reaches its target's Applier, whether it lives in
+/// this process or behind a network link.
+#[derive(Clone)]
+pub struct TargetLink {
+    /// Index entries.
+    pub index: Recipient<IndexDelta>,
+    /// Chunk data.
+    pub chunks: Recipient<ChunkData>,
+}
+
+/// Sends one source folder to one target.
+pub struct Sender {
+    folder: FolderId,
+    source: SourceDir,
+    differ: Option<Addr<Differ>>,
+    target: Option<TargetLink>,
+    on_applied: Recipient<Applied>,
+    monitor: Recipient<Failed>,
+    pool: Pool,
+    stats: Arc<Stats>,
+}
+
+/// Wires a Sender to its Differ and target once all three exist.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    /// The Differ owning the source index.
+    pub differ: Addr<Differ>,
+    /// The target.
+    pub target: TargetLink,
+}
+
+impl Sender {
+    /// A Sender for `source`; `on_applied` hears every acknowledgement, `monitor` failures.
+    pub fn new(
+        folder: FolderId,
+        source: SourceDir,
+        on_applied: Recipient<Applied>,
+        monitor: Recipient<Failed>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Sender {
+            folder,
+            source,
+            differ: None,
+            target: None,
+            on_applied,
+            monitor,
+            pool: Pool::new(READ_JOBS),
+            stats,
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(actor = "sender", folder = %self.folder, "{reason}");
+        self.monitor.do_send(Failed {
+            actor: "sender",
+            folder: self.folder.clone(),
+            reason,
+        });
+    }
+
+    fn forward_index(&mut self, delta: IndexDelta, ctx: &mut Context<Self>) {
+        let Some(target) = self.target.clone() else {
+            return self.fail("index update before the target was connected".into());
+        };
+        // `wait` keeps index messages in order: nothing else is handled until this one is delivered.
+        ctx.wait(
+            async move { target.index.send(delta).await }
+                .into_actor(self)
+                .map(|r, act, _| {
+                    if let Err(e) = r {
+                        act.fail(format!("target is gone: {e}"));
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for Sender {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        tracing::debug!(actor = "sender", folder = %self.folder, "started");
+    }
+}
+
+impl Handler<Connect> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.differ = Some(msg.differ);
+        self.target = Some(msg.target);
+    }
+}
+
+impl Handler<SourceUpdate> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, msg: SourceUpdate, ctx: &mut Self::Context) {
+        let delta = IndexDelta {
+            folder: self.folder.clone(),
+            snapshot: msg.snapshot,
+            entries: msg.entries,
+            upto: msg.upto,
+        };
+        self.forward_index(delta, ctx);
+    }
+}
+
+impl Handler<NeedContent> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, msg: NeedContent, ctx: &mut Self::Context) {
+        let Some(differ) = self.differ.clone() else {
+            return self.fail("content request before the differ was connected".into());
+        };
+        let hashed = async move { differ.send(HashFiles { paths: msg.paths }).await };
+        ctx.wait(hashed.into_actor(self).map(|res, act, ctx| match res {
+            Ok(Ok(entries)) => {
+                let delta = IndexDelta {
+                    folder: act.folder.clone(),
+                    snapshot: false,
+                    upto: entries.iter().map(|e| e.seq).max().unwrap_or_default(),
+                    entries,
+                };
+                act.forward_index(delta, ctx);
+            }
+            Ok(Err(e)) => act.fail(format!("hashing failed: {e}")),
+            Err(e) => act.fail(format!("differ is gone: {e}")),
+        }));
+    }
+}
+
+impl Handler<NeedChunks> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, msg: NeedChunks, ctx: &mut Self::Context) {
+        let Some(target) = self.target.clone() else {
+            return self.fail("chunk request before the target was connected".into());
+        };
+        let source = self.source.clone();
+        let pool = self.pool.clone();
+        let folder = self.folder.clone();
+        let stats = self.stats.clone();
+        let work = async move {
+            let batches = pool
+                .run("read chunks", move || read_chunks(&source, &folder, msg.chunks))
+                .await?;
+            for batch in batches {
+                let bytes: u64 = batch.chunks.iter().map(|c| c.data.len() as u64).sum();
+                target.chunks.send(batch).await.map_err(|source| crate::Error::Mailbox {
+                    actor: "applier",
+                    source,
+                })?;
+                Stats::add(&stats.bytes_sent, bytes);
+            }
+            Ok::<_, crate::Error>(())
+        };
+        ctx.spawn(work.into_actor(self).map(|res, act, _| {
+            if let Err(e) = res {
+                act.fail(e.to_string());
+            }
+        }));
+    }
+}
+
+/// Reads the requested chunks, each re-verified against its id, into messages of bounded size.
+fn read_chunks(source: &SourceDir, folder: &FolderId, requests: Vec<ChunkRequest>) -> Vec<ChunkData> {
+    let mut open: HashMap<RelPath, Result<SourceFile, String>> = HashMap::new();
+    let mut out = Vec::new();
+    let mut cur = ChunkData {
+        folder: folder.clone(),
+        chunks: Vec::new(),
+        failed: Vec::new(),
+    };
+    let mut cur_bytes = 0usize;
+    for r in requests {
+        let file = open
+            .entry(r.path.clone())
+            .or_insert_with(|| source.open(&r.path).map_err(|e| e.to_string()));
+        let read = match file {
+            Ok(f) => f.read_chunk(r.offset, r.len, &r.id).map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
+        match read {
+            Ok(data) => {
+                cur_bytes += data.len();
+                cur.chunks.push(ChunkPayload { id: r.id, data });
+            }
+            Err(reason) => cur.failed.push(ChunkFailure {
+                id: r.id,
+                path: r.path,
+                reason,
+            }),
+        }
+        if cur_bytes >= MAX_DATA_MESSAGE {
+            out.push(std::mem::replace(
+                &mut cur,
+                ChunkData {
+                    folder: folder.clone(),
+                    chunks: Vec::new(),
+                    failed: Vec::new(),
+                },
+            ));
+            cur_bytes = 0;
+        }
+    }
+    if !cur.chunks.is_empty() || !cur.failed.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+impl Handler<Applied> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, msg: Applied, _: &mut Self::Context) {
+        tracing::debug!(actor = "sender", folder = %self.folder, seq = msg.seq.0, "target acknowledged");
+        let _ = self.on_applied.do_send(msg);
+    }
+}
+
+impl Handler<ApplyFailed> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyFailed, _: &mut Self::Context) {
+        self.monitor.do_send(Failed {
+            actor: "applier",
+            folder: msg.folder,
+            reason: msg.reason,
+        });
+    }
+}

@@ -1,0 +1,96 @@
+//! `Stats`: counters a pipeline updates as it works, read by progress bars, summaries and dashboards.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Live counters of one replication (shared by its actors through an `Arc`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Source entries scanned.
+    pub entries_scanned: AtomicU64,
+    /// Entries created in the target (files, dirs, symlinks).
+    pub created: AtomicU64,
+    /// Entries whose content (or kind) was replaced.
+    pub updated: AtomicU64,
+    /// Entries that only got a metadata update.
+    pub metadata_only: AtomicU64,
+    /// Entries removed from the target.
+    pub removed: AtomicU64,
+    /// Files renamed in the target instead of being sent again.
+    pub renamed: AtomicU64,
+    /// Entries skipped (unreadable, special, changed during transfer, failed).
+    pub skipped: AtomicU64,
+    /// File content bytes written to the target.
+    pub bytes_written: AtomicU64,
+    /// Chunk data bytes passed from the Sender to the Applier.
+    pub bytes_sent: AtomicU64,
+    /// Bytes the Applier copied from the target's own old versions instead.
+    pub bytes_reused: AtomicU64,
+    /// Files the current plan writes.
+    pub files_planned: AtomicU64,
+    /// Of those, files finished.
+    pub files_done: AtomicU64,
+    /// Bytes the current plan writes.
+    pub bytes_planned: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`], for printing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Source entries scanned.
+    pub entries_scanned: u64,
+    /// Entries created.
+    pub created: u64,
+    /// Entries updated.
+    pub updated: u64,
+    /// Metadata-only updates.
+    pub metadata_only: u64,
+    /// Entries removed.
+    pub removed: u64,
+    /// Files renamed.
+    pub renamed: u64,
+    /// Entries skipped.
+    pub skipped: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Bytes passed from Sender to Applier.
+    pub bytes_sent: u64,
+    /// Bytes reused locally.
+    pub bytes_reused: u64,
+}
+
+impl Stats {
+    /// Adds `n` to counter `c`.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            entries_scanned: g(&self.entries_scanned),
+            created: g(&self.created),
+            updated: g(&self.updated),
+            metadata_only: g(&self.metadata_only),
+            removed: g(&self.removed),
+            renamed: g(&self.renamed),
+            skipped: g(&self.skipped),
+            bytes_written: g(&self.bytes_written),
+            bytes_sent: g(&self.bytes_sent),
+            bytes_reused: g(&self.bytes_reused),
+        }
+    }
+
+    /// Planned and finished files and bytes, for a progress bar.
+    pub fn progress(&self) -> (u64, u64, u64, u64) {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (
+            g(&self.files_done),
+            g(&self.files_planned),
+            g(&self.bytes_written),
+            g(&self.bytes_planned),
+        )
+    }
+}

@@ -1,0 +1,164 @@
+//! The Applier's file transfers: one `Slot` per file being assembled, and the blocking jobs
+//! that copy local chunks, write fetched ones (verified) and commit finished files.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferry_engine::assemble::{chunk_tasks, copy_local_chunks, write_verified, ChunkOrigin, ChunkTask};
+use ferry_engine::{ChunkId, Content, Error as EngineError, FileEntry, TargetDir, TempFile};
+
+/// A file being assembled in a temp file beside its final name.
+pub(crate) struct Slot {
+    pub(crate) entry: FileEntry,
+    pub(crate) base: Option<Content>,
+    pub(crate) replaces: bool,
+    target: Arc<TargetDir>,
+    durable: bool,
+    temp: Mutex<Option<TempFile>>,
+    remaining: AtomicUsize,
+    finished: AtomicBool,
+}
+
+/// What happened to a slot in a job.
+pub(crate) enum SlotEvent {
+    /// The file is installed under its final name.
+    Committed(Arc<Slot>),
+    /// The file could not be completed; its temp file is gone.
+    Failed(Arc<Slot>, String),
+}
+
+/// The outcome of writing one batch of chunk data.
+#[derive(Default)]
+pub(crate) struct WriteOutcome {
+    pub(crate) events: Vec<SlotEvent>,
+    /// Chunks whose bytes did not match their id, with the slots still waiting for them.
+    pub(crate) bad: Vec<(ChunkId, Vec<(Arc<Slot>, ChunkTask)>)>,
+}
+
+impl Slot {
+    pub(crate) fn new(entry: FileEntry, base: Option<Content>, replaces: bool, target: Arc<TargetDir>, durable: bool) -> Arc<Self> {
+        let n = entry.content.as_ref().map_or(0, |c| c.chunks.len());
+        Arc::new(Slot {
+            entry,
+            base,
+            replaces,
+            target,
+            durable,
+            temp: Mutex::new(None),
+            remaining: AtomicUsize::new(n),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    /// Every chunk of the new version with where it comes from.
+    pub(crate) fn tasks(&self) -> Vec<ChunkTask> {
+        match &self.entry.content {
+            Some(c) => chunk_tasks(c, self.base.as_ref()),
+            None => Vec::new(),
+        }
+    }
+
+    /// True for a slot that needs a blocking start job (local chunks to copy, or nothing to
+    /// fetch at all) before its remote chunks are requested.
+    pub(crate) fn needs_start(&self, tasks: &[ChunkTask]) -> bool {
+        tasks.is_empty() || tasks.iter().any(|t| matches!(t.origin, ChunkOrigin::Local { .. }))
+    }
+
+    fn with_temp<T>(&self, f: impl FnOnce(&TempFile) -> Result<T, EngineError>) -> Result<T, EngineError> {
+        let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.target.create_temp(&self.entry.path)?);
+        }
+        f(guard.as_ref().expect("temp file was just created"))
+    }
+
+    /// Marks the slot finished; true for the caller that did so first.
+    fn finish(&self) -> bool {
+        !self.finished.swap(true, Ordering::AcqRel)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Drops the temp file (removing it) after a failure.
+    fn abort(self: &Arc<Self>, reason: String) -> Option<SlotEvent> {
+        self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.finish().then(|| SlotEvent::Failed(self.clone(), reason))
+    }
+
+    /// Counts `n` chunks as written; commits the file when none remain.
+    fn written(self: &Arc<Self>, n: usize) -> Option<SlotEvent> {
+        if self.remaining.fetch_sub(n, Ordering::AcqRel) != n {
+            return None;
+        }
+        let len = self.entry.content.as_ref().map_or(0, Content::len);
+        let commit = self.with_temp(|t| t.set_len(len)).and_then(|()| {
+            let temp = self
+                .temp
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .expect("temp file exists until commit");
+            temp.commit(self.entry.mode, self.entry.mtime, self.durable)
+        });
+        match commit {
+            Ok(()) => self.finish().then(|| SlotEvent::Committed(self.clone())),
+            Err(e) => self.abort(e.to_string()),
+        }
+    }
+
+    /// Blocking: copies the chunks held locally by the old version, commits the file if that
+    /// was all, and returns the chunks still to fetch with the bytes reused.
+    pub(crate) fn start(self: &Arc<Self>, tasks: &[ChunkTask]) -> (Vec<ChunkTask>, u64, Option<SlotEvent>) {
+        let copied = self.with_temp(|temp| copy_local_chunks(&self.target, &self.entry.path, temp, tasks));
+        match copied {
+            Ok((remote, reused)) => {
+                let local = tasks.len() - remote.len();
+                let event = if tasks.is_empty() {
+                    // An empty file: nothing to write, commit right away.
+                    self.remaining.store(1, Ordering::Release);
+                    self.written(1)
+                } else if local > 0 {
+                    self.written(local)
+                } else {
+                    None
+                };
+                (remote, reused, event)
+            }
+            Err(e) => (Vec::new(), 0, self.abort(e.to_string())),
+        }
+    }
+}
+
+/// Blocking: verifies each chunk once and writes it to every slot waiting for it,
+/// committing the files that become complete.
+pub(crate) fn write_chunks(batch: Vec<(Vec<u8>, ChunkId, Vec<(Arc<Slot>, ChunkTask)>)>) -> WriteOutcome {
+    let mut out = WriteOutcome::default();
+    for (data, id, waiters) in batch {
+        if !id.matches(&data) {
+            out.bad.push((id, waiters));
+            continue;
+        }
+        for (slot, task) in waiters {
+            if slot.is_finished() {
+                continue;
+            }
+            let res = slot.with_temp(|temp| write_verified(temp, &task, &data));
+            let event = match res {
+                Ok(()) => slot.written(1),
+                Err(e) => slot.abort(e.to_string()),
+            };
+            out.events.extend(event);
+        }
+    }
+    out
+}
+
+/// Fails every slot waiting for a chunk the sender could not supply.
+pub(crate) fn fail_slots(waiters: Vec<(Arc<Slot>, ChunkTask)>, reason: &str) -> Vec<SlotEvent> {
+    waiters
+        .into_iter()
+        .filter_map(|(slot, _)| slot.abort(reason.to_owned()))
+        .collect()
+}

@@ -1,0 +1,192 @@
+//! `ferry sync SRC DST`: checks the arguments, runs the one-shot pipeline and reports.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use ferry_actors::{run_sync, FolderId, Stats, SyncJob, SyncReport};
+use ferry_engine::{ChangeKind, ChunkParams};
+use serde::Serialize;
+
+use crate::cli::SyncArgs;
+use crate::progress::Progress;
+
+/// How a finished sync ended, mapped to the exit code.
+pub enum Outcome {
+    /// Everything was mirrored.
+    Complete,
+    /// Some entries were skipped (named in warnings and in the summary).
+    Partial,
+}
+
+/// Source and target after validation: both absolute, neither inside the other.
+struct Checked {
+    src: PathBuf,
+    dst: PathBuf,
+    /// Keeps a stand-in empty target alive for a dry run into a target that does not exist.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+fn check(args: &SyncArgs) -> Result<Checked> {
+    let src = std::fs::canonicalize(&args.src)
+        .with_context(|| format!("source {} does not exist or cannot be reached", args.src.display()))?;
+    if !src.is_dir() {
+        bail!("source {} is not a directory", args.src.display());
+    }
+    let mut scratch = None;
+    let dst = match std::fs::symlink_metadata(&args.dst) {
+        Ok(_) => {
+            let dst = std::fs::canonicalize(&args.dst)
+                .with_context(|| format!("cannot resolve target {}", args.dst.display()))?;
+            if !dst.is_dir() {
+                bail!("target {} exists and is not a directory", args.dst.display());
+            }
+            dst
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = parent_of(&args.dst);
+            let parent = std::fs::canonicalize(&parent).with_context(|| {
+                format!("the parent {} of target {} does not exist", parent.display(), args.dst.display())
+            })?;
+            let name = args
+                .dst
+                .file_name()
+                .with_context(|| format!("target {} has no final name", args.dst.display()))?;
+            let dst = parent.join(name);
+            if args.dry_run {
+                scratch = Some(tempfile::tempdir().context("cannot create a scratch directory for the dry run")?);
+            } else {
+                std::fs::create_dir(&dst).with_context(|| format!("cannot create target {}", dst.display()))?;
+            }
+            dst
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot reach target {}", args.dst.display())),
+    };
+    if dst == src {
+        bail!("source and target are the same directory ({})", src.display());
+    }
+    if dst.starts_with(&src) {
+        bail!("target {} is inside source {}: it would copy itself", dst.display(), src.display());
+    }
+    if src.starts_with(&dst) {
+        bail!("source {} is inside target {}: mirroring would delete it", src.display(), dst.display());
+    }
+    if !args.dry_run {
+        probe_writable(&dst)?;
+    }
+    let dst = scratch.as_ref().map_or(dst, |s| s.path().to_owned());
+    Ok(Checked {
+        src,
+        dst,
+        _scratch: scratch,
+    })
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(q) if !q.as_os_str().is_empty() => q.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Fails early, with the reason, when the target directory cannot be written.
+fn probe_writable(dst: &Path) -> Result<()> {
+    tempfile::Builder::new()
+        .prefix(".ferry-probe-")
+        .tempfile_in(dst)
+        .map(drop)
+        .with_context(|| format!("target {} is not writable", dst.display()))
+}
+
+/// Runs `ferry sync`.
+pub fn run(args: &SyncArgs, quiet: bool) -> Result<Outcome> {
+    let checked = check(args)?;
+    let folder = FolderId::new("sync").map_err(anyhow::Error::msg)?;
+    let job = SyncJob {
+        folder,
+        source: checked.src.clone(),
+        target: checked.dst.clone(),
+        checksum: args.checksum,
+        dry_run: args.dry_run,
+        durable: !args.no_fsync,
+        params: ChunkParams::default(),
+    };
+    let stats = Arc::new(Stats::default());
+    let progress = Progress::start(stats.clone(), !quiet && !args.json && !args.dry_run);
+    let system = actix::System::new();
+    let report = system.block_on(run_sync(job, stats));
+    drop(progress);
+    let report = report.with_context(|| format!("sync of {} to {} failed", args.src.display(), args.dst.display()))?;
+    print_report(args, &report)?;
+    Ok(if report.skipped.is_empty() && report.stats.skipped == 0 {
+        Outcome::Complete
+    } else {
+        Outcome::Partial
+    })
+}
+
+#[derive(Serialize)]
+struct Change<'a> {
+    change: &'static str,
+    path: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    stats: &'a ferry_actors::StatsSnapshot,
+    not_applied: &'a [ferry_actors::messages::SkippedPath],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes: Option<Vec<Change<'a>>>,
+}
+
+fn word(c: ChangeKind) -> &'static str {
+    match c {
+        ChangeKind::Created => "created",
+        ChangeKind::Updated => "updated",
+        ChangeKind::Metadata => "metadata",
+        ChangeKind::Removed => "removed",
+        ChangeKind::Renamed => "renamed",
+    }
+}
+
+fn print_report(args: &SyncArgs, report: &SyncReport) -> Result<()> {
+    let changes: Option<Vec<Change<'_>>> = report.plan.as_ref().map(|plan| {
+        plan.itemize()
+            .map(|(c, p)| Change {
+                change: word(c),
+                path: p.as_str(),
+            })
+            .collect()
+    });
+    if args.json {
+        let j = JsonReport {
+            dry_run: args.dry_run,
+            stats: &report.stats,
+            not_applied: &report.skipped,
+            changes,
+        };
+        println!("{}", serde_json::to_string(&j)?);
+        return Ok(());
+    }
+    if let Some(changes) = &changes {
+        for c in changes {
+            println!("{:<9} {}", c.change, c.path);
+        }
+    }
+    if args.stats {
+        let s = &report.stats;
+        println!("entries scanned:     {}", s.entries_scanned);
+        println!("created:             {}", s.created);
+        println!("updated:             {}", s.updated);
+        println!("metadata only:       {}", s.metadata_only);
+        println!("renamed:             {}", s.renamed);
+        println!("removed:             {}", s.removed);
+        println!("skipped:             {}", s.skipped);
+        println!("bytes written:       {}", s.bytes_written);
+        println!("bytes passed:        {}", s.bytes_sent);
+        println!("bytes reused:        {}", s.bytes_reused);
+    }
+    Ok(())
+}
