@@ -580,17 +580,18 @@ impl Handler<IndexDelta> for Applier {
     type Result = ();
 
     fn handle(&mut self, msg: IndexDelta, ctx: &mut Self::Context) {
+        if let Some(e) = msg.entries.iter().find(|e| e.kind != EntryKind::File && e.content.is_some()) {
+            return self.fail(format!("protocol error: {} is not a file but has content", e.path));
+        }
         if msg.snapshot {
-            self.source = Index::new(self.opts.params);
+            let entries = msg.entries.into_iter().map(|e| (e, None)).collect();
+            self.source = Index::from_sorted(self.opts.params, entries);
             self.have_snapshot = true;
         } else {
             self.content_requests = self.content_requests.saturating_sub(1);
-        }
-        for e in msg.entries {
-            if e.kind != EntryKind::File && e.content.is_some() {
-                return self.fail(format!("protocol error: {} is not a file but has content", e.path));
+            for e in msg.entries {
+                self.source.insert(e, None);
             }
-            self.source.insert(e, None);
         }
         self.upto = self.upto.max(msg.upto);
         self.dirty = true;

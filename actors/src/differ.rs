@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use ferry_engine::{
-    EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, Seq, SourceDir, StatKey,
+    EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, Seq, SkipKind, SourceDir,
+    StatKey,
 };
 use futures_util::future::join_all;
 
@@ -90,15 +91,13 @@ impl Handler<Start> for Differ {
             for s in &outcome.skipped {
                 tracing::warn!(folder = %act.folder, path = %s.path.display(), "skipped: {}", s.reason);
             }
-            Stats::add(&act.stats.skipped, outcome.skipped.len() as u64);
+            let gaps = outcome.skipped.iter().filter(|s| s.kind == SkipKind::Unreadable).count();
+            Stats::add(&act.stats.skipped, gaps as u64);
             Stats::add(&act.stats.entries_scanned, outcome.index.len() as u64);
             let mut index = outcome.index;
-            let paths: Vec<RelPath> = index.iter().map(|e| e.path.clone()).collect();
-            for p in paths {
+            for e in index.iter_mut() {
                 act.seq = act.seq.next();
-                if let Some(e) = index.get_mut(&p) {
-                    e.seq = act.seq;
-                }
+                e.seq = act.seq;
             }
             let entries: Vec<FileEntry> = index.iter().cloned().collect();
             act.index = Some(index);

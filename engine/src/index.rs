@@ -1,6 +1,6 @@
 //! `Index`: a folder's entries keyed by `RelPath`, with the stat cache that lets a rescan skip unchanged files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::chunk::ChunkParams;
@@ -26,8 +26,14 @@ pub struct StatKey {
 #[derive(Clone, Debug)]
 pub struct Index {
     params: ChunkParams,
-    entries: BTreeMap<RelPath, FileEntry>,
-    stats: HashMap<RelPath, StatKey>,
+    entries: BTreeMap<RelPath, Slot>,
+}
+
+/// An entry with what the last scan saw of its inode.
+#[derive(Clone, Debug)]
+struct Slot {
+    entry: FileEntry,
+    stat: Option<StatKey>,
 }
 
 impl Index {
@@ -36,8 +42,17 @@ impl Index {
         Index {
             params,
             entries: BTreeMap::new(),
-            stats: HashMap::new(),
         }
+    }
+
+    /// An index of `entries`, which should already be in path order (a scan's output is):
+    /// the map is then built in one pass. Later duplicates of a path win.
+    pub fn from_sorted(params: ChunkParams, entries: Vec<(FileEntry, Option<StatKey>)>) -> Self {
+        let entries = entries
+            .into_iter()
+            .map(|(entry, stat)| (entry.path.clone(), Slot { entry, stat }))
+            .collect();
+        Index { params, entries }
     }
 
     /// The chunker parameters of every `Content` in this index.
@@ -47,32 +62,27 @@ impl Index {
 
     /// The entry at `path`.
     pub fn get(&self, path: &RelPath) -> Option<&FileEntry> {
-        self.entries.get(path)
+        self.entries.get(path).map(|s| &s.entry)
     }
 
     /// The entry at `path`, mutably.
     pub fn get_mut(&mut self, path: &RelPath) -> Option<&mut FileEntry> {
-        self.entries.get_mut(path)
+        self.entries.get_mut(path).map(|s| &mut s.entry)
     }
 
     /// What the last scan saw of `path`'s inode.
     pub fn stat(&self, path: &RelPath) -> Option<&StatKey> {
-        self.stats.get(path)
+        self.entries.get(path).and_then(|s| s.stat.as_ref())
     }
 
     /// Inserts or replaces an entry, with the stat it was read under if any.
     pub fn insert(&mut self, entry: FileEntry, stat: Option<StatKey>) {
-        match stat {
-            Some(s) => self.stats.insert(entry.path.clone(), s),
-            None => self.stats.remove(&entry.path),
-        };
-        self.entries.insert(entry.path.clone(), entry);
+        self.entries.insert(entry.path.clone(), Slot { entry, stat });
     }
 
     /// Removes the entry at `path` (not its children).
     pub fn remove(&mut self, path: &RelPath) -> Option<FileEntry> {
-        self.stats.remove(path);
-        self.entries.remove(path)
+        self.entries.remove(path).map(|s| s.entry)
     }
 
     /// Removes `path` and everything below it.
@@ -88,12 +98,17 @@ impl Index {
         self.entries
             .range((Bound::Included(path), Bound::Unbounded))
             .take_while(move |(p, _)| p.is_within(path))
-            .map(|(_, e)| e)
+            .map(|(_, s)| &s.entry)
     }
 
     /// All entries in path order (parents before children).
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &FileEntry> {
-        self.entries.values()
+        self.entries.values().map(|s| &s.entry)
+    }
+
+    /// All entries in path order, mutably (the path of an entry must not be changed).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut FileEntry> {
+        self.entries.values_mut().map(|s| &mut s.entry)
     }
 
     /// Number of entries.

@@ -35,6 +35,6 @@ pub use error::{Error, Result};
 pub use index::{Index, StatKey};
 pub use plan::{Action, ChangeKind, Plan};
 pub use relpath::RelPath;
-pub use scan::{scan, ScanOptions, ScanOutcome, Skipped};
+pub use scan::{scan, ScanOptions, ScanOutcome, SkipKind, Skipped};
 pub use source::{SourceDir, SourceFile};
 pub use target::{TargetDir, TempFile};

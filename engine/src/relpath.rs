@@ -117,9 +117,13 @@ fn check_component(c: &str) -> Option<&'static str> {
 
 impl Ord for RelPath {
     fn cmp(&self, other: &Self) -> Ordering {
-        // Map '/' below every other byte so that comparison is component-wise.
-        let key = |b: &u8| if *b == b'/' { 0 } else { *b };
-        self.0.as_bytes().iter().map(key).cmp(other.0.as_bytes().iter().map(key))
+        // Byte order, except that '/' sorts below every other byte: component-wise order.
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let key = |b: u8| if b == b'/' { 0 } else { b };
+        match a.iter().zip(b).position(|(x, y)| x != y) {
+            Some(i) => key(a[i]).cmp(&key(b[i])),
+            None => a.len().cmp(&b.len()),
+        }
     }
 }
 

@@ -13,11 +13,22 @@ use crate::index::{Index, StatKey};
 use crate::relpath::RelPath;
 use crate::target::TEMP_PREFIX;
 
+/// Why an entry was passed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipKind {
+    /// A fifo, socket or device: by design not replicated.
+    Special,
+    /// Could not be read, listed or named: data that is not mirrored.
+    Unreadable,
+}
+
 /// An entry the scan passed over, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
     /// The path as the user would recognise it (lossy for non-UTF-8 names).
     pub path: PathBuf,
+    /// Special (expected) or unreadable (a gap in the mirror).
+    pub kind: SkipKind,
     /// Why it was skipped.
     pub reason: String,
 }
@@ -41,6 +52,8 @@ pub struct ScanOptions {
 }
 
 /// Scans the tree under `root` (which must be a directory) without reading file contents.
+/// Directories are listed in name order, depth first, so entries come out already in
+/// [`RelPath`] order and the index is built in one pass.
 pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
     let meta = fs::metadata(root).map_err(|e| Error::io("stat folder", root, e))?;
     if !meta.is_dir() {
@@ -50,88 +63,113 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
             io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
         ));
     }
-    let mut out = ScanOutcome {
-        index: Index::new(opts.params),
+    let mut w = Walk {
+        root,
+        opts,
+        entries: Vec::new(),
         skipped: Vec::new(),
     };
-    // Reading the root itself must work; failures below it are per-entry skips.
-    let top = fs::read_dir(root).map_err(|e| Error::io("list folder", root, e))?;
-    let mut stack: Vec<(Option<RelPath>, fs::ReadDir)> = vec![(None, top)];
-    while let Some((dir, entries)) = stack.pop() {
-        for item in entries {
-            let item = match item {
-                Ok(i) => i,
-                Err(e) => {
-                    out.skipped.push(Skipped {
-                        path: dir.as_ref().map_or(root.to_owned(), |d| d.under(root)),
-                        reason: format!("listing failed part way: {e}"),
-                    });
-                    continue;
+    // Listing the root itself must work; failures below it are per-entry skips.
+    let top = w.list(None).map_err(|e| Error::io("list folder", root, e))?;
+    let mut stack: Vec<std::vec::IntoIter<fs::DirEntry>> = vec![top.into_iter()];
+    let mut dirs: Vec<Option<RelPath>> = vec![None];
+    while let Some(iter) = stack.last_mut() {
+        let Some(item) = iter.next() else {
+            stack.pop();
+            dirs.pop();
+            continue;
+        };
+        let parent = dirs.last().cloned().flatten();
+        if let Some(dir) = w.visit(parent.as_ref(), &item) {
+            match w.list(Some(&dir)) {
+                Ok(children) => {
+                    stack.push(children.into_iter());
+                    dirs.push(Some(dir));
                 }
-            };
-            let name = item.file_name();
-            let Some(name) = name.to_str() else {
-                out.skipped.push(Skipped {
-                    path: item.path(),
-                    reason: "name is not valid UTF-8".into(),
-                });
-                continue;
-            };
-            if opts.skip_temp_files && name.starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            let path = match &dir {
-                None => RelPath::from_name(name),
-                Some(d) => d.join(name),
-            };
-            let path = match path {
-                Ok(p) => p,
                 Err(e) => {
-                    out.skipped.push(Skipped {
-                        path: item.path(),
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            let md = match item.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    out.skipped.push(Skipped {
-                        path: item.path(),
-                        reason: format!("cannot stat: {e}"),
-                    });
-                    continue;
-                }
-            };
-            match entry_from_metadata(root, &path, &md) {
-                Ok((entry, stat)) => {
-                    if entry.kind == EntryKind::Dir {
-                        match fs::read_dir(path.under(root)) {
-                            Ok(rd) => stack.push((Some(path.clone()), rd)),
-                            Err(e) => {
-                                out.skipped.push(Skipped {
-                                    path: path.under(root),
-                                    reason: format!("cannot list directory: {e}"),
-                                });
-                                let mut e = entry;
-                                e.state = EntryState::Unreadable;
-                                out.index.insert(e, None);
-                                continue;
-                            }
-                        }
+                    w.skip(dir.under(root), SkipKind::Unreadable, format!("cannot list directory: {e}"));
+                    if let Some((e, _)) = w.entries.last_mut() {
+                        e.state = EntryState::Unreadable;
                     }
-                    out.index.insert(entry, Some(stat));
                 }
-                Err(reason) => out.skipped.push(Skipped {
-                    path: path.under(root),
-                    reason,
-                }),
             }
         }
     }
-    Ok(out)
+    let index = Index::from_sorted(opts.params, w.entries);
+    Ok(ScanOutcome {
+        index,
+        skipped: w.skipped,
+    })
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    opts: ScanOptions,
+    entries: Vec<(FileEntry, Option<StatKey>)>,
+    skipped: Vec<Skipped>,
+}
+
+impl Walk<'_> {
+    fn skip(&mut self, path: PathBuf, kind: SkipKind, reason: String) {
+        self.skipped.push(Skipped { path, kind, reason });
+    }
+
+    /// The directory's entries in name order.
+    fn list(&mut self, dir: Option<&RelPath>) -> io::Result<Vec<fs::DirEntry>> {
+        let path = dir.map_or(self.root.to_owned(), |d| d.under(self.root));
+        let mut items = Vec::new();
+        for item in fs::read_dir(&path)? {
+            match item {
+                Ok(i) => items.push(i),
+                Err(e) => self.skip(path.clone(), SkipKind::Unreadable, format!("listing failed part way: {e}")),
+            }
+        }
+        items.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        Ok(items)
+    }
+
+    /// Records one directory entry; returns its path when it is a directory to descend into.
+    fn visit(&mut self, dir: Option<&RelPath>, item: &fs::DirEntry) -> Option<RelPath> {
+        let name = item.file_name();
+        let Some(name) = name.to_str() else {
+            self.skip(item.path(), SkipKind::Unreadable, "name is not valid UTF-8".into());
+            return None;
+        };
+        if self.opts.skip_temp_files && name.starts_with(TEMP_PREFIX) {
+            return None;
+        }
+        let path = match dir {
+            None => RelPath::from_name(name),
+            Some(d) => d.join(name),
+        };
+        let path = match path {
+            Ok(p) => p,
+            Err(e) => {
+                self.skip(item.path(), SkipKind::Unreadable, e.to_string());
+                return None;
+            }
+        };
+        let md = match item.metadata() {
+            Ok(m) => m,
+            // Deleted since it was listed: it simply is not there any more.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.skip(item.path(), SkipKind::Unreadable, format!("cannot stat: {e}"));
+                return None;
+            }
+        };
+        match entry_from_metadata(self.root, &path, &md) {
+            Ok((entry, stat)) => {
+                let is_dir = entry.kind == EntryKind::Dir;
+                self.entries.push((entry, Some(stat)));
+                is_dir.then_some(path)
+            }
+            Err((kind, reason)) => {
+                self.skip(path.under(self.root), kind, reason);
+                None
+            }
+        }
+    }
 }
 
 /// Builds the entry for `path` from its `lstat` metadata, or says why it cannot be one.
@@ -139,21 +177,25 @@ pub fn entry_from_metadata(
     root: &Path,
     path: &RelPath,
     md: &fs::Metadata,
-) -> std::result::Result<(FileEntry, StatKey), String> {
+) -> std::result::Result<(FileEntry, StatKey), (SkipKind, String)> {
     let ft = md.file_type();
     let (kind, symlink_target) = if ft.is_file() {
         (EntryKind::File, None)
     } else if ft.is_dir() {
         (EntryKind::Dir, None)
     } else if ft.is_symlink() {
-        let t = fs::read_link(path.under(root)).map_err(|e| format!("cannot read link: {e}"))?;
+        let t = fs::read_link(path.under(root))
+            .map_err(|e| (SkipKind::Unreadable, format!("cannot read link: {e}")))?;
         let t = t
             .into_os_string()
             .into_string()
-            .map_err(|_| "symlink target is not valid UTF-8".to_owned())?;
+            .map_err(|_| (SkipKind::Unreadable, "symlink target is not valid UTF-8".to_owned()))?;
         (EntryKind::Symlink, Some(t))
     } else {
-        return Err("special file (fifo, socket or device) is not replicated".into());
+        return Err((
+            SkipKind::Special,
+            "special file (fifo, socket or device) is not replicated".into(),
+        ));
     };
     let mtime = MtimeNs(md.mtime() * 1_000_000_000 + md.mtime_nsec());
     let stat = StatKey {

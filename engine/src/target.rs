@@ -202,7 +202,15 @@ impl TargetDir {
         } else {
             AtFlags::empty()
         };
-        rfs::unlinkat(&dir, path.name(), flags).map_err(|e| self.err("remove", path, e))
+        match rfs::unlinkat(&dir, path.name(), flags) {
+            // Scans hide the temp files a crash may leave behind, so no plan removes them;
+            // they must not keep their directory alive forever.
+            Err(e) if kind == EntryKind::Dir && (e == rustix::io::Errno::NOTEMPTY || e == rustix::io::Errno::EXIST) => {
+                remove_leftover_temps(&dir, path.name()).and_then(|()| rfs::unlinkat(&dir, path.name(), flags))
+            }
+            other => other,
+        }
+        .map_err(|e| self.err("remove", path, e))
     }
 
     /// Removes whatever is at `path`, with everything below it if it is a directory.
@@ -292,6 +300,26 @@ fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result
         remove_tree_at(&sub, n.as_os_str())?;
     }
     rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// Removes the temp files (never directories) that a crashed run left in directory `name`.
+fn remove_leftover_temps(dir: &impl AsFd, name: &str) -> rustix::io::Result<()> {
+    let sub = rfs::openat(dir, name, dir_flags(), Mode::empty())?;
+    let mut temps = Vec::new();
+    for ent in rfs::Dir::read_from(&sub)? {
+        let ent = ent?;
+        if ent.file_name().to_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+            temps.push(ent.file_name().to_owned());
+        }
+    }
+    for t in temps {
+        match rfs::unlinkat(&sub, t.as_c_str(), AtFlags::empty()) {
+            // A directory with a temp-like name is not ours: leave it, and let the caller fail.
+            Ok(()) | Err(rustix::io::Errno::NOENT | rustix::io::Errno::ISDIR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn temp_name() -> String {
