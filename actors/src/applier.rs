@@ -94,7 +94,13 @@ pub struct Applier {
 
 impl Applier {
     /// An Applier for `target`, answering through `sender`.
-    pub fn new(folder: FolderId, target: TargetDir, opts: ApplierOptions, sender: SenderLink, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        folder: FolderId,
+        target: TargetDir,
+        opts: ApplierOptions,
+        sender: SenderLink,
+        stats: Arc<Stats>,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Applier {
             folder,
@@ -144,7 +150,9 @@ impl Applier {
         {
             return;
         }
-        let Some(target_index) = &self.target_index else { return };
+        let Some(target_index) = &self.target_index else {
+            return;
+        };
         let opts = DiffOptions {
             checksum: self.opts.checksum,
         };
@@ -182,11 +190,15 @@ impl Applier {
                 paths: source,
             };
             let to = self.sender.need_content.clone();
-            ctx.spawn(async move { to.send(msg).await }.into_actor(self).map(|r, act, _| {
-                if let Err(e) = r {
-                    act.fail(format!("sender is gone: {e}"));
-                }
-            }));
+            ctx.spawn(
+                async move { to.send(msg).await }
+                    .into_actor(self)
+                    .map(|r, act, _| {
+                        if let Err(e) = r {
+                            act.fail(format!("sender is gone: {e}"));
+                        }
+                    }),
+            );
         }
         for group in needs.target.chunks(32) {
             let group = group.to_vec();
@@ -210,7 +222,10 @@ impl Applier {
                 act.target_jobs -= 1;
                 match res {
                     Ok(results) => {
-                        let index = act.target_index.as_mut().expect("target scanned before hashing");
+                        let index = act
+                            .target_index
+                            .as_mut()
+                            .expect("target scanned before hashing");
                         for (p, r) in results {
                             if let Some(e) = index.get_mut(&p) {
                                 match r {
@@ -259,10 +274,20 @@ impl Applier {
         let mut queue = VecDeque::new();
         for a in plan.actions {
             match a {
-                Action::WriteFile { entry, base, replaces } => {
+                Action::WriteFile {
+                    entry,
+                    base,
+                    replaces,
+                } => {
                     Stats::add(&self.stats.files_planned, 1);
                     Stats::add(&self.stats.bytes_planned, entry.size);
-                    queue.push_back(Slot::new(entry, base, replaces, self.target.clone(), self.opts.durable));
+                    queue.push_back(Slot::new(
+                        entry,
+                        base,
+                        replaces,
+                        self.target.clone(),
+                        self.opts.durable,
+                    ));
                 }
                 Action::Remove { .. } | Action::SetDirMeta { .. } => post.push(a),
                 other => pre.push(other),
@@ -340,7 +365,9 @@ impl Applier {
 
     /// Keeps the target index in step with what was applied.
     fn record(&mut self, a: &Action) {
-        let Some(index) = self.target_index.as_mut() else { return };
+        let Some(index) = self.target_index.as_mut() else {
+            return;
+        };
         match a {
             Action::Clear { path, .. } => index.remove_tree(path),
             Action::Remove { path, .. } => {
@@ -350,7 +377,9 @@ impl Applier {
                 index.remove(from);
                 index.insert(entry.clone(), None);
             }
-            Action::WriteFile { entry, .. } | Action::Symlink { entry, .. } | Action::SetMeta { entry } => {
+            Action::WriteFile { entry, .. }
+            | Action::Symlink { entry, .. }
+            | Action::SetMeta { entry } => {
                 index.insert(entry.clone(), None);
             }
             Action::MakeDir { path } => {
@@ -358,7 +387,9 @@ impl Applier {
                     index.insert(s.clone(), None);
                 }
             }
-            Action::SetDirMeta { path, mode, mtime, .. } => {
+            Action::SetDirMeta {
+                path, mode, mtime, ..
+            } => {
                 if let Some(e) = index.get_mut(path) {
                     e.mode = *mode;
                     e.mtime = *mtime;
@@ -374,7 +405,9 @@ impl Applier {
             if x.active >= MAX_ACTIVE_FILES || x.inflight >= MAX_INFLIGHT_BYTES {
                 break;
             }
-            let Some(slot) = x.queue.pop_front() else { break };
+            let Some(slot) = x.queue.pop_front() else {
+                break;
+            };
             x.active += 1;
             let tasks = slot.tasks();
             if slot.needs_start(&tasks) {
@@ -431,7 +464,9 @@ impl Applier {
             let mut bytes = 0u64;
             while let Some(r) = x.requests.front() {
                 let len = u64::from(r.len);
-                if bytes > 0 && (bytes + len > MAX_REQUEST_BYTES || x.inflight + bytes >= MAX_INFLIGHT_BYTES) {
+                if bytes > 0
+                    && (bytes + len > MAX_REQUEST_BYTES || x.inflight + bytes >= MAX_INFLIGHT_BYTES)
+                {
                     break;
                 }
                 bytes += len;
@@ -445,11 +480,15 @@ impl Applier {
         }
         for msg in messages {
             let to = self.sender.need_chunks.clone();
-            ctx.spawn(async move { to.send(msg).await }.into_actor(self).map(|r, act, _| {
-                if let Err(e) = r {
-                    act.fail(format!("sender is gone: {e}"));
-                }
-            }));
+            ctx.spawn(
+                async move { to.send(msg).await }
+                    .into_actor(self)
+                    .map(|r, act, _| {
+                        if let Err(e) = r {
+                            act.fail(format!("sender is gone: {e}"));
+                        }
+                    }),
+            );
         }
     }
 
@@ -457,7 +496,11 @@ impl Applier {
         for ev in events {
             match ev {
                 SlotEvent::Committed(slot) => {
-                    let change = if slot.replaces { ChangeKind::Updated } else { ChangeKind::Created };
+                    let change = if slot.replaces {
+                        ChangeKind::Updated
+                    } else {
+                        ChangeKind::Created
+                    };
                     self.count(Some(change));
                     Stats::add(&self.stats.files_done, 1);
                     Stats::add(&self.stats.bytes_written, slot.entry.size);
@@ -560,7 +603,10 @@ impl Handler<Start> for Applier {
             skip_temp_files: false,
         };
         let pool = self.hasher.clone();
-        let job = async move { pool.run("scan target", move || ferry_engine::scan(&root, opts)).await };
+        let job = async move {
+            pool.run("scan target", move || ferry_engine::scan(&root, opts))
+                .await
+        };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| match res {
             Ok(Ok(outcome)) => {
                 for s in &outcome.skipped {
@@ -580,8 +626,15 @@ impl Handler<IndexDelta> for Applier {
     type Result = ();
 
     fn handle(&mut self, msg: IndexDelta, ctx: &mut Self::Context) {
-        if let Some(e) = msg.entries.iter().find(|e| e.kind != EntryKind::File && e.content.is_some()) {
-            return self.fail(format!("protocol error: {} is not a file but has content", e.path));
+        if let Some(e) = msg
+            .entries
+            .iter()
+            .find(|e| e.kind != EntryKind::File && e.content.is_some())
+        {
+            return self.fail(format!(
+                "protocol error: {} is not a file but has content",
+                e.path
+            ));
         }
         if msg.snapshot {
             let entries = msg.entries.into_iter().map(|e| (e, None)).collect();
@@ -620,7 +673,10 @@ impl Handler<ChunkData> for Applier {
         for f in msg.failed {
             if let Some(waiters) = x.waiting.remove(&f.id) {
                 x.inflight = x.inflight.saturating_sub(u64::from(waiters[0].1.chunk.len));
-                events.extend(fail_slots(waiters, &format!("source could not supply it: {}", f.reason)));
+                events.extend(fail_slots(
+                    waiters,
+                    &format!("source could not supply it: {}", f.reason),
+                ));
             }
         }
         self.on_events(events);

@@ -81,7 +81,10 @@ impl Handler<Start> for Differ {
         let root = self.source.root().to_owned();
         let opts = self.scan;
         let pool = self.pool.clone();
-        let scan = async move { pool.run("scan source", move || ferry_engine::scan(&root, opts)).await };
+        let scan = async move {
+            pool.run("scan source", move || ferry_engine::scan(&root, opts))
+                .await
+        };
         ctx.wait(scan.into_actor(self).map(|res, act, ctx| {
             let outcome = match res {
                 Ok(Ok(o)) => o,
@@ -120,7 +123,10 @@ impl Handler<Start> for Differ {
     }
 }
 
-type HashResult = (RelPath, std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error>);
+type HashResult = (
+    RelPath,
+    std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error>,
+);
 
 impl Handler<HashFiles> for Differ {
     type Result = ResponseActFuture<Self, Result<Vec<FileEntry>>>;
@@ -150,7 +156,9 @@ impl Handler<HashFiles> for Differ {
                             let mut last = source.hash_file(&p);
                             for _ in 1..HASH_ATTEMPTS {
                                 match &last {
-                                    Err(ferry_engine::Error::Changed { .. }) => last = source.hash_file(&p),
+                                    Err(ferry_engine::Error::Changed { .. }) => {
+                                        last = source.hash_file(&p)
+                                    }
                                     _ => break,
                                 }
                             }

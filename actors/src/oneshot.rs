@@ -68,7 +68,10 @@ impl Handler<Failed> for Completion {
     type Result = ();
     fn handle(&mut self, msg: Failed, ctx: &mut Self::Context) {
         if let Some(tx) = self.done.take() {
-            let _ = tx.send(Err(format!("{} of folder {}: {}", msg.actor, msg.folder, msg.reason)));
+            let _ = tx.send(Err(format!(
+                "{} of folder {}: {}",
+                msg.actor, msg.folder, msg.reason
+            )));
         }
         ctx.stop();
     }

@@ -28,14 +28,21 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self.permits.clone().acquire_owned().await.map_err(|_| Error::Panicked {
-            task,
-            message: "worker pool closed".into(),
-        })?;
-        tokio::task::spawn_blocking(f).await.map_err(|e| Error::Panicked {
-            task,
-            message: panic_message(e),
-        })
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Panicked {
+                task,
+                message: "worker pool closed".into(),
+            })?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::Panicked {
+                task,
+                message: panic_message(e),
+            })
     }
 }
 

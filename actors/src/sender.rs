@@ -166,14 +166,20 @@ impl Handler<NeedChunks> for Sender {
         let stats = self.stats.clone();
         let work = async move {
             let batches = pool
-                .run("read chunks", move || read_chunks(&source, &folder, msg.chunks))
+                .run("read chunks", move || {
+                    read_chunks(&source, &folder, msg.chunks)
+                })
                 .await?;
             for batch in batches {
                 let bytes: u64 = batch.chunks.iter().map(|c| c.data.len() as u64).sum();
-                target.chunks.send(batch).await.map_err(|source| crate::Error::Mailbox {
-                    actor: "applier",
-                    source,
-                })?;
+                target
+                    .chunks
+                    .send(batch)
+                    .await
+                    .map_err(|source| crate::Error::Mailbox {
+                        actor: "applier",
+                        source,
+                    })?;
                 Stats::add(&stats.bytes_sent, bytes);
             }
             Ok::<_, crate::Error>(())
@@ -187,7 +193,11 @@ impl Handler<NeedChunks> for Sender {
 }
 
 /// Reads the requested chunks, each re-verified against its id, into messages of bounded size.
-fn read_chunks(source: &SourceDir, folder: &FolderId, requests: Vec<ChunkRequest>) -> Vec<ChunkData> {
+fn read_chunks(
+    source: &SourceDir,
+    folder: &FolderId,
+    requests: Vec<ChunkRequest>,
+) -> Vec<ChunkData> {
     let mut open: HashMap<RelPath, Result<SourceFile, String>> = HashMap::new();
     let mut out = Vec::new();
     let mut cur = ChunkData {
@@ -201,7 +211,9 @@ fn read_chunks(source: &SourceDir, folder: &FolderId, requests: Vec<ChunkRequest
             .entry(r.path.clone())
             .or_insert_with(|| source.open(&r.path).map_err(|e| e.to_string()));
         let read = match file {
-            Ok(f) => f.read_chunk(r.offset, r.len, &r.id).map_err(|e| e.to_string()),
+            Ok(f) => f
+                .read_chunk(r.offset, r.len, &r.id)
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.clone()),
         };
         match read {

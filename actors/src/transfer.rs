@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferry_engine::assemble::{chunk_tasks, copy_local_chunks, write_verified, ChunkOrigin, ChunkTask};
+use ferry_engine::assemble::{
+    chunk_tasks, copy_local_chunks, write_verified, ChunkOrigin, ChunkTask,
+};
 use ferry_engine::{ChunkId, Content, Error as EngineError, FileEntry, TargetDir, TempFile};
 
 /// A file being assembled in a temp file beside its final name.
@@ -36,7 +38,13 @@ pub(crate) struct WriteOutcome {
 }
 
 impl Slot {
-    pub(crate) fn new(entry: FileEntry, base: Option<Content>, replaces: bool, target: Arc<TargetDir>, durable: bool) -> Arc<Self> {
+    pub(crate) fn new(
+        entry: FileEntry,
+        base: Option<Content>,
+        replaces: bool,
+        target: Arc<TargetDir>,
+        durable: bool,
+    ) -> Arc<Self> {
         let n = entry.content.as_ref().map_or(0, |c| c.chunks.len());
         Arc::new(Slot {
             entry,
@@ -61,10 +69,16 @@ impl Slot {
     /// True for a slot that needs a blocking start job (local chunks to copy, or nothing to
     /// fetch at all) before its remote chunks are requested.
     pub(crate) fn needs_start(&self, tasks: &[ChunkTask]) -> bool {
-        tasks.is_empty() || tasks.iter().any(|t| matches!(t.origin, ChunkOrigin::Local { .. }))
+        tasks.is_empty()
+            || tasks
+                .iter()
+                .any(|t| matches!(t.origin, ChunkOrigin::Local { .. }))
     }
 
-    fn with_temp<T>(&self, f: impl FnOnce(&TempFile) -> Result<T, EngineError>) -> Result<T, EngineError> {
+    fn with_temp<T>(
+        &self,
+        f: impl FnOnce(&TempFile) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(self.target.create_temp(&self.entry.path)?);
@@ -84,7 +98,8 @@ impl Slot {
     /// Drops the temp file (removing it) after a failure.
     fn abort(self: &Arc<Self>, reason: String) -> Option<SlotEvent> {
         self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.finish().then(|| SlotEvent::Failed(self.clone(), reason))
+        self.finish()
+            .then(|| SlotEvent::Failed(self.clone(), reason))
     }
 
     /// Counts `n` chunks as written; commits the file when none remain.
@@ -110,8 +125,12 @@ impl Slot {
 
     /// Blocking: copies the chunks held locally by the old version, commits the file if that
     /// was all, and returns the chunks still to fetch with the bytes reused.
-    pub(crate) fn start(self: &Arc<Self>, tasks: &[ChunkTask]) -> (Vec<ChunkTask>, u64, Option<SlotEvent>) {
-        let copied = self.with_temp(|temp| copy_local_chunks(&self.target, &self.entry.path, temp, tasks));
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        tasks: &[ChunkTask],
+    ) -> (Vec<ChunkTask>, u64, Option<SlotEvent>) {
+        let copied =
+            self.with_temp(|temp| copy_local_chunks(&self.target, &self.entry.path, temp, tasks));
         match copied {
             Ok((remote, reused)) => {
                 let local = tasks.len() - remote.len();
@@ -133,7 +152,9 @@ impl Slot {
 
 /// Blocking: verifies each chunk once and writes it to every slot waiting for it,
 /// committing the files that become complete.
-pub(crate) fn write_chunks(batch: Vec<(Vec<u8>, ChunkId, Vec<(Arc<Slot>, ChunkTask)>)>) -> WriteOutcome {
+pub(crate) fn write_chunks(
+    batch: Vec<(Vec<u8>, ChunkId, Vec<(Arc<Slot>, ChunkTask)>)>,
+) -> WriteOutcome {
     let mut out = WriteOutcome::default();
     for (data, id, waiters) in batch {
         if !id.matches(&data) {

@@ -1,1 +1,181 @@
-fn main(){}
+//! Chunking throughput, split into its two costs (FastCDC cut points, blake3 per chunk), and
+//! the cost of `diff` on a pair of 10k-entry indexes.
+//!
+//! Run with `cargo bench -p ferry-engine --bench chunking`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fastcdc::v2020::{cut, select_masks, Normalization};
+use ferry_engine::{
+    chunk_reader, diff, ChunkId, ChunkParams, ChunkRef, Content, DiffOptions, DiffOutcome,
+    EntryKind, EntryState, FileEntry, Index, MtimeNs, RelPath, Seq, VersionVector,
+};
+
+const MIB: usize = 1 << 20;
+
+/// Incompressible, reproducible bytes (xorshift64), so cut points fall as on real data.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The cut points `chunk_reader` finds, with the same FastCDC call it makes.
+fn cut_points(data: &[u8], p: &ChunkParams) -> Vec<usize> {
+    let (min, avg, max) = (p.min as usize, p.avg as usize, p.max as usize);
+    let (mask_s, mask_l) = select_masks(avg, Normalization::Level1);
+    let mut lens = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let (_, n) = cut(
+            &data[start..],
+            min,
+            avg,
+            max,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+        );
+        lens.push(n);
+        start += n;
+    }
+    lens
+}
+
+fn chunking(c: &mut Criterion) {
+    let data = pseudo_random(64 * MIB, 42);
+    let params = ChunkParams::default();
+    let lens = cut_points(&data, &params);
+    let content = chunk_reader(&data[..], &params).unwrap();
+    assert_eq!(
+        content
+            .chunks
+            .iter()
+            .map(|c| c.len as usize)
+            .collect::<Vec<_>>(),
+        lens
+    );
+
+    let mut g = c.benchmark_group("chunking 64 MiB");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    g.bench_function("chunk_reader (cut + blake3)", |b| {
+        b.iter(|| chunk_reader(black_box(&data[..]), &params).unwrap())
+    });
+    g.bench_function("fastcdc cut only", |b| {
+        b.iter(|| cut_points(black_box(&data), &params))
+    });
+    g.bench_function("blake3 only (same chunks)", |b| {
+        b.iter(|| {
+            let mut start = 0;
+            for &n in &lens {
+                black_box(ChunkId::of(&data[start..start + n]));
+                start += n;
+            }
+        })
+    });
+    g.bench_function("blake3 only (whole buffer)", |b| {
+        b.iter(|| blake3::hash(black_box(&data)))
+    });
+    g.finish();
+}
+
+fn path(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn dir(p: &str) -> FileEntry {
+    FileEntry {
+        path: path(p),
+        kind: EntryKind::Dir,
+        state: EntryState::Present,
+        size: 0,
+        mtime: MtimeNs(1_700_000_000_000_000_000),
+        mode: 0o755,
+        content: None,
+        symlink_target: None,
+        seq: Seq::default(),
+        version: VersionVector::default(),
+    }
+}
+
+/// A file whose (made-up) content is determined by `version`.
+fn file(p: &str, size: u32, version: u64) -> FileEntry {
+    let chunks = vec![ChunkRef {
+        id: ChunkId::of(&version.to_le_bytes()),
+        len: size,
+    }];
+    FileEntry {
+        kind: EntryKind::File,
+        size: u64::from(size),
+        mtime: MtimeNs(1_700_000_000_000_000_000 + version as i64),
+        mode: 0o644,
+        content: Some(Content::from_chunks(&ChunkParams::default(), chunks)),
+        ..dir(p)
+    }
+}
+
+/// 100 directories of 99 files each: 10,000 entries.
+fn tree(edit: impl Fn(usize, FileEntry) -> Option<FileEntry>) -> Index {
+    let mut index = Index::new(ChunkParams::default());
+    let mut n = 0;
+    for d in 0..100 {
+        index.insert(dir(&format!("d{d:03}")), None);
+        for f in 0..99 {
+            let e = file(&format!("d{d:03}/f{f:03}"), 1000 + n as u32, n as u64);
+            if let Some(e) = edit(n, e) {
+                index.insert(e, None);
+            }
+            n += 1;
+        }
+    }
+    index
+}
+
+fn diff_bench(c: &mut Criterion) {
+    let source = tree(|_, e| Some(e));
+    assert_eq!(source.len(), 10_000);
+    // 1% rewritten, 0.5% missing from the target, 0.5% moved to new names in the target.
+    let target = tree(|n, mut e| match n % 200 {
+        0 | 100 => {
+            e.mtime.0 -= 1;
+            e.content = Some(Content::from_chunks(&ChunkParams::default(), vec![]));
+            Some(e)
+        }
+        50 => None,
+        150 => {
+            e.path = path(&format!("{}.old", e.path));
+            Some(e)
+        }
+        _ => Some(e),
+    });
+    let opts = DiffOptions::default();
+    for t in [&source, &target] {
+        let DiffOutcome::Ready(plan) = diff(&source, t, opts) else {
+            panic!("the bench indexes must be complete enough for a plan")
+        };
+        black_box(plan);
+    }
+
+    let mut g = c.benchmark_group("diff 10k entries");
+    g.throughput(Throughput::Elements(source.len() as u64));
+    g.bench_function("identical", |b| {
+        b.iter(|| diff(black_box(&source), black_box(&source), opts))
+    });
+    g.bench_function("2% changed", |b| {
+        b.iter(|| diff(black_box(&source), black_box(&target), opts))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, chunking, diff_bench);
+criterion_main!(benches);

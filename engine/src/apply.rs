@@ -46,10 +46,13 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
             Ok(wrote)
         }
         Action::Symlink { entry, .. } => {
-            let link = entry.symlink_target.as_deref().ok_or_else(|| Error::Precondition {
-                path: entry.path.clone(),
-                reason: "symlink entry without a target".into(),
-            })?;
+            let link = entry
+                .symlink_target
+                .as_deref()
+                .ok_or_else(|| Error::Precondition {
+                    path: entry.path.clone(),
+                    reason: "symlink entry without a target".into(),
+                })?;
             target.symlink(&entry.path, link)?;
             target.set_meta(&entry.path, EntryKind::Symlink, entry.mode, entry.mtime)?;
             Ok(wrote)
@@ -79,12 +82,19 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
     }
 }
 
-fn expect_kind(target: &TargetDir, path: &RelPath, kind: EntryKind) -> Result<crate::target::TargetStat> {
+fn expect_kind(
+    target: &TargetDir,
+    path: &RelPath,
+    kind: EntryKind,
+) -> Result<crate::target::TargetStat> {
     match target.stat(path)? {
         Some(st) if st.kind == Some(kind) => Ok(st),
         other => Err(Error::Precondition {
             path: path.clone(),
-            reason: format!("expected a {kind:?}, found {:?}", other.and_then(|s| s.kind)),
+            reason: format!(
+                "expected a {kind:?}, found {:?}",
+                other.and_then(|s| s.kind)
+            ),
         }),
     }
 }
@@ -133,7 +143,9 @@ pub fn apply_plan(
     let mut total = Effect::default();
     for a in &plan.actions {
         let e = match a {
-            Action::WriteFile { entry, base, .. } => write_file(target, entry, base.as_ref(), durable, fetch)?,
+            Action::WriteFile { entry, base, .. } => {
+                write_file(target, entry, base.as_ref(), durable, fetch)?
+            }
             other => apply_action(target, other)?,
         };
         total.wrote |= e.wrote;
@@ -180,15 +192,27 @@ mod tests {
     /// What a test expects at one path.
     #[derive(Clone, PartialEq, Eq)]
     enum Node {
-        Dir { mode: u32, mtime: i64 },
-        File { data: Vec<u8>, mode: u32, mtime: i64 },
-        Link { to: String, mtime: i64 },
+        Dir {
+            mode: u32,
+            mtime: i64,
+        },
+        File {
+            data: Vec<u8>,
+            mode: u32,
+            mtime: i64,
+        },
+        Link {
+            to: String,
+            mtime: i64,
+        },
     }
 
     impl Node {
         fn mtime(&self) -> i64 {
             match self {
-                Node::Dir { mtime, .. } | Node::File { mtime, .. } | Node::Link { mtime, .. } => *mtime,
+                Node::Dir { mtime, .. } | Node::File { mtime, .. } | Node::Link { mtime, .. } => {
+                    *mtime
+                }
             }
         }
     }
@@ -198,7 +222,12 @@ mod tests {
             match self {
                 Node::Dir { mode, mtime } => write!(f, "dir {mode:o} @{mtime}"),
                 Node::File { data, mode, mtime } => {
-                    write!(f, "file {} bytes {:?} {mode:o} @{mtime}", data.len(), ChunkId::of(data))
+                    write!(
+                        f,
+                        "file {} bytes {:?} {mode:o} @{mtime}",
+                        data.len(),
+                        ChunkId::of(data)
+                    )
                 }
                 Node::Link { to, mtime } => write!(f, "link -> {to} @{mtime}"),
             }
@@ -212,8 +241,10 @@ mod tests {
         RelPath::new(s).unwrap()
     }
 
+    /// Names whose byte order and component order disagree unless paths are compared
+    /// component-wise ("a/x" < "a b" < "a-b" < "a.b").
     fn name(n: u8) -> String {
-        format!("n{n}")
+        ["a", "a.b", "a-b", "a b", "ab", "b", "é", "Z"][usize::from(n)].to_owned()
     }
 
     fn child(parent: Option<&RelPath>, name: &str) -> RelPath {
@@ -249,11 +280,19 @@ mod tests {
     /// The kind of a generated entry.
     #[derive(Clone, Debug)]
     enum Kind {
-        File { len: usize, seed: u64 },
+        File {
+            len: usize,
+            seed: u64,
+        },
         /// A file with the same bytes as an existing one.
-        Copy { of: Pick },
+        Copy {
+            of: Pick,
+        },
         Dir,
-        Link { up: u8, name: u8 },
+        Link {
+            up: u8,
+            name: u8,
+        },
     }
 
     /// One generated entry, placed under a directory picked among those that exist by then.
@@ -269,20 +308,55 @@ mod tests {
     /// A change that turns the source tree into a plausible stale target.
     #[derive(Clone, Debug)]
     enum Mutation {
-        Overwrite { file: Pick, at: Pick, seed: u64 },
-        Insert { file: Pick, at: Pick, len: usize, seed: u64 },
-        Truncate { file: Pick, at: Pick },
-        Delete { entry: Pick },
-        Move { entry: Pick, parent: Pick, name: u8 },
-        Retype { entry: Pick, to: Pick, kind: Spec },
+        Overwrite {
+            file: Pick,
+            at: Pick,
+            seed: u64,
+        },
+        /// Changes bytes but neither size nor mtime.
+        Sneaky {
+            file: Pick,
+            at: Pick,
+            seed: u64,
+        },
+        Insert {
+            file: Pick,
+            at: Pick,
+            len: usize,
+            seed: u64,
+        },
+        Truncate {
+            file: Pick,
+            at: Pick,
+        },
+        Delete {
+            entry: Pick,
+        },
+        Move {
+            entry: Pick,
+            parent: Pick,
+            name: u8,
+        },
+        Retype {
+            entry: Pick,
+            to: Pick,
+            kind: Spec,
+        },
         Add(Spec),
-        Touch { entry: Pick, nanos: u32 },
-        Chmod { entry: Pick, mode: Pick },
+        Touch {
+            entry: Pick,
+            nanos: u32,
+        },
+        Chmod {
+            entry: Pick,
+            mode: Pick,
+        },
     }
 
     fn data_len() -> impl Strategy<Value = usize> {
         prop_oneof![
-            6 => 0usize..2_000,
+            1 => Just(0usize),
+            6 => 1usize..2_000,
             3 => 2_000usize..40_000,
             1 => 40_000usize..300_000,
         ]
@@ -298,20 +372,26 @@ mod tests {
     }
 
     fn spec() -> impl Strategy<Value = Spec> {
-        (any::<Pick>(), 0..NAMES, kind(), any::<Pick>(), 0u32..1_000_000_000).prop_map(
-            |(parent, name, kind, mode, nanos)| Spec {
+        (
+            any::<Pick>(),
+            0..NAMES,
+            kind(),
+            any::<Pick>(),
+            0u32..1_000_000_000,
+        )
+            .prop_map(|(parent, name, kind, mode, nanos)| Spec {
                 parent,
                 name,
                 kind,
                 mode,
                 nanos,
-            },
-        )
+            })
     }
 
     fn mutation() -> impl Strategy<Value = Mutation> {
         prop_oneof![
             1 => (any::<Pick>(), any::<Pick>(), any::<u64>()).prop_map(|(file, at, seed)| Mutation::Overwrite { file, at, seed }),
+            1 => (any::<Pick>(), any::<Pick>(), any::<u64>()).prop_map(|(file, at, seed)| Mutation::Sneaky { file, at, seed }),
             1 => (any::<Pick>(), any::<Pick>(), 1usize..20_000, any::<u64>())
                 .prop_map(|(file, at, len, seed)| Mutation::Insert { file, at, len, seed }),
             1 => (any::<Pick>(), any::<Pick>()).prop_map(|(file, at)| Mutation::Truncate { file, at }),
@@ -335,7 +415,10 @@ mod tests {
     }
 
     fn paths_where(tree: &Tree, keep: impl Fn(&Node) -> bool) -> Vec<RelPath> {
-        tree.iter().filter(|(_, n)| keep(n)).map(|(p, _)| p.clone()).collect()
+        tree.iter()
+            .filter(|(_, n)| keep(n))
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// The node `spec` describes, or `None` when it copies a file and there is none.
@@ -399,7 +482,9 @@ mod tests {
         tree.retain(|p, _| !p.is_within(root));
     }
 
-    fn mutate(mut tree: Tree, muts: &[Mutation]) -> Tree {
+    /// Applies `muts` to `tree`; edits that keep size and mtime happen only when the sync
+    /// will compare content (`checksum`), since a quick check cannot see them by design.
+    fn mutate(mut tree: Tree, muts: &[Mutation], checksum: bool) -> Tree {
         let mut clock = Clock(1_000_000);
         let is_file = |n: &Node| matches!(n, Node::File { .. });
         for m in muts {
@@ -408,7 +493,8 @@ mod tests {
             match m {
                 Mutation::Overwrite { file, at, seed } if !files.is_empty() => {
                     let mtime = clock.fresh(0);
-                    if let Some(Node::File { data, mtime: t, .. }) = tree.get_mut(file.get(&files)) {
+                    if let Some(Node::File { data, mtime: t, .. }) = tree.get_mut(file.get(&files))
+                    {
                         if data.is_empty() {
                             data.push(1);
                         }
@@ -420,9 +506,23 @@ mod tests {
                         *t = mtime;
                     }
                 }
-                Mutation::Insert { file, at, len, seed } if !files.is_empty() => {
+                Mutation::Sneaky { file, at, seed } if checksum && !files.is_empty() => {
+                    if let Some(Node::File { data, .. }) = tree.get_mut(file.get(&files)) {
+                        if !data.is_empty() {
+                            let at = at.index(data.len());
+                            data[at] ^= (*seed as u8) | 1;
+                        }
+                    }
+                }
+                Mutation::Insert {
+                    file,
+                    at,
+                    len,
+                    seed,
+                } if !files.is_empty() => {
                     let mtime = clock.fresh(0);
-                    if let Some(Node::File { data, mtime: t, .. }) = tree.get_mut(file.get(&files)) {
+                    if let Some(Node::File { data, mtime: t, .. }) = tree.get_mut(file.get(&files))
+                    {
                         let at = at.index(data.len() + 1);
                         data.splice(at..at, bytes(*len, *seed));
                         *t = mtime;
@@ -430,7 +530,8 @@ mod tests {
                 }
                 Mutation::Truncate { file, at } if !files.is_empty() => {
                     let mtime = clock.fresh(0);
-                    if let Some(Node::File { data, mtime: t, .. }) = tree.get_mut(file.get(&files)) {
+                    if let Some(Node::File { data, mtime: t, .. }) = tree.get_mut(file.get(&files))
+                    {
                         let at = at.index(data.len() + 1);
                         data.truncate(at);
                         *t = mtime;
@@ -439,7 +540,11 @@ mod tests {
                 Mutation::Delete { entry } if !all.is_empty() => {
                     remove_subtree(&mut tree, entry.get(&all));
                 }
-                Mutation::Move { entry, parent, name: n } if !all.is_empty() => {
+                Mutation::Move {
+                    entry,
+                    parent,
+                    name: n,
+                } if !all.is_empty() => {
                     let from = entry.get(&all).clone();
                     let parent = parent.get(&dirs(&tree)).clone();
                     let to = child(parent.as_ref(), &name(*n));
@@ -496,17 +601,23 @@ mod tests {
                 Mutation::Touch { entry, nanos } if !all.is_empty() => {
                     let fresh = clock.fresh(*nanos);
                     match tree.get_mut(entry.get(&all)) {
-                        Some(Node::Dir { mtime, .. } | Node::File { mtime, .. } | Node::Link { mtime, .. }) => {
+                        Some(
+                            Node::Dir { mtime, .. }
+                            | Node::File { mtime, .. }
+                            | Node::Link { mtime, .. },
+                        ) => {
                             *mtime = fresh;
                         }
                         None => unreachable!(),
                     }
                 }
-                Mutation::Chmod { entry, mode } if !all.is_empty() => match tree.get_mut(entry.get(&all)) {
-                    Some(Node::File { mode: m, .. }) => *m = *mode.get(&FILE_MODES),
-                    Some(Node::Dir { mode: m, .. }) => *m = *mode.get(&DIR_MODES),
-                    _ => {}
-                },
+                Mutation::Chmod { entry, mode } if !all.is_empty() => {
+                    match tree.get_mut(entry.get(&all)) {
+                        Some(Node::File { mode: m, .. }) => *m = *mode.get(&FILE_MODES),
+                        Some(Node::Dir { mode: m, .. }) => *m = *mode.get(&DIR_MODES),
+                        _ => {}
+                    }
+                }
                 _ => {}
             }
         }
@@ -568,7 +679,11 @@ mod tests {
                     }
                 } else {
                     Node::Link {
-                        to: fs::read_link(&full).unwrap().into_os_string().into_string().unwrap(),
+                        to: fs::read_link(&full)
+                            .unwrap()
+                            .into_os_string()
+                            .into_string()
+                            .unwrap(),
                         mtime,
                     }
                 };
@@ -604,7 +719,7 @@ mod tests {
 
     /// Scans both sides and diffs them, hashing whatever the diff asks for, until it gives a
     /// plan; returns the plan and the source index with the contents that were hashed.
-    fn make_plan(src: &Path, dst: &Path) -> (Plan, Index) {
+    fn make_plan(src: &Path, dst: &Path, opts: DiffOptions) -> (Plan, Index) {
         let scanned = scan(
             src,
             ScanOptions {
@@ -628,7 +743,7 @@ mod tests {
         let source_dir = SourceDir::new(src, PARAMS);
         let target_dir = TargetDir::open(dst).unwrap();
         for _round in 0..3 {
-            match diff(&source, &target, DiffOptions::default()) {
+            match diff(&source, &target, opts) {
                 DiffOutcome::Ready(plan) => return (plan, source),
                 DiffOutcome::NeedContent(needs) => {
                     assert!(!needs.is_empty());
@@ -648,15 +763,28 @@ mod tests {
 
     /// One full run: plan, then apply it, fetching chunks from the source by id.
     fn sync(src: &Path, dst: &Path) -> (Plan, Effect) {
-        let (plan, result) = sync_failing_after(src, dst, usize::MAX);
-        let effect = result
-            .unwrap_or_else(|e| panic!("apply failed: {e}\nplan: {:#?}", plan.itemize().collect::<Vec<_>>()));
+        sync_with(src, dst, DiffOptions::default())
+    }
+
+    fn sync_with(src: &Path, dst: &Path, opts: DiffOptions) -> (Plan, Effect) {
+        let (plan, result) = sync_failing_after(src, dst, opts, usize::MAX);
+        let effect = result.unwrap_or_else(|e| {
+            panic!(
+                "apply failed: {e}\nplan: {:#?}",
+                plan.itemize().collect::<Vec<_>>()
+            )
+        });
         (plan, effect)
     }
 
     /// A run in which fetching fails after `fetches` chunks, as when the sender goes away.
-    fn sync_failing_after(src: &Path, dst: &Path, fetches: usize) -> (Plan, Result<Effect>) {
-        let (plan, source) = make_plan(src, dst);
+    fn sync_failing_after(
+        src: &Path,
+        dst: &Path,
+        opts: DiffOptions,
+        fetches: usize,
+    ) -> (Plan, Result<Effect>) {
+        let (plan, source) = make_plan(src, dst, opts);
         let mut holders: HashMap<ChunkId, (RelPath, u64)> = HashMap::new();
         for e in source.iter() {
             for (off, c) in e.content.iter().flat_map(|c| c.with_offsets()) {
@@ -667,13 +795,19 @@ mod tests {
         let mut left = fetches;
         let mut fetch = |t: &ChunkTask| -> Result<Vec<u8>> {
             if left == 0 {
-                return Err(Error::io("fetch", src, std::io::ErrorKind::ConnectionReset.into()));
+                return Err(Error::io(
+                    "fetch",
+                    src,
+                    std::io::ErrorKind::ConnectionReset.into(),
+                ));
             }
             left -= 1;
-            let (path, off) = holders
-                .get(&t.chunk.id)
-                .unwrap_or_else(|| panic!("chunk {:?} is held by no hashed source file", t.chunk.id));
-            source_dir.open(path)?.read_chunk(*off, t.chunk.len, &t.chunk.id)
+            let (path, off) = holders.get(&t.chunk.id).unwrap_or_else(|| {
+                panic!("chunk {:?} is held by no hashed source file", t.chunk.id)
+            });
+            source_dir
+                .open(path)?
+                .read_chunk(*off, t.chunk.len, &t.chunk.id)
         };
         let target = TargetDir::open(dst).unwrap();
         let result = apply_plan(&target, &plan, false, &mut fetch);
@@ -687,16 +821,18 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig::with_cases(48))]
 
         #[test]
         fn sync_makes_any_target_a_mirror_and_a_second_run_writes_nothing(
             a in prop::collection::vec(spec(), 0..40),
             muts in prop::option::weighted(0.8, prop::collection::vec(mutation(), 1..16)),
             interrupt in prop::option::weighted(0.25, 0usize..6),
+            checksum: bool,
         ) {
+            let opts = DiffOptions { checksum };
             let source_tree = build(&a);
-            let target_tree = muts.as_deref().map_or_else(Tree::new, |m| mutate(source_tree.clone(), m));
+            let target_tree = muts.as_deref().map_or_else(Tree::new, |m| mutate(source_tree.clone(), m, checksum));
             let (_tmp, src, dst) = dirs_for_a_run();
             materialize(&src, &source_tree);
             materialize(&dst, &target_tree);
@@ -709,9 +845,9 @@ mod tests {
             if let Some(n) = interrupt {
                 // A run that dies part way (here: the n-th chunk cannot be fetched) must
                 // leave a target that the next run still converges from.
-                let _ = sync_failing_after(&src, &dst, n);
+                let _ = sync_failing_after(&src, &dst, opts, n);
             }
-            let (_, effect) = sync(&src, &dst);
+            let (_, effect) = sync_with(&src, &dst, opts);
             let m = mismatches(&source_tree, &read_tree(&dst));
             prop_assert!(m.is_empty(), "target differs from source after sync: {m:#?}");
             let m = mismatches(&source_tree, &read_tree(&src));
@@ -736,24 +872,47 @@ mod tests {
         let before = read_tree(&outside);
 
         let mut source_tree = build(&[]);
-        source_tree.insert(p("d"), Node::Dir { mode: 0o755, mtime: 1_600_000_000_000_000_001 });
+        source_tree.insert(
+            p("d"),
+            Node::Dir {
+                mode: 0o755,
+                mtime: 1_600_000_000_000_000_001,
+            },
+        );
         for name in ["f", "g"] {
             source_tree.insert(
                 p("d").join(name).unwrap(),
-                Node::File { data: format!("new {name}").into_bytes(), mode: 0o644, mtime: 1_600_000_000_000_000_002 },
+                Node::File {
+                    data: format!("new {name}").into_bytes(),
+                    mode: 0o644,
+                    mtime: 1_600_000_000_000_000_002,
+                },
             );
         }
-        source_tree.insert(p("e"), Node::File { data: b"new e".to_vec(), mode: 0o600, mtime: 1_600_000_000_000_000_003 });
+        source_tree.insert(
+            p("e"),
+            Node::File {
+                data: b"new e".to_vec(),
+                mode: 0o600,
+                mtime: 1_600_000_000_000_000_003,
+            },
+        );
         materialize(&src, &source_tree);
         fs::create_dir(&dst).unwrap();
         symlink(outside.join("dir"), dst.join("d")).unwrap();
         symlink(outside.join("file"), dst.join("e")).unwrap();
 
         sync(&src, &dst);
-        assert_eq!(mismatches(&before, &read_tree(&outside)), Vec::<String>::new());
+        assert_eq!(
+            mismatches(&before, &read_tree(&outside)),
+            Vec::<String>::new()
+        );
         assert!(fs::symlink_metadata(dst.join("d")).unwrap().is_dir());
         assert!(fs::symlink_metadata(dst.join("e")).unwrap().is_file());
-        assert_eq!(mismatches(&source_tree, &read_tree(&dst)), Vec::<String>::new());
+        assert_eq!(
+            mismatches(&source_tree, &read_tree(&dst)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -762,17 +921,33 @@ mod tests {
         let old = bytes(200_000, 3);
         let mut new = old.clone();
         new.splice(100_000..100_000, bytes(100, 9));
-        let file = |data: Vec<u8>, mtime| Node::File { data, mode: 0o644, mtime };
+        let file = |data: Vec<u8>, mtime| Node::File {
+            data,
+            mode: 0o644,
+            mtime,
+        };
         let source_tree = Tree::from([(p("f"), file(new, 2_000_000_000_000_000_000))]);
         materialize(&src, &source_tree);
-        materialize(&dst, &Tree::from([(p("f"), file(old, 1_000_000_000_000_000_000))]));
+        materialize(
+            &dst,
+            &Tree::from([(p("f"), file(old, 1_000_000_000_000_000_000))]),
+        );
 
         let (plan, effect) = sync(&src, &dst);
-        assert!(matches!(&plan.actions[..], [Action::WriteFile { base: Some(_), .. }]), "{plan:#?}");
+        assert!(
+            matches!(&plan.actions[..], [Action::WriteFile { base: Some(_), .. }]),
+            "{plan:#?}"
+        );
         assert_eq!(effect.bytes_written, 200_100);
-        assert!(effect.bytes_fetched <= 2 * u64::from(PARAMS.max), "{effect:?}");
+        assert!(
+            effect.bytes_fetched <= 2 * u64::from(PARAMS.max),
+            "{effect:?}"
+        );
         assert_eq!(effect.bytes_reused + effect.bytes_fetched, 200_100);
-        assert_eq!(mismatches(&source_tree, &read_tree(&dst)), Vec::<String>::new());
+        assert_eq!(
+            mismatches(&source_tree, &read_tree(&dst)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -780,27 +955,121 @@ mod tests {
         let (_tmp, src, dst) = dirs_for_a_run();
         let data = bytes(50_000, 5);
         let source_tree = Tree::from([
-            (p("d"), Node::Dir { mode: 0o755, mtime: 3_000 }),
-            (p("d/new"), Node::File { data: data.clone(), mode: 0o600, mtime: 2_000 }),
+            (
+                p("d"),
+                Node::Dir {
+                    mode: 0o755,
+                    mtime: 3_000,
+                },
+            ),
+            (
+                p("d/new"),
+                Node::File {
+                    data: data.clone(),
+                    mode: 0o600,
+                    mtime: 2_000,
+                },
+            ),
         ]);
         materialize(&src, &source_tree);
-        materialize(&dst, &Tree::from([(p("old"), Node::File { data, mode: 0o644, mtime: 1_000 })]));
+        materialize(
+            &dst,
+            &Tree::from([(
+                p("old"),
+                Node::File {
+                    data,
+                    mode: 0o644,
+                    mtime: 1_000,
+                },
+            )]),
+        );
 
         let (plan, effect) = sync(&src, &dst);
-        assert!(plan.actions.iter().any(|a| matches!(a, Action::Rename { from, .. } if *from == p("old"))), "{plan:#?}");
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| matches!(a, Action::Rename { from, .. } if *from == p("old"))),
+            "{plan:#?}"
+        );
         assert_eq!(effect.bytes_fetched, 0);
-        assert_eq!(mismatches(&source_tree, &read_tree(&dst)), Vec::<String>::new());
+        assert_eq!(
+            mismatches(&source_tree, &read_tree(&dst)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn a_temp_file_left_by_a_crash_does_not_block_removing_its_dir() {
         let (_tmp, src, dst) = dirs_for_a_run();
         materialize(&src, &Tree::new());
-        materialize(&dst, &Tree::from([(p("gone"), Node::Dir { mode: 0o755, mtime: 1_000 })]));
+        materialize(
+            &dst,
+            &Tree::from([(
+                p("gone"),
+                Node::Dir {
+                    mode: 0o755,
+                    mtime: 1_000,
+                },
+            )]),
+        );
         // What a crash between creating a temp file and committing it leaves behind.
-        fs::write(dst.join("gone").join(format!("{}1-0", crate::target::TEMP_PREFIX)), b"torn").unwrap();
+        fs::write(
+            dst.join("gone")
+                .join(format!("{}1-0", crate::target::TEMP_PREFIX)),
+            b"torn",
+        )
+        .unwrap();
 
         sync(&src, &dst);
-        assert_eq!(mismatches(&Tree::new(), &read_tree(&dst)), Vec::<String>::new());
+        assert_eq!(
+            mismatches(&Tree::new(), &read_tree(&dst)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn mtimes_before_the_epoch_and_odd_nanoseconds_round_trip() {
+        let (_tmp, src, dst) = dirs_for_a_run();
+        let source_tree = Tree::from([
+            (
+                p("d"),
+                Node::Dir {
+                    mode: 0o700,
+                    mtime: -86_400_000_000_001,
+                },
+            ),
+            (
+                p("d/f"),
+                Node::File {
+                    data: b"old".to_vec(),
+                    mode: 0o600,
+                    mtime: -1_500_000_000,
+                },
+            ),
+            (
+                p("d/l"),
+                Node::Link {
+                    to: "f".into(),
+                    mtime: -1,
+                },
+            ),
+            (
+                p("g"),
+                Node::File {
+                    data: vec![],
+                    mode: 0o755,
+                    mtime: 999_999_999,
+                },
+            ),
+        ]);
+        materialize(&src, &source_tree);
+        materialize(&dst, &Tree::new());
+        sync(&src, &dst);
+        assert_eq!(
+            mismatches(&source_tree, &read_tree(&dst)),
+            Vec::<String>::new()
+        );
+        let (plan, effect) = sync(&src, &dst);
+        assert!(plan.actions.is_empty() && !effect.wrote, "{plan:#?}");
     }
 }

@@ -60,7 +60,10 @@ pub fn copy_local_chunks(
 ) -> Result<(Vec<ChunkTask>, u64)> {
     let mut remote = Vec::new();
     let mut reused = 0u64;
-    let old = if tasks.iter().any(|t| matches!(t.origin, ChunkOrigin::Local { .. })) {
+    let old = if tasks
+        .iter()
+        .any(|t| matches!(t.origin, ChunkOrigin::Local { .. }))
+    {
         target.open_read(from).ok()
     } else {
         None
@@ -124,6 +127,8 @@ mod tests {
         assert_eq!(tasks[1].origin, ChunkOrigin::Remote);
         assert_eq!(tasks[2].origin, ChunkOrigin::Local { at: 0 });
         assert_eq!(tasks[2].offset, 8);
-        assert!(chunk_tasks(&new, None).iter().all(|t| t.origin == ChunkOrigin::Remote));
+        assert!(chunk_tasks(&new, None)
+            .iter()
+            .all(|t| t.origin == ChunkOrigin::Remote));
     }
 }

@@ -107,7 +107,11 @@ pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
     // Extraneous target entries, and the files among them that may be renamed into place.
     let mut extraneous: Vec<&FileEntry> = Vec::new();
     for t in target.iter().filter(|t| t.is_present()) {
-        if is_protected(&t.path) || cleared_dirs.iter().any(|c| t.path.is_within(c) && t.path != *c) {
+        if is_protected(&t.path)
+            || cleared_dirs
+                .iter()
+                .any(|c| t.path.is_within(c) && t.path != *c)
+        {
             if t.kind == EntryKind::File && !is_protected(&t.path) {
                 d.rename_pool.push(t);
             }
@@ -197,7 +201,10 @@ pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
     actions.append(&mut content);
     actions.append(&mut removes);
     for (path, differs) in d.dir_meta.iter().rev() {
-        if let Some(s) = source.get(path).filter(|s| s.kind == EntryKind::Dir && s.is_present()) {
+        if let Some(s) = source
+            .get(path)
+            .filter(|s| s.kind == EntryKind::Dir && s.is_present())
+        {
             actions.push(Action::SetDirMeta {
                 path: path.clone(),
                 mode: s.mode,
@@ -264,10 +271,17 @@ impl<'a> Draft<'a> {
         }
     }
 
-    fn compare_files(&mut self, s: &FileEntry, t: &FileEntry, opts: DiffOptions, needs: &mut ContentNeeds) {
+    fn compare_files(
+        &mut self,
+        s: &FileEntry,
+        t: &FileEntry,
+        opts: DiffOptions,
+        needs: &mut ContentNeeds,
+    ) {
         if !opts.checksum && s.quick_equal(t) {
             if s.mode != t.mode {
-                self.content_phase.push(Action::SetMeta { entry: s.clone() });
+                self.content_phase
+                    .push(Action::SetMeta { entry: s.clone() });
             }
             return;
         }
@@ -284,7 +298,8 @@ impl<'a> Draft<'a> {
         };
         if sc.id == tc.id {
             if s.mode != t.mode || s.mtime != t.mtime {
-                self.content_phase.push(Action::SetMeta { entry: s.clone() });
+                self.content_phase
+                    .push(Action::SetMeta { entry: s.clone() });
             }
         } else {
             self.touch_parent(&s.path);
@@ -452,13 +467,21 @@ mod tests {
         }
         assert!(at(&plan, "Symlink", "a/l") > last_dir);
         for a in &plan.actions {
-            if let Action::WriteFile { entry, base, replaces } = a {
+            if let Action::WriteFile {
+                entry,
+                base,
+                replaces,
+            } = a
+            {
                 assert_eq!(base, &None, "{}", entry.path);
                 assert!(!replaces, "{}", entry.path);
                 assert!(entry.content.is_some());
             }
         }
-        assert_eq!(count(&plan, "Clear") + count(&plan, "Remove") + count(&plan, "Rename"), 0);
+        assert_eq!(
+            count(&plan, "Clear") + count(&plan, "Remove") + count(&plan, "Rename"),
+            0
+        );
         // New directories get their metadata last, children before parents.
         assert!(at(&plan, "SetDirMeta", "a/b") < at(&plan, "SetDirMeta", "a"));
         assert!(at(&plan, "SetDirMeta", "a/b") > at(&plan, "WriteFile", "h"));
@@ -487,7 +510,9 @@ mod tests {
         let t = file("f", b"old!", 7);
         let source = index([unhashed(s.clone())]);
         let target = index([unhashed(t.clone())]);
-        assert!(ready(&source, &target, DiffOptions::default()).actions.is_empty());
+        assert!(ready(&source, &target, DiffOptions::default())
+            .actions
+            .is_empty());
 
         let checksum = DiffOptions { checksum: true };
         let n = needs(&source, &target, checksum);
@@ -498,7 +523,9 @@ mod tests {
         assert!(has(&plan, "WriteFile", "f"), "{plan:#?}");
         // With checksum and equal bytes there is nothing to do.
         let same = file("f", b"new!", 7);
-        assert!(ready(&index([s]), &index([same]), checksum).actions.is_empty());
+        assert!(ready(&index([s]), &index([same]), checksum)
+            .actions
+            .is_empty());
     }
 
     #[test]
@@ -524,7 +551,9 @@ mod tests {
         let plan = ready(&source, &target, DiffOptions::default());
         assert_eq!(count(&plan, "WriteFile"), 0, "{plan:#?}");
         assert_eq!(plan.actions.len(), 1, "{plan:#?}");
-        assert!(matches!(&plan.actions[0], Action::SetMeta { entry } if entry.mtime == MtimeNs(20)));
+        assert!(
+            matches!(&plan.actions[0], Action::SetMeta { entry } if entry.mtime == MtimeNs(20))
+        );
     }
 
     #[test]
@@ -534,7 +563,11 @@ mod tests {
         let target = index([dir("d", 1), t.clone()]);
         let plan = ready(&source, &target, DiffOptions::default());
         match &plan.actions[at(&plan, "WriteFile", "d/f")] {
-            Action::WriteFile { entry, base, replaces } => {
+            Action::WriteFile {
+                entry,
+                base,
+                replaces,
+            } => {
                 assert_eq!(base, &t.content);
                 assert!(replaces);
                 assert_eq!(entry.mtime, MtimeNs(20));
@@ -568,11 +601,31 @@ mod tests {
             .map(|a| a.path().as_str())
             .collect();
         assert_eq!(removed.len(), 7);
-        for (child, parent) in [("x/y/f", "x/y"), ("x/y/l", "x/y"), ("x/y", "x"), ("x/g", "x")] {
-            assert!(at(&plan, "Remove", child) < at(&plan, "Remove", parent), "{removed:?}");
+        for (child, parent) in [
+            ("x/y/f", "x/y"),
+            ("x/y/l", "x/y"),
+            ("x/y", "x"),
+            ("x/g", "x"),
+        ] {
+            assert!(
+                at(&plan, "Remove", child) < at(&plan, "Remove", parent),
+                "{removed:?}"
+            );
         }
-        assert!(matches!(&plan.actions[at(&plan, "Remove", "x/y")], Action::Remove { kind: EntryKind::Dir, .. }));
-        assert!(matches!(&plan.actions[at(&plan, "Remove", "x/y/l")], Action::Remove { kind: EntryKind::Symlink, .. }));
+        assert!(matches!(
+            &plan.actions[at(&plan, "Remove", "x/y")],
+            Action::Remove {
+                kind: EntryKind::Dir,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &plan.actions[at(&plan, "Remove", "x/y/l")],
+            Action::Remove {
+                kind: EntryKind::Symlink,
+                ..
+            }
+        ));
         assert!(at(&plan, "SetDirMeta", "keep") > at(&plan, "Remove", "keep/junk"));
         assert!(!has(&plan, "SetDirMeta", "x"));
     }
@@ -592,7 +645,10 @@ mod tests {
     #[test]
     fn a_new_file_matching_an_extraneous_one_is_a_rename() {
         let mut source = index([dir("d", 1), unhashed(file("d/new", b"moved bytes", 5))]);
-        let mut target = index([unhashed(file("old", b"moved bytes", 3)), unhashed(file("other", b"zz", 3))]);
+        let mut target = index([
+            unhashed(file("old", b"moved bytes", 3)),
+            unhashed(file("other", b"zz", 3)),
+        ]);
         let n = needs(&source, &target, DiffOptions::default());
         assert_eq!((n.source, n.target), (paths(&["d/new"]), paths(&["old"])));
 
@@ -600,7 +656,9 @@ mod tests {
         target.get_mut(&p("old")).unwrap().content = Some(content(b"moved bytes"));
         let plan = ready(&source, &target, DiffOptions::default());
         let r = at(&plan, "Rename", "d/new");
-        assert!(matches!(&plan.actions[r], Action::Rename { from, entry } if *from == p("old") && entry.mtime == MtimeNs(5)));
+        assert!(
+            matches!(&plan.actions[r], Action::Rename { from, entry } if *from == p("old") && entry.mtime == MtimeNs(5))
+        );
         assert!(at(&plan, "MakeDir", "d") < r);
         assert!(!has(&plan, "WriteFile", "d/new"));
         assert!(!has(&plan, "Remove", "old"));
@@ -620,15 +678,23 @@ mod tests {
 
     #[test]
     fn a_non_dir_in_the_way_of_a_dir_is_cleared_before_mkdir() {
-        let source = index([
-            dir("b", 5),
-            file("b/f", b"in b", 6),
-            dir("c", 5),
-        ]);
+        let source = index([dir("b", 5), file("b/f", b"in b", 6), dir("c", 5)]);
         let target = index([file("b", b"was a file", 1), symlink("c", "/elsewhere", 1)]);
         let plan = ready(&source, &target, DiffOptions::default());
-        assert!(matches!(&plan.actions[at(&plan, "Clear", "b")], Action::Clear { found: EntryKind::File, .. }));
-        assert!(matches!(&plan.actions[at(&plan, "Clear", "c")], Action::Clear { found: EntryKind::Symlink, .. }));
+        assert!(matches!(
+            &plan.actions[at(&plan, "Clear", "b")],
+            Action::Clear {
+                found: EntryKind::File,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &plan.actions[at(&plan, "Clear", "c")],
+            Action::Clear {
+                found: EntryKind::Symlink,
+                ..
+            }
+        ));
         assert!(at(&plan, "Clear", "b") < at(&plan, "MakeDir", "b"));
         assert!(at(&plan, "Clear", "c") < at(&plan, "MakeDir", "c"));
         assert!(at(&plan, "MakeDir", "b") < at(&plan, "WriteFile", "b/f"));
@@ -651,13 +717,31 @@ mod tests {
         ]);
         let plan = ready(&source, &target, DiffOptions::default());
         let rename = at(&plan, "Rename", "n");
-        assert!(matches!(&plan.actions[rename], Action::Rename { from, .. } if *from == p("a/keep")));
-        assert!(matches!(&plan.actions[at(&plan, "Clear", "a")], Action::Clear { found: EntryKind::Dir, .. }));
+        assert!(
+            matches!(&plan.actions[rename], Action::Rename { from, .. } if *from == p("a/keep"))
+        );
+        assert!(matches!(
+            &plan.actions[at(&plan, "Clear", "a")],
+            Action::Clear {
+                found: EntryKind::Dir,
+                ..
+            }
+        ));
         assert!(rename < at(&plan, "Clear", "a"));
         assert!(at(&plan, "Clear", "a") < at(&plan, "WriteFile", "a"));
         assert!(at(&plan, "Clear", "d") < at(&plan, "Symlink", "d"));
-        assert!(matches!(&plan.actions[at(&plan, "WriteFile", "a")], Action::WriteFile { replaces: true, base: None, .. }));
-        assert!(matches!(&plan.actions[at(&plan, "Symlink", "d")], Action::Symlink { replaces: true, .. }));
+        assert!(matches!(
+            &plan.actions[at(&plan, "WriteFile", "a")],
+            Action::WriteFile {
+                replaces: true,
+                base: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &plan.actions[at(&plan, "Symlink", "d")],
+            Action::Symlink { replaces: true, .. }
+        ));
         // The cleared directories' contents go with them, not one by one.
         assert_eq!(count(&plan, "Remove"), 0, "{plan:#?}");
     }
@@ -668,18 +752,39 @@ mod tests {
         let target = index([symlink("f", "/etc/passwd", 1), file("l", b"a file", 1)]);
         let plan = ready(&source, &target, DiffOptions::default());
         assert_eq!(count(&plan, "Clear"), 0, "{plan:#?}");
-        assert!(matches!(&plan.actions[at(&plan, "WriteFile", "f")], Action::WriteFile { replaces: true, base: None, .. }));
-        assert!(matches!(&plan.actions[at(&plan, "Symlink", "l")], Action::Symlink { replaces: true, .. }));
+        assert!(matches!(
+            &plan.actions[at(&plan, "WriteFile", "f")],
+            Action::WriteFile {
+                replaces: true,
+                base: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &plan.actions[at(&plan, "Symlink", "l")],
+            Action::Symlink { replaces: true, .. }
+        ));
     }
 
     #[test]
     fn symlinks_are_compared_by_target_then_mtime() {
-        let source = index([symlink("a", "x", 5), symlink("b", "y", 6), symlink("c", "z", 7)]);
-        let target = index([symlink("a", "x", 5), symlink("b", "y", 1), symlink("c", "other", 7)]);
+        let source = index([
+            symlink("a", "x", 5),
+            symlink("b", "y", 6),
+            symlink("c", "z", 7),
+        ]);
+        let target = index([
+            symlink("a", "x", 5),
+            symlink("b", "y", 1),
+            symlink("c", "other", 7),
+        ]);
         let plan = ready(&source, &target, DiffOptions::default());
         assert!(!plan.actions.iter().any(|a| a.path() == &p("a")));
         assert!(has(&plan, "SetMeta", "b"));
-        assert!(matches!(&plan.actions[at(&plan, "Symlink", "c")], Action::Symlink { replaces: true, .. }));
+        assert!(matches!(
+            &plan.actions[at(&plan, "Symlink", "c")],
+            Action::Symlink { replaces: true, .. }
+        ));
     }
 
     #[test]
@@ -708,9 +813,15 @@ mod tests {
         let plan = ready(&source, &target, DiffOptions::default());
         let protected = paths(&["u", "v", "w", "d/u"]);
         for a in &plan.actions {
-            assert!(!protected.iter().any(|q| a.path().is_within(q)), "{a:?} touches a protected path");
+            assert!(
+                !protected.iter().any(|q| a.path().is_within(q)),
+                "{a:?} touches a protected path"
+            );
             if let Action::Rename { from, .. } = a {
-                assert!(!protected.iter().any(|q| from.is_within(q)), "{a:?} takes a protected file");
+                assert!(
+                    !protected.iter().any(|q| from.is_within(q)),
+                    "{a:?} takes a protected file"
+                );
             }
         }
         assert!(has(&plan, "WriteFile", "n"), "{plan:#?}");
@@ -718,7 +829,12 @@ mod tests {
 
     #[test]
     fn dir_metadata_is_set_bottom_up_after_removes() {
-        let source = index([dir("d", 5), with_mode(dir("d/e", 7), 0o700), dir("same", 3), dir("same/child", 3)]);
+        let source = index([
+            dir("d", 5),
+            with_mode(dir("d/e", 7), 0o700),
+            dir("same", 3),
+            dir("same/child", 3),
+        ]);
         let target = index([
             dir("d", 9),
             dir("d/e", 7),
@@ -731,8 +847,24 @@ mod tests {
         let (e, d) = (at(&plan, "SetDirMeta", "d/e"), at(&plan, "SetDirMeta", "d"));
         assert!(remove < e && e < d, "{plan:#?}");
         assert_eq!(d, plan.actions.len() - 1);
-        assert!(matches!(&plan.actions[e], Action::SetDirMeta { mode: 0o700, mtime: MtimeNs(7), differs: true, .. }));
-        assert!(matches!(&plan.actions[d], Action::SetDirMeta { mode: 0o755, mtime: MtimeNs(5), differs: true, .. }));
+        assert!(matches!(
+            &plan.actions[e],
+            Action::SetDirMeta {
+                mode: 0o700,
+                mtime: MtimeNs(7),
+                differs: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &plan.actions[d],
+            Action::SetDirMeta {
+                mode: 0o755,
+                mtime: MtimeNs(5),
+                differs: true,
+                ..
+            }
+        ));
         // Untouched, identical directories are not revisited.
         assert!(!has(&plan, "SetDirMeta", "same") && !has(&plan, "SetDirMeta", "same/child"));
     }
@@ -742,7 +874,10 @@ mod tests {
         let source = index([dir("d", 5)]);
         let target = index([dir("d", 5), file("d/x", b"x", 1)]);
         let plan = ready(&source, &target, DiffOptions::default());
-        assert!(matches!(&plan.actions[at(&plan, "SetDirMeta", "d")], Action::SetDirMeta { differs: false, .. }));
+        assert!(matches!(
+            &plan.actions[at(&plan, "SetDirMeta", "d")],
+            Action::SetDirMeta { differs: false, .. }
+        ));
         let changes: Vec<_> = plan.itemize().collect();
         assert_eq!(changes, vec![(crate::plan::ChangeKind::Removed, &p("d/x"))]);
     }
@@ -763,7 +898,10 @@ mod tests {
         let source = index([file("a", b"same", 5), file("b", b"same", 5)]);
         let target = index([dir("a", 1), file("old", b"same", 1)]);
         let plan = ready(&source, &target, DiffOptions::default());
-        assert!(matches!(&plan.actions[at(&plan, "Rename", "b")], Action::Rename { from, .. } if *from == p("old")), "{plan:#?}");
+        assert!(
+            matches!(&plan.actions[at(&plan, "Rename", "b")], Action::Rename { from, .. } if *from == p("old")),
+            "{plan:#?}"
+        );
         assert!(has(&plan, "WriteFile", "a"));
         assert!(!has(&plan, "Remove", "old"));
     }

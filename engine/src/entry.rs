@@ -8,7 +8,9 @@ use crate::chunk::Content;
 use crate::relpath::RelPath;
 
 /// A per-folder, monotonically increasing change counter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Seq(pub u64);
 
 impl Seq {
@@ -46,7 +48,9 @@ pub enum EntryState {
 pub struct VersionVector(pub BTreeMap<String, u64>);
 
 /// Modification time in nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct MtimeNs(pub i64);
 
 /// Everything a folder knows about one path.

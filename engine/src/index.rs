@@ -77,7 +77,8 @@ impl Index {
 
     /// Inserts or replaces an entry, with the stat it was read under if any.
     pub fn insert(&mut self, entry: FileEntry, stat: Option<StatKey>) {
-        self.entries.insert(entry.path.clone(), Slot { entry, stat });
+        self.entries
+            .insert(entry.path.clone(), Slot { entry, stat });
     }
 
     /// Removes the entry at `path` (not its children).

@@ -111,11 +111,13 @@ impl Action {
             Action::Clear { .. } => None,
             Action::MakeDir { .. } => Some(ChangeKind::Created),
             Action::Rename { .. } => Some(ChangeKind::Renamed),
-            Action::WriteFile { replaces, .. } | Action::Symlink { replaces, .. } => Some(if *replaces {
-                ChangeKind::Updated
-            } else {
-                ChangeKind::Created
-            }),
+            Action::WriteFile { replaces, .. } | Action::Symlink { replaces, .. } => {
+                Some(if *replaces {
+                    ChangeKind::Updated
+                } else {
+                    ChangeKind::Created
+                })
+            }
             Action::SetMeta { .. } => Some(ChangeKind::Metadata),
             Action::Remove { .. } => Some(ChangeKind::Removed),
             Action::SetDirMeta { differs, .. } => differs.then_some(ChangeKind::Metadata),
@@ -133,11 +135,15 @@ pub struct Plan {
 impl Plan {
     /// True when the target already mirrors the source.
     pub fn is_noop(&self) -> bool {
-        self.actions.iter().all(|a| a.change().is_none() && !matches!(a, Action::Clear { .. }))
+        self.actions
+            .iter()
+            .all(|a| a.change().is_none() && !matches!(a, Action::Clear { .. }))
     }
 
     /// Each itemised change with its path, in plan order.
     pub fn itemize(&self) -> impl Iterator<Item = (ChangeKind, &RelPath)> {
-        self.actions.iter().filter_map(|a| a.change().map(|c| (c, a.path())))
+        self.actions
+            .iter()
+            .filter_map(|a| a.change().map(|c| (c, a.path())))
     }
 }

@@ -199,7 +199,9 @@ mod tests {
         assert_eq!(p.depth(), 3);
         assert!(p.is_within(&RelPath::new("x").unwrap()));
         assert!(!p.is_within(&RelPath::new("x/y/z2").unwrap()));
-        assert!(!RelPath::new("xy").unwrap().is_within(&RelPath::new("x").unwrap()));
+        assert!(!RelPath::new("xy")
+            .unwrap()
+            .is_within(&RelPath::new("x").unwrap()));
     }
 
     #[test]

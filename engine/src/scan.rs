@@ -70,7 +70,9 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
         skipped: Vec::new(),
     };
     // Listing the root itself must work; failures below it are per-entry skips.
-    let top = w.list(None).map_err(|e| Error::io("list folder", root, e))?;
+    let top = w
+        .list(None)
+        .map_err(|e| Error::io("list folder", root, e))?;
     let mut stack: Vec<std::vec::IntoIter<fs::DirEntry>> = vec![top.into_iter()];
     let mut dirs: Vec<Option<RelPath>> = vec![None];
     while let Some(iter) = stack.last_mut() {
@@ -87,7 +89,11 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
                     dirs.push(Some(dir));
                 }
                 Err(e) => {
-                    w.skip(dir.under(root), SkipKind::Unreadable, format!("cannot list directory: {e}"));
+                    w.skip(
+                        dir.under(root),
+                        SkipKind::Unreadable,
+                        format!("cannot list directory: {e}"),
+                    );
                     if let Some((e, _)) = w.entries.last_mut() {
                         e.state = EntryState::Unreadable;
                     }
@@ -121,10 +127,14 @@ impl Walk<'_> {
         for item in fs::read_dir(&path)? {
             match item {
                 Ok(i) => items.push(i),
-                Err(e) => self.skip(path.clone(), SkipKind::Unreadable, format!("listing failed part way: {e}")),
+                Err(e) => self.skip(
+                    path.clone(),
+                    SkipKind::Unreadable,
+                    format!("listing failed part way: {e}"),
+                ),
             }
         }
-        items.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        items.sort_by_key(fs::DirEntry::file_name);
         Ok(items)
     }
 
@@ -132,7 +142,11 @@ impl Walk<'_> {
     fn visit(&mut self, dir: Option<&RelPath>, item: &fs::DirEntry) -> Option<RelPath> {
         let name = item.file_name();
         let Some(name) = name.to_str() else {
-            self.skip(item.path(), SkipKind::Unreadable, "name is not valid UTF-8".into());
+            self.skip(
+                item.path(),
+                SkipKind::Unreadable,
+                "name is not valid UTF-8".into(),
+            );
             return None;
         };
         if self.opts.skip_temp_files && name.starts_with(TEMP_PREFIX) {
@@ -154,7 +168,11 @@ impl Walk<'_> {
             // Deleted since it was listed: it simply is not there any more.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
-                self.skip(item.path(), SkipKind::Unreadable, format!("cannot stat: {e}"));
+                self.skip(
+                    item.path(),
+                    SkipKind::Unreadable,
+                    format!("cannot stat: {e}"),
+                );
                 return None;
             }
         };
@@ -186,10 +204,12 @@ pub fn entry_from_metadata(
     } else if ft.is_symlink() {
         let t = fs::read_link(path.under(root))
             .map_err(|e| (SkipKind::Unreadable, format!("cannot read link: {e}")))?;
-        let t = t
-            .into_os_string()
-            .into_string()
-            .map_err(|_| (SkipKind::Unreadable, "symlink target is not valid UTF-8".to_owned()))?;
+        let t = t.into_os_string().into_string().map_err(|_| {
+            (
+                SkipKind::Unreadable,
+                "symlink target is not valid UTF-8".to_owned(),
+            )
+        })?;
         (EntryKind::Symlink, Some(t))
     } else {
         return Err((
@@ -209,7 +229,11 @@ pub fn entry_from_metadata(
         path: path.clone(),
         kind,
         state: EntryState::Present,
-        size: if kind == EntryKind::File { md.size() } else { 0 },
+        size: if kind == EntryKind::File {
+            md.size()
+        } else {
+            0
+        },
         mtime,
         mode: md.mode() & 0o7777,
         content: None,

@@ -48,7 +48,8 @@ impl SourceDir {
     pub fn hash_file(&self, path: &RelPath) -> Result<(Content, StatKey)> {
         let f = self.open(path)?;
         let before = f.stat()?;
-        let content = chunk_reader(&f.file, &self.params).map_err(|e| Error::io("read", &f.full, e))?;
+        let content =
+            chunk_reader(&f.file, &self.params).map_err(|e| Error::io("read", &f.full, e))?;
         let after = f.stat()?;
         if before != after || content.len() != after.size {
             return Err(Error::Changed { path: path.clone() });
@@ -76,7 +77,10 @@ pub struct SourceFile {
 impl SourceFile {
     /// The inode's current identity and times.
     pub fn stat(&self) -> Result<StatKey> {
-        let md = self.file.metadata().map_err(|e| Error::io("stat", &self.full, e))?;
+        let md = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat", &self.full, e))?;
         Ok(StatKey {
             dev: md.dev(),
             ino: md.ino(),

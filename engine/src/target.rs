@@ -62,8 +62,12 @@ fn dir_flags() -> OFlags {
 impl TargetDir {
     /// Opens the folder at `root`, which must be an existing directory.
     pub fn open(root: &Path) -> Result<Self> {
-        let root_fd = rfs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| Error::io("open target folder", root, e.into()))?;
+        let root_fd = rfs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("open target folder", root, e.into()))?;
         Ok(TargetDir {
             root: root.to_owned(),
             root_fd,
@@ -142,7 +146,9 @@ impl TargetDir {
     pub fn create_temp(&self, path: &RelPath) -> Result<TempFile> {
         let dir = self.parent(path)?;
         let dir = match dir {
-            DirFd::Root(fd) => fd.try_clone_to_owned().map_err(|e| self.err("dup", path, e))?,
+            DirFd::Root(fd) => fd
+                .try_clone_to_owned()
+                .map_err(|e| self.err("dup", path, e))?,
             DirFd::Owned(fd) => fd,
         };
         let tmp_name = temp_name();
@@ -167,7 +173,8 @@ impl TargetDir {
     pub fn symlink(&self, path: &RelPath, link_target: &str) -> Result<()> {
         let dir = self.parent(path)?;
         let tmp = temp_name();
-        rfs::symlinkat(link_target, &dir, tmp.as_str()).map_err(|e| self.err("create symlink", path, e))?;
+        rfs::symlinkat(link_target, &dir, tmp.as_str())
+            .map_err(|e| self.err("create symlink", path, e))?;
         rfs::renameat(&dir, tmp.as_str(), &dir, path.name()).map_err(|e| {
             let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
             self.err("install symlink", path, e)
@@ -205,8 +212,12 @@ impl TargetDir {
         match rfs::unlinkat(&dir, path.name(), flags) {
             // Scans hide the temp files a crash may leave behind, so no plan removes them;
             // they must not keep their directory alive forever.
-            Err(e) if kind == EntryKind::Dir && (e == rustix::io::Errno::NOTEMPTY || e == rustix::io::Errno::EXIST) => {
-                remove_leftover_temps(&dir, path.name()).and_then(|()| rfs::unlinkat(&dir, path.name(), flags))
+            Err(e)
+                if kind == EntryKind::Dir
+                    && (e == rustix::io::Errno::NOTEMPTY || e == rustix::io::Errno::EXIST) =>
+            {
+                remove_leftover_temps(&dir, path.name())
+                    .and_then(|()| rfs::unlinkat(&dir, path.name(), flags))
             }
             other => other,
         }
@@ -217,11 +228,18 @@ impl TargetDir {
     /// Symlinks inside are removed as links; nothing outside the root is touched.
     pub fn remove_tree(&self, path: &RelPath) -> Result<()> {
         let dir = self.parent(path)?;
-        remove_tree_at(&dir, std::ffi::OsStr::new(path.name())).map_err(|e| self.err("remove tree", path, e))
+        remove_tree_at(&dir, std::ffi::OsStr::new(path.name()))
+            .map_err(|e| self.err("remove tree", path, e))
     }
 
     /// Sets permission bits and mtime of `path`, which must be of `kind`.
-    pub fn set_meta(&self, path: &RelPath, kind: EntryKind, mode: u32, mtime: MtimeNs) -> Result<()> {
+    pub fn set_meta(
+        &self,
+        path: &RelPath,
+        kind: EntryKind,
+        mode: u32,
+        mtime: MtimeNs,
+    ) -> Result<()> {
         let dir = self.parent(path)?;
         let st = rfs::statat(&dir, path.name(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.err("stat", path, e))?;
@@ -232,11 +250,21 @@ impl TargetDir {
             });
         }
         if kind != EntryKind::Symlink {
-            rfs::chmodat(&dir, path.name(), Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())
-                .map_err(|e| self.err("chmod", path, e))?;
+            rfs::chmodat(
+                &dir,
+                path.name(),
+                Mode::from_raw_mode(mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(|e| self.err("chmod", path, e))?;
         }
-        rfs::utimensat(&dir, path.name(), &timestamps(mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.err("set mtime of", path, e))
+        rfs::utimensat(
+            &dir,
+            path.name(),
+            &timestamps(mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.err("set mtime of", path, e))
     }
 
     /// Opens the regular file at `path` for reading, refusing a symlink.
@@ -254,10 +282,15 @@ impl TargetDir {
 
     /// Chunks the file now at `path` (to reuse its chunks, or to compare it with a source
     /// file), failing with [`Error::Changed`] if it changes while read.
-    pub fn hash_file(&self, path: &RelPath, params: &crate::chunk::ChunkParams) -> Result<crate::chunk::Content> {
+    pub fn hash_file(
+        &self,
+        path: &RelPath,
+        params: &crate::chunk::ChunkParams,
+    ) -> Result<crate::chunk::Content> {
         let f = self.open_read(path)?;
         let before = f.metadata().map_err(|e| self.err("stat", path, e))?;
-        let content = crate::chunk::chunk_reader(&f, params).map_err(|e| self.err("read", path, e))?;
+        let content =
+            crate::chunk::chunk_reader(&f, params).map_err(|e| self.err("read", path, e))?;
         let after = f.metadata().map_err(|e| self.err("stat", path, e))?;
         if content.len() != after.len() || before.modified().ok() != after.modified().ok() {
             return Err(Error::Changed { path: path.clone() });
@@ -274,7 +307,13 @@ impl TargetDir {
                 rfs::openat(&dir, p.name(), dir_flags(), Mode::empty()).and_then(rfs::fsync)
             }
         };
-        res.map_err(|e| Error::io("sync directory", path.map_or(self.root.clone(), |p| p.under(&self.root)), e.into()))
+        res.map_err(|e| {
+            Error::io(
+                "sync directory",
+                path.map_or(self.root.clone(), |p| p.under(&self.root)),
+                e.into(),
+            )
+        })
     }
 }
 
@@ -308,7 +347,11 @@ fn remove_leftover_temps(dir: &impl AsFd, name: &str) -> rustix::io::Result<()> 
     let mut temps = Vec::new();
     for ent in rfs::Dir::read_from(&sub)? {
         let ent = ent?;
-        if ent.file_name().to_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+        if ent
+            .file_name()
+            .to_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
+        {
             temps.push(ent.file_name().to_owned());
         }
     }
@@ -387,7 +430,9 @@ impl TempFile {
 
     /// Sets the length, leaving a hole where nothing was written (sparse regions of zeros).
     pub fn set_len(&self, len: u64) -> Result<()> {
-        self.file.set_len(len).map_err(|e| Error::io("truncate", &self.full, e))
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("truncate", &self.full, e))
     }
 
     /// Sets mode and mtime, flushes the data to disk when `durable`, and renames the temp
@@ -400,8 +445,13 @@ impl TempFile {
         if durable {
             rfs::fdatasync(&self.file).map_err(|e| Error::io("fsync", &self.full, e.into()))?;
         }
-        rfs::renameat(&self.dir, self.tmp_name.as_str(), &self.dir, self.path.name())
-            .map_err(|e| Error::io("rename into place", &self.full, e.into()))?;
+        rfs::renameat(
+            &self.dir,
+            self.tmp_name.as_str(),
+            &self.dir,
+            self.path.name(),
+        )
+        .map_err(|e| Error::io("rename into place", &self.full, e.into()))?;
         self.committed = true;
         Ok(())
     }
@@ -455,10 +505,19 @@ mod tests {
         let target = TargetDir::open(root.path()).unwrap();
         let temp = target.create_temp(&p("f")).unwrap();
         temp.write_at(0, b"whole").unwrap();
-        temp.commit(0o640, MtimeNs(1_234_567_890_123_456_789), false).unwrap();
+        temp.commit(0o640, MtimeNs(1_234_567_890_123_456_789), false)
+            .unwrap();
         assert_eq!(names(root.path()), ["f"]);
         let st = target.stat(&p("f")).unwrap().unwrap();
-        assert_eq!((st.kind, st.size, st.mode, st.mtime), (Some(EntryKind::File), 5, 0o640, MtimeNs(1_234_567_890_123_456_789)));
+        assert_eq!(
+            (st.kind, st.size, st.mode, st.mtime),
+            (
+                Some(EntryKind::File),
+                5,
+                0o640,
+                MtimeNs(1_234_567_890_123_456_789)
+            )
+        );
     }
 
     #[test]
@@ -477,7 +536,10 @@ mod tests {
         target.remove_tree(&p("top-link")).unwrap();
         assert!(names(root.path()).is_empty());
         assert_eq!(names(outside.path()), ["precious"]);
-        assert_eq!(fs::read(outside.path().join("precious")).unwrap(), b"keep me");
+        assert_eq!(
+            fs::read(outside.path().join("precious")).unwrap(),
+            b"keep me"
+        );
     }
 
     #[test]
@@ -495,8 +557,17 @@ mod tests {
                 Err(Error::Precondition { path: got, .. }) => assert_eq!(got, p(path)),
                 other => panic!("create_temp({path}) gave {other:?}"),
             }
-            assert!(matches!(target.make_dir(&p(path)), Err(Error::Precondition { .. })), "{path}");
-            assert!(matches!(target.symlink(&p(path), "x"), Err(Error::Precondition { .. })), "{path}");
+            assert!(
+                matches!(target.make_dir(&p(path)), Err(Error::Precondition { .. })),
+                "{path}"
+            );
+            assert!(
+                matches!(
+                    target.symlink(&p(path), "x"),
+                    Err(Error::Precondition { .. })
+                ),
+                "{path}"
+            );
         }
         assert!(names(outside.path()).is_empty());
         assert_eq!(names(root.path()), ["file", "link", "real"]);

@@ -28,8 +28,12 @@ struct Checked {
 }
 
 fn check(args: &SyncArgs) -> Result<Checked> {
-    let src = std::fs::canonicalize(&args.src)
-        .with_context(|| format!("source {} does not exist or cannot be reached", args.src.display()))?;
+    let src = std::fs::canonicalize(&args.src).with_context(|| {
+        format!(
+            "source {} does not exist or cannot be reached",
+            args.src.display()
+        )
+    })?;
     if !src.is_dir() {
         bail!("source {} is not a directory", args.src.display());
     }
@@ -39,14 +43,21 @@ fn check(args: &SyncArgs) -> Result<Checked> {
             let dst = std::fs::canonicalize(&args.dst)
                 .with_context(|| format!("cannot resolve target {}", args.dst.display()))?;
             if !dst.is_dir() {
-                bail!("target {} exists and is not a directory", args.dst.display());
+                bail!(
+                    "target {} exists and is not a directory",
+                    args.dst.display()
+                );
             }
             dst
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = parent_of(&args.dst);
             let parent = std::fs::canonicalize(&parent).with_context(|| {
-                format!("the parent {} of target {} does not exist", parent.display(), args.dst.display())
+                format!(
+                    "the parent {} of target {} does not exist",
+                    parent.display(),
+                    args.dst.display()
+                )
             })?;
             let name = args
                 .dst
@@ -54,22 +65,39 @@ fn check(args: &SyncArgs) -> Result<Checked> {
                 .with_context(|| format!("target {} has no final name", args.dst.display()))?;
             let dst = parent.join(name);
             if args.dry_run {
-                scratch = Some(tempfile::tempdir().context("cannot create a scratch directory for the dry run")?);
+                scratch = Some(
+                    tempfile::tempdir()
+                        .context("cannot create a scratch directory for the dry run")?,
+                );
             } else {
-                std::fs::create_dir(&dst).with_context(|| format!("cannot create target {}", dst.display()))?;
+                std::fs::create_dir(&dst)
+                    .with_context(|| format!("cannot create target {}", dst.display()))?;
             }
             dst
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot reach target {}", args.dst.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot reach target {}", args.dst.display()))
+        }
     };
     if dst == src {
-        bail!("source and target are the same directory ({})", src.display());
+        bail!(
+            "source and target are the same directory ({})",
+            src.display()
+        );
     }
     if dst.starts_with(&src) {
-        bail!("target {} is inside source {}: it would copy itself", dst.display(), src.display());
+        bail!(
+            "target {} is inside source {}: it would copy itself",
+            dst.display(),
+            src.display()
+        );
     }
     if src.starts_with(&dst) {
-        bail!("source {} is inside target {}: mirroring would delete it", src.display(), dst.display());
+        bail!(
+            "source {} is inside target {}: mirroring would delete it",
+            src.display(),
+            dst.display()
+        );
     }
     if !args.dry_run {
         probe_writable(&dst)?;
@@ -116,7 +144,13 @@ pub fn run(args: &SyncArgs, quiet: bool) -> Result<Outcome> {
     let system = actix::System::new();
     let report = system.block_on(run_sync(job, stats));
     drop(progress);
-    let report = report.with_context(|| format!("sync of {} to {} failed", args.src.display(), args.dst.display()))?;
+    let report = report.with_context(|| {
+        format!(
+            "sync of {} to {} failed",
+            args.src.display(),
+            args.dst.display()
+        )
+    })?;
     print_report(args, &report)?;
     Ok(if report.skipped.is_empty() && report.stats.skipped == 0 {
         Outcome::Complete
