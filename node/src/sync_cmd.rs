@@ -37,7 +37,7 @@ fn check(args: &SyncArgs) -> Result<Checked> {
     if !src.is_dir() {
         bail!("source {} is not a directory", args.src.display());
     }
-    let mut scratch = None;
+    let mut missing = false;
     let dst = match std::fs::symlink_metadata(&args.dst) {
         Ok(_) => {
             let dst = std::fs::canonicalize(&args.dst)
@@ -64,15 +64,7 @@ fn check(args: &SyncArgs) -> Result<Checked> {
                 .file_name()
                 .with_context(|| format!("target {} has no final name", args.dst.display()))?;
             let dst = parent.join(name);
-            if args.dry_run {
-                scratch = Some(
-                    tempfile::tempdir()
-                        .context("cannot create a scratch directory for the dry run")?,
-                );
-            } else {
-                std::fs::create_dir(&dst)
-                    .with_context(|| format!("cannot create target {}", dst.display()))?;
-            }
+            missing = true;
             dst
         }
         Err(e) => {
@@ -99,8 +91,16 @@ fn check(args: &SyncArgs) -> Result<Checked> {
             dst.display()
         );
     }
+    let mut scratch = None;
+    if missing && args.dry_run {
+        scratch =
+            Some(tempfile::tempdir().context("cannot create a scratch directory for the dry run")?);
+    } else if missing {
+        std::fs::create_dir(&dst)
+            .with_context(|| format!("cannot create target {}", dst.display()))?;
+    }
     if !args.dry_run {
-        probe_writable(&dst)?;
+        check_writable(&dst)?;
     }
     let dst = scratch.as_ref().map_or(dst, |s| s.path().to_owned());
     Ok(Checked {
@@ -117,12 +117,19 @@ fn parent_of(p: &Path) -> PathBuf {
     }
 }
 
-/// Fails early, with the reason, when the target directory cannot be written.
-fn probe_writable(dst: &Path) -> Result<()> {
-    tempfile::Builder::new()
-        .prefix(".ferry-probe-")
-        .tempfile_in(dst)
-        .map(drop)
+/// Fails early, with the reason, when the target directory cannot be written. Asks the
+/// kernel rather than writing a probe file, so a run that changes nothing writes nothing.
+fn check_writable(dst: &Path) -> Result<()> {
+    use rustix::fs::{access, statvfs, Access, StatVfsMountFlags};
+    let vfs = statvfs(dst).with_context(|| format!("cannot examine target {}", dst.display()))?;
+    if vfs.f_flag.contains(StatVfsMountFlags::RDONLY) {
+        bail!(
+            "target {} is not writable: its file system is mounted read-only",
+            dst.display()
+        );
+    }
+    access(dst, Access::WRITE_OK | Access::EXEC_OK)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("target {} is not writable", dst.display()))
 }
 

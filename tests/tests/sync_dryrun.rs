@@ -1,0 +1,197 @@
+//! `ferry sync --dry-run`: itemizes exactly what a real run would change, and writes nothing.
+
+use crate::util::*;
+
+/// SRC and DST synced once, then SRC and DST changed so that every kind of change is due.
+/// Returns the changes a sync should now make.
+fn stale_pair() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    tempfile::TempDir,
+    Vec<Change>,
+) {
+    let src = tempdir();
+    let outside = tempdir();
+    rich_tree(src.path(), outside.path());
+    let dst = tempdir();
+    sync_ok(src.path(), dst.path(), &[]);
+    assert_mirror(src.path(), dst.path());
+
+    let s = src.path();
+    write_file(&s.join("new.txt"), "new\n", 0o644, time_n(200));
+    write_file(&s.join("newdir/x"), "x\n", 0o644, time_n(201));
+    set_mtime(&s.join("newdir"), time_n(202));
+    write_file(
+        &s.join("top.txt"),
+        "top level, changed\n",
+        0o644,
+        time_n(203),
+    );
+    set_mode(&s.join("secret.key"), 0o640);
+    std::fs::rename(s.join("big.bin"), s.join("moved.bin")).unwrap();
+    std::fs::remove_file(s.join("a/b/sibling.txt")).unwrap();
+    std::fs::remove_dir_all(s.join("bin")).unwrap();
+    // Removing an entry changes its directory's mtime; put it back so a/b itself is unchanged.
+    set_mtime(&s.join("a/b"), time_n(21));
+    write_file(
+        &dst.path().join("dst-only/junk"),
+        "junk\n",
+        0o644,
+        time_n(204),
+    );
+
+    let expected = changes(&[
+        ("created", "new.txt"),
+        ("created", "newdir"),
+        ("created", "newdir/x"),
+        ("updated", "top.txt"),
+        ("metadata", "secret.key"),
+        ("renamed", "moved.bin"),
+        ("removed", "a/b/sibling.txt"),
+        ("removed", "bin/tool.sh"),
+        ("removed", "bin"),
+        ("removed", "dst-only/junk"),
+        ("removed", "dst-only"),
+    ]);
+    (src, dst, outside, expected)
+}
+
+fn count(changes: &[Change], kind: &str) -> u64 {
+    changes.iter().filter(|c| c.change == kind).count() as u64
+}
+
+#[test]
+fn dry_run_lists_changes_and_writes_nothing() {
+    let (src, dst, _outside, expected) = stale_pair();
+    let src_before = snapshot(src.path());
+    let dst_before = snapshot(dst.path());
+
+    let out = sync(src.path(), dst.path(), &["--dry-run", "--json"]);
+
+    out.assert_success();
+    let report = out.report();
+    assert!(report.dry_run, "{}", report.raw);
+    assert_eq!(
+        report.changes.as_deref(),
+        Some(expected.as_slice()),
+        "{}",
+        report.raw
+    );
+    assert_untouched(&dst_before, &snapshot(dst.path()), "DST after a dry run");
+    assert_untouched(&src_before, &snapshot(src.path()), "SRC after a dry run");
+}
+
+#[test]
+fn real_run_after_dry_run_does_what_it_listed() {
+    let (src, dst, _outside, expected) = stale_pair();
+    let out = sync(src.path(), dst.path(), &["-n", "--json"]);
+    out.assert_success();
+    assert_eq!(out.report().changes.as_deref(), Some(expected.as_slice()));
+
+    let report = sync_ok(src.path(), dst.path(), &[]);
+
+    assert_mirror(src.path(), dst.path());
+    assert!(
+        report.changes.is_none(),
+        "a real run has no `changes`: {}",
+        report.raw
+    );
+    assert!(!report.dry_run);
+    let counted = [
+        report.created,
+        report.updated,
+        report.metadata_only,
+        report.renamed,
+        report.removed,
+    ];
+    let listed =
+        ["created", "updated", "metadata", "renamed", "removed"].map(|k| count(&expected, k));
+    assert_eq!(
+        counted, listed,
+        "created/updated/metadata/renamed/removed done vs listed by the dry run: {}",
+        report.raw
+    );
+}
+
+#[test]
+fn dry_run_without_json_itemizes_on_stdout() {
+    let (src, dst, _outside, expected) = stale_pair();
+    let dst_before = snapshot(dst.path());
+
+    let out = sync(src.path(), dst.path(), &["-n"]);
+
+    out.assert_success();
+    for c in &expected {
+        let listed = out.stdout.lines().any(|l| {
+            l.split_whitespace().collect::<Vec<_>>() == [c.change.as_str(), c.path.as_str()]
+        });
+        assert!(listed, "`{} {}` is not listed\n{out}", c.change, c.path);
+    }
+    assert_untouched(&dst_before, &snapshot(dst.path()), "DST after a dry run");
+}
+
+#[test]
+fn dry_run_on_up_to_date_dst_lists_nothing() {
+    let src = tempdir();
+    let outside = tempdir();
+    rich_tree(src.path(), outside.path());
+    let dst = tempdir();
+    sync_ok(src.path(), dst.path(), &[]);
+
+    let report = sync_ok(src.path(), dst.path(), &["--dry-run"]);
+
+    assert_eq!(report.changes.as_deref(), Some(&[][..]), "{}", report.raw);
+}
+
+#[test]
+fn dry_run_into_missing_dst_does_not_create_it() {
+    let src = tempdir();
+    let outside = tempdir();
+    rich_tree(src.path(), outside.path());
+    let parent = tempdir();
+    let dst = parent.path().join("not-yet");
+    let parent_before = snapshot(parent.path());
+
+    let report = sync_ok(src.path(), &dst, &["--dry-run"]);
+
+    assert!(!exists(&dst), "a dry run created DST");
+    assert_untouched(
+        &parent_before,
+        &snapshot(parent.path()),
+        "the parent of DST",
+    );
+    // Everything in SRC would be created.
+    let src_snap = snapshot(src.path());
+    let all_created: Vec<(&str, &str)> = src_snap
+        .keys()
+        .map(|p| ("created", p.to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        report.changes.as_deref(),
+        Some(changes(&all_created).as_slice()),
+        "{}",
+        report.raw
+    );
+    assert!(report.dry_run);
+}
+
+#[test]
+fn dry_run_reports_the_same_checks_as_a_real_run() {
+    // The quick-check blind spot (same size and mtime) shows up in a dry run only with --checksum.
+    let src = tempdir();
+    let dst = tempdir();
+    write_file(&src.path().join("f"), "AAAA", 0o644, time_n(1));
+    write_file(&dst.path().join("f"), "BBBB", 0o644, time_n(1));
+
+    let quick = sync_ok(src.path(), dst.path(), &["-n"]);
+    let thorough = sync_ok(src.path(), dst.path(), &["-n", "--checksum"]);
+
+    assert_eq!(quick.changes.as_deref(), Some(&[][..]), "{}", quick.raw);
+    assert_eq!(
+        thorough.changes.as_deref(),
+        Some(changes(&[("updated", "f")]).as_slice()),
+        "{}",
+        thorough.raw
+    );
+    assert_eq!(std::fs::read(dst.path().join("f")).unwrap(), b"BBBB");
+}

@@ -1,0 +1,186 @@
+//! `ferry sync` onto a target that already holds an older or unrelated tree.
+
+use std::path::Path;
+
+use crate::util::*;
+
+/// Builds a DST that disagrees with `rich_tree` in every way a tree can.
+fn stale_dst(dst: &Path, outside: &Path) {
+    // Changed content, different size and mtime.
+    write_file(
+        &dst.join("a/b/c/deep.txt"),
+        "an older, longer version\n",
+        0o644,
+        time_n(60),
+    );
+    // Changed content, same size, different mtime.
+    write_file(&dst.join("top.txt"), "TOP LEVEL\n", 0o644, time_n(61));
+    // Truncated copy of the big file.
+    write_file(
+        &dst.join("big.bin"),
+        &pseudo_random(BIG_LEN, 7)[..1_000_000],
+        0o644,
+        time_n(4),
+    );
+    // Extra files and nested directories.
+    write_file(&dst.join("extra.txt"), "not in source\n", 0o644, time_n(62));
+    write_file(
+        &dst.join("old/deeper/deepest/file"),
+        "old\n",
+        0o600,
+        time_n(63),
+    );
+    mkdir(&dst.join("old/empty"));
+    write_file(
+        &dst.join("a/b/c/extra-in-kept-dir"),
+        "x\n",
+        0o644,
+        time_n(64),
+    );
+    // A directory where SRC has a file, and a file where SRC has a directory.
+    write_file(
+        &dst.join("secret.key/inner/file"),
+        "dir here\n",
+        0o644,
+        time_n(65),
+    );
+    write_file(&dst.join("private"), "file here\n", 0o644, time_n(66));
+    // A symlink where SRC has a directory, and one where SRC has a file.
+    symlink("a", &dst.join("bin"));
+    symlink(outside.join("target.txt"), &dst.join("a/empty"));
+    // A file where SRC has a symlink, and a symlink with another target.
+    write_file(&dst.join("links/rel"), "not a link\n", 0o644, time_n(67));
+    symlink("elsewhere", &dst.join("links/dangling"));
+    // A directory where SRC has a symlink.
+    write_file(
+        &dst.join("links/dir/file"),
+        "dir, not link\n",
+        0o644,
+        time_n(68),
+    );
+    // Wrong modes.
+    set_mode(&dst.join("a/b/c/deep.txt"), 0o600);
+}
+
+#[test]
+fn stale_dst_becomes_exact_mirror() {
+    let src = tempdir();
+    let outside = tempdir();
+    rich_tree(src.path(), outside.path());
+    let dst = tempdir();
+    stale_dst(dst.path(), outside.path());
+    let outside_before = snapshot(outside.path());
+
+    let report = sync_ok(src.path(), dst.path(), &[]);
+
+    assert_mirror(src.path(), dst.path());
+    assert_untouched(
+        &outside_before,
+        &snapshot(outside.path()),
+        "the directory outside DST",
+    );
+    assert!(
+        report.removed > 0,
+        "extra entries were removed: {}",
+        report.raw
+    );
+    assert!(
+        report.updated > 0,
+        "stale files were updated: {}",
+        report.raw
+    );
+}
+
+#[test]
+fn stale_dst_is_mirrored_with_checksum_too() {
+    let src = tempdir();
+    let outside = tempdir();
+    rich_tree(src.path(), outside.path());
+    let dst = tempdir();
+    stale_dst(dst.path(), outside.path());
+
+    sync_ok(src.path(), dst.path(), &["--checksum"]);
+
+    assert_mirror(src.path(), dst.path());
+}
+
+#[test]
+fn same_size_same_mtime_change_is_only_caught_with_checksum() {
+    let src = tempdir();
+    let dst = tempdir();
+    write_file(
+        &src.path().join("same.txt"),
+        "content A\n",
+        0o644,
+        time_n(1),
+    );
+    write_file(&src.path().join("other.txt"), "other\n", 0o644, time_n(2));
+    write_file(
+        &dst.path().join("same.txt"),
+        "content B\n",
+        0o644,
+        time_n(1),
+    );
+    write_file(&dst.path().join("other.txt"), "other\n", 0o644, time_n(2));
+    let before = snapshot(dst.path());
+
+    // Size and mtime agree, so the quick check trusts the target copy.
+    let quick = sync_ok(src.path(), dst.path(), &[]);
+
+    quick.assert_nothing_changed();
+    assert_untouched(
+        &before,
+        &snapshot(dst.path()),
+        "DST after a quick-check sync",
+    );
+    assert_eq!(
+        std::fs::read(dst.path().join("same.txt")).unwrap(),
+        b"content B\n"
+    );
+
+    // Comparing contents finds and fixes it.
+    let thorough = sync_ok(src.path(), dst.path(), &["--checksum"]);
+
+    assert_mirror(src.path(), dst.path());
+    assert_eq!(thorough.updated, 1, "{}", thorough.raw);
+    assert_eq!(
+        (thorough.created, thorough.removed),
+        (0, 0),
+        "{}",
+        thorough.raw
+    );
+    assert_eq!(
+        ino(&dst.path().join("other.txt")),
+        before[Path::new("other.txt")].ino
+    );
+}
+
+#[test]
+fn short_flag_c_is_checksum() {
+    let src = tempdir();
+    let dst = tempdir();
+    write_file(&src.path().join("f"), "AAAA", 0o644, time_n(1));
+    write_file(&dst.path().join("f"), "BBBB", 0o644, time_n(1));
+
+    sync_ok(src.path(), dst.path(), &["-c"]);
+
+    assert_mirror(src.path(), dst.path());
+}
+
+#[test]
+fn stale_dst_with_everything_removed_from_src_ends_empty() {
+    let src = tempdir();
+    let outside = tempdir();
+    let dst = tempdir();
+    rich_tree(dst.path(), outside.path());
+
+    let report = sync_ok(src.path(), dst.path(), &[]);
+
+    assert!(
+        snapshot(dst.path()).is_empty(),
+        "{:?}",
+        snapshot(dst.path()).keys()
+    );
+    assert!(report.removed > 0, "{}", report.raw);
+    assert!(outside.path().join("target.txt").is_file());
+}
