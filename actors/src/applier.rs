@@ -17,7 +17,7 @@ use crate::messages::{
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
-use crate::transfer::{fail_slots, write_chunks, Slot, SlotEvent};
+use crate::transfer::{fail_slots, install_batch, write_chunks, Slot, SlotEvent};
 
 /// Files assembled at once.
 const MAX_ACTIVE_FILES: usize = 64;
@@ -27,6 +27,10 @@ const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
 const MAX_REQUEST_BYTES: u64 = 4 << 20;
 /// A chunk that arrives corrupt is asked for again this many times before its files fail.
 const CHUNK_RETRIES: u32 = 3;
+/// A batch of complete files is installed when it reaches this many files...
+const FLUSH_FILES: usize = 512;
+/// ... or this many bytes (or when nothing else is being assembled).
+const FLUSH_BYTES: u64 = 64 << 20;
 /// Blocking file-system jobs at once: writes and fsyncs are latency-bound, so wider than the core count.
 const IO_JOBS: usize = 16;
 
@@ -68,6 +72,11 @@ struct Execution {
     inflight: u64,
     retries: HashMap<ChunkId, u32>,
     dirs: BTreeSet<Option<RelPath>>,
+    /// Complete files waiting to be made durable and installed as a batch.
+    sealed: Vec<Arc<Slot>>,
+    sealed_bytes: u64,
+    /// Files of the batch being installed now.
+    installing: HashSet<RelPath>,
 }
 
 /// Applies a source folder's index to one target folder.
@@ -281,13 +290,7 @@ impl Applier {
                 } => {
                     Stats::add(&self.stats.files_planned, 1);
                     Stats::add(&self.stats.bytes_planned, entry.size);
-                    queue.push_back(Slot::new(
-                        entry,
-                        base,
-                        replaces,
-                        self.target.clone(),
-                        self.opts.durable,
-                    ));
+                    queue.push_back(Slot::new(entry, base, replaces, self.target.clone()));
                 }
                 Action::Remove { .. } | Action::SetDirMeta { .. } => post.push(a),
                 other => pre.push(other),
@@ -304,6 +307,9 @@ impl Applier {
             inflight: 0,
             retries: HashMap::new(),
             dirs: BTreeSet::new(),
+            sealed: Vec::new(),
+            sealed_bytes: 0,
+            installing: HashSet::new(),
         });
         self.run_actions(pre, ctx, |act, ctx| {
             if let Some(x) = act.exec.as_mut() {
@@ -495,6 +501,13 @@ impl Applier {
     fn on_events(&mut self, events: Vec<SlotEvent>) {
         for ev in events {
             match ev {
+                SlotEvent::Sealed(slot) => {
+                    if let Some(x) = self.exec.as_mut() {
+                        x.active -= 1;
+                        x.sealed_bytes += slot.entry.size;
+                        x.sealed.push(slot);
+                    }
+                }
                 SlotEvent::Committed(slot) => {
                     let change = if slot.replaces {
                         ChangeKind::Updated
@@ -506,7 +519,6 @@ impl Applier {
                     Stats::add(&self.stats.bytes_written, slot.entry.size);
                     tracing::info!(folder = %self.folder, path = %slot.entry.path, "{}", change_word(change));
                     if let Some(x) = self.exec.as_mut() {
-                        x.active -= 1;
                         x.dirs.insert(slot.entry.path.parent());
                     }
                     self.record(&Action::WriteFile {
@@ -518,7 +530,11 @@ impl Applier {
                 SlotEvent::Failed(slot, reason) => {
                     Stats::add(&self.stats.files_done, 1);
                     if let Some(x) = self.exec.as_mut() {
-                        x.active -= 1;
+                        // A file fails either while assembled (counted active) or while
+                        // being installed (already sealed, no longer active).
+                        if !x.installing.remove(&slot.entry.path) {
+                            x.active -= 1;
+                        }
                     }
                     self.skip(&slot.entry.path, reason);
                 }
@@ -526,11 +542,51 @@ impl Applier {
         }
     }
 
+    /// Makes the sealed files durable and installs them, in one batch, once the batch is
+    /// large enough or nothing else is being assembled.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(x) = self.exec.as_mut() else { return };
+        let full = x.sealed.len() >= FLUSH_FILES || x.sealed_bytes >= FLUSH_BYTES;
+        if x.sealed.is_empty() || !(full || x.active == 0) {
+            return;
+        }
+        let batch = std::mem::take(&mut x.sealed);
+        x.sealed_bytes = 0;
+        x.installing.extend(batch.iter().map(|s| s.entry.path.clone()));
+        x.jobs += 1;
+        let target = self.target.clone();
+        let durable = self.opts.durable;
+        let pool = self.io.clone();
+        let job = async move { pool.run("install files", move || install_batch(&target, batch, durable)).await };
+        ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
+            match res {
+                Ok(events) => {
+                    if let Some(x) = act.exec.as_mut() {
+                        for e in &events {
+                            if let SlotEvent::Committed(s) = e {
+                                x.installing.remove(&s.entry.path);
+                            }
+                        }
+                    }
+                    act.on_events(events);
+                }
+                Err(e) => act.fail(e.to_string()),
+            }
+            if let Some(x) = act.exec.as_mut() {
+                x.jobs -= 1;
+                x.installing.clear();
+            }
+            act.pump_files(ctx);
+            act.check_done(ctx);
+        }));
+    }
+
     /// When every file is done, removes extraneous entries, fixes directory metadata,
     /// makes the renames durable, and acknowledges.
     fn check_done(&mut self, ctx: &mut Context<Self>) {
+        self.flush(ctx);
         let Some(x) = self.exec.as_mut() else { return };
-        if x.jobs > 0 || x.active > 0 || !x.queue.is_empty() {
+        if x.jobs > 0 || x.active > 0 || !x.queue.is_empty() || !x.sealed.is_empty() {
             return;
         }
         x.jobs += 1;

@@ -15,7 +15,6 @@ pub(crate) struct Slot {
     pub(crate) base: Option<Content>,
     pub(crate) replaces: bool,
     target: Arc<TargetDir>,
-    durable: bool,
     temp: Mutex<Option<TempFile>>,
     remaining: AtomicUsize,
     finished: AtomicBool,
@@ -23,6 +22,8 @@ pub(crate) struct Slot {
 
 /// What happened to a slot in a job.
 pub(crate) enum SlotEvent {
+    /// The content is complete in the temp file, waiting to be made durable and installed.
+    Sealed(Arc<Slot>),
     /// The file is installed under its final name.
     Committed(Arc<Slot>),
     /// The file could not be completed; its temp file is gone.
@@ -43,7 +44,6 @@ impl Slot {
         base: Option<Content>,
         replaces: bool,
         target: Arc<TargetDir>,
-        durable: bool,
     ) -> Arc<Self> {
         let n = entry.content.as_ref().map_or(0, |c| c.chunks.len());
         Arc::new(Slot {
@@ -51,7 +51,6 @@ impl Slot {
             base,
             replaces,
             target,
-            durable,
             temp: Mutex::new(None),
             remaining: AtomicUsize::new(n),
             finished: AtomicBool::new(false),
@@ -102,24 +101,38 @@ impl Slot {
             .then(|| SlotEvent::Failed(self.clone(), reason))
     }
 
-    /// Counts `n` chunks as written; commits the file when none remain.
+    /// Counts `n` chunks as written; seals the file when none remain.
     fn written(self: &Arc<Self>, n: usize) -> Option<SlotEvent> {
         if self.remaining.fetch_sub(n, Ordering::AcqRel) != n {
             return None;
         }
         let len = self.entry.content.as_ref().map_or(0, Content::len);
-        let commit = self.with_temp(|t| t.set_len(len)).and_then(|()| {
-            let temp = self
-                .temp
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .expect("temp file exists until commit");
-            temp.commit(self.entry.mode, self.entry.mtime, self.durable)
+        let sealed = self.with_temp(|t| {
+            t.set_len(len)?;
+            t.seal(self.entry.mode, self.entry.mtime)
         });
-        match commit {
+        match sealed {
+            Ok(()) => Some(SlotEvent::Sealed(self.clone())),
+            Err(e) => self.abort(e.to_string()),
+        }
+    }
+
+    /// Renames the sealed temp file into place.
+    fn install(self: &Arc<Self>) -> Option<SlotEvent> {
+        let temp = self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(temp) = temp else {
+            return self.abort("the temp file was lost before it was installed".into());
+        };
+        match temp.install() {
             Ok(()) => self.finish().then(|| SlotEvent::Committed(self.clone())),
             Err(e) => self.abort(e.to_string()),
+        }
+    }
+
+    fn sync(&self) -> Result<(), EngineError> {
+        match self.temp.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(t) => t.sync(),
+            None => Ok(()),
         }
     }
 
@@ -182,4 +195,33 @@ pub(crate) fn fail_slots(waiters: Vec<(Arc<Slot>, ChunkTask)>, reason: &str) -> 
         .into_iter()
         .filter_map(|(slot, _)| slot.abort(reason.to_owned()))
         .collect()
+}
+
+/// Below this many files a batch is made durable with one fsync each; from it on, with a
+/// single `syncfs` of the target's file system (one journal commit for the whole batch).
+const SYNCFS_FROM: usize = 8;
+
+/// Blocking: makes a batch of sealed files durable (when `durable`), then renames each into
+/// place. Data reaches the disk before any of the batch's names point at it.
+pub(crate) fn install_batch(target: &TargetDir, slots: Vec<Arc<Slot>>, durable: bool) -> Vec<SlotEvent> {
+    let mut events = Vec::new();
+    let mut ready = slots;
+    if durable {
+        if ready.len() >= SYNCFS_FROM {
+            if let Err(e) = target.sync_all() {
+                let reason = e.to_string();
+                return ready.iter().filter_map(|s| s.abort(reason.clone())).collect();
+            }
+        } else {
+            ready.retain(|s| match s.sync() {
+                Ok(()) => true,
+                Err(e) => {
+                    events.extend(s.abort(e.to_string()));
+                    false
+                }
+            });
+        }
+    }
+    events.extend(ready.iter().filter_map(Slot::install));
+    events
 }
