@@ -17,7 +17,7 @@ use crate::messages::{
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
-use crate::transfer::{fail_slots, install_batch, write_chunks, Slot, SlotEvent};
+use crate::transfer::{fail_slots, install_batch, write_chunks, Slot, SlotEvent, Waiters};
 
 /// Files assembled at once.
 const MAX_ACTIVE_FILES: usize = 64;
@@ -67,7 +67,7 @@ struct Execution {
     queue: VecDeque<Arc<Slot>>,
     active: usize,
     jobs: usize,
-    waiting: HashMap<ChunkId, Vec<(Arc<Slot>, ChunkTask)>>,
+    waiting: HashMap<ChunkId, Waiters>,
     requests: VecDeque<ChunkRequest>,
     inflight: u64,
     retries: HashMap<ChunkId, u32>,
@@ -552,12 +552,18 @@ impl Applier {
         }
         let batch = std::mem::take(&mut x.sealed);
         x.sealed_bytes = 0;
-        x.installing.extend(batch.iter().map(|s| s.entry.path.clone()));
+        x.installing
+            .extend(batch.iter().map(|s| s.entry.path.clone()));
         x.jobs += 1;
         let target = self.target.clone();
         let durable = self.opts.durable;
         let pool = self.io.clone();
-        let job = async move { pool.run("install files", move || install_batch(&target, batch, durable)).await };
+        let job = async move {
+            pool.run("install files", move || {
+                install_batch(&target, batch, durable)
+            })
+            .await
+        };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
             match res {
                 Ok(events) => {
@@ -765,7 +771,7 @@ impl Handler<ChunkData> for Applier {
 
 impl Applier {
     /// A chunk arrived corrupt: ask again, up to a limit, then fail its files.
-    fn retry_chunk(&mut self, id: ChunkId, waiters: Vec<(Arc<Slot>, ChunkTask)>) {
+    fn retry_chunk(&mut self, id: ChunkId, waiters: Waiters) {
         let Some(x) = self.exec.as_mut() else { return };
         let n = x.retries.entry(id).or_insert(0);
         *n += 1;

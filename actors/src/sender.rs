@@ -250,7 +250,7 @@ impl Handler<Applied> for Sender {
 
     fn handle(&mut self, msg: Applied, _: &mut Self::Context) {
         tracing::debug!(actor = "sender", folder = %self.folder, seq = msg.seq.0, "target acknowledged");
-        let _ = self.on_applied.do_send(msg);
+        self.on_applied.do_send(msg);
     }
 }
 

@@ -9,6 +9,9 @@ use ferry_engine::assemble::{
 };
 use ferry_engine::{ChunkId, Content, Error as EngineError, FileEntry, TargetDir, TempFile};
 
+/// The slots waiting for one chunk, each with where the chunk goes in its file.
+pub(crate) type Waiters = Vec<(Arc<Slot>, ChunkTask)>;
+
 /// A file being assembled in a temp file beside its final name.
 pub(crate) struct Slot {
     pub(crate) entry: FileEntry,
@@ -35,7 +38,7 @@ pub(crate) enum SlotEvent {
 pub(crate) struct WriteOutcome {
     pub(crate) events: Vec<SlotEvent>,
     /// Chunks whose bytes did not match their id, with the slots still waiting for them.
-    pub(crate) bad: Vec<(ChunkId, Vec<(Arc<Slot>, ChunkTask)>)>,
+    pub(crate) bad: Vec<(ChunkId, Waiters)>,
 }
 
 impl Slot {
@@ -165,9 +168,7 @@ impl Slot {
 
 /// Blocking: verifies each chunk once and writes it to every slot waiting for it,
 /// committing the files that become complete.
-pub(crate) fn write_chunks(
-    batch: Vec<(Vec<u8>, ChunkId, Vec<(Arc<Slot>, ChunkTask)>)>,
-) -> WriteOutcome {
+pub(crate) fn write_chunks(batch: Vec<(Vec<u8>, ChunkId, Waiters)>) -> WriteOutcome {
     let mut out = WriteOutcome::default();
     for (data, id, waiters) in batch {
         if !id.matches(&data) {
@@ -190,7 +191,7 @@ pub(crate) fn write_chunks(
 }
 
 /// Fails every slot waiting for a chunk the sender could not supply.
-pub(crate) fn fail_slots(waiters: Vec<(Arc<Slot>, ChunkTask)>, reason: &str) -> Vec<SlotEvent> {
+pub(crate) fn fail_slots(waiters: Waiters, reason: &str) -> Vec<SlotEvent> {
     waiters
         .into_iter()
         .filter_map(|(slot, _)| slot.abort(reason.to_owned()))
@@ -203,14 +204,21 @@ const SYNCFS_FROM: usize = 8;
 
 /// Blocking: makes a batch of sealed files durable (when `durable`), then renames each into
 /// place. Data reaches the disk before any of the batch's names point at it.
-pub(crate) fn install_batch(target: &TargetDir, slots: Vec<Arc<Slot>>, durable: bool) -> Vec<SlotEvent> {
+pub(crate) fn install_batch(
+    target: &TargetDir,
+    slots: Vec<Arc<Slot>>,
+    durable: bool,
+) -> Vec<SlotEvent> {
     let mut events = Vec::new();
     let mut ready = slots;
     if durable {
         if ready.len() >= SYNCFS_FROM {
             if let Err(e) = target.sync_all() {
                 let reason = e.to_string();
-                return ready.iter().filter_map(|s| s.abort(reason.clone())).collect();
+                return ready
+                    .iter()
+                    .filter_map(|s| s.abort(reason.clone()))
+                    .collect();
             }
         } else {
             ready.retain(|s| match s.sync() {

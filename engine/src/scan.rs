@@ -1,6 +1,7 @@
 //! The scanner: one `lstat` per entry under a root, building an `Index` of files, dirs and
 //! symlinks; special files, unreadable entries and non-UTF-8 names are skipped with a reason.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -73,7 +74,7 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
     let top = w
         .list(None)
         .map_err(|e| Error::io("list folder", root, e))?;
-    let mut stack: Vec<std::vec::IntoIter<fs::DirEntry>> = vec![top.into_iter()];
+    let mut stack: Vec<std::vec::IntoIter<(OsString, fs::DirEntry)>> = vec![top.into_iter()];
     let mut dirs: Vec<Option<RelPath>> = vec![None];
     while let Some(iter) = stack.last_mut() {
         let Some(item) = iter.next() else {
@@ -121,12 +122,12 @@ impl Walk<'_> {
     }
 
     /// The directory's entries in name order.
-    fn list(&mut self, dir: Option<&RelPath>) -> io::Result<Vec<fs::DirEntry>> {
+    fn list(&mut self, dir: Option<&RelPath>) -> io::Result<Vec<(OsString, fs::DirEntry)>> {
         let path = dir.map_or(self.root.to_owned(), |d| d.under(self.root));
         let mut items = Vec::new();
         for item in fs::read_dir(&path)? {
             match item {
-                Ok(i) => items.push(i),
+                Ok(i) => items.push((i.file_name(), i)),
                 Err(e) => self.skip(
                     path.clone(),
                     SkipKind::Unreadable,
@@ -134,13 +135,16 @@ impl Walk<'_> {
                 ),
             }
         }
-        items.sort_by_key(fs::DirEntry::file_name);
+        items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(items)
     }
 
     /// Records one directory entry; returns its path when it is a directory to descend into.
-    fn visit(&mut self, dir: Option<&RelPath>, item: &fs::DirEntry) -> Option<RelPath> {
-        let name = item.file_name();
+    fn visit(
+        &mut self,
+        dir: Option<&RelPath>,
+        (name, item): &(OsString, fs::DirEntry),
+    ) -> Option<RelPath> {
         let Some(name) = name.to_str() else {
             self.skip(
                 item.path(),

@@ -302,7 +302,8 @@ impl TargetDir {
     /// that makes a whole batch of temp files durable at once, far cheaper than one
     /// fsync each.
     pub fn sync_all(&self) -> Result<()> {
-        rfs::syncfs(&self.root_fd).map_err(|e| Error::io("sync file system of", &self.root, e.into()))
+        rfs::syncfs(&self.root_fd)
+            .map_err(|e| Error::io("sync file system of", &self.root, e.into()))
     }
 
     /// Flushes directory `path` (the root when `None`) so that renames in it are durable.
