@@ -74,37 +74,64 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
     let top = w
         .list(None)
         .map_err(|e| Error::io("list folder", root, e))?;
-    let mut stack: Vec<std::vec::IntoIter<(OsString, fs::DirEntry)>> = vec![top.into_iter()];
-    let mut dirs: Vec<Option<RelPath>> = vec![None];
-    while let Some(iter) = stack.last_mut() {
-        let Some(item) = iter.next() else {
-            stack.pop();
-            dirs.pop();
-            continue;
-        };
-        let parent = dirs.last().cloned().flatten();
-        if let Some(dir) = w.visit(parent.as_ref(), &item) {
-            match w.list(Some(&dir)) {
-                Ok(children) => {
-                    stack.push(children.into_iter());
-                    dirs.push(Some(dir));
-                }
-                Err(e) => {
-                    w.skip(
-                        dir.under(root),
-                        SkipKind::Unreadable,
-                        format!("cannot list directory: {e}"),
-                    );
-                    if let Some((e, _)) = w.entries.last_mut() {
-                        e.state = EntryState::Unreadable;
+    w.walk(None, top);
+    let index = Index::from_sorted(opts.params, w.entries);
+    Ok(ScanOutcome {
+        index,
+        skipped: w.skipped,
+    })
+}
+
+/// Scans `path` and everything below it: what a watcher's dirty path now holds. The result
+/// is empty when nothing is there, or when a parent component is not a real directory
+/// (a symlink is never walked through).
+pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<ScanOutcome> {
+    let mut w = Walk {
+        root,
+        opts,
+        entries: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let mut ancestor = path.parent();
+    while let Some(a) = ancestor {
+        match fs::symlink_metadata(a.under(root)) {
+            Ok(m) if m.is_dir() => {}
+            _ => {
+                return Ok(ScanOutcome {
+                    index: Index::new(opts.params),
+                    skipped: Vec::new(),
+                })
+            }
+        }
+        ancestor = a.parent();
+    }
+    match fs::symlink_metadata(path.under(root)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {}
+        Err(e) => w.skip(path.under(root), SkipKind::Unreadable, format!("cannot stat: {e}")),
+        Ok(md) => {
+            if opts.skip_temp_files && path.name().starts_with(TEMP_PREFIX) {
+                // The Applier's own temp files are never entries.
+            } else {
+                match entry_from_metadata(root, path, &md) {
+                    Ok((entry, stat)) => {
+                        let is_dir = entry.kind == EntryKind::Dir;
+                        w.entries.push((entry, Some(stat)));
+                        if is_dir {
+                            let mut stack = Vec::new();
+                            let mut dirs = Vec::new();
+                            w.descend(path.clone(), &mut stack, &mut dirs);
+                            if let (Some(items), Some(start)) = (stack.pop(), dirs.pop()) {
+                                w.walk(start, items.collect());
+                            }
+                        }
                     }
+                    Err((kind, reason)) => w.skip(path.under(root), kind, reason),
                 }
             }
         }
     }
-    let index = Index::from_sorted(opts.params, w.entries);
     Ok(ScanOutcome {
-        index,
+        index: Index::from_sorted(opts.params, w.entries),
         skipped: w.skipped,
     })
 }
@@ -117,6 +144,47 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// Depth first from the listing `items` of directory `start`, in path order.
+    fn walk(&mut self, start: Option<RelPath>, items: Vec<(OsString, fs::DirEntry)>) {
+        let mut stack: Vec<std::vec::IntoIter<(OsString, fs::DirEntry)>> = vec![items.into_iter()];
+        let mut dirs: Vec<Option<RelPath>> = vec![start];
+        while let Some(iter) = stack.last_mut() {
+            let Some(item) = iter.next() else {
+                stack.pop();
+                dirs.pop();
+                continue;
+            };
+            let parent = dirs.last().cloned().flatten();
+            if let Some(dir) = self.visit(parent.as_ref(), &item) {
+                self.descend(dir, &mut stack, &mut dirs);
+            }
+        }
+    }
+
+    fn descend(
+        &mut self,
+        dir: RelPath,
+        stack: &mut Vec<std::vec::IntoIter<(OsString, fs::DirEntry)>>,
+        dirs: &mut Vec<Option<RelPath>>,
+    ) {
+        match self.list(Some(&dir)) {
+            Ok(children) => {
+                stack.push(children.into_iter());
+                dirs.push(Some(dir));
+            }
+            Err(e) => {
+                self.skip(
+                    dir.under(self.root),
+                    SkipKind::Unreadable,
+                    format!("cannot list directory: {e}"),
+                );
+                if let Some((e, _)) = self.entries.last_mut() {
+                    e.state = EntryState::Unreadable;
+                }
+            }
+        }
+    }
+
     fn skip(&mut self, path: PathBuf, kind: SkipKind, reason: String) {
         self.skipped.push(Skipped { path, kind, reason });
     }

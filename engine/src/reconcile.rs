@@ -1,0 +1,155 @@
+//! `reconcile`: compares what a fresh scan of some paths found with what the index holds
+//! there, yielding the changed entries and the removals, with content carried over where
+//! the inode shows it cannot have changed (metadata-only changes, renames).
+
+use std::collections::HashMap;
+
+use crate::entry::{EntryKind, EntryState, FileEntry};
+use crate::index::{Index, StatKey};
+use crate::relpath::RelPath;
+
+/// One change to a source index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new or changed entry. A file whose `content` is `None` must be hashed.
+    Upsert(FileEntry, Option<StatKey>),
+    /// The entry at this path is gone.
+    Remove(RelPath),
+}
+
+/// The inode identity that proves a file's bytes did not change: a rename keeps it,
+/// a `chmod` keeps it, any write changes the mtime or size.
+fn same_bytes(a: &StatKey, b: &StatKey) -> bool {
+    a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns
+}
+
+/// Compares `fresh` (the scans of `scopes`; `None` = the whole folder) with `index`.
+/// Entries of the index inside the scopes that the scans did not find are removed.
+pub fn reconcile(index: &Index, scopes: Option<&[RelPath]>, fresh: &[(FileEntry, Option<StatKey>)]) -> Vec<Change> {
+    let in_scope = |p: &RelPath| scopes.is_none_or(|s| s.iter().any(|q| p.is_within(q)));
+    let seen: HashMap<&RelPath, ()> = fresh.iter().map(|(e, _)| (&e.path, ())).collect();
+    let mut removed: Vec<&FileEntry> = Vec::new();
+    let mut changes = Vec::new();
+    let old_entries: Box<dyn Iterator<Item = &FileEntry>> = match scopes {
+        None => Box::new(index.iter()),
+        Some(s) => Box::new(s.iter().flat_map(|q| index.subtree(q))),
+    };
+    for old in old_entries {
+        if old.state == EntryState::Deleted || !in_scope(&old.path) || seen.contains_key(&old.path) {
+            continue;
+        }
+        removed.push(old);
+    }
+    // Files that left one path may have arrived at another (a rename): same inode, same bytes.
+    let mut moved: HashMap<(u64, u64), &FileEntry> = HashMap::new();
+    for old in &removed {
+        if let (EntryKind::File, Some(st), Some(_)) = (old.kind, index.stat(&old.path), &old.content) {
+            moved.insert((st.dev, st.ino), *old);
+        }
+    }
+    for (new, stat) in fresh {
+        let old = index.get(&new.path).filter(|o| o.state != EntryState::Deleted);
+        if let Some(old) = old {
+            if unchanged(old, index.stat(&old.path), new, stat.as_ref()) {
+                continue;
+            }
+        }
+        let mut entry = new.clone();
+        if entry.kind == EntryKind::File && entry.state == EntryState::Present {
+            let carried = old
+                .filter(|o| o.kind == EntryKind::File)
+                .and_then(|o| Some((o, index.stat(&o.path)?)))
+                .filter(|(_, st)| stat.as_ref().is_some_and(|s| same_bytes(st, s)))
+                .map(|(o, _)| o)
+                .or_else(|| {
+                    let s = stat.as_ref()?;
+                    let o = moved.get(&(s.dev, s.ino))?;
+                    let ost = index.stat(&o.path)?;
+                    same_bytes(ost, s).then_some(*o)
+                });
+            entry.content = carried.and_then(|o| o.content.clone());
+        }
+        changes.push(Change::Upsert(entry, *stat));
+    }
+    changes.extend(removed.into_iter().map(|o| Change::Remove(o.path.clone())));
+    changes
+}
+
+fn unchanged(old: &FileEntry, old_stat: Option<&StatKey>, new: &FileEntry, new_stat: Option<&StatKey>) -> bool {
+    old.kind == new.kind
+        && old.state == new.state
+        && old.mode == new.mode
+        && old.mtime == new.mtime
+        && old.size == new.size
+        && old.symlink_target == new.symlink_target
+        && (old.kind != EntryKind::File
+            || matches!((old_stat, new_stat), (Some(a), Some(b)) if a == b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{ChunkParams, Content};
+    use crate::entry::{MtimeNs, Seq, VersionVector};
+
+    fn file(path: &str, ino: u64, mtime: i64, hashed: bool) -> (FileEntry, Option<StatKey>) {
+        let e = FileEntry {
+            path: RelPath::new(path).unwrap(),
+            kind: EntryKind::File,
+            state: EntryState::Present,
+            size: 10,
+            mtime: MtimeNs(mtime),
+            mode: 0o644,
+            content: hashed.then(|| Content::from_chunks(&ChunkParams::default(), Vec::new())),
+            symlink_target: None,
+            seq: Seq(1),
+            version: VersionVector::default(),
+        };
+        let st = StatKey {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime_ns: mtime,
+            ctime_ns: mtime,
+        };
+        (e, Some(st))
+    }
+
+    fn index(entries: Vec<(FileEntry, Option<StatKey>)>) -> Index {
+        Index::from_sorted(ChunkParams::default(), entries)
+    }
+
+    #[test]
+    fn unchanged_files_yield_nothing_and_missing_ones_are_removed() {
+        let idx = index(vec![file("a", 1, 5, true), file("b", 2, 5, true)]);
+        let fresh = vec![file("a", 1, 5, false)];
+        let changes = reconcile(&idx, None, &fresh);
+        assert_eq!(changes, vec![Change::Remove(RelPath::new("b").unwrap())]);
+    }
+
+    #[test]
+    fn a_renamed_file_keeps_its_content_and_a_rewritten_one_loses_it() {
+        let idx = index(vec![file("a", 1, 5, true), file("b", 2, 5, true)]);
+        let scopes = [RelPath::new("a").unwrap(), RelPath::new("c").unwrap(), RelPath::new("b").unwrap()];
+        // a moved to c (same inode); b rewritten (new mtime).
+        let fresh = vec![file("b", 2, 9, false), file("c", 1, 5, false)];
+        let changes = reconcile(&idx, Some(&scopes), &fresh);
+        let upserts: Vec<_> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Upsert(e, _) => Some((e.path.as_str().to_owned(), e.content.is_some())),
+                Change::Remove(_) => None,
+            })
+            .collect();
+        assert_eq!(upserts, vec![("b".to_owned(), false), ("c".to_owned(), true)]);
+        assert!(changes.contains(&Change::Remove(RelPath::new("a").unwrap())));
+    }
+
+    #[test]
+    fn entries_outside_the_scopes_are_left_alone() {
+        let idx = index(vec![file("a", 1, 5, true), file("d/x", 2, 5, true)]);
+        let scopes = [RelPath::new("d").unwrap()];
+        let changes = reconcile(&idx, Some(&scopes), &[]);
+        assert_eq!(changes, vec![Change::Remove(RelPath::new("d/x").unwrap())]);
+    }
+}
