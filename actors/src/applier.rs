@@ -703,7 +703,9 @@ impl Handler<IndexDelta> for Applier {
             self.source = Index::from_sorted(self.opts.params, entries);
             self.have_snapshot = true;
         } else {
-            self.content_requests = self.content_requests.saturating_sub(1);
+            if msg.content_reply {
+                self.content_requests = self.content_requests.saturating_sub(1);
+            }
             for e in msg.entries {
                 self.source.insert(e, None);
             }
@@ -788,5 +790,13 @@ impl Applier {
             len: task.chunk.len,
         });
         x.waiting.insert(id, waiters);
+    }
+}
+
+impl Handler<crate::messages::Stop> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }

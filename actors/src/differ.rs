@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use ferry_engine::{reconcile, Change};
 use ferry_engine::{
     EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, Seq, SkipKind, SourceDir,
     StatKey,
@@ -10,7 +11,9 @@ use ferry_engine::{
 use futures_util::future::join_all;
 
 use crate::error::Result;
-use crate::messages::{Failed, FolderId, HashFiles, SourceUpdate, Start};
+use crate::messages::{
+    CurrentSeq, Dirty, Failed, FolderId, HashFiles, Rescan, SourceUpdate, Start,
+};
 use crate::pool::Pool;
 use crate::stats::Stats;
 
@@ -215,5 +218,216 @@ impl Differ {
         };
         index.insert(entry.clone(), stat);
         Some(entry)
+    }
+}
+
+/// What a live rescan found: the changes, in the order they are to be applied to the index.
+struct Rescanned {
+    changes: Vec<Change>,
+    skipped: Vec<ferry_engine::Skipped>,
+    /// Files that could not be hashed, with why.
+    unreadable: Vec<(RelPath, String)>,
+}
+
+/// Blocking: scans `scopes` (everything for `None`), compares with `old` (the index's
+/// entries there), and hashes the files whose content is new.
+fn rescan(
+    source: &SourceDir,
+    opts: ScanOptions,
+    old: &Index,
+    scopes: Option<&[RelPath]>,
+) -> ferry_engine::Result<Rescanned> {
+    let mut fresh = Vec::new();
+    let mut skipped = Vec::new();
+    match scopes {
+        None => {
+            let out = ferry_engine::scan(source.root(), opts)?;
+            skipped = out.skipped;
+            fresh = out.index.into_entries();
+        }
+        Some(paths) => {
+            for p in paths {
+                let out = ferry_engine::scan_subtree(source.root(), p, opts)?;
+                skipped.extend(out.skipped);
+                fresh.extend(out.index.into_entries());
+            }
+        }
+    }
+    let mut changes = reconcile(old, scopes, &fresh);
+    let mut unreadable = Vec::new();
+    for c in &mut changes {
+        let Change::Upsert(e, stat) = c else { continue };
+        if e.kind != EntryKind::File || !e.is_present() || e.content.is_some() {
+            continue;
+        }
+        let mut last = source.hash_file(&e.path);
+        for _ in 1..HASH_ATTEMPTS {
+            match &last {
+                Err(ferry_engine::Error::Changed { .. }) => last = source.hash_file(&e.path),
+                _ => break,
+            }
+        }
+        match last {
+            Ok((content, st)) => {
+                e.size = st.size;
+                e.mtime = ferry_engine::MtimeNs(st.mtime_ns);
+                e.content = Some(content);
+                *stat = Some(st);
+            }
+            Err(err) => {
+                unreadable.push((e.path.clone(), err.to_string()));
+                e.state = EntryState::Unreadable;
+                *stat = None;
+            }
+        }
+    }
+    Ok(Rescanned {
+        changes,
+        skipped,
+        unreadable,
+    })
+}
+
+impl Differ {
+    /// Rescans `scopes` (everything for `None`) and sends what changed. Runs to completion
+    /// before the Differ handles anything else, so batches are applied in order.
+    fn rescan_and_send(&mut self, scopes: Option<Vec<RelPath>>, ctx: &mut Context<Self>) {
+        let Some(index) = &self.index else {
+            // Still in the initial scan: it will see these changes itself.
+            return;
+        };
+        let old = index.extract(scopes.as_deref());
+        let source = self.source.clone();
+        let opts = self.scan;
+        let pool = self.pool.clone();
+        let job = async move {
+            pool.run("rescan source", move || {
+                rescan(&source, opts, &old, scopes.as_deref())
+            })
+            .await
+        };
+        ctx.wait(job.into_actor(self).map(|res, act, ctx| {
+            let found = match res {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return act.fail(format!("cannot rescan source: {e}")),
+                Err(e) => return act.fail(e.to_string()),
+            };
+            for s in &found.skipped {
+                tracing::warn!(folder = %act.folder, path = %s.path.display(), "skipped: {}", s.reason);
+            }
+            for (p, why) in &found.unreadable {
+                tracing::warn!(folder = %act.folder, path = %p, "skipped: {why}");
+            }
+            Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
+            let entries = act.record_changes(found.changes);
+            if entries.is_empty() {
+                return;
+            }
+            let update = SourceUpdate {
+                snapshot: false,
+                entries,
+                upto: act.seq,
+            };
+            let sender = act.sender.clone();
+            ctx.wait(async move { sender.send(update).await }.into_actor(act).map(|r, act, _| {
+                if let Err(e) = r {
+                    act.fail(format!("sender is gone: {e}"));
+                }
+            }));
+        }));
+    }
+
+    /// Applies changes to the index with fresh sequence numbers; returns the entries to send.
+    fn record_changes(&mut self, changes: Vec<Change>) -> Vec<FileEntry> {
+        let Some(index) = self.index.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for c in changes {
+            match c {
+                Change::Upsert(mut e, stat) => {
+                    self.seq = self.seq.next();
+                    e.seq = self.seq;
+                    index.insert(e.clone(), stat);
+                    out.push(e);
+                }
+                Change::Remove(path) => {
+                    let Some(old) = index.get(&path).filter(|e| e.state != EntryState::Deleted)
+                    else {
+                        continue;
+                    };
+                    let mut tomb = old.clone();
+                    self.seq = self.seq.next();
+                    tomb.seq = self.seq;
+                    tomb.state = EntryState::Deleted;
+                    tomb.content = None;
+                    index.insert(tomb.clone(), None);
+                    out.push(tomb);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Handler<Dirty> for Differ {
+    type Result = ();
+
+    fn handle(&mut self, msg: Dirty, ctx: &mut Self::Context) {
+        self.rescan_and_send(Some(msg.paths), ctx);
+    }
+}
+
+impl Handler<Rescan> for Differ {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rescan, ctx: &mut Self::Context) {
+        tracing::info!(folder = %self.folder, "rescanning: {}", msg.reason);
+        self.rescan_and_send(None, ctx);
+    }
+}
+
+impl Handler<CurrentSeq> for Differ {
+    type Result = MessageResult<CurrentSeq>;
+
+    fn handle(&mut self, _: CurrentSeq, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.seq)
+    }
+}
+
+impl Handler<crate::messages::Stop> for Differ {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Test support: runs hashing work that panics, as a corrupt chunker might; the panic must
+/// come back as an error and reach the supervisor as a failure of this actor.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct PanicInPool;
+
+impl Handler<PanicInPool> for Differ {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicInPool, ctx: &mut Self::Context) {
+        let pool = self.pool.clone();
+        let job = async move {
+            pool.run("hash source files", || {
+                panic!("injected panic in the hashing pool")
+            })
+            .await
+        };
+        ctx.spawn(
+            job.into_actor(self)
+                .map(|res: crate::Result<()>, act, ctx| {
+                    if let Err(e) = res {
+                        act.fail(e.to_string());
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 }

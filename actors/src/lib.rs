@@ -27,12 +27,18 @@ pub mod differ;
 pub mod error;
 pub mod messages;
 pub mod oneshot;
+pub mod pipeline;
 pub mod pool;
 pub mod sender;
 pub mod stats;
+pub mod supervisor;
 mod transfer;
+pub mod watcher;
 
 pub use error::{Error, Result};
 pub use messages::FolderId;
 pub use oneshot::{run_sync, SyncJob, SyncReport};
+pub use pipeline::{FolderJob, Pipeline};
 pub use stats::{Stats, StatsSnapshot};
+pub use supervisor::{FolderState, FolderSupervisor, RestartPolicy, Shutdown};
+pub use watcher::WatchOptions;

@@ -42,6 +42,33 @@ impl fmt::Display for FolderId {
     }
 }
 
+/// Watcher → Differ: these paths (and everything below them) may have changed.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Dirty {
+    /// The paths, none inside another.
+    pub paths: Vec<RelPath>,
+}
+
+/// Watcher (or a timer) → Differ: compare the whole folder with the index.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Rescan {
+    /// Why (logged).
+    pub reason: String,
+}
+
+/// → Differ: the sequence number of the newest change it has emitted, after every change
+/// already queued before this message was handled.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "Seq")]
+pub struct CurrentSeq;
+
+/// → Watcher: hand every pending change to the Differ now (used before shutting down).
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct FlushNow;
+
 /// Differ → Sender → Applier: entries of the source index.
 ///
 /// A snapshot lists every source entry (anything else at the target is extraneous);
@@ -53,6 +80,8 @@ pub struct IndexDelta {
     pub folder: FolderId,
     /// True for a full snapshot.
     pub snapshot: bool,
+    /// True when this delta answers a [`NeedContent`] request.
+    pub content_reply: bool,
     /// The entries.
     pub entries: Vec<FileEntry>,
     /// The highest sequence number these entries bring the target to.
@@ -194,3 +223,8 @@ pub struct Failed {
     /// What went wrong.
     pub reason: String,
 }
+
+/// → any pipeline actor: stop now (the folder is restarting or shutting down).
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;

@@ -122,6 +122,7 @@ impl Handler<SourceUpdate> for Sender {
         let delta = IndexDelta {
             folder: self.folder.clone(),
             snapshot: msg.snapshot,
+            content_reply: false,
             entries: msg.entries,
             upto: msg.upto,
         };
@@ -142,6 +143,7 @@ impl Handler<NeedContent> for Sender {
                 let delta = IndexDelta {
                     folder: act.folder.clone(),
                     snapshot: false,
+                    content_reply: true,
                     upto: entries.iter().map(|e| e.seq).max().unwrap_or_default(),
                     entries,
                 };
@@ -263,5 +265,13 @@ impl Handler<ApplyFailed> for Sender {
             folder: msg.folder,
             reason: msg.reason,
         });
+    }
+}
+
+impl Handler<crate::messages::Stop> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }

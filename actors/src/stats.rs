@@ -33,6 +33,12 @@ pub struct Stats {
     pub files_done: AtomicU64,
     /// Bytes the current plan writes.
     pub bytes_planned: AtomicU64,
+    /// inotify watches held (one per watched directory, the root included).
+    pub watches: AtomicU64,
+    /// The highest sequence the target acknowledged.
+    pub applied_seq: AtomicU64,
+    /// Restarts of this folder's pipeline.
+    pub restarts: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`], for printing.

@@ -55,6 +55,35 @@ impl Index {
         Index { params, entries }
     }
 
+    /// Every entry with its stat, in path order, consuming the index.
+    pub fn into_entries(self) -> Vec<(FileEntry, Option<StatKey>)> {
+        self.entries
+            .into_values()
+            .map(|s| (s.entry, s.stat))
+            .collect()
+    }
+
+    /// A copy of the entries at and below each of `paths` (all of them for `None`).
+    pub fn extract(&self, paths: Option<&[RelPath]>) -> Index {
+        let Some(paths) = paths else {
+            return self.clone();
+        };
+        let mut entries: BTreeMap<RelPath, Slot> = BTreeMap::new();
+        for p in paths {
+            for (k, v) in self
+                .entries
+                .range((Bound::Included(p), Bound::Unbounded))
+                .take_while(|(k, _)| k.is_within(p))
+            {
+                entries.insert(k.clone(), v.clone());
+            }
+        }
+        Index {
+            params: self.params,
+            entries,
+        }
+    }
+
     /// The chunker parameters of every `Content` in this index.
     pub fn params(&self) -> &ChunkParams {
         &self.params

@@ -25,7 +25,11 @@ fn same_bytes(a: &StatKey, b: &StatKey) -> bool {
 
 /// Compares `fresh` (the scans of `scopes`; `None` = the whole folder) with `index`.
 /// Entries of the index inside the scopes that the scans did not find are removed.
-pub fn reconcile(index: &Index, scopes: Option<&[RelPath]>, fresh: &[(FileEntry, Option<StatKey>)]) -> Vec<Change> {
+pub fn reconcile(
+    index: &Index,
+    scopes: Option<&[RelPath]>,
+    fresh: &[(FileEntry, Option<StatKey>)],
+) -> Vec<Change> {
     let in_scope = |p: &RelPath| scopes.is_none_or(|s| s.iter().any(|q| p.is_within(q)));
     let seen: HashMap<&RelPath, ()> = fresh.iter().map(|(e, _)| (&e.path, ())).collect();
     let mut removed: Vec<&FileEntry> = Vec::new();
@@ -35,7 +39,8 @@ pub fn reconcile(index: &Index, scopes: Option<&[RelPath]>, fresh: &[(FileEntry,
         Some(s) => Box::new(s.iter().flat_map(|q| index.subtree(q))),
     };
     for old in old_entries {
-        if old.state == EntryState::Deleted || !in_scope(&old.path) || seen.contains_key(&old.path) {
+        if old.state == EntryState::Deleted || !in_scope(&old.path) || seen.contains_key(&old.path)
+        {
             continue;
         }
         removed.push(old);
@@ -43,12 +48,16 @@ pub fn reconcile(index: &Index, scopes: Option<&[RelPath]>, fresh: &[(FileEntry,
     // Files that left one path may have arrived at another (a rename): same inode, same bytes.
     let mut moved: HashMap<(u64, u64), &FileEntry> = HashMap::new();
     for old in &removed {
-        if let (EntryKind::File, Some(st), Some(_)) = (old.kind, index.stat(&old.path), &old.content) {
+        if let (EntryKind::File, Some(st), Some(_)) =
+            (old.kind, index.stat(&old.path), &old.content)
+        {
             moved.insert((st.dev, st.ino), *old);
         }
     }
     for (new, stat) in fresh {
-        let old = index.get(&new.path).filter(|o| o.state != EntryState::Deleted);
+        let old = index
+            .get(&new.path)
+            .filter(|o| o.state != EntryState::Deleted);
         if let Some(old) = old {
             if unchanged(old, index.stat(&old.path), new, stat.as_ref()) {
                 continue;
@@ -75,7 +84,12 @@ pub fn reconcile(index: &Index, scopes: Option<&[RelPath]>, fresh: &[(FileEntry,
     changes
 }
 
-fn unchanged(old: &FileEntry, old_stat: Option<&StatKey>, new: &FileEntry, new_stat: Option<&StatKey>) -> bool {
+fn unchanged(
+    old: &FileEntry,
+    old_stat: Option<&StatKey>,
+    new: &FileEntry,
+    new_stat: Option<&StatKey>,
+) -> bool {
     old.kind == new.kind
         && old.state == new.state
         && old.mode == new.mode
@@ -130,7 +144,11 @@ mod tests {
     #[test]
     fn a_renamed_file_keeps_its_content_and_a_rewritten_one_loses_it() {
         let idx = index(vec![file("a", 1, 5, true), file("b", 2, 5, true)]);
-        let scopes = [RelPath::new("a").unwrap(), RelPath::new("c").unwrap(), RelPath::new("b").unwrap()];
+        let scopes = [
+            RelPath::new("a").unwrap(),
+            RelPath::new("c").unwrap(),
+            RelPath::new("b").unwrap(),
+        ];
         // a moved to c (same inode); b rewritten (new mtime).
         let fresh = vec![file("b", 2, 9, false), file("c", 1, 5, false)];
         let changes = reconcile(&idx, Some(&scopes), &fresh);
@@ -141,7 +159,10 @@ mod tests {
                 Change::Remove(_) => None,
             })
             .collect();
-        assert_eq!(upserts, vec![("b".to_owned(), false), ("c".to_owned(), true)]);
+        assert_eq!(
+            upserts,
+            vec![("b".to_owned(), false), ("c".to_owned(), true)]
+        );
         assert!(changes.contains(&Change::Remove(RelPath::new("a").unwrap())));
     }
 

@@ -106,8 +106,13 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
         ancestor = a.parent();
     }
     match fs::symlink_metadata(path.under(root)) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {}
-        Err(e) => w.skip(path.under(root), SkipKind::Unreadable, format!("cannot stat: {e}")),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {}
+        Err(e) => w.skip(
+            path.under(root),
+            SkipKind::Unreadable,
+            format!("cannot stat: {e}"),
+        ),
         Ok(md) => {
             if opts.skip_temp_files && path.name().starts_with(TEMP_PREFIX) {
                 // The Applier's own temp files are never entries.

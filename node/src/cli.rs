@@ -24,6 +24,32 @@ pub struct Cli {
 pub enum Command {
     /// Make DST an exact mirror of SRC, once.
     Sync(SyncArgs),
+    /// Mirror SRC into DST, then replicate every change until SIGINT or SIGTERM.
+    Watch(WatchArgs),
+}
+
+/// Flags of `ferry watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The source directory.
+    pub src: PathBuf,
+    /// The target directory (created if its parent exists).
+    pub dst: PathBuf,
+    /// Compare file contents even when size and mtime agree (initial sync and rescans).
+    #[arg(short, long)]
+    pub checksum: bool,
+    /// Do not fsync files and directories.
+    #[arg(long)]
+    pub no_fsync: bool,
+    /// Quiet time that closes a burst of changes (e.g. 5ms, 20ms).
+    #[arg(long, default_value = "5ms", value_parser = crate::duration::parse)]
+    pub debounce: std::time::Duration,
+    /// Full rescan as a safety net every so often (e.g. 1h, 10m; 0 turns it off).
+    #[arg(long, default_value = "1h", value_parser = crate::duration::parse)]
+    pub rescan_interval: std::time::Duration,
+    /// No inotify: scan the whole folder at this interval instead (NFS, FUSE, interval replication).
+    #[arg(long, value_parser = crate::duration::parse)]
+    pub poll: Option<std::time::Duration>,
 }
 
 /// Flags of `ferry sync`.

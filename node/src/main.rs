@@ -4,9 +4,11 @@
 //! entries were skipped (each named in a warning).
 
 mod cli;
+mod duration;
 mod logging;
 mod progress;
 mod sync_cmd;
+mod watch_cmd;
 
 use std::process::ExitCode;
 
@@ -14,9 +16,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(cli.verbose, cli.quiet);
+    // A live mirror logs each replicated change by default; a one-shot sync only warnings.
+    let base = u8::from(matches!(cli.command, cli::Command::Watch(_)));
+    logging::init(cli.verbose.saturating_add(base), cli.quiet);
     let result = match &cli.command {
         cli::Command::Sync(args) => sync_cmd::run(args, cli.quiet),
+        cli::Command::Watch(args) => watch_cmd::run(args).map(|()| sync_cmd::Outcome::Complete),
     };
     match result {
         Ok(sync_cmd::Outcome::Complete) => ExitCode::SUCCESS,

@@ -20,55 +20,58 @@ pub enum Outcome {
 }
 
 /// Source and target after validation: both absolute, neither inside the other.
-struct Checked {
-    src: PathBuf,
-    dst: PathBuf,
+pub struct Checked {
+    /// The source directory.
+    pub src: PathBuf,
+    /// The target directory (a scratch stand-in for a dry run into a missing target).
+    pub dst: PathBuf,
     /// Keeps a stand-in empty target alive for a dry run into a target that does not exist.
     _scratch: Option<tempfile::TempDir>,
 }
 
 fn check(args: &SyncArgs) -> Result<Checked> {
-    let src = std::fs::canonicalize(&args.src).with_context(|| {
+    check_paths(&args.src, &args.dst, args.dry_run)
+}
+
+/// Validates SRC and DST (creating DST when its parent exists, unless `dry_run`).
+pub fn check_paths(src_arg: &Path, dst_arg: &Path, dry_run: bool) -> Result<Checked> {
+    let src = std::fs::canonicalize(src_arg).with_context(|| {
         format!(
             "source {} does not exist or cannot be reached",
-            args.src.display()
+            src_arg.display()
         )
     })?;
     if !src.is_dir() {
-        bail!("source {} is not a directory", args.src.display());
+        bail!("source {} is not a directory", src_arg.display());
     }
     let mut missing = false;
-    let dst = match std::fs::symlink_metadata(&args.dst) {
+    let dst = match std::fs::symlink_metadata(dst_arg) {
         Ok(_) => {
-            let dst = std::fs::canonicalize(&args.dst)
-                .with_context(|| format!("cannot resolve target {}", args.dst.display()))?;
+            let dst = std::fs::canonicalize(dst_arg)
+                .with_context(|| format!("cannot resolve target {}", dst_arg.display()))?;
             if !dst.is_dir() {
-                bail!(
-                    "target {} exists and is not a directory",
-                    args.dst.display()
-                );
+                bail!("target {} exists and is not a directory", dst_arg.display());
             }
             dst
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = parent_of(&args.dst);
+            let parent = parent_of(dst_arg);
             let parent = std::fs::canonicalize(&parent).with_context(|| {
                 format!(
                     "the parent {} of target {} does not exist",
                     parent.display(),
-                    args.dst.display()
+                    dst_arg.display()
                 )
             })?;
-            let name = args
-                .dst
+            let name = dst_arg
                 .file_name()
-                .with_context(|| format!("target {} has no final name", args.dst.display()))?;
+                .with_context(|| format!("target {} has no final name", dst_arg.display()))?;
             let dst = parent.join(name);
             missing = true;
             dst
         }
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot reach target {}", args.dst.display()))
+            return Err(e).with_context(|| format!("cannot reach target {}", dst_arg.display()))
         }
     };
     if dst == src {
@@ -92,14 +95,14 @@ fn check(args: &SyncArgs) -> Result<Checked> {
         );
     }
     let mut scratch = None;
-    if missing && args.dry_run {
+    if missing && dry_run {
         scratch =
             Some(tempfile::tempdir().context("cannot create a scratch directory for the dry run")?);
     } else if missing {
         std::fs::create_dir(&dst)
             .with_context(|| format!("cannot create target {}", dst.display()))?;
     }
-    if !args.dry_run {
+    if !dry_run {
         check_writable(&dst)?;
     }
     let dst = scratch.as_ref().map_or(dst, |s| s.path().to_owned());

@@ -1,0 +1,332 @@
+//! The folder supervisor: runs one folder's live pipeline, restarts it with exponential
+//! backoff when an actor fails, gives up past a restart budget (the folder is marked
+//! failed, the process goes on), and shuts it down gracefully.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ferry_engine::Seq;
+use tokio::sync::oneshot;
+
+use crate::messages::{Applied, CurrentSeq, Failed, FlushNow};
+use crate::pipeline::{FolderJob, Pipeline};
+use crate::stats::Stats;
+use crate::watcher::{SimulateOverflow, WatchOptions};
+
+/// How failures are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RestartPolicy {
+    /// Restarts allowed within `window` before the folder is marked failed.
+    pub max_restarts: usize,
+    /// The window restarts are counted in.
+    pub window: Duration,
+    /// Delay before the first restart; doubled for each further one in the window.
+    pub backoff: Duration,
+    /// The longest delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a folder stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FolderState {
+    /// Starting, or restarting after a failure.
+    Starting,
+    /// The initial sync is running.
+    Syncing,
+    /// Mirrored and following changes.
+    Live,
+    /// Given up after too many failures; the reason of the last.
+    Failed(String),
+    /// Shut down.
+    Stopped,
+}
+
+/// Supervises one folder.
+pub struct FolderSupervisor {
+    job: FolderJob,
+    watch: WatchOptions,
+    policy: RestartPolicy,
+    stats: Arc<Stats>,
+    pipeline: Option<Pipeline>,
+    generation: u64,
+    restarts: VecDeque<Instant>,
+    state: FolderState,
+    waiters: Vec<(Seq, oneshot::Sender<()>)>,
+    on_failed: Option<oneshot::Sender<String>>,
+}
+
+/// A failure report tagged with the pipeline generation it came from, so that late
+/// reports from a pipeline already replaced are not mistaken for new failures.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tagged {
+    generation: u64,
+    failed: Failed,
+}
+
+/// Forwards one pipeline generation's failures to the supervisor.
+struct Monitor {
+    generation: u64,
+    to: Addr<FolderSupervisor>,
+}
+
+impl Actor for Monitor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Failed> for Monitor {
+    type Result = ();
+    fn handle(&mut self, failed: Failed, _: &mut Self::Context) {
+        self.to.do_send(Tagged {
+            generation: self.generation,
+            failed,
+        });
+    }
+}
+
+impl FolderSupervisor {
+    /// A supervisor for `job`, watching with `watch` and restarting under `policy`.
+    /// `on_failed` hears the reason if the folder is given up on.
+    pub fn new(
+        job: FolderJob,
+        watch: WatchOptions,
+        policy: RestartPolicy,
+        stats: Arc<Stats>,
+        on_failed: Option<oneshot::Sender<String>>,
+    ) -> Self {
+        FolderSupervisor {
+            job,
+            watch,
+            policy,
+            stats,
+            pipeline: None,
+            generation: 0,
+            restarts: VecDeque::new(),
+            state: FolderState::Starting,
+            waiters: Vec::new(),
+            on_failed,
+        }
+    }
+
+    fn launch(&mut self, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let monitor = Monitor {
+            generation,
+            to: ctx.address(),
+        }
+        .start();
+        let job = self.job.clone();
+        let watch = self.watch;
+        let stats = self.stats.clone();
+        let applied = ctx.address().recipient();
+        self.state = FolderState::Starting;
+        let start = async move {
+            Pipeline::start(&job, Some(watch), stats, monitor.recipient(), applied).await
+        };
+        ctx.wait(start.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(p) => {
+                tracing::info!(folder = %act.job.folder, generation, "pipeline started: watcher, differ, sender, applier");
+                act.pipeline = Some(p);
+                act.state = FolderState::Syncing;
+            }
+            Err(e) => act.on_failure("pipeline", e.to_string(), ctx),
+        }));
+    }
+
+    fn on_failure(&mut self, actor: &str, reason: String, ctx: &mut Context<Self>) {
+        if matches!(self.state, FolderState::Failed(_) | FolderState::Stopped) {
+            return;
+        }
+        tracing::error!(folder = %self.job.folder, actor, "failed: {reason}");
+        if let Some(p) = self.pipeline.take() {
+            p.stop();
+            tracing::info!(folder = %self.job.folder, "pipeline stopped");
+        }
+        let now = Instant::now();
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= self.policy.max_restarts {
+            let why = format!(
+                "{actor} failed {} times within {:?}; giving up on this folder: {reason}",
+                self.restarts.len() + 1,
+                self.policy.window
+            );
+            tracing::error!(folder = %self.job.folder, "{why}");
+            self.state = FolderState::Failed(why.clone());
+            if let Some(tx) = self.on_failed.take() {
+                let _ = tx.send(why);
+            }
+            return;
+        }
+        let n = self.restarts.len() as u32;
+        let delay = self
+            .policy
+            .backoff
+            .saturating_mul(2u32.saturating_pow(n))
+            .min(self.policy.max_backoff);
+        self.restarts.push_back(now);
+        Stats::add(&self.stats.restarts, 1);
+        self.state = FolderState::Starting;
+        tracing::warn!(folder = %self.job.folder, actor, attempt = n + 1, "restarting the pipeline in {delay:?}");
+        ctx.run_later(delay, |act, ctx| {
+            if act.state == FolderState::Starting {
+                act.launch(ctx);
+            }
+        });
+    }
+}
+
+impl Actor for FolderSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.launch(ctx);
+    }
+}
+
+impl Handler<Tagged> for FolderSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Tagged, ctx: &mut Self::Context) {
+        if msg.generation == self.generation {
+            self.on_failure(msg.failed.actor, msg.failed.reason, ctx);
+        }
+    }
+}
+
+impl Handler<Applied> for FolderSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Applied, _: &mut Self::Context) {
+        self.stats
+            .applied_seq
+            .fetch_max(msg.seq.0, Ordering::Relaxed);
+        if self.state == FolderState::Syncing {
+            tracing::info!(folder = %self.job.folder, "initial sync complete; following changes");
+            self.state = FolderState::Live;
+        }
+        let seq = msg.seq;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(s, _)| *s <= seq);
+        self.waiters = waiting;
+        for (_, tx) in ready {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The folder's state.
+#[derive(Message)]
+#[rtype(result = "FolderState")]
+pub struct GetState;
+
+impl Handler<GetState> for FolderSupervisor {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state.clone())
+    }
+}
+
+/// Finishes the change in flight (everything the watcher has seen is applied), then stops
+/// the pipeline. Answers once done, or after `deadline`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// Give up waiting for the target after this long.
+    pub deadline: Duration,
+}
+
+impl Handler<Shutdown> for FolderSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
+        let Some(p) = &self.pipeline else {
+            self.state = FolderState::Stopped;
+            return Box::pin(actix::fut::ready(()));
+        };
+        let watcher = p.watcher.clone();
+        let differ = p.differ.clone();
+        let (tx, rx) = oneshot::channel();
+        let folder = self.job.folder.clone();
+        let flushed = async move {
+            if let Some(w) = watcher {
+                let _ = w.send(FlushNow).await;
+            }
+            differ.send(CurrentSeq).await.ok()
+        };
+        Box::pin(flushed.into_actor(self).then(move |seq, act, _| {
+            match seq {
+                Some(seq) if act.stats.applied_seq.load(Ordering::Relaxed) < seq.0 => act.waiters.push((seq, tx)),
+                _ => {
+                    let _ = tx.send(());
+                }
+            }
+            async move {
+                if tokio::time::timeout(msg.deadline, rx).await.is_err() {
+                    tracing::warn!(folder = %folder, "shutdown: the target did not acknowledge in time");
+                }
+            }
+            .into_actor(act)
+            .map(|_, act, _| {
+                if let Some(p) = act.pipeline.take() {
+                    p.stop();
+                }
+                act.state = FolderState::Stopped;
+                tracing::info!(folder = %act.job.folder, "stopped");
+            })
+        }))
+    }
+}
+
+/// Test support: makes the Differ's hashing pool panic; the panic becomes an error, the
+/// Differ reports it and the supervisor restarts the pipeline.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+impl Handler<InjectPanic> for FolderSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, _: &mut Self::Context) {
+        if let Some(p) = &self.pipeline {
+            p.differ.do_send(crate::differ::PanicInPool);
+        }
+    }
+}
+
+/// Test support: makes the Watcher behave as if the kernel's event queue overflowed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectOverflow;
+
+impl Handler<InjectOverflow> for FolderSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectOverflow, _: &mut Self::Context) {
+        if let Some(w) = self.pipeline.as_ref().and_then(|p| p.watcher.clone()) {
+            w.do_send(SimulateOverflow);
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The Watcher: inotify (through notify) on every directory of a source folder, one watch
+//! each, turning bursts of events into coalesced `Dirty` batches for the Differ.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ferry_engine::target::TEMP_PREFIX;
+use ferry_engine::RelPath;
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+
+use crate::messages::{Dirty, Failed, FlushNow, FolderId, Rescan};
+use crate::stats::Stats;
+
+/// Events buffered between notify's thread and the Watcher; when full, notify's thread
+/// waits and the kernel queue absorbs the rest (and overflows into a rescan if it must).
+const EVENT_BUFFER: usize = 4096;
+
+/// How the Watcher watches.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchOptions {
+    /// Quiet time after the last event before a batch is sent.
+    pub debounce: Duration,
+    /// A batch is sent at the latest this long after its first event, however busy.
+    pub max_delay: Duration,
+    /// Full rescans as a safety net (`None` = off).
+    pub rescan_every: Option<Duration>,
+    /// Periodic scans only, no inotify (`Some(interval)`), for NFS, FUSE and the like.
+    pub poll: Option<Duration>,
+    /// Rescan interval used when inotify cannot watch everything (watch limit reached).
+    pub fallback_poll: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            debounce: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+            rescan_every: Some(Duration::from_secs(3600)),
+            poll: None,
+            fallback_poll: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Watches one source folder.
+pub struct Watcher {
+    folder: FolderId,
+    root: PathBuf,
+    opts: WatchOptions,
+    differ: Recipient<Dirty>,
+    rescan: Recipient<Rescan>,
+    monitor: Recipient<Failed>,
+    stats: Arc<Stats>,
+    notify: Option<RecommendedWatcher>,
+    /// Watched directories below the root (the root's own watch is counted separately).
+    watched: BTreeSet<RelPath>,
+    root_watched: bool,
+    /// Set when inotify could not watch everything: periodic rescans cover the gap.
+    degraded: bool,
+    pending: BTreeSet<RelPath>,
+    full_rescan: Option<String>,
+    first_event: Option<Instant>,
+    last_event: Instant,
+    timer: Option<SpawnHandle>,
+    sending: bool,
+}
+
+/// One notify callback result, carried into the actor.
+struct Notified(notify::Result<Event>);
+
+impl Watcher {
+    /// A Watcher for the folder at `root`, sending batches to the Differ.
+    pub fn new(
+        folder: FolderId,
+        root: PathBuf,
+        opts: WatchOptions,
+        differ: Recipient<Dirty>,
+        rescan: Recipient<Rescan>,
+        monitor: Recipient<Failed>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Watcher {
+            folder,
+            root,
+            opts,
+            differ,
+            rescan,
+            monitor,
+            stats,
+            notify: None,
+            watched: BTreeSet::new(),
+            root_watched: false,
+            degraded: false,
+            pending: BTreeSet::new(),
+            full_rescan: None,
+            first_event: None,
+            last_event: Instant::now(),
+            timer: None,
+            sending: false,
+        }
+    }
+
+    fn publish_watches(&self) {
+        let n = self.watched.len() as u64 + u64::from(self.root_watched);
+        self.stats
+            .watches
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Adds a watch on `dir` (`None` = the root). Returns false when inotify refused.
+    fn watch(&mut self, dir: Option<&RelPath>) -> bool {
+        if self.degraded {
+            return false;
+        }
+        let Some(w) = self.notify.as_mut() else {
+            return false;
+        };
+        let path = dir.map_or(self.root.clone(), |d| d.under(&self.root));
+        match w.watch(&path, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                match dir {
+                    Some(d) => {
+                        self.watched.insert(d.clone());
+                    }
+                    None => self.root_watched = true,
+                }
+                true
+            }
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                tracing::error!(
+                    folder = %self.folder,
+                    path = %path.display(),
+                    "inotify watch limit reached: raise fs.inotify.max_user_watches \
+                     (e.g. sysctl fs.inotify.max_user_watches=1048576); until then folder {} \
+                     is rescanned every {:?} instead of watched",
+                    self.folder,
+                    self.opts.fallback_poll
+                );
+                self.degraded = true;
+                false
+            }
+            Err(e) => {
+                // The directory vanished or cannot be read: the scan of it reports why.
+                tracing::debug!(folder = %self.folder, path = %path.display(), "not watched: {e}");
+                true
+            }
+        }
+    }
+
+    /// Watches `dir` and every directory below it that is not watched yet.
+    fn watch_tree(&mut self, dir: &RelPath) {
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            if !self.watched.contains(&d) && !self.watch(Some(&d)) {
+                return;
+            }
+            let Ok(items) = std::fs::read_dir(d.under(&self.root)) else {
+                continue;
+            };
+            for item in items.flatten() {
+                let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+                if let (true, Some(name)) = (is_dir, item.file_name().to_str()) {
+                    if let Ok(child) = d.join(name) {
+                        stack.push(child);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases the watches on `dir` and everything below it.
+    fn unwatch_tree(&mut self, dir: &RelPath) {
+        let gone: Vec<RelPath> = self
+            .watched
+            .range(dir.clone()..)
+            .take_while(|p| p.is_within(dir))
+            .cloned()
+            .collect();
+        for d in gone {
+            if let Some(w) = self.notify.as_mut() {
+                // The kernel drops the watch of a deleted directory by itself; for a moved
+                // one this releases it. Either way it is no longer ours.
+                let _ = w.unwatch(&d.under(&self.root));
+            }
+            self.watched.remove(&d);
+        }
+    }
+
+    fn relative(&self, path: &Path) -> Option<Option<RelPath>> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        if rel.as_os_str().is_empty() {
+            return Some(None);
+        }
+        RelPath::new(rel.to_str()?).ok().map(Some)
+    }
+
+    fn on_event(&mut self, ev: notify::Result<Event>, ctx: &mut Context<Self>) {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => return self.need_rescan(format!("watcher error: {e}"), ctx),
+        };
+        if ev.need_rescan() {
+            return self.need_rescan("the kernel's event queue overflowed".into(), ctx);
+        }
+        // Reads (our own scans and hashing among them) change nothing; a write is seen
+        // through its modify events and, at the end, its close.
+        match ev.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+            EventKind::Access(_) => return,
+            _ => {}
+        }
+        for path in &ev.paths {
+            let rel = match self.relative(path) {
+                Some(Some(r)) => r,
+                // The root's own metadata is not replicated; its removal or replacement is
+                // seen by a full rescan.
+                Some(None) => {
+                    if matches!(
+                        ev.kind,
+                        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                    ) {
+                        return self
+                            .need_rescan("the folder root was removed or moved".into(), ctx);
+                    }
+                    continue;
+                }
+                None => {
+                    tracing::warn!(folder = %self.folder, path = %path.display(), "event for a path that cannot be replicated");
+                    continue;
+                }
+            };
+            if rel.name().starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            // Watch a new directory before it is scanned, so nothing written into it is missed.
+            match std::fs::symlink_metadata(path) {
+                Ok(md) if md.is_dir() => {
+                    if !self.watched.contains(&rel) {
+                        self.watch_tree(&rel);
+                    }
+                }
+                _ => self.unwatch_tree(&rel),
+            }
+            self.pending.insert(rel);
+        }
+        self.publish_watches();
+        self.arm(ctx);
+    }
+
+    fn need_rescan(&mut self, reason: String, ctx: &mut Context<Self>) {
+        tracing::warn!(folder = %self.folder, "full rescan: {reason}");
+        self.full_rescan = Some(reason);
+        self.arm(ctx);
+    }
+
+    /// Schedules a flush `debounce` after the last event, at most `max_delay` after the first.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        self.last_event = now;
+        let first = *self.first_event.get_or_insert(now);
+        if self.timer.is_none() {
+            let at = (now + self.opts.debounce).min(first + self.opts.max_delay);
+            self.timer = Some(ctx.run_later(at - now, |act, ctx| act.on_timer(ctx)));
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        let now = Instant::now();
+        let first = self.first_event.unwrap_or(now);
+        let quiet_at = self.last_event + self.opts.debounce;
+        let deadline = first + self.opts.max_delay;
+        if now < quiet_at && now < deadline {
+            let at = quiet_at.min(deadline);
+            self.timer = Some(ctx.run_later(at - now, |act, ctx| act.on_timer(ctx)));
+            return;
+        }
+        self.flush(ctx);
+    }
+
+    /// Sends what is pending to the Differ, one batch at a time.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.sending || (self.pending.is_empty() && self.full_rescan.is_none()) {
+            return;
+        }
+        self.first_event = None;
+        self.sending = true;
+        if let Some(reason) = self.full_rescan.take() {
+            self.pending.clear();
+            let to = self.rescan.clone();
+            ctx.spawn(
+                async move { to.send(Rescan { reason }).await }
+                    .into_actor(self)
+                    .map(|r, act, ctx| act.sent(r, ctx)),
+            );
+            return;
+        }
+        let mut paths: Vec<RelPath> = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            // Sorted order puts a directory before its contents: keep only outermost paths.
+            if paths.last().is_some_and(|last| p.is_within(last)) {
+                continue;
+            }
+            paths.push(p);
+        }
+        let to = self.differ.clone();
+        ctx.spawn(
+            async move { to.send(Dirty { paths }).await }
+                .into_actor(self)
+                .map(|r, act, ctx| act.sent(r, ctx)),
+        );
+    }
+
+    fn sent(&mut self, r: Result<(), MailboxError>, ctx: &mut Context<Self>) {
+        self.sending = false;
+        if let Err(e) = r {
+            self.monitor.do_send(Failed {
+                actor: "watcher",
+                folder: self.folder.clone(),
+                reason: format!("differ is gone: {e}"),
+            });
+            return ctx.stop();
+        }
+        if !self.pending.is_empty() || self.full_rescan.is_some() {
+            self.flush(ctx);
+        }
+    }
+
+    fn start_inotify(&mut self, ctx: &mut Context<Self>) {
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let handler = move |ev: notify::Result<Event>| {
+            // Blocking here is the backpressure: the kernel queue holds (or overflows) the rest.
+            let _ = tx.blocking_send(Notified(ev));
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(w) => self.notify = Some(w),
+            Err(e) => {
+                tracing::error!(folder = %self.folder, "cannot start inotify: {e}; rescanning every {:?} instead", self.opts.fallback_poll);
+                self.degraded = true;
+            }
+        }
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) },
+            );
+        ctx.add_stream(stream);
+        if self.watch(None) {
+            let top: Vec<RelPath> = std::fs::read_dir(&self.root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|i| i.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|i| RelPath::from_name(i.file_name().to_str()?).ok())
+                .collect();
+            for d in top {
+                self.watch_tree(&d);
+            }
+        }
+        self.publish_watches();
+        if self.degraded {
+            self.poll_every(
+                self.opts.fallback_poll,
+                "inotify cannot watch the whole folder",
+                ctx,
+            );
+        }
+    }
+
+    fn poll_every(&mut self, every: Duration, why: &'static str, ctx: &mut Context<Self>) {
+        ctx.run_interval(every, move |act, ctx| {
+            if act.full_rescan.is_none() {
+                act.full_rescan = Some(why.into());
+            }
+            act.flush(ctx);
+        });
+    }
+}
+
+impl Actor for Watcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(actor = "watcher", folder = %self.folder, "started");
+        match self.opts.poll {
+            Some(every) => self.poll_every(every, "periodic scan (--poll)", ctx),
+            None => self.start_inotify(ctx),
+        }
+        if let Some(every) = self.opts.rescan_every {
+            ctx.run_interval(every, |act, ctx| {
+                act.full_rescan
+                    .get_or_insert_with(|| "periodic safety rescan".into());
+                act.flush(ctx);
+            });
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.notify = None;
+        self.stats
+            .watches
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(actor = "watcher", folder = %self.folder, "stopped");
+    }
+}
+
+impl StreamHandler<Notified> for Watcher {
+    fn handle(&mut self, item: Notified, ctx: &mut Self::Context) {
+        self.on_event(item.0, ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<FlushNow> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushNow, ctx: &mut Self::Context) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        self.flush(ctx);
+    }
+}
+
+/// Test support: pretend the kernel's event queue overflowed.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct SimulateOverflow;
+
+impl Handler<SimulateOverflow> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, _: SimulateOverflow, ctx: &mut Self::Context) {
+        self.need_rescan("simulated event queue overflow".into(), ctx);
+    }
+}
+
+impl Handler<crate::messages::Stop> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
