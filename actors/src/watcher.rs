@@ -285,16 +285,24 @@ impl Watcher {
 
     /// Sends what is pending to the Differ, one batch at a time.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.sending || (self.pending.is_empty() && self.full_rescan.is_none()) {
+        self.flush_inner(false, ctx);
+    }
+
+    /// With `force`, sends even while an earlier batch is still being delivered (a
+    /// shutdown must not leave anything pending behind it).
+    fn flush_inner(&mut self, force: bool, ctx: &mut Context<Self>) {
+        if (self.sending && !force) || (self.pending.is_empty() && self.full_rescan.is_none()) {
             return;
         }
         self.first_event = None;
         self.sending = true;
         if let Some(reason) = self.full_rescan.take() {
             self.pending.clear();
-            let to = self.rescan.clone();
+            // `send` queues the message now, so anything sent to the Differ after this
+            // flush (a shutdown's `CurrentSeq`) is handled after it.
+            let request = self.rescan.send(Rescan { reason });
             ctx.spawn(
-                async move { to.send(Rescan { reason }).await }
+                request
                     .into_actor(self)
                     .map(|r, act, ctx| act.sent(r, ctx)),
             );
@@ -308,9 +316,9 @@ impl Watcher {
             }
             paths.push(p);
         }
-        let to = self.differ.clone();
+        let request = self.differ.send(Dirty { paths });
         ctx.spawn(
-            async move { to.send(Dirty { paths }).await }
+            request
                 .into_actor(self)
                 .map(|r, act, ctx| act.sent(r, ctx)),
         );
@@ -424,7 +432,7 @@ impl Handler<FlushNow> for Watcher {
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
         }
-        self.flush(ctx);
+        self.flush_inner(true, ctx);
     }
 }
 
