@@ -38,7 +38,7 @@ pub struct WatchOptions {
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
-            debounce: Duration::from_millis(5),
+            debounce: Duration::from_millis(2),
             max_delay: Duration::from_millis(50),
             rescan_every: Some(Duration::from_secs(3600)),
             poll: None,

@@ -1,4 +1,5 @@
 //! Examples and benchmark support for Ferry.
 
 pub mod compare;
+pub mod procfs;
 pub mod workload;

@@ -416,6 +416,17 @@ impl TreePlan {
         }
     }
 
+    /// The same tree (names, directories, contents' shape) with every file size clamped to
+    /// `MIN_SIZE..=max`: e.g. `with_max_file_size(4 * KIB)` on the full plan gives a "light"
+    /// tree of 10,000 small files (≈33 MiB instead of ≈270 MiB).
+    pub fn with_max_file_size(mut self, max: u64) -> Self {
+        let max = max.max(MIN_SIZE);
+        for f in &mut self.files {
+            f.size = f.size.min(max);
+        }
+        self
+    }
+
     /// Total content bytes of the plan.
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
@@ -569,6 +580,21 @@ mod tests {
         let full = TreePlan::new(Scale::Full, 1);
         let mib = full.total_bytes() / MIB;
         assert!((200..=360).contains(&mib), "full tree is {mib} MiB");
+    }
+
+    #[test]
+    fn max_file_size_clamps_only_sizes() {
+        let full = TreePlan::new(Scale::Small, 3);
+        let light = full.clone().with_max_file_size(4 * KIB);
+        assert_eq!(full.dirs, light.dirs);
+        assert_eq!(full.files.len(), light.files.len());
+        for (a, b) in full.files.iter().zip(&light.files) {
+            assert_eq!((&a.path, a.content_seed), (&b.path, b.content_seed));
+            assert_eq!(b.size, a.size.min(4 * KIB));
+        }
+        assert!(light.total_bytes() < full.total_bytes());
+        let tiny = TreePlan::new(Scale::Small, 3).with_max_file_size(1);
+        assert!(tiny.files.iter().all(|f| f.size == MIN_SIZE));
     }
 
     #[test]
