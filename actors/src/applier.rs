@@ -651,7 +651,11 @@ impl Actor for Applier {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        tracing::debug!(actor = "applier", folder = %self.folder, "started");
+        tracing::info!(actor = "applier", folder = %self.folder, "started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::info!(actor = "applier", folder = %self.folder, "stopped");
     }
 }
 

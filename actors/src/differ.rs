@@ -73,7 +73,11 @@ impl Actor for Differ {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        tracing::debug!(actor = "differ", folder = %self.folder, "started");
+        tracing::info!(actor = "differ", folder = %self.folder, "started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::info!(actor = "differ", folder = %self.folder, "stopped");
     }
 }
 

@@ -102,7 +102,11 @@ impl Actor for Sender {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        tracing::debug!(actor = "sender", folder = %self.folder, "started");
+        tracing::info!(actor = "sender", folder = %self.folder, "started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::info!(actor = "sender", folder = %self.folder, "stopped");
     }
 }
 
