@@ -171,7 +171,7 @@ impl Applier {
                 self.asked.clear();
                 self.dirty = false;
                 if self.opts.dry_run {
-                    self.acknowledge(Some(plan));
+                    self.acknowledge(self.upto, Some(plan));
                 } else {
                     self.execute(plan, ctx);
                 }
@@ -255,10 +255,12 @@ impl Applier {
         }
     }
 
-    fn acknowledge(&mut self, dry_run_plan: Option<Plan>) {
+    /// Acknowledges `seq`: the sequence the applied plan was made from (deltas that arrived
+    /// while it ran are newer and acknowledged by the next plan).
+    fn acknowledge(&mut self, seq: Seq, dry_run_plan: Option<Plan>) {
         let msg = Applied {
             folder: self.folder.clone(),
-            seq: self.upto,
+            seq,
             skipped: std::mem::take(&mut self.skipped),
             dry_run_plan,
         };
@@ -630,8 +632,7 @@ impl Applier {
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
         let Some(x) = self.exec.take() else { return };
-        self.upto = self.upto.max(x.seq);
-        self.acknowledge(None);
+        self.acknowledge(x.seq, None);
         // Deltas that arrived while the plan ran are planned now.
         self.try_plan(ctx);
     }

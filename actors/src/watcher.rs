@@ -11,7 +11,7 @@ use ferry_engine::target::TEMP_PREFIX;
 use ferry_engine::RelPath;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::messages::{Dirty, Failed, FlushNow, FolderId, Rescan};
 use crate::stats::Stats;
@@ -68,6 +68,13 @@ pub struct Watcher {
     last_event: Instant,
     timer: Option<SpawnHandle>,
     sending: bool,
+    /// A private directory in the same inotify instance: a file created there on
+    /// `FlushNow` comes back as an event after every event queued before it.
+    barrier: Option<PathBuf>,
+    barrier_seq: u64,
+    /// The watch count this Watcher last added to the folder's counter.
+    published: u64,
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 /// One notify callback result, carried into the actor.
@@ -102,14 +109,24 @@ impl Watcher {
             last_event: Instant::now(),
             timer: None,
             sending: false,
+            barrier: None,
+            barrier_seq: 0,
+            published: 0,
+            flush_waiters: Vec::new(),
         }
     }
 
-    fn publish_watches(&self) {
+    /// Adds this Watcher's change in watch count to the folder's counter (a replacement
+    /// Watcher may already be counting while this one stops).
+    fn publish_watches(&mut self) {
         let n = self.watched.len() as u64 + u64::from(self.root_watched);
         self.stats
             .watches
-            .store(n, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .watches
+            .fetch_sub(self.published, std::sync::atomic::Ordering::Relaxed);
+        self.published = n;
     }
 
     /// Adds a watch on `dir` (`None` = the root). Returns false when inotify refused.
@@ -191,6 +208,46 @@ impl Watcher {
         }
     }
 
+    /// Watches the root and every directory below it not watched yet.
+    fn watch_all(&mut self) {
+        if self.watch(None) {
+            let top: Vec<RelPath> = std::fs::read_dir(&self.root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|i| i.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|i| RelPath::from_name(i.file_name().to_str()?).ok())
+                .collect();
+            for d in top {
+                self.watch_tree(&d);
+            }
+        }
+        self.publish_watches();
+    }
+
+    /// After events were lost: releases the watches of directories that are gone, then
+    /// watches every directory there is, so that none created (or moved in, or replaced)
+    /// meanwhile stays unwatched. Gone ones go first: a directory moved within the folder
+    /// keeps its inode, and releasing its old path afterwards would drop the new watch.
+    fn rewatch_all(&mut self) {
+        if self.degraded || self.notify.is_none() {
+            return;
+        }
+        let gone: Vec<RelPath> = self
+            .watched
+            .iter()
+            .filter(|d| !std::fs::symlink_metadata(d.under(&self.root)).is_ok_and(|m| m.is_dir()))
+            .cloned()
+            .collect();
+        for d in &gone {
+            self.unwatch_tree(d);
+        }
+        // Watching a watched directory again is harmless (the same watch), and re-arms one
+        // deleted and created again under the same name.
+        self.watched.clear();
+        self.watch_all();
+    }
+
     fn relative(&self, path: &Path) -> Option<Option<RelPath>> {
         let rel = path.strip_prefix(&self.root).ok()?;
         if rel.as_os_str().is_empty() {
@@ -215,6 +272,10 @@ impl Watcher {
             _ => {}
         }
         for path in &ev.paths {
+            if self.barrier.as_ref().is_some_and(|b| path.starts_with(b)) {
+                self.on_barrier(path, ctx);
+                continue;
+            }
             let rel = match self.relative(path) {
                 Some(Some(r)) => r,
                 // The root's own metadata is not replicated; its removal or replacement is
@@ -254,6 +315,7 @@ impl Watcher {
 
     fn need_rescan(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(folder = %self.folder, "full rescan: {reason}");
+        self.rewatch_all();
         self.full_rescan = Some(reason);
         self.arm(ctx);
     }
@@ -301,11 +363,7 @@ impl Watcher {
             // `send` queues the message now, so anything sent to the Differ after this
             // flush (a shutdown's `CurrentSeq`) is handled after it.
             let request = self.rescan.send(Rescan { reason });
-            ctx.spawn(
-                request
-                    .into_actor(self)
-                    .map(|r, act, ctx| act.sent(r, ctx)),
-            );
+            ctx.spawn(request.into_actor(self).map(|r, act, ctx| act.sent(r, ctx)));
             return;
         }
         let mut paths: Vec<RelPath> = Vec::new();
@@ -317,11 +375,7 @@ impl Watcher {
             paths.push(p);
         }
         let request = self.differ.send(Dirty { paths });
-        ctx.spawn(
-            request
-                .into_actor(self)
-                .map(|r, act, ctx| act.sent(r, ctx)),
-        );
+        ctx.spawn(request.into_actor(self).map(|r, act, ctx| act.sent(r, ctx)));
     }
 
     fn sent(&mut self, r: Result<(), MailboxError>, ctx: &mut Context<Self>) {
@@ -358,25 +412,57 @@ impl Watcher {
                 |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) },
             );
         ctx.add_stream(stream);
-        if self.watch(None) {
-            let top: Vec<RelPath> = std::fs::read_dir(&self.root)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|i| i.file_type().is_ok_and(|t| t.is_dir()))
-                .filter_map(|i| RelPath::from_name(i.file_name().to_str()?).ok())
-                .collect();
-            for d in top {
-                self.watch_tree(&d);
-            }
-        }
-        self.publish_watches();
+        self.barrier = self.make_barrier();
+        self.watch_all();
         if self.degraded {
             self.poll_every(
                 self.opts.fallback_poll,
                 "inotify cannot watch the whole folder",
                 ctx,
             );
+        }
+    }
+
+    /// Creates and watches the private barrier directory (outside the folder).
+    fn make_barrier(&mut self) -> Option<PathBuf> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(".ferry-barrier-{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        match self
+            .notify
+            .as_mut()?
+            .watch(&dir, RecursiveMode::NonRecursive)
+        {
+            Ok(()) => Some(dir),
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                None
+            }
+        }
+    }
+
+    /// An event in the barrier directory: every event before it has been handled, so the
+    /// flushes waiting for it can go.
+    fn on_barrier(&mut self, path: &Path, ctx: &mut Context<Self>) {
+        let Some(n) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flush_waiters)
+            .into_iter()
+            .partition(|(m, _)| *m <= n);
+        self.flush_waiters = waiting;
+        if ready.is_empty() {
+            return;
+        }
+        let _ = std::fs::remove_file(path);
+        self.flush_inner(true, ctx);
+        for (_, tx) in ready {
+            let _ = tx.send(());
         }
     }
 
@@ -410,6 +496,9 @@ impl Actor for Watcher {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.notify = None;
+        if let Some(b) = self.barrier.take() {
+            let _ = std::fs::remove_dir_all(b);
+        }
         self.stats
             .watches
             .store(0, std::sync::atomic::Ordering::Relaxed);
@@ -425,14 +514,40 @@ impl StreamHandler<Notified> for Watcher {
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-impl Handler<FlushNow> for Watcher {
-    type Result = ();
+/// How long a flush waits for its barrier event before flushing what it has.
+const BARRIER_WAIT: Duration = Duration::from_secs(2);
 
-    fn handle(&mut self, _: FlushNow, ctx: &mut Self::Context) {
+impl Handler<FlushNow> for Watcher {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Answers once every change the kernel reported before this message is with the
+    /// Differ: events still in the kernel's or notify's queue are drained first.
+    fn handle(&mut self, _: FlushNow, ctx: &mut Self::Context) -> Self::Result {
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
         }
-        self.flush_inner(true, ctx);
+        let Some(barrier) = self.barrier.clone() else {
+            self.flush_inner(true, ctx);
+            return Box::pin(actix::fut::ready(()));
+        };
+        self.barrier_seq += 1;
+        let n = self.barrier_seq;
+        if std::fs::File::create(barrier.join(n.to_string())).is_err() {
+            self.flush_inner(true, ctx);
+            return Box::pin(actix::fut::ready(()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.flush_waiters.push((n, tx));
+        Box::pin(
+            async move { tokio::time::timeout(BARRIER_WAIT, rx).await.is_ok() }
+                .into_actor(self)
+                .map(|arrived, act, ctx| {
+                    if !arrived {
+                        tracing::warn!(folder = %act.folder, "flush barrier did not come back; flushing what has arrived");
+                        act.flush_inner(true, ctx);
+                    }
+                }),
+        )
     }
 }
 

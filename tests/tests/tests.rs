@@ -1,7 +1,11 @@
-//! Black-box tests of the `ferry` binary: one test executable, one module per area and topic.
+//! Integration tests of Ferry: the `ferry` binary driven as a black box, and live replication
+//! driven in-process through `ferry-actors`' public API. One test executable, one module per
+//! area and topic.
 
 mod util;
 
+mod live_faults;
+mod live_steps;
 mod sync_dryrun;
 mod sync_errors;
 mod sync_initial;
@@ -11,3 +15,4 @@ mod sync_property;
 mod sync_safety;
 mod sync_skip;
 mod sync_stale;
+mod watch_cli;

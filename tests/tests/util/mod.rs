@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod live;
+
 // ---------------------------------------------------------------------------------------------
 // Running the binary
 // ---------------------------------------------------------------------------------------------
@@ -534,20 +536,26 @@ pub type Snapshot = BTreeMap<PathBuf, Node>;
 
 /// Walks `root` without following symlinks and records every entry below it.
 pub fn snapshot(root: &Path) -> Snapshot {
-    let mut out = Snapshot::new();
-    walk(root, Path::new(""), &mut out);
-    out
+    try_snapshot(root).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut Snapshot) {
+/// Like [`snapshot`], but says what failed instead of panicking: a tree that a live mirror is
+/// still changing may lose an entry between listing and reading it.
+pub fn try_snapshot(root: &Path) -> Result<Snapshot, String> {
+    let mut out = Snapshot::new();
+    walk(root, Path::new(""), &mut out)?;
+    Ok(out)
+}
+
+fn walk(root: &Path, rel: &Path, out: &mut Snapshot) -> Result<(), String> {
     let dir = root.join(rel);
-    let rd = fs::read_dir(&dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
+    let rd = fs::read_dir(&dir).map_err(|e| format!("read_dir {}: {e}", dir.display()))?;
     for entry in rd {
-        let entry = entry.unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
+        let entry = entry.map_err(|e| format!("read_dir {}: {e}", dir.display()))?;
         let rel_child = rel.join(entry.file_name());
         let path = root.join(&rel_child);
         let md =
-            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+            fs::symlink_metadata(&path).map_err(|e| format!("lstat {}: {e}", path.display()))?;
         let ft = md.file_type();
         let kind = if ft.is_symlink() {
             Kind::Symlink
@@ -559,13 +567,15 @@ fn walk(root: &Path, rel: &Path, out: &mut Snapshot) {
             Kind::Special
         };
         let content = if kind == Kind::File {
-            fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?
         } else {
             Vec::new()
         };
-        let target = (kind == Kind::Symlink).then(|| {
-            fs::read_link(&path).unwrap_or_else(|e| panic!("readlink {}: {e}", path.display()))
-        });
+        let target = if kind == Kind::Symlink {
+            Some(fs::read_link(&path).map_err(|e| format!("readlink {}: {e}", path.display()))?)
+        } else {
+            None
+        };
         out.insert(
             rel_child.clone(),
             Node {
@@ -578,9 +588,10 @@ fn walk(root: &Path, rel: &Path, out: &mut Snapshot) {
             },
         );
         if kind == Kind::Dir {
-            walk(root, &rel_child, out);
+            walk(root, &rel_child, out)?;
         }
     }
+    Ok(())
 }
 
 /// Which properties a comparison of two snapshots looks at.

@@ -1,0 +1,125 @@
+//! `ferry watch` as a process: live replication, shutdown on SIGTERM after finishing the
+//! change in flight, polling mode, and bad input. Every test name says `live`.
+
+use std::time::Duration;
+
+use crate::util::live::{mirror_diff, WatchProcess};
+use crate::util::*;
+
+/// How long a process may take to exit after SIGTERM.
+const EXIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Whether some line of `stderr` logs `change` for `path` (`... created folder=… path=PATH`).
+fn logs_change(stderr: &str, change: &str, path: &str) -> bool {
+    let word = format!(" {change} ");
+    let field = format!("path={path}");
+    stderr
+        .lines()
+        .any(|l| l.contains(&word) && l.split_whitespace().any(|w| w == field))
+}
+
+#[test]
+fn live_changes_replicate_and_sigterm_finishes_the_change_in_flight() {
+    let base = tempdir();
+    let src = base.path().join("src");
+    let dst = base.path().join("dst");
+    write(&src.join("seed.txt"), "seed\n");
+    write(&src.join("dir/existing.txt"), "existing\n");
+    let mut p = WatchProcess::spawn(&src, &dst, &[], &base.path().join("stderr.txt"));
+    p.wait_mirror(&src, &dst, "the initial sync");
+    assert_eq!(
+        p.inotify_instances(),
+        1,
+        "ferry watch uses one inotify instance"
+    );
+
+    write(&src.join("one.txt"), "one\n");
+    write(&src.join("dir/sub/two.txt"), "two\n");
+    write(&src.join("seed.txt"), "seed, modified and longer\n");
+    p.wait_mirror(&src, &dst, "creating and modifying files");
+
+    // The last change is made just before the signal: shutting down must finish it.
+    write(&src.join("last.txt"), "the change in flight\n");
+    p.terminate();
+    let (status, stderr) = p.wait_exit(EXIT_DEADLINE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "ferry watch should exit 0 on SIGTERM ({status})\n{stderr}"
+    );
+    if let Err(diff) = mirror_diff(&src, &dst) {
+        panic!(
+            "ferry watch exited without finishing the change in flight at SIGTERM:\n{diff}\
+             --- stderr ---\n{stderr}"
+        );
+    }
+
+    for path in [
+        "seed.txt",
+        "dir/existing.txt",
+        "one.txt",
+        "dir/sub/two.txt",
+        "last.txt",
+    ] {
+        assert!(
+            logs_change(&stderr, "created", path),
+            "stderr has no `created` line for {path}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn live_polling_replicates_without_inotify() {
+    let base = tempdir();
+    let src = base.path().join("src");
+    let dst = base.path().join("dst");
+    write(&src.join("seed.txt"), "seed\n");
+    let mut p = WatchProcess::spawn(
+        &src,
+        &dst,
+        &["--poll", "200ms"],
+        &base.path().join("stderr.txt"),
+    );
+    p.wait_mirror(&src, &dst, "the initial sync");
+    assert_eq!(p.inotify_instances(), 0, "--poll should not use inotify");
+
+    write(&src.join("polled/new.txt"), "found by a periodic scan\n");
+    write(&src.join("seed.txt"), "seed, changed\n");
+    p.wait_mirror(&src, &dst, "changes seen by polling");
+
+    p.terminate();
+    let (status, stderr) = p.wait_exit(EXIT_DEADLINE);
+    assert_eq!(status.code(), Some(0), "exit status {status}\n{stderr}");
+}
+
+#[test]
+fn live_watch_of_a_missing_src_exits_1() {
+    let base = tempdir();
+    ferry([
+        "watch".as_ref(),
+        base.path().join("missing").as_os_str(),
+        base.path().join("dst").as_os_str(),
+    ])
+    .assert_code(1)
+    .assert_stderr_contains("missing");
+    assert!(
+        !exists(&base.path().join("dst")),
+        "no DST for a missing SRC"
+    );
+}
+
+#[test]
+fn live_watch_with_a_bad_debounce_exits_2() {
+    let base = tempdir();
+    let src = base.path().join("src");
+    mkdir(&src);
+    ferry([
+        "watch".as_ref(),
+        src.as_os_str(),
+        base.path().join("dst").as_os_str(),
+        "--debounce".as_ref(),
+        "nonsense".as_ref(),
+    ])
+    .assert_code(2)
+    .assert_stderr_contains("nonsense");
+}
