@@ -140,6 +140,18 @@ impl Applier {
         });
     }
 
+    /// Delivers a request to the Sender with backpressure; a Sender that is gone is a failure.
+    fn to_sender<M>(&mut self, request: actix::dev::RecipientRequest<M>, ctx: &mut Context<Self>)
+    where
+        M: Message<Result = ()> + Send + 'static,
+    {
+        ctx.spawn(request.into_actor(self).map(|r, act, _| {
+            if let Err(e) = r {
+                act.fail(format!("sender is gone: {e}"));
+            }
+        }));
+    }
+
     fn skip(&mut self, path: &RelPath, reason: String) {
         tracing::warn!(folder = %self.folder, path = %path, "not applied: {reason}");
         Stats::add(&self.stats.skipped, 1);
@@ -198,16 +210,8 @@ impl Applier {
                 folder: self.folder.clone(),
                 paths: source,
             };
-            let to = self.sender.need_content.clone();
-            ctx.spawn(
-                async move { to.send(msg).await }
-                    .into_actor(self)
-                    .map(|r, act, _| {
-                        if let Err(e) = r {
-                            act.fail(format!("sender is gone: {e}"));
-                        }
-                    }),
-            );
+            let request = self.sender.need_content.send(msg);
+            self.to_sender(request, ctx);
         }
         for group in needs.target.chunks(32) {
             let group = group.to_vec();
@@ -487,16 +491,8 @@ impl Applier {
             });
         }
         for msg in messages {
-            let to = self.sender.need_chunks.clone();
-            ctx.spawn(
-                async move { to.send(msg).await }
-                    .into_actor(self)
-                    .map(|r, act, _| {
-                        if let Err(e) = r {
-                            act.fail(format!("sender is gone: {e}"));
-                        }
-                    }),
-            );
+            let request = self.sender.need_chunks.send(msg);
+            self.to_sender(request, ctx);
         }
     }
 

@@ -22,6 +22,22 @@ const HASH_ATTEMPTS: usize = 3;
 /// Files handed to one hashing job (jobs run in parallel, one per core).
 const FILES_PER_JOB: usize = 32;
 
+/// Hashes a source file, trying again while it changes under the read (a writer still at
+/// work), up to [`HASH_ATTEMPTS`] times.
+fn hash_settled(
+    source: &SourceDir,
+    path: &RelPath,
+) -> std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error> {
+    let mut last = source.hash_file(path);
+    for _ in 1..HASH_ATTEMPTS {
+        match &last {
+            Err(ferry_engine::Error::Changed { .. }) => last = source.hash_file(path),
+            _ => break,
+        }
+    }
+    last
+}
+
 /// Owns the source index of one folder.
 pub struct Differ {
     folder: FolderId,
@@ -160,16 +176,8 @@ impl Handler<HashFiles> for Differ {
                     group
                         .into_iter()
                         .map(|p| {
-                            let mut last = source.hash_file(&p);
-                            for _ in 1..HASH_ATTEMPTS {
-                                match &last {
-                                    Err(ferry_engine::Error::Changed { .. }) => {
-                                        last = source.hash_file(&p)
-                                    }
-                                    _ => break,
-                                }
-                            }
-                            (p, last)
+                            let hashed = hash_settled(&source, &p);
+                            (p, hashed)
                         })
                         .collect::<Vec<HashResult>>()
                 })
@@ -264,14 +272,7 @@ fn rescan(
         if e.kind != EntryKind::File || !e.is_present() || e.content.is_some() {
             continue;
         }
-        let mut last = source.hash_file(&e.path);
-        for _ in 1..HASH_ATTEMPTS {
-            match &last {
-                Err(ferry_engine::Error::Changed { .. }) => last = source.hash_file(&e.path),
-                _ => break,
-            }
-        }
-        match last {
+        match hash_settled(source, &e.path) {
             Ok((content, st)) => {
                 e.size = st.size;
                 e.mtime = ferry_engine::MtimeNs(st.mtime_ns);
