@@ -141,8 +141,11 @@ impl Applier {
     }
 
     /// Delivers a request to the Sender with backpressure; a Sender that is gone is a failure.
-    fn to_sender<M>(&mut self, request: actix::dev::RecipientRequest<M>, ctx: &mut Context<Self>)
-    where
+    fn deliver_to_sender<M>(
+        &mut self,
+        request: actix::dev::RecipientRequest<M>,
+        ctx: &mut Context<Self>,
+    ) where
         M: Message<Result = ()> + Send + 'static,
     {
         ctx.spawn(request.into_actor(self).map(|r, act, _| {
@@ -211,7 +214,7 @@ impl Applier {
                 paths: source,
             };
             let request = self.sender.need_content.send(msg);
-            self.to_sender(request, ctx);
+            self.deliver_to_sender(request, ctx);
         }
         for group in needs.target.chunks(32) {
             let group = group.to_vec();
@@ -492,7 +495,7 @@ impl Applier {
         }
         for msg in messages {
             let request = self.sender.need_chunks.send(msg);
-            self.to_sender(request, ctx);
+            self.deliver_to_sender(request, ctx);
         }
     }
 
