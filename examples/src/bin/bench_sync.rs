@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_examples::compare::{compare_trees, CompareReport};
+use ferry_examples::benchkit::{
+    self, fresh_dir, median, ratio, setup, verdict, verify, ArgParser, Failure, Result,
+};
 use ferry_examples::workload::{Scale, TreePlan, TreeStats, MIB};
 use serde_json::{json, Value};
 
@@ -40,9 +42,6 @@ const TARGET_INITIAL_RATIO: f64 = 1.0;
 const TARGET_NOOP_RATIO: f64 = 0.5;
 /// Target: ferry peak RSS ≤ this many MiB.
 const TARGET_RSS_MIB: f64 = 100.0;
-
-/// How many differences to print when verification fails.
-const MAX_DIFFS_SHOWN: usize = 20;
 
 const USAGE: &str = "\
 bench_sync: compare `ferry sync` with `rsync -a --delete` (wall time, peak RSS)
@@ -70,45 +69,6 @@ missed are reported as MISS but do not change the status), 1 on usage/setup erro
 3 when a ferry run failed or produced a destination that differs from SRC.
 ";
 
-type Result<T> = std::result::Result<T, Failure>;
-
-/// Why the benchmark stopped.
-#[derive(Debug)]
-enum Failure {
-    /// Bad command line or missing tool: exit 1.
-    Setup(String),
-    /// ferry failed or produced a wrong result: exit 3.
-    Wrong(String),
-    /// A failure that has already been printed; carries the exit code.
-    Reported(u8),
-}
-
-impl Failure {
-    fn message(&self) -> &str {
-        match self {
-            Failure::Setup(m) | Failure::Wrong(m) => m,
-            Failure::Reported(_) => "(already reported)",
-        }
-    }
-
-    fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Setup(_) => 1,
-            Failure::Wrong(_) => 3,
-            Failure::Reported(code) => *code,
-        }
-    }
-
-    /// Marks a failure as printed so that `run` does not print it twice.
-    fn reported(self) -> Self {
-        Failure::Reported(self.exit_code())
-    }
-}
-
-fn setup<E: std::fmt::Display>(context: impl std::fmt::Display) -> impl FnOnce(E) -> Failure {
-    move |e| Failure::Setup(format!("{context}: {e}"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------------------------
@@ -125,7 +85,7 @@ struct Args {
     keep: bool,
 }
 
-fn parse_args(mut it: impl Iterator<Item = OsString>) -> std::result::Result<Option<Args>, String> {
+fn parse_args(it: impl Iterator<Item = OsString>) -> std::result::Result<Option<Args>, String> {
     let mut args = Args {
         scale: Scale::Full,
         seed: 1,
@@ -136,43 +96,15 @@ fn parse_args(mut it: impl Iterator<Item = OsString>) -> std::result::Result<Opt
         skip_ferry: false,
         keep: false,
     };
-    fn value(
-        it: &mut dyn Iterator<Item = OsString>,
-        flag: &str,
-    ) -> std::result::Result<OsString, String> {
-        it.next().ok_or_else(|| format!("{flag} needs a value"))
-    }
-    fn text(v: OsString, flag: &str) -> std::result::Result<String, String> {
-        v.into_string()
-            .map_err(|v| format!("{flag}: not valid UTF-8: {v:?}"))
-    }
-    while let Some(arg) = it.next() {
-        let arg = text(arg, "argument")?;
-        // Accept both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(OsString::from(v))),
-            _ => (arg.clone(), None),
-        };
-        let val = |it: &mut dyn Iterator<Item = OsString>| match inline.clone() {
-            Some(v) => Ok(v),
-            None => value(it, &flag),
-        };
+    let mut p = ArgParser::new(it);
+    while let Some(flag) = p.next_flag()? {
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--scale" => args.scale = text(val(&mut it)?, "--scale")?.parse()?,
-            "--seed" => {
-                let v = text(val(&mut it)?, "--seed")?;
-                args.seed = v.parse().map_err(|e| format!("--seed {v:?}: {e}"))?;
-            }
-            "--workdir" => args.workdir = Some(PathBuf::from(val(&mut it)?)),
-            "--ferry" => args.ferry = Some(PathBuf::from(val(&mut it)?)),
-            "--runs" => {
-                let v = text(val(&mut it)?, "--runs")?;
-                args.runs = v.parse().map_err(|e| format!("--runs {v:?}: {e}"))?;
-                if args.runs == 0 {
-                    return Err("--runs must be at least 1".into());
-                }
-            }
+            "--scale" => args.scale = p.text("--scale")?.parse()?,
+            "--seed" => args.seed = p.number("--seed")?,
+            "--workdir" => args.workdir = Some(PathBuf::from(p.value("--workdir")?)),
+            "--ferry" => args.ferry = Some(PathBuf::from(p.value("--ferry")?)),
+            "--runs" => args.runs = p.positive("--runs")?,
             "--json" => args.json = true,
             "--skip-ferry" => args.skip_ferry = true,
             "--keep" => args.keep = true,
@@ -186,49 +118,8 @@ fn parse_args(mut it: impl Iterator<Item = OsString>) -> std::result::Result<Opt
 // Tools
 // ---------------------------------------------------------------------------------------------
 
-/// Resolves a program name through `$PATH` (names containing `/` are taken as paths).
-fn which(name: &OsStr) -> Option<PathBuf> {
-    let p = Path::new(name);
-    if p.components().count() > 1 {
-        return p.is_file().then(|| p.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|c| c.is_file())
-}
-
-fn default_ferry_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("release")
-        .join("ferry")
-}
-
-fn find_ferry(arg: Option<&Path>) -> Result<PathBuf> {
-    let hint = "build it with `cargo build --release -p ferry-node` (or pass --ferry PATH, \
-                or --skip-ferry to measure rsync only)";
-    match arg {
-        Some(p) => which(p.as_os_str()).ok_or_else(|| {
-            Failure::Setup(format!("ferry binary {} not found; {hint}", p.display()))
-        }),
-        None => {
-            let p = default_ferry_path();
-            if p.is_file() {
-                Ok(p.canonicalize().unwrap_or(p))
-            } else {
-                Err(Failure::Setup(format!(
-                    "ferry binary not found at {}; {hint}",
-                    p.display()
-                )))
-            }
-        }
-    }
-}
-
 fn find_rsync() -> Result<(PathBuf, String)> {
-    let rsync = which(OsStr::new("rsync")).ok_or_else(|| {
+    let rsync = benchkit::which(OsStr::new("rsync")).ok_or_else(|| {
         Failure::Setup("rsync not found on PATH; install it with `apt-get install -y rsync`".into())
     })?;
     let out = Command::new(&rsync)
@@ -330,36 +221,6 @@ fn measure(
     Ok((Sample { wall, peak_rss_kib }, out))
 }
 
-fn verify(what: &str, src: &Path, dst: &Path) -> Result<CompareReport> {
-    let report = compare_trees(src, dst).map_err(setup(format!(
-        "{what}: comparing {} with {}",
-        dst.display(),
-        src.display()
-    )))?;
-    if report.is_equal() {
-        return Ok(report);
-    }
-    let mut msg = format!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! VERIFICATION FAILED: {what}: {} differs from SRC {} ({} differences)\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
-        dst.display(),
-        src.display(),
-        report.differences.len()
-    );
-    for d in report.differences.iter().take(MAX_DIFFS_SHOWN) {
-        let _ = write!(msg, "\n  {d}");
-    }
-    if report.differences.len() > MAX_DIFFS_SHOWN {
-        let _ = write!(
-            msg,
-            "\n  … and {} more",
-            report.differences.len() - MAX_DIFFS_SHOWN
-        );
-    }
-    Err(Failure::Wrong(msg))
-}
-
 /// Reads every file under `root` once (untimed page-cache warm-up); returns bytes read.
 fn warm_up(root: &Path) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
@@ -384,16 +245,6 @@ fn warm_up(root: &Path) -> io::Result<u64> {
         }
     }
     Ok(total)
-}
-
-/// Removes `dir` (if present) and recreates it empty.
-fn fresh_dir(dir: &Path) -> Result<()> {
-    match fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Failure::Setup(format!("removing {}: {e}", dir.display()))),
-    }
-    fs::create_dir_all(dir).map_err(setup(format!("creating {}", dir.display())))
 }
 
 /// Parses ferry's `--json` stdout (one JSON object); `None` (with a warning) if it is not.
@@ -470,44 +321,34 @@ impl Samples {
     }
 
     fn median_secs(&self, kind: Kind) -> Option<f64> {
-        let mut v: Vec<f64> = self
+        let v: Vec<f64> = self
             .get(kind)
             .iter()
             .map(|s| s.wall.as_secs_f64())
             .collect();
-        median(&mut v)
+        median(&v)
     }
 
     fn peak_rss_kib(&self, kind: Kind) -> Option<u64> {
         self.get(kind).iter().map(|s| s.peak_rss_kib).max()
     }
-}
 
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    }
-}
-
-fn verdict(value: Option<f64>, limit: f64) -> &'static str {
-    match value {
-        None => "SKIP",
-        Some(v) if v <= limit => "PASS",
-        Some(_) => "MISS",
+    /// The headline numbers: the initial and the no-op ferry / rsync ratios of the median
+    /// wall times, and ferry's peak RSS in MiB.
+    fn headline(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let initial = ratio(
+            self.median_secs(Kind::FerryInitial),
+            self.median_secs(Kind::RsyncInitial),
+        );
+        let noop = ratio(
+            self.median_secs(Kind::FerryNoop),
+            self.median_secs(Kind::RsyncNoop),
+        );
+        let ferry_rss = self
+            .peak_rss_kib(Kind::FerryInitial)
+            .max(self.peak_rss_kib(Kind::FerryNoop))
+            .map(mib);
+        (initial, noop, ferry_rss)
     }
 }
 
@@ -556,18 +397,7 @@ fn results_json(ctx: &Context, samples: &Samples) -> Value {
             }),
         );
     }
-    let initial = ratio(
-        samples.median_secs(Kind::FerryInitial),
-        samples.median_secs(Kind::RsyncInitial),
-    );
-    let noop = ratio(
-        samples.median_secs(Kind::FerryNoop),
-        samples.median_secs(Kind::RsyncNoop),
-    );
-    let ferry_rss = samples
-        .peak_rss_kib(Kind::FerryInitial)
-        .max(samples.peak_rss_kib(Kind::FerryNoop))
-        .map(mib);
+    let (initial, noop, ferry_rss) = samples.headline();
     json!({
         "benchmark": "bench_sync",
         "ok": true,
@@ -662,18 +492,7 @@ fn print_table(ctx: &Context, samples: &Samples) {
             mib(samples.peak_rss_kib(k).unwrap_or(0))
         );
     }
-    let initial = ratio(
-        samples.median_secs(Kind::FerryInitial),
-        samples.median_secs(Kind::RsyncInitial),
-    );
-    let noop = ratio(
-        samples.median_secs(Kind::FerryNoop),
-        samples.median_secs(Kind::RsyncNoop),
-    );
-    let rss = samples
-        .peak_rss_kib(Kind::FerryInitial)
-        .max(samples.peak_rss_kib(Kind::FerryNoop))
-        .map(mib);
+    let (initial, noop, rss) = samples.headline();
     let fmt_ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}×"));
     println!();
     println!(
@@ -713,74 +532,26 @@ fn print_table(ctx: &Context, samples: &Samples) {
 // Main
 // ---------------------------------------------------------------------------------------------
 
-/// Prints a failure (loudly, on stderr; and as JSON on stdout with `--json`).
-fn report_failure(f: &Failure, json: bool) {
-    eprintln!("bench_sync: error: {}", f.message());
-    if json {
-        println!(
-            "{}",
-            json!({ "benchmark": "bench_sync", "ok": false, "error": f.message().trim() })
-        );
-    }
-}
-
 fn run(args: Args) -> Result<()> {
-    let json = args.json;
-    let result = run_inner(args);
-    if let Err(f) = &result {
-        if !matches!(f, Failure::Reported(_)) {
-            report_failure(f, json);
-        }
-    }
-    result
-}
-
-fn run_inner(args: Args) -> Result<()> {
     check_time()?;
     let (rsync, rsync_version) = find_rsync()?;
     let ferry = if args.skip_ferry {
         None
     } else {
-        Some(find_ferry(args.ferry.as_deref())?)
+        Some(benchkit::find_ferry(
+            args.ferry.as_deref(),
+            "--ferry PATH, or --skip-ferry to measure rsync only",
+        )?)
     };
-
-    // Working directory.
-    match &args.workdir {
-        Some(d) => {
-            fs::create_dir_all(d).map_err(setup(format!("creating --workdir {}", d.display())))?;
-            let workdir = d
-                .canonicalize()
-                .map_err(setup(format!("resolving --workdir {}", d.display())))?;
-            bench(args, workdir, ferry, rsync, rsync_version)
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("ferry-bench-")
-                .tempdir_in("/tmp")
-                .map_err(setup("creating a temporary directory under /tmp"))?;
-            let (keep, json) = (args.keep, args.json);
-            let result = bench(args, temp.path().to_path_buf(), ferry, rsync, rsync_version);
-            if let Err(f) = &result {
-                // Report before the cleanup note so the failure is not buried.
-                report_failure(f, json);
-            }
-            if keep {
-                eprintln!("bench_sync: kept {}", temp.keep().display());
-            } else {
-                eprintln!(
-                    "bench_sync: removing {}{}",
-                    temp.path().display(),
-                    if result.is_err() {
-                        " (use --keep or --workdir to inspect a failed run)"
-                    } else {
-                        ""
-                    }
-                );
-                drop(temp);
-            }
-            result.map_err(Failure::reported)
-        }
-    }
+    let (workdir, keep, json) = (args.workdir.clone(), args.keep, args.json);
+    benchkit::in_workdir(
+        "bench_sync",
+        workdir.as_deref(),
+        "ferry-bench-",
+        keep,
+        json,
+        |workdir| bench(args, workdir, ferry, rsync, rsync_version),
+    )
 }
 
 fn bench(
@@ -901,21 +672,13 @@ fn bench(
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args_os().skip(1)) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("bench_sync: {e}\n\n{USAGE}");
-            return ExitCode::from(1);
-        }
-    };
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => ExitCode::from(f.exit_code()),
-    }
+    benchkit::main(
+        "bench_sync",
+        USAGE,
+        parse_args(std::env::args_os().skip(1)),
+        |a| a.json,
+        run,
+    )
 }
 
 #[cfg(test)]
@@ -956,17 +719,5 @@ mod tests {
         assert!(parse(&["--runs", "0"]).is_err());
         assert!(parse(&["--seed"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
-    }
-
-    #[test]
-    fn medians_ratios_and_verdicts() {
-        assert_eq!(median(&mut []), None);
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(ratio(Some(1.0), Some(2.0)), Some(0.5));
-        assert_eq!(ratio(None, Some(2.0)), None);
-        assert_eq!(verdict(Some(0.5), 0.5), "PASS");
-        assert_eq!(verdict(Some(0.51), 0.5), "MISS");
-        assert_eq!(verdict(None, 0.5), "SKIP");
     }
 }
