@@ -23,7 +23,13 @@ fn version_and_help_exit_zero() {
 #[test]
 fn a_bad_duration_is_a_usage_error_naming_the_units() {
     let out = ferry()
-        .args(["watch", "/nonexistent-src", "/nonexistent-dst", "--debounce", "5"])
+        .args([
+            "watch",
+            "/nonexistent-src",
+            "/nonexistent-dst",
+            "--debounce",
+            "5",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
