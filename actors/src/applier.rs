@@ -75,8 +75,6 @@ struct Execution {
     /// Complete files waiting to be made durable and installed as a batch.
     sealed: Vec<Arc<Slot>>,
     sealed_bytes: u64,
-    /// Files of the batch being installed now.
-    installing: HashSet<RelPath>,
 }
 
 /// Applies a source folder's index to one target folder.
@@ -318,7 +316,6 @@ impl Applier {
             dirs: BTreeSet::new(),
             sealed: Vec::new(),
             sealed_bytes: 0,
-            installing: HashSet::new(),
         });
         self.run_actions(pre, ctx, |act, ctx| {
             if let Some(x) = act.exec.as_mut() {
@@ -374,7 +371,7 @@ impl Applier {
 
     fn log_change(&self, a: &Action) {
         if let Some(change) = a.change() {
-            tracing::info!(folder = %self.folder, path = %a.path(), "{}", change_word(change));
+            tracing::info!(folder = %self.folder, path = %a.path(), "{}", change.as_str());
         }
     }
 
@@ -518,7 +515,7 @@ impl Applier {
                     self.count(Some(change));
                     Stats::add(&self.stats.files_done, 1);
                     Stats::add(&self.stats.bytes_written, slot.entry.size);
-                    tracing::info!(folder = %self.folder, path = %slot.entry.path, "{}", change_word(change));
+                    tracing::info!(folder = %self.folder, path = %slot.entry.path, "{}", change.as_str());
                     if let Some(x) = self.exec.as_mut() {
                         x.dirs.insert(slot.entry.path.parent());
                     }
@@ -533,7 +530,7 @@ impl Applier {
                     if let Some(x) = self.exec.as_mut() {
                         // A file fails either while assembled (counted active) or while
                         // being installed (already sealed, no longer active).
-                        if !x.installing.remove(&slot.entry.path) {
+                        if !slot.is_sealed() {
                             x.active -= 1;
                         }
                     }
@@ -553,8 +550,6 @@ impl Applier {
         }
         let batch = std::mem::take(&mut x.sealed);
         x.sealed_bytes = 0;
-        x.installing
-            .extend(batch.iter().map(|s| s.entry.path.clone()));
         x.jobs += 1;
         let target = self.target.clone();
         let durable = self.opts.durable;
@@ -567,21 +562,11 @@ impl Applier {
         };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
             match res {
-                Ok(events) => {
-                    if let Some(x) = act.exec.as_mut() {
-                        for e in &events {
-                            if let SlotEvent::Committed(s) = e {
-                                x.installing.remove(&s.entry.path);
-                            }
-                        }
-                    }
-                    act.on_events(events);
-                }
+                Ok(events) => act.on_events(events),
                 Err(e) => act.fail(e.to_string()),
             }
             if let Some(x) = act.exec.as_mut() {
                 x.jobs -= 1;
-                x.installing.clear();
             }
             act.pump_files(ctx);
             act.check_done(ctx);
@@ -634,16 +619,6 @@ impl Applier {
         self.acknowledge(x.seq, None);
         // Deltas that arrived while the plan ran are planned now.
         self.try_plan(ctx);
-    }
-}
-
-fn change_word(c: ChangeKind) -> &'static str {
-    match c {
-        ChangeKind::Created => "created",
-        ChangeKind::Updated => "updated",
-        ChangeKind::Metadata => "metadata updated",
-        ChangeKind::Removed => "removed",
-        ChangeKind::Renamed => "renamed",
     }
 }
 

@@ -21,6 +21,8 @@ pub(crate) struct Slot {
     temp: Mutex<Option<TempFile>>,
     remaining: AtomicUsize,
     finished: AtomicBool,
+    /// Complete in its temp file and handed over for installing (no longer being assembled).
+    sealed: AtomicBool,
 }
 
 /// What happened to a slot in a job.
@@ -57,6 +59,7 @@ impl Slot {
             temp: Mutex::new(None),
             remaining: AtomicUsize::new(n),
             finished: AtomicBool::new(false),
+            sealed: AtomicBool::new(false),
         })
     }
 
@@ -93,6 +96,11 @@ impl Slot {
         !self.finished.swap(true, Ordering::AcqRel)
     }
 
+    /// True once the content is complete and the file waits to be (or is being) installed.
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
     fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
     }
@@ -115,7 +123,10 @@ impl Slot {
             t.seal(self.entry.mode, self.entry.mtime)
         });
         match sealed {
-            Ok(()) => Some(SlotEvent::Sealed(self.clone())),
+            Ok(()) => {
+                self.sealed.store(true, Ordering::Release);
+                Some(SlotEvent::Sealed(self.clone()))
+            }
             Err(e) => self.abort(e.to_string()),
         }
     }

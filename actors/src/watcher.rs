@@ -298,6 +298,18 @@ impl Watcher {
             if rel.name().starts_with(TEMP_PREFIX) {
                 continue;
             }
+            // Only a create, a removal or a rename can make a directory appear or vanish;
+            // a write to a file (most events) needs no look at the disk here.
+            let may_move_dirs = matches!(
+                ev.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Name(_))
+            );
+            if !may_move_dirs && !self.watched.contains(&rel) {
+                self.pending.insert(rel);
+                continue;
+            }
             // Watch a new directory before it is scanned, so nothing written into it is missed.
             match std::fs::symlink_metadata(path) {
                 Ok(md) if md.is_dir() => {

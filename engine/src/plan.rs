@@ -89,6 +89,19 @@ pub enum ChangeKind {
     Renamed,
 }
 
+impl ChangeKind {
+    /// The word that names the change in listings and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Metadata => "metadata",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Renamed => "renamed",
+        }
+    }
+}
+
 impl Action {
     /// The path this action changes.
     pub fn path(&self) -> &RelPath {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use ferry_actors::{run_sync, FolderId, Stats, SyncJob, SyncReport};
-use ferry_engine::{ChangeKind, ChunkParams};
+use ferry_engine::ChunkParams;
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
@@ -185,21 +185,11 @@ struct JsonReport<'a> {
     changes: Option<Vec<Change<'a>>>,
 }
 
-fn word(c: ChangeKind) -> &'static str {
-    match c {
-        ChangeKind::Created => "created",
-        ChangeKind::Updated => "updated",
-        ChangeKind::Metadata => "metadata",
-        ChangeKind::Removed => "removed",
-        ChangeKind::Renamed => "renamed",
-    }
-}
-
 fn print_report(args: &SyncArgs, report: &SyncReport) -> Result<()> {
     let changes: Option<Vec<Change<'_>>> = report.plan.as_ref().map(|plan| {
         plan.itemize()
             .map(|(c, p)| Change {
-                change: word(c),
+                change: c.as_str(),
                 path: p.as_str(),
             })
             .collect()
