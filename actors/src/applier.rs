@@ -28,7 +28,7 @@ const MAX_REQUEST_BYTES: u64 = 4 << 20;
 /// A chunk that arrives corrupt is asked for again this many times before its files fail.
 const CHUNK_RETRIES: u32 = 3;
 /// A batch of complete files is installed when it reaches this many files...
-const FLUSH_FILES: usize = 512;
+const FLUSH_FILES: usize = 256;
 /// ... or this many bytes (or when nothing else is being assembled).
 const FLUSH_BYTES: u64 = 64 << 20;
 /// Blocking file-system jobs at once: writes and fsyncs are latency-bound, so wider than the core count.
@@ -295,6 +295,10 @@ impl Applier {
                     base,
                     replaces,
                 } => {
+                    if entry.content.is_none() {
+                        self.skip(&entry.path, "the source sent no chunk list for it".into());
+                        continue;
+                    }
                     Stats::add(&self.stats.files_planned, 1);
                     Stats::add(&self.stats.bytes_planned, entry.size);
                     queue.push_back(Slot::new(entry, base, replaces, self.target.clone()));
@@ -354,6 +358,14 @@ impl Applier {
                         match r {
                             Ok(effect) => {
                                 if effect.wrote {
+                                    if let Some(x) = act.exec.as_mut() {
+                                        // Directories whose entries changed are fsynced
+                                        // before the plan is acknowledged.
+                                        x.dirs.insert(a.path().parent());
+                                        if let Action::Rename { from, .. } = &a {
+                                            x.dirs.insert(from.parent());
+                                        }
+                                    }
                                     act.count(a.change());
                                     act.log_change(&a);
                                     act.record(&a);
@@ -583,12 +595,15 @@ impl Applier {
         }
         x.jobs += 1;
         let post = std::mem::take(&mut x.post);
-        let dirs: Vec<Option<RelPath>> = std::mem::take(&mut x.dirs).into_iter().collect();
         let durable = self.opts.durable;
         self.run_actions(post, ctx, move |act, ctx| {
             if !durable {
                 return act.finish(ctx);
             }
+            let dirs: Vec<Option<RelPath>> = match act.exec.as_mut() {
+                Some(x) => std::mem::take(&mut x.dirs).into_iter().collect(),
+                None => Vec::new(),
+            };
             let target = act.target.clone();
             let pool = act.io.clone();
             let job = async move {
@@ -686,7 +701,10 @@ impl Handler<IndexDelta> for Applier {
                 self.content_requests = self.content_requests.saturating_sub(1);
             }
             for e in msg.entries {
-                self.source.insert(e, None);
+                // Content replies and change deltas travel separately: keep the newer entry.
+                if self.source.get(&e.path).is_none_or(|old| old.seq <= e.seq) {
+                    self.source.insert(e, None);
+                }
             }
         }
         self.upto = self.upto.max(msg.upto);
@@ -704,12 +722,15 @@ impl Handler<ChunkData> for Applier {
             return;
         };
         let mut batch = Vec::new();
+        // Received bytes stay counted as in flight until they are on disk, so a slow disk
+        // holds back further requests instead of letting data pile up in memory.
+        let mut held = 0u64;
         for c in msg.chunks {
             let Some(waiters) = x.waiting.remove(&c.id) else {
                 tracing::debug!(folder = %self.folder, "unrequested chunk {:?} ignored", c.id);
                 continue;
             };
-            x.inflight = x.inflight.saturating_sub(u64::from(waiters[0].1.chunk.len));
+            held += u64::from(waiters[0].1.chunk.len);
             batch.push((c.data, c.id, waiters));
         }
         let mut events = Vec::new();
@@ -728,9 +749,10 @@ impl Handler<ChunkData> for Applier {
             x.jobs += 1;
             let pool = self.io.clone();
             let job = async move { pool.run("write chunks", move || write_chunks(batch)).await };
-            ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
+            ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
                 if let Some(x) = act.exec.as_mut() {
                     x.jobs -= 1;
+                    x.inflight = x.inflight.saturating_sub(held);
                 }
                 match res {
                     Ok(outcome) => {
@@ -752,8 +774,12 @@ impl Handler<ChunkData> for Applier {
 
 impl Applier {
     /// A chunk arrived corrupt: ask again, up to a limit, then fail its files.
-    fn retry_chunk(&mut self, id: ChunkId, waiters: Waiters) {
+    fn retry_chunk(&mut self, id: ChunkId, mut waiters: Waiters) {
+        waiters.retain(|(slot, _)| !slot.is_finished());
         let Some(x) = self.exec.as_mut() else { return };
+        if waiters.is_empty() {
+            return;
+        }
         let n = x.retries.entry(id).or_insert(0);
         *n += 1;
         tracing::warn!(folder = %self.folder, path = %waiters[0].0.entry.path, attempt = *n, "chunk failed verification, asking again");

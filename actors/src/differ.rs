@@ -1,5 +1,6 @@
 //! The Differ: owns a source folder's index, scans it, and hashes files on request.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -155,14 +156,19 @@ impl Handler<HashFiles> for Differ {
     type Result = ResponseActFuture<Self, Result<Vec<FileEntry>>>;
 
     fn handle(&mut self, msg: HashFiles, _: &mut Self::Context) -> Self::Result {
+        // Each file with the sequence of the entry being hashed: a result for an entry
+        // that a rescan has replaced meanwhile must not overwrite the newer one.
+        let mut asked: HashMap<RelPath, Seq> = HashMap::new();
         let files: Vec<RelPath> = match &self.index {
             Some(index) => msg
                 .paths
                 .into_iter()
-                .filter(|p| {
-                    index
-                        .get(p)
-                        .is_some_and(|e| e.kind == EntryKind::File && e.is_present())
+                .filter(|p| match index.get(p) {
+                    Some(e) if e.kind == EntryKind::File && e.is_present() => {
+                        asked.insert(p.clone(), e.seq);
+                        true
+                    }
+                    _ => false,
                 })
                 .collect(),
             None => Vec::new(),
@@ -185,12 +191,16 @@ impl Handler<HashFiles> for Differ {
             }
         });
         let all = join_all(jobs.collect::<Vec<_>>());
-        Box::pin(all.into_actor(self).map(|results, act, _| {
+        Box::pin(all.into_actor(self).map(move |results, act, _| {
             let mut out = Vec::new();
             for batch in results {
                 for (path, res) in batch? {
-                    if let Some(e) = act.record_hash(&path, res) {
-                        out.push(e);
+                    let current = act.index.as_ref().and_then(|i| i.get(&path));
+                    match current {
+                        // Replaced since it was asked for: the newer entry (already sent,
+                        // with its content) stands.
+                        Some(e) if Some(&e.seq) != asked.get(&path) => out.push(e.clone()),
+                        _ => out.extend(act.record_hash(&path, res)),
                     }
                 }
             }

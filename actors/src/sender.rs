@@ -141,8 +141,10 @@ impl Handler<NeedContent> for Sender {
         let Some(differ) = self.differ.clone() else {
             return self.fail("content request before the differ was connected".into());
         };
-        let hashed = async move { differ.send(HashFiles { paths: msg.paths }).await };
-        ctx.wait(hashed.into_actor(self).map(|res, act, ctx| match res {
+        // `spawn`, not `wait`: the Differ may itself be waiting to hand this Sender an
+        // update, and the Applier keeps the newer of two entries for a path whatever the order.
+        let hashed = differ.send(HashFiles { paths: msg.paths });
+        ctx.spawn(hashed.into_actor(self).map(|res, act, ctx| match res {
             Ok(Ok(entries)) => {
                 let delta = IndexDelta {
                     folder: act.folder.clone(),

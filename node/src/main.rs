@@ -14,11 +14,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Raises the soft limit on open files to the hard one: the Applier keeps a temp file open
+/// for every file it assembles or waits to install (hundreds at once), more than the
+/// usual soft limit of 1,024 allows alongside everything else.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::debug!("cannot raise the open-file limit: {e}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // A live mirror logs each replicated change by default; a one-shot sync only warnings.
     let base = u8::from(matches!(cli.command, cli::Command::Watch(_)));
     logging::init(cli.verbose.saturating_add(base), cli.quiet);
+    raise_fd_limit();
     let result = match &cli.command {
         cli::Command::Sync(args) => sync_cmd::run(args, cli.quiet),
         cli::Command::Watch(args) => watch_cmd::run(args).map(|()| sync_cmd::Outcome::Complete),
