@@ -34,11 +34,12 @@ pub mod stats;
 pub mod supervisor;
 mod transfer;
 pub mod watcher;
+pub mod wire;
 
 pub use error::{Error, Result};
 pub use messages::FolderId;
 pub use oneshot::{run_sync, SyncJob, SyncReport};
-pub use pipeline::{FolderJob, Pipeline};
+pub use pipeline::{FolderJob, LinkTaps, Pipeline};
 pub use stats::{Stats, StatsSnapshot};
 pub use supervisor::{FolderState, FolderSupervisor, RestartPolicy, Shutdown};
 pub use watcher::WatchOptions;

@@ -33,6 +33,17 @@ pub struct FolderJob {
     pub params: ChunkParams,
 }
 
+/// Interposers on the links between Sender and Applier: each receives the recipients the
+/// pipeline would use and returns the ones to use instead (a remote link, a meter, or in
+/// tests a fault injector that forwards to the originals).
+#[derive(Default)]
+pub struct LinkTaps {
+    /// Wraps what the Sender sends to the Applier.
+    pub to_target: Option<Box<dyn FnOnce(TargetLink) -> TargetLink>>,
+    /// Wraps what the Applier sends to the Sender.
+    pub to_sender: Option<Box<dyn FnOnce(SenderLink) -> SenderLink>>,
+}
+
 /// The actors of one running pipeline.
 pub struct Pipeline {
     /// The Watcher, in live mode.
@@ -55,6 +66,18 @@ impl Pipeline {
         stats: Arc<Stats>,
         monitor: Recipient<Failed>,
         on_applied: Recipient<Applied>,
+    ) -> Result<Pipeline> {
+        Self::start_with(job, watch, stats, monitor, on_applied, LinkTaps::default()).await
+    }
+
+    /// [`Pipeline::start`], with the Sender ↔ Applier links passed through `taps`.
+    pub async fn start_with(
+        job: &FolderJob,
+        watch: Option<WatchOptions>,
+        stats: Arc<Stats>,
+        monitor: Recipient<Failed>,
+        on_applied: Recipient<Applied>,
+        taps: LinkTaps,
     ) -> Result<Pipeline> {
         let target_dir = TargetDir::open(&job.target)?;
         let source = SourceDir::new(job.source.clone(), job.params);
@@ -84,6 +107,10 @@ impl Pipeline {
             applied: sender.clone().recipient(),
             failed: sender.clone().recipient(),
         };
+        let link = match taps.to_sender {
+            Some(tap) => tap(link),
+            None => link,
+        };
         let opts = ApplierOptions {
             checksum: job.checksum,
             dry_run: job.dry_run,
@@ -93,13 +120,18 @@ impl Pipeline {
         let applier =
             Applier::new(job.folder.clone(), target_dir, opts, link, stats.clone()).start();
         let mailbox = |actor| move |source| Error::Mailbox { actor, source };
+        let target = TargetLink {
+            index: applier.clone().recipient(),
+            chunks: applier.clone().recipient(),
+        };
+        let target = match taps.to_target {
+            Some(tap) => tap(target),
+            None => target,
+        };
         sender
             .send(Connect {
                 differ: differ.clone(),
-                target: TargetLink {
-                    index: applier.clone().recipient(),
-                    chunks: applier.clone().recipient(),
-                },
+                target,
             })
             .await
             .map_err(mailbox("sender"))?;

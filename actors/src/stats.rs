@@ -25,8 +25,17 @@ pub struct Stats {
     pub bytes_written: AtomicU64,
     /// Chunk data bytes passed from the Sender to the Applier.
     pub bytes_sent: AtomicU64,
-    /// Bytes the Applier copied from the target's own old versions instead.
+    /// Chunks passed from the Sender to the Applier.
+    pub chunks_sent: AtomicU64,
+    /// Encoded bytes of every message between Sender and Applier (both directions) other
+    /// than chunk data: index entries, chunk lists, requests, acknowledgements.
+    pub bytes_metadata: AtomicU64,
+    /// Bytes the Applier copied from files the target already holds instead of fetching them.
     pub bytes_reused: AtomicU64,
+    /// Chunks copied locally.
+    pub chunks_reused: AtomicU64,
+    /// Bytes of all-zero chunks, sent as a length only (and left as holes in the target).
+    pub bytes_zero: AtomicU64,
     /// Files the current plan writes.
     pub files_planned: AtomicU64,
     /// Of those, files finished.
@@ -60,10 +69,18 @@ pub struct StatsSnapshot {
     pub skipped: u64,
     /// Bytes written.
     pub bytes_written: u64,
-    /// Bytes passed from Sender to Applier.
+    /// Chunk data bytes passed from Sender to Applier.
     pub bytes_sent: u64,
-    /// Bytes reused locally.
+    /// Chunks passed from Sender to Applier.
+    pub chunks_sent: u64,
+    /// Encoded bytes of all other messages between Sender and Applier, both directions.
+    pub bytes_metadata: u64,
+    /// Bytes copied from files the target already held.
     pub bytes_reused: u64,
+    /// Chunks copied locally.
+    pub chunks_reused: u64,
+    /// Bytes of all-zero chunks sent as a length only.
+    pub bytes_zero: u64,
 }
 
 impl Stats {
@@ -85,7 +102,11 @@ impl Stats {
             skipped: g(&self.skipped),
             bytes_written: g(&self.bytes_written),
             bytes_sent: g(&self.bytes_sent),
+            chunks_sent: g(&self.chunks_sent),
+            bytes_metadata: g(&self.bytes_metadata),
             bytes_reused: g(&self.bytes_reused),
+            chunks_reused: g(&self.chunks_reused),
+            bytes_zero: g(&self.bytes_zero),
         }
     }
 

@@ -73,6 +73,59 @@ impl Default for ChunkParams {
     }
 }
 
+impl ChunkParams {
+    /// Checks the parameters against FastCDC's limits and their order
+    /// (64 B ≤ min ≤ avg ≤ max, avg ≥ 256 B, max between 1 KiB and 16 MiB).
+    pub fn new(min: u32, avg: u32, max: u32) -> Result<Self, String> {
+        if !(64..=1 << 20).contains(&min) {
+            return Err(format!("minimum chunk size {min} is outside 64 B..1 MiB"));
+        }
+        if !(256..=4 << 20).contains(&avg) {
+            return Err(format!("average chunk size {avg} is outside 256 B..4 MiB"));
+        }
+        if !(1024..=16 << 20).contains(&max) {
+            return Err(format!("maximum chunk size {max} is outside 1 KiB..16 MiB"));
+        }
+        if !(min <= avg && avg <= max) {
+            return Err(format!(
+                "chunk sizes must satisfy min <= avg <= max (got {min}, {avg}, {max})"
+            ));
+        }
+        Ok(ChunkParams { min, avg, max })
+    }
+}
+
+impl std::str::FromStr for ChunkParams {
+    type Err = String;
+
+    /// Parses `MIN,AVG,MAX`, each a byte count with an optional `K` or `M` suffix
+    /// (binary units), e.g. `16K,64K,256K`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let sizes: Vec<u32> = s.split(',').map(parse_size).collect::<Result<_, _>>()?;
+        match sizes[..] {
+            [min, avg, max] => ChunkParams::new(min, avg, max),
+            _ => Err(format!(
+                "expected MIN,AVG,MAX (e.g. 16K,64K,256K), got {s:?}"
+            )),
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 1u64 << 20),
+        _ => (t, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 4096, 16K, 1M)"))
+}
+
 /// One chunk in a file's chunk list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
@@ -272,6 +325,22 @@ mod tests {
             .map(|x| u64::from(x.len))
             .sum();
         assert!(new <= 2 * u64::from(p.max), "{new} bytes new after insert");
+    }
+
+    #[test]
+    fn params_parse_and_are_checked() {
+        let p: ChunkParams = "16K,64K,256K".parse().unwrap();
+        assert_eq!(p, ChunkParams::default());
+        assert_eq!("4096,16k,1M".parse::<ChunkParams>().unwrap().max, 1 << 20);
+        for bad in [
+            "16K,64K",
+            "64K,16K,256K",
+            "1,2,3",
+            "x,64K,256K",
+            "16K,64K,32M",
+        ] {
+            assert!(bad.parse::<ChunkParams>().is_err(), "{bad}");
+        }
     }
 
     proptest! {

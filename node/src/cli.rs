@@ -50,6 +50,9 @@ pub struct WatchArgs {
     /// No inotify: scan the whole folder at this interval instead (NFS, FUSE, interval replication).
     #[arg(long, value_parser = crate::duration::parse)]
     pub poll: Option<std::time::Duration>,
+    /// Chunker sizes MIN,AVG,MAX (advanced: both sides must agree; see ARCHITECTURE.md).
+    #[arg(long, value_name = "MIN,AVG,MAX", default_value = "16K,64K,256K")]
+    pub chunk_sizes: ferry_engine::ChunkParams,
 }
 
 /// Flags of `ferry sync`.
@@ -74,4 +77,7 @@ pub struct SyncArgs {
     /// Do not fsync files and directories (faster; a crash may lose the latest writes).
     #[arg(long)]
     pub no_fsync: bool,
+    /// Chunker sizes MIN,AVG,MAX (advanced: both sides must agree; see ARCHITECTURE.md).
+    #[arg(long, value_name = "MIN,AVG,MAX", default_value = "16K,64K,256K")]
+    pub chunk_sizes: ferry_engine::ChunkParams,
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use ferry_actors::{run_sync, FolderId, Stats, SyncJob, SyncReport};
-use ferry_engine::ChunkParams;
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
@@ -147,7 +146,7 @@ pub fn run(args: &SyncArgs, quiet: bool) -> Result<Outcome> {
         checksum: args.checksum,
         dry_run: args.dry_run,
         durable: !args.no_fsync,
-        params: ChunkParams::default(),
+        params: args.chunk_sizes,
     };
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(stats.clone(), !quiet && !args.json && !args.dry_run);
@@ -219,8 +218,16 @@ fn print_report(args: &SyncArgs, report: &SyncReport) -> Result<()> {
         println!("removed:             {}", s.removed);
         println!("skipped:             {}", s.skipped);
         println!("bytes written:       {}", s.bytes_written);
-        println!("bytes passed:        {}", s.bytes_sent);
-        println!("bytes reused:        {}", s.bytes_reused);
+        println!(
+            "chunk data sent:     {} ({} chunks)",
+            s.bytes_sent, s.chunks_sent
+        );
+        println!("metadata sent:       {}", s.bytes_metadata);
+        println!(
+            "bytes reused:        {} ({} chunks)",
+            s.bytes_reused, s.chunks_reused
+        );
+        println!("zero runs (not sent): {}", s.bytes_zero);
     }
     Ok(())
 }

@@ -8,7 +8,6 @@ use anyhow::{bail, Context as _, Result};
 use ferry_actors::{
     FolderId, FolderJob, FolderSupervisor, RestartPolicy, Shutdown, Stats, WatchOptions,
 };
-use ferry_engine::ChunkParams;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -31,7 +30,7 @@ pub fn run(args: &WatchArgs) -> Result<()> {
         checksum: args.checksum,
         dry_run: false,
         durable: !args.no_fsync,
-        params: ChunkParams::default(),
+        params: args.chunk_sizes,
     };
     let watch = WatchOptions {
         debounce: args.debounce,
