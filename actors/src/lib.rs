@@ -38,7 +38,7 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use messages::FolderId;
-pub use oneshot::{run_sync, SyncJob, SyncReport};
+pub use oneshot::{run_sync, run_sync_with, SyncJob, SyncReport};
 pub use pipeline::{FolderJob, LinkTaps, Pipeline};
 pub use stats::{Stats, StatsSnapshot};
 pub use supervisor::{FolderState, FolderSupervisor, RestartPolicy, Shutdown};

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::messages::{Applied, Failed, SkippedPath};
-use crate::pipeline::{FolderJob, Pipeline};
+use crate::pipeline::{FolderJob, LinkTaps, Pipeline};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// What a one-shot sync should do.
@@ -61,14 +61,20 @@ impl Handler<Failed> for Completion {
 /// Runs a one-shot mirror of `job.source` into `job.target` on the current actix system,
 /// updating `stats` as it goes.
 pub async fn run_sync(job: SyncJob, stats: Arc<Stats>) -> Result<SyncReport> {
+    run_sync_with(job, stats, LinkTaps::default()).await
+}
+
+/// [`run_sync`] with the Sender ↔ Applier links passed through `taps`.
+pub async fn run_sync_with(job: SyncJob, stats: Arc<Stats>, taps: LinkTaps) -> Result<SyncReport> {
     let (tx, rx) = oneshot::channel();
     let completion = Completion { done: Some(tx) }.start();
-    let pipeline = Pipeline::start(
+    let pipeline = Pipeline::start_with(
         &job,
         None,
         stats.clone(),
         completion.clone().recipient(),
         completion.recipient(),
+        taps,
     )
     .await?;
     let outcome = rx.await.map_err(|_| Error::Protocol {
