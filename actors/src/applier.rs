@@ -5,10 +5,10 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::assemble::ChunkTask;
+use ferry_engine::assemble::{chunk_tasks, ChunkTask};
 use ferry_engine::{
     apply_action, diff, Action, ChangeKind, ChunkId, ChunkParams, DiffOptions, DiffOutcome,
-    EntryKind, EntryState, Index, Plan, RelPath, ScanOptions, Seq, TargetDir,
+    EntryKind, EntryState, Index, Plan, RelPath, ScanOptions, Seq, TargetDir, TargetIndex,
 };
 
 use crate::messages::{
@@ -17,7 +17,10 @@ use crate::messages::{
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
-use crate::transfer::{fail_slots, install_batch, write_chunks, Slot, SlotEvent, Waiters};
+use crate::transfer::{
+    fail_slots, install_batch, withdraw_slots, write_chunks, Slot, SlotEvent, Waiters,
+};
+use crate::wire::encoded_len;
 
 /// Files assembled at once.
 const MAX_ACTIVE_FILES: usize = 64;
@@ -33,6 +36,8 @@ const FLUSH_FILES: usize = 256;
 const FLUSH_BYTES: u64 = 64 << 20;
 /// Blocking file-system jobs at once: writes and fsyncs are latency-bound, so wider than the core count.
 const IO_JOBS: usize = 16;
+/// A file whose source keeps changing while it is sent is tried this many times, then skipped.
+const REFETCHES: u32 = 3;
 
 /// How an Applier decides and writes.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +80,8 @@ struct Execution {
     /// Complete files waiting to be made durable and installed as a batch.
     sealed: Vec<Arc<Slot>>,
     sealed_bytes: u64,
+    /// Some file was withdrawn to be sent again: the plan's sequence is not reached yet.
+    withdrawn: bool,
 }
 
 /// Applies a source folder's index to one target folder.
@@ -86,7 +93,7 @@ pub struct Applier {
     stats: Arc<Stats>,
     io: Pool,
     hasher: Pool,
-    target_index: Option<Index>,
+    target_index: Option<TargetIndex>,
     source: Index,
     have_snapshot: bool,
     upto: Seq,
@@ -97,6 +104,8 @@ pub struct Applier {
     dirty: bool,
     exec: Option<Execution>,
     skipped: Vec<SkippedPath>,
+    /// Files withdrawn because their source changed while they were sent, with attempts.
+    refetches: HashMap<RelPath, u32>,
 }
 
 impl Applier {
@@ -127,15 +136,23 @@ impl Applier {
             dirty: false,
             exec: None,
             skipped: Vec::new(),
+            refetches: HashMap::new(),
         }
     }
 
     fn fail(&mut self, reason: String) {
         tracing::error!(actor = "applier", folder = %self.folder, "{reason}");
-        self.sender.failed.do_send(ApplyFailed {
+        let msg = ApplyFailed {
             folder: self.folder.clone(),
             reason,
-        });
+        };
+        self.meter(&msg);
+        self.sender.failed.do_send(msg);
+    }
+
+    /// Counts a message to the Sender as metadata exchanged.
+    fn meter<M: serde::Serialize>(&self, msg: &M) {
+        Stats::add(&self.stats.bytes_metadata, encoded_len(msg));
     }
 
     /// Delivers a request to the Sender with backpressure; a Sender that is gone is a failure.
@@ -178,7 +195,7 @@ impl Applier {
         let opts = DiffOptions {
             checksum: self.opts.checksum,
         };
-        match diff(&self.source, target_index, opts) {
+        match diff(&self.source, target_index.index(), opts) {
             DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
             DiffOutcome::Ready(plan) => {
                 self.asked.clear();
@@ -211,6 +228,7 @@ impl Applier {
                 folder: self.folder.clone(),
                 paths: source,
             };
+            self.meter(&msg);
             let request = self.sender.need_content.send(msg);
             self.deliver_to_sender(request, ctx);
         }
@@ -241,13 +259,7 @@ impl Applier {
                             .as_mut()
                             .expect("target scanned before hashing");
                         for (p, r) in results {
-                            if let Some(e) = index.get_mut(&p) {
-                                match r {
-                                    Ok(c) => e.content = Some(c),
-                                    // Unreadable at the target: it will be replaced, not compared.
-                                    Err(_) => e.state = EntryState::Unreadable,
-                                }
-                            }
+                            index.set_content(&p, r.ok());
                         }
                     }
                     Err(e) => return act.fail(e.to_string()),
@@ -269,6 +281,7 @@ impl Applier {
             skipped: std::mem::take(&mut self.skipped),
             dry_run_plan,
         };
+        self.meter(&msg);
         self.sender.applied.do_send(msg);
     }
 
@@ -320,6 +333,7 @@ impl Applier {
             dirs: BTreeSet::new(),
             sealed: Vec::new(),
             sealed_bytes: 0,
+            withdrawn: false,
         });
         self.run_actions(pre, ctx, |act, ctx| {
             if let Some(x) = act.exec.as_mut() {
@@ -399,26 +413,28 @@ impl Applier {
             }
             Action::Rename { from, entry } => {
                 index.remove(from);
-                index.insert(entry.clone(), None);
+                index.insert(entry.clone());
             }
-            Action::WriteFile { entry, .. }
-            | Action::Symlink { entry, .. }
-            | Action::SetMeta { entry } => {
-                index.insert(entry.clone(), None);
+            Action::WriteFile { entry, .. } | Action::Symlink { entry, .. } => {
+                index.insert(entry.clone());
+            }
+            Action::SetMeta { entry } => {
+                // The content did not change: keep the chunk list the target index knows
+                // when the source entry came without one.
+                let mut e = entry.clone();
+                if e.content.is_none() {
+                    e.content = index.get(&e.path).and_then(|t| t.content.clone());
+                }
+                index.insert(e);
             }
             Action::MakeDir { path } => {
                 if let Some(s) = self.source.get(path) {
-                    index.insert(s.clone(), None);
+                    index.insert(s.clone());
                 }
             }
             Action::SetDirMeta {
                 path, mode, mtime, ..
-            } => {
-                if let Some(e) = index.get_mut(path) {
-                    e.mode = *mode;
-                    e.mtime = *mtime;
-                }
-            }
+            } => index.set_meta(path, *mode, *mtime),
         }
     }
 
@@ -433,20 +449,27 @@ impl Applier {
                 break;
             };
             x.active += 1;
-            let tasks = slot.tasks();
-            if slot.needs_start(&tasks) {
+            // Planned now, not with the plan: files finished since are chunk sources too.
+            let plan = match (&slot.entry.content, &self.target_index) {
+                (Some(c), Some(t)) => {
+                    chunk_tasks(&slot.entry.path, c, slot.base.as_ref(), t.chunks())
+                }
+                _ => Default::default(),
+            };
+            if Slot::needs_start(&plan) {
                 x.jobs += 1;
                 let pool = self.io.clone();
                 let s = slot.clone();
-                let job = async move { pool.run("start file", move || s.start(&tasks)).await };
+                let job = async move { pool.run("start file", move || s.start(&plan)).await };
                 ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
                     if let Some(x) = act.exec.as_mut() {
                         x.jobs -= 1;
                     }
                     match res {
-                        Ok((remote, reused, event)) => {
-                            Stats::add(&act.stats.bytes_reused, reused);
-                            act.want(&slot, remote);
+                        Ok((copy, event)) => {
+                            Stats::add(&act.stats.bytes_reused, copy.bytes);
+                            Stats::add(&act.stats.chunks_reused, copy.chunks);
+                            act.want(&slot, copy.remote);
                             act.on_events(event.into_iter().collect());
                         }
                         Err(e) => act.fail(e.to_string()),
@@ -456,7 +479,7 @@ impl Applier {
                     act.check_done(ctx);
                 }));
             } else {
-                self.want(&slot, tasks);
+                self.want(&slot, plan.tasks);
             }
         }
         self.pump_requests(ctx);
@@ -503,6 +526,7 @@ impl Applier {
             });
         }
         for msg in messages {
+            self.meter(&msg);
             let request = self.sender.need_chunks.send(msg);
             self.deliver_to_sender(request, ctx);
         }
@@ -527,6 +551,7 @@ impl Applier {
                     self.count(Some(change));
                     Stats::add(&self.stats.files_done, 1);
                     Stats::add(&self.stats.bytes_written, slot.entry.size);
+                    self.refetches.remove(&slot.entry.path);
                     tracing::info!(folder = %self.folder, path = %slot.entry.path, "{}", change.as_str());
                     if let Some(x) = self.exec.as_mut() {
                         x.dirs.insert(slot.entry.path.parent());
@@ -536,6 +561,14 @@ impl Applier {
                         base: None,
                         replaces: slot.replaces,
                     });
+                }
+                SlotEvent::Withdrawn(slot) => {
+                    if let Some(x) = self.exec.as_mut() {
+                        if !slot.is_sealed() {
+                            x.active -= 1;
+                        }
+                    }
+                    self.refetch(&slot.entry.path);
                 }
                 SlotEvent::Failed(slot, reason) => {
                     Stats::add(&self.stats.files_done, 1);
@@ -631,7 +664,11 @@ impl Applier {
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
         let Some(x) = self.exec.take() else { return };
-        self.acknowledge(x.seq, None);
+        // With a file withdrawn, the target does not mirror `x.seq` yet: the next plan
+        // (which fetches that file's new content) acknowledges.
+        if !x.withdrawn {
+            self.acknowledge(x.seq, None);
+        }
         // Deltas that arrived while the plan ran are planned now.
         self.try_plan(ctx);
     }
@@ -668,7 +705,7 @@ impl Handler<Start> for Applier {
                 for s in &outcome.skipped {
                     tracing::debug!(folder = %act.folder, path = %s.path.display(), "target entry not indexed: {}", s.reason);
                 }
-                act.target_index = Some(outcome.index);
+                act.target_index = Some(TargetIndex::new(outcome.index));
                 act.dirty = true;
                 act.try_plan(ctx);
             }
@@ -731,16 +768,14 @@ impl Handler<ChunkData> for Applier {
                 continue;
             };
             held += u64::from(waiters[0].1.chunk.len);
-            batch.push((c.data, c.id, waiters));
+            batch.push((c.body, c.id, waiters));
         }
         let mut events = Vec::new();
         for f in msg.failed {
             if let Some(waiters) = x.waiting.remove(&f.id) {
                 x.inflight = x.inflight.saturating_sub(u64::from(waiters[0].1.chunk.len));
-                events.extend(fail_slots(
-                    waiters,
-                    &format!("source could not supply it: {}", f.reason),
-                ));
+                tracing::info!(folder = %self.folder, path = %f.path, "source changed while it was sent ({}); asking for it again", f.reason);
+                events.extend(withdraw_slots(waiters));
             }
         }
         self.on_events(events);
@@ -795,6 +830,29 @@ impl Applier {
             len: task.chunk.len,
         });
         x.waiting.insert(id, waiters);
+    }
+}
+
+impl Applier {
+    /// Asks again for the content of a file whose source changed while it was sent, so the
+    /// next plan fetches the version there now; after [`REFETCHES`] tries it is skipped.
+    fn refetch(&mut self, path: &RelPath) {
+        let n = self.refetches.entry(path.clone()).or_insert(0);
+        *n += 1;
+        if *n > REFETCHES {
+            return self.skip(
+                path,
+                "the source file kept changing while it was sent".into(),
+            );
+        }
+        if let Some(e) = self.source.get_mut(path) {
+            e.content = None;
+        }
+        self.asked.remove(path);
+        self.dirty = true;
+        if let Some(x) = self.exec.as_mut() {
+            x.withdrawn = true;
+        }
     }
 }
 

@@ -121,14 +121,46 @@ pub struct NeedChunks {
     pub chunks: Vec<ChunkRequest>,
 }
 
-/// One chunk's bytes.
+/// A chunk's bytes as they travel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkBody {
+    /// The bytes themselves.
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// This many zero bytes (a run of zeros travels as its length).
+    Zeros(u32),
+}
+
+impl ChunkBody {
+    /// The body of `data`: a length alone when every byte is zero.
+    pub fn of(data: Vec<u8>) -> Self {
+        if data.iter().all(|&b| b == 0) {
+            ChunkBody::Zeros(data.len() as u32)
+        } else {
+            ChunkBody::Bytes(data)
+        }
+    }
+
+    /// The chunk's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            ChunkBody::Bytes(d) => d.len() as u64,
+            ChunkBody::Zeros(n) => u64::from(*n),
+        }
+    }
+
+    /// True for an empty chunk (which never travels: empty files have no chunks).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One chunk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkPayload {
     /// The id the bytes must hash to.
     pub id: ChunkId,
     /// The bytes.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    pub body: ChunkBody,
 }
 
 /// A requested chunk the Sender could not supply.

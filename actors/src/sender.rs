@@ -8,11 +8,12 @@ use ferry_engine::{RelPath, SourceDir, SourceFile};
 
 use crate::differ::Differ;
 use crate::messages::{
-    Applied, ApplyFailed, ChunkData, ChunkFailure, ChunkPayload, ChunkRequest, Failed, FolderId,
-    HashFiles, IndexDelta, NeedChunks, NeedContent, SourceUpdate,
+    Applied, ApplyFailed, ChunkBody, ChunkData, ChunkFailure, ChunkPayload, ChunkRequest, Failed,
+    FolderId, HashFiles, IndexDelta, NeedChunks, NeedContent, SourceUpdate,
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
+use crate::wire::encoded_len;
 
 /// Chunk reads served at once (each is a batch of requests).
 const READ_JOBS: usize = 4;
@@ -85,6 +86,7 @@ impl Sender {
         let Some(target) = self.target.clone() else {
             return self.fail("index update before the target was connected".into());
         };
+        Stats::add(&self.stats.bytes_metadata, encoded_len(&delta));
         // `wait` keeps index messages in order: nothing else is handled until this one is delivered.
         ctx.wait(
             async move { target.index.send(delta).await }
@@ -179,7 +181,17 @@ impl Handler<NeedChunks> for Sender {
                 })
                 .await?;
             for batch in batches {
-                let bytes: u64 = batch.chunks.iter().map(|c| c.data.len() as u64).sum();
+                let (mut data, mut chunks, mut zeros) = (0u64, 0u64, 0u64);
+                for c in &batch.chunks {
+                    match &c.body {
+                        ChunkBody::Bytes(d) => {
+                            data += d.len() as u64;
+                            chunks += 1;
+                        }
+                        ChunkBody::Zeros(n) => zeros += u64::from(*n),
+                    }
+                }
+                let metadata = encoded_len(&batch).saturating_sub(data);
                 target
                     .chunks
                     .send(batch)
@@ -188,7 +200,10 @@ impl Handler<NeedChunks> for Sender {
                         actor: "applier",
                         source,
                     })?;
-                Stats::add(&stats.bytes_sent, bytes);
+                Stats::add(&stats.bytes_sent, data);
+                Stats::add(&stats.chunks_sent, chunks);
+                Stats::add(&stats.bytes_zero, zeros);
+                Stats::add(&stats.bytes_metadata, metadata);
             }
             Ok::<_, crate::Error>(())
         };
@@ -226,8 +241,11 @@ fn read_chunks(
         };
         match read {
             Ok(data) => {
-                cur_bytes += data.len();
-                cur.chunks.push(ChunkPayload { id: r.id, data });
+                let body = ChunkBody::of(data);
+                if let ChunkBody::Bytes(d) = &body {
+                    cur_bytes += d.len();
+                }
+                cur.chunks.push(ChunkPayload { id: r.id, body });
             }
             Err(reason) => cur.failed.push(ChunkFailure {
                 id: r.id,

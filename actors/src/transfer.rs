@@ -4,8 +4,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferry_engine::assemble::{chunk_tasks, copy_local_chunks, ChunkOrigin, ChunkTask};
+use ferry_engine::assemble::{copy_local_chunks, Assembly, ChunkTask, LocalCopy};
 use ferry_engine::{ChunkId, Content, Error as EngineError, FileEntry, TargetDir, TempFile};
+
+use crate::messages::ChunkBody;
 
 /// The slots waiting for one chunk, each with where the chunk goes in its file.
 pub(crate) type Waiters = Vec<(Arc<Slot>, ChunkTask)>;
@@ -31,6 +33,9 @@ pub(crate) enum SlotEvent {
     Committed(Arc<Slot>),
     /// The file could not be completed; its temp file is gone.
     Failed(Arc<Slot>, String),
+    /// The file was given up for now because its source changed while it was sent; its
+    /// temp file is gone and its content will be asked for again.
+    Withdrawn(Arc<Slot>),
 }
 
 /// The outcome of writing one batch of chunk data.
@@ -61,21 +66,10 @@ impl Slot {
         })
     }
 
-    /// Every chunk of the new version with where it comes from.
-    pub(crate) fn tasks(&self) -> Vec<ChunkTask> {
-        match &self.entry.content {
-            Some(c) => chunk_tasks(c, self.base.as_ref()),
-            None => Vec::new(),
-        }
-    }
-
     /// True for a slot that needs a blocking start job (local chunks to copy, or nothing to
     /// fetch at all) before its remote chunks are requested.
-    pub(crate) fn needs_start(&self, tasks: &[ChunkTask]) -> bool {
-        tasks.is_empty()
-            || tasks
-                .iter()
-                .any(|t| matches!(t.origin, ChunkOrigin::Local { .. }))
+    pub(crate) fn needs_start(plan: &Assembly) -> bool {
+        plan.tasks.is_empty() || plan.has_local()
     }
 
     fn with_temp<T>(
@@ -108,6 +102,12 @@ impl Slot {
         self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.finish()
             .then(|| SlotEvent::Failed(self.clone(), reason))
+    }
+
+    /// Drops the temp file to try the file again later with fresh content.
+    fn withdraw(self: &Arc<Self>) -> Option<SlotEvent> {
+        self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.finish().then(|| SlotEvent::Withdrawn(self.clone()))
     }
 
     /// Counts `n` chunks as written; seals the file when none remain.
@@ -148,18 +148,14 @@ impl Slot {
         }
     }
 
-    /// Blocking: copies the chunks held locally by the old version, commits the file if that
-    /// was all, and returns the chunks still to fetch with the bytes reused.
-    pub(crate) fn start(
-        self: &Arc<Self>,
-        tasks: &[ChunkTask],
-    ) -> (Vec<ChunkTask>, u64, Option<SlotEvent>) {
-        let copied =
-            self.with_temp(|temp| copy_local_chunks(&self.target, &self.entry.path, temp, tasks));
+    /// Blocking: copies the chunks the target already holds, seals the file if that was
+    /// all, and returns what was copied with the chunks still to fetch.
+    pub(crate) fn start(self: &Arc<Self>, plan: &Assembly) -> (LocalCopy, Option<SlotEvent>) {
+        let copied = self.with_temp(|temp| copy_local_chunks(&self.target, temp, plan));
         match copied {
-            Ok((remote, reused)) => {
-                let local = tasks.len() - remote.len();
-                let event = if tasks.is_empty() {
+            Ok(copy) => {
+                let local = plan.tasks.len() - copy.remote.len();
+                let event = if plan.tasks.is_empty() {
                     // An empty file: nothing to write, commit right away.
                     self.remaining.store(1, Ordering::Release);
                     self.written(1)
@@ -168,18 +164,23 @@ impl Slot {
                 } else {
                     None
                 };
-                (remote, reused, event)
+                (copy, event)
             }
-            Err(e) => (Vec::new(), 0, self.abort(e.to_string())),
+            Err(e) => (LocalCopy::default(), self.abort(e.to_string())),
         }
     }
 }
 
 /// Blocking: verifies each chunk once and writes it to every slot waiting for it,
-/// committing the files that become complete.
-pub(crate) fn write_chunks(batch: Vec<(Vec<u8>, ChunkId, Waiters)>) -> WriteOutcome {
+/// committing the files that become complete. An all-zero chunk is not written: the temp
+/// file is new, so the range stays a hole that reads as zeros.
+pub(crate) fn write_chunks(batch: Vec<(ChunkBody, ChunkId, Waiters)>) -> WriteOutcome {
     let mut out = WriteOutcome::default();
-    for (data, id, waiters) in batch {
+    for (body, id, waiters) in batch {
+        let (data, zeros) = match body {
+            ChunkBody::Bytes(data) => (data, false),
+            ChunkBody::Zeros(len) => (vec![0u8; len as usize], true),
+        };
         if !id.matches(&data) {
             out.bad.push((id, waiters));
             continue;
@@ -189,13 +190,16 @@ pub(crate) fn write_chunks(batch: Vec<(Vec<u8>, ChunkId, Waiters)>) -> WriteOutc
                 continue;
             }
             // The bytes were verified once above for every slot waiting for them.
-            let res = if data.len() == task.chunk.len as usize {
-                slot.with_temp(|temp| temp.write_at(task.offset, &data))
-            } else {
+            let res = if data.len() != task.chunk.len as usize {
                 Err(EngineError::ChunkMismatch {
                     path: slot.entry.path.clone(),
                     offset: task.offset,
                 })
+            } else if zeros {
+                // Opens the temp file (so even an all-zero file exists) without writing.
+                slot.with_temp(|_| Ok(()))
+            } else {
+                slot.with_temp(|temp| temp.write_at(task.offset, &data))
             };
             let event = match res {
                 Ok(()) => slot.written(1),
@@ -205,6 +209,15 @@ pub(crate) fn write_chunks(batch: Vec<(Vec<u8>, ChunkId, Waiters)>) -> WriteOutc
         }
     }
     out
+}
+
+/// Withdraws every slot waiting for a chunk the sender could not supply (its source file
+/// changed or vanished since it was scanned): they are tried again with fresh content.
+pub(crate) fn withdraw_slots(waiters: Waiters) -> Vec<SlotEvent> {
+    waiters
+        .into_iter()
+        .filter_map(|(slot, _)| slot.withdraw())
+        .collect()
 }
 
 /// Fails every slot waiting for a chunk the sender could not supply.

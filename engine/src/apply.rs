@@ -113,11 +113,12 @@ pub fn write_file(
         path: entry.path.clone(),
         reason: "file entry without a chunk list".into(),
     })?;
-    let tasks = chunk_tasks(content, base);
+    let plan = chunk_tasks(&entry.path, content, base, &crate::ChunkIndex::new());
     let temp = target.create_temp(&entry.path)?;
-    let (remote, reused) = copy_local_chunks(target, &entry.path, &temp, &tasks)?;
+    let local = copy_local_chunks(target, &temp, &plan)?;
+    let reused = local.bytes;
     let mut fetched = 0;
-    for t in &remote {
+    for t in &local.remote {
         let bytes = fetch(t)?;
         write_verified(&temp, t, &bytes)?;
         fetched += bytes.len() as u64;

@@ -1,10 +1,12 @@
-//! Assembling a file's new version: which chunks come from the old local version and which
-//! must be fetched, and copying the local ones (verified) into the temp file.
+//! Assembling a file's new version: which chunks come from files the target already holds
+//! and which must be fetched, and copying the local ones (verified) into the temp file.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::chunk::{ChunkId, ChunkRef, Content};
+use crate::chunk::{ChunkRef, Content};
+use crate::chunkindex::ChunkIndex;
 use crate::error::{Error, Result};
 use crate::relpath::RelPath;
 use crate::target::{TargetDir, TempFile};
@@ -12,9 +14,11 @@ use crate::target::{TargetDir, TempFile};
 /// Where a chunk of the new version comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkOrigin {
-    /// From the version the target holds now, at this offset.
+    /// From a file in the target: `sources[source]` of the [`Assembly`], at this offset.
     Local {
-        /// Offset of the chunk in the old file.
+        /// Which source file.
+        source: usize,
+        /// Offset of the chunk in it.
         at: u64,
     },
     /// From the sender.
@@ -32,63 +36,117 @@ pub struct ChunkTask {
     pub origin: ChunkOrigin,
 }
 
-/// Plans every chunk of `new`: reuse from `base` (the old version at the same path) where
-/// it holds the same chunk, fetch otherwise.
-pub fn chunk_tasks(new: &Content, base: Option<&Content>) -> Vec<ChunkTask> {
-    let local: HashMap<ChunkId, u64> = base
-        .map(|b| b.with_offsets().map(|(off, c)| (c.id, off)).collect())
-        .unwrap_or_default();
-    new.with_offsets()
-        .map(|(offset, c)| ChunkTask {
-            offset,
-            chunk: *c,
-            origin: local
-                .get(&c.id)
-                .map_or(ChunkOrigin::Remote, |&at| ChunkOrigin::Local { at }),
-        })
-        .collect()
+/// How a new version is put together: every chunk with its origin, and the target files
+/// local chunks are copied from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assembly {
+    /// The target files local chunks come from.
+    pub sources: Vec<RelPath>,
+    /// Every chunk of the new version, in file order.
+    pub tasks: Vec<ChunkTask>,
 }
 
-/// Copies the local chunks of `tasks` from the file now at `from` into `temp`, verifying
-/// each against its id. Returns the tasks that still need fetching: the remote ones, plus
-/// any local chunk that could not be read or no longer matches (the old file changed).
+impl Assembly {
+    /// True when some chunk is copied from a local file.
+    pub fn has_local(&self) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| matches!(t.origin, ChunkOrigin::Local { .. }))
+    }
+}
+
+/// Plans every chunk of `new` (the next version of `path`): copied from `base` (the version
+/// the target holds at `path`) where it has the chunk, else from any other target file the
+/// chunk index knows to hold it, else fetched.
+pub fn chunk_tasks(
+    path: &RelPath,
+    new: &Content,
+    base: Option<&Content>,
+    index: &ChunkIndex,
+) -> Assembly {
+    let own: HashMap<_, u64> = base
+        .map(|b| b.with_offsets().map(|(off, c)| (c.id, off)).collect())
+        .unwrap_or_default();
+    let mut sources: Vec<RelPath> = Vec::new();
+    let mut source_of = |p: &RelPath| match sources.iter().position(|s| s == p) {
+        Some(i) => i,
+        None => {
+            sources.push(p.clone());
+            sources.len() - 1
+        }
+    };
+    let tasks = new
+        .with_offsets()
+        .map(|(offset, c)| {
+            let origin = if let Some(&at) = own.get(&c.id) {
+                ChunkOrigin::Local {
+                    source: source_of(path),
+                    at,
+                }
+            } else if let Some(loc) = index.locate(&c.id).iter().find(|l| l.path != *path) {
+                ChunkOrigin::Local {
+                    source: source_of(&loc.path),
+                    at: loc.offset,
+                }
+            } else {
+                ChunkOrigin::Remote
+            };
+            ChunkTask {
+                offset,
+                chunk: *c,
+                origin,
+            }
+        })
+        .collect();
+    Assembly { sources, tasks }
+}
+
+/// What copying the local chunks achieved.
+#[derive(Debug, Default)]
+pub struct LocalCopy {
+    /// Tasks still to fetch: the remote ones, plus any local chunk that could not be read
+    /// or no longer matches its id (its file changed).
+    pub remote: Vec<ChunkTask>,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Chunks copied.
+    pub chunks: u64,
+}
+
+/// Copies the local chunks of `plan` into `temp`, verifying each against its id.
 pub fn copy_local_chunks(
     target: &TargetDir,
-    from: &RelPath,
     temp: &TempFile,
-    tasks: &[ChunkTask],
-) -> Result<(Vec<ChunkTask>, u64)> {
-    let mut remote = Vec::new();
-    let mut reused = 0u64;
-    let old = if tasks
-        .iter()
-        .any(|t| matches!(t.origin, ChunkOrigin::Local { .. }))
-    {
-        target.open_read(from).ok()
-    } else {
-        None
-    };
+    plan: &Assembly,
+) -> Result<LocalCopy> {
+    let mut out = LocalCopy::default();
+    // Each source opened once, lazily; one that cannot be opened serves nothing.
+    let mut open: HashMap<usize, Option<File>> = HashMap::new();
     let mut buf = Vec::new();
-    for t in tasks {
-        let (ChunkOrigin::Local { at }, Some(old)) = (t.origin, &old) else {
-            remote.push(ChunkTask {
-                origin: ChunkOrigin::Remote,
-                ..*t
-            });
+    for t in &plan.tasks {
+        let ChunkOrigin::Local { source, at } = t.origin else {
+            out.remote.push(*t);
             continue;
         };
+        let file = open
+            .entry(source)
+            .or_insert_with(|| target.open_read(&plan.sources[source]).ok());
         buf.resize(t.chunk.len as usize, 0);
-        if old.read_exact_at(&mut buf, at).is_ok() && t.chunk.id.matches(&buf) {
+        let good = file
+            .as_ref()
+            .is_some_and(|f| f.read_exact_at(&mut buf, at).is_ok() && t.chunk.id.matches(&buf));
+        if good {
             temp.write_at(t.offset, &buf)?;
-            reused += u64::from(t.chunk.len);
+            out.bytes += u64::from(t.chunk.len);
+            out.chunks += 1;
         } else {
-            remote.push(ChunkTask {
+            out.remote.push(ChunkTask {
                 origin: ChunkOrigin::Remote,
                 ..*t
             });
         }
     }
-    Ok((remote, reused))
+    Ok(out)
 }
 
 /// Writes a fetched chunk after checking that its bytes match its id.
@@ -105,7 +163,7 @@ pub fn write_verified(temp: &TempFile, task: &ChunkTask, bytes: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::ChunkParams;
+    use crate::chunk::{ChunkId, ChunkParams};
 
     fn content(parts: &[&[u8]]) -> Content {
         let chunks = parts
@@ -120,15 +178,25 @@ mod tests {
 
     #[test]
     fn reuses_chunks_of_the_old_version_wherever_they_were() {
+        let path = RelPath::new("f").unwrap();
+        let other = RelPath::new("g").unwrap();
         let old = content(&[b"aaaa", b"bb", b"cccccc"]);
-        let new = content(&[b"cccccc", b"xx", b"aaaa"]);
-        let tasks = chunk_tasks(&new, Some(&old));
-        assert_eq!(tasks[0].origin, ChunkOrigin::Local { at: 6 });
-        assert_eq!(tasks[1].origin, ChunkOrigin::Remote);
-        assert_eq!(tasks[2].origin, ChunkOrigin::Local { at: 0 });
-        assert_eq!(tasks[2].offset, 8);
-        assert!(chunk_tasks(&new, None)
-            .iter()
-            .all(|t| t.origin == ChunkOrigin::Remote));
+        let new = content(&[b"cccccc", b"xx", b"aaaa", b"yy"]);
+        let mut index = ChunkIndex::new();
+        index.add(&path, &old);
+        index.add(&other, &content(&[b"zzz", b"yy", b"aaaa"]));
+        let plan = chunk_tasks(&path, &new, Some(&old), &index);
+        let t = &plan.tasks;
+        assert_eq!(plan.sources, vec![path.clone(), other.clone()]);
+        assert_eq!(t[0].origin, ChunkOrigin::Local { source: 0, at: 6 });
+        assert_eq!(t[1].origin, ChunkOrigin::Remote);
+        // The old version at the same path is preferred over another file holding the chunk.
+        assert_eq!(t[2].origin, ChunkOrigin::Local { source: 0, at: 0 });
+        assert_eq!(t[2].offset, 8);
+        // A chunk only another file holds is copied from there.
+        assert_eq!(t[3].origin, ChunkOrigin::Local { source: 1, at: 3 });
+        let fresh = chunk_tasks(&path, &new, None, &ChunkIndex::new());
+        assert!(fresh.tasks.iter().all(|t| t.origin == ChunkOrigin::Remote));
+        assert!(!fresh.has_local());
     }
 }

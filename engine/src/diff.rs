@@ -8,6 +8,10 @@ use crate::index::Index;
 use crate::plan::{Action, Plan};
 use crate::relpath::RelPath;
 
+/// New files at least this large make the target's files of the same size get hashed, as
+/// likely copies whose chunks can be reused (smaller ones are cheaper to send than to look for).
+pub const COPY_SOURCE_MIN: u64 = 1 << 20;
+
 /// How "same file" is decided.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiffOptions {
@@ -131,6 +135,25 @@ pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
     for t in &d.rename_pool {
         if t.content.is_none() && wanted_sizes.contains(&t.size) {
             needs.target.push(t.path.clone());
+        }
+    }
+    // A large new file may be a copy of one the target keeps: hash the target's files of
+    // the same size so the chunk index can serve its chunks locally.
+    let copy_sizes: HashSet<u64> = d
+        .new_files
+        .iter()
+        .map(|e| e.size)
+        .filter(|&n| n >= COPY_SOURCE_MIN)
+        .collect();
+    if !copy_sizes.is_empty() {
+        for t in target.iter() {
+            if t.is_present()
+                && t.kind == EntryKind::File
+                && t.content.is_none()
+                && copy_sizes.contains(&t.size)
+            {
+                needs.target.push(t.path.clone());
+            }
         }
     }
     if !needs.is_empty() {

@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod assemble;
 pub mod chunk;
+pub mod chunkindex;
 pub mod diff;
 pub mod entry;
 pub mod error;
@@ -27,9 +28,11 @@ pub mod relpath;
 pub mod scan;
 pub mod source;
 pub mod target;
+pub mod targetindex;
 
 pub use apply::{apply_action, apply_plan, write_file, Effect};
 pub use chunk::{chunk_reader, chunk_stream, ChunkId, ChunkParams, ChunkRef, Content, ContentId};
+pub use chunkindex::{ChunkIndex, ChunkLoc};
 pub use diff::{diff, ContentNeeds, DiffOptions, DiffOutcome};
 pub use entry::{EntryKind, EntryState, FileEntry, MtimeNs, Seq, VersionVector};
 pub use error::{Error, Result};
@@ -40,3 +43,4 @@ pub use relpath::RelPath;
 pub use scan::{scan, scan_subtree, ScanOptions, ScanOutcome, SkipKind, Skipped};
 pub use source::{SourceDir, SourceFile};
 pub use target::{TargetDir, TempFile};
+pub use targetindex::TargetIndex;
