@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use ferry_engine::assemble::{chunk_tasks, ChunkTask};
+use ferry_engine::outline::{self, GroupId, Outline, Unresolved};
 use ferry_engine::{
-    apply_action, diff, Action, ChangeKind, ChunkId, ChunkParams, DiffOptions, DiffOutcome,
-    EntryKind, EntryState, Index, Plan, RelPath, ScanOptions, Seq, TargetDir, TargetIndex,
+    apply_action, diff, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef, ContentId,
+    DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, Index, Plan, RelPath, ScanOptions,
+    Seq, TargetDir, TargetIndex,
 };
 
 use crate::messages::{
-    Applied, ApplyFailed, ChunkData, ChunkRequest, FolderId, IndexDelta, NeedChunks, NeedContent,
-    SkippedPath, Start,
+    Applied, ApplyFailed, ChunkData, ChunkRequest, FolderId, GroupData, IndexDelta, ListForm,
+    NeedChunks, NeedContent, NeedGroups, SkippedPath, Start,
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
@@ -59,10 +61,23 @@ pub struct SenderLink {
     pub need_content: Recipient<NeedContent>,
     /// Requests for chunk data.
     pub need_chunks: Recipient<NeedChunks>,
+    /// Requests for groups of outlined chunk lists.
+    pub need_groups: Recipient<NeedGroups>,
     /// Acknowledgements.
     pub applied: Recipient<Applied>,
     /// Fatal failures.
     pub failed: Recipient<ApplyFailed>,
+}
+
+/// A source file whose chunk list arrived as an outline and is being rebuilt.
+struct PendingList {
+    /// The sequence of the entry the outline belongs to.
+    seq: Seq,
+    id: ContentId,
+    outline: Outline,
+    /// Groups the Sender supplied.
+    supplied: HashMap<GroupId, Vec<ChunkRef>>,
+    requested: bool,
 }
 
 /// A plan being carried out.
@@ -106,6 +121,8 @@ pub struct Applier {
     skipped: Vec<SkippedPath>,
     /// Files withdrawn because their source changed while they were sent, with attempts.
     refetches: HashMap<RelPath, u32>,
+    /// Outlined chunk lists being rebuilt.
+    pending: HashMap<RelPath, PendingList>,
 }
 
 impl Applier {
@@ -137,6 +154,7 @@ impl Applier {
             exec: None,
             skipped: Vec::new(),
             refetches: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -187,6 +205,9 @@ impl Applier {
             || self.content_requests > 0
             || self.target_jobs > 0
         {
+            return;
+        }
+        if !self.pending.is_empty() && !self.rebuild_lists(ctx) {
             return;
         }
         let Some(target_index) = &self.target_index else {
@@ -729,15 +750,20 @@ impl Handler<IndexDelta> for Applier {
                 e.path
             ));
         }
+        let mut entries = msg.entries;
+        if let Err(reason) = self.unpack_lists(&mut entries, msg.lists) {
+            return self.fail(format!("protocol error: {reason}"));
+        }
         if msg.snapshot {
-            let entries = msg.entries.into_iter().map(|e| (e, None)).collect();
+            self.pending.clear();
+            let entries = entries.into_iter().map(|e| (e, None)).collect();
             self.source = Index::from_sorted(self.opts.params, entries);
             self.have_snapshot = true;
         } else {
             if msg.content_reply {
                 self.content_requests = self.content_requests.saturating_sub(1);
             }
-            for e in msg.entries {
+            for e in entries {
                 // Content replies and change deltas travel separately: keep the newer entry.
                 if self.source.get(&e.path).is_none_or(|old| old.seq <= e.seq) {
                     self.source.insert(e, None);
@@ -853,6 +879,146 @@ impl Applier {
         if let Some(x) = self.exec.as_mut() {
             x.withdrawn = true;
         }
+    }
+}
+
+impl Applier {
+    /// Fills in the chunk lists that travelled apart from their entries: a patch is applied
+    /// to the list this Applier holds for the path; an outline is parked until the groups it
+    /// names are found locally or fetched. A patch that does not apply leaves the entry
+    /// without content, so it is asked for again.
+    fn unpack_lists(
+        &mut self,
+        entries: &mut [FileEntry],
+        lists: Vec<crate::messages::ChunkList>,
+    ) -> Result<(), String> {
+        if lists.is_empty() {
+            return Ok(());
+        }
+        let mut by_path: HashMap<RelPath, usize> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            by_path.insert(e.path.clone(), i);
+        }
+        for list in lists {
+            let Some(&i) = by_path.get(&list.path) else {
+                return Err(format!("a chunk list for {} without its entry", list.path));
+            };
+            let e = &mut entries[i];
+            if e.kind != EntryKind::File || !e.is_present() || e.content.is_some() {
+                return Err(format!(
+                    "a chunk list for {}, which cannot take one",
+                    e.path
+                ));
+            }
+            match list.form {
+                ListForm::Patch(p) => {
+                    let base = self.source.get(&e.path).and_then(|s| s.content.as_ref());
+                    let rebuilt = base.and_then(|b| patch::apply(&self.opts.params, b, &p).ok());
+                    match rebuilt.filter(|c| c.id == list.id) {
+                        Some(c) => e.content = Some(c),
+                        None => {
+                            tracing::debug!(folder = %self.folder, path = %e.path, "patch does not apply; asking for the whole list");
+                            self.asked.remove(&e.path);
+                        }
+                    }
+                }
+                ListForm::Outline(outline) => {
+                    self.pending.insert(
+                        e.path.clone(),
+                        PendingList {
+                            seq: e.seq,
+                            id: list.id,
+                            outline,
+                            supplied: HashMap::new(),
+                            requested: false,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds outlined chunk lists from the groups the target's own version of each file
+    /// holds plus those the Sender supplied; asks for the missing groups. True when none is
+    /// left pending.
+    fn rebuild_lists(&mut self, ctx: &mut Context<Self>) -> bool {
+        let paths: Vec<RelPath> = self.pending.keys().cloned().collect();
+        for path in paths {
+            let Some(p) = self.pending.get(&path) else {
+                continue;
+            };
+            // A newer entry for the path replaced the one this outline belongs to.
+            if self.source.get(&path).is_none_or(|e| e.seq != p.seq) {
+                self.pending.remove(&path);
+                continue;
+            }
+            let own = self
+                .target_index
+                .as_ref()
+                .and_then(|t| t.get(&path))
+                .and_then(|e| e.content.as_ref());
+            let mut known = outline::known_groups(own);
+            for (id, chunks) in &p.supplied {
+                known.insert(*id, chunks.as_slice());
+            }
+            match outline::resolve(&self.opts.params, p.id, &p.outline, &known) {
+                Ok(content) => {
+                    self.pending.remove(&path);
+                    if let Some(e) = self.source.get_mut(&path) {
+                        e.content = Some(content);
+                    }
+                }
+                Err(Unresolved::Missing(groups)) if !p.requested => {
+                    let msg = NeedGroups {
+                        folder: self.folder.clone(),
+                        path: path.clone(),
+                        id: p.id,
+                        groups,
+                    };
+                    if let Some(p) = self.pending.get_mut(&path) {
+                        p.requested = true;
+                    }
+                    self.meter(&msg);
+                    self.content_requests += 1;
+                    let request = self.sender.need_groups.send(msg);
+                    self.deliver_to_sender(request, ctx);
+                }
+                Err(_) => {
+                    self.pending.remove(&path);
+                    self.fail(format!(
+                        "protocol error: the chunk list of {path} cannot be rebuilt from its outline"
+                    ));
+                    return false;
+                }
+            }
+        }
+        self.pending.is_empty()
+    }
+}
+
+impl Handler<GroupData> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, msg: GroupData, ctx: &mut Self::Context) {
+        self.content_requests = self.content_requests.saturating_sub(1);
+        match self.pending.get_mut(&msg.path) {
+            Some(p) if p.id == msg.id => {
+                if msg.stale {
+                    // The source changed since: its newer content is asked for afresh.
+                    self.pending.remove(&msg.path);
+                    self.asked.remove(&msg.path);
+                } else {
+                    p.supplied
+                        .extend(msg.groups.into_iter().map(|g| (g.id, g.chunks)));
+                }
+            }
+            _ => {
+                tracing::debug!(folder = %self.folder, path = %msg.path, "groups for a list no longer pending ignored")
+            }
+        }
+        self.dirty = true;
+        self.try_plan(ctx);
     }
 }
 

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::{reconcile, Change};
+use ferry_engine::outline::OUTLINE_MIN_CHUNKS;
+use ferry_engine::{reconcile, Change, Content};
 use ferry_engine::{
     EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, Seq, SkipKind, SourceDir,
     StatKey,
@@ -13,7 +14,7 @@ use futures_util::future::join_all;
 
 use crate::error::Result;
 use crate::messages::{
-    CurrentSeq, Dirty, Failed, FolderId, HashFiles, Rescan, SourceUpdate, Start,
+    CurrentSeq, Dirty, Failed, FolderId, GetContent, HashFiles, Rescan, SourceUpdate, Start,
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
@@ -131,6 +132,7 @@ impl Handler<Start> for Differ {
             let update = SourceUpdate {
                 snapshot: true,
                 entries,
+                previous: HashMap::new(),
                 upto: act.seq,
             };
             let sender = act.sender.clone();
@@ -334,13 +336,14 @@ impl Differ {
                 tracing::warn!(folder = %act.folder, path = %p, "skipped: {why}");
             }
             Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
-            let entries = act.record_changes(found.changes);
+            let (entries, previous) = act.record_changes(found.changes);
             if entries.is_empty() {
                 return;
             }
             let update = SourceUpdate {
                 snapshot: false,
                 entries,
+                previous,
                 upto: act.seq,
             };
             let sender = act.sender.clone();
@@ -352,10 +355,15 @@ impl Differ {
         }));
     }
 
-    /// Applies changes to the index with fresh sequence numbers; returns the entries to send.
-    fn record_changes(&mut self, changes: Vec<Change>) -> Vec<FileEntry> {
+    /// Applies changes to the index with fresh sequence numbers; returns the entries to send,
+    /// and the former content of large files whose content changed.
+    fn record_changes(
+        &mut self,
+        changes: Vec<Change>,
+    ) -> (Vec<FileEntry>, HashMap<RelPath, Content>) {
+        let mut previous = HashMap::new();
         let Some(index) = self.index.as_mut() else {
-            return Vec::new();
+            return (Vec::new(), previous);
         };
         let mut out = Vec::new();
         for c in changes {
@@ -363,6 +371,16 @@ impl Differ {
                 Change::Upsert(mut e, stat) => {
                     self.seq = self.seq.next();
                     e.seq = self.seq;
+                    let large = e
+                        .content
+                        .as_ref()
+                        .is_some_and(|c| c.chunks.len() >= OUTLINE_MIN_CHUNKS);
+                    let before = index.get(&e.path).and_then(|o| o.content.as_ref());
+                    if let (true, Some(before)) = (large, before) {
+                        if Some(before.id) != e.content.as_ref().map(|c| c.id) {
+                            previous.insert(e.path.clone(), before.clone());
+                        }
+                    }
                     index.insert(e.clone(), stat);
                     out.push(e);
                 }
@@ -381,7 +399,7 @@ impl Differ {
                 }
             }
         }
-        out
+        (out, previous)
     }
 }
 
@@ -399,6 +417,15 @@ impl Handler<Rescan> for Differ {
     fn handle(&mut self, msg: Rescan, ctx: &mut Self::Context) {
         tracing::info!(folder = %self.folder, "rescanning: {}", msg.reason);
         self.rescan_and_send(None, ctx);
+    }
+}
+
+impl Handler<GetContent> for Differ {
+    type Result = Option<Content>;
+
+    fn handle(&mut self, msg: GetContent, _: &mut Self::Context) -> Self::Result {
+        let e = self.index.as_ref()?.get(&msg.path)?;
+        e.content.clone().filter(|_| e.is_present())
     }
 }
 

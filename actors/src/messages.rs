@@ -4,7 +4,11 @@
 use std::fmt;
 
 use actix::Message;
-use ferry_engine::{ChunkId, FileEntry, Plan, RelPath, Seq};
+use std::collections::HashMap;
+
+use ferry_engine::outline::{GroupId, Outline};
+use ferry_engine::patch::ContentPatch;
+use ferry_engine::{ChunkId, ChunkRef, Content, ContentId, FileEntry, Plan, RelPath, Seq};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -82,10 +86,80 @@ pub struct IndexDelta {
     pub snapshot: bool,
     /// True when this delta answers a [`NeedContent`] request.
     pub content_reply: bool,
-    /// The entries.
+    /// The entries. A large file's chunk list may be left out of its entry and given in
+    /// `lists` instead.
     pub entries: Vec<FileEntry>,
+    /// Chunk lists sent in a compact form, for entries whose `content` is left out.
+    pub lists: Vec<ChunkList>,
     /// The highest sequence number these entries bring the target to.
     pub upto: Seq,
+}
+
+/// A file's chunk list in compact form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkList {
+    /// The file.
+    pub path: RelPath,
+    /// The content the list describes (the rebuilt list must have this id).
+    pub id: ContentId,
+    /// How the list is expressed.
+    pub form: ListForm,
+}
+
+/// The compact forms of a chunk list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListForm {
+    /// Ranges replaced in the list the target was last sent for this path.
+    Patch(ContentPatch),
+    /// Group ids; the target takes the groups it knows from its own files and asks for the rest.
+    Outline(Outline),
+}
+
+/// Applier → Sender: the chunk lists of these groups of a file's outline.
+#[derive(Clone, Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct NeedGroups {
+    /// The folder.
+    pub folder: FolderId,
+    /// The file.
+    pub path: RelPath,
+    /// The content the outline described.
+    pub id: ContentId,
+    /// The groups the Applier does not know.
+    pub groups: Vec<GroupId>,
+}
+
+/// One group's chunk list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupList {
+    /// The group.
+    pub id: GroupId,
+    /// Its chunks.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// Sender → Applier: the groups asked for, or `stale` when the file changed since.
+#[derive(Clone, Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct GroupData {
+    /// The folder.
+    pub folder: FolderId,
+    /// The file.
+    pub path: RelPath,
+    /// The content the groups belong to.
+    pub id: ContentId,
+    /// The groups.
+    pub groups: Vec<GroupList>,
+    /// The source no longer has that content: ask for the file's content again.
+    pub stale: bool,
+}
+
+/// Sender → Differ: the current chunk list of a file, if known.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Option<Content>")]
+pub struct GetContent {
+    /// The file.
+    pub path: RelPath,
 }
 
 /// Applier → Sender: chunk lists are needed for these source files before a plan can be made.
@@ -235,6 +309,9 @@ pub struct SourceUpdate {
     pub snapshot: bool,
     /// The entries.
     pub entries: Vec<FileEntry>,
+    /// For large files whose content changed, the content they had before (a Sender that
+    /// sent that version sends a patch against it).
+    pub previous: HashMap<RelPath, Content>,
     /// The highest sequence in the index after this update.
     pub upto: Seq,
 }

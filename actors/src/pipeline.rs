@@ -104,6 +104,7 @@ impl Pipeline {
         let link = SenderLink {
             need_content: sender.clone().recipient(),
             need_chunks: sender.clone().recipient(),
+            need_groups: sender.clone().recipient(),
             applied: sender.clone().recipient(),
             failed: sender.clone().recipient(),
         };
@@ -123,6 +124,7 @@ impl Pipeline {
         let target = TargetLink {
             index: applier.clone().recipient(),
             chunks: applier.clone().recipient(),
+            groups: applier.clone().recipient(),
         };
         let target = match taps.to_target {
             Some(tap) => tap(target),

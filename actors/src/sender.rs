@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::{RelPath, SourceDir, SourceFile};
+use ferry_engine::outline::{groups, outline, OUTLINE_MIN_CHUNKS};
+use ferry_engine::{patch, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile};
 
 use crate::differ::Differ;
 use crate::messages::{
-    Applied, ApplyFailed, ChunkBody, ChunkData, ChunkFailure, ChunkPayload, ChunkRequest, Failed,
-    FolderId, HashFiles, IndexDelta, NeedChunks, NeedContent, SourceUpdate,
+    Applied, ApplyFailed, ChunkBody, ChunkData, ChunkFailure, ChunkList, ChunkPayload,
+    ChunkRequest, Failed, FolderId, GetContent, GroupData, GroupList, HashFiles, IndexDelta,
+    ListForm, NeedChunks, NeedContent, NeedGroups, SourceUpdate,
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
@@ -28,6 +30,8 @@ pub struct TargetLink {
     pub index: Recipient<IndexDelta>,
     /// Chunk data.
     pub chunks: Recipient<ChunkData>,
+    /// Groups of outlined chunk lists.
+    pub groups: Recipient<GroupData>,
 }
 
 /// Sends one source folder to one target.
@@ -40,6 +44,9 @@ pub struct Sender {
     monitor: Recipient<Failed>,
     pool: Pool,
     stats: Arc<Stats>,
+    /// For large files, the content the target's view of the source holds (with the
+    /// sequence of that entry): what a patch may be made against.
+    sent: HashMap<RelPath, (Seq, ContentId)>,
 }
 
 /// Wires a Sender to its Differ and target once all three exist.
@@ -70,6 +77,7 @@ impl Sender {
             monitor,
             pool: Pool::new(READ_JOBS),
             stats,
+            sent: HashMap::new(),
         }
     }
 
@@ -82,10 +90,59 @@ impl Sender {
         });
     }
 
-    fn forward_index(&mut self, delta: IndexDelta, ctx: &mut Context<Self>) {
+    /// Takes large files' chunk lists out of their entries and sends each as a patch against
+    /// the version the target was last sent, or as an outline; records what the target's
+    /// view now holds.
+    fn compact(
+        &mut self,
+        entries: &mut [FileEntry],
+        previous: &HashMap<RelPath, Content>,
+    ) -> Vec<ChunkList> {
+        let mut lists = Vec::new();
+        for e in entries.iter_mut() {
+            // The Applier keeps the newer of two entries for a path; so does this mirror of it.
+            if self.sent.get(&e.path).is_some_and(|(seq, _)| *seq > e.seq) {
+                continue;
+            }
+            let Some(c) = e
+                .content
+                .as_ref()
+                .filter(|c| c.chunks.len() >= OUTLINE_MIN_CHUNKS)
+            else {
+                self.sent.remove(&e.path);
+                continue;
+            };
+            let base = previous
+                .get(&e.path)
+                .filter(|p| self.sent.get(&e.path).is_some_and(|(_, id)| *id == p.id));
+            let form = match base {
+                Some(base) => ListForm::Patch(patch::between(base, c)),
+                None => ListForm::Outline(outline(c)),
+            };
+            self.sent.insert(e.path.clone(), (e.seq, c.id));
+            lists.push(ChunkList {
+                path: e.path.clone(),
+                id: c.id,
+                form,
+            });
+            e.content = None;
+        }
+        lists
+    }
+
+    fn forward_index(
+        &mut self,
+        mut delta: IndexDelta,
+        previous: &HashMap<RelPath, Content>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(target) = self.target.clone() else {
             return self.fail("index update before the target was connected".into());
         };
+        if delta.snapshot {
+            self.sent.clear();
+        }
+        delta.lists = self.compact(&mut delta.entries, previous);
         Stats::add(&self.stats.bytes_metadata, encoded_len(&delta));
         // `wait` keeps index messages in order: nothing else is handled until this one is delivered.
         ctx.wait(
@@ -130,9 +187,10 @@ impl Handler<SourceUpdate> for Sender {
             snapshot: msg.snapshot,
             content_reply: false,
             entries: msg.entries,
+            lists: Vec::new(),
             upto: msg.upto,
         };
-        self.forward_index(delta, ctx);
+        self.forward_index(delta, &msg.previous, ctx);
     }
 }
 
@@ -154,11 +212,72 @@ impl Handler<NeedContent> for Sender {
                     content_reply: true,
                     upto: entries.iter().map(|e| e.seq).max().unwrap_or_default(),
                     entries,
+                    lists: Vec::new(),
                 };
-                act.forward_index(delta, ctx);
+                act.forward_index(delta, &HashMap::new(), ctx);
             }
             Ok(Err(e)) => act.fail(format!("hashing failed: {e}")),
             Err(e) => act.fail(format!("differ is gone: {e}")),
+        }));
+    }
+}
+
+impl Handler<NeedGroups> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, msg: NeedGroups, ctx: &mut Self::Context) {
+        let (Some(differ), Some(target)) = (self.differ.clone(), self.target.clone()) else {
+            return self.fail("group request before the pipeline was connected".into());
+        };
+        let folder = self.folder.clone();
+        let stats = self.stats.clone();
+        let work = async move {
+            let current = differ
+                .send(GetContent {
+                    path: msg.path.clone(),
+                })
+                .await
+                .map_err(|source| crate::Error::Mailbox {
+                    actor: "differ",
+                    source,
+                })?;
+            let reply = match current.filter(|c| c.id == msg.id) {
+                Some(c) => GroupData {
+                    folder,
+                    path: msg.path,
+                    id: msg.id,
+                    groups: groups(&c.chunks)
+                        .into_iter()
+                        .filter(|(_, id)| msg.groups.contains(id))
+                        .map(|(r, id)| GroupList {
+                            id,
+                            chunks: c.chunks[r].to_vec(),
+                        })
+                        .collect(),
+                    stale: false,
+                },
+                None => GroupData {
+                    folder,
+                    path: msg.path,
+                    id: msg.id,
+                    groups: Vec::new(),
+                    stale: true,
+                },
+            };
+            Stats::add(&stats.bytes_metadata, encoded_len(&reply));
+            target
+                .groups
+                .send(reply)
+                .await
+                .map_err(|source| crate::Error::Mailbox {
+                    actor: "applier",
+                    source,
+                })
+        };
+        ctx.spawn(work.into_actor(self).map(|res, act, _| {
+            if let Err(e) = res {
+                act.fail(e.to_string());
+            }
         }));
     }
 }

@@ -22,6 +22,8 @@ pub mod diff;
 pub mod entry;
 pub mod error;
 pub mod index;
+pub mod outline;
+pub mod patch;
 pub mod plan;
 pub mod reconcile;
 pub mod relpath;
