@@ -817,6 +817,7 @@ impl Handler<ChunkData> for Applier {
                 }
                 match res {
                     Ok(outcome) => {
+                        Stats::add(&act.stats.bytes_zero, outcome.zero_bytes);
                         act.on_events(outcome.events);
                         for (id, waiters) in outcome.bad {
                             act.retry_chunk(id, waiters);

@@ -300,14 +300,11 @@ impl Handler<NeedChunks> for Sender {
                 })
                 .await?;
             for batch in batches {
-                let (mut data, mut chunks, mut zeros) = (0u64, 0u64, 0u64);
+                let (mut data, mut chunks) = (0u64, 0u64);
                 for c in &batch.chunks {
-                    match &c.body {
-                        ChunkBody::Bytes(d) => {
-                            data += d.len() as u64;
-                            chunks += 1;
-                        }
-                        ChunkBody::Zeros(n) => zeros += u64::from(*n),
+                    if let ChunkBody::Bytes(d) = &c.body {
+                        data += d.len() as u64;
+                        chunks += 1;
                     }
                 }
                 let metadata = encoded_len(&batch).saturating_sub(data);
@@ -321,7 +318,6 @@ impl Handler<NeedChunks> for Sender {
                     })?;
                 Stats::add(&stats.bytes_sent, data);
                 Stats::add(&stats.chunks_sent, chunks);
-                Stats::add(&stats.bytes_zero, zeros);
                 Stats::add(&stats.bytes_metadata, metadata);
             }
             Ok::<_, crate::Error>(())

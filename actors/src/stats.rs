@@ -34,7 +34,7 @@ pub struct Stats {
     pub bytes_reused: AtomicU64,
     /// Chunks copied locally.
     pub chunks_reused: AtomicU64,
-    /// Bytes of all-zero chunks, sent as a length only (and left as holes in the target).
+    /// Bytes of the target filled by all-zero chunks, which travel as a length and are left as holes.
     pub bytes_zero: AtomicU64,
     /// Files the current plan writes.
     pub files_planned: AtomicU64,

@@ -44,6 +44,8 @@ pub(crate) struct WriteOutcome {
     pub(crate) events: Vec<SlotEvent>,
     /// Chunks whose bytes did not match their id, with the slots still waiting for them.
     pub(crate) bad: Vec<(ChunkId, Waiters)>,
+    /// Bytes of all-zero chunks left as holes (once for every place they fill).
+    pub(crate) zero_bytes: u64,
 }
 
 impl Slot {
@@ -196,6 +198,7 @@ pub(crate) fn write_chunks(batch: Vec<(ChunkBody, ChunkId, Waiters)>) -> WriteOu
                     offset: task.offset,
                 })
             } else if zeros {
+                out.zero_bytes += data.len() as u64;
                 // Opens the temp file (so even an all-zero file exists) without writing.
                 slot.with_temp(|_| Ok(()))
             } else {
