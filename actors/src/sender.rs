@@ -119,6 +119,7 @@ impl Sender {
                 Some(base) => ListForm::Patch(patch::between(base, c)),
                 None => ListForm::Outline(outline(c)),
             };
+            tracing::debug!(folder = %self.folder, path = %e.path, chunks = c.chunks.len(), patch = matches!(form, ListForm::Patch(_)), "chunk list sent compact");
             self.sent.insert(e.path.clone(), (e.seq, c.id));
             lists.push(ChunkList {
                 path: e.path.clone(),

@@ -4,6 +4,10 @@
 
 mod util;
 
+mod delta_edits;
+mod delta_faults;
+mod delta_property;
+mod delta_reuse;
 mod live_faults;
 mod live_steps;
 mod sync_dryrun;

@@ -262,6 +262,15 @@ pub struct Report {
     pub bytes_sent: u64,
     /// Bytes taken from data DST already held.
     pub bytes_reused: u64,
+    /// Chunks passed from the source side to the target side.
+    pub chunks_sent: u64,
+    /// Encoded bytes of every other message between source and target side (index entries,
+    /// chunk lists, requests, acknowledgements), both directions.
+    pub bytes_metadata: u64,
+    /// Chunks taken from data DST already held.
+    pub chunks_reused: u64,
+    /// Bytes of all-zero chunks, sent as a length only.
+    pub bytes_zero: u64,
     /// Actions not applied, as (path, reason).
     pub not_applied: Vec<(String, String)>,
     /// With --dry-run, the itemized changes, sorted.
@@ -328,6 +337,10 @@ impl Report {
             bytes_written: num("bytes_written")?,
             bytes_sent: num("bytes_sent")?,
             bytes_reused: num("bytes_reused")?,
+            chunks_sent: num("chunks_sent")?,
+            bytes_metadata: num("bytes_metadata")?,
+            chunks_reused: num("chunks_reused")?,
+            bytes_zero: num("bytes_zero")?,
             not_applied,
             changes,
             raw,
@@ -362,6 +375,16 @@ pub fn changes(items: &[(&str, &str)]) -> Vec<Change> {
 // ---------------------------------------------------------------------------------------------
 // Building trees
 // ---------------------------------------------------------------------------------------------
+
+/// One kibibyte.
+pub const KIB: u64 = 1024;
+
+/// One mebibyte.
+pub const MIB: u64 = 1024 * KIB;
+
+/// The largest chunk with the default chunker sizes (`--chunk-sizes 16K,64K,256K`): an edit
+/// should cost about one or two of these.
+pub const MAX_CHUNK: u64 = 256 * KIB;
 
 /// A fresh temporary directory.
 pub fn tempdir() -> TempDir {
