@@ -531,6 +531,17 @@ impl Applier {
             let mut batch = Vec::new();
             let mut bytes = 0u64;
             while let Some(r) = x.requests.front() {
+                // Every file waiting for it was withdrawn or failed: no need to fetch it.
+                let wanted = x
+                    .waiting
+                    .get(&r.id)
+                    .is_some_and(|w| w.iter().any(|(slot, _)| !slot.is_finished()));
+                if !wanted {
+                    let id = r.id;
+                    x.waiting.remove(&id);
+                    x.requests.pop_front();
+                    continue;
+                }
                 let len = u64::from(r.len);
                 if bytes > 0
                     && (bytes + len > MAX_REQUEST_BYTES || x.inflight + bytes >= MAX_INFLIGHT_BYTES)
@@ -539,6 +550,9 @@ impl Applier {
                 }
                 bytes += len;
                 batch.extend(x.requests.pop_front());
+            }
+            if batch.is_empty() {
+                break;
             }
             x.inflight += bytes;
             messages.push(NeedChunks {
@@ -589,7 +603,7 @@ impl Applier {
                             x.active -= 1;
                         }
                     }
-                    self.refetch(&slot.entry.path);
+                    self.refetch(&slot.entry.path, slot.entry.seq);
                 }
                 SlotEvent::Failed(slot, reason) => {
                     Stats::add(&self.stats.files_done, 1);
@@ -751,11 +765,19 @@ impl Handler<IndexDelta> for Applier {
             ));
         }
         let mut entries = msg.entries;
+        if msg.snapshot {
+            self.pending.clear();
+        }
         if let Err(reason) = self.unpack_lists(&mut entries, msg.lists) {
             return self.fail(format!("protocol error: {reason}"));
         }
+        if let Some(reason) = entries
+            .iter()
+            .find_map(|e| bad_content(e, &self.opts.params))
+        {
+            return self.fail(format!("protocol error: {reason}"));
+        }
         if msg.snapshot {
-            self.pending.clear();
             let entries = entries.into_iter().map(|e| (e, None)).collect();
             self.source = Index::from_sorted(self.opts.params, entries);
             self.have_snapshot = true;
@@ -788,11 +810,18 @@ impl Handler<ChunkData> for Applier {
         // Received bytes stay counted as in flight until they are on disk, so a slow disk
         // holds back further requests instead of letting data pile up in memory.
         let mut held = 0u64;
+        let mut wrong_length = Vec::new();
         for c in msg.chunks {
             let Some(waiters) = x.waiting.remove(&c.id) else {
                 tracing::debug!(folder = %self.folder, "unrequested chunk {:?} ignored", c.id);
                 continue;
             };
+            // Checked before anything is allocated for it: the length is the sender's word.
+            if c.body.len() != u64::from(waiters[0].1.chunk.len) {
+                x.inflight = x.inflight.saturating_sub(u64::from(waiters[0].1.chunk.len));
+                wrong_length.push((c.id, waiters));
+                continue;
+            }
             held += u64::from(waiters[0].1.chunk.len);
             batch.push((c.body, c.id, waiters));
         }
@@ -801,10 +830,28 @@ impl Handler<ChunkData> for Applier {
             if let Some(waiters) = x.waiting.remove(&f.id) {
                 x.inflight = x.inflight.saturating_sub(u64::from(waiters[0].1.chunk.len));
                 tracing::info!(folder = %self.folder, path = %f.path, "source changed while it was sent ({}); asking for it again", f.reason);
-                events.extend(withdraw_slots(waiters));
+                // The files read from the failed path are withdrawn; others waiting for the
+                // same chunk ask for it again from their own source file.
+                let (failed, others): (Waiters, Waiters) = waiters
+                    .into_iter()
+                    .filter(|(slot, _)| !slot.is_finished())
+                    .partition(|(slot, _)| slot.entry.path == f.path);
+                events.extend(withdraw_slots(failed));
+                if let Some((slot, task)) = others.first() {
+                    x.requests.push_back(ChunkRequest {
+                        id: f.id,
+                        path: slot.entry.path.clone(),
+                        offset: task.offset,
+                        len: task.chunk.len,
+                    });
+                    x.waiting.insert(f.id, others);
+                }
             }
         }
         self.on_events(events);
+        for (id, waiters) in wrong_length {
+            self.retry_chunk(id, waiters);
+        }
         if !batch.is_empty() {
             let x = self.exec.as_mut().expect("checked above");
             x.jobs += 1;
@@ -863,7 +910,7 @@ impl Applier {
 impl Applier {
     /// Asks again for the content of a file whose source changed while it was sent, so the
     /// next plan fetches the version there now; after [`REFETCHES`] tries it is skipped.
-    fn refetch(&mut self, path: &RelPath) {
+    fn refetch(&mut self, path: &RelPath, seq: Seq) {
         let n = self.refetches.entry(path.clone()).or_insert(0);
         *n += 1;
         if *n > REFETCHES {
@@ -872,7 +919,9 @@ impl Applier {
                 "the source file kept changing while it was sent".into(),
             );
         }
-        if let Some(e) = self.source.get_mut(path) {
+        // Only the version that failed is forgotten: a newer entry that arrived meanwhile
+        // already carries the content to fetch.
+        if let Some(e) = self.source.get_mut(path).filter(|e| e.seq == seq) {
             e.content = None;
         }
         self.asked.remove(path);
@@ -881,6 +930,23 @@ impl Applier {
             x.withdrawn = true;
         }
     }
+}
+
+/// Why a received file entry's chunk list cannot be right, if it cannot: every chunk must
+/// be within the chunker's maximum and the chunks must add up to the file's size.
+fn bad_content(e: &FileEntry, params: &ChunkParams) -> Option<String> {
+    let c = e.content.as_ref()?;
+    if let Some(bad) = c.chunks.iter().find(|c| c.len == 0 || c.len > params.max) {
+        return Some(format!("{}: a chunk of {} bytes", e.path, bad.len));
+    }
+    (c.len() != e.size).then(|| {
+        format!(
+            "{}: chunks add up to {} bytes, the entry says {}",
+            e.path,
+            c.len(),
+            e.size
+        )
+    })
 }
 
 impl Applier {
@@ -963,11 +1029,26 @@ impl Applier {
             for (id, chunks) in &p.supplied {
                 known.insert(*id, chunks.as_slice());
             }
+            // An outline may not claim more chunks than the file's size allows.
+            let size = self.source.get(&path).map_or(0, |e| e.size);
+            let most = size / u64::from(self.opts.params.min.max(1)) + 2;
+            let claimed: u64 = p.outline.groups.iter().map(|g| u64::from(g.chunks)).sum();
+            if claimed > most {
+                self.pending.remove(&path);
+                self.fail(format!(
+                    "protocol error: the outline of {path} claims {claimed} chunks for {size} bytes"
+                ));
+                return false;
+            }
             match outline::resolve(&self.opts.params, p.id, &p.outline, &known) {
                 Ok(content) => {
                     self.pending.remove(&path);
                     if let Some(e) = self.source.get_mut(&path) {
                         e.content = Some(content);
+                        if let Some(reason) = bad_content(e, &self.opts.params) {
+                            self.fail(format!("protocol error: {reason}"));
+                            return false;
+                        }
                     }
                 }
                 Err(Unresolved::Missing(groups)) if !p.requested => {

@@ -242,6 +242,7 @@ impl Handler<NeedGroups> for Sender {
                     actor: "differ",
                     source,
                 })?;
+            let wanted: std::collections::HashSet<_> = msg.groups.iter().copied().collect();
             let reply = match current.filter(|c| c.id == msg.id) {
                 Some(c) => GroupData {
                     folder,
@@ -249,7 +250,7 @@ impl Handler<NeedGroups> for Sender {
                     id: msg.id,
                     groups: groups(&c.chunks)
                         .into_iter()
-                        .filter(|(_, id)| msg.groups.contains(id))
+                        .filter(|(_, id)| wanted.contains(id))
                         .map(|(r, id)| GroupList {
                             id,
                             chunks: c.chunks[r].to_vec(),

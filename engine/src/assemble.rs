@@ -68,12 +68,12 @@ pub fn chunk_tasks(
         .map(|b| b.with_offsets().map(|(off, c)| (c.id, off)).collect())
         .unwrap_or_default();
     let mut sources: Vec<RelPath> = Vec::new();
-    let mut source_of = |p: &RelPath| match sources.iter().position(|s| s == p) {
-        Some(i) => i,
-        None => {
+    let mut numbers: HashMap<RelPath, usize> = HashMap::new();
+    let mut source_of = |p: &RelPath| {
+        *numbers.entry(p.clone()).or_insert_with(|| {
             sources.push(p.clone());
             sources.len() - 1
-        }
+        })
     };
     let tasks = new
         .with_offsets()
@@ -113,6 +113,10 @@ pub struct LocalCopy {
     pub chunks: u64,
 }
 
+/// Source files held open at once while copying (a file assembled from thousands of others
+/// must not run the process out of descriptors).
+const MAX_OPEN: usize = 32;
+
 /// Copies the local chunks of `plan` into `temp`, verifying each against its id.
 pub fn copy_local_chunks(
     target: &TargetDir,
@@ -128,6 +132,9 @@ pub fn copy_local_chunks(
             out.remote.push(*t);
             continue;
         };
+        if open.len() >= MAX_OPEN && !open.contains_key(&source) {
+            open.clear();
+        }
         let file = open
             .entry(source)
             .or_insert_with(|| target.open_read(&plan.sources[source]).ok());
@@ -136,7 +143,10 @@ pub fn copy_local_chunks(
             .as_ref()
             .is_some_and(|f| f.read_exact_at(&mut buf, at).is_ok() && t.chunk.id.matches(&buf));
         if good {
-            temp.write_at(t.offset, &buf)?;
+            // The temp file is new: a run of zeros is left as a hole.
+            if buf.iter().any(|&b| b != 0) {
+                temp.write_at(t.offset, &buf)?;
+            }
             out.bytes += u64::from(t.chunk.len);
             out.chunks += 1;
         } else {

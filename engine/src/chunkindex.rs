@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use crate::chunk::{ChunkId, Content};
 use crate::relpath::RelPath;
 
+/// Places remembered per chunk: enough to survive a few of them changing, bounded for a
+/// chunk that thousands of files share (the zero chunk of sparse images).
+const MAX_PLACES: usize = 8;
+
 /// One place a chunk lives: a file and the chunk's offset in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkLoc {
@@ -35,8 +39,9 @@ impl ChunkIndex {
     pub fn add(&mut self, path: &RelPath, content: &Content) {
         for (offset, c) in content.with_offsets() {
             let locs = self.locs.entry(c.id).or_default();
-            // A chunk repeated inside one file needs only its first place.
-            if !locs.iter().any(|l| l.path == *path) {
+            // A chunk repeated inside one file needs only its first place (this call's
+            // pushes are the last ones), and a few places are enough for any chunk.
+            if locs.len() < MAX_PLACES && locs.last().is_none_or(|l| l.path != *path) {
                 locs.push(ChunkLoc {
                     path: path.clone(),
                     offset,
