@@ -63,12 +63,13 @@ pub struct ChunkParams {
 }
 
 impl Default for ChunkParams {
-    /// 16 KiB / 64 KiB / 256 KiB: the trade-off is documented in ARCHITECTURE.md.
+    /// 8 KiB / 32 KiB / 128 KiB, tuned on the edit benchmarks: the trade-off is documented
+    /// in ARCHITECTURE.md.
     fn default() -> Self {
         ChunkParams {
-            min: 16 * 1024,
-            avg: 64 * 1024,
-            max: 256 * 1024,
+            min: 8 * 1024,
+            avg: 32 * 1024,
+            max: 128 * 1024,
         }
     }
 }
@@ -329,8 +330,9 @@ mod tests {
 
     #[test]
     fn params_parse_and_are_checked() {
-        let p: ChunkParams = "16K,64K,256K".parse().unwrap();
+        let p: ChunkParams = "8K,32K,128K".parse().unwrap();
         assert_eq!(p, ChunkParams::default());
+        assert_eq!("16K,64K,256K".parse::<ChunkParams>().unwrap().avg, 64 << 10);
         assert_eq!("4096,16k,1M".parse::<ChunkParams>().unwrap().max, 1 << 20);
         for bad in [
             "16K,64K",

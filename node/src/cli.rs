@@ -51,7 +51,7 @@ pub struct WatchArgs {
     #[arg(long, value_parser = crate::duration::parse)]
     pub poll: Option<std::time::Duration>,
     /// Chunker sizes MIN,AVG,MAX (advanced: both sides must agree; see ARCHITECTURE.md).
-    #[arg(long, value_name = "MIN,AVG,MAX", default_value = "16K,64K,256K")]
+    #[arg(long, value_name = "MIN,AVG,MAX", default_value = "8K,32K,128K")]
     pub chunk_sizes: ferry_engine::ChunkParams,
 }
 
@@ -78,6 +78,6 @@ pub struct SyncArgs {
     #[arg(long)]
     pub no_fsync: bool,
     /// Chunker sizes MIN,AVG,MAX (advanced: both sides must agree; see ARCHITECTURE.md).
-    #[arg(long, value_name = "MIN,AVG,MAX", default_value = "16K,64K,256K")]
+    #[arg(long, value_name = "MIN,AVG,MAX", default_value = "8K,32K,128K")]
     pub chunk_sizes: ferry_engine::ChunkParams,
 }

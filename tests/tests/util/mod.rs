@@ -382,9 +382,9 @@ pub const KIB: u64 = 1024;
 /// One mebibyte.
 pub const MIB: u64 = 1024 * KIB;
 
-/// The largest chunk with the default chunker sizes (`--chunk-sizes 16K,64K,256K`): an edit
+/// The largest chunk with the default chunker sizes (`--chunk-sizes 8K,32K,128K`): an edit
 /// should cost about one or two of these.
-pub const MAX_CHUNK: u64 = 256 * KIB;
+pub const MAX_CHUNK: u64 = 128 * KIB;
 
 /// A fresh temporary directory.
 pub fn tempdir() -> TempDir {

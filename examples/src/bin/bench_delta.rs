@@ -1,0 +1,1667 @@
+//! `bench_delta`: bytes exchanged and wall time for a small change to a 1 GiB file,
+//! `ferry sync` versus rsync over its daemon on loopback.
+//!
+//! For each mutator (`edit-mid`: 4 KiB overwritten in place in the middle; `insert`: 1 KiB
+//! inserted at 100 MiB, shifting the rest) and each round:
+//!
+//! 1. SRC, DST_F (ferry's target) and DST_R (rsync's target) each get a copy of the pristine
+//!    1 GiB `bigfile` with the same mtime (generated once by `gen_tree.py bigfile` and cached
+//!    under `--work`);
+//! 2. the mutator is applied to SRC's file;
+//! 3. ferry: `ferry sync SRC DST_F --json` (durable, the headline) and again with `--no-fsync`
+//!    (rsync does not fsync), each into a freshly restored DST_F; bytes are
+//!    `bytes_sent + bytes_metadata` of ferry's JSON summary;
+//! 4. rsync: `rsync -a --delete --stats SRC/ rsync://127.0.0.1:PORT/dst/` through
+//!    `byteproxy.py` in front of an `rsync --daemon` whose module is DST_R; bytes are the
+//!    proxy's payload counts in both directions.
+//!
+//! Before every timed run dirty pages are flushed and SRC's and the target's file are read
+//! once (warm, the default) or the page cache is dropped (`--cache cold`). Every result is
+//! verified against SRC. `--sweep` measures ferry alone for a list of chunker parameter sets.
+//!
+//! Run by hand (never in CI):
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ferry-node -p ferry-examples
+//! /work/target-bench/release/bench_delta [--runs N] [--chunk-sizes MIN,AVG,MAX] [--sweep] …
+//! ```
+
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, Read as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_examples::benchkit::{
+    self, fresh_dir, loud, median, ratio, setup, verdict, verify, ArgParser, Failure, Result,
+};
+use ferry_examples::workload::{Scale, MIB};
+use serde_json::{json, Value};
+
+/// Target: ferry's bytes exchanged ≤ this × rsync's.
+const TARGET_BYTES_RATIO: f64 = 0.25;
+/// Target: ferry's wall time ≤ this × rsync's.
+const TARGET_WALL_RATIO: f64 = 0.5;
+
+/// Default working directory (the pristine file is cached there between invocations).
+const DEFAULT_WORK: &str = "/tmp/ferry-bench-delta";
+/// Default directory of `gen_tree.py` and `byteproxy.py`.
+const DEFAULT_TOOLS: &str = "/work/shared/bench";
+/// Chunker parameter sets of `--sweep` when no `--chunk-sizes` is given.
+const DEFAULT_SWEEP: [&str; 4] = ["4K,16K,64K", "8K,32K,128K", "16K,64K,256K", "32K,128K,512K"];
+/// The name of the big file inside SRC, DST_F and DST_R.
+const FILE_NAME: &str = "bigfile";
+/// rsync "Literal data" above this fraction of the file means it did not use its delta
+/// algorithm (a whole-file transfer), which would make the comparison meaningless.
+const RSYNC_MAX_LITERAL_FRACTION: f64 = 0.01;
+/// How long to wait for the rsync daemon and the proxy to come up, and for the proxy to
+/// account a finished connection.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The kernel knob that drops the page cache.
+const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
+
+const USAGE: &str = "\
+bench_delta: a small change to a 1 GiB file: `ferry sync` versus rsync over its daemon
+(bytes exchanged in both directions, wall time)
+
+USAGE:
+    CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ferry-node -p ferry-examples
+    /work/target-bench/release/bench_delta [OPTIONS]
+
+OPTIONS:
+    --work DIR           working directory (default /tmp/ferry-bench-delta): the pristine file is
+                         generated once into DIR/cache and reused; DIR/src, DIR/dst-ferry,
+                         DIR/dst-rsync and DIR/rsyncd are replaced, and removed at the end
+                         unless --keep or a run failed
+    --tools DIR          where gen_tree.py and byteproxy.py live (default /work/shared/bench)
+    --ferry PATH         ferry binary (default: `ferry` next to this binary, else
+                         <workspace>/target/release/ferry)
+    --runs N             rounds per mutator; medians are reported (default 3)
+    --mutators LIST      comma-separated, of edit-mid and insert (default both)
+    --chunk-sizes S      MIN,AVG,MAX passed to `ferry sync --chunk-sizes` (default: ferry's own);
+                         with --sweep it may be repeated to give the list of sets to try
+    --sweep              ferry only, once per chunk-size set (default sets 4K,16K,64K
+                         8K,32K,128K 16K,64K,256K 32K,128K,512K): bytes, time, chunk counts
+    --variants LIST      ferry variants, comma-separated, of durable and no-fsync
+                         (default: both; with --sweep: durable)
+    --cache warm|cold    warm (default): `sync`, then read SRC's and the target's file once
+                         before every timed run (as the reference figures in
+                         /work/shared/bench/README.md; stable to ~2 %);
+                         cold: `sync` and drop the page cache before every timed run (needs
+                         root; both tools then wait on the disk, and timings are noisier)
+    --scale full|small   size of the big file: 1 GiB (default) or 128 MiB (quick checks)
+    --seed N             gen_tree.py seed for the file and the mutators (default 1)
+    --skip-ferry         measure rsync only
+    --skip-rsync         measure ferry only
+    --json               print one machine-readable JSON object on stdout instead of tables
+    --keep               keep DIR/src, DIR/dst-* and DIR/rsyncd at the end
+    -h, --help           show this help
+
+Exit status: 0 when all runs completed and every result was verified (missed targets are
+reported as MISS but do not change the status), 1 on usage/setup errors, 3 when a ferry run
+failed or produced a target that differs from SRC.
+";
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+/// A change applied to SRC's big file by `gen_tree.py`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mutator {
+    /// 4 KiB overwritten in place in the middle.
+    EditMid,
+    /// 1 KiB inserted at 100 MiB (half the file if smaller), shifting the rest.
+    Insert,
+}
+
+impl Mutator {
+    fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "edit-mid" => Ok(Mutator::EditMid),
+            "insert" => Ok(Mutator::Insert),
+            other => Err(format!(
+                "unknown mutator {other:?} (expected edit-mid or insert)"
+            )),
+        }
+    }
+
+    /// The `gen_tree.py` sub-command.
+    fn as_str(self) -> &'static str {
+        match self {
+            Mutator::EditMid => "edit-mid",
+            Mutator::Insert => "insert",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Mutator::EditMid => "4 KiB overwritten in place in the middle",
+            Mutator::Insert => "1 KiB inserted, shifting the rest",
+        }
+    }
+}
+
+/// How the page cache is prepared before every timed run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cache {
+    /// `sync`, then drop the page cache.
+    Cold,
+    /// `sync`, then read SRC's and the target's file once.
+    Warm,
+}
+
+impl Cache {
+    fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cold" => Ok(Cache::Cold),
+            "warm" => Ok(Cache::Warm),
+            other => Err(format!("unknown --cache {other:?} (expected cold or warm)")),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Cache::Cold => "cold",
+            Cache::Warm => "warm",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Cache::Cold => {
+                "cold: `sync; echo 3 > /proc/sys/vm/drop_caches` (untimed) before every timed run"
+            }
+            Cache::Warm => {
+                "warm: `sync`, then SRC's and the target's file read once (untimed) before \
+                 every timed run"
+            }
+        }
+    }
+}
+
+/// How ferry is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// Default: files and directories fsynced (the headline).
+    Durable,
+    /// `--no-fsync`, as rsync does not fsync either.
+    NoFsync,
+}
+
+impl Variant {
+    fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "durable" => Ok(Variant::Durable),
+            "no-fsync" => Ok(Variant::NoFsync),
+            other => Err(format!(
+                "unknown variant {other:?} (expected durable or no-fsync)"
+            )),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Variant::Durable => "durable",
+            Variant::NoFsync => "no-fsync",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Durable => "ferry",
+            Variant::NoFsync => "ferry --no-fsync",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Args {
+    work: PathBuf,
+    tools: PathBuf,
+    ferry: Option<PathBuf>,
+    runs: usize,
+    mutators: Vec<Mutator>,
+    chunk_sizes: Vec<String>,
+    sweep: bool,
+    variants: Option<Vec<Variant>>,
+    cache: Option<Cache>,
+    scale: Scale,
+    seed: u64,
+    skip_ferry: bool,
+    skip_rsync: bool,
+    json: bool,
+    keep: bool,
+}
+
+impl Args {
+    /// The chunk-size sets to run ferry with; `None` is ferry's default (no flag).
+    fn param_sets(&self) -> Vec<Option<String>> {
+        if self.sweep && self.chunk_sizes.is_empty() {
+            DEFAULT_SWEEP.iter().map(|s| Some(s.to_string())).collect()
+        } else if self.chunk_sizes.is_empty() {
+            vec![None]
+        } else {
+            self.chunk_sizes.iter().cloned().map(Some).collect()
+        }
+    }
+
+    fn variants(&self) -> Vec<Variant> {
+        match &self.variants {
+            Some(v) => v.clone(),
+            None if self.sweep => vec![Variant::Durable],
+            None => vec![Variant::Durable, Variant::NoFsync],
+        }
+    }
+
+    fn rsync(&self) -> bool {
+        !self.sweep && !self.skip_rsync
+    }
+
+    fn ferry(&self) -> bool {
+        !self.skip_ferry
+    }
+}
+
+fn list<T>(
+    s: &str,
+    parse: impl Fn(&str) -> std::result::Result<T, String>,
+) -> std::result::Result<Vec<T>, String> {
+    let v = s
+        .split(',')
+        .map(|x| parse(x.trim()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if v.is_empty() {
+        return Err(format!("empty list {s:?}"));
+    }
+    Ok(v)
+}
+
+fn parse_args(it: impl Iterator<Item = OsString>) -> std::result::Result<Option<Args>, String> {
+    let mut args = Args {
+        work: PathBuf::from(DEFAULT_WORK),
+        tools: PathBuf::from(DEFAULT_TOOLS),
+        ferry: None,
+        runs: 3,
+        mutators: vec![Mutator::EditMid, Mutator::Insert],
+        chunk_sizes: Vec::new(),
+        sweep: false,
+        variants: None,
+        cache: None,
+        scale: Scale::Full,
+        seed: 1,
+        skip_ferry: false,
+        skip_rsync: false,
+        json: false,
+        keep: false,
+    };
+    let mut p = ArgParser::new(it);
+    while let Some(flag) = p.next_flag()? {
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--work" => args.work = PathBuf::from(p.value("--work")?),
+            "--tools" => args.tools = PathBuf::from(p.value("--tools")?),
+            "--ferry" => args.ferry = Some(PathBuf::from(p.value("--ferry")?)),
+            "--runs" => args.runs = p.positive("--runs")?,
+            "--mutators" => args.mutators = list(&p.text("--mutators")?, Mutator::parse)?,
+            "--chunk-sizes" => {
+                let s = p.text("--chunk-sizes")?;
+                if s.split(',').count() != 3 {
+                    return Err(format!(
+                        "--chunk-sizes expects MIN,AVG,MAX (e.g. 16K,64K,256K), got {s:?}"
+                    ));
+                }
+                args.chunk_sizes.push(s);
+            }
+            "--sweep" => args.sweep = true,
+            "--variants" => args.variants = Some(list(&p.text("--variants")?, Variant::parse)?),
+            "--cache" => args.cache = Some(Cache::parse(&p.text("--cache")?)?),
+            "--scale" => args.scale = p.text("--scale")?.parse()?,
+            "--seed" => args.seed = p.number("--seed")?,
+            "--skip-ferry" => args.skip_ferry = true,
+            "--skip-rsync" => args.skip_rsync = true,
+            "--json" => args.json = true,
+            "--keep" => args.keep = true,
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    if args.chunk_sizes.len() > 1 && !args.sweep {
+        return Err("--chunk-sizes may be repeated only with --sweep".into());
+    }
+    if args.sweep && args.skip_ferry {
+        return Err("--sweep measures ferry only; it cannot be combined with --skip-ferry".into());
+    }
+    if args.skip_ferry && args.skip_rsync {
+        return Err("--skip-ferry and --skip-rsync leave nothing to measure".into());
+    }
+    Ok(Some(args))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tools
+// ---------------------------------------------------------------------------------------------
+
+/// The external programs the benchmark runs.
+struct Tools {
+    python: PathBuf,
+    gen_tree: PathBuf,
+    byteproxy: PathBuf,
+    rsync: Option<(PathBuf, String)>,
+    ferry: Option<(PathBuf, String)>,
+}
+
+fn find_tools(args: &Args) -> Result<Tools> {
+    let python = benchkit::which(OsStr::new("python3"))
+        .ok_or_else(|| Failure::Setup("python3 not found on PATH".into()))?;
+    let script = |name: &str| {
+        let p = args.tools.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Failure::Setup(format!(
+                "{} not found (pass --tools DIR)",
+                p.display()
+            )))
+        }
+    };
+    let gen_tree = script("gen_tree.py")?;
+    let byteproxy = script("byteproxy.py")?;
+    let rsync = if args.rsync() {
+        let rsync = benchkit::which(OsStr::new("rsync")).ok_or_else(|| {
+            Failure::Setup(
+                "rsync not found on PATH; install it with `apt-get install -y rsync` \
+                 (or pass --skip-rsync)"
+                    .into(),
+            )
+        })?;
+        let version = first_line(&rsync, "--version");
+        Some((rsync, version))
+    } else {
+        None
+    };
+    let ferry = if args.ferry() {
+        let ferry = match &args.ferry {
+            Some(p) => benchkit::find_ferry(Some(p), "--ferry PATH")?,
+            None => match sibling_ferry() {
+                Some(p) => p,
+                None => benchkit::find_ferry(None, "--ferry PATH, or --skip-ferry")?,
+            },
+        };
+        let version = first_line(&ferry, "--version");
+        Some((ferry, version))
+    } else {
+        None
+    };
+    Ok(Tools {
+        python,
+        gen_tree,
+        byteproxy,
+        rsync,
+        ferry,
+    })
+}
+
+/// `ferry` in the directory of this binary (the same cargo target directory), if built.
+fn sibling_ferry() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join("ferry");
+    p.is_file().then_some(p)
+}
+
+/// The first line of `program arg`'s stdout, whitespace normalised ("" if it cannot run).
+fn first_line(program: &Path, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_default()
+}
+
+/// When `path` was last modified, as text (to tell which ferry build was measured).
+fn modified(path: &Path) -> String {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or_else(String::new, |d| format!("mtime {} (unix)", d.as_secs()))
+}
+
+/// Runs `program args…` to completion; a failure is [`Failure::Setup`] with its output.
+fn run_tool(what: &str, program: &Path, args: &[&OsStr]) -> Result<Output> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(setup(format!("{what}: spawning {}", program.display())))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(Failure::Setup(failed_message(what, program, args, &out)))
+    }
+}
+
+/// "`what` FAILED (status): command" followed by the tails of stdout and stderr.
+fn failed_message(what: &str, program: &Path, args: &[&OsStr], out: &Output) -> String {
+    let mut msg = format!(
+        "{what} FAILED ({}): {} {}",
+        out.status,
+        program.display(),
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let s = String::from_utf8_lossy(stream);
+        let s = s.trim();
+        if !s.is_empty() {
+            let skip = s.chars().count().saturating_sub(4000);
+            let tail: String = s.chars().skip(skip).collect();
+            let _ = write!(msg, "\n--- {name} (tail) ---\n{tail}");
+        }
+    }
+    msg
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+/// Where everything lives under `--work`.
+struct Layout {
+    cache_dir: PathBuf,
+    pristine: PathBuf,
+    src: PathBuf,
+    dst_f: PathBuf,
+    dst_r: PathBuf,
+    rsyncd: PathBuf,
+}
+
+impl Layout {
+    fn new(work: &Path, scale: Scale, seed: u64) -> Self {
+        let cache_dir = work.join("cache");
+        let pristine = cache_dir.join(format!("{FILE_NAME}-{scale}-seed{seed}"));
+        Layout {
+            cache_dir,
+            pristine,
+            src: work.join("src"),
+            dst_f: work.join("dst-ferry"),
+            dst_r: work.join("dst-rsync"),
+            rsyncd: work.join("rsyncd"),
+        }
+    }
+
+    /// The directories replaced by every invocation (removed at the end unless `--keep`).
+    fn scratch(&self) -> [&Path; 4] {
+        [&self.src, &self.dst_f, &self.dst_r, &self.rsyncd]
+    }
+}
+
+/// The size `gen_tree.py bigfile` makes at `scale`.
+fn big_size(scale: Scale) -> u64 {
+    match scale {
+        Scale::Full => 1024 * MIB,
+        Scale::Small => 128 * MIB,
+    }
+}
+
+/// Makes sure the pristine file is cached (generating it if needed); returns its mtime.
+fn ensure_pristine(args: &Args, tools: &Tools, layout: &Layout) -> Result<SystemTime> {
+    let want = big_size(args.scale);
+    if let Ok(m) = fs::metadata(&layout.pristine) {
+        if m.is_file() && m.len() == want {
+            eprintln!(
+                "bench_delta: using cached {} ({:.0} MiB)",
+                layout.pristine.display(),
+                want as f64 / MIB as f64
+            );
+            return m
+                .modified()
+                .map_err(setup(format!("mtime of {}", layout.pristine.display())));
+        }
+    }
+    fs::create_dir_all(&layout.cache_dir)
+        .map_err(setup(format!("creating {}", layout.cache_dir.display())))?;
+    let tmp = layout.pristine.with_extension("tmp");
+    eprintln!(
+        "bench_delta: generating {} ({:.0} MiB, once)…",
+        layout.pristine.display(),
+        want as f64 / MIB as f64
+    );
+    let t = Instant::now();
+    let scale = args.scale.as_str();
+    let seed = args.seed.to_string();
+    run_tool(
+        "generating the big file",
+        &tools.python,
+        &[
+            tools.gen_tree.as_os_str(),
+            OsStr::new("bigfile"),
+            tmp.as_os_str(),
+            OsStr::new("--scale"),
+            OsStr::new(scale),
+            OsStr::new("--seed"),
+            OsStr::new(&seed),
+        ],
+    )?;
+    let len = fs::metadata(&tmp)
+        .map_err(setup(format!("examining {}", tmp.display())))?
+        .len();
+    if len != want {
+        return Err(Failure::Setup(format!(
+            "gen_tree.py made {} with {len} bytes, expected {want}",
+            tmp.display()
+        )));
+    }
+    fs::rename(&tmp, &layout.pristine).map_err(setup(format!(
+        "renaming {} to {}",
+        tmp.display(),
+        layout.pristine.display()
+    )))?;
+    eprintln!(
+        "bench_delta: generated in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    fs::metadata(&layout.pristine)
+        .and_then(|m| m.modified())
+        .map_err(setup(format!("mtime of {}", layout.pristine.display())))
+}
+
+/// Replaces `dir` by a directory holding only a copy of the pristine file, with its mtime.
+fn restore(pristine: &Path, mtime: SystemTime, dir: &Path) -> Result<()> {
+    fresh_dir(dir)?;
+    let file = dir.join(FILE_NAME);
+    fs::copy(pristine, &file).map_err(setup(format!(
+        "copying {} to {}",
+        pristine.display(),
+        file.display()
+    )))?;
+    File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(mtime))
+        .map_err(setup(format!("setting the mtime of {}", file.display())))
+}
+
+/// Applies `mutator` to `file`; returns `gen_tree.py`'s report (offset and size).
+fn mutate(args: &Args, tools: &Tools, mutator: Mutator, file: &Path) -> Result<Value> {
+    let seed = args.seed.to_string();
+    let out = run_tool(
+        &format!("applying {}", mutator.as_str()),
+        &tools.python,
+        &[
+            tools.gen_tree.as_os_str(),
+            OsStr::new(mutator.as_str()),
+            file.as_os_str(),
+            OsStr::new("--seed"),
+            OsStr::new(&seed),
+        ],
+    )?;
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+/// Reads `path` once (page-cache warm-up).
+fn read_through(path: &Path) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
+}
+
+/// Drops the page cache (after `sync`).
+fn drop_caches() -> io::Result<()> {
+    rustix::fs::sync();
+    fs::write(DROP_CACHES, "3")
+}
+
+/// Prepares the page cache before a timed run that reads `src` and `dst`'s big file.
+fn settle(cache: Cache, src: &Path, dst: &Path) -> Result<()> {
+    match cache {
+        Cache::Cold => drop_caches().map_err(setup(format!("writing {DROP_CACHES}"))),
+        Cache::Warm => {
+            rustix::fs::sync();
+            for dir in [src, dst] {
+                let f = dir.join(FILE_NAME);
+                read_through(&f).map_err(setup(format!("reading {}", f.display())))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The cache mode to use: `--cache` (default warm); cold is checked to work up front.
+fn choose_cache(args: &Args) -> Result<Cache> {
+    match args.cache {
+        None | Some(Cache::Warm) => Ok(Cache::Warm),
+        Some(Cache::Cold) => {
+            drop_caches().map_err(setup(format!("--cache cold: writing {DROP_CACHES}")))?;
+            Ok(Cache::Cold)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ferry
+// ---------------------------------------------------------------------------------------------
+
+/// The counters of ferry's `--json` summary this benchmark reports.
+const FERRY_COUNTERS: [&str; 7] = [
+    "bytes_sent",
+    "bytes_metadata",
+    "bytes_reused",
+    "bytes_zero",
+    "chunks_sent",
+    "chunks_reused",
+    "bytes_written",
+];
+
+/// One timed `ferry sync`.
+#[derive(Clone, Debug)]
+struct FerryRun {
+    wall: f64,
+    /// The [`FERRY_COUNTERS`], in order (`None` if the summary lacks one).
+    counters: [Option<u64>; 7],
+}
+
+impl FerryRun {
+    fn counter(&self, name: &str) -> Option<u64> {
+        let i = FERRY_COUNTERS.iter().position(|c| *c == name)?;
+        self.counters[i]
+    }
+
+    /// Bytes exchanged between Sender and Applier: chunk data plus metadata.
+    fn bytes(&self) -> Option<u64> {
+        Some(self.counter("bytes_sent")? + self.counter("bytes_metadata")?)
+    }
+
+    /// Chunks of the new file that ferry handled (sent or reused locally).
+    fn chunks(&self) -> Option<u64> {
+        Some(self.counter("chunks_sent")? + self.counter("chunks_reused")?)
+    }
+}
+
+fn run_ferry(
+    what: &str,
+    ferry: &Path,
+    src: &Path,
+    dst: &Path,
+    variant: Variant,
+    params: Option<&str>,
+) -> Result<FerryRun> {
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("sync"),
+        src.as_os_str(),
+        dst.as_os_str(),
+        OsStr::new("--json"),
+    ];
+    if variant == Variant::NoFsync {
+        args.push(OsStr::new("--no-fsync"));
+    }
+    if let Some(p) = params {
+        args.push(OsStr::new("--chunk-sizes"));
+        args.push(OsStr::new(p));
+    }
+    let mut cmd = Command::new(ferry);
+    cmd.args(&args).stdin(Stdio::null());
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .map_err(setup(format!("{what}: spawning {}", ferry.display())))?;
+    let wall = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(Failure::Wrong(failed_message(what, ferry, &args, &out)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(text.trim()).map_err(|e| {
+        Failure::Wrong(format!(
+            "{what}: stdout is not the one JSON object `--json` promises ({e}): {:?}",
+            text.chars().take(300).collect::<String>()
+        ))
+    })?;
+    let counters = FERRY_COUNTERS.map(|c| summary.get(c).and_then(Value::as_u64));
+    for (name, v) in FERRY_COUNTERS.iter().zip(&counters) {
+        if v.is_none() {
+            eprintln!("WARNING: {what}: ferry's JSON summary has no counter {name:?}");
+        }
+    }
+    Ok(FerryRun { wall, counters })
+}
+
+// ---------------------------------------------------------------------------------------------
+// rsync daemon behind the byte-counting proxy
+// ---------------------------------------------------------------------------------------------
+
+/// The proxy's counters at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProxyCounts {
+    c2s: u64,
+    s2c: u64,
+    connections: u64,
+    active: u64,
+    seq: u64,
+}
+
+/// `rsync --daemon` serving module `dst` (= DST_R) on loopback, with `byteproxy.py` in front.
+/// Both are stopped when dropped.
+struct RsyncService {
+    daemon: Child,
+    proxy: Child,
+    proxy_port: u16,
+    stats: PathBuf,
+    log: PathBuf,
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(setup("finding a free loopback port"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(setup("finding a free loopback port"))
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > SERVICE_TIMEOUT {
+            return Err(Failure::Setup(format!(
+                "{what} did not happen within {SERVICE_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+impl RsyncService {
+    fn start(rsync: &Path, tools: &Tools, layout: &Layout) -> Result<Self> {
+        fresh_dir(&layout.rsyncd)?;
+        let conf = layout.rsyncd.join("rsyncd.conf");
+        let log = layout.rsyncd.join("rsyncd.log");
+        let stats = layout.rsyncd.join("proxy.json");
+        let ids = if rustix::process::geteuid().is_root() {
+            "    uid = root\n    gid = root\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "# generated by bench_delta\nlog file = {}\n\n[dst]\n    path = {}\n    \
+             use chroot = no\n    read only = no\n{ids}",
+            log.display(),
+            layout.dst_r.display()
+        );
+        fs::write(&conf, text).map_err(setup(format!("writing {}", conf.display())))?;
+
+        let daemon_port = free_port()?;
+        let mut conf_arg = OsString::from("--config=");
+        conf_arg.push(&conf);
+        let daemon = Command::new(rsync)
+            .arg("--daemon")
+            .arg("--no-detach")
+            .arg(conf_arg)
+            .arg("--address=127.0.0.1")
+            .arg(format!("--port={daemon_port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(setup(format!("spawning {} --daemon", rsync.display())))?;
+        let proxy_port = free_port()?;
+        let proxy = match Command::new(&tools.python)
+            .arg(&tools.byteproxy)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{proxy_port}"))
+            .arg("--target")
+            .arg(format!("127.0.0.1:{daemon_port}"))
+            .arg("--out")
+            .arg(&stats)
+            .arg("--interval")
+            .arg("3600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let mut daemon = daemon;
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+                return Err(Failure::Setup(format!(
+                    "spawning {}: {e}",
+                    tools.byteproxy.display()
+                )));
+            }
+        };
+        let mut service = RsyncService {
+            daemon,
+            proxy,
+            proxy_port,
+            stats,
+            log,
+        };
+        wait_until("the rsync daemon accepting connections", || {
+            TcpStream::connect(("127.0.0.1", daemon_port)).is_ok()
+        })?;
+        // The proxy writes its stats file right after it starts listening.
+        let stats = service.stats.clone();
+        wait_until("the byte proxy listening", || stats.is_file())?;
+        service.check()?;
+        Ok(service)
+    }
+
+    /// Fails if the daemon or the proxy has exited.
+    fn check(&mut self) -> Result<()> {
+        for (name, child) in [
+            ("rsync daemon", &mut self.daemon),
+            ("byte proxy", &mut self.proxy),
+        ] {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Failure::Setup(format!("the {name} exited ({status})")));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_stats(&self) -> Option<ProxyCounts> {
+        let v: Value = serde_json::from_slice(&fs::read(&self.stats).ok()?).ok()?;
+        let g = |k: &str| v.get(k).and_then(Value::as_u64);
+        Some(ProxyCounts {
+            c2s: g("c2s")?,
+            s2c: g("s2c")?,
+            connections: g("connections")?,
+            active: g("active")?,
+            seq: g("seq")?,
+        })
+    }
+
+    /// A fresh snapshot of the proxy's counters (SIGUSR1, then wait for the new write).
+    fn snapshot(&mut self) -> Result<ProxyCounts> {
+        self.check()?;
+        let before = self.read_stats().map_or(0, |c| c.seq);
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.proxy),
+            rustix::process::Signal::USR1,
+        )
+        .map_err(setup("signalling the byte proxy"))?;
+        let mut got = None;
+        wait_until("the byte proxy writing a snapshot", || {
+            got = self.read_stats().filter(|c| c.seq > before);
+            got.is_some()
+        })?;
+        got.ok_or_else(|| Failure::Setup("no proxy snapshot".into()))
+    }
+
+    /// Waits until the proxy has seen `connections` connections and none is active.
+    fn settled(&mut self, connections: u64) -> Result<ProxyCounts> {
+        let start = Instant::now();
+        loop {
+            let c = self.snapshot()?;
+            if c.connections >= connections && c.active == 0 {
+                return Ok(c);
+            }
+            if start.elapsed() > SERVICE_TIMEOUT {
+                return Err(Failure::Setup(format!(
+                    "the byte proxy still has {} active connection(s) of {} after {SERVICE_TIMEOUT:?}",
+                    c.active, c.connections
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("rsync://127.0.0.1:{}/dst/", self.proxy_port)
+    }
+}
+
+impl Drop for RsyncService {
+    fn drop(&mut self) {
+        for child in [&mut self.proxy, &mut self.daemon] {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(child),
+                rustix::process::Signal::TERM,
+            );
+        }
+        for child in [&mut self.proxy, &mut self.daemon] {
+            let start = Instant::now();
+            while matches!(child.try_wait(), Ok(None)) {
+                if start.elapsed() > Duration::from_secs(5) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// One timed rsync client run.
+#[derive(Clone, Copy, Debug)]
+struct RsyncRun {
+    wall: f64,
+    /// Payload bytes client → daemon, as counted by the proxy.
+    c2s: u64,
+    /// Payload bytes daemon → client.
+    s2c: u64,
+    /// `--stats` "Literal data" (bytes rsync sent as data rather than block references).
+    literal: Option<u64>,
+    /// `--stats` "Matched data".
+    matched: Option<u64>,
+}
+
+impl RsyncRun {
+    fn bytes(&self) -> u64 {
+        self.c2s + self.s2c
+    }
+}
+
+/// The number after `label` in rsync's `--stats` output ("Literal data: 32,768 bytes").
+fn stats_number(stats: &str, label: &str) -> Option<u64> {
+    let rest = stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))?
+        .trim_start_matches(':')
+        .trim();
+    let digits: String = rest
+        .split_whitespace()
+        .next()?
+        .chars()
+        .filter(|c| *c != ',' && *c != '.')
+        .collect();
+    digits.parse().ok()
+}
+
+fn run_rsync(
+    what: &str,
+    rsync: &Path,
+    service: &mut RsyncService,
+    src: &Path,
+    file_size: u64,
+) -> Result<RsyncRun> {
+    let before = service.settled(0)?;
+    let mut src_slash = src.as_os_str().to_os_string();
+    src_slash.push("/");
+    let url = service.url();
+    let args: [&OsStr; 5] = [
+        OsStr::new("-a"),
+        OsStr::new("--delete"),
+        OsStr::new("--stats"),
+        &src_slash,
+        OsStr::new(&url),
+    ];
+    let mut cmd = Command::new(rsync);
+    cmd.args(args).stdin(Stdio::null());
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .map_err(setup(format!("{what}: spawning {}", rsync.display())))?;
+    let wall = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        let mut msg = failed_message(what, rsync, &args, &out);
+        let _ = write!(msg, "\n(daemon log: {})", service.log.display());
+        return Err(Failure::Setup(msg));
+    }
+    let after = service.settled(before.connections + 1)?;
+    let stats = String::from_utf8_lossy(&out.stdout);
+    let run = RsyncRun {
+        wall,
+        c2s: after.c2s - before.c2s,
+        s2c: after.s2c - before.s2c,
+        literal: stats_number(&stats, "Literal data"),
+        matched: stats_number(&stats, "Matched data"),
+    };
+    match run.literal {
+        Some(l) if l as f64 > RSYNC_MAX_LITERAL_FRACTION * file_size as f64 => {
+            eprintln!(
+                "{}",
+                loud(&format!(
+                    "{what}: rsync sent {l} bytes of literal data: it did NOT use its delta \
+                     algorithm, the comparison is meaningless"
+                ))
+            );
+        }
+        Some(_) => {}
+        None => eprintln!("WARNING: {what}: no \"Literal data\" in rsync's --stats output"),
+    }
+    Ok(run)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------------
+
+/// The runs of one ferry configuration on one mutator.
+struct FerrySeries {
+    mutator: Mutator,
+    params: Option<String>,
+    variant: Variant,
+    runs: Vec<FerryRun>,
+}
+
+impl FerrySeries {
+    fn median_wall(&self) -> Option<f64> {
+        median(&self.runs.iter().map(|r| r.wall).collect::<Vec<_>>())
+    }
+
+    fn median_of(&self, f: impl Fn(&FerryRun) -> Option<u64>) -> Option<f64> {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| f(r).map(|x| x as f64))
+            .collect();
+        median(&v)
+    }
+
+    fn median_bytes(&self) -> Option<f64> {
+        self.median_of(FerryRun::bytes)
+    }
+
+    fn params_label(&self) -> &str {
+        self.params.as_deref().unwrap_or("default")
+    }
+}
+
+/// The rsync runs on one mutator.
+struct RsyncSeries {
+    mutator: Mutator,
+    runs: Vec<RsyncRun>,
+}
+
+impl RsyncSeries {
+    fn median_wall(&self) -> Option<f64> {
+        median(&self.runs.iter().map(|r| r.wall).collect::<Vec<_>>())
+    }
+
+    fn median_of(&self, f: impl Fn(&RsyncRun) -> Option<u64>) -> Option<f64> {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| f(r).map(|x| x as f64))
+            .collect();
+        median(&v)
+    }
+
+    fn median_bytes(&self) -> Option<f64> {
+        self.median_of(|r| Some(r.bytes()))
+    }
+}
+
+struct Results {
+    cache: Cache,
+    file_size: u64,
+    /// `gen_tree.py`'s report of each mutator (offset, size), from the first round.
+    mutations: Vec<(Mutator, Value)>,
+    ferry: Vec<FerrySeries>,
+    rsync: Vec<RsyncSeries>,
+}
+
+impl Results {
+    fn ferry_mut(
+        &mut self,
+        mutator: Mutator,
+        params: &Option<String>,
+        variant: Variant,
+    ) -> &mut FerrySeries {
+        let i = match self
+            .ferry
+            .iter()
+            .position(|s| s.mutator == mutator && &s.params == params && s.variant == variant)
+        {
+            Some(i) => i,
+            None => {
+                self.ferry.push(FerrySeries {
+                    mutator,
+                    params: params.clone(),
+                    variant,
+                    runs: Vec::new(),
+                });
+                self.ferry.len() - 1
+            }
+        };
+        &mut self.ferry[i]
+    }
+
+    fn rsync_mut(&mut self, mutator: Mutator) -> &mut RsyncSeries {
+        let i = match self.rsync.iter().position(|s| s.mutator == mutator) {
+            Some(i) => i,
+            None => {
+                self.rsync.push(RsyncSeries {
+                    mutator,
+                    runs: Vec::new(),
+                });
+                self.rsync.len() - 1
+            }
+        };
+        &mut self.rsync[i]
+    }
+
+    fn rsync_of(&self, mutator: Mutator) -> Option<&RsyncSeries> {
+        self.rsync.iter().find(|s| s.mutator == mutator)
+    }
+
+    /// The ferry / rsync ratios (bytes, wall) of `s`.
+    fn ratios(&self, s: &FerrySeries) -> (Option<f64>, Option<f64>) {
+        let r = self.rsync_of(s.mutator);
+        (
+            ratio(s.median_bytes(), r.and_then(RsyncSeries::median_bytes)),
+            ratio(s.median_wall(), r.and_then(RsyncSeries::median_wall)),
+        )
+    }
+}
+
+/// A byte count in KiB, or in MiB from 10 MiB up.
+fn kib(b: Option<f64>) -> String {
+    match b {
+        None => "-".into(),
+        Some(b) if b >= 10.0 * MIB as f64 => format!("{:.1} MiB", b / MIB as f64),
+        Some(b) => format!("{:.1} KiB", b / 1024.0),
+    }
+}
+
+fn secs(s: Option<f64>) -> String {
+    s.map_or("-".into(), |s| format!("{s:.3} s"))
+}
+
+fn count(c: Option<f64>) -> String {
+    c.map_or("-".into(), |c| format!("{c:.0}"))
+}
+
+fn times(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.3}×"))
+}
+
+struct Context<'a> {
+    args: &'a Args,
+    tools: &'a Tools,
+    layout: &'a Layout,
+}
+
+fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
+    let a = ctx.args;
+    let ferry: Vec<Value> = r
+        .ferry
+        .iter()
+        .map(|s| {
+            let (bytes_ratio, wall_ratio) = r.ratios(s);
+            let mut medians = serde_json::Map::new();
+            for c in FERRY_COUNTERS {
+                medians.insert(c.into(), json!(s.median_of(|x| x.counter(c))));
+            }
+            json!({
+                "mutator": s.mutator.as_str(),
+                "chunk_sizes": s.params,
+                "variant": s.variant.as_str(),
+                "median_wall_s": s.median_wall(),
+                "median_bytes": s.median_bytes(),
+                "median_chunks": s.median_of(FerryRun::chunks),
+                "median_counters": medians,
+                "ratio_bytes_vs_rsync": bytes_ratio,
+                "ratio_wall_vs_rsync": wall_ratio,
+                "runs": s.runs.iter().map(|x| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("wall_s".into(), json!(x.wall));
+                    m.insert("bytes".into(), json!(x.bytes()));
+                    for (c, v) in FERRY_COUNTERS.iter().zip(&x.counters) {
+                        m.insert((*c).into(), json!(v));
+                    }
+                    Value::Object(m)
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let rsync: Vec<Value> = r
+        .rsync
+        .iter()
+        .map(|s| {
+            json!({
+                "mutator": s.mutator.as_str(),
+                "median_wall_s": s.median_wall(),
+                "median_bytes": s.median_bytes(),
+                "median_c2s": s.median_of(|x| Some(x.c2s)),
+                "median_s2c": s.median_of(|x| Some(x.s2c)),
+                "median_literal": s.median_of(|x| x.literal),
+                "runs": s.runs.iter().map(|x| json!({
+                    "wall_s": x.wall, "c2s": x.c2s, "s2c": x.s2c, "bytes": x.bytes(),
+                    "literal": x.literal, "matched": x.matched,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut targets = Vec::new();
+    for s in r.ferry.iter().filter(|s| s.variant == Variant::Durable) {
+        if r.rsync_of(s.mutator).is_none() {
+            continue;
+        }
+        let (b, w) = r.ratios(s);
+        targets.push(
+            json!({ "mutator": s.mutator.as_str(), "chunk_sizes": s.params,
+            "name": "bytes_ratio", "value": b, "limit": TARGET_BYTES_RATIO,
+            "result": verdict(b, TARGET_BYTES_RATIO) }),
+        );
+        targets.push(
+            json!({ "mutator": s.mutator.as_str(), "chunk_sizes": s.params,
+            "name": "wall_ratio", "value": w, "limit": TARGET_WALL_RATIO,
+            "result": verdict(w, TARGET_WALL_RATIO) }),
+        );
+    }
+    json!({
+        "benchmark": "bench_delta",
+        "ok": true,
+        "mode": if a.sweep { "sweep" } else { "compare" },
+        "scale": a.scale.as_str(),
+        "file_size": r.file_size,
+        "seed": a.seed,
+        "runs": a.runs,
+        "cache": r.cache.as_str(),
+        "work": a.work,
+        "pristine": ctx.layout.pristine,
+        "mutations": r.mutations.iter().map(|(m, v)| json!({ "mutator": m.as_str(), "report": v }))
+            .collect::<Vec<_>>(),
+        "tools": {
+            "ferry": ctx.tools.ferry.as_ref().map(|f| &f.0),
+            "ferry_version": ctx.tools.ferry.as_ref().map(|f| &f.1),
+            "ferry_command": "ferry sync SRC DST_F --json [--no-fsync] [--chunk-sizes S]",
+            "rsync": ctx.tools.rsync.as_ref().map(|r| &r.0),
+            "rsync_version": ctx.tools.rsync.as_ref().map(|r| &r.1),
+            "rsync_command": "rsync -a --delete --stats SRC/ rsync://127.0.0.1:PROXY/dst/",
+        },
+        "method": {
+            "wall": "std::time::Instant around spawn..exit of the ferry / rsync client process",
+            "ferry_bytes": "bytes_sent + bytes_metadata of ferry's --json summary",
+            "rsync_bytes": "byteproxy.py payload bytes, both directions, client <-> rsync daemon",
+            "cache": r.cache.describe(),
+            "statistic": "median over runs",
+        },
+        "ferry": ferry,
+        "rsync": rsync,
+        "targets": targets,
+        "verified": true,
+    })
+}
+
+fn print_tables(ctx: &Context<'_>, r: &Results) {
+    let a = ctx.args;
+    println!();
+    println!(
+        "bench_delta — {} mode, scale={} ({:.0} MiB file), seed={}, runs={}",
+        if a.sweep { "sweep" } else { "compare" },
+        a.scale,
+        r.file_size as f64 / MIB as f64,
+        a.seed,
+        a.runs
+    );
+    println!("work:     {}", a.work.display());
+    if let Some((f, v)) = &ctx.tools.ferry {
+        println!(
+            "ferry:    {} sync SRC DST_F --json [--no-fsync] [--chunk-sizes S]  ({v}; {})",
+            f.display(),
+            modified(f)
+        );
+    }
+    if let Some((p, v)) = &ctx.tools.rsync {
+        println!(
+            "rsync:    {} -a --delete --stats SRC/ rsync://127.0.0.1:PROXY/dst/  ({v}; daemon \
+             behind byteproxy.py)",
+            p.display()
+        );
+    }
+    println!("cache:    {}", r.cache.describe());
+    println!("wall:     Instant around spawn..exit of the ferry / rsync client process");
+    println!(
+        "bytes:    ferry: bytes_sent + bytes_metadata (--json); rsync: proxy payload, both ways"
+    );
+    for (m, v) in &r.mutations {
+        println!("mutator:  {:<9} {}: {v}", m.as_str(), m.describe());
+    }
+
+    println!();
+    println!(
+        "{:<9} {:<17} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13} {:>9} {:>9}",
+        "mutator",
+        "tool",
+        "chunk sizes",
+        "wall",
+        "bytes",
+        "data",
+        "metadata",
+        "reused",
+        "chunks→",
+        "chunks"
+    );
+    for m in &a.mutators {
+        for s in r.ferry.iter().filter(|s| s.mutator == *m) {
+            println!(
+                "{:<9} {:<17} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13} {:>9} {:>9}",
+                m.as_str(),
+                s.variant.label(),
+                s.params_label(),
+                secs(s.median_wall()),
+                kib(s.median_bytes()),
+                kib(s.median_of(|x| x.counter("bytes_sent"))),
+                kib(s.median_of(|x| x.counter("bytes_metadata"))),
+                kib(s.median_of(|x| x.counter("bytes_reused"))),
+                count(s.median_of(|x| x.counter("chunks_sent"))),
+                count(s.median_of(FerryRun::chunks)),
+            );
+        }
+        if let Some(s) = r.rsync_of(*m) {
+            println!(
+                "{:<9} {:<17} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13}",
+                m.as_str(),
+                "rsync (daemon)",
+                "-",
+                secs(s.median_wall()),
+                kib(s.median_bytes()),
+                format!("{} lit", kib(s.median_of(|x| x.literal))),
+                format!("{} c→s", kib(s.median_of(|x| Some(x.c2s)))),
+                format!("{} s→c", kib(s.median_of(|x| Some(x.s2c)))),
+            );
+        }
+    }
+    println!(
+        "(medians; ferry: data = bytes_sent, metadata = bytes_metadata, chunks→ = chunks_sent, \
+         chunks = chunks_sent + chunks_reused;\n rsync: data = \"Literal data\" of --stats, \
+         c→s / s→c = proxy bytes client→daemon / daemon→client)"
+    );
+    if r.ferry.iter().any(|s| s.runs.len() > 1) || r.rsync.iter().any(|s| s.runs.len() > 1) {
+        println!();
+        println!("per-run wall / bytes:");
+        for s in &r.ferry {
+            let runs: Vec<String> = s
+                .runs
+                .iter()
+                .map(|x| format!("{:.3} s / {}", x.wall, kib(x.bytes().map(|b| b as f64))))
+                .collect();
+            println!(
+                "  {:<9} {:<17} {:<14} {}",
+                s.mutator.as_str(),
+                s.variant.label(),
+                s.params_label(),
+                runs.join(", ")
+            );
+        }
+        for s in &r.rsync {
+            let runs: Vec<String> = s
+                .runs
+                .iter()
+                .map(|x| format!("{:.3} s / {}", x.wall, kib(Some(x.bytes() as f64))))
+                .collect();
+            println!(
+                "  {:<9} {:<17} {:<14} {}",
+                s.mutator.as_str(),
+                "rsync (daemon)",
+                "-",
+                runs.join(", ")
+            );
+        }
+    }
+    if r.rsync.is_empty() || r.ferry.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<9} {:<17} {:<14} {:<16} {:>10} {:>10} {:>8}",
+        "mutator", "tool", "chunk sizes", "ferry / rsync", "value", "limit", "result"
+    );
+    for s in &r.ferry {
+        if r.rsync_of(s.mutator).is_none() {
+            continue;
+        }
+        let (b, w) = r.ratios(s);
+        // Only the durable ferry is held to the targets; --no-fsync is for information.
+        let judge = |v: Option<f64>, limit: f64| match s.variant {
+            Variant::Durable => verdict(v, limit),
+            Variant::NoFsync => "(info)",
+        };
+        for (name, v, limit) in [
+            ("bytes", b, TARGET_BYTES_RATIO),
+            ("wall time", w, TARGET_WALL_RATIO),
+        ] {
+            println!(
+                "{:<9} {:<17} {:<14} {:<16} {:>10} {:>10} {:>8}",
+                s.mutator.as_str(),
+                s.variant.label(),
+                s.params_label(),
+                name,
+                times(v),
+                format!("≤ {limit:.2}×"),
+                judge(v, limit)
+            );
+        }
+    }
+    if ctx.tools.ferry.is_some() {
+        println!("\nevery result was verified identical to SRC (names, kinds, sizes, contents)");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+fn run(args: Args) -> Result<()> {
+    let tools = find_tools(&args)?;
+    let layout = Layout::new(&args.work, args.scale, args.seed);
+    fs::create_dir_all(&args.work)
+        .map_err(setup(format!("creating --work {}", args.work.display())))?;
+    if let Some((f, v)) = &tools.ferry {
+        eprintln!("bench_delta: ferry {} ({v}; {})", f.display(), modified(f));
+    }
+    let ctx = Context {
+        args: &args,
+        tools: &tools,
+        layout: &layout,
+    };
+    let result = bench(&ctx);
+    if result.is_ok() && !args.keep {
+        for d in layout.scratch() {
+            if let Err(e) = fs::remove_dir_all(d) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    eprintln!("bench_delta: removing {}: {e}", d.display());
+                }
+            }
+        }
+    } else if result.is_err() {
+        eprintln!(
+            "bench_delta: left {}, {}, {} in place for inspection",
+            layout.src.display(),
+            layout.dst_f.display(),
+            layout.dst_r.display()
+        );
+    }
+    result
+}
+
+fn bench(ctx: &Context<'_>) -> Result<()> {
+    let (args, tools, layout) = (ctx.args, ctx.tools, ctx.layout);
+    let mtime = ensure_pristine(args, tools, layout)?;
+    let cache = choose_cache(args)?;
+    eprintln!("bench_delta: cache {}", cache.describe());
+    let mut service = match &tools.rsync {
+        Some((rsync, _)) => {
+            // The module's directory must exist before the daemon serves it.
+            restore(&layout.pristine, mtime, &layout.dst_r)?;
+            Some(RsyncService::start(rsync, tools, layout)?)
+        }
+        None => None,
+    };
+    let src_file = layout.src.join(FILE_NAME);
+    let param_sets = args.param_sets();
+    let variants = args.variants();
+    let mut results = Results {
+        cache,
+        file_size: big_size(args.scale),
+        mutations: Vec::new(),
+        ferry: Vec::new(),
+        rsync: Vec::new(),
+    };
+    for &mutator in &args.mutators {
+        for round in 1..=args.runs {
+            let tag = format!("{} round {round}/{}", mutator.as_str(), args.runs);
+            eprintln!("bench_delta: {tag}: preparing SRC");
+            restore(&layout.pristine, mtime, &layout.src)?;
+            let report = mutate(args, tools, mutator, &src_file)?;
+            if round == 1 {
+                results.mutations.push((mutator, report));
+            }
+            if let Some((ferry, _)) = &tools.ferry {
+                for params in &param_sets {
+                    for &variant in &variants {
+                        let what = format!(
+                            "{tag} {} chunk sizes {}",
+                            variant.label(),
+                            params.as_deref().unwrap_or("default")
+                        );
+                        restore(&layout.pristine, mtime, &layout.dst_f)?;
+                        settle(cache, &layout.src, &layout.dst_f)?;
+                        let run = run_ferry(
+                            &what,
+                            ferry,
+                            &layout.src,
+                            &layout.dst_f,
+                            variant,
+                            params.as_deref(),
+                        )?;
+                        verify(&what, &layout.src, &layout.dst_f)?;
+                        eprintln!(
+                            "  {:<17} {:<14} {:>8.3} s  {:>12} (data {}, metadata {}, reused {}, \
+                             chunks sent {})  [verified]",
+                            variant.label(),
+                            params.as_deref().unwrap_or("default"),
+                            run.wall,
+                            kib(run.bytes().map(|b| b as f64)),
+                            kib(run.counter("bytes_sent").map(|b| b as f64)),
+                            kib(run.counter("bytes_metadata").map(|b| b as f64)),
+                            kib(run.counter("bytes_reused").map(|b| b as f64)),
+                            count(run.counter("chunks_sent").map(|c| c as f64)),
+                        );
+                        results.ferry_mut(mutator, params, variant).runs.push(run);
+                    }
+                }
+            }
+            if let (Some((rsync, _)), Some(service)) = (&tools.rsync, service.as_mut()) {
+                let what = format!("{tag} rsync");
+                restore(&layout.pristine, mtime, &layout.dst_r)?;
+                settle(cache, &layout.src, &layout.dst_r)?;
+                let run = run_rsync(&what, rsync, service, &layout.src, results.file_size)?;
+                verify(&what, &layout.src, &layout.dst_r)?;
+                eprintln!(
+                    "  {:<17} {:<14} {:>8.3} s  {:>12} (c→s {}, s→c {}, literal {})  [verified]",
+                    "rsync (daemon)",
+                    "-",
+                    run.wall,
+                    kib(Some(run.bytes() as f64)),
+                    kib(Some(run.c2s as f64)),
+                    kib(Some(run.s2c as f64)),
+                    kib(run.literal.map(|l| l as f64)),
+                );
+                results.rsync_mut(mutator).runs.push(run);
+            }
+        }
+    }
+    drop(service);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results_json(ctx, &results)).unwrap_or_default()
+        );
+    } else {
+        print_tables(ctx, &results);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    benchkit::main(
+        "bench_delta",
+        USAGE,
+        parse_args(std::env::args_os().skip(1)),
+        |a| a.json,
+        run,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> std::result::Result<Option<Args>, String> {
+        parse_args(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn parses_arguments() {
+        let a = parse(&[]).unwrap().unwrap();
+        assert_eq!(a.runs, 3);
+        assert_eq!(a.mutators, vec![Mutator::EditMid, Mutator::Insert]);
+        assert_eq!(a.param_sets(), vec![None]);
+        assert_eq!(a.variants(), vec![Variant::Durable, Variant::NoFsync]);
+        assert!(a.rsync() && a.ferry());
+        let a = parse(&[
+            "--runs=1",
+            "--mutators",
+            "insert",
+            "--chunk-sizes",
+            "8K,32K,128K",
+            "--cache",
+            "warm",
+            "--scale",
+            "small",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.mutators, vec![Mutator::Insert]);
+        assert_eq!(a.param_sets(), vec![Some("8K,32K,128K".to_string())]);
+        assert_eq!((a.cache, a.scale), (Some(Cache::Warm), Scale::Small));
+        let a = parse(&["--sweep"]).unwrap().unwrap();
+        assert_eq!(a.param_sets().len(), DEFAULT_SWEEP.len());
+        assert_eq!(a.variants(), vec![Variant::Durable]);
+        assert!(!a.rsync());
+        let a = parse(&[
+            "--sweep",
+            "--chunk-sizes",
+            "4K,8K,16K",
+            "--chunk-sizes=1K,2K,4K",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.param_sets().len(), 2);
+        assert!(parse(&["--help"]).unwrap().is_none());
+        assert!(parse(&["--chunk-sizes", "4K,8K,16K", "--chunk-sizes", "1K,2K,4K"]).is_err());
+        assert!(parse(&["--chunk-sizes", "4K,8K"]).is_err());
+        assert!(parse(&["--mutators", "append"]).is_err());
+        assert!(parse(&["--variants", "fast"]).is_err());
+        assert!(parse(&["--sweep", "--skip-ferry"]).is_err());
+        assert!(parse(&["--skip-ferry", "--skip-rsync"]).is_err());
+        assert!(parse(&["--runs", "0"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn reads_rsync_stats() {
+        let s = "Number of files: 2 (reg: 1, dir: 1)\nLiteral data: 32,768 bytes\n\
+                 Matched data: 1,073,709,056 bytes\nTotal bytes sent: 163,980\n";
+        assert_eq!(stats_number(s, "Literal data"), Some(32_768));
+        assert_eq!(stats_number(s, "Matched data"), Some(1_073_709_056));
+        assert_eq!(stats_number(s, "Total bytes sent"), Some(163_980));
+        assert_eq!(stats_number(s, "Total bytes received"), None);
+        assert_eq!(
+            stats_number("Literal data: 1024 bytes", "Literal data"),
+            Some(1024)
+        );
+    }
+}
