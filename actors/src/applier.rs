@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::assemble::{chunk_tasks, ChunkTask};
+use ferry_engine::assemble::{chunk_tasks, Assembly, ChunkTask};
 use ferry_engine::outline::{self, GroupId, Outline, Unresolved};
 use ferry_engine::{
     apply_action, diff, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef, ContentId,
@@ -38,6 +38,8 @@ const FLUSH_FILES: usize = 256;
 const FLUSH_BYTES: u64 = 64 << 20;
 /// Blocking file-system jobs at once: writes and fsyncs are latency-bound, so wider than the core count.
 const IO_JOBS: usize = 16;
+/// A file's local chunks are copied by one job per region of this many bytes.
+const REGION_BYTES: u64 = 16 << 20;
 /// A file whose source keeps changing while it is sent is tried this many times, then skipped.
 const REFETCHES: u32 = 3;
 
@@ -478,32 +480,42 @@ impl Applier {
                 _ => Default::default(),
             };
             if Slot::needs_start(&plan) {
-                x.jobs += 1;
-                let pool = self.io.clone();
-                let s = slot.clone();
-                let job = async move { pool.run("start file", move || s.start(&plan)).await };
-                ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
-                    if let Some(x) = act.exec.as_mut() {
-                        x.jobs -= 1;
-                    }
-                    match res {
-                        Ok((copy, event)) => {
-                            Stats::add(&act.stats.bytes_reused, copy.bytes);
-                            Stats::add(&act.stats.chunks_reused, copy.chunks);
-                            act.want(&slot, copy.remote);
-                            act.on_events(event.into_iter().collect());
-                        }
-                        Err(e) => act.fail(e.to_string()),
-                    }
-                    act.pump_requests(ctx);
-                    act.pump_files(ctx);
-                    act.check_done(ctx);
-                }));
+                // A very large file is copied and verified by several jobs, one per region.
+                for part in plan.split(REGION_BYTES) {
+                    self.start_part(&slot, part, ctx);
+                }
             } else {
                 self.want(&slot, plan.tasks);
             }
         }
         self.pump_requests(ctx);
+    }
+
+    /// Copies the local chunks of one part of a file on the I/O pool, then asks for the rest.
+    fn start_part(&mut self, slot: &Arc<Slot>, part: Assembly, ctx: &mut Context<Self>) {
+        let Some(x) = self.exec.as_mut() else { return };
+        x.jobs += 1;
+        let pool = self.io.clone();
+        let s = slot.clone();
+        let slot = slot.clone();
+        let job = async move { pool.run("start file", move || s.start(&part)).await };
+        ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+            if let Some(x) = act.exec.as_mut() {
+                x.jobs -= 1;
+            }
+            match res {
+                Ok((copy, event)) => {
+                    Stats::add(&act.stats.bytes_reused, copy.bytes);
+                    Stats::add(&act.stats.chunks_reused, copy.chunks);
+                    act.want(&slot, copy.remote);
+                    act.on_events(event.into_iter().collect());
+                }
+                Err(e) => act.fail(e.to_string()),
+            }
+            act.pump_requests(ctx);
+            act.pump_files(ctx);
+            act.check_done(ctx);
+        }));
     }
 
     /// Registers the chunks a slot needs from the sender.

@@ -18,7 +18,8 @@ pub(crate) struct Slot {
     pub(crate) base: Option<Content>,
     pub(crate) replaces: bool,
     target: Arc<TargetDir>,
-    temp: Mutex<Option<TempFile>>,
+    /// Shared so that several jobs can fill one large file at once.
+    temp: Mutex<Option<Arc<TempFile>>>,
     remaining: AtomicUsize,
     finished: AtomicBool,
     /// Complete in its temp file and handed over for installing (no longer being assembled).
@@ -78,11 +79,15 @@ impl Slot {
         &self,
         f: impl FnOnce(&TempFile) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(self.target.create_temp(&self.entry.path)?);
-        }
-        f(guard.as_ref().expect("temp file was just created"))
+        let temp = {
+            let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                *guard = Some(Arc::new(self.target.create_temp(&self.entry.path)?));
+            }
+            guard.clone().expect("temp file was just created")
+        };
+        // Written without the lock held: positional writes to disjoint ranges.
+        f(&temp)
     }
 
     /// Marks the slot finished; true for the caller that did so first.
@@ -134,8 +139,9 @@ impl Slot {
     /// Renames the sealed temp file into place.
     fn install(self: &Arc<Self>) -> Option<SlotEvent> {
         let temp = self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(temp) = temp else {
-            return self.abort("the temp file was lost before it was installed".into());
+        let Some(temp) = temp.and_then(|t| Arc::try_unwrap(t).ok()) else {
+            return self
+                .abort("the temp file was lost or still in use when it was installed".into());
         };
         match temp.install() {
             Ok(()) => self.finish().then(|| SlotEvent::Committed(self.clone())),

@@ -53,6 +53,32 @@ impl Assembly {
             .iter()
             .any(|t| matches!(t.origin, ChunkOrigin::Local { .. }))
     }
+
+    /// Cuts the plan into parts of about `bytes` each (at least one part), so a very large
+    /// file is copied and verified by several jobs at once.
+    pub fn split(self, bytes: u64) -> Vec<Assembly> {
+        let mut parts = Vec::new();
+        let mut cur = Vec::new();
+        let mut size = 0u64;
+        for t in self.tasks {
+            size += u64::from(t.chunk.len);
+            cur.push(t);
+            if size >= bytes {
+                parts.push(std::mem::take(&mut cur));
+                size = 0;
+            }
+        }
+        if !cur.is_empty() || parts.is_empty() {
+            parts.push(cur);
+        }
+        parts
+            .into_iter()
+            .map(|tasks| Assembly {
+                sources: self.sources.clone(),
+                tasks,
+            })
+            .collect()
+    }
 }
 
 /// Plans every chunk of `new` (the next version of `path`): copied from `base` (the version
@@ -175,6 +201,16 @@ mod tests {
     use super::*;
     use crate::chunk::{ChunkId, ChunkParams};
 
+    trait Concat {
+        fn concat_tasks(&self) -> Vec<ChunkTask>;
+    }
+
+    impl Concat for Vec<Assembly> {
+        fn concat_tasks(&self) -> Vec<ChunkTask> {
+            self.iter().flat_map(|p| p.tasks.iter().copied()).collect()
+        }
+    }
+
     fn content(parts: &[&[u8]]) -> Content {
         let chunks = parts
             .iter()
@@ -205,6 +241,12 @@ mod tests {
         assert_eq!(t[2].offset, 8);
         // A chunk only another file holds is copied from there.
         assert_eq!(t[3].origin, ChunkOrigin::Local { source: 1, at: 3 });
+        let parts = plan.clone().split(7);
+        assert_eq!(
+            parts.iter().map(|p| p.tasks.len()).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
+        assert_eq!(parts.concat_tasks(), plan.tasks);
         let fresh = chunk_tasks(&path, &new, None, &ChunkIndex::new());
         assert!(fresh.tasks.iter().all(|t| t.origin == ChunkOrigin::Remote));
         assert!(!fresh.has_local());
