@@ -337,7 +337,13 @@ impl Applier {
                     }
                     Stats::add(&self.stats.files_planned, 1);
                     Stats::add(&self.stats.bytes_planned, entry.size);
-                    queue.push_back(Slot::new(entry, base, replaces, self.target.clone()));
+                    queue.push_back(Slot::new(
+                        entry,
+                        base,
+                        replaces,
+                        self.target.clone(),
+                        self.opts.durable,
+                    ));
                 }
                 Action::Remove { .. } | Action::SetDirMeta { .. } => post.push(a),
                 other => pre.push(other),

@@ -18,6 +18,8 @@ pub(crate) struct Slot {
     pub(crate) base: Option<Content>,
     pub(crate) replaces: bool,
     target: Arc<TargetDir>,
+    /// The file will be made durable before it is installed.
+    durable: bool,
     /// Shared so that several jobs can fill one large file at once.
     temp: Mutex<Option<Arc<TempFile>>>,
     remaining: AtomicUsize,
@@ -55,6 +57,7 @@ impl Slot {
         base: Option<Content>,
         replaces: bool,
         target: Arc<TargetDir>,
+        durable: bool,
     ) -> Arc<Self> {
         let n = entry.content.as_ref().map_or(0, |c| c.chunks.len());
         Arc::new(Slot {
@@ -62,6 +65,7 @@ impl Slot {
             base,
             replaces,
             target,
+            durable,
             temp: Mutex::new(None),
             remaining: AtomicUsize::new(n),
             finished: AtomicBool::new(false),
@@ -125,7 +129,7 @@ impl Slot {
         let len = self.entry.content.as_ref().map_or(0, Content::len);
         let sealed = self.with_temp(|t| {
             t.set_len(len)?;
-            t.seal(self.entry.mode, self.entry.mtime)
+            t.seal(self.entry.mode, self.entry.mtime, self.durable)
         });
         match sealed {
             Ok(()) => {
