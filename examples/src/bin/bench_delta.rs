@@ -120,13 +120,10 @@ enum Mutator {
 
 impl Mutator {
     fn parse(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "edit-mid" => Ok(Mutator::EditMid),
-            "insert" => Ok(Mutator::Insert),
-            other => Err(format!(
-                "unknown mutator {other:?} (expected edit-mid or insert)"
-            )),
-        }
+        [Mutator::EditMid, Mutator::Insert]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown mutator {s:?} (expected edit-mid or insert)"))
     }
 
     /// The `gen_tree.py` sub-command.
