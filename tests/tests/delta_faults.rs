@@ -43,11 +43,25 @@ async fn run(src: &Path, dst: &Path, taps: LinkTaps) -> SyncReport {
 // A corrupted chunk
 // ---------------------------------------------------------------------------------------------
 
-/// Forwards chunk data to the Applier, flipping one byte of the first chunk with bytes it
-/// sees and leaving everything else as it is.
+/// Forwards chunk data to the Applier, damaging the first chunk with bytes it sees with
+/// `fault` and leaving everything else as it is.
 struct Corrupter {
     next: Recipient<ChunkData>,
     corrupted: Arc<AtomicU64>,
+    fault: fn(&mut ChunkBody),
+}
+
+/// Flips one byte in the middle.
+fn flip_a_byte(body: &mut ChunkBody) {
+    if let ChunkBody::Bytes(data) = body {
+        let mid = data.len() / 2;
+        data[mid] ^= 0x5A;
+    }
+}
+
+/// Claims the chunk is 4 GiB of zeros: a lie the Applier must reject before allocating.
+fn claim_huge_zeros(body: &mut ChunkBody) {
+    *body = ChunkBody::Zeros(u32::MAX);
 }
 
 impl Actor for Corrupter {
@@ -60,13 +74,13 @@ impl Handler<ChunkData> for Corrupter {
     fn handle(&mut self, mut msg: ChunkData, _ctx: &mut Self::Context) -> Self::Result {
         if self.corrupted.load(Ordering::SeqCst) == 0 {
             // A run of zeros travels as a length and has no bytes to flip.
-            let bytes = msg.chunks.iter_mut().find_map(|p| match &mut p.body {
-                ChunkBody::Bytes(data) if !data.is_empty() => Some(data),
-                _ => None,
-            });
-            if let Some(data) = bytes {
-                let mid = data.len() / 2;
-                data[mid] ^= 0x5A;
+            let bytes = msg
+                .chunks
+                .iter_mut()
+                .map(|p| &mut p.body)
+                .find(|b| matches!(b, ChunkBody::Bytes(d) if !d.is_empty()));
+            if let Some(body) = bytes {
+                (self.fault)(body);
                 self.corrupted.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -81,6 +95,16 @@ impl Handler<ChunkData> for Corrupter {
 
 #[actix_rt::test]
 async fn a_corrupted_chunk_is_rejected_and_fetched_again() {
+    damaged_chunk_is_fetched_again(flip_a_byte).await;
+}
+
+#[actix_rt::test]
+async fn a_chunk_claiming_a_huge_zero_run_is_rejected_and_fetched_again() {
+    damaged_chunk_is_fetched_again(claim_huge_zeros).await;
+}
+
+/// Damages one chunk on its way to the Applier with `fault`; the sync must still mirror.
+async fn damaged_chunk_is_fetched_again(fault: fn(&mut ChunkBody)) {
     let src = tempdir();
     let dst = tempdir();
     write_file(
@@ -104,6 +128,7 @@ async fn a_corrupted_chunk_is_rejected_and_fetched_again() {
             let corrupter = Corrupter {
                 next: link.chunks.clone(),
                 corrupted: count,
+                fault,
             }
             .start();
             TargetLink {
@@ -118,11 +143,11 @@ async fn a_corrupted_chunk_is_rejected_and_fetched_again() {
     assert_eq!(
         corrupted.load(Ordering::SeqCst),
         1,
-        "the corrupter should have flipped a byte in exactly one chunk"
+        "the corrupter should have damaged exactly one chunk"
     );
     assert!(
         report.skipped.is_empty(),
-        "a corrupted chunk should be fetched again, not make its file skipped: {:?}",
+        "a damaged chunk should be fetched again, not make its file skipped: {:?}",
         report.skipped
     );
     assert_mirror(src.path(), dst.path());
