@@ -585,6 +585,16 @@ impl Applier {
         }
     }
 
+    /// A slot that ended without being installed no longer counts as active: it ended
+    /// either while assembled (active) or while being installed (sealed, already not).
+    fn slot_left(&mut self, slot: &Slot) {
+        if let Some(x) = self.exec.as_mut() {
+            if !slot.is_sealed() {
+                x.active -= 1;
+            }
+        }
+    }
+
     fn on_events(&mut self, events: Vec<SlotEvent>) {
         for ev in events {
             match ev {
@@ -616,22 +626,12 @@ impl Applier {
                     });
                 }
                 SlotEvent::Withdrawn(slot) => {
-                    if let Some(x) = self.exec.as_mut() {
-                        if !slot.is_sealed() {
-                            x.active -= 1;
-                        }
-                    }
+                    self.slot_left(&slot);
                     self.refetch(&slot.entry.path, slot.entry.seq);
                 }
                 SlotEvent::Failed(slot, reason) => {
                     Stats::add(&self.stats.files_done, 1);
-                    if let Some(x) = self.exec.as_mut() {
-                        // A file fails either while assembled (counted active) or while
-                        // being installed (already sealed, no longer active).
-                        if !slot.is_sealed() {
-                            x.active -= 1;
-                        }
-                    }
+                    self.slot_left(&slot);
                     self.skip(&slot.entry.path, reason);
                 }
             }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use crate::chunk::{ChunkRef, Content};
 use crate::chunkindex::ChunkIndex;
@@ -40,8 +41,8 @@ pub struct ChunkTask {
 /// local chunks are copied from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Assembly {
-    /// The target files local chunks come from.
-    pub sources: Vec<RelPath>,
+    /// The target files local chunks come from (shared by the parts of a split plan).
+    pub sources: Arc<[RelPath]>,
     /// Every chunk of the new version, in file order.
     pub tasks: Vec<ChunkTask>,
 }
@@ -124,7 +125,10 @@ pub fn chunk_tasks(
             }
         })
         .collect();
-    Assembly { sources, tasks }
+    Assembly {
+        sources: sources.into(),
+        tasks,
+    }
 }
 
 /// What copying the local chunks achieved.
@@ -201,16 +205,6 @@ mod tests {
     use super::*;
     use crate::chunk::{ChunkId, ChunkParams};
 
-    trait Concat {
-        fn concat_tasks(&self) -> Vec<ChunkTask>;
-    }
-
-    impl Concat for Vec<Assembly> {
-        fn concat_tasks(&self) -> Vec<ChunkTask> {
-            self.iter().flat_map(|p| p.tasks.iter().copied()).collect()
-        }
-    }
-
     fn content(parts: &[&[u8]]) -> Content {
         let chunks = parts
             .iter()
@@ -233,7 +227,7 @@ mod tests {
         index.add(&other, &content(&[b"zzz", b"yy", b"aaaa"]));
         let plan = chunk_tasks(&path, &new, Some(&old), &index);
         let t = &plan.tasks;
-        assert_eq!(plan.sources, vec![path.clone(), other.clone()]);
+        assert_eq!(&plan.sources[..], &[path.clone(), other.clone()]);
         assert_eq!(t[0].origin, ChunkOrigin::Local { source: 0, at: 6 });
         assert_eq!(t[1].origin, ChunkOrigin::Remote);
         // The old version at the same path is preferred over another file holding the chunk.
@@ -246,7 +240,8 @@ mod tests {
             parts.iter().map(|p| p.tasks.len()).collect::<Vec<_>>(),
             vec![2, 2]
         );
-        assert_eq!(parts.concat_tasks(), plan.tasks);
+        let joined: Vec<ChunkTask> = parts.iter().flat_map(|p| p.tasks.clone()).collect();
+        assert_eq!(joined, plan.tasks);
         let fresh = chunk_tasks(&path, &new, None, &ChunkIndex::new());
         assert!(fresh.tasks.iter().all(|t| t.origin == ChunkOrigin::Remote));
         assert!(!fresh.has_local());

@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
 use crate::util::*;
 
@@ -84,26 +83,6 @@ fn file_plan() -> impl Strategy<Value = FilePlan> {
         .prop_map(|(len, seed, edits)| FilePlan { len, seed, edits })
 }
 
-/// Twelve cases from a fixed seed keep CI fast and repeatable; `PROPTEST_RNG_SEED` and
-/// `PROPTEST_CASES` explore further.
-fn config() -> ProptestConfig {
-    let default = ProptestConfig::default();
-    ProptestConfig {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            default.cases
-        } else {
-            12
-        },
-        rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
-            default.rng_seed
-        } else {
-            RngSeed::Fixed(0xDE17_A5EE)
-        },
-        failure_persistence: None,
-        ..default
-    }
-}
-
 /// Runs `ferry sync --json` with the small chunk sizes; a failed run or a DST that does not
 /// mirror SRC is a proptest failure rather than a panic.
 fn sync_and_check(src: &Path, dst: &Path, round: &str) -> Result<Report, TestCaseError> {
@@ -131,7 +110,7 @@ fn sync_and_check(src: &Path, dst: &Path, round: &str) -> Result<Report, TestCas
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(0xDE17_A5EE))]
 
     #[test]
     fn small_edits_send_little_more_than_the_edited_bytes(

@@ -11,7 +11,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
 use crate::util::*;
 
@@ -341,26 +340,6 @@ impl ModeBits for fs::Metadata {
     }
 }
 
-/// Twelve cases from a fixed seed keep CI fast and repeatable; `PROPTEST_RNG_SEED` and
-/// `PROPTEST_CASES` explore further.
-fn config() -> ProptestConfig {
-    let default = ProptestConfig::default();
-    ProptestConfig {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            default.cases
-        } else {
-            12
-        },
-        rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
-            default.rng_seed
-        } else {
-            RngSeed::Fixed(0xF322_5EED)
-        },
-        failure_persistence: None,
-        ..default
-    }
-}
-
 /// Runs one sync and checks the mirror, as a proptest failure rather than a panic.
 fn sync_and_check(
     src: &Path,
@@ -391,7 +370,7 @@ fn sync_and_check(
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(proptest_config(0xF322_5EED))]
 
     #[test]
     fn every_sync_leaves_an_exact_mirror(

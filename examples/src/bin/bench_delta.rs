@@ -1042,6 +1042,12 @@ fn run_rsync(
 // Results
 // ---------------------------------------------------------------------------------------------
 
+/// The median of `f` over the runs that have a value for it.
+fn median_by<R>(runs: &[R], f: impl Fn(&R) -> Option<u64>) -> Option<f64> {
+    let v: Vec<f64> = runs.iter().filter_map(|r| f(r).map(|x| x as f64)).collect();
+    median(&v)
+}
+
 /// The runs of one ferry configuration on one mutator.
 struct FerrySeries {
     mutator: Mutator,
@@ -1056,12 +1062,7 @@ impl FerrySeries {
     }
 
     fn median_of(&self, f: impl Fn(&FerryRun) -> Option<u64>) -> Option<f64> {
-        let v: Vec<f64> = self
-            .runs
-            .iter()
-            .filter_map(|r| f(r).map(|x| x as f64))
-            .collect();
-        median(&v)
+        median_by(&self.runs, f)
     }
 
     fn median_bytes(&self) -> Option<f64> {
@@ -1085,12 +1086,7 @@ impl RsyncSeries {
     }
 
     fn median_of(&self, f: impl Fn(&RsyncRun) -> Option<u64>) -> Option<f64> {
-        let v: Vec<f64> = self
-            .runs
-            .iter()
-            .filter_map(|r| f(r).map(|x| x as f64))
-            .collect();
-        median(&v)
+        median_by(&self.runs, f)
     }
 
     fn median_bytes(&self) -> Option<f64> {

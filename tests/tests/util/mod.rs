@@ -850,3 +850,24 @@ pub fn rich_tree(root: &Path, outside: &Path) {
         set_mtime(&root.join(d), time_n(20 + i as u64));
     }
 }
+
+/// Twelve cases from `seed` keep CI fast and repeatable; `PROPTEST_RNG_SEED` and
+/// `PROPTEST_CASES` explore further.
+pub fn proptest_config(seed: u64) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let default = Config::default();
+    Config {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+            default.cases
+        } else {
+            12
+        },
+        rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+            default.rng_seed
+        } else {
+            RngSeed::Fixed(seed)
+        },
+        failure_persistence: None,
+        ..default
+    }
+}
