@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use ferry_engine::assemble::{chunk_tasks, Assembly, ChunkTask};
 use ferry_engine::outline::{self, GroupId, Outline, Unresolved};
+use ferry_engine::target::TEMP_PREFIX;
 use ferry_engine::{
     apply_action, diff, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef, ContentId,
     DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, Index, Plan, RelPath, ScanOptions,
@@ -54,6 +55,9 @@ pub struct ApplierOptions {
     pub durable: bool,
     /// Chunker parameters (must match the source's).
     pub params: ChunkParams,
+    /// The Sender is another node: a chunk that does not match its id is a protocol error
+    /// (an honest Sender verifies every chunk it reads), not a reason to ask again.
+    pub untrusted_sender: bool,
 }
 
 /// The recipients through which an Applier answers its Sender, local or remote.
@@ -127,6 +131,28 @@ pub struct Applier {
     pending: HashMap<RelPath, PendingList>,
 }
 
+/// What an Applier knew of the source: the view a successor on the same target starts from
+/// when the same source reconnects.
+#[derive(Clone, Debug)]
+pub struct SourceView {
+    /// The source entries received.
+    pub index: Index,
+    /// The highest sequence they bring the target to.
+    pub upto: Seq,
+}
+
+/// → Applier: stop, and answer once none of this Applier's work still touches the target.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "Retired")]
+pub struct Retire;
+
+/// The answer to [`Retire`].
+#[derive(Debug, MessageResponse)]
+pub struct Retired {
+    /// The source view, if a snapshot had been received.
+    pub view: Option<SourceView>,
+}
+
 impl Applier {
     /// An Applier for `target`, answering through `sender`.
     pub fn new(
@@ -158,6 +184,15 @@ impl Applier {
             refetches: HashMap::new(),
             pending: HashMap::new(),
         }
+    }
+
+    /// Starts from `view` instead of waiting for a snapshot: the target already received
+    /// it from the same source, and the source sends only what is newer.
+    pub fn resume(mut self, view: SourceView) -> Self {
+        self.source = view.index;
+        self.upto = view.upto;
+        self.have_snapshot = true;
+        self
     }
 
     fn fail(&mut self, reason: String) {
@@ -303,9 +338,43 @@ impl Applier {
             seq,
             skipped: std::mem::take(&mut self.skipped),
             dry_run_plan,
+            counts: self.stats.apply_counts(),
         };
         self.meter(&msg);
         self.sender.applied.do_send(msg);
+        if !self.opts.dry_run {
+            self.remove_leftovers();
+        }
+    }
+
+    /// Removes the temp files a cut transfer left, once a plan that could copy from them
+    /// has been applied.
+    fn remove_leftovers(&mut self) {
+        let Some(index) = self.target_index.as_mut() else {
+            return;
+        };
+        let doomed = index.take_leftovers();
+        if doomed.is_empty() {
+            return;
+        }
+        let target = self.target.clone();
+        let folder = self.folder.clone();
+        let pool = self.io.clone();
+        actix::spawn(async move {
+            let r = pool
+                .run("remove leftover temp files", move || {
+                    for p in doomed {
+                        match target.remove(&p, EntryKind::File) {
+                            Ok(()) => tracing::debug!(folder = %folder, path = %p, "leftover temp file removed"),
+                            Err(e) => tracing::warn!(folder = %folder, path = %p, "cannot remove leftover temp file: {e}"),
+                        }
+                    }
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!("{e}");
+            }
+        });
     }
 
     fn count(&self, change: Option<ChangeKind>) {
@@ -749,16 +818,26 @@ impl Handler<Start> for Applier {
             skip_temp_files: false,
         };
         let pool = self.hasher.clone();
+        let target = self.target.clone();
         let job = async move {
-            pool.run("scan target", move || ferry_engine::scan(&root, opts))
-                .await
+            pool.run("scan target", move || {
+                let mut outcome = ferry_engine::scan(&root, opts)?;
+                let leftovers = take_leftovers(&target, &mut outcome.index, &opts.params);
+                Ok::<_, ferry_engine::Error>((outcome, leftovers))
+            })
+            .await
         };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok(outcome)) => {
+            Ok(Ok((outcome, leftovers))) => {
                 for s in &outcome.skipped {
                     tracing::debug!(folder = %act.folder, path = %s.path.display(), "target entry not indexed: {}", s.reason);
                 }
-                act.target_index = Some(TargetIndex::new(outcome.index));
+                let mut index = TargetIndex::new(outcome.index);
+                for (path, content) in leftovers {
+                    tracing::info!(folder = %act.folder, path = %path, bytes = content.len(), "reusing the chunks of a leftover temp file");
+                    index.add_leftover(path, content);
+                }
+                act.target_index = Some(index);
                 act.dirty = true;
                 act.try_plan(ctx);
             }
@@ -799,15 +878,24 @@ impl Handler<IndexDelta> for Applier {
             let entries = entries.into_iter().map(|e| (e, None)).collect();
             self.source = Index::from_sorted(self.opts.params, entries);
             self.have_snapshot = true;
+            if let Some(reason) = nested_in_non_dir(&self.source, self.source.iter()) {
+                return self.fail(format!("protocol error: {reason}"));
+            }
         } else {
             if msg.content_reply {
                 self.content_requests = self.content_requests.saturating_sub(1);
             }
+            let mut changed = Vec::new();
             for e in entries {
                 // Content replies and change deltas travel separately: keep the newer entry.
                 if self.source.get(&e.path).is_none_or(|old| old.seq <= e.seq) {
+                    changed.push(e.path.clone());
                     self.source.insert(e, None);
                 }
+            }
+            let fresh = changed.iter().filter_map(|p| self.source.get(p));
+            if let Some(reason) = nested_in_non_dir(&self.source, fresh) {
+                return self.fail(format!("protocol error: {reason}"));
             }
         }
         self.upto = self.upto.max(msg.upto);
@@ -906,6 +994,12 @@ impl Applier {
         let Some(x) = self.exec.as_mut() else { return };
         if waiters.is_empty() {
             return;
+        }
+        if self.opts.untrusted_sender {
+            return self.fail(format!(
+                "protocol error: the data sent for chunk {id:?} of {} does not match its id",
+                waiters[0].0.entry.path
+            ));
         }
         let n = x.retries.entry(id).or_insert(0);
         *n += 1;
@@ -1120,6 +1214,90 @@ impl Handler<GroupData> for Applier {
         self.dirty = true;
         self.try_plan(ctx);
     }
+}
+
+impl Handler<Retire> for Applier {
+    type Result = ResponseFuture<Retired>;
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) -> Self::Result {
+        let view = self.have_snapshot.then(|| SourceView {
+            index: std::mem::replace(&mut self.source, Index::new(self.opts.params)),
+            upto: self.upto,
+        });
+        // Files being assembled are left for the next Applier, which copies what already
+        // arrived instead of fetching it again.
+        if let Some(x) = &self.exec {
+            let assembling = x.waiting.values().flatten().map(|(slot, _)| slot);
+            for slot in assembling.chain(&x.sealed) {
+                slot.keep_temp();
+            }
+        }
+        let (io, hasher) = (self.io.clone(), self.hasher.clone());
+        ctx.stop();
+        Box::pin(async move {
+            io.drained().await;
+            hasher.drained().await;
+            Retired { view }
+        })
+    }
+}
+
+/// An entry of `entries` that `source` places inside a symlink or a file, or a symlink or
+/// file of `entries` with entries still inside it: a source index never holds one, and a
+/// target writing it would have to go through that link.
+fn nested_in_non_dir<'a>(
+    source: &Index,
+    entries: impl Iterator<Item = &'a FileEntry>,
+) -> Option<String> {
+    for e in entries.filter(|e| e.is_present()) {
+        if e.kind != EntryKind::Dir {
+            if let Some(inner) = source.subtree(&e.path).skip(1).find(|c| c.is_present()) {
+                return Some(format!(
+                    "{} lies inside {}, which is not a directory",
+                    inner.path, e.path
+                ));
+            }
+        }
+        let mut at = e.path.parent();
+        while let Some(p) = at {
+            if let Some(a) = source.get(&p).filter(|a| a.is_present()) {
+                if a.kind != EntryKind::Dir {
+                    return Some(format!(
+                        "{} lies inside {}, which is not a directory",
+                        e.path, a.path
+                    ));
+                }
+            }
+            at = p.parent();
+        }
+    }
+    None
+}
+
+/// Takes the temp files a cut transfer left out of a scanned target `index` and chunks
+/// them, so that what already arrived is copied instead of fetched again. A temp file that
+/// cannot be read is left in the index, where the plan removes it as extraneous.
+fn take_leftovers(
+    target: &TargetDir,
+    index: &mut Index,
+    params: &ChunkParams,
+) -> Vec<(RelPath, ferry_engine::Content)> {
+    let temps: Vec<RelPath> = index
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && e.path.name().starts_with(TEMP_PREFIX))
+        .map(|e| e.path.clone())
+        .collect();
+    let mut out = Vec::new();
+    for p in temps {
+        match target.hash_file(&p, params) {
+            Ok(c) => {
+                index.remove(&p);
+                out.push((p, c));
+            }
+            Err(e) => tracing::debug!(path = %p, "leftover temp file not reused: {e}"),
+        }
+    }
+    out
 }
 
 impl Handler<crate::messages::Stop> for Applier {

@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 
 use crate::error::Result;
 use crate::messages::{
-    CurrentSeq, Dirty, Failed, FolderId, GetContent, HashFiles, Rescan, SourceUpdate, Start,
+    CurrentSeq, Dirty, Failed, FolderId, GetContent, HashFiles, Rescan, Resend, SourceUpdate, Start,
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
@@ -426,6 +426,42 @@ impl Handler<GetContent> for Differ {
     fn handle(&mut self, msg: GetContent, _: &mut Self::Context) -> Self::Result {
         let e = self.index.as_ref()?.get(&msg.path)?;
         e.content.clone().filter(|_| e.is_present())
+    }
+}
+
+impl Handler<Resend> for Differ {
+    type Result = ();
+
+    /// Sends the target every entry newer than what it holds: after a reconnect, the link
+    /// may have lost any update sent since.
+    fn handle(&mut self, msg: Resend, ctx: &mut Self::Context) {
+        let Some(index) = &self.index else {
+            // Still in the initial scan: its snapshot is still to come.
+            return;
+        };
+        let snapshot = msg.after == Seq::default();
+        let entries: Vec<FileEntry> = index
+            .iter()
+            .filter(|e| snapshot || e.seq > msg.after)
+            .cloned()
+            .collect();
+        tracing::info!(folder = %self.folder, after = msg.after.0, entries = entries.len(), snapshot, "resending to a reconnected target");
+        let update = SourceUpdate {
+            snapshot,
+            entries,
+            previous: HashMap::new(),
+            upto: self.seq,
+        };
+        let sender = self.sender.clone();
+        ctx.wait(
+            async move { sender.send(update).await }
+                .into_actor(self)
+                .map(|r, act, _| {
+                    if let Err(e) = r {
+                        act.fail(format!("sender is gone: {e}"));
+                    }
+                }),
+        );
     }
 }
 

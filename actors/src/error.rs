@@ -25,6 +25,9 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// An actor of the pipeline failed and the run could not finish.
+    #[error("{0}")]
+    Stopped(String),
     /// The peer broke the protocol (a chunk nobody asked for, an impossible entry).
     #[error("protocol error about {path:?}: {reason}")]
     Protocol {
@@ -40,7 +43,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Engine(e) => e.is_transient(),
-            Error::Mailbox { .. } => true,
+            Error::Mailbox { .. } | Error::Stopped(_) => true,
             Error::Panicked { .. } | Error::Protocol { .. } => false,
         }
     }

@@ -38,8 +38,8 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use messages::FolderId;
-pub use oneshot::{run_sync, run_sync_with, SyncJob, SyncReport};
-pub use pipeline::{FolderJob, LinkTaps, Pipeline};
+pub use oneshot::{run_sync, run_sync_to, run_sync_with, SyncJob, SyncReport};
+pub use pipeline::{FolderJob, LinkTaps, Pipeline, SenderSide, TargetConnector, TargetSpec};
 pub use stats::{Stats, StatsSnapshot};
 pub use supervisor::{FolderState, FolderSupervisor, RestartPolicy, Shutdown};
 pub use watcher::WatchOptions;

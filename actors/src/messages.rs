@@ -13,9 +13,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-/// A folder's id, shared by its source and its targets.
+/// A folder's id, shared by its source and its targets (validated when decoded too).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct FolderId(String);
+
+impl TryFrom<String> for FolderId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        FolderId::new(s)
+    }
+}
 
 impl FolderId {
     /// A folder id: non-empty, at most 64 characters of `[A-Za-z0-9._-]`.
@@ -281,6 +290,31 @@ pub struct Applied {
     pub skipped: Vec<SkippedPath>,
     /// With `--dry-run`, the plan that would have been applied.
     pub dry_run_plan: Option<Plan>,
+    /// What this Applier has done so far (for a Sender whose Applier is on another node).
+    pub counts: ApplyCounts,
+}
+
+/// An Applier's running totals, as carried by [`Applied`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyCounts {
+    /// Entries created.
+    pub created: u64,
+    /// Entries whose content or kind was replaced.
+    pub updated: u64,
+    /// Metadata-only updates.
+    pub metadata_only: u64,
+    /// Entries removed.
+    pub removed: u64,
+    /// Files renamed instead of sent.
+    pub renamed: u64,
+    /// File content bytes written.
+    pub bytes_written: u64,
+    /// Bytes copied from the target's own files.
+    pub bytes_reused: u64,
+    /// Chunks copied from the target's own files.
+    pub chunks_reused: u64,
+    /// Bytes left as holes for zero runs.
+    pub bytes_zero: u64,
 }
 
 /// Applier → Sender: the target cannot continue (its folder is gone, unwritable, ...).
@@ -337,3 +371,12 @@ pub struct Failed {
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// → Sender → Differ: the target was reconnected and holds every change up to `after`;
+/// send it everything newer (a full snapshot when `after` is zero).
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Resend {
+    /// The last sequence the target applied.
+    pub after: Seq,
+}

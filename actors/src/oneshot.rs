@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::messages::{Applied, Failed, SkippedPath};
-use crate::pipeline::{FolderJob, LinkTaps, Pipeline};
+use crate::pipeline::{FolderJob, LinkTaps, Pipeline, TargetSpec};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// What a one-shot sync should do.
@@ -77,10 +77,34 @@ pub async fn run_sync_with(job: SyncJob, stats: Arc<Stats>, taps: LinkTaps) -> R
         taps,
     )
     .await?;
-    let outcome = rx.await.map_err(|_| Error::Protocol {
-        path: None,
-        reason: "the pipeline stopped without acknowledging".into(),
-    })?;
+    finish(pipeline, rx, stats).await
+}
+
+/// [`run_sync`] towards the target `spec` names (`job.target` is used only when local).
+pub async fn run_sync_to(job: SyncJob, spec: &TargetSpec, stats: Arc<Stats>) -> Result<SyncReport> {
+    let (tx, rx) = oneshot::channel();
+    let completion = Completion { done: Some(tx) }.start();
+    let pipeline = Pipeline::start_to(
+        &job,
+        spec,
+        None,
+        stats.clone(),
+        completion.clone().recipient(),
+        completion.recipient(),
+    )
+    .await?;
+    finish(pipeline, rx, stats).await
+}
+
+/// Waits for the run's end, stops its actors and reports.
+async fn finish(
+    pipeline: Pipeline,
+    rx: oneshot::Receiver<std::result::Result<Applied, String>>,
+    stats: Arc<Stats>,
+) -> Result<SyncReport> {
+    let outcome = rx
+        .await
+        .map_err(|_| Error::Stopped("the pipeline stopped without acknowledging".into()))?;
     pipeline.stop();
     match outcome {
         Ok(applied) => Ok(SyncReport {
@@ -88,6 +112,6 @@ pub async fn run_sync_with(job: SyncJob, stats: Arc<Stats>, taps: LinkTaps) -> R
             skipped: applied.skipped,
             plan: applied.dry_run_plan,
         }),
-        Err(reason) => Err(Error::Protocol { path: None, reason }),
+        Err(reason) => Err(Error::Stopped(reason)),
     }
 }

@@ -9,7 +9,7 @@ use ferry_engine::{ChunkParams, ScanOptions, SourceDir, TargetDir};
 use crate::applier::{Applier, ApplierOptions, SenderLink};
 use crate::differ::Differ;
 use crate::error::{Error, Result};
-use crate::messages::{Applied, Failed, FlushNow, FolderId, Start, Stop};
+use crate::messages::{Applied, Failed, FlushNow, FolderId, Resend, Start, Stop};
 use crate::sender::{Connect, Sender, TargetLink};
 use crate::stats::Stats;
 use crate::watcher::{WatchOptions, Watcher};
@@ -34,14 +34,37 @@ pub struct FolderJob {
 }
 
 /// Interposers on the links between Sender and Applier: each receives the recipients the
-/// pipeline would use and returns the ones to use instead (a remote link, a meter, or in
-/// tests a fault injector that forwards to the originals).
+/// pipeline would use and returns the ones to use instead (a meter, or in tests a fault
+/// injector that forwards to the originals).
 #[derive(Default)]
 pub struct LinkTaps {
     /// Wraps what the Sender sends to the Applier.
     pub to_target: Option<Box<dyn FnOnce(TargetLink) -> TargetLink>>,
     /// Wraps what the Applier sends to the Sender.
     pub to_sender: Option<Box<dyn FnOnce(SenderLink) -> SenderLink>>,
+}
+
+/// What a target that is not an Applier of this process is given to answer through: the
+/// Sender's side of the links.
+#[derive(Clone)]
+pub struct SenderSide {
+    /// Where the target's requests and acknowledgements go.
+    pub link: SenderLink,
+    /// Where a reconnected target's resume point goes.
+    pub resend: Recipient<Resend>,
+}
+
+/// Builds the links to a target reached some other way than an in-process Applier (a
+/// remote node): called once each time the pipeline starts, in the actix system.
+pub type TargetConnector = Arc<dyn Fn(SenderSide) -> TargetLink + Send + Sync>;
+
+/// Where a pipeline's target lives.
+#[derive(Clone)]
+pub enum TargetSpec {
+    /// The directory `FolderJob::target`, applied by an Applier in this process.
+    Local,
+    /// Links built by a connector; `FolderJob::target` is not used.
+    Linked(TargetConnector),
 }
 
 /// The actors of one running pipeline.
@@ -52,8 +75,8 @@ pub struct Pipeline {
     pub differ: Addr<Differ>,
     /// The Sender.
     pub sender: Addr<Sender>,
-    /// The Applier.
-    pub applier: Addr<Applier>,
+    /// The Applier, for a local target.
+    pub applier: Option<Addr<Applier>>,
 }
 
 impl Pipeline {
@@ -70,6 +93,25 @@ impl Pipeline {
         Self::start_with(job, watch, stats, monitor, on_applied, LinkTaps::default()).await
     }
 
+    /// [`Pipeline::start`] towards the target `spec` names.
+    pub async fn start_to(
+        job: &FolderJob,
+        spec: &TargetSpec,
+        watch: Option<WatchOptions>,
+        stats: Arc<Stats>,
+        monitor: Recipient<Failed>,
+        on_applied: Recipient<Applied>,
+    ) -> Result<Pipeline> {
+        match spec {
+            TargetSpec::Local => Self::start(job, watch, stats, monitor, on_applied).await,
+            TargetSpec::Linked(connect) => {
+                let connect = connect.clone();
+                let target = move |side: SenderSide| Ok((connect(side), None));
+                Self::start_parts(job, watch, stats, monitor, on_applied, target).await
+            }
+        }
+    }
+
     /// [`Pipeline::start`], with the Sender ↔ Applier links passed through `taps`.
     pub async fn start_with(
         job: &FolderJob,
@@ -79,7 +121,46 @@ impl Pipeline {
         on_applied: Recipient<Applied>,
         taps: LinkTaps,
     ) -> Result<Pipeline> {
-        let target_dir = TargetDir::open(&job.target)?;
+        let opts = ApplierOptions {
+            checksum: job.checksum,
+            dry_run: job.dry_run,
+            durable: job.durable,
+            params: job.params,
+            untrusted_sender: false,
+        };
+        let target_root = job.target.clone();
+        let folder = job.folder.clone();
+        let applier_stats = stats.clone();
+        let target = move |side: SenderSide| {
+            let target_dir = TargetDir::open(&target_root)?;
+            let link = match taps.to_sender {
+                Some(tap) => tap(side.link),
+                None => side.link,
+            };
+            let applier = Applier::new(folder, target_dir, opts, link, applier_stats).start();
+            let target = TargetLink {
+                index: applier.clone().recipient(),
+                chunks: applier.clone().recipient(),
+                groups: applier.clone().recipient(),
+            };
+            let target = match taps.to_target {
+                Some(tap) => tap(target),
+                None => target,
+            };
+            Ok((target, Some(applier)))
+        };
+        Self::start_parts(job, watch, stats, monitor, on_applied, target).await
+    }
+
+    /// Starts the source side, wires it to the target `build` returns, and starts the scans.
+    async fn start_parts(
+        job: &FolderJob,
+        watch: Option<WatchOptions>,
+        stats: Arc<Stats>,
+        monitor: Recipient<Failed>,
+        on_applied: Recipient<Applied>,
+        build: impl FnOnce(SenderSide) -> Result<(TargetLink, Option<Addr<Applier>>)>,
+    ) -> Result<Pipeline> {
         let source = SourceDir::new(job.source.clone(), job.params);
         let sender = Sender::new(
             job.folder.clone(),
@@ -89,6 +170,23 @@ impl Pipeline {
             stats.clone(),
         )
         .start();
+        let side = SenderSide {
+            link: SenderLink {
+                need_content: sender.clone().recipient(),
+                need_chunks: sender.clone().recipient(),
+                need_groups: sender.clone().recipient(),
+                applied: sender.clone().recipient(),
+                failed: sender.clone().recipient(),
+            },
+            resend: sender.clone().recipient(),
+        };
+        let (target, applier) = match build(side) {
+            Ok(built) => built,
+            Err(e) => {
+                sender.do_send(Stop);
+                return Err(e);
+            }
+        };
         let differ = Differ::new(
             job.folder.clone(),
             source,
@@ -101,35 +199,7 @@ impl Pipeline {
             stats.clone(),
         )
         .start();
-        let link = SenderLink {
-            need_content: sender.clone().recipient(),
-            need_chunks: sender.clone().recipient(),
-            need_groups: sender.clone().recipient(),
-            applied: sender.clone().recipient(),
-            failed: sender.clone().recipient(),
-        };
-        let link = match taps.to_sender {
-            Some(tap) => tap(link),
-            None => link,
-        };
-        let opts = ApplierOptions {
-            checksum: job.checksum,
-            dry_run: job.dry_run,
-            durable: job.durable,
-            params: job.params,
-        };
-        let applier =
-            Applier::new(job.folder.clone(), target_dir, opts, link, stats.clone()).start();
         let mailbox = |actor| move |source| Error::Mailbox { actor, source };
-        let target = TargetLink {
-            index: applier.clone().recipient(),
-            chunks: applier.clone().recipient(),
-            groups: applier.clone().recipient(),
-        };
-        let target = match taps.to_target {
-            Some(tap) => tap(target),
-            None => target,
-        };
         sender
             .send(Connect {
                 differ: differ.clone(),
@@ -155,7 +225,9 @@ impl Pipeline {
             }
             None => None,
         };
-        applier.send(Start).await.map_err(mailbox("applier"))?;
+        if let Some(applier) = &applier {
+            applier.send(Start).await.map_err(mailbox("applier"))?;
+        }
         differ.send(Start).await.map_err(mailbox("differ"))?;
         Ok(Pipeline {
             watcher,
@@ -172,6 +244,8 @@ impl Pipeline {
         }
         self.differ.do_send(Stop);
         self.sender.do_send(Stop);
-        self.applier.do_send(Stop);
+        if let Some(a) = &self.applier {
+            a.do_send(Stop);
+        }
     }
 }

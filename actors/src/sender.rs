@@ -11,7 +11,7 @@ use crate::differ::Differ;
 use crate::messages::{
     Applied, ApplyFailed, ChunkBody, ChunkData, ChunkFailure, ChunkList, ChunkPayload,
     ChunkRequest, Failed, FolderId, GetContent, GroupData, GroupList, HashFiles, IndexDelta,
-    ListForm, NeedChunks, NeedContent, NeedGroups, SourceUpdate,
+    ListForm, NeedChunks, NeedContent, NeedGroups, Resend, SourceUpdate,
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
@@ -192,6 +192,19 @@ impl Handler<SourceUpdate> for Sender {
             upto: msg.upto,
         };
         self.forward_index(delta, &msg.previous, ctx);
+    }
+}
+
+impl Handler<Resend> for Sender {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resend, _: &mut Self::Context) {
+        let Some(differ) = self.differ.clone() else {
+            return self.fail("resend request before the differ was connected".into());
+        };
+        // A reconnected target's Applier no longer holds what patches were made against.
+        self.sent.clear();
+        differ.do_send(msg);
     }
 }
 

@@ -36,6 +36,12 @@ pub struct Stats {
     pub chunks_reused: AtomicU64,
     /// Bytes of the target filled by all-zero chunks, which travel as a length and are left as holes.
     pub bytes_zero: AtomicU64,
+    /// Bytes written to the network link to a remote target (TLS records included).
+    pub wire_bytes_out: AtomicU64,
+    /// Bytes read from the network link to a remote target.
+    pub wire_bytes_in: AtomicU64,
+    /// Times the link to a remote target was re-established.
+    pub reconnects: AtomicU64,
     /// Files the current plan writes.
     pub files_planned: AtomicU64,
     /// Of those, files finished.
@@ -48,6 +54,51 @@ pub struct Stats {
     pub applied_seq: AtomicU64,
     /// Restarts of this folder's pipeline.
     pub restarts: AtomicU64,
+}
+
+impl Stats {
+    /// The Applier's share of these counters.
+    pub fn apply_counts(&self) -> crate::messages::ApplyCounts {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::messages::ApplyCounts {
+            created: g(&self.created),
+            updated: g(&self.updated),
+            metadata_only: g(&self.metadata_only),
+            removed: g(&self.removed),
+            renamed: g(&self.renamed),
+            bytes_written: g(&self.bytes_written),
+            bytes_reused: g(&self.bytes_reused),
+            chunks_reused: g(&self.chunks_reused),
+            bytes_zero: g(&self.bytes_zero),
+        }
+    }
+
+    /// Adds what an Applier elsewhere did between its totals `before` and `now`.
+    pub fn add_apply_counts(
+        &self,
+        before: &crate::messages::ApplyCounts,
+        now: &crate::messages::ApplyCounts,
+    ) {
+        let d = |a: u64, b: u64| b.saturating_sub(a);
+        Stats::add(&self.created, d(before.created, now.created));
+        Stats::add(&self.updated, d(before.updated, now.updated));
+        Stats::add(
+            &self.metadata_only,
+            d(before.metadata_only, now.metadata_only),
+        );
+        Stats::add(&self.removed, d(before.removed, now.removed));
+        Stats::add(&self.renamed, d(before.renamed, now.renamed));
+        Stats::add(
+            &self.bytes_written,
+            d(before.bytes_written, now.bytes_written),
+        );
+        Stats::add(&self.bytes_reused, d(before.bytes_reused, now.bytes_reused));
+        Stats::add(
+            &self.chunks_reused,
+            d(before.chunks_reused, now.chunks_reused),
+        );
+        Stats::add(&self.bytes_zero, d(before.bytes_zero, now.bytes_zero));
+    }
 }
 
 /// A point-in-time copy of [`Stats`], for printing.
@@ -81,6 +132,12 @@ pub struct StatsSnapshot {
     pub chunks_reused: u64,
     /// Bytes of all-zero chunks sent as a length only.
     pub bytes_zero: u64,
+    /// Bytes written to the network link.
+    pub wire_bytes_out: u64,
+    /// Bytes read from the network link.
+    pub wire_bytes_in: u64,
+    /// Link re-establishments.
+    pub reconnects: u64,
 }
 
 impl Stats {
@@ -107,6 +164,9 @@ impl Stats {
             bytes_reused: g(&self.bytes_reused),
             chunks_reused: g(&self.chunks_reused),
             bytes_zero: g(&self.bytes_zero),
+            wire_bytes_out: g(&self.wire_bytes_out),
+            wire_bytes_in: g(&self.wire_bytes_in),
+            reconnects: g(&self.reconnects),
         }
     }
 

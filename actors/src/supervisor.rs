@@ -12,7 +12,7 @@ use ferry_engine::Seq;
 use tokio::sync::oneshot;
 
 use crate::messages::{Applied, CurrentSeq, Failed, FlushNow};
-use crate::pipeline::{FolderJob, Pipeline};
+use crate::pipeline::{FolderJob, Pipeline, TargetSpec};
 use crate::stats::Stats;
 use crate::watcher::{SimulateOverflow, WatchOptions};
 
@@ -58,6 +58,7 @@ pub enum FolderState {
 /// Supervises one folder.
 pub struct FolderSupervisor {
     job: FolderJob,
+    target: TargetSpec,
     watch: WatchOptions,
     policy: RestartPolicy,
     stats: Arc<Stats>,
@@ -110,6 +111,7 @@ impl FolderSupervisor {
     ) -> Self {
         FolderSupervisor {
             job,
+            target: TargetSpec::Local,
             watch,
             policy,
             stats,
@@ -122,6 +124,12 @@ impl FolderSupervisor {
         }
     }
 
+    /// Replicates to `target` instead of the local directory `job.target`.
+    pub fn to_target(mut self, target: TargetSpec) -> Self {
+        self.target = target;
+        self
+    }
+
     fn launch(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
         let generation = self.generation;
@@ -131,12 +139,21 @@ impl FolderSupervisor {
         }
         .start();
         let job = self.job.clone();
+        let spec = self.target.clone();
         let watch = self.watch;
         let stats = self.stats.clone();
         let applied = ctx.address().recipient();
         self.state = FolderState::Starting;
         let start = async move {
-            Pipeline::start(&job, Some(watch), stats, monitor.recipient(), applied).await
+            Pipeline::start_to(
+                &job,
+                &spec,
+                Some(watch),
+                stats,
+                monitor.recipient(),
+                applied,
+            )
+            .await
         };
         ctx.wait(start.into_actor(self).map(move |res, act, ctx| match res {
             Ok(p) => {

@@ -108,6 +108,13 @@ impl Slot {
         self.finished.load(Ordering::Acquire)
     }
 
+    /// Leaves the temp file (and the chunks already in it) in place for the next Applier.
+    pub(crate) fn keep_temp(&self) {
+        if let Some(t) = self.temp.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            t.keep();
+        }
+    }
+
     /// Drops the temp file (removing it) after a failure.
     fn abort(self: &Arc<Self>, reason: String) -> Option<SlotEvent> {
         self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -166,6 +166,7 @@ impl TargetDir {
             full: path.under(&self.root),
             file: File::from(fd),
             committed: false,
+            kept: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -421,9 +422,17 @@ pub struct TempFile {
     full: PathBuf,
     file: File,
     committed: bool,
+    /// Left in place when dropped, for the next Applier to reuse.
+    kept: std::sync::atomic::AtomicBool,
 }
 
 impl TempFile {
+    /// Leaves the file in place when dropped: the next Applier on this target reuses the
+    /// chunks already in it, then removes it.
+    pub fn keep(&self) {
+        self.kept.store(true, Ordering::Relaxed);
+    }
+
     /// The final path this file will be installed at.
     pub fn path(&self) -> &RelPath {
         &self.path
@@ -494,7 +503,7 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && !self.kept.load(Ordering::Relaxed) {
             let _ = rfs::unlinkat(&self.dir, self.tmp_name.as_str(), AtFlags::empty());
         }
     }

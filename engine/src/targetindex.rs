@@ -12,6 +12,9 @@ use crate::relpath::RelPath;
 pub struct TargetIndex {
     index: Index,
     chunks: ChunkIndex,
+    /// Files outside the index whose chunks may still be copied: the temp files a cut
+    /// transfer left behind, until they are removed.
+    leftovers: Vec<(RelPath, Content)>,
 }
 
 impl TargetIndex {
@@ -23,7 +26,11 @@ impl TargetIndex {
                 chunks.add(&e.path, c);
             }
         }
-        TargetIndex { index, chunks }
+        TargetIndex {
+            index,
+            chunks,
+            leftovers: Vec::new(),
+        }
     }
 
     /// The entries.
@@ -88,6 +95,23 @@ impl TargetIndex {
             e.mode = mode;
             e.mtime = mtime;
         }
+    }
+
+    /// Offers the chunks of `path`, a file that is not an entry (a leftover temp file),
+    /// as sources until [`TargetIndex::take_leftovers`].
+    pub fn add_leftover(&mut self, path: RelPath, content: Content) {
+        self.chunks.add(&path, &content);
+        self.leftovers.push((path, content));
+    }
+
+    /// Stops offering the leftovers' chunks and returns their paths (to be removed).
+    pub fn take_leftovers(&mut self) -> Vec<RelPath> {
+        let mut paths = Vec::with_capacity(self.leftovers.len());
+        for (p, c) in std::mem::take(&mut self.leftovers) {
+            self.chunks.remove(&p, &c);
+            paths.push(p);
+        }
+        paths
     }
 
     fn forget(&mut self, path: &RelPath) {

@@ -3,4 +3,6 @@
 pub mod benchkit;
 pub mod compare;
 pub mod procfs;
+pub mod services;
+pub mod tools;
 pub mod workload;

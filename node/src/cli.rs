@@ -14,6 +14,10 @@ pub struct Cli {
     /// Only errors on the console.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Where this node keeps its key and certificate (default: $FERRY_HOME, else
+    /// $XDG_DATA_HOME/ferry, else ~/.local/share/ferry).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -22,10 +26,32 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Make DST an exact mirror of SRC, once.
+    /// Make DST an exact mirror of SRC, once. DST is a directory or ferry://NODE_ID@HOST:PORT/NAME.
     Sync(SyncArgs),
     /// Mirror SRC into DST, then replicate every change until SIGINT or SIGTERM.
     Watch(WatchArgs),
+    /// Print this node's id (creating its key and certificate on first use).
+    Id,
+    /// Receive folders from the listed peers until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+/// Flags of `ferry serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (e.g. 0.0.0.0:7700, 127.0.0.1:0 for any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// A folder to receive into, as NAME=PATH (repeatable).
+    #[arg(long = "folder", value_name = "NAME=PATH", required = true)]
+    pub folders: Vec<String>,
+    /// A node allowed to connect, as NODE_ID (every folder) or NODE_ID=NAME,NAME (only
+    /// those folders). Repeatable.
+    #[arg(long = "peer", value_name = "NODE_ID[=NAMES]", required = true)]
+    pub peers: Vec<String>,
+    /// Do not fsync files and directories.
+    #[arg(long)]
+    pub no_fsync: bool,
 }
 
 /// Flags of `ferry watch`.
@@ -33,7 +59,7 @@ pub enum Command {
 pub struct WatchArgs {
     /// The source directory.
     pub src: PathBuf,
-    /// The target directory (created if its parent exists).
+    /// The target: a directory (created if its parent exists) or ferry://NODE_ID@HOST:PORT/NAME.
     pub dst: PathBuf,
     /// Compare file contents even when size and mtime agree (initial sync and rescans).
     #[arg(short, long)]
@@ -60,7 +86,7 @@ pub struct WatchArgs {
 pub struct SyncArgs {
     /// The source directory.
     pub src: PathBuf,
-    /// The target directory (created if its parent exists).
+    /// The target: a directory (created if its parent exists) or ferry://NODE_ID@HOST:PORT/NAME.
     pub dst: PathBuf,
     /// Compare file contents even when size and mtime agree.
     #[arg(short, long)]

@@ -5,8 +5,11 @@
 
 mod cli;
 mod duration;
+mod id_cmd;
 mod logging;
 mod progress;
+mod remote_target;
+mod serve_cmd;
 mod sync_cmd;
 mod watch_cmd;
 
@@ -31,12 +34,21 @@ fn raise_fd_limit() {
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // A live mirror logs each replicated change by default; a one-shot sync only warnings.
-    let base = u8::from(matches!(cli.command, cli::Command::Watch(_)));
+    let base = u8::from(matches!(
+        cli.command,
+        cli::Command::Watch(_) | cli::Command::Serve(_)
+    ));
     logging::init(cli.verbose.saturating_add(base), cli.quiet);
     raise_fd_limit();
     let result = match &cli.command {
-        cli::Command::Sync(args) => sync_cmd::run(args, cli.quiet),
-        cli::Command::Watch(args) => watch_cmd::run(args).map(|()| sync_cmd::Outcome::Complete),
+        cli::Command::Sync(args) => sync_cmd::run(args, cli.home.as_deref(), cli.quiet),
+        cli::Command::Watch(args) => {
+            watch_cmd::run(args, cli.home.as_deref()).map(|()| sync_cmd::Outcome::Complete)
+        }
+        cli::Command::Id => id_cmd::run(cli.home.as_deref()).map(|()| sync_cmd::Outcome::Complete),
+        cli::Command::Serve(args) => {
+            serve_cmd::run(args, cli.home.as_deref()).map(|()| sync_cmd::Outcome::Complete)
+        }
     };
     match result {
         Ok(sync_cmd::Outcome::Complete) => ExitCode::SUCCESS,

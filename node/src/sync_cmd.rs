@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use ferry_actors::{run_sync, FolderId, Stats, SyncJob, SyncReport};
+use ferry_actors::{run_sync_to, FolderId, Stats, SyncJob, SyncReport, TargetSpec};
+use ferry_node::remote::client::Retry;
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
@@ -135,23 +136,62 @@ fn check_writable(dst: &Path) -> Result<()> {
         .with_context(|| format!("target {} is not writable", dst.display()))
 }
 
+/// Validates SRC alone (the target is on another node).
+pub fn check_source(src_arg: &Path) -> Result<PathBuf> {
+    let src = std::fs::canonicalize(src_arg).with_context(|| {
+        format!(
+            "source {} does not exist or cannot be reached",
+            src_arg.display()
+        )
+    })?;
+    if !src.is_dir() {
+        bail!("source {} is not a directory", src_arg.display());
+    }
+    Ok(src)
+}
+
 /// Runs `ferry sync`.
-pub fn run(args: &SyncArgs, quiet: bool) -> Result<Outcome> {
-    let checked = check(args)?;
-    let folder = FolderId::new("sync").map_err(anyhow::Error::msg)?;
+pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome> {
+    let remote = crate::remote_target::parse(&args.dst)?;
+    let (src, dst, _checked) = match &remote {
+        Some(_) => (check_source(&args.src)?, PathBuf::new(), None),
+        None => {
+            let checked = check(args)?;
+            (checked.src.clone(), checked.dst.clone(), Some(checked))
+        }
+    };
+    let folder = match &remote {
+        Some(url) => url.folder.clone(),
+        None => FolderId::new("sync").map_err(anyhow::Error::msg)?,
+    };
     let job = SyncJob {
         folder,
-        source: checked.src.clone(),
-        target: checked.dst.clone(),
+        source: src,
+        target: dst,
         checksum: args.checksum,
         dry_run: args.dry_run,
         durable: !args.no_fsync,
         params: args.chunk_sizes,
     };
     let stats = Arc::new(Stats::default());
+    let spec = match remote {
+        Some(url) => {
+            let wanted = crate::remote_target::Wanted {
+                params: args.chunk_sizes,
+                checksum: args.checksum,
+                dry_run: args.dry_run,
+                retry: Retry {
+                    first: false,
+                    max_failures: Some(8),
+                },
+            };
+            crate::remote_target::spec(url, home, wanted, stats.clone())?
+        }
+        None => TargetSpec::Local,
+    };
     let progress = Progress::start(stats.clone(), !quiet && !args.json && !args.dry_run);
     let system = actix::System::new();
-    let report = system.block_on(run_sync(job, stats));
+    let report = system.block_on(run_sync_to(job, &spec, stats));
     drop(progress);
     let report = report.with_context(|| {
         format!(
@@ -228,6 +268,13 @@ fn print_report(args: &SyncArgs, report: &SyncReport) -> Result<()> {
             s.bytes_reused, s.chunks_reused
         );
         println!("zero runs (not sent): {}", s.bytes_zero);
+        if s.wire_bytes_out + s.wire_bytes_in > 0 {
+            println!(
+                "wire bytes out / in: {} / {}",
+                s.wire_bytes_out, s.wire_bytes_in
+            );
+            println!("reconnects:          {}", s.reconnects);
+        }
     }
     Ok(())
 }

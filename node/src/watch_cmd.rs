@@ -1,32 +1,49 @@
 //! `ferry watch SRC DST`: initial sync, then live replication until SIGINT or SIGTERM.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
 use anyhow::{bail, Context as _, Result};
 use ferry_actors::{
-    FolderId, FolderJob, FolderSupervisor, RestartPolicy, Shutdown, Stats, WatchOptions,
+    FolderId, FolderJob, FolderSupervisor, RestartPolicy, Shutdown, Stats, TargetSpec, WatchOptions,
 };
+use ferry_node::remote::client::Retry;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::cli::WatchArgs;
-use crate::sync_cmd::check_paths;
+use crate::sync_cmd::{check_paths, check_source};
 
 /// How long a shutdown waits for the change in flight to be applied.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs `ferry watch` until a signal; exits 0 after finishing the change in flight.
-pub fn run(args: &WatchArgs) -> Result<()> {
-    let checked = check_paths(&args.src, &args.dst, false)?;
+pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
     if args.poll == Some(Duration::ZERO) {
         bail!("--poll needs an interval above zero");
     }
+    let remote = crate::remote_target::parse(&args.dst)?;
+    let (src, dst) = match &remote {
+        Some(_) => (check_source(&args.src)?, PathBuf::new()),
+        None => {
+            let checked = check_paths(&args.src, &args.dst, false)?;
+            (checked.src.clone(), checked.dst.clone())
+        }
+    };
+    let folder = match &remote {
+        Some(url) => url.folder.clone(),
+        None => FolderId::new("watch").map_err(anyhow::Error::msg)?,
+    };
+    let shown_dst = match &remote {
+        Some(url) => url.to_string(),
+        None => dst.display().to_string(),
+    };
     let job = FolderJob {
-        folder: FolderId::new("watch").map_err(anyhow::Error::msg)?,
-        source: checked.src.clone(),
-        target: checked.dst.clone(),
+        folder,
+        source: src.clone(),
+        target: dst,
         checksum: args.checksum,
         dry_run: false,
         durable: !args.no_fsync,
@@ -40,21 +57,37 @@ pub fn run(args: &WatchArgs) -> Result<()> {
         ..WatchOptions::default()
     };
     let stats = Arc::new(Stats::default());
+    let spec = match remote {
+        Some(url) => {
+            let wanted = crate::remote_target::Wanted {
+                params: args.chunk_sizes,
+                checksum: args.checksum,
+                dry_run: false,
+                retry: Retry {
+                    first: true,
+                    max_failures: None,
+                },
+            };
+            crate::remote_target::spec(url, home, wanted, stats.clone())?
+        }
+        None => TargetSpec::Local,
+    };
     let system = actix::System::new();
     system.block_on(async move {
         let (failed_tx, failed_rx) = oneshot::channel();
         let sup =
             FolderSupervisor::new(job, watch, RestartPolicy::default(), stats, Some(failed_tx))
+                .to_target(spec)
                 .start();
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tracing::info!(src = %checked.src.display(), dst = %checked.dst.display(), "watching");
+        tracing::info!(src = %src.display(), dst = %shown_dst, "watching");
         let failure = tokio::select! {
             _ = tokio::signal::ctrl_c() => None,
             _ = term.recv() => None,
             Ok(why) = failed_rx => Some(why),
         };
         if let Some(why) = failure {
-            bail!("replication of {} stopped: {why}", checked.src.display());
+            bail!("replication of {} stopped: {why}", src.display());
         }
         tracing::info!("signal received: finishing the change in flight");
         sup.send(Shutdown {

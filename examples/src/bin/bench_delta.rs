@@ -27,16 +27,18 @@
 //! ```
 
 use std::ffi::{OsStr, OsString};
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Output, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use ferry_examples::benchkit::{
     self, fresh_dir, loud, median, ratio, setup, verdict, verify, ArgParser, Failure, Result,
+};
+use ferry_examples::services::RsyncService;
+use ferry_examples::tools::{
+    failed_message, find_rsync, first_line, locate_ferry, modified, python3, run_tool, script,
 };
 use ferry_examples::workload::{Scale, MIB};
 use serde_json::{json, Value};
@@ -57,9 +59,8 @@ const FILE_NAME: &str = "bigfile";
 /// rsync "Literal data" above this fraction of the file means it did not use its delta
 /// algorithm (a whole-file transfer), which would make the comparison meaningless.
 const RSYNC_MAX_LITERAL_FRACTION: f64 = 0.01;
-/// How long to wait for the rsync daemon and the proxy to come up, and for the proxy to
-/// account a finished connection.
-const SERVICE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An rsync client run longer than this is killed and reported as a failure.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(1800);
 /// The kernel knob that drops the page cache.
 const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
 
@@ -351,42 +352,16 @@ struct Tools {
 }
 
 fn find_tools(args: &Args) -> Result<Tools> {
-    let python = benchkit::which(OsStr::new("python3"))
-        .ok_or_else(|| Failure::Setup("python3 not found on PATH".into()))?;
-    let script = |name: &str| {
-        let p = args.tools.join(name);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(Failure::Setup(format!(
-                "{} not found (pass --tools DIR)",
-                p.display()
-            )))
-        }
-    };
-    let gen_tree = script("gen_tree.py")?;
-    let byteproxy = script("byteproxy.py")?;
+    let python = python3()?;
+    let gen_tree = script(&args.tools, "gen_tree.py")?;
+    let byteproxy = script(&args.tools, "byteproxy.py")?;
     let rsync = if args.rsync() {
-        let rsync = benchkit::which(OsStr::new("rsync")).ok_or_else(|| {
-            Failure::Setup(
-                "rsync not found on PATH; install it with `apt-get install -y rsync` \
-                 (or pass --skip-rsync)"
-                    .into(),
-            )
-        })?;
-        let version = first_line(&rsync, "--version");
-        Some((rsync, version))
+        Some(find_rsync("or pass --skip-rsync")?)
     } else {
         None
     };
     let ferry = if args.ferry() {
-        let ferry = match &args.ferry {
-            Some(p) => benchkit::find_ferry(Some(p), "--ferry PATH")?,
-            None => match sibling_ferry() {
-                Some(p) => p,
-                None => benchkit::find_ferry(None, "--ferry PATH, or --skip-ferry")?,
-            },
-        };
+        let ferry = locate_ferry(args.ferry.as_deref(), "--ferry PATH, or --skip-ferry")?;
         let version = first_line(&ferry, "--version");
         Some((ferry, version))
     } else {
@@ -399,75 +374,6 @@ fn find_tools(args: &Args) -> Result<Tools> {
         rsync,
         ferry,
     })
-}
-
-/// `ferry` in the directory of this binary (the same cargo target directory), if built.
-fn sibling_ferry() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.join("ferry");
-    p.is_file().then_some(p)
-}
-
-/// The first line of `program arg`'s stdout, whitespace normalised ("" if it cannot run).
-fn first_line(program: &Path, arg: &str) -> String {
-    Command::new(program)
-        .arg(arg)
-        .stdin(Stdio::null())
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        })
-        .unwrap_or_default()
-}
-
-/// When `path` was last modified, as text (to tell which ferry build was measured).
-fn modified(path: &Path) -> String {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or_else(String::new, |d| format!("mtime {} (unix)", d.as_secs()))
-}
-
-/// Runs `program args…` to completion; a failure is [`Failure::Setup`] with its output.
-fn run_tool(what: &str, program: &Path, args: &[&OsStr]) -> Result<Output> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(setup(format!("{what}: spawning {}", program.display())))?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(Failure::Setup(failed_message(what, program, args, &out)))
-    }
-}
-
-/// "`what` FAILED (status): command" followed by the tails of stdout and stderr.
-fn failed_message(what: &str, program: &Path, args: &[&OsStr], out: &Output) -> String {
-    let mut msg = format!(
-        "{what} FAILED ({}): {} {}",
-        out.status,
-        program.display(),
-        args.iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-        let s = String::from_utf8_lossy(stream);
-        let s = s.trim();
-        if !s.is_empty() {
-            let skip = s.chars().count().saturating_sub(4000);
-            let tail: String = s.chars().skip(skip).collect();
-            let _ = write!(msg, "\n--- {name} (tail) ---\n{tail}");
-        }
-    }
-    msg
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,209 +650,6 @@ fn run_ferry(
 // rsync daemon behind the byte-counting proxy
 // ---------------------------------------------------------------------------------------------
 
-/// The proxy's counters at one moment.
-#[derive(Clone, Copy, Debug, Default)]
-struct ProxyCounts {
-    c2s: u64,
-    s2c: u64,
-    connections: u64,
-    active: u64,
-    seq: u64,
-}
-
-/// `rsync --daemon` serving module `dst` (= DST_R) on loopback, with `byteproxy.py` in front.
-/// Both are stopped when dropped.
-struct RsyncService {
-    daemon: Child,
-    proxy: Child,
-    proxy_port: u16,
-    stats: PathBuf,
-    log: PathBuf,
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(setup("finding a free loopback port"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(setup("finding a free loopback port"))
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !ready() {
-        if start.elapsed() > SERVICE_TIMEOUT {
-            return Err(Failure::Setup(format!(
-                "{what} did not happen within {SERVICE_TIMEOUT:?}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
-impl RsyncService {
-    fn start(rsync: &Path, tools: &Tools, layout: &Layout) -> Result<Self> {
-        fresh_dir(&layout.rsyncd)?;
-        let conf = layout.rsyncd.join("rsyncd.conf");
-        let log = layout.rsyncd.join("rsyncd.log");
-        let stats = layout.rsyncd.join("proxy.json");
-        let ids = if rustix::process::geteuid().is_root() {
-            "    uid = root\n    gid = root\n"
-        } else {
-            ""
-        };
-        let text = format!(
-            "# generated by bench_delta\nlog file = {}\n\n[dst]\n    path = {}\n    \
-             use chroot = no\n    read only = no\n{ids}",
-            log.display(),
-            layout.dst_r.display()
-        );
-        fs::write(&conf, text).map_err(setup(format!("writing {}", conf.display())))?;
-
-        let daemon_port = free_port()?;
-        let mut conf_arg = OsString::from("--config=");
-        conf_arg.push(&conf);
-        let daemon = Command::new(rsync)
-            .arg("--daemon")
-            .arg("--no-detach")
-            .arg(conf_arg)
-            .arg("--address=127.0.0.1")
-            .arg(format!("--port={daemon_port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(setup(format!("spawning {} --daemon", rsync.display())))?;
-        let proxy_port = free_port()?;
-        let proxy = match Command::new(&tools.python)
-            .arg(&tools.byteproxy)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{proxy_port}"))
-            .arg("--target")
-            .arg(format!("127.0.0.1:{daemon_port}"))
-            .arg("--out")
-            .arg(&stats)
-            .arg("--interval")
-            .arg("3600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-        {
-            Ok(p) => p,
-            Err(e) => {
-                let mut daemon = daemon;
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-                return Err(Failure::Setup(format!(
-                    "spawning {}: {e}",
-                    tools.byteproxy.display()
-                )));
-            }
-        };
-        let mut service = RsyncService {
-            daemon,
-            proxy,
-            proxy_port,
-            stats,
-            log,
-        };
-        wait_until("the rsync daemon accepting connections", || {
-            TcpStream::connect(("127.0.0.1", daemon_port)).is_ok()
-        })?;
-        // The proxy writes its stats file right after it starts listening.
-        let stats = service.stats.clone();
-        wait_until("the byte proxy listening", || stats.is_file())?;
-        service.check()?;
-        Ok(service)
-    }
-
-    /// Fails if the daemon or the proxy has exited.
-    fn check(&mut self) -> Result<()> {
-        for (name, child) in [
-            ("rsync daemon", &mut self.daemon),
-            ("byte proxy", &mut self.proxy),
-        ] {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(Failure::Setup(format!("the {name} exited ({status})")));
-            }
-        }
-        Ok(())
-    }
-
-    fn read_stats(&self) -> Option<ProxyCounts> {
-        let v: Value = serde_json::from_slice(&fs::read(&self.stats).ok()?).ok()?;
-        let g = |k: &str| v.get(k).and_then(Value::as_u64);
-        Some(ProxyCounts {
-            c2s: g("c2s")?,
-            s2c: g("s2c")?,
-            connections: g("connections")?,
-            active: g("active")?,
-            seq: g("seq")?,
-        })
-    }
-
-    /// A fresh snapshot of the proxy's counters (SIGUSR1, then wait for the new write).
-    fn snapshot(&mut self) -> Result<ProxyCounts> {
-        self.check()?;
-        let before = self.read_stats().map_or(0, |c| c.seq);
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.proxy),
-            rustix::process::Signal::USR1,
-        )
-        .map_err(setup("signalling the byte proxy"))?;
-        let mut got = None;
-        wait_until("the byte proxy writing a snapshot", || {
-            got = self.read_stats().filter(|c| c.seq > before);
-            got.is_some()
-        })?;
-        got.ok_or_else(|| Failure::Setup("no proxy snapshot".into()))
-    }
-
-    /// Waits until the proxy has seen `connections` connections and none is active.
-    fn settled(&mut self, connections: u64) -> Result<ProxyCounts> {
-        let start = Instant::now();
-        loop {
-            let c = self.snapshot()?;
-            if c.connections >= connections && c.active == 0 {
-                return Ok(c);
-            }
-            if start.elapsed() > SERVICE_TIMEOUT {
-                return Err(Failure::Setup(format!(
-                    "the byte proxy still has {} active connection(s) of {} after {SERVICE_TIMEOUT:?}",
-                    c.active, c.connections
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("rsync://127.0.0.1:{}/dst/", self.proxy_port)
-    }
-}
-
-impl Drop for RsyncService {
-    fn drop(&mut self) {
-        for child in [&mut self.proxy, &mut self.daemon] {
-            let _ = rustix::process::kill_process(
-                rustix::process::Pid::from_child(child),
-                rustix::process::Signal::TERM,
-            );
-        }
-        for child in [&mut self.proxy, &mut self.daemon] {
-            let start = Instant::now();
-            while matches!(child.try_wait(), Ok(None)) {
-                if start.elapsed() > Duration::from_secs(5) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
 /// One timed rsync client run.
 #[derive(Clone, Copy, Debug)]
 struct RsyncRun {
@@ -990,35 +693,17 @@ fn run_rsync(
     src: &Path,
     file_size: u64,
 ) -> Result<RsyncRun> {
-    let before = service.settled(0)?;
-    let mut src_slash = src.as_os_str().to_os_string();
-    src_slash.push("/");
-    let url = service.url();
-    let args: [&OsStr; 5] = [
+    let args = [
         OsStr::new("-a"),
         OsStr::new("--delete"),
         OsStr::new("--stats"),
-        &src_slash,
-        OsStr::new(&url),
     ];
-    let mut cmd = Command::new(rsync);
-    cmd.args(args).stdin(Stdio::null());
-    let start = Instant::now();
-    let out = cmd
-        .output()
-        .map_err(setup(format!("{what}: spawning {}", rsync.display())))?;
-    let wall = start.elapsed().as_secs_f64();
-    if !out.status.success() {
-        let mut msg = failed_message(what, rsync, &args, &out);
-        let _ = write!(msg, "\n(daemon log: {})", service.log.display());
-        return Err(Failure::Setup(msg));
-    }
-    let after = service.settled(before.connections + 1)?;
-    let stats = String::from_utf8_lossy(&out.stdout);
+    let t = service.push(what, rsync, &args, src, CLIENT_DEADLINE)?;
+    let stats = String::from_utf8_lossy(&t.output.stdout);
     let run = RsyncRun {
-        wall,
-        c2s: after.c2s - before.c2s,
-        s2c: after.s2c - before.s2c,
+        wall: t.wall.as_secs_f64(),
+        c2s: t.c2s,
+        s2c: t.s2c,
         literal: stats_number(&stats, "Literal data"),
         matched: stats_number(&stats, "Matched data"),
     };
@@ -1488,7 +1173,16 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
         Some((rsync, _)) => {
             // The module's directory must exist before the daemon serves it.
             restore(&layout.pristine, mtime, &layout.dst_r)?;
-            Some(RsyncService::start(rsync, tools, layout)?)
+            fresh_dir(&layout.rsyncd)?;
+            Some(RsyncService::start(
+                rsync,
+                &tools.python,
+                &tools.byteproxy,
+                &layout.rsyncd,
+                "dst",
+                &layout.dst_r,
+                "bench_delta",
+            )?)
         }
         None => None,
     };

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod live;
+pub mod remote;
 
 // ---------------------------------------------------------------------------------------------
 // Running the binary

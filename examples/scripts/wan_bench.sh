@@ -1,0 +1,444 @@
+#!/usr/bin/env bash
+# wan_bench.sh: `ferry sync` of a 1 GiB incompressible file over an emulated WAN link
+# (two network namespaces joined by a veth pair; netem on both ends: 25 ms each way, so a
+# 50 ms round trip, and 100 Mbit/s each way), compared with the link's nominal rate and with
+# a plain single-connection TCP bulk transfer over the same link (and iperf3 if installed).
+#
+# Run by hand, as root (never in CI):
+#
+#   CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ferry-node
+#   sudo examples/scripts/wan_bench.sh [--bigfile PATH] [--ferry PATH] [--work DIR] …
+#
+# Everything it creates (namespaces ferry-a and ferry-b, the veth pair, the processes it
+# started, the target copy) is removed on exit; the big file is cached and reused.
+# See --help for the options.
+
+set -euo pipefail
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+
+NS_A=ferry-a            # the client (ferry sync) side
+NS_B=ferry-b            # the server (ferry serve) side
+VETH_A=veth-ferry-a
+VETH_B=veth-ferry-b
+ADDR_A=10.77.0.1
+ADDR_B=10.77.0.2
+PORT=7700               # ferry serve
+BASE_PORT=7701          # the plain-TCP baseline
+IPERF_PORT=7702
+FOLDER=big
+TARGET_PCT=85           # ferry's rate must reach this % of the nominal link rate
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+WORKSPACE=$(cd "$SCRIPT_DIR/../.." && pwd)
+
+delay_ms=25
+rate_mbit=100
+# netem's queue, in packets: it must hold at least a bandwidth-delay product (100 Mbit/s ×
+# 50 ms ≈ 625 KB ≈ 430 full-size packets, more with the sender's burst) or the drops
+# collapse TCP's throughput. netem's default of 1000 is marginal; 10000 leaves room.
+limit_pkts=10000
+work=/tmp/ferry-wan
+tools=/work/shared/bench
+bigfile=""
+scale=full
+seed=1
+baseline_mib=256
+ferry=""
+keep=0
+
+usage() {
+    cat <<EOF
+wan_bench.sh: ferry sync of a 1 GiB file over an emulated 100 Mbit/s, 50 ms RTT link
+
+USAGE: $0 [OPTIONS]          (as root)
+
+OPTIONS:
+  --bigfile PATH     the file to send: reused if it exists, else generated there with
+                     gen_tree.py bigfile (default: WORK/cache/bigfile-SCALE-seedSEED)
+  --scale full|small size of a generated file: 1 GiB (default) or 128 MiB (quick checks)
+  --seed N           gen_tree.py seed (default 1)
+  --work DIR         working directory (default /tmp/ferry-wan); src/, dst/, homes and logs
+                     live there; dst/ is removed at the end unless --keep
+  --ferry PATH       ferry binary (default: \$CARGO_TARGET_DIR/release/ferry,
+                     /work/target-bench/release/ferry, or <workspace>/target/release/ferry)
+  --tools DIR        where gen_tree.py lives (default /work/shared/bench)
+  --delay-ms N       one-way delay on each end (default 25)
+  --rate-mbit N      rate limit on each end (default 100)
+  --limit N          netem queue length in packets (default 10000)
+  --baseline-mib N   size of the plain-TCP baseline transfer (default 256)
+  --keep             keep WORK/dst and the logs
+  -h, --help         this help
+EOF
+}
+
+die() {
+    echo "wan_bench: error: $*" >&2
+    exit 1
+}
+
+log() {
+    echo "wan_bench: $*" >&2
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --bigfile) bigfile=${2:?--bigfile needs a value}; shift 2 ;;
+        --scale) scale=${2:?--scale needs a value}; shift 2 ;;
+        --seed) seed=${2:?--seed needs a value}; shift 2 ;;
+        --work) work=${2:?--work needs a value}; shift 2 ;;
+        --ferry) ferry=${2:?--ferry needs a value}; shift 2 ;;
+        --tools) tools=${2:?--tools needs a value}; shift 2 ;;
+        --delay-ms) delay_ms=${2:?--delay-ms needs a value}; shift 2 ;;
+        --rate-mbit) rate_mbit=${2:?--rate-mbit needs a value}; shift 2 ;;
+        --limit) limit_pkts=${2:?--limit needs a value}; shift 2 ;;
+        --baseline-mib) baseline_mib=${2:?--baseline-mib needs a value}; shift 2 ;;
+        --keep) keep=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument '$1'" ;;
+    esac
+done
+
+for n in "$seed" "$delay_ms" "$rate_mbit" "$limit_pkts" "$baseline_mib"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || die "expected a whole number, got '$n'"
+done
+case "$scale" in
+    full) want_size=$((1024 * 1024 * 1024)) ;;
+    small) want_size=$((128 * 1024 * 1024)) ;;
+    *) die "--scale must be full or small, got '$scale'" ;;
+esac
+
+# ---------------------------------------------------------------------------------------------
+# Preconditions
+# ---------------------------------------------------------------------------------------------
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (it creates network namespaces and qdiscs)"
+command -v ip >/dev/null || die "'ip' (iproute2) not found; apt-get install -y iproute2"
+ip netns list >/dev/null 2>&1 ||
+    die "'ip netns' is unavailable (no network-namespace support in this kernel or iproute2)"
+command -v tc >/dev/null || die "'tc' (iproute2) not found; apt-get install -y iproute2"
+command -v python3 >/dev/null || die "python3 not found"
+[[ -f "$tools/gen_tree.py" ]] || die "$tools/gen_tree.py not found (pass --tools DIR)"
+
+if [[ -z "$ferry" ]]; then
+    for c in "${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/release/ferry}" \
+        /work/target-bench/release/ferry "$WORKSPACE/target/release/ferry"; do
+        if [[ -n "$c" && -x "$c" ]]; then ferry=$c; break; fi
+    done
+    [[ -n "$ferry" ]] || die "ferry binary not found; build it with
+  CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ferry-node   (or pass --ferry PATH)"
+fi
+[[ -x "$ferry" ]] || die "ferry binary $ferry is not executable"
+ferry=$(readlink -f "$ferry")
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup: only what this run created
+# ---------------------------------------------------------------------------------------------
+
+created_ns=()
+pids=()
+
+cleanup() {
+    local rc=$?
+    set +e
+    for p in "${pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null
+    done
+    # Deleting a namespace deletes the veth end inside it, and with it the peer.
+    for ns in "${created_ns[@]}"; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+        ip netns del "$ns" 2>/dev/null && log "removed namespace $ns"
+    done
+    if [[ $keep -eq 0 && -n "${work:-}" && -d "$work/dst" ]]; then
+        rm -rf "$work/dst"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A namespace left behind by an earlier run that was killed outright (SIGKILL skips the trap)
+# would make `ip netns add` fail; the names are this script's own, so remove it.
+for ns in "$NS_A" "$NS_B"; do
+    if ip netns list | awk '{print $1}' | grep -qx "$ns"; then
+        log "removing namespace $ns left over from an earlier run"
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+        ip netns del "$ns"
+    fi
+done
+if ip link show "$VETH_A" >/dev/null 2>&1; then
+    log "removing interface $VETH_A left over from an earlier run"
+    ip link del "$VETH_A"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The link
+# ---------------------------------------------------------------------------------------------
+
+in_a() { ip netns exec "$NS_A" "$@"; }
+in_b() { ip netns exec "$NS_B" "$@"; }
+
+log "creating namespaces $NS_A ($ADDR_A) and $NS_B ($ADDR_B)"
+ip netns add "$NS_A"
+created_ns+=("$NS_A")
+ip netns add "$NS_B"
+created_ns+=("$NS_B")
+ip link add "$VETH_A" type veth peer name "$VETH_B"
+ip link set "$VETH_A" netns "$NS_A"
+ip link set "$VETH_B" netns "$NS_B"
+in_a ip addr add "$ADDR_A/24" dev "$VETH_A"
+in_b ip addr add "$ADDR_B/24" dev "$VETH_B"
+for ns in "$NS_A" "$NS_B"; do
+    ip netns exec "$ns" ip link set lo up
+done
+in_a ip link set "$VETH_A" up
+in_b ip link set "$VETH_B" up
+
+netem="netem delay ${delay_ms}ms rate ${rate_mbit}mbit limit $limit_pkts"
+log "tc qdisc add dev <veth> root $netem   (on both ends)"
+in_a tc qdisc add dev "$VETH_A" root $netem ||
+    die "tc netem failed (is sch_netem available in this kernel?)"
+in_b tc qdisc add dev "$VETH_B" root $netem ||
+    die "tc netem failed (is sch_netem available in this kernel?)"
+
+rtt=$(in_a ping -c 3 -i 0.2 -q "$ADDR_B" 2>/dev/null | awk -F/ '/^rtt|^round-trip/ {print $5}') ||
+    true
+[[ -n "$rtt" ]] || die "no ping reply from $ADDR_B over the veth pair"
+log "ping RTT avg ${rtt} ms (expected ~$((2 * delay_ms)) ms)"
+
+sysctl_report() {
+    local ns=$1
+    ip netns exec "$ns" sysctl -n net.ipv4.tcp_rmem net.ipv4.tcp_wmem \
+        net.ipv4.tcp_congestion_control net.ipv4.tcp_slow_start_after_idle 2>/dev/null |
+        paste -sd'|' | awk -F'|' '{printf "tcp_rmem=[%s] tcp_wmem=[%s] cc=%s slow_start_after_idle=%s", $1, $2, $3, $4}'
+}
+sys_a=$(sysctl_report "$NS_A")
+sys_b=$(sysctl_report "$NS_B")
+sys_core="rmem_max=$(sysctl -n net.core.rmem_max) wmem_max=$(sysctl -n net.core.wmem_max)"
+log "$NS_A: $sys_a"
+log "$NS_B: $sys_b"
+log "host: $sys_core"
+
+# ---------------------------------------------------------------------------------------------
+# The file and the homes
+# ---------------------------------------------------------------------------------------------
+
+mkdir -p "$work"
+work=$(readlink -f "$work")
+[[ -n "$bigfile" ]] || bigfile="$work/cache/bigfile-$scale-seed$seed"
+if [[ -f "$bigfile" ]]; then
+    size=$(stat -c %s "$bigfile")
+    log "reusing $bigfile ($size bytes)"
+else
+    mkdir -p "$(dirname "$bigfile")"
+    log "generating $bigfile with gen_tree.py bigfile --scale $scale --seed $seed (once)…"
+    python3 "$tools/gen_tree.py" bigfile "$bigfile.tmp" --scale "$scale" --seed "$seed" >/dev/null
+    mv "$bigfile.tmp" "$bigfile"
+    size=$(stat -c %s "$bigfile")
+    [[ $size -eq $want_size ]] || die "gen_tree.py made $size bytes, expected $want_size"
+fi
+bigfile=$(readlink -f "$bigfile")
+
+src="$work/src"
+dst="$work/dst"
+rm -rf "$src" "$dst"
+mkdir -p "$src" "$dst"
+# SRC holds only the big file: a hard link if possible, else a copy.
+ln "$bigfile" "$src/bigfile" 2>/dev/null || cp "$bigfile" "$src/bigfile"
+# Warm the page cache so the disk is out of the measurement.
+cat "$src/bigfile" >/dev/null
+
+home_a="$work/home-a"
+home_b="$work/home-b"
+client_id=$("$ferry" id --home "$home_a" 2>/dev/null) || die "ferry id --home $home_a failed"
+[[ "$client_id" =~ ^[A-Z0-9-]+$ ]] || die "ferry id printed '$client_id', not a node id"
+
+# ---------------------------------------------------------------------------------------------
+# Baseline: one plain TCP connection, the same link, default socket buffers
+# ---------------------------------------------------------------------------------------------
+
+# The receiver prints "<bytes> <seconds from accept to EOF>"; the sender writes N MiB.
+RECV_PY='
+import socket, sys, time
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((sys.argv[1], int(sys.argv[2]))); ls.listen(1)
+print("ready", flush=True)
+c, _ = ls.accept(); t0 = time.monotonic(); n = 0; buf = bytearray(1 << 20)
+while True:
+    k = c.recv_into(buf)
+    if not k: break
+    n += k
+print(n, time.monotonic() - t0, flush=True)
+'
+SEND_PY='
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+block = bytes(1 << 20); t0 = time.monotonic()
+for _ in range(int(sys.argv[3])): s.sendall(block)
+s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+print(time.monotonic() - t0, flush=True)
+'
+
+log "baseline: ${baseline_mib} MiB over one plain TCP connection $NS_A -> $NS_B…"
+in_b python3 -c "$RECV_PY" "$ADDR_B" "$BASE_PORT" >"$work/baseline.recv" &
+pids+=($!)
+for _ in $(seq 100); do
+    grep -q ready "$work/baseline.recv" 2>/dev/null && break
+    sleep 0.05
+done
+grep -q ready "$work/baseline.recv" || die "the baseline receiver did not start"
+base_send_s=$(in_a python3 -c "$SEND_PY" "$ADDR_B" "$BASE_PORT" "$baseline_mib") ||
+    die "the baseline sender failed"
+wait "${pids[-1]}" || die "the baseline receiver failed"
+unset 'pids[-1]'
+read -r base_bytes base_recv_s < <(tail -n 1 "$work/baseline.recv")
+base_mbit=$(awk -v b="$base_bytes" -v s="$base_recv_s" 'BEGIN {printf "%.1f", b * 8 / s / 1e6}')
+log "baseline: $base_bytes bytes in ${base_recv_s} s at the receiver (sender ${base_send_s} s): $base_mbit Mbit/s"
+
+iperf_mbit=""
+if command -v iperf3 >/dev/null; then
+    log "iperf3: 10 s, one stream $NS_A -> $NS_B…"
+    in_b iperf3 -s -1 -B "$ADDR_B" -p "$IPERF_PORT" >/dev/null 2>&1 &
+    pids+=($!)
+    sleep 0.5
+    if in_a iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -t 10 -J >"$work/iperf3.json" 2>&1; then
+        iperf_mbit=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f" % (d["end"]["sum_received"]["bits_per_second"]/1e6))' "$work/iperf3.json")
+        log "iperf3: $iperf_mbit Mbit/s received"
+    else
+        log "iperf3 failed (see $work/iperf3.json); continuing without it"
+    fi
+    wait "${pids[-1]}" 2>/dev/null || true
+    unset 'pids[-1]'
+else
+    log "iperf3 not installed (apt-get install -y iperf3); the python baseline stands alone"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# ferry
+# ---------------------------------------------------------------------------------------------
+
+log "starting ferry serve --no-fsync in $NS_B on $ADDR_B:$PORT"
+: >"$work/serve.out"
+in_b "$ferry" serve --home "$home_b" --listen "$ADDR_B:$PORT" --folder "$FOLDER=$dst" \
+    --peer "$client_id" --no-fsync >"$work/serve.out" 2>"$work/serve.log" &
+serve_pid=$!
+pids+=("$serve_pid")
+for _ in $(seq 200); do
+    [[ -s "$work/serve.out" ]] && break
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.05
+done
+read -r word listen_addr _ server_id <"$work/serve.out" ||
+    die "ferry serve printed no 'listening' line; its log:
+$(tail -n 20 "$work/serve.log")"
+[[ "$word" == listening && -n "$server_id" ]] ||
+    die "ferry serve's first line is not 'listening ADDR node ID': $(head -n 1 "$work/serve.out")"
+log "ferry serve listening on $listen_addr as $server_id"
+
+# Sample the client's and the server's TCP state during the transfer: cwnd, RTT, whether the
+# sender was limited by the receive window, its send buffer or the application.
+sample_tcp() {
+    while true; do
+        echo "@ $(date +%s.%N)"
+        in_a ss -tinm state established "( dport = :$PORT )" 2>/dev/null | sed 's/^/A /'
+        in_b ss -tinm state established "( sport = :$PORT )" 2>/dev/null | sed 's/^/B /'
+        sleep 1
+    done
+}
+sample_tcp >"$work/ss.log" 2>&1 &
+sampler_pid=$!
+pids+=("$sampler_pid")
+
+url="ferry://$server_id@$ADDR_B:$PORT/$FOLDER"
+log "ferry sync --no-fsync --stats $src $url"
+start=$(date +%s.%N)
+if ! in_a "$ferry" sync --home "$home_a" --no-fsync --stats "$src" "$url" \
+    >"$work/sync.out" 2>"$work/sync.err"; then
+    die "ferry sync failed; its stderr:
+$(tail -n 20 "$work/sync.err")
+ferry serve's log:
+$(tail -n 20 "$work/serve.log")"
+fi
+end=$(date +%s.%N)
+kill "$sampler_pid" 2>/dev/null || true
+wall=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f", b - a}')
+
+read -r wire_out wire_in < <(awk -F'[:/]' '/^wire bytes out \/ in/ {gsub(/ /, ""); print $3, $4}' \
+    "$work/sync.out" | tr -d ' ') || true
+[[ -n "${wire_out:-}" ]] || die "no 'wire bytes out / in' line in ferry sync --stats output:
+$(cat "$work/sync.out")"
+
+cmp -s "$src/bigfile" "$dst/bigfile" ||
+    die "VERIFICATION FAILED: $dst/bigfile differs from $src/bigfile"
+log "verified: $dst/bigfile is identical to the source"
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+ss_summary=$(awk '
+    /^A / && /cwnd:/ {
+        a++
+        for (i = 1; i <= NF; i++) {
+            if ($i ~ /^cwnd:/) { split($i, x, ":"); if (x[2] + 0 > cwnd) cwnd = x[2] + 0 }
+            if ($i ~ /^rwnd_limited:/) rl = $i
+            if ($i ~ /^sndbuf_limited:/) sl = $i
+            if ($i ~ /^busy:/) busy = $i
+            if ($i ~ /^notsent:/) { split($i, x, ":"); ns += x[2]; nsn++ }
+            if ($i ~ /^skmem:/) { match($i, /tb[0-9]+/); tb = substr($i, RSTART + 2, RLENGTH - 2) }
+        }
+    }
+    /^B / && /skmem:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($i ~ /^skmem:/) { match($i, /rb[0-9]+/); rb = substr($i, RSTART + 2, RLENGTH - 2) }
+            if ($i ~ /^rcv_space:/) { split($i, x, ":"); rs = x[2] }
+        }
+    }
+    END {
+        printf "samples=%d max_cwnd=%s pkts sender: %s %s %s sndbuf=%s B avg_notsent=%s B; receiver: rcvbuf=%s B rcv_space=%s B",
+            a, cwnd, busy, rl, sl, tb, (nsn ? int(ns / nsn) : "-"), rb, rs
+    }' "$work/ss.log")
+
+report=$(awk -v out="$wire_out" -v in_="$wire_in" -v wall="$wall" -v size="$size" \
+    -v link="$rate_mbit" -v base="$base_mbit" -v iperf="$iperf_mbit" -v target="$TARGET_PCT" '
+BEGIN {
+    rate = out * 8 / wall / 1e6
+    good = size * 8 / wall / 1e6
+    pct = 100 * rate / link
+    printf "bytes transferred (wire out / in):   %d / %d\n", out, in_
+    printf "file size:                           %d (wire overhead %.2f%%)\n", size, 100 * (out - size) / size
+    printf "wall time (ferry sync):              %.3f s\n", wall
+    printf "achieved rate (wire out):            %.1f Mbit/s  (goodput %.1f Mbit/s)\n", rate, good
+    printf "vs the %d Mbit/s link:              %.1f%%   target >= %d%%   %s\n", link, pct, target, (pct >= target ? "PASS" : "MISS")
+    printf "vs plain-TCP baseline (%.1f Mbit/s): %.1f%%\n", base, 100 * rate / base
+    if (iperf != "") printf "vs iperf3 (%.1f Mbit/s):            %.1f%%\n", iperf, 100 * rate / iperf
+    printf "ideal wall at %d Mbit/s:            %.1f s\n", link, out * 8 / (link * 1e6)
+}')
+
+cat <<EOF
+
+==== wan_bench: ferry over an emulated WAN ====
+link:      veth $NS_A ($ADDR_A) <-> $NS_B ($ADDR_B); on each end: $netem
+           ping RTT ${rtt} ms
+sysctl:    $NS_A: $sys_a
+           $NS_B: $sys_b
+           host: $sys_core
+ferry:     $ferry ($("$ferry" --version 2>/dev/null || echo "?"))
+           serve --no-fsync in $NS_B; sync --no-fsync --stats in $NS_A
+file:      $bigfile ($size bytes, incompressible; page cache warm)
+baseline:  ${baseline_mib} MiB over one python TCP connection: $base_mbit Mbit/s${iperf_mbit:+; iperf3: $iperf_mbit Mbit/s}
+tcp:       $ss_summary
+           (ss -tinm every second: $work/ss.log)
+
+$report
+EOF
+
+if [[ $keep -eq 1 ]]; then
+    log "kept $work (dst/, serve.log, sync.out, ss.log)"
+fi

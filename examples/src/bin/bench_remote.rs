@@ -1,0 +1,922 @@
+//! `bench_remote`: the initial copy of the benchmark tree to a remote target on loopback,
+//! `ferry sync` to `ferry serve` versus `rsync -a --delete` to an rsync daemon, both behind
+//! `byteproxy.py` (wall time of the client, payload bytes on the wire both ways).
+//!
+//! The tree is generated once (the same deterministic tree as `bench_sync`, see
+//! [`ferry_examples::workload`]) and read once so the page cache is warm. Then, after one
+//! untimed, verified warm-up of each tool, every round measures:
+//!
+//! 1. ferry: a fresh empty target; `ferry serve --no-fsync` on 127.0.0.1:0 (started, and
+//!    listening, before the clock starts) with `byteproxy.py` in front; then the timed
+//!    `ferry sync --json --no-fsync SRC ferry://ID@127.0.0.1:PROXY/bench`; wire bytes are
+//!    the proxy's payload counts in both directions once the connection has closed;
+//! 2. rsync: a fresh empty module directory of an `rsync --daemon` on loopback behind its own
+//!    proxy; the timed `rsync -a --delete SRC/ rsync://127.0.0.1:PROXY/bench/`.
+//!
+//! Both targets are verified identical to SRC after every run. rsync does not fsync, hence
+//! `--no-fsync` for ferry unless `--fsync`.
+//!
+//! Run by hand (never in CI):
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ferry-node -p ferry-examples
+//! /work/target-bench/release/bench_remote [--runs N] [--scale full|small] [--json] …
+//! ```
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ferry_examples::benchkit::{
+    self, fresh_dir, median, ratio, setup, verdict, verify, ArgParser, Failure, Result,
+};
+use ferry_examples::services::{
+    timed_client, ByteProxy, FerryServer, RsyncService, ServeSpec, Transfer,
+};
+use ferry_examples::tools::{
+    file_tail, find_rsync, first_line, locate_ferry, modified, python3, run_tool, script,
+};
+use ferry_examples::workload::{Scale, TreePlan, TreeStats, MIB};
+use serde_json::{json, Value};
+
+/// Target: ferry's median wall time ≤ this × rsync's.
+const TARGET_WALL_RATIO: f64 = 1.0;
+/// Target: ferry's wire bytes (both directions) ≤ this × the tree's size.
+const TARGET_FERRY_BYTES_RATIO: f64 = 1.05;
+
+/// Default directory of `byteproxy.py`.
+const DEFAULT_TOOLS: &str = "/work/shared/bench";
+/// The ferry folder's name and the rsync module's.
+const FOLDER: &str = "bench";
+/// Default `--deadline`, in seconds.
+const DEFAULT_DEADLINE_SECS: u64 = 600;
+
+const USAGE: &str = "\
+bench_remote: initial copy of the benchmark tree to a remote target on loopback:
+`ferry sync` to `ferry serve` versus rsync to its daemon, both behind byteproxy.py
+(wall time, bytes on the wire)
+
+USAGE:
+    CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ferry-node -p ferry-examples
+    /work/target-bench/release/bench_remote [OPTIONS]
+
+OPTIONS:
+    --scale full|small   workload size: full = 10,000 files / 500 dirs / ~270 MiB (default),
+                         small = 1,000 files / 50 dirs / ~27 MiB (the bench_sync tree)
+    --seed N             workload seed (default 1)
+    --runs N             timed rounds per tool; medians are reported (default 3)
+    --workdir DIR        where src, dst-ferry, dst-rsync, the two ferry homes, the rsync
+                         daemon's files and the logs go (created if missing; those are
+                         replaced; nothing is deleted at the end). Default: a fresh temporary
+                         directory under /tmp, removed at the end
+    --tools DIR          where byteproxy.py lives (default /work/shared/bench)
+    --ferry PATH         ferry binary (default: `ferry` next to this binary, else
+                         <workspace>/target/release/ferry)
+    --fsync              let ferry fsync (drop --no-fsync from `ferry serve` and `ferry sync`;
+                         rsync never fsyncs, so the default is --no-fsync)
+    --no-warmup          skip the untimed warm-up run of each tool
+    --deadline SECS      kill a client run that takes longer (default 600)
+    --json               print one machine-readable JSON object on stdout instead of tables
+    --keep               keep the default temporary directory
+    -h, --help           show this help
+
+Exit status: 0 when all runs completed and every result was verified (missed targets are
+reported as MISS but do not change the status), 1 on usage/setup errors (rsync included),
+3 when ferry failed or produced a target that differs from SRC.
+";
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Args {
+    scale: Scale,
+    seed: u64,
+    runs: usize,
+    workdir: Option<PathBuf>,
+    tools: PathBuf,
+    ferry: Option<PathBuf>,
+    fsync: bool,
+    warmup: bool,
+    deadline: Duration,
+    json: bool,
+    keep: bool,
+}
+
+fn parse_args(it: impl Iterator<Item = OsString>) -> std::result::Result<Option<Args>, String> {
+    let mut args = Args {
+        scale: Scale::Full,
+        seed: 1,
+        runs: 3,
+        workdir: None,
+        tools: PathBuf::from(DEFAULT_TOOLS),
+        ferry: None,
+        fsync: false,
+        warmup: true,
+        deadline: Duration::from_secs(DEFAULT_DEADLINE_SECS),
+        json: false,
+        keep: false,
+    };
+    let mut p = ArgParser::new(it);
+    while let Some(flag) = p.next_flag()? {
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--scale" => args.scale = p.text("--scale")?.parse()?,
+            "--seed" => args.seed = p.number("--seed")?,
+            "--runs" => args.runs = p.positive("--runs")?,
+            "--workdir" => args.workdir = Some(PathBuf::from(p.value("--workdir")?)),
+            "--tools" => args.tools = PathBuf::from(p.value("--tools")?),
+            "--ferry" => args.ferry = Some(PathBuf::from(p.value("--ferry")?)),
+            "--fsync" => args.fsync = true,
+            "--no-warmup" => args.warmup = false,
+            "--deadline" => {
+                args.deadline = Duration::from_secs(p.positive("--deadline")? as u64);
+            }
+            "--json" => args.json = true,
+            "--keep" => args.keep = true,
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    Ok(Some(args))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tools and layout
+// ---------------------------------------------------------------------------------------------
+
+/// The external programs the benchmark runs.
+struct Tools {
+    python: PathBuf,
+    byteproxy: PathBuf,
+    ferry: PathBuf,
+    ferry_version: String,
+    rsync: PathBuf,
+    rsync_version: String,
+}
+
+fn find_tools(args: &Args) -> Result<Tools> {
+    let python = python3()?;
+    let byteproxy = script(&args.tools, "byteproxy.py")?;
+    let (rsync, rsync_version) = find_rsync("")?;
+    let ferry = locate_ferry(args.ferry.as_deref(), "--ferry PATH")?;
+    let ferry_version = first_line(&ferry, "--version");
+    Ok(Tools {
+        python,
+        byteproxy,
+        ferry,
+        ferry_version,
+        rsync,
+        rsync_version,
+    })
+}
+
+/// Where everything lives in the working directory.
+struct Layout {
+    src: PathBuf,
+    dst_f: PathBuf,
+    dst_r: PathBuf,
+    client_home: PathBuf,
+    server_home: PathBuf,
+    rsyncd: PathBuf,
+    serve_log: PathBuf,
+    ferry_proxy_stats: PathBuf,
+}
+
+impl Layout {
+    fn new(workdir: &Path) -> Self {
+        Layout {
+            src: workdir.join("src"),
+            dst_f: workdir.join("dst-ferry"),
+            dst_r: workdir.join("dst-rsync"),
+            client_home: workdir.join("home-client"),
+            server_home: workdir.join("home-server"),
+            rsyncd: workdir.join("rsyncd"),
+            serve_log: workdir.join("ferry-serve.log"),
+            ferry_proxy_stats: workdir.join("ferry-proxy.json"),
+        }
+    }
+}
+
+/// Reads every regular file under `root` once (the untimed page-cache warm-up) and returns
+/// their number and total size in bytes.
+fn read_tree(root: &Path) -> io::Result<(u64, u64)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let t = entry.file_type()?;
+            if t.is_dir() {
+                stack.push(entry.path());
+            } else if t.is_file() {
+                files += 1;
+                let mut f = fs::File::open(entry.path())?;
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    bytes += n as u64;
+                }
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// `ferry id --home HOME`: the node id (created on first use).
+fn node_id(ferry: &Path, home: &Path) -> Result<String> {
+    let what = format!("ferry id --home {}", home.display());
+    let out = run_tool(
+        &what,
+        ferry,
+        &[OsStr::new("id"), OsStr::new("--home"), home.as_os_str()],
+    )
+    .map_err(|f| Failure::Wrong(f.message().to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(id), None) => Ok(id.to_string()),
+        _ => Err(Failure::Wrong(format!(
+            "{what}: expected one node id on stdout, got {:?}",
+            text.trim()
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+// ---------------------------------------------------------------------------------------------
+
+/// Counters of ferry's `--json` summary this benchmark reports.
+const FERRY_COUNTERS: [&str; 5] = [
+    "wire_bytes_out",
+    "wire_bytes_in",
+    "bytes_sent",
+    "bytes_metadata",
+    "created",
+];
+
+/// One timed `ferry sync` to `ferry serve`.
+#[derive(Clone, Debug)]
+struct FerryRun {
+    wall: f64,
+    c2s: u64,
+    s2c: u64,
+    /// The [`FERRY_COUNTERS`], in order (`None` if the summary lacks one).
+    counters: [Option<u64>; 5],
+}
+
+impl FerryRun {
+    fn bytes(&self) -> u64 {
+        self.c2s + self.s2c
+    }
+
+    fn counter(&self, name: &str) -> Option<u64> {
+        let i = FERRY_COUNTERS.iter().position(|c| *c == name)?;
+        self.counters[i]
+    }
+
+    /// Wire bytes as ferry itself counts them (out + in), for comparison with the proxy.
+    fn own_bytes(&self) -> Option<u64> {
+        Some(self.counter("wire_bytes_out")? + self.counter("wire_bytes_in")?)
+    }
+}
+
+/// One timed rsync push to the daemon.
+#[derive(Clone, Copy, Debug)]
+struct RsyncRun {
+    wall: f64,
+    c2s: u64,
+    s2c: u64,
+}
+
+impl RsyncRun {
+    fn bytes(&self) -> u64 {
+        self.c2s + self.s2c
+    }
+}
+
+/// Everything a round needs.
+struct Context<'a> {
+    args: &'a Args,
+    tools: &'a Tools,
+    layout: &'a Layout,
+    client_id: String,
+    server_id: String,
+}
+
+impl Context<'_> {
+    /// The `ferry sync` flags besides SRC and the URL.
+    fn sync_flags(&self) -> Vec<&OsStr> {
+        let mut v: Vec<&OsStr> = vec![
+            OsStr::new("sync"),
+            OsStr::new("--home"),
+            self.layout.client_home.as_os_str(),
+            OsStr::new("--json"),
+        ];
+        if !self.args.fsync {
+            v.push(OsStr::new("--no-fsync"));
+        }
+        v
+    }
+}
+
+/// Parses ferry's `--json` stdout (one JSON object) into the [`FERRY_COUNTERS`].
+fn ferry_counters(what: &str, t: &Transfer) -> Result<[Option<u64>; 5]> {
+    let text = String::from_utf8_lossy(&t.output.stdout);
+    let summary: Value = serde_json::from_str(text.trim()).map_err(|e| {
+        Failure::Wrong(format!(
+            "{what}: stdout is not the one JSON object `--json` promises ({e}): {:?}",
+            text.chars().take(300).collect::<String>()
+        ))
+    })?;
+    let counters = FERRY_COUNTERS.map(|c| summary.get(c).and_then(Value::as_u64));
+    for (name, v) in FERRY_COUNTERS.iter().zip(&counters) {
+        if v.is_none() {
+            eprintln!("WARNING: {what}: ferry's JSON summary has no counter {name:?}");
+        }
+    }
+    Ok(counters)
+}
+
+/// One ferry run into a fresh empty target: server up, then the timed client, then checks.
+fn run_ferry(ctx: &Context<'_>, what: &str) -> Result<FerryRun> {
+    let (args, tools, layout) = (ctx.args, ctx.tools, ctx.layout);
+    fresh_dir(&layout.dst_f)?;
+    let mut server = FerryServer::start(&ServeSpec {
+        ferry: &tools.ferry,
+        home: &layout.server_home,
+        listen: "127.0.0.1:0",
+        folder: FOLDER,
+        path: &layout.dst_f,
+        peer: &ctx.client_id,
+        no_fsync: !args.fsync,
+        log: &layout.serve_log,
+    })?;
+    if server.node() != ctx.server_id {
+        return Err(Failure::Wrong(format!(
+            "{what}: ferry serve announced node {} but `ferry id` of its home says {}",
+            server.node(),
+            ctx.server_id
+        )));
+    }
+    let mut proxy = ByteProxy::start(
+        &tools.python,
+        &tools.byteproxy,
+        server.addr().port(),
+        layout.ferry_proxy_stats.clone(),
+    )?;
+    let url = format!(
+        "ferry://{}@127.0.0.1:{}/{FOLDER}",
+        ctx.server_id,
+        proxy.port()
+    );
+    let mut argv = ctx.sync_flags();
+    argv.push(layout.src.as_os_str());
+    argv.push(OsStr::new(&url));
+    // Earlier writeback must not leak into the timed run.
+    rustix::fs::sync();
+    let log = server.log().to_path_buf();
+    let t = timed_client(
+        what,
+        &mut proxy,
+        &tools.ferry,
+        &argv,
+        args.deadline,
+        true,
+        || file_tail("ferry serve log", &log),
+    )?;
+    let counters = ferry_counters(what, &t)?;
+    server.check()?;
+    verify(what, &layout.src, &layout.dst_f)?;
+    server.stop()?;
+    Ok(FerryRun {
+        wall: t.wall.as_secs_f64(),
+        c2s: t.c2s,
+        s2c: t.s2c,
+        counters,
+    })
+}
+
+/// One rsync run into the daemon's freshly emptied module directory.
+fn run_rsync(ctx: &Context<'_>, service: &mut RsyncService, what: &str) -> Result<RsyncRun> {
+    let layout = ctx.layout;
+    fresh_dir(&layout.dst_r)?;
+    rustix::fs::sync();
+    let t = service.push(
+        what,
+        &ctx.tools.rsync,
+        &[OsStr::new("-a"), OsStr::new("--delete")],
+        &layout.src,
+        ctx.args.deadline,
+    )?;
+    verify(what, &layout.src, &layout.dst_r)?;
+    Ok(RsyncRun {
+        wall: t.wall.as_secs_f64(),
+        c2s: t.c2s,
+        s2c: t.s2c,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------------
+
+/// The tree as generated and as read back.
+struct Tree {
+    stats: TreeStats,
+    /// Total bytes of the regular files in SRC (the denominator of the byte ratios).
+    bytes: u64,
+    gen_secs: f64,
+}
+
+struct Results {
+    ferry: Vec<FerryRun>,
+    rsync: Vec<RsyncRun>,
+}
+
+/// The headline numbers from medians.
+struct Headline {
+    ferry_wall: Option<f64>,
+    rsync_wall: Option<f64>,
+    ferry_bytes: Option<f64>,
+    rsync_bytes: Option<f64>,
+    wall_ratio: Option<f64>,
+    ferry_bytes_ratio: Option<f64>,
+    rsync_bytes_ratio: Option<f64>,
+}
+
+impl Results {
+    fn headline(&self, tree_bytes: u64) -> Headline {
+        let tree = Some(tree_bytes as f64);
+        let ferry_wall = median(&self.ferry.iter().map(|r| r.wall).collect::<Vec<_>>());
+        let rsync_wall = median(&self.rsync.iter().map(|r| r.wall).collect::<Vec<_>>());
+        let ferry_bytes = median(
+            &self
+                .ferry
+                .iter()
+                .map(|r| r.bytes() as f64)
+                .collect::<Vec<_>>(),
+        );
+        let rsync_bytes = median(
+            &self
+                .rsync
+                .iter()
+                .map(|r| r.bytes() as f64)
+                .collect::<Vec<_>>(),
+        );
+        Headline {
+            ferry_wall,
+            rsync_wall,
+            ferry_bytes,
+            rsync_bytes,
+            wall_ratio: ratio(ferry_wall, rsync_wall),
+            ferry_bytes_ratio: ratio(ferry_bytes, tree),
+            rsync_bytes_ratio: ratio(rsync_bytes, tree),
+        }
+    }
+}
+
+/// A byte count in MiB.
+fn mib(b: Option<f64>) -> String {
+    b.map_or("-".into(), |b| format!("{:.2} MiB", b / MIB as f64))
+}
+
+fn secs(s: Option<f64>) -> String {
+    s.map_or("-".into(), |s| format!("{s:.3} s"))
+}
+
+fn times(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.3}×"))
+}
+
+const WALL_METHOD: &str = "std::time::Instant from spawn to exit of the client process \
+                           (ferry sync / rsync); the server is already listening";
+const BYTES_METHOD: &str = "byteproxy.py payload bytes, both directions, client <-> server \
+                            (TCP payload: TLS records for ferry; no TCP/IP headers)";
+const CACHE_METHOD: &str = "warm: SRC generated once and read once untimed; `sync` (untimed) \
+                            before every timed run; every target starts empty";
+
+fn ferry_command(ctx: &Context<'_>) -> (String, String) {
+    let nf = if ctx.args.fsync { "" } else { " --no-fsync" };
+    (
+        format!(
+            "ferry serve --home HOME_S --listen 127.0.0.1:0 --folder {FOLDER}=DST_F \
+             --peer CLIENT_ID{nf}"
+        ),
+        format!(
+            "ferry sync --home HOME_C --json{nf} SRC ferry://SERVER_ID@127.0.0.1:PROXY/{FOLDER}"
+        ),
+    )
+}
+
+fn results_json(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) -> Value {
+    let h = r.headline(tree.bytes);
+    let (serve_cmd, sync_cmd) = ferry_command(ctx);
+    let per_run_ratio: Vec<Option<f64>> = r
+        .ferry
+        .iter()
+        .zip(&r.rsync)
+        .map(|(f, s)| ratio(Some(f.wall), Some(s.wall)))
+        .collect();
+    json!({
+        "benchmark": "bench_remote",
+        "ok": true,
+        "scale": ctx.args.scale.as_str(),
+        "seed": ctx.args.seed,
+        "runs": ctx.args.runs,
+        "warmup": ctx.args.warmup,
+        "fsync": ctx.args.fsync,
+        "workdir": workdir,
+        "workload": {
+            "files": tree.stats.files,
+            "dirs": tree.stats.dirs,
+            "bytes": tree.bytes,
+            "generate_s": tree.gen_secs,
+        },
+        "tools": {
+            "ferry": ctx.tools.ferry,
+            "ferry_version": ctx.tools.ferry_version,
+            "ferry_serve_command": serve_cmd,
+            "ferry_sync_command": sync_cmd,
+            "rsync": ctx.tools.rsync,
+            "rsync_version": ctx.tools.rsync_version,
+            "rsync_command": format!("rsync -a --delete SRC/ rsync://127.0.0.1:PROXY/{FOLDER}/"),
+        },
+        "method": { "wall": WALL_METHOD, "bytes": BYTES_METHOD, "cache": CACHE_METHOD,
+                    "statistic": "median over runs" },
+        "ferry": {
+            "median_wall_s": h.ferry_wall,
+            "median_bytes": h.ferry_bytes,
+            "runs": r.ferry.iter().map(|x| {
+                let mut m = serde_json::Map::new();
+                m.insert("wall_s".into(), json!(x.wall));
+                m.insert("c2s".into(), json!(x.c2s));
+                m.insert("s2c".into(), json!(x.s2c));
+                m.insert("bytes".into(), json!(x.bytes()));
+                for (c, v) in FERRY_COUNTERS.iter().zip(&x.counters) {
+                    m.insert((*c).into(), json!(v));
+                }
+                Value::Object(m)
+            }).collect::<Vec<_>>(),
+        },
+        "rsync": {
+            "median_wall_s": h.rsync_wall,
+            "median_bytes": h.rsync_bytes,
+            "runs": r.rsync.iter().map(|x| json!({
+                "wall_s": x.wall, "c2s": x.c2s, "s2c": x.s2c, "bytes": x.bytes(),
+            })).collect::<Vec<_>>(),
+        },
+        "ratios": {
+            "wall_ferry_vs_rsync": h.wall_ratio,
+            "wall_ferry_vs_rsync_per_run": per_run_ratio,
+            "ferry_bytes_vs_tree": h.ferry_bytes_ratio,
+            "rsync_bytes_vs_tree": h.rsync_bytes_ratio,
+        },
+        "targets": [
+            { "name": "wall_ratio", "value": h.wall_ratio, "limit": TARGET_WALL_RATIO,
+              "result": verdict(h.wall_ratio, TARGET_WALL_RATIO) },
+            { "name": "ferry_bytes_ratio", "value": h.ferry_bytes_ratio,
+              "limit": TARGET_FERRY_BYTES_RATIO,
+              "result": verdict(h.ferry_bytes_ratio, TARGET_FERRY_BYTES_RATIO) },
+        ],
+        "verified": true,
+    })
+}
+
+fn print_tables(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) {
+    let a = ctx.args;
+    let h = r.headline(tree.bytes);
+    let (serve_cmd, sync_cmd) = ferry_command(ctx);
+    println!();
+    println!(
+        "bench_remote — initial copy to a remote target on loopback; scale={} seed={} runs={}: \
+         {} files, {} dirs, {:.1} MiB (generated in {:.2} s)",
+        a.scale,
+        a.seed,
+        a.runs,
+        tree.stats.files,
+        tree.stats.dirs,
+        tree.bytes as f64 / MIB as f64,
+        tree.gen_secs
+    );
+    println!("workdir:  {}", workdir.display());
+    println!(
+        "ferry:    {}  ({}; {})",
+        ctx.tools.ferry.display(),
+        ctx.tools.ferry_version,
+        modified(&ctx.tools.ferry)
+    );
+    println!("          {serve_cmd}");
+    println!("          {sync_cmd}");
+    println!(
+        "rsync:    {} -a --delete SRC/ rsync://127.0.0.1:PROXY/{FOLDER}/  ({}; daemon)",
+        ctx.tools.rsync.display(),
+        ctx.tools.rsync_version
+    );
+    println!("cache:    {CACHE_METHOD}");
+    println!("wall:     {WALL_METHOD}");
+    println!("bytes:    {BYTES_METHOD}");
+    println!();
+    println!(
+        "{:<7} {:>10} {:>12} {:>12} {:>12} {:>8} {:>14} {:>10} {:>12} {:>8} {:>10}",
+        "run",
+        "ferry",
+        "wire",
+        "c→s",
+        "s→c",
+        "÷tree",
+        "ferry's count",
+        "rsync",
+        "wire",
+        "÷tree",
+        "wall f/r"
+    );
+    let tree_b = Some(tree.bytes as f64);
+    for (i, (f, s)) in r.ferry.iter().zip(&r.rsync).enumerate() {
+        println!(
+            "{:<7} {:>10} {:>12} {:>12} {:>12} {:>8} {:>14} {:>10} {:>12} {:>8} {:>10}",
+            i + 1,
+            secs(Some(f.wall)),
+            mib(Some(f.bytes() as f64)),
+            mib(Some(f.c2s as f64)),
+            mib(Some(f.s2c as f64)),
+            times(ratio(Some(f.bytes() as f64), tree_b)),
+            mib(f.own_bytes().map(|b| b as f64)),
+            secs(Some(s.wall)),
+            mib(Some(s.bytes() as f64)),
+            times(ratio(Some(s.bytes() as f64), tree_b)),
+            times(ratio(Some(f.wall), Some(s.wall))),
+        );
+    }
+    println!(
+        "{:<7} {:>10} {:>12} {:>12} {:>12} {:>8} {:>14} {:>10} {:>12} {:>8} {:>10}",
+        "median",
+        secs(h.ferry_wall),
+        mib(h.ferry_bytes),
+        "",
+        "",
+        times(h.ferry_bytes_ratio),
+        "",
+        secs(h.rsync_wall),
+        mib(h.rsync_bytes),
+        times(h.rsync_bytes_ratio),
+        times(h.wall_ratio),
+    );
+    println!(
+        "(wire = proxy payload bytes both ways; ÷tree = wire / {} bytes of regular files in \
+         SRC;\n \
+         ferry's count = wire_bytes_out + wire_bytes_in of its --json summary; wall f/r = ferry \
+         / rsync)",
+        tree.bytes
+    );
+    println!();
+    println!(
+        "{:<34} {:>10} {:>10} {:>8}",
+        "target", "value", "limit", "result"
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>8}",
+        "wall: ferry / rsync (medians)",
+        times(h.wall_ratio),
+        format!("≤ {TARGET_WALL_RATIO:.2}×"),
+        verdict(h.wall_ratio, TARGET_WALL_RATIO)
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>8}",
+        "wire bytes: ferry / tree size",
+        times(h.ferry_bytes_ratio),
+        format!("≤ {TARGET_FERRY_BYTES_RATIO:.2}×"),
+        verdict(h.ferry_bytes_ratio, TARGET_FERRY_BYTES_RATIO)
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>8}",
+        "wire bytes: rsync / tree size",
+        times(h.rsync_bytes_ratio),
+        "-",
+        "(info)"
+    );
+    println!(
+        "\nevery result ({} ferry, {} rsync{}) was verified identical to SRC (names, kinds, sizes, \
+         contents)",
+        r.ferry.len(),
+        r.rsync.len(),
+        if a.warmup { ", plus the warm-ups" } else { "" }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+fn run(args: Args) -> Result<()> {
+    let tools = find_tools(&args)?;
+    eprintln!(
+        "bench_remote: ferry {} ({}; {})",
+        tools.ferry.display(),
+        tools.ferry_version,
+        modified(&tools.ferry)
+    );
+    let (workdir, keep, json) = (args.workdir.clone(), args.keep, args.json);
+    benchkit::in_workdir(
+        "bench_remote",
+        workdir.as_deref(),
+        "ferry-bench-remote-",
+        keep,
+        json,
+        |workdir| bench(&args, &tools, &workdir),
+    )
+}
+
+fn bench(args: &Args, tools: &Tools, workdir: &Path) -> Result<()> {
+    let layout = Layout::new(workdir);
+    eprintln!("bench_remote: workdir {}", workdir.display());
+
+    fresh_dir(&layout.src)?;
+    let t = Instant::now();
+    let stats = TreePlan::new(args.scale, args.seed)
+        .write(&layout.src, 0)
+        .map_err(setup(format!("generating SRC in {}", layout.src.display())))?;
+    let gen_secs = t.elapsed().as_secs_f64();
+    rustix::fs::sync();
+    let (files, bytes) = read_tree(&layout.src).map_err(setup("warm-up read of SRC"))?;
+    if files != stats.files as u64 || bytes != stats.bytes {
+        return Err(Failure::Setup(format!(
+            "SRC holds {files} files / {bytes} bytes, but the plan made {} / {}",
+            stats.files, stats.bytes
+        )));
+    }
+    eprintln!(
+        "bench_remote: generated {files} files / {} dirs / {:.1} MiB (scale {}, seed {}) in \
+         {gen_secs:.2} s, read once (untimed)",
+        stats.dirs,
+        bytes as f64 / MIB as f64,
+        args.scale,
+        args.seed,
+    );
+    let tree = Tree {
+        stats,
+        bytes,
+        gen_secs,
+    };
+
+    let ctx = Context {
+        args,
+        tools,
+        layout: &layout,
+        client_id: node_id(&tools.ferry, &layout.client_home)?,
+        server_id: node_id(&tools.ferry, &layout.server_home)?,
+    };
+    eprintln!(
+        "bench_remote: client node {}, server node {}",
+        ctx.client_id, ctx.server_id
+    );
+
+    // The module's directory must exist before the daemon serves it.
+    fresh_dir(&layout.dst_r)?;
+    fresh_dir(&layout.rsyncd)?;
+    let mut service = RsyncService::start(
+        &tools.rsync,
+        &tools.python,
+        &tools.byteproxy,
+        &layout.rsyncd,
+        FOLDER,
+        &layout.dst_r,
+        "bench_remote",
+    )?;
+
+    let log_ferry = |tag: &str, f: &FerryRun| {
+        eprintln!(
+            "  {tag:<10} ferry {:>8.3} s  {:>12} (c→s {}, s→c {}; ferry's count {})  \
+             [verified]",
+            f.wall,
+            mib(Some(f.bytes() as f64)),
+            mib(Some(f.c2s as f64)),
+            mib(Some(f.s2c as f64)),
+            mib(f.own_bytes().map(|b| b as f64)),
+        );
+    };
+    let log_rsync = |tag: &str, s: &RsyncRun| {
+        eprintln!(
+            "  {tag:<10} rsync {:>8.3} s  {:>12} (c→s {}, s→c {})  [verified]",
+            s.wall,
+            mib(Some(s.bytes() as f64)),
+            mib(Some(s.c2s as f64)),
+            mib(Some(s.s2c as f64)),
+        );
+    };
+    if args.warmup {
+        eprintln!("bench_remote: warm-up (untimed)");
+        log_ferry("warm-up", &run_ferry(&ctx, "warm-up ferry")?);
+        log_rsync("warm-up", &run_rsync(&ctx, &mut service, "warm-up rsync")?);
+    }
+    let mut results = Results {
+        ferry: Vec::new(),
+        rsync: Vec::new(),
+    };
+    for round in 1..=args.runs {
+        eprintln!("bench_remote: round {round}/{}", args.runs);
+        let f = run_ferry(&ctx, &format!("round {round} ferry"))?;
+        log_ferry(&format!("round {round}"), &f);
+        results.ferry.push(f);
+        let s = run_rsync(&ctx, &mut service, &format!("round {round} rsync"))?;
+        log_rsync(&format!("round {round}"), &s);
+        results.rsync.push(s);
+    }
+    drop(service);
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results_json(&ctx, workdir, &tree, &results))
+                .unwrap_or_default()
+        );
+    } else {
+        print_tables(&ctx, workdir, &tree, &results);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    benchkit::main(
+        "bench_remote",
+        USAGE,
+        parse_args(std::env::args_os().skip(1)),
+        |a| a.json,
+        run,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> std::result::Result<Option<Args>, String> {
+        parse_args(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn parses_arguments() {
+        let a = parse(&[]).unwrap().unwrap();
+        assert_eq!(
+            (a.scale, a.seed, a.runs, a.fsync, a.warmup, a.json),
+            (Scale::Full, 1, 3, false, true, false)
+        );
+        assert_eq!(a.deadline, Duration::from_secs(DEFAULT_DEADLINE_SECS));
+        let a = parse(&[
+            "--scale=small",
+            "--seed",
+            "4",
+            "--runs",
+            "5",
+            "--fsync",
+            "--no-warmup",
+            "--deadline",
+            "30",
+            "--json",
+            "--ferry",
+            "/x",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (a.scale, a.seed, a.runs, a.fsync, a.warmup, a.json),
+            (Scale::Small, 4, 5, true, false, true)
+        );
+        assert_eq!(a.deadline, Duration::from_secs(30));
+        assert_eq!(a.ferry.as_deref(), Some(Path::new("/x")));
+        assert!(parse(&["--help"]).unwrap().is_none());
+        assert!(parse(&["--runs", "0"]).is_err());
+        assert!(parse(&["--deadline", "0"]).is_err());
+        assert!(parse(&["--scale", "huge"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn medians_and_ratios() {
+        let f = |wall, c2s| FerryRun {
+            wall,
+            c2s,
+            s2c: 10,
+            counters: [Some(1), Some(2), None, None, None],
+        };
+        let s = |wall, c2s| RsyncRun { wall, c2s, s2c: 0 };
+        let r = Results {
+            ferry: vec![f(2.0, 990), f(1.0, 1090), f(3.0, 1040)],
+            rsync: vec![s(2.0, 1000), s(4.0, 1000), s(3.0, 1000)],
+        };
+        let h = r.headline(1000);
+        assert_eq!(h.ferry_wall, Some(2.0));
+        assert_eq!(h.wall_ratio, Some(2.0 / 3.0));
+        assert_eq!(h.ferry_bytes_ratio, Some(1.05));
+        assert_eq!(h.rsync_bytes_ratio, Some(1.0));
+        assert_eq!(r.ferry[0].own_bytes(), Some(3));
+        assert_eq!(f(1.0, 1).counter("bytes_sent"), None);
+    }
+}

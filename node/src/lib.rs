@@ -1,0 +1,4 @@
+//! The parts of the `ferry` node other programs and tests reuse: node identity, TLS, the
+//! wire protocol and the link actors that carry a pipeline's messages between nodes.
+
+pub mod remote;

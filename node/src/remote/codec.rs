@@ -1,0 +1,420 @@
+//! Framing: how a [`Frame`] travels on a connection, as a 4-byte big-endian length followed
+//! by that many bytes of CBOR.
+//!
+//! Everything read here comes from a peer that may be broken or hostile, so every input
+//! ends in a value or a [`FrameError`], never a panic, and memory follows the bytes that
+//! actually arrived, not the length a peer announces.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::protocol::{Frame, MAX_FRAME};
+
+/// The size of a frame's length prefix.
+const PREFIX: usize = 4;
+
+/// The most a frame body's buffer holds before its bytes arrive: a peer announcing a large
+/// frame and sending little costs this much, not what it announced.
+const INITIAL_BODY_CAPACITY: usize = 64 << 10;
+
+/// How deeply CBOR arrays, maps and tags may nest in a frame. The deepest legitimate frame
+/// (an index part carrying a patch) nests about a dozen levels; the limit keeps garbage
+/// that nests deeper (inside a field serde skips, say) from exhausting a small task stack.
+const MAX_NESTING: usize = 64;
+
+/// Why a frame could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The connection failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The frame is larger than the limit (announced by a peer, or about to be sent).
+    #[error("frame of {len} bytes is over the {max}-byte limit")]
+    TooLarge {
+        /// The frame's size in bytes, without its length prefix.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The connection ended inside a frame's length prefix or body.
+    #[error("connection closed in the middle of a frame: expected {expected} bytes, got {got}")]
+    Truncated {
+        /// The bytes the prefix or body should have had.
+        expected: usize,
+        /// The bytes that arrived.
+        got: usize,
+    },
+    /// The body is not the CBOR of a frame (or a frame could not be encoded).
+    #[error("frame is not valid CBOR for a Ferry message: {0}")]
+    Malformed(String),
+    /// The body holds a whole frame and then more bytes.
+    #[error("frame has {0} bytes after its message")]
+    Trailing(usize),
+}
+
+/// `frame` as it travels: the length of its CBOR as 4 bytes big-endian, then the CBOR.
+/// Refuses a frame over [`MAX_FRAME`]: a peer would refuse it anyway.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; PREFIX];
+    ciborium::into_writer(frame, &mut out).map_err(|e| {
+        FrameError::Malformed(format!("cannot encode a {} frame: {e}", frame.kind()))
+    })?;
+    let len = out.len() - PREFIX;
+    let prefix = match u32::try_from(len) {
+        Ok(n) if len <= MAX_FRAME => n,
+        _ => {
+            return Err(FrameError::TooLarge {
+                len,
+                max: MAX_FRAME,
+            })
+        }
+    };
+    out[..PREFIX].copy_from_slice(&prefix.to_be_bytes());
+    Ok(out)
+}
+
+/// The frame a body (the bytes after the length prefix) holds; the body must hold exactly
+/// one frame.
+pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+    let mut rest = body;
+    let frame: Frame = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_NESTING)
+        .map_err(|e| FrameError::Malformed(describe(e)))?;
+    if rest.is_empty() {
+        Ok(frame)
+    } else {
+        Err(FrameError::Trailing(rest.len()))
+    }
+}
+
+/// A decoding error in words (ciborium's `Debug` for some variants is terse).
+fn describe(e: ciborium::de::Error<io::Error>) -> String {
+    use ciborium::de::Error;
+    match e {
+        Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "the body ends inside a value".to_string()
+        }
+        Error::Io(e) => e.to_string(),
+        Error::Syntax(at) => format!("syntax error at byte {at}"),
+        Error::Semantic(Some(at), msg) => format!("{msg} (at byte {at})"),
+        Error::Semantic(None, msg) => msg,
+        Error::RecursionLimitExceeded => format!("nested more than {MAX_NESTING} levels deep"),
+    }
+}
+
+/// Reads the next frame: `None` when the connection ends cleanly between frames. A length
+/// over `max` is refused before any of the body is read.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let mut prefix = [0u8; PREFIX];
+    let mut got = 0;
+    while got < PREFIX {
+        match r.read(&mut prefix[got..]).await {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => {
+                return Err(FrameError::Truncated {
+                    expected: PREFIX,
+                    got,
+                })
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // A u32 always fits in usize on the platforms Ferry builds for; saturating keeps a
+    // 16-bit target from wrapping a length into a small one.
+    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
+    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(FrameError::Truncated {
+            expected: len,
+            got: body.len(),
+        });
+    }
+    decode(&body).map(Some)
+}
+
+/// Writes `frame` and returns the bytes written, length prefix included. Does not flush.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &Frame,
+) -> Result<usize, FrameError> {
+    let bytes = encode(frame)?;
+    w.write_all(&bytes).await?;
+    Ok(bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use ferry_actors::messages::{ChunkBody, ChunkData, ChunkPayload};
+    use ferry_actors::FolderId;
+    use ferry_engine::ChunkId;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::remote::fuzz::{self, Mutation};
+
+    /// Runs a future that never waits (every reader here is in memory).
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn read_all(bytes: &[u8], max: usize) -> Result<Option<Frame>, FrameError> {
+        block_on(async {
+            let mut r = bytes;
+            read_frame(&mut r, max).await
+        })
+    }
+
+    #[test]
+    fn every_variant_round_trips() {
+        let frames = fuzz::sample_frames();
+        let kinds: BTreeSet<_> = frames.iter().map(Frame::kind).collect();
+        assert_eq!(kinds.len(), 14, "{kinds:?}");
+        for f in &frames {
+            let bytes = encode(f).unwrap();
+            let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, bytes.len() - 4);
+            let back = decode(&bytes[4..]).unwrap();
+            assert_eq!(back.kind(), f.kind());
+            // Frames have no `PartialEq` (index deltas do not); equal encodings and equal
+            // debug output together show nothing was lost.
+            assert_eq!(encode(&back).unwrap(), bytes);
+            assert_eq!(format!("{back:?}"), format!("{f:?}"));
+        }
+    }
+
+    #[test]
+    fn frames_travel_through_a_stream() {
+        let frames = fuzz::sample_frames();
+        let wire = block_on(async {
+            let mut w = Vec::new();
+            let mut total = 0;
+            for f in &frames {
+                total += write_frame(&mut w, f).await.unwrap();
+            }
+            assert_eq!(total, w.len());
+            w
+        });
+        let read = block_on(async {
+            let mut r = &wire[..];
+            let mut out = Vec::new();
+            while let Some(f) = read_frame(&mut r, MAX_FRAME).await.unwrap() {
+                out.push(f);
+            }
+            out
+        });
+        let kinds = |v: &[Frame]| v.iter().map(Frame::kind).collect::<Vec<_>>();
+        assert_eq!(kinds(&read), kinds(&frames));
+    }
+
+    #[test]
+    fn chunk_bytes_cost_their_length() {
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8 + 1).collect();
+        let frame = Frame::Chunks(ChunkData {
+            folder: FolderId::new("docs").unwrap(),
+            chunks: vec![ChunkPayload {
+                id: ChunkId::of(&data),
+                body: ChunkBody::Bytes(data),
+            }],
+            failed: vec![],
+        });
+        let n = encode(&frame).unwrap().len();
+        assert!((1 << 20..(1 << 20) + 200).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn refuses_to_encode_a_frame_over_the_limit() {
+        let frame = Frame::Chunks(ChunkData {
+            folder: FolderId::new("docs").unwrap(),
+            chunks: vec![ChunkPayload {
+                id: ChunkId::of(b"x"),
+                body: ChunkBody::Bytes(vec![1; MAX_FRAME]),
+            }],
+            failed: vec![],
+        });
+        match encode(&frame) {
+            Err(FrameError::TooLarge { len, max }) => {
+                assert!(len > MAX_FRAME);
+                assert_eq!(max, MAX_FRAME);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_a_large_announcement_before_reading_the_body() {
+        // Nothing follows the prefix: the refusal cannot have come from reading a body.
+        let wire = (MAX_FRAME as u32 + 1).to_be_bytes();
+        match read_all(&wire, MAX_FRAME) {
+            Err(FrameError::TooLarge { len, max }) => {
+                assert_eq!((len, max), (MAX_FRAME + 1, MAX_FRAME));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The limit is the caller's.
+        let frame = encode(&Frame::Ping(1)).unwrap();
+        assert!(matches!(
+            read_all(&frame, 2),
+            Err(FrameError::TooLarge { max: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_large_announcement_with_a_short_body_costs_little_and_is_truncated() {
+        let mut wire = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&[0x80; 10]);
+        match read_all(&wire, MAX_FRAME) {
+            Err(FrameError::Truncated { expected, got }) => {
+                assert_eq!((expected, got), (MAX_FRAME, 10));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_prefix_and_body() {
+        let frame = encode(&Frame::Ping(7)).unwrap();
+        for cut in 1..4 {
+            match read_all(&frame[..cut], MAX_FRAME) {
+                Err(FrameError::Truncated { expected: 4, got }) => assert_eq!(got, cut),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        for cut in 4..frame.len() {
+            match read_all(&frame[..cut], MAX_FRAME) {
+                Err(FrameError::Truncated { expected, got }) => {
+                    assert_eq!((expected, got), (frame.len() - 4, cut - 4));
+                }
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn clean_end_between_frames() {
+        assert!(read_all(&[], MAX_FRAME).unwrap().is_none());
+        let frame = encode(&Frame::Pong(3)).unwrap();
+        block_on(async {
+            let mut r = &frame[..];
+            assert!(matches!(
+                read_frame(&mut r, MAX_FRAME).await,
+                Ok(Some(Frame::Pong(3)))
+            ));
+            assert!(read_frame(&mut r, MAX_FRAME).await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut frame = encode(&Frame::Ping(9)).unwrap();
+        frame.extend_from_slice(&[0, 1, 2]);
+        assert!(matches!(decode(&frame[4..]), Err(FrameError::Trailing(3))));
+        // A length prefix that covers the extra bytes makes them part of the body.
+        let len = (frame.len() - 4) as u32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(
+            read_all(&frame, MAX_FRAME),
+            Err(FrameError::Trailing(3))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for body in [
+            &b""[..],
+            b"\xff",
+            b"hello",
+            b"\xa1\x64Ping\x61x",                // {"Ping": "x"}
+            b"\xa1\x64Nope\x01",                 // an unknown variant
+            b"\x5b\xff\xff\xff\xff\xff\xff\xff", // a byte string of 2^64 - 1 bytes
+            b"\x9b\xff\xff\xff\xff\xff\xff\xff", // an array of 2^64 - 1 items
+        ] {
+            match decode(body) {
+                Err(FrameError::Malformed(msg)) => assert!(!msg.is_empty()),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        // Nesting inside a field serde skips is the one place a typed decoder follows
+        // arbitrary structure. Decode on a thread with a deliberately small stack: in a
+        // debug build, ciborium's default limit (256 levels) needs more than 512 KiB.
+        let body = fuzz::deeply_nested(100_000);
+        let outcome = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || decode(&body).map(|f| f.kind()))
+            .unwrap()
+            .join()
+            .unwrap();
+        match outcome {
+            Err(FrameError::Malformed(msg)) => assert!(msg.contains("nested"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_accepted() {
+        // The variant's map and `Hello`'s map are two levels, the arrays `depth + 1` more.
+        let at_limit = fuzz::deeply_nested(MAX_NESTING - 3);
+        assert!(matches!(decode(&at_limit), Ok(Frame::Hello(_))));
+        let over = fuzz::deeply_nested(MAX_NESTING - 2);
+        assert!(matches!(decode(&over), Err(FrameError::Malformed(_))));
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), 0..8u8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
+            (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::SetByte { at, byte }),
+            any::<usize>().prop_map(|at| Mutation::Truncate { at }),
+            (any::<usize>(), prop::collection::vec(any::<u8>(), 1..16))
+                .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+            (any::<usize>(), 1..32usize).prop_map(|(at, len)| Mutation::Delete { at, len }),
+            (any::<usize>(), 1..32usize).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
+            any::<u32>().prop_map(|len| Mutation::SetPrefix { len }),
+            (-8i64..8).prop_map(|by| Mutation::ShiftPrefix { by }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode(&bytes);
+            let _ = read_all(&bytes, MAX_FRAME);
+            // With a prefix that matches, the bytes reach the decoder through the reader too.
+            let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = read_all(&framed, MAX_FRAME);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(
+            which in any::<prop::sample::Index>(),
+            mutations in prop::collection::vec(mutation(), 1..5),
+        ) {
+            let frames = fuzz::sample_frames();
+            let mut bytes = encode(which.get(&frames)).unwrap();
+            for m in &mutations {
+                m.apply(&mut bytes);
+            }
+            let _ = decode(bytes.get(4..).unwrap_or(&bytes));
+            let _ = block_on(fuzz::read_all_frames(&bytes));
+        }
+    }
+}

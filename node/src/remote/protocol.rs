@@ -1,0 +1,144 @@
+//! The wire protocol: every frame two nodes exchange, versioned, carrying the same typed
+//! messages the in-process pipeline uses.
+//!
+//! A connection serves one folder. After the TLS handshake the client sends
+//! [`Frame::Hello`], the server answers with its own; the client then sends
+//! [`Frame::Open`], the server answers [`Frame::Opened`] (or [`Frame::Refused`] and closes).
+//! From there the client carries the Sender's messages and the server the Applier's.
+
+use ferry_actors::messages::{
+    Applied, ApplyFailed, ChunkData, GroupData, IndexDelta, NeedChunks, NeedContent, NeedGroups,
+};
+use ferry_actors::FolderId;
+use ferry_engine::{ChunkParams, Seq};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks; a peer speaking another is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either side sends or accepts, in bytes of CBOR (a chunk batch is at
+/// most 4 MiB plus one chunk of at most 16 MiB; index updates are split to stay below).
+pub const MAX_FRAME: usize = 32 << 20;
+
+/// Index updates are split into parts of about this many bytes.
+pub const INDEX_PART_BYTES: usize = 4 << 20;
+
+/// The first frame each side sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`PROTOCOL_VERSION`] of the sender's build.
+    pub version: u32,
+    /// The software and its version, for logs (e.g. `ferry 0.1.0`).
+    pub software: String,
+}
+
+impl Hello {
+    /// This build's greeting.
+    pub fn ours() -> Self {
+        Hello {
+            version: PROTOCOL_VERSION,
+            software: format!("ferry {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Client → server: open a folder to replicate into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open {
+    /// The folder name the server shares.
+    pub folder: FolderId,
+    /// Identifies the client's source index (a new one per process): sequence numbers
+    /// from one epoch mean nothing in another.
+    pub epoch: u64,
+    /// The chunker parameters of the source (the target chunks its files the same way).
+    pub params: ChunkParams,
+    /// Compare content even when size and mtime agree.
+    pub checksum: bool,
+    /// Plan only: the target reports what would change and writes nothing.
+    pub dry_run: bool,
+}
+
+/// Server → client: the folder is open; the target holds every change up to `applied` of
+/// the client's epoch (zero: send a full snapshot).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opened {
+    /// The folder.
+    pub folder: FolderId,
+    /// The last sequence of this epoch the target applied.
+    pub applied: Seq,
+}
+
+/// One part of an index update too large for one frame; parts are joined until `more`
+/// is false, then delivered as one [`IndexDelta`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IndexPart {
+    /// This part's entries and lists (flags and `upto` as in the whole update).
+    pub delta: IndexDelta,
+    /// Further parts follow.
+    pub more: bool,
+}
+
+/// Why a side refuses to go on; the connection closes after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Whether retrying the same request can succeed (a busy folder) or not (a folder not
+    /// shared, a version mismatch).
+    pub permanent: bool,
+    /// What went wrong, for the other side's log.
+    pub reason: String,
+}
+
+/// Every frame.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Frame {
+    /// Both ways, first.
+    Hello(Hello),
+    /// Client → server, second.
+    Open(Open),
+    /// Server → client, the answer to `Open`.
+    Opened(Opened),
+    /// Client → server: (part of) an index update.
+    Index(IndexPart),
+    /// Client → server: chunk data.
+    Chunks(ChunkData),
+    /// Client → server: groups of an outlined chunk list.
+    Groups(GroupData),
+    /// Server → client: chunk lists wanted.
+    NeedContent(NeedContent),
+    /// Server → client: chunks wanted.
+    NeedChunks(NeedChunks),
+    /// Server → client: outline groups wanted.
+    NeedGroups(NeedGroups),
+    /// Server → client: the target mirrors the source up to a sequence.
+    Applied(Applied),
+    /// Server → client: the target cannot go on.
+    ApplyFailed(ApplyFailed),
+    /// Either way: are you there? Answered with `Pong` carrying the same number.
+    Ping(u64),
+    /// The answer to `Ping`.
+    Pong(u64),
+    /// Either way: a refusal, then the connection closes.
+    Refused(Refusal),
+}
+
+impl Frame {
+    /// The frame's kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "Hello",
+            Frame::Open(_) => "Open",
+            Frame::Opened(_) => "Opened",
+            Frame::Index(_) => "Index",
+            Frame::Chunks(_) => "Chunks",
+            Frame::Groups(_) => "Groups",
+            Frame::NeedContent(_) => "NeedContent",
+            Frame::NeedChunks(_) => "NeedChunks",
+            Frame::NeedGroups(_) => "NeedGroups",
+            Frame::Applied(_) => "Applied",
+            Frame::ApplyFailed(_) => "ApplyFailed",
+            Frame::Ping(_) => "Ping",
+            Frame::Pong(_) => "Pong",
+            Frame::Refused(_) => "Refused",
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! The server end of links: accepts authenticated peers, opens the folders shared with
+//! each, and runs an Applier per open folder whose Sender is on the other node. A session
+//! that ends keeps its Applier's view of the source, so the same source reconnecting
+//! resumes from the last sequence applied instead of sending everything again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use ferry_actors::applier::{Applier, ApplierOptions, Retire, SenderLink, SourceView};
+use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, NeedGroups, Start};
+use ferry_actors::{FolderId, Stats};
+use ferry_engine::{ChunkParams, Seq, TargetDir};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::client::{write_loop, LinkOptions};
+use super::codec::{read_frame, FrameError};
+use super::identity::Identity;
+use super::metered::Metered;
+use super::nodeid::NodeId;
+use super::parts::{IndexJoiner, MAX_INDEX_ENTRIES};
+use super::protocol::{Frame, Hello, Open, Opened, Refusal, MAX_FRAME, PROTOCOL_VERSION};
+use super::tls;
+
+type Stream = TlsStream<Metered<TcpStream>>;
+
+/// A folder this node receives into.
+#[derive(Clone, Debug)]
+pub struct ServedFolder {
+    /// The name peers open it by.
+    pub name: FolderId,
+    /// The target directory (must exist).
+    pub path: PathBuf,
+    /// The peers that may send to it; `None`: every peer of the node.
+    pub peers: Option<BTreeSet<NodeId>>,
+}
+
+/// What `ferry serve` runs with.
+pub struct ServeConfig {
+    /// This node's key and certificate.
+    pub identity: Identity,
+    /// The nodes allowed to connect at all.
+    pub peers: BTreeSet<NodeId>,
+    /// The folders received into.
+    pub folders: Vec<ServedFolder>,
+    /// fsync before acknowledging.
+    pub durable: bool,
+    /// Keepalive and timeouts.
+    pub link: LinkOptions,
+}
+
+/// Why a session ended early.
+#[derive(Debug)]
+struct Ended {
+    reason: String,
+    /// The peer misbehaved or the target failed: the Applier's view is not kept.
+    tainted: bool,
+}
+
+impl Ended {
+    fn closed(reason: impl Into<String>) -> Self {
+        Ended {
+            reason: reason.into(),
+            tainted: false,
+        }
+    }
+
+    fn protocol(reason: impl Into<String>) -> Self {
+        Ended {
+            reason: format!("protocol error: {}", reason.into()),
+            tainted: true,
+        }
+    }
+}
+
+/// A running server: its folders and their sessions.
+pub struct Server {
+    config: ServeConfig,
+    acceptor: TlsAcceptor,
+    folders: HashMap<FolderId, FolderSlot>,
+    stats: Arc<Stats>,
+    sessions: AtomicU64,
+}
+
+/// One served folder's state across sessions.
+struct FolderSlot {
+    folder: ServedFolder,
+    /// The session sending to it now.
+    active: tokio::sync::Mutex<Option<Active>>,
+    /// What the last session left to resume from.
+    resume: Mutex<Option<Resume>>,
+}
+
+struct Active {
+    id: u64,
+    peer: NodeId,
+    /// Asks the session to end.
+    stop: mpsc::Sender<()>,
+    /// Closed when the session has ended and its Applier no longer touches the target.
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+struct Resume {
+    peer: NodeId,
+    epoch: u64,
+    applied: Seq,
+    view: SourceView,
+}
+
+impl Server {
+    /// A server for `config`, counting wire bytes into `stats`.
+    pub fn new(config: ServeConfig, stats: Arc<Stats>) -> Result<Arc<Server>, tls::TlsError> {
+        let allowed = config.peers.clone();
+        let tls = tls::server_config(
+            &config.identity,
+            Arc::new(move |id: &NodeId| allowed.contains(id)),
+        )?;
+        let folders = config
+            .folders
+            .iter()
+            .map(|f| {
+                let slot = FolderSlot {
+                    folder: f.clone(),
+                    active: tokio::sync::Mutex::new(None),
+                    resume: Mutex::new(None),
+                };
+                (f.name.clone(), slot)
+            })
+            .collect();
+        Ok(Arc::new(Server {
+            config,
+            acceptor: TlsAcceptor::from(tls),
+            folders,
+            stats,
+            sessions: AtomicU64::new(0),
+        }))
+    }
+
+    /// Accepts connections on `listener` until the task is dropped; every connection is
+    /// served on its own task, and nothing one peer sends stops the others.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, addr)) => {
+                    let server = self.clone();
+                    actix::spawn(async move { server.connection(tcp, addr).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, go on serving.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let link = self.config.link;
+        let tcp = Metered::new(tcp, self.stats.clone());
+        let stream = match tokio::time::timeout(link.connect_timeout, self.acceptor.accept(tcp))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return tracing::warn!(peer = %addr, "refused: TLS handshake failed: {e}"),
+            Err(_) => {
+                return tracing::warn!(peer = %addr, "refused: no TLS handshake within {:?}", link.connect_timeout)
+            }
+        };
+        let Some(peer) = tls::peer_id(stream.get_ref().1) else {
+            return tracing::warn!(peer = %addr, "refused: no client certificate");
+        };
+        tracing::info!(peer = %addr, node = %peer, "peer connected");
+        match self.session(stream, peer).await {
+            Ok(()) => tracing::info!(peer = %addr, node = %peer, "peer disconnected"),
+            Err(e) => tracing::warn!(peer = %addr, node = %peer, "connection closed: {}", e.reason),
+        }
+    }
+
+    /// Greets the peer, opens the folder it asks for and serves it until the link ends.
+    async fn session(&self, stream: Stream, peer: NodeId) -> Result<(), Ended> {
+        let link = self.config.link;
+        let (mut r, w) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::channel(16);
+        let writer = actix::spawn(write_loop(w, rx, link));
+        let refuse = |permanent: bool, reason: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx
+                    .send(Frame::Refused(Refusal {
+                        permanent,
+                        reason: reason.clone(),
+                    }))
+                    .await;
+                reason
+            }
+        };
+        let greeting = tokio::time::timeout(link.connect_timeout, read_frame(&mut r, MAX_FRAME));
+        match greeting.await {
+            Ok(Ok(Some(Frame::Hello(h)))) if h.version == PROTOCOL_VERSION => {}
+            Ok(Ok(Some(Frame::Hello(h)))) => {
+                let why = format!(
+                    "protocol version {} ({}) is not supported: this node speaks {PROTOCOL_VERSION}",
+                    h.version, h.software
+                );
+                return Err(finish_refusal(writer, refuse(true, why).await).await);
+            }
+            other => {
+                let why = describe(other, "Hello", link);
+                return Err(finish_refusal(writer, refuse(true, why).await).await);
+            }
+        }
+        let _ = tx.send(Frame::Hello(Hello::ours())).await;
+        let open =
+            match tokio::time::timeout(link.connect_timeout, read_frame(&mut r, MAX_FRAME)).await {
+                Ok(Ok(Some(Frame::Open(o)))) => o,
+                other => {
+                    let why = describe(other, "Open", link);
+                    return Err(finish_refusal(writer, refuse(true, why).await).await);
+                }
+            };
+        let (slot, params) = match self.check_open(&open, &peer) {
+            Ok(x) => x,
+            Err(why) => return Err(finish_refusal(writer, refuse(true, why).await).await),
+        };
+        let id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let (stop_tx, mut stop_rx) = mpsc::channel(1);
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        if let Err(why) = claim(slot, id, peer, stop_tx, done_rx).await {
+            return Err(finish_refusal(writer, refuse(false, why).await).await);
+        }
+        let resume = {
+            let mut saved = slot.resume.lock().unwrap_or_else(|p| p.into_inner());
+            match saved.take() {
+                Some(r) if r.peer == peer && r.epoch == open.epoch => Some(r),
+                _ => None,
+            }
+        };
+        let target = match TargetDir::open(&slot.folder.path) {
+            Ok(t) => t,
+            Err(e) => {
+                release(slot, id, done_tx).await;
+                let why = format!("target folder {} is unavailable: {e}", open.folder);
+                tracing::error!(folder = %open.folder, "{why}");
+                return Err(finish_refusal(writer, refuse(false, why).await).await);
+            }
+        };
+        let applied = Arc::new(AtomicU64::new(resume.as_ref().map_or(0, |r| r.applied.0)));
+        let (fatal_tx, mut fatal_rx) = mpsc::channel(1);
+        let outbound = Outbound {
+            tx: tx.clone(),
+            applied: applied.clone(),
+            fatal: fatal_tx,
+        }
+        .start();
+        let sender = SenderLink {
+            need_content: outbound.clone().recipient(),
+            need_chunks: outbound.clone().recipient(),
+            need_groups: outbound.clone().recipient(),
+            applied: outbound.clone().recipient(),
+            failed: outbound.recipient(),
+        };
+        let opts = ApplierOptions {
+            checksum: open.checksum,
+            dry_run: open.dry_run,
+            durable: self.config.durable,
+            params,
+            untrusted_sender: true,
+        };
+        // Per session: the counts each acknowledgement carries back are this session's.
+        let mut applier = Applier::new(
+            open.folder.clone(),
+            target,
+            opts,
+            sender,
+            Arc::new(Stats::default()),
+        );
+        let resumed_from = resume.as_ref().map(|r| r.applied);
+        if let Some(r) = resume {
+            applier = applier.resume(r.view);
+        }
+        let applier = applier.start();
+        let _ = applier.send(Start).await;
+        let _ = tx
+            .send(Frame::Opened(Opened {
+                folder: open.folder.clone(),
+                applied: resumed_from.unwrap_or_default(),
+            }))
+            .await;
+        tracing::info!(folder = %open.folder, node = %peer, resume = resumed_from.map(|s| s.0), "folder opened");
+
+        let mut joiner = IndexJoiner::new(MAX_INDEX_ENTRIES);
+        let ended = loop {
+            let frame = tokio::select! {
+                f = tokio::time::timeout(link.timeout, read_frame(&mut r, MAX_FRAME)) => f,
+                _ = stop_rx.recv() => break Ended::closed("the same node connected again"),
+                Some(why) = fatal_rx.recv() => break Ended { reason: why, tainted: true },
+            };
+            let frame = match frame {
+                Ok(Ok(Some(f))) => f,
+                Ok(Ok(None)) => break Ended::closed("the peer closed the connection"),
+                other => break ended_by(other, link),
+            };
+            let folder_ok = |f: &FolderId| f == &open.folder;
+            let delivered = match frame {
+                Frame::Index(part) if folder_ok(&part.delta.folder) => match joiner.push(part) {
+                    Ok(Some(delta)) => applier.send(delta).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => break Ended::protocol(e.to_string()),
+                },
+                Frame::Chunks(d) if folder_ok(&d.folder) => applier.send(d).await,
+                Frame::Groups(g) if folder_ok(&g.folder) => applier.send(g).await,
+                Frame::Ping(n) => {
+                    let _ = tx.send(Frame::Pong(n)).await;
+                    Ok(())
+                }
+                Frame::Pong(_) => Ok(()),
+                Frame::Refused(r) => {
+                    break Ended::closed(format!("the peer gave up: {}", r.reason))
+                }
+                Frame::Index(_) | Frame::Chunks(_) | Frame::Groups(_) => {
+                    break Ended::protocol(format!(
+                        "a message for another folder than {}",
+                        open.folder
+                    ))
+                }
+                other => {
+                    break Ended::protocol(format!(
+                        "unexpected {} after the folder was opened",
+                        other.kind()
+                    ))
+                }
+            };
+            if let Err(e) = delivered {
+                break Ended {
+                    reason: format!("the applier is gone: {e}"),
+                    tainted: true,
+                };
+            }
+        };
+        if ended.tainted {
+            let _ = tx
+                .send(Frame::Refused(Refusal {
+                    permanent: false,
+                    reason: ended.reason.clone(),
+                }))
+                .await;
+        }
+        drop(tx);
+        // The Applier's work ends before the folder is free for the next session.
+        let retired = applier.send(Retire).await;
+        if !ended.tainted {
+            if let Ok(Some(view)) = retired.map(|r| r.view) {
+                let mut saved = slot.resume.lock().unwrap_or_else(|p| p.into_inner());
+                *saved = Some(Resume {
+                    peer,
+                    epoch: open.epoch,
+                    applied: Seq(applied.load(Ordering::Relaxed)),
+                    view,
+                });
+            }
+        }
+        release(slot, id, done_tx).await;
+        if ended.tainted {
+            let _ = tokio::time::timeout(link.timeout, writer).await;
+        } else {
+            writer.abort();
+        }
+        tracing::info!(folder = %open.folder, node = %peer, "folder closed: {}", ended.reason);
+        if ended.tainted {
+            Err(ended)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The folder `open` names if `peer` may send to it, with valid chunker parameters.
+    fn check_open(&self, open: &Open, peer: &NodeId) -> Result<(&FolderSlot, ChunkParams), String> {
+        let not_shared = || format!("folder {} is not shared with node {peer}", open.folder);
+        let slot = self.folders.get(&open.folder).ok_or_else(not_shared)?;
+        if slot
+            .folder
+            .peers
+            .as_ref()
+            .is_some_and(|p| !p.contains(peer))
+        {
+            return Err(not_shared());
+        }
+        let p = open.params;
+        let params = ChunkParams::new(p.min, p.avg, p.max)
+            .map_err(|e| format!("invalid chunker parameters: {e}"))?;
+        Ok((slot, params))
+    }
+}
+
+/// Makes session `id` of `peer` the one sending to `slot`'s folder. An earlier session of
+/// the same peer (a link that dropped without either side noticing yet) is ended first;
+/// another peer's is not: the folder is busy.
+async fn claim(
+    slot: &FolderSlot,
+    id: u64,
+    peer: NodeId,
+    stop: mpsc::Sender<()>,
+    done: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let previous = {
+        let mut active = slot.active.lock().await;
+        match active.as_ref() {
+            Some(a) if a.peer != peer => {
+                return Err(format!(
+                    "folder {} is busy: node {} is sending to it",
+                    slot.folder.name, a.peer
+                ))
+            }
+            _ => active.take(),
+        }
+    };
+    if let Some(mut old) = previous {
+        tracing::info!(folder = %slot.folder.name, node = %peer, "the node reconnected: ending its earlier session");
+        let _ = old.stop.try_send(());
+        let _ = old.done.wait_for(|d| *d).await;
+    }
+    let mut active = slot.active.lock().await;
+    if let Some(a) = active.as_ref() {
+        return Err(format!(
+            "folder {} is busy: node {} is sending to it",
+            slot.folder.name, a.peer
+        ));
+    }
+    *active = Some(Active {
+        id,
+        peer,
+        stop,
+        done,
+    });
+    Ok(())
+}
+
+/// Frees `slot` if session `id` still holds it, and tells whoever waits that it ended.
+async fn release(slot: &FolderSlot, id: u64, done: tokio::sync::watch::Sender<bool>) {
+    let mut active = slot.active.lock().await;
+    if active.as_ref().is_some_and(|a| a.id == id) {
+        *active = None;
+    }
+    let _ = done.send(true);
+}
+
+/// Lets the refusal reach the peer (the writer ends after it), then gives the reason.
+async fn finish_refusal(
+    writer: tokio::task::JoinHandle<super::client::LinkDown>,
+    reason: String,
+) -> Ended {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    Ended {
+        reason,
+        tainted: true,
+    }
+}
+
+/// What came instead of the frame `wanted`, as a refusal reason.
+fn describe(
+    got: Result<Result<Option<Frame>, FrameError>, tokio::time::error::Elapsed>,
+    wanted: &str,
+    link: LinkOptions,
+) -> String {
+    match got {
+        Err(_) => format!("no {wanted} within {:?}", link.connect_timeout),
+        Ok(Ok(Some(f))) => format!("protocol error: expected {wanted}, got {}", f.kind()),
+        Ok(Ok(None)) => format!("the peer closed the connection before {wanted}"),
+        Ok(Err(e)) => format!("protocol error: {e}"),
+    }
+}
+
+/// How a failed read ends a session.
+fn ended_by(
+    got: Result<Result<Option<Frame>, FrameError>, tokio::time::error::Elapsed>,
+    link: LinkOptions,
+) -> Ended {
+    match got {
+        Err(_) => Ended::closed(format!(
+            "nothing heard from the peer for {:?}",
+            link.timeout
+        )),
+        Ok(Err(FrameError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Ended::closed("the peer closed the connection without a TLS close")
+        }
+        Ok(Err(FrameError::Io(e))) => Ended::closed(format!("connection lost: {e}")),
+        Ok(Err(e)) => Ended::protocol(e.to_string()),
+        Ok(Ok(_)) => Ended::closed("the peer closed the connection"),
+    }
+}
+
+/// The Applier's Sender side of a session: turns its requests and acknowledgements into
+/// frames.
+struct Outbound {
+    tx: mpsc::Sender<Frame>,
+    applied: Arc<AtomicU64>,
+    fatal: mpsc::Sender<String>,
+}
+
+impl Actor for Outbound {
+    type Context = Context<Self>;
+}
+
+impl Outbound {
+    fn queue(&self, frame: Frame) -> ResponseFuture<()> {
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            // A closed queue means the session is ending; the request is moot.
+            let _ = tx.send(frame).await;
+        })
+    }
+}
+
+impl Handler<NeedContent> for Outbound {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: NeedContent, _: &mut Self::Context) -> Self::Result {
+        self.queue(Frame::NeedContent(msg))
+    }
+}
+
+impl Handler<NeedChunks> for Outbound {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: NeedChunks, _: &mut Self::Context) -> Self::Result {
+        self.queue(Frame::NeedChunks(msg))
+    }
+}
+
+impl Handler<NeedGroups> for Outbound {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: NeedGroups, _: &mut Self::Context) -> Self::Result {
+        self.queue(Frame::NeedGroups(msg))
+    }
+}
+
+impl Handler<Applied> for Outbound {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: Applied, _: &mut Self::Context) -> Self::Result {
+        self.applied.fetch_max(msg.seq.0, Ordering::Relaxed);
+        self.queue(Frame::Applied(msg))
+    }
+}
+
+impl Handler<ApplyFailed> for Outbound {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: ApplyFailed, _: &mut Self::Context) -> Self::Result {
+        let _ = self.fatal.try_send(msg.reason.clone());
+        self.queue(Frame::ApplyFailed(msg))
+    }
+}
