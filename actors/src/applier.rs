@@ -874,6 +874,21 @@ impl Handler<IndexDelta> for Applier {
         {
             return self.fail(format!("protocol error: {reason}"));
         }
+        // A source never sends Ferry's own temp names (its scan skips them); a remote one that
+        // does would have them taken for leftovers and removed, or collide with transfers.
+        if self.opts.untrusted_sender {
+            if let Some(e) = entries.iter().find(|e| {
+                e.path
+                    .as_str()
+                    .split('/')
+                    .any(|c| c.starts_with(TEMP_PREFIX))
+            }) {
+                return self.fail(format!(
+                    "protocol error: {} uses the reserved temp-file prefix {TEMP_PREFIX}",
+                    e.path
+                ));
+            }
+        }
         if msg.snapshot {
             let entries = entries.into_iter().map(|e| (e, None)).collect();
             self.source = Index::from_sorted(self.opts.params, entries);

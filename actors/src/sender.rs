@@ -364,6 +364,13 @@ fn read_chunks(
             .entry(r.path.clone())
             .or_insert_with(|| source.open(&r.path).map_err(|e| e.to_string()));
         let read = match file {
+            // A request for more than a chunk can hold is not read (a remote Applier is
+            // another node: its requests are input like any other).
+            _ if r.len > source.params().max => Err(format!(
+                "a chunk of {} bytes was asked for; chunks are at most {}",
+                r.len,
+                source.params().max
+            )),
             Ok(f) => f
                 .read_chunk(r.offset, r.len, &r.id)
                 .map_err(|e| e.to_string()),

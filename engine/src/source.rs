@@ -27,7 +27,12 @@ impl SourceDir {
         }
     }
 
-    /// The folder's root.
+    /// The chunker parameters files are cut with.
+    pub fn params(&self) -> &ChunkParams {
+        &self.params
+    }
+
+    /// The folder's root directory.
     pub fn root(&self) -> &Path {
         &self.root
     }

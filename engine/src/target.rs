@@ -374,9 +374,19 @@ fn remove_leftover_temps(dir: &impl AsFd, name: &str) -> rustix::io::Result<()> 
     Ok(())
 }
 
+/// A random tag per process: temp files are kept across runs now (to reuse what arrived),
+/// and a new process may get the pid of the one that left them.
+static TEMP_TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 fn temp_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let tag = TEMP_TAG.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() as u32
+    });
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{TEMP_PREFIX}{}-{n}", std::process::id())
+    format!("{TEMP_PREFIX}{}-{tag:08x}-{n}", std::process::id())
 }
 
 fn kind_of(t: FileType) -> Option<EntryKind> {

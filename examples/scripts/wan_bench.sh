@@ -4,6 +4,14 @@
 # 50 ms round trip, and 100 Mbit/s each way), compared with the link's nominal rate and with
 # a plain single-connection TCP bulk transfer over the same link (and iperf3 if installed).
 #
+# Kernels built without sch_netem (e.g. some microVM kernels) get the same link from a small
+# userspace emulator instead (`--emulator tun`, chosen automatically when netem is missing):
+# each namespace gets a TUN device, and a python process forwards every IP packet between
+# them with the same model as `netem delay D rate R limit L` (FIFO, serialisation at R
+# counting 14 bytes of Ethernet framing per packet as netem does on a veth, then D of delay,
+# tail drop beyond L packets queued). TCP on both ends then sees a true 50 ms, 100 Mbit/s
+# path with 1500-byte packets.
+#
 # Run by hand, as root (never in CI):
 #
 #   CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ferry-node
@@ -23,6 +31,8 @@ NS_A=ferry-a            # the client (ferry sync) side
 NS_B=ferry-b            # the server (ferry serve) side
 VETH_A=veth-ferry-a
 VETH_B=veth-ferry-b
+TUN_A=tun-ferry-a
+TUN_B=tun-ferry-b
 ADDR_A=10.77.0.1
 ADDR_B=10.77.0.2
 PORT=7700               # ferry serve
@@ -48,6 +58,7 @@ seed=1
 baseline_mib=256
 ferry=""
 keep=0
+emulator=auto
 
 usage() {
     cat <<EOF
@@ -68,6 +79,8 @@ OPTIONS:
   --delay-ms N       one-way delay on each end (default 25)
   --rate-mbit N      rate limit on each end (default 100)
   --limit N          netem queue length in packets (default 10000)
+  --emulator KIND    netem (veth pair + tc netem), tun (TUN devices + userspace emulator),
+                     or auto (default: netem if the kernel has it, else tun)
   --baseline-mib N   size of the plain-TCP baseline transfer (default 256)
   --keep             keep WORK/dst and the logs
   -h, --help         this help
@@ -94,6 +107,7 @@ while [[ $# -gt 0 ]]; do
         --delay-ms) delay_ms=${2:?--delay-ms needs a value}; shift 2 ;;
         --rate-mbit) rate_mbit=${2:?--rate-mbit needs a value}; shift 2 ;;
         --limit) limit_pkts=${2:?--limit needs a value}; shift 2 ;;
+        --emulator) emulator=${2:?--emulator needs a value}; shift 2 ;;
         --baseline-mib) baseline_mib=${2:?--baseline-mib needs a value}; shift 2 ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -104,6 +118,10 @@ done
 for n in "$seed" "$delay_ms" "$rate_mbit" "$limit_pkts" "$baseline_mib"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "expected a whole number, got '$n'"
 done
+case "$emulator" in
+    auto|netem|tun) ;;
+    *) die "--emulator must be auto, netem or tun, got '$emulator'" ;;
+esac
 case "$scale" in
     full) want_size=$((1024 * 1024 * 1024)) ;;
     small) want_size=$((128 * 1024 * 1024)) ;;
@@ -172,10 +190,12 @@ for ns in "$NS_A" "$NS_B"; do
         ip netns del "$ns"
     fi
 done
-if ip link show "$VETH_A" >/dev/null 2>&1; then
-    log "removing interface $VETH_A left over from an earlier run"
-    ip link del "$VETH_A"
-fi
+for dev in "$VETH_A" "$TUN_A" "$TUN_B"; do
+    if ip link show "$dev" >/dev/null 2>&1; then
+        log "removing interface $dev left over from an earlier run"
+        ip link del "$dev"
+    fi
+done
 
 # ---------------------------------------------------------------------------------------------
 # The link
@@ -184,33 +204,182 @@ fi
 in_a() { ip netns exec "$NS_A" "$@"; }
 in_b() { ip netns exec "$NS_B" "$@"; }
 
-log "creating namespaces $NS_A ($ADDR_A) and $NS_B ($ADDR_B)"
+log "creating namespaces $NS_A and $NS_B"
 ip netns add "$NS_A"
 created_ns+=("$NS_A")
 ip netns add "$NS_B"
 created_ns+=("$NS_B")
-ip link add "$VETH_A" type veth peer name "$VETH_B"
-ip link set "$VETH_A" netns "$NS_A"
-ip link set "$VETH_B" netns "$NS_B"
-in_a ip addr add "$ADDR_A/24" dev "$VETH_A"
-in_b ip addr add "$ADDR_B/24" dev "$VETH_B"
 for ns in "$NS_A" "$NS_B"; do
     ip netns exec "$ns" ip link set lo up
 done
-in_a ip link set "$VETH_A" up
-in_b ip link set "$VETH_B" up
 
 netem="netem delay ${delay_ms}ms rate ${rate_mbit}mbit limit $limit_pkts"
-log "tc qdisc add dev <veth> root $netem   (on both ends)"
-in_a tc qdisc add dev "$VETH_A" root $netem ||
-    die "tc netem failed (is sch_netem available in this kernel?)"
-in_b tc qdisc add dev "$VETH_B" root $netem ||
-    die "tc netem failed (is sch_netem available in this kernel?)"
 
-rtt=$(in_a ping -c 3 -i 0.2 -q "$ADDR_B" 2>/dev/null | awk -F/ '/^rtt|^round-trip/ {print $5}') ||
-    true
-[[ -n "$rtt" ]] || die "no ping reply from $ADDR_B over the veth pair"
-log "ping RTT avg ${rtt} ms (expected ~$((2 * delay_ms)) ms)"
+# Tries the veth pair with netem on both ends; fails (leaving no veth behind) if the kernel
+# has no netem.
+link_netem() {
+    ip link add "$VETH_A" type veth peer name "$VETH_B"
+    ip link set "$VETH_A" netns "$NS_A"
+    ip link set "$VETH_B" netns "$NS_B"
+    local err
+    if ! err=$(in_a tc qdisc add dev "$VETH_A" root $netem 2>&1) ||
+        ! err=$(in_b tc qdisc add dev "$VETH_B" root $netem 2>&1); then
+        in_a ip link del "$VETH_A" 2>/dev/null || true
+        echo "$err"
+        return 1
+    fi
+    in_a ip addr add "$ADDR_A/24" dev "$VETH_A"
+    in_b ip addr add "$ADDR_B/24" dev "$VETH_B"
+    in_a ip link set "$VETH_A" up
+    in_b ip link set "$VETH_B" up
+}
+
+# The userspace link: creates a TUN device in each namespace (via setns) and forwards every
+# packet between them like `netem delay D rate R limit L` on each direction. Prints "ready"
+# once both devices exist; writes per-direction counters to its stats file every second and
+# on SIGTERM.
+EMU_PY='
+import collections, ctypes, fcntl, os, select, signal, struct, sys, time
+ns_a, dev_a, ns_b, dev_b, delay_ms, rate_mbit, limit, stats_path = sys.argv[1:9]
+CLONE_NEWNET, TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x40000000, 0x400454CA, 0x0001, 0x1000
+FRAMING = 14  # Ethernet header, counted by netem on a veth
+libc = ctypes.CDLL(None, use_errno=True)
+def tun_in(ns, name):
+    nsfd = os.open("/var/run/netns/" + ns, os.O_RDONLY)
+    if libc.setns(nsfd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno(); raise OSError(e, "setns %s: %s" % (ns, os.strerror(e)))
+    os.close(nsfd)
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    return fd
+a, b = tun_in(ns_a, dev_a), tun_in(ns_b, dev_b)
+delay, rate, limit = float(delay_ms) / 1e3, float(rate_mbit) * 1e6 / 8, int(limit)
+class Dir:
+    def __init__(self, name, out):
+        self.name, self.out, self.q, self.free_at = name, out, collections.deque(), 0.0
+        self.pkts = self.bytes = self.drops = self.wdrops = self.maxq = 0
+links = {a: Dir("a->b", b), b: Dir("b->a", a)}
+stop = False
+def on_term(*_):
+    global stop; stop = True
+signal.signal(signal.SIGTERM, on_term); signal.signal(signal.SIGINT, on_term)
+def dump():
+    with open(stats_path + ".tmp", "w") as f:
+        for d in links.values():
+            f.write("%s pkts=%d bytes=%d queue_drops=%d write_drops=%d max_queue=%d\n"
+                    % (d.name, d.pkts, d.bytes, d.drops, d.wdrops, d.maxq))
+    os.replace(stats_path + ".tmp", stats_path)
+print("ready", flush=True)
+last_dump = time.monotonic()
+while not stop:
+    now = time.monotonic()
+    nxt = None
+    for d in links.values():
+        q = d.q
+        while q and q[0][0] <= now:
+            try:
+                os.write(d.out, q.popleft()[1])
+            except OSError:
+                d.wdrops += 1
+        if q and (nxt is None or q[0][0] < nxt):
+            nxt = q[0][0]
+    timeout = 0.5 if nxt is None else max(0.0, nxt - now)
+    try:
+        ready, _, _ = select.select([a, b], [], [], timeout)
+    except InterruptedError:
+        continue
+    now = time.monotonic()
+    for fd in ready:
+        d = links[fd]
+        for _ in range(256):
+            try:
+                pkt = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if len(d.q) >= limit:
+                d.drops += 1
+                continue
+            start = d.free_at if d.free_at > now else now
+            d.free_at = start + (len(pkt) + FRAMING) / rate
+            d.q.append((d.free_at + delay, pkt))
+            d.pkts += 1; d.bytes += len(pkt)
+            if len(d.q) > d.maxq: d.maxq = len(d.q)
+    if now - last_dump >= 1.0:
+        dump(); last_dump = now
+dump()
+'
+
+link_tun() {
+    : >"$work/emulator.out"
+    python3 -c "$EMU_PY" "$NS_A" "$TUN_A" "$NS_B" "$TUN_B" "$delay_ms" "$rate_mbit" \
+        "$limit_pkts" "$work/emulator.stats" >"$work/emulator.out" 2>"$work/emulator.err" &
+    emu_pid=$!
+    pids+=("$emu_pid")
+    for _ in $(seq 100); do
+        grep -q ready "$work/emulator.out" 2>/dev/null && break
+        kill -0 "$emu_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    grep -q ready "$work/emulator.out" ||
+        die "the link emulator did not start: $(tail -n 5 "$work/emulator.err")"
+    # txqueuelen: the kernel-to-emulator queue of each TUN device; it must not be the
+    # bottleneck (the emulator applies the netem limit itself).
+    in_a ip addr add "$ADDR_A/24" dev "$TUN_A"
+    in_b ip addr add "$ADDR_B/24" dev "$TUN_B"
+    in_a ip link set "$TUN_A" mtu 1500 txqueuelen "$limit_pkts" up
+    in_b ip link set "$TUN_B" mtu 1500 txqueuelen "$limit_pkts" up
+}
+
+mkdir -p "$work"
+work=$(readlink -f "$work")
+link_desc=""
+why_tun="--emulator tun"
+if [[ "$emulator" != tun ]]; then
+    log "trying veth pair $VETH_A <-> $VETH_B with tc qdisc add dev <veth> root $netem (both ends)"
+    if netem_err=$(link_netem); then
+        emulator=netem
+        link_desc="veth pair; on each end: tc qdisc … root $netem"
+    elif [[ "$emulator" == netem ]]; then
+        die "tc netem failed: $netem_err (is sch_netem built into this kernel? try --emulator tun)"
+    else
+        log "tc netem unavailable ($netem_err); using the userspace TUN link emulator instead"
+        emulator=tun
+        why_tun="tc netem unavailable: ${netem_err//$'\n'/ }"
+    fi
+fi
+if [[ "$emulator" == tun ]]; then
+    log "TUN devices $TUN_A ($NS_A) and $TUN_B ($NS_B) joined by a userspace link emulator"
+    link_tun
+    link_desc="TUN pair + userspace emulator ($why_tun); each direction: \
+delay ${delay_ms}ms rate ${rate_mbit}mbit (+14 B framing/packet) limit $limit_pkts, MTU 1500"
+fi
+log "link: $link_desc"
+
+# Round-trip time: ping if installed, else the time a TCP connect to a closed port takes to
+# be refused (SYN out, RST back: one round trip).
+RTT_PY='
+import socket, statistics, sys, time
+v = []
+for _ in range(5):
+    s = socket.socket(); s.settimeout(5); t0 = time.monotonic()
+    try:
+        s.connect((sys.argv[1], int(sys.argv[2])))
+    except ConnectionRefusedError:
+        v.append((time.monotonic() - t0) * 1e3)
+    finally:
+        s.close()
+print("%.1f" % statistics.median(v) if v else "")
+'
+if in_a sh -c 'command -v ping' >/dev/null 2>&1; then
+    rtt_how="ping"
+    rtt=$(in_a ping -c 3 -i 0.2 -q "$ADDR_B" 2>/dev/null |
+        awk -F/ '/^rtt|^round-trip/ {print $5}') || true
+else
+    rtt_how="TCP connect to a closed port, median of 5"
+    rtt=$(in_a python3 -c "$RTT_PY" "$ADDR_B" 9) || true
+fi
+[[ -n "$rtt" ]] || die "no reply from $ADDR_B over the emulated link ($rtt_how)"
+log "RTT ${rtt} ms ($rtt_how; expected ~$((2 * delay_ms)) ms)"
 
 sysctl_report() {
     local ns=$1
@@ -229,8 +398,6 @@ log "host: $sys_core"
 # The file and the homes
 # ---------------------------------------------------------------------------------------------
 
-mkdir -p "$work"
-work=$(readlink -f "$work")
 [[ -n "$bigfile" ]] || bigfile="$work/cache/bigfile-$scale-seed$seed"
 if [[ -f "$bigfile" ]]; then
     size=$(stat -c %s "$bigfile")
@@ -370,7 +537,7 @@ kill "$sampler_pid" 2>/dev/null || true
 wall=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f", b - a}')
 
 read -r wire_out wire_in < <(awk -F'[:/]' '/^wire bytes out \/ in/ {gsub(/ /, ""); print $3, $4}' \
-    "$work/sync.out" | tr -d ' ') || true
+    "$work/sync.out") || true
 [[ -n "${wire_out:-}" ]] || die "no 'wire bytes out / in' line in ferry sync --stats output:
 $(cat "$work/sync.out")"
 
@@ -382,10 +549,16 @@ log "verified: $dst/bigfile is identical to the source"
 # Report
 # ---------------------------------------------------------------------------------------------
 
-ss_summary=$(awk '
+ss_summary=$(awk -v start="$start" '
+    /^@ / { t = $2 }
     /^A / && /cwnd:/ {
         a++
         for (i = 1; i <= NF; i++) {
+            if ($i ~ /^bytes_acked:/) {
+                split($i, x, ":")
+                if (x[2] > 1048576 && !ft) { ft = t; fa = x[2] }
+                lt = t; la = x[2]
+            }
             if ($i ~ /^cwnd:/) { split($i, x, ":"); if (x[2] + 0 > cwnd) cwnd = x[2] + 0 }
             if ($i ~ /^rwnd_limited:/) rl = $i
             if ($i ~ /^sndbuf_limited:/) sl = $i
@@ -403,7 +576,17 @@ ss_summary=$(awk '
     END {
         printf "samples=%d max_cwnd=%s pkts sender: %s %s %s sndbuf=%s B avg_notsent=%s B; receiver: rcvbuf=%s B rcv_space=%s B",
             a, cwnd, busy, rl, sl, tb, (nsn ? int(ns / nsn) : "-"), rb, rs
+        if (ft && lt > ft)
+            printf "\n           first MiB acked %.1f s after the sync started; from then on %.1f Mbit/s (bytes_acked over %.0f s)",
+                ft - start, (la - fa) * 8 / (lt - ft) / 1e6, lt - ft
     }' "$work/ss.log")
+
+emu_stats=""
+if [[ "$emulator" == tun && -f "$work/emulator.stats" ]]; then
+    kill -TERM "$emu_pid" 2>/dev/null || true
+    wait "$emu_pid" 2>/dev/null || true
+    emu_stats=$(paste -sd';' "$work/emulator.stats" | sed 's/;/; /')
+fi
 
 report=$(awk -v out="$wire_out" -v in_="$wire_in" -v wall="$wall" -v size="$size" \
     -v link="$rate_mbit" -v base="$base_mbit" -v iperf="$iperf_mbit" -v target="$TARGET_PCT" '
@@ -411,8 +594,8 @@ BEGIN {
     rate = out * 8 / wall / 1e6
     good = size * 8 / wall / 1e6
     pct = 100 * rate / link
-    printf "bytes transferred (wire out / in):   %d / %d\n", out, in_
-    printf "file size:                           %d (wire overhead %.2f%%)\n", size, 100 * (out - size) / size
+    printf "bytes transferred (wire out / in):   %.0f / %.0f\n", out, in_
+    printf "file size:                           %.0f (wire overhead %.2f%%)\n", size, 100 * (out - size) / size
     printf "wall time (ferry sync):              %.3f s\n", wall
     printf "achieved rate (wire out):            %.1f Mbit/s  (goodput %.1f Mbit/s)\n", rate, good
     printf "vs the %d Mbit/s link:              %.1f%%   target >= %d%%   %s\n", link, pct, target, (pct >= target ? "PASS" : "MISS")
@@ -424,8 +607,9 @@ BEGIN {
 cat <<EOF
 
 ==== wan_bench: ferry over an emulated WAN ====
-link:      veth $NS_A ($ADDR_A) <-> $NS_B ($ADDR_B); on each end: $netem
-           ping RTT ${rtt} ms
+link:      $NS_A ($ADDR_A) <-> $NS_B ($ADDR_B): $link_desc
+           RTT ${rtt} ms ($rtt_how)${emu_stats:+
+emulator:  $emu_stats}
 sysctl:    $NS_A: $sys_a
            $NS_B: $sys_b
            host: $sys_core
@@ -437,6 +621,9 @@ tcp:       $ss_summary
            (ss -tinm every second: $work/ss.log)
 
 $report
+
+ferry sync --stats:
+$(sed 's/^/  /' "$work/sync.out")
 EOF
 
 if [[ $keep -eq 1 ]]; then

@@ -21,7 +21,7 @@ use ferry_node::remote::codec::{read_frame, write_frame};
 use ferry_node::remote::identity::Identity;
 use ferry_node::remote::nodeid::NodeId;
 use ferry_node::remote::protocol::{
-    Frame, Hello, IndexPart, Open, Opened, Refusal, MAX_FRAME, PROTOCOL_VERSION,
+    Frame, Hello, IndexPart, Open, Opened, Refusal, MAX_FRAME, MAX_GREETING, PROTOCOL_VERSION,
 };
 use ferry_node::remote::tls;
 use tempfile::TempDir;
@@ -689,7 +689,10 @@ fn garbage_after_the_handshake_is_a_protocol_error() {
 fn a_frame_over_the_size_limit_is_refused_before_its_body() {
     let fix = Fixture::new();
     let over = u32::try_from(MAX_FRAME + 1).expect("the limit fits in a prefix");
-    for (stage, len) in [(Stage::Connected, u32::MAX), (Stage::Opened, over)] {
+    for (stage, len, limit) in [
+        (Stage::Connected, u32::MAX, MAX_GREETING),
+        (Stage::Opened, over, MAX_FRAME),
+    ] {
         let mark = fix.log_mark();
         let closed = block_on(async {
             let mut s = fix.at(stage).await;
@@ -698,7 +701,7 @@ fn a_frame_over_the_size_limit_is_refused_before_its_body() {
             until_closed(&mut s).await
         });
         eprintln!("announcing {len} bytes ({stage:?}): {closed:?}");
-        let needle = format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit");
+        let needle = format!("frame of {len} bytes is over the {limit}-byte limit");
         closed.assert_refused(&needle);
         fix.wait_log_since(mark, &format!("protocol error: {needle}"));
     }

@@ -1,7 +1,9 @@
 //! Remote links that drop and come back, all in one process: a server, a live source and a
 //! TCP proxy the test can cut, in one actix system on 127.0.0.1. A transfer cut halfway is
 //! finished from what already arrived, a reconnected link resends only what the target has
-//! not acknowledged, and a folder one node is sending to is refused to another as busy.
+//! not acknowledged, a folder one node is sending to is refused to another as busy, a link
+//! gone silent (no TCP error, only no bytes) is noticed by its keepalive and comes back, and
+//! a one-shot sync to an address that accepts but never answers fails in bounded time.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -54,6 +56,21 @@ const LINK: LinkOptions = LinkOptions {
     max_backoff: Duration::from_millis(500),
 };
 
+/// Shorter still, for the client of the silent-link tests: a silent peer is dropped after
+/// a second, and a connection attempt that gets no answer fails after a second.
+const FAST_LINK: LinkOptions = LinkOptions {
+    keepalive: Duration::from_millis(200),
+    timeout: Duration::from_secs(1),
+    connect_timeout: Duration::from_secs(1),
+    ..LINK
+};
+
+/// How long a silent link may take to be noticed, re-established and to carry a change.
+const SILENT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a one-shot sync to an address that never answers may take to fail.
+const UNANSWERED_DEADLINE: Duration = Duration::from_secs(20);
+
 // ---------------------------------------------------------------------------------------------
 // A proxy that can cut its connections
 // ---------------------------------------------------------------------------------------------
@@ -67,16 +84,29 @@ struct ProxyCounts {
     accepted: AtomicU64,
     /// Connections cut (by [`Proxy::cut_all`] or by the automatic cut).
     cut: AtomicU64,
+    /// Connections that have stopped forwarding after [`Proxy::freeze_all`].
+    frozen: AtomicU64,
+}
+
+/// What the test tells the open connections of a [`Proxy`].
+#[derive(Clone, Copy, Debug)]
+enum Command {
+    /// Drop both sockets.
+    Cut,
+    /// Keep both sockets open but forward nothing more, either way.
+    Freeze,
 }
 
 /// Forwards every connection it accepts to the server, counting what goes towards it; the
-/// test can cut every open connection at once, and the first connection can be cut on its
-/// own once it has carried a given number of bytes. Cutting drops both sockets, as a
-/// network failure would, without any close message of the protocol or of TLS.
+/// test can cut or freeze every open connection at once, and the first connection can be
+/// cut on its own once it has carried a given number of bytes. Cutting drops both sockets,
+/// as a network failure would, without any close message of the protocol or of TLS;
+/// freezing keeps them open and silent, as a peer that hangs or a path that black-holes
+/// packets would: no error ever shows on either side, only the silence.
 struct Proxy {
     addr: SocketAddr,
     counts: Arc<ProxyCounts>,
-    cut: broadcast::Sender<()>,
+    commands: broadcast::Sender<Command>,
 }
 
 impl Proxy {
@@ -88,8 +118,8 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("the proxy cannot listen: {e}"));
         let addr = listener.local_addr().expect("the proxy's address");
         let counts = Arc::new(ProxyCounts::default());
-        let (cut, _) = broadcast::channel(4);
-        let (c, cut_tx) = (counts.clone(), cut.clone());
+        let (commands, _) = broadcast::channel(4);
+        let (c, commands_tx) = (counts.clone(), commands.clone());
         actix::spawn(async move {
             loop {
                 let client = match listener.accept().await {
@@ -100,22 +130,51 @@ impl Proxy {
                 };
                 let first = c.accepted.fetch_add(1, Ordering::Relaxed) == 0;
                 let limit = cut_first_after.filter(|_| first);
+                // Subscribed here, before the next accept: a command reaches exactly the
+                // connections accepted before it was sent.
                 actix::spawn(forward(
                     client,
                     server,
                     limit,
-                    cut_tx.subscribe(),
+                    commands_tx.subscribe(),
                     c.clone(),
                 ));
             }
         });
-        Proxy { addr, counts, cut }
+        Proxy {
+            addr,
+            counts,
+            commands,
+        }
     }
 
     /// Cuts every connection open now; later ones are not affected.
     fn cut_all(&self) {
         // No receiver means no connection open: nothing to cut.
-        let _ = self.cut.send(());
+        let _ = self.commands.send(Command::Cut);
+    }
+
+    /// Freezes every connection open now, and returns once all of them have stopped
+    /// forwarding (bytes read from a socket before that may still be delivered; none read
+    /// after). Later connections are forwarded normally. Returns how many were frozen.
+    async fn freeze_all(&self) -> u64 {
+        let before = get(&self.counts.frozen);
+        // The number of receivers is the number of connections open now.
+        let open = self.commands.send(Command::Freeze).unwrap_or(0) as u64;
+        wait_until(
+            SMALL_DEADLINE,
+            &format!("the proxy's {open} open connection(s) are frozen"),
+            || match get(&self.counts.frozen) - before {
+                n if n >= open => Ok(()),
+                n => Err(format!("{n} of {open} frozen")),
+            },
+        )
+        .await;
+        open
+    }
+
+    fn accepted(&self) -> u64 {
+        get(&self.counts.accepted)
     }
 
     fn c2s(&self) -> u64 {
@@ -128,12 +187,13 @@ impl Proxy {
 }
 
 /// Carries one connection both ways until both sides have closed it, or until it is cut:
-/// by `cut`, or once `limit` bytes went towards the server.
+/// by a command, or once `limit` bytes went towards the server. A frozen connection stops
+/// carrying anything but keeps both sockets open until it is cut or the test ends.
 async fn forward(
     client: TcpStream,
     server: SocketAddr,
     limit: Option<u64>,
-    mut cut: broadcast::Receiver<()>,
+    mut commands: broadcast::Receiver<Command>,
     counts: Arc<ProxyCounts>,
 ) {
     let Ok(upstream) = TcpStream::connect(server).await else {
@@ -169,17 +229,30 @@ async fn forward(
         let _ = cw.shutdown().await;
     };
     tokio::pin!(up, down);
-    let (mut up_done, mut down_done) = (false, false);
+    let (mut up_done, mut down_done, mut frozen) = (false, false, false);
     let was_cut = loop {
         tokio::select! {
-            _ = cut.recv() => break true,
-            limited = &mut up, if !up_done => {
+            // Commands first, so that nothing more is carried once a freeze is seen.
+            biased;
+            command = commands.recv() => match command {
+                Ok(Command::Freeze) => {
+                    if !frozen {
+                        frozen = true;
+                        counts.frozen.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // A cut, or the proxy is gone.
+                Ok(Command::Cut) | Err(_) => break true,
+            },
+            // Not polled once frozen: both sockets stay open, and nothing is read or
+            // written any more.
+            limited = &mut up, if !up_done && !frozen => {
                 if limited {
                     break true;
                 }
                 up_done = true;
             }
-            () = &mut down, if !down_done => down_done = true,
+            () = &mut down, if !down_done && !frozen => down_done = true,
         }
         if up_done && down_done {
             break false;
@@ -287,11 +360,20 @@ impl Nodes {
     /// Starts mirroring SRC live to the server through the proxy, as `client`, never
     /// giving up on the link.
     fn mirror(&self, stats: &Arc<Stats>) -> Addr<FolderSupervisor> {
+        self.mirror_with(LINK, stats)
+    }
+
+    /// [`Nodes::mirror`] with the client's link timed by `link` (the server keeps
+    /// [`LINK`]).
+    fn mirror_with(&self, link: LinkOptions, stats: &Arc<Stats>) -> Addr<FolderSupervisor> {
         let retry = Retry {
             first: true,
             max_failures: None,
         };
-        let spec = self.spec(&self.client, self.proxy.addr, retry, stats);
+        let spec = RemoteSpec {
+            link,
+            ..self.spec(&self.client, self.proxy.addr, retry, stats)
+        };
         let watch = WatchOptions {
             // A missed event should show as a failure, not be repaired by a rescan.
             rescan_every: None,
@@ -587,6 +669,149 @@ async fn a_second_peer_cannot_take_a_busy_folder() {
         get(&stats.reconnects),
         0,
         "node A's link should not have been dropped for node B"
+    );
+    eprintln!("test took {:?}", t0.elapsed());
+}
+
+#[actix_rt::test]
+async fn a_silent_server_is_noticed_and_the_link_comes_back() {
+    let t0 = Instant::now();
+    let nodes = Nodes::start(
+        |src| {
+            write(&src.join("a.txt"), "before the freeze\n");
+            write(&src.join("sub/b.txt"), "another small file\n");
+            write(&src.join("sub/c.bin"), pseudo_random(5000, 3));
+        },
+        None,
+    )
+    .await;
+    let stats = Arc::new(Stats::default());
+    let sup = nodes.mirror_with(FAST_LINK, &stats);
+    nodes
+        .wait_mirror(&sup, SMALL_DEADLINE, "after the initial sync", always)
+        .await;
+    // Once acknowledged, the link is idle: only keepalives go over it.
+    wait_until(
+        SMALL_DEADLINE,
+        "the target acknowledges the initial sync",
+        || match get(&stats.applied_seq) {
+            0 => Err("nothing acknowledged yet".into()),
+            _ => Ok(()),
+        },
+    )
+    .await;
+    let reconnects = get(&stats.reconnects);
+    assert_eq!(
+        reconnects, 0,
+        "the link should not have dropped before the freeze: the client pings every {:?} \
+         and the server answers every ping",
+        FAST_LINK.keepalive
+    );
+    let accepted = nodes.proxy.accepted();
+
+    // From here on the connection carries nothing either way, and no error ever shows on
+    // it: only the client's keepalive timeout can tell it is dead.
+    let frozen = nodes.proxy.freeze_all().await;
+    let frozen_at = Instant::now();
+    assert_eq!(frozen, 1, "the proxy should have frozen the one open link");
+    write(
+        &nodes.src.join("a.txt"),
+        "changed while the link is frozen\n",
+    );
+    nodes
+        .wait_mirror(
+            &sup,
+            SILENT_DEADLINE,
+            "after the link went silent and a change",
+            always,
+        )
+        .await;
+
+    eprintln!(
+        "converged {:?} after the freeze; reconnects {}, proxy connections {} (were {accepted})",
+        frozen_at.elapsed(),
+        get(&stats.reconnects),
+        nodes.proxy.accepted()
+    );
+    assert!(
+        get(&stats.reconnects) >= 1,
+        "the client should have noticed the silent link and reconnected"
+    );
+    assert!(
+        nodes.proxy.accepted() > accepted,
+        "the change should have come over a new connection"
+    );
+    eprintln!("test took {:?}", t0.elapsed());
+}
+
+#[actix_rt::test]
+async fn an_unresponsive_address_fails_a_one_shot_sync_in_bounded_time() {
+    let t0 = Instant::now();
+    let nodes = Nodes::start(|src| write(&src.join("a.txt"), "never sent\n"), None).await;
+
+    // Accepts every connection and holds it, never reading or writing a byte: the TCP
+    // connect succeeds, the TLS handshake never gets an answer.
+    let silent = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("the silent listener cannot listen: {e}"));
+    let silent_addr = silent.local_addr().expect("the silent listener's address");
+    let held = Arc::new(AtomicU64::new(0));
+    let held_count = held.clone();
+    actix::spawn(async move {
+        let mut sockets = Vec::new();
+        loop {
+            match silent.accept().await {
+                Ok((socket, _)) => {
+                    sockets.push(socket);
+                    held_count.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return eprintln!("the silent listener stops accepting: {e}"),
+            }
+        }
+    });
+
+    let stats = Arc::new(Stats::default());
+    let retry = Retry {
+        first: false,
+        max_failures: Some(1),
+    };
+    let spec = RemoteSpec {
+        link: FAST_LINK,
+        ..nodes.spec(&nodes.client, silent_addr, retry, &stats)
+    };
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        UNANSWERED_DEADLINE,
+        run_sync_to(
+            job(&nodes.src),
+            &TargetSpec::Linked(spec.connector()),
+            stats,
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "a one-shot sync to an address that never answers was still running after \
+             {UNANSWERED_DEADLINE:?}, with a connect timeout of {:?}",
+            FAST_LINK.connect_timeout
+        )
+    });
+    let took = started.elapsed();
+    let err = match outcome {
+        Ok(report) => panic!(
+            "a one-shot sync to an address that never answers succeeded: {:?}",
+            report.stats
+        ),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("failed after {took:?}: {err}");
+    assert!(
+        get(&held) >= 1,
+        "the sync should have connected to the silent listener"
+    );
+    assert!(
+        err.contains("no answer within"),
+        "the sync should fail for want of an answer, got: {err}"
     );
     eprintln!("test took {:?}", t0.elapsed());
 }

@@ -260,7 +260,9 @@ impl RemoteTarget {
                     folder: self.folder().clone(),
                     reason,
                 });
-            return ctx.stop();
+            // No reconnection: what the Sender still sends is dropped until the pipeline,
+            // told of the failure, stops or restarts.
+            return;
         }
         let delay = backoff(&self.spec.link, self.failures);
         tracing::warn!(folder = %self.folder(), attempt = self.failures, "link to {url} down: {}; retrying in {delay:?}", why.reason);
@@ -328,9 +330,13 @@ async fn handshake(spec: &RemoteSpec, epoch: u64) -> Result<(Stream, Seq), LinkD
         .await
         .map_err(|e| LinkDown::transient(e.to_string()))?;
     stream.flush().await.map_err(tls_failure)?;
-    match read_frame(&mut stream, MAX_FRAME).await {
-        Ok(Some(Frame::Opened(o))) if o.folder == url.folder => Ok((stream, o.applied)),
-        other => Err(unexpected(other, "Opened")),
+    // The server may ping while it waits for an earlier session of this node to end.
+    loop {
+        match read_frame(&mut stream, MAX_FRAME).await {
+            Ok(Some(Frame::Ping(_) | Frame::Pong(_))) => continue,
+            Ok(Some(Frame::Opened(o))) if o.folder == url.folder => return Ok((stream, o.applied)),
+            other => return Err(unexpected(other, "Opened")),
+        }
     }
 }
 
@@ -427,13 +433,19 @@ async fn read_loop(
     }
 }
 
-/// Writes queued frames, flushing when the queue runs dry, and pings when idle. A
-/// refusal is the last frame: the stream is shut down after it.
+/// Frames written before a flush, at most (a full queue still flushes regularly).
+const FRAMES_PER_FLUSH: usize = 16;
+
+/// Writes queued frames, flushing when the queue runs dry, and pings when idle. A peer
+/// that takes no bytes for `link.timeout` is dead (a slow link that keeps taking bytes is
+/// not). A refusal is the last frame: the stream is shut down after it.
 pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
-    mut w: W,
+    w: W,
     mut rx: mpsc::Receiver<Frame>,
     link: LinkOptions,
 ) -> LinkDown {
+    let mut w = Progress::new(w);
+    let stamp = w.stamp.clone();
     let mut pings = 0u64;
     loop {
         let next = tokio::time::timeout(link.keepalive, rx.recv()).await;
@@ -449,10 +461,14 @@ pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
                 Frame::Ping(pings)
             }
         };
-        let written = tokio::time::timeout(link.timeout, async {
+        stamp.touch();
+        let batch = async {
             let mut last = matches!(frame, Frame::Refused(_));
             write_frame(&mut w, &frame).await?;
-            while !last {
+            for _ in 1..FRAMES_PER_FLUSH {
+                if last {
+                    break;
+                }
                 let Ok(f) = rx.try_recv() else { break };
                 last = matches!(f, Frame::Refused(_));
                 write_frame(&mut w, &f).await?;
@@ -462,16 +478,91 @@ pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
                 w.shutdown().await?;
             }
             Ok::<_, super::codec::FrameError>(last)
-        })
-        .await;
+        };
+        tokio::pin!(batch);
+        let written = loop {
+            tokio::select! {
+                r = &mut batch => break Some(r),
+                _ = tokio::time::sleep(link.timeout / 4) => {
+                    if stamp.idle() > link.timeout {
+                        break None;
+                    }
+                }
+            }
+        };
         match written {
-            Ok(Ok(true)) => return LinkDown::permanent("refused the peer"),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => return LinkDown::transient(format!("cannot send: {e}")),
-            Err(_) => {
-                return LinkDown::transient(format!("the peer took no data for {:?}", link.timeout))
+            Some(Ok(true)) => return LinkDown::permanent("refused the peer"),
+            Some(Ok(false)) => {}
+            Some(Err(super::codec::FrameError::TooLarge { len, max })) => {
+                return LinkDown::permanent(format!(
+                    "a message of {len} bytes is over the {max}-byte frame limit (a file too large for this version's chunk lists?)"
+                ))
+            }
+            Some(Err(e)) => return LinkDown::transient(format!("cannot send: {e}")),
+            None => {
+                return LinkDown::transient(format!(
+                    "the peer took no data for {:?}",
+                    link.timeout
+                ))
             }
         }
+    }
+}
+
+/// When a writer last made progress.
+#[derive(Clone)]
+struct Stamp(Arc<std::sync::Mutex<std::time::Instant>>);
+
+impl Stamp {
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+}
+
+/// A writer that stamps the time of every write that takes bytes.
+struct Progress<W> {
+    inner: W,
+    stamp: Stamp,
+}
+
+impl<W> Progress<W> {
+    fn new(inner: W) -> Self {
+        Progress {
+            inner,
+            stamp: Stamp(Arc::new(std::sync::Mutex::new(std::time::Instant::now()))),
+        }
+    }
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Progress<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.stamp.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

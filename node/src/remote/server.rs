@@ -25,10 +25,18 @@ use super::identity::Identity;
 use super::metered::Metered;
 use super::nodeid::NodeId;
 use super::parts::{IndexJoiner, MAX_INDEX_ENTRIES};
-use super::protocol::{Frame, Hello, Open, Opened, Refusal, MAX_FRAME, PROTOCOL_VERSION};
+use super::protocol::{
+    Frame, Hello, Open, Opened, Refusal, MAX_FRAME, MAX_GREETING, PROTOCOL_VERSION,
+};
 use super::tls;
 
 type Stream = TlsStream<Metered<TcpStream>>;
+
+/// How long a reconnecting node waits for its earlier session to end.
+const HANDOVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The largest index update (all its parts) accepted, in encoded bytes.
+const MAX_INDEX_BYTES: u64 = 1 << 30;
 
 /// A folder this node receives into.
 #[derive(Clone, Debug)]
@@ -201,7 +209,7 @@ impl Server {
                 reason
             }
         };
-        let greeting = tokio::time::timeout(link.connect_timeout, read_frame(&mut r, MAX_FRAME));
+        let greeting = tokio::time::timeout(link.connect_timeout, read_frame(&mut r, MAX_GREETING));
         match greeting.await {
             Ok(Ok(Some(Frame::Hello(h)))) if h.version == PROTOCOL_VERSION => {}
             Ok(Ok(Some(Frame::Hello(h)))) => {
@@ -296,11 +304,17 @@ impl Server {
         tracing::info!(folder = %open.folder, node = %peer, resume = resumed_from.map(|s| s.0), "folder opened");
 
         let mut joiner = IndexJoiner::new(MAX_INDEX_ENTRIES);
+        let mut joined_bytes = 0u64;
+        let mut writer = writer;
         let ended = loop {
             let frame = tokio::select! {
                 f = tokio::time::timeout(link.timeout, read_frame(&mut r, MAX_FRAME)) => f,
                 _ = stop_rx.recv() => break Ended::closed("the same node connected again"),
                 Some(why) = fatal_rx.recv() => break Ended { reason: why, tainted: true },
+                w = &mut writer => {
+                    let why = w.map_or_else(|e| e.to_string(), |d| d.reason);
+                    break Ended::closed(format!("cannot send to the peer: {why}"));
+                }
             };
             let frame = match frame {
                 Ok(Ok(Some(f))) => f,
@@ -309,15 +323,27 @@ impl Server {
             };
             let folder_ok = |f: &FolderId| f == &open.folder;
             let delivered = match frame {
-                Frame::Index(part) if folder_ok(&part.delta.folder) => match joiner.push(part) {
-                    Ok(Some(delta)) => applier.send(delta).await,
-                    Ok(None) => Ok(()),
-                    Err(e) => break Ended::protocol(e.to_string()),
-                },
+                Frame::Index(part) if folder_ok(&part.delta.folder) => {
+                    joined_bytes += ferry_actors::wire::encoded_len(&part);
+                    if joined_bytes > MAX_INDEX_BYTES {
+                        break Ended::protocol(format!(
+                            "an index update of more than {MAX_INDEX_BYTES} bytes"
+                        ));
+                    }
+                    if !part.more {
+                        joined_bytes = 0;
+                    }
+                    match joiner.push(part) {
+                        Ok(Some(delta)) => applier.send(delta).await,
+                        Ok(None) => Ok(()),
+                        Err(e) => break Ended::protocol(e.to_string()),
+                    }
+                }
                 Frame::Chunks(d) if folder_ok(&d.folder) => applier.send(d).await,
                 Frame::Groups(g) if folder_ok(&g.folder) => applier.send(g).await,
                 Frame::Ping(n) => {
-                    let _ = tx.send(Frame::Pong(n)).await;
+                    // A full queue is traffic enough: the peer hears from us anyway.
+                    let _ = tx.try_send(Frame::Pong(n));
                     Ok(())
                 }
                 Frame::Pong(_) => Ok(()),
@@ -345,9 +371,10 @@ impl Server {
             }
         };
         if ended.tainted {
+            // The peer broke the protocol or the target failed: retrying the same cannot help.
             let _ = tx
                 .send(Frame::Refused(Refusal {
-                    permanent: false,
+                    permanent: true,
                     reason: ended.reason.clone(),
                 }))
                 .await;
@@ -367,11 +394,10 @@ impl Server {
             }
         }
         release(slot, id, done_tx).await;
-        if ended.tainted {
-            let _ = tokio::time::timeout(link.timeout, writer).await;
-        } else {
-            writer.abort();
+        if ended.tainted && !writer.is_finished() {
+            let _ = tokio::time::timeout(link.timeout, &mut writer).await;
         }
+        writer.abort();
         tracing::info!(folder = %open.folder, node = %peer, "folder closed: {}", ended.reason);
         if ended.tainted {
             Err(ended)
@@ -418,27 +444,34 @@ async fn claim(
                     slot.folder.name, a.peer
                 ))
             }
-            _ => active.take(),
+            // This session holds the folder from now on, also while the earlier one ends:
+            // nobody else starts an Applier on it meanwhile.
+            _ => active.replace(Active {
+                id,
+                peer,
+                stop,
+                done,
+            }),
         }
     };
     if let Some(mut old) = previous {
         tracing::info!(folder = %slot.folder.name, node = %peer, "the node reconnected: ending its earlier session");
         let _ = old.stop.try_send(());
-        let _ = old.done.wait_for(|d| *d).await;
+        let ended = tokio::time::timeout(HANDOVER_DEADLINE, old.done.wait_for(|d| *d))
+            .await
+            .is_ok();
+        if !ended {
+            let mut active = slot.active.lock().await;
+            if active.as_ref().is_some_and(|a| a.id == id) {
+                // Put the earlier session back: it still owns the target.
+                *active = Some(old);
+            }
+            return Err(format!(
+                "folder {} is busy: the node's earlier session has not ended within {HANDOVER_DEADLINE:?}",
+                slot.folder.name
+            ));
+        }
     }
-    let mut active = slot.active.lock().await;
-    if let Some(a) = active.as_ref() {
-        return Err(format!(
-            "folder {} is busy: node {} is sending to it",
-            slot.folder.name, a.peer
-        ));
-    }
-    *active = Some(Active {
-        id,
-        peer,
-        stop,
-        done,
-    });
     Ok(())
 }
 
@@ -550,7 +583,12 @@ impl Handler<Applied> for Outbound {
 impl Handler<ApplyFailed> for Outbound {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, msg: ApplyFailed, _: &mut Self::Context) -> Self::Result {
-        let _ = self.fatal.try_send(msg.reason.clone());
-        self.queue(Frame::ApplyFailed(msg))
+        // The failure reaches the peer before the session ends with a refusal.
+        let (tx, fatal) = (self.tx.clone(), self.fatal.clone());
+        Box::pin(async move {
+            let reason = msg.reason.clone();
+            let _ = tx.send(Frame::ApplyFailed(msg)).await;
+            let _ = fatal.try_send(reason);
+        })
     }
 }
