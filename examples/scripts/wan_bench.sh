@@ -38,6 +38,7 @@ ADDR_B=10.77.0.2
 PORT=7700               # ferry serve
 BASE_PORT=7701          # the plain-TCP baseline
 IPERF_PORT=7702
+RSYNC_PORT=7703
 FOLDER=big
 TARGET_PCT=85           # ferry's rate must reach this % of the nominal link rate
 
@@ -53,6 +54,8 @@ limit_pkts=10000
 work=/tmp/ferry-wan
 tools=/work/shared/bench
 bigfile=""
+tree=0
+with_rsync=0
 scale=full
 seed=1
 baseline_mib=256
@@ -70,6 +73,9 @@ OPTIONS:
   --bigfile PATH     the file to send: reused if it exists, else generated there with
                      gen_tree.py bigfile (default: WORK/cache/bigfile-SCALE-seedSEED)
   --scale full|small size of a generated file: 1 GiB (default) or 128 MiB (quick checks)
+  --tree             send the gen_tree.py tree instead (full: ~10,000 files / ~268 MiB;
+                     small: 1,000 files; cached in WORK/cache/tree-SCALE-seedSEED): shows
+                     what per-file round trips cost on a 50 ms path
   --seed N           gen_tree.py seed (default 1)
   --work DIR         working directory (default /tmp/ferry-wan); src/, dst/, homes and logs
                      live there; dst/ is removed at the end unless --keep
@@ -82,6 +88,7 @@ OPTIONS:
   --emulator KIND    netem (veth pair + tc netem), tun (TUN devices + userspace emulator),
                      or auto (default: netem if the kernel has it, else tun)
   --baseline-mib N   size of the plain-TCP baseline transfer (default 256)
+  --rsync            also time `rsync -a --delete` to an rsync daemon over the same link
   --keep             keep WORK/dst and the logs
   -h, --help         this help
 EOF
@@ -99,6 +106,8 @@ log() {
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --bigfile) bigfile=${2:?--bigfile needs a value}; shift 2 ;;
+        --tree) tree=1; shift ;;
+        --rsync) with_rsync=1; shift ;;
         --scale) scale=${2:?--scale needs a value}; shift 2 ;;
         --seed) seed=${2:?--seed needs a value}; shift 2 ;;
         --work) work=${2:?--work needs a value}; shift 2 ;;
@@ -115,6 +124,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
+[[ $tree -eq 0 || -z "$bigfile" ]] || die "--tree and --bigfile exclude each other"
 for n in "$seed" "$delay_ms" "$rate_mbit" "$limit_pkts" "$baseline_mib"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "expected a whole number, got '$n'"
 done
@@ -139,6 +149,9 @@ ip netns list >/dev/null 2>&1 ||
 command -v tc >/dev/null || die "'tc' (iproute2) not found; apt-get install -y iproute2"
 command -v python3 >/dev/null || die "python3 not found"
 [[ -f "$tools/gen_tree.py" ]] || die "$tools/gen_tree.py not found (pass --tools DIR)"
+[[ -f "$tools/mirror_equal.py" ]] || die "$tools/mirror_equal.py not found (pass --tools DIR)"
+[[ $with_rsync -eq 0 ]] || command -v rsync >/dev/null ||
+    die "--rsync: rsync not found; apt-get install -y rsync"
 
 if [[ -z "$ferry" ]]; then
     for c in "${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/release/ferry}" \
@@ -203,6 +216,21 @@ done
 
 in_a() { ip netns exec "$NS_A" "$@"; }
 in_b() { ip netns exec "$NS_B" "$@"; }
+
+# `run_fg OUT ERR CMD ARGS…` runs CMD with stdout to the file OUT and stderr to ERR, in the
+# background, and waits for it: bash runs a trap only between foreground commands, so a long
+# foreground command would hold off the cleanup on SIGTERM until it ends. (The redirections
+# are inside so that a trap running during the wait writes to the script's own stderr.)
+run_fg() {
+    local out=$1 err=$2
+    shift 2
+    "$@" >"$out" 2>"$err" &
+    local p=$! rc=0
+    pids+=("$p")
+    wait "$p" || rc=$?
+    unset 'pids[-1]'
+    return "$rc"
+}
 
 log "creating namespaces $NS_A and $NS_B"
 ip netns add "$NS_A"
@@ -395,31 +423,51 @@ log "$NS_B: $sys_b"
 log "host: $sys_core"
 
 # ---------------------------------------------------------------------------------------------
-# The file and the homes
+# The source and the homes
 # ---------------------------------------------------------------------------------------------
 
-[[ -n "$bigfile" ]] || bigfile="$work/cache/bigfile-$scale-seed$seed"
-if [[ -f "$bigfile" ]]; then
-    size=$(stat -c %s "$bigfile")
-    log "reusing $bigfile ($size bytes)"
-else
-    mkdir -p "$(dirname "$bigfile")"
-    log "generating $bigfile with gen_tree.py bigfile --scale $scale --seed $seed (once)…"
-    python3 "$tools/gen_tree.py" bigfile "$bigfile.tmp" --scale "$scale" --seed "$seed" >/dev/null
-    mv "$bigfile.tmp" "$bigfile"
-    size=$(stat -c %s "$bigfile")
-    [[ $size -eq $want_size ]] || die "gen_tree.py made $size bytes, expected $want_size"
-fi
-bigfile=$(readlink -f "$bigfile")
-
-src="$work/src"
 dst="$work/dst"
-rm -rf "$src" "$dst"
-mkdir -p "$src" "$dst"
-# SRC holds only the big file: a hard link if possible, else a copy.
-ln "$bigfile" "$src/bigfile" 2>/dev/null || cp "$bigfile" "$src/bigfile"
-# Warm the page cache so the disk is out of the measurement.
-cat "$src/bigfile" >/dev/null
+rm -rf "$dst"
+mkdir -p "$dst"
+if [[ $tree -eq 1 ]]; then
+    # The cached tree itself is SRC (ferry only reads it).
+    src="$work/cache/tree-$scale-seed$seed"
+    if [[ -d "$src" ]]; then
+        log "reusing the tree $src"
+    else
+        mkdir -p "$work/cache"
+        log "generating the tree $src with gen_tree.py tree --scale $scale --seed $seed (once)…"
+        rm -rf "$src.tmp"
+        python3 "$tools/gen_tree.py" tree "$src.tmp" --scale "$scale" --seed "$seed" >/dev/null
+        mv "$src.tmp" "$src"
+    fi
+    read -r nfiles size < <(find "$src" -type f -printf '%s\n' | awk '{n++; s += $1} END {print n, s}')
+    source_desc="$src ($nfiles files, $size bytes; gen_tree.py tree --scale $scale; page cache warm)"
+    # Warm the page cache so the disk is out of the measurement.
+    find "$src" -type f -exec cat {} + >/dev/null
+else
+    [[ -n "$bigfile" ]] || bigfile="$work/cache/bigfile-$scale-seed$seed"
+    if [[ -f "$bigfile" ]]; then
+        size=$(stat -c %s "$bigfile")
+        log "reusing $bigfile ($size bytes)"
+    else
+        mkdir -p "$(dirname "$bigfile")"
+        log "generating $bigfile with gen_tree.py bigfile --scale $scale --seed $seed (once)…"
+        python3 "$tools/gen_tree.py" bigfile "$bigfile.tmp" --scale "$scale" --seed "$seed" >/dev/null
+        mv "$bigfile.tmp" "$bigfile"
+        size=$(stat -c %s "$bigfile")
+        [[ $size -eq $want_size ]] || die "gen_tree.py made $size bytes, expected $want_size"
+    fi
+    bigfile=$(readlink -f "$bigfile")
+    src="$work/src"
+    rm -rf "$src"
+    mkdir -p "$src"
+    # SRC holds only the big file: a hard link if possible, else a copy.
+    ln "$bigfile" "$src/bigfile" 2>/dev/null || cp "$bigfile" "$src/bigfile"
+    source_desc="$bigfile ($size bytes, incompressible; page cache warm)"
+    # Warm the page cache so the disk is out of the measurement.
+    cat "$src/bigfile" >/dev/null
+fi
 
 home_a="$work/home-a"
 home_b="$work/home-b"
@@ -460,8 +508,10 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 grep -q ready "$work/baseline.recv" || die "the baseline receiver did not start"
-base_send_s=$(in_a python3 -c "$SEND_PY" "$ADDR_B" "$BASE_PORT" "$baseline_mib") ||
-    die "the baseline sender failed"
+run_fg "$work/baseline.send" "$work/baseline.err" \
+    in_a python3 -c "$SEND_PY" "$ADDR_B" "$BASE_PORT" "$baseline_mib" ||
+    die "the baseline sender failed: $(tail -n 5 "$work/baseline.err")"
+base_send_s=$(tail -n 1 "$work/baseline.send")
 wait "${pids[-1]}" || die "the baseline receiver failed"
 unset 'pids[-1]'
 read -r base_bytes base_recv_s < <(tail -n 1 "$work/baseline.recv")
@@ -474,9 +524,11 @@ if command -v iperf3 >/dev/null; then
     in_b iperf3 -s -1 -B "$ADDR_B" -p "$IPERF_PORT" >/dev/null 2>&1 &
     pids+=($!)
     sleep 0.5
-    if in_a iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -t 10 -J >"$work/iperf3.json" 2>&1; then
-        iperf_mbit=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f" % (d["end"]["sum_received"]["bits_per_second"]/1e6))' "$work/iperf3.json")
-        log "iperf3: $iperf_mbit Mbit/s received"
+    if run_fg "$work/iperf3.json" "$work/iperf3.err" \
+        in_a iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -t 10 -J; then
+        iperf_mbit=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f" % (d["end"]["sum_received"]["bits_per_second"]/1e6))' "$work/iperf3.json" 2>/dev/null) ||
+            iperf_mbit=""
+        log "iperf3: ${iperf_mbit:-?} Mbit/s received"
     else
         log "iperf3 failed (see $work/iperf3.json); continuing without it"
     fi
@@ -525,8 +577,8 @@ pids+=("$sampler_pid")
 url="ferry://$server_id@$ADDR_B:$PORT/$FOLDER"
 log "ferry sync --no-fsync --stats $src $url"
 start=$(date +%s.%N)
-if ! in_a "$ferry" sync --home "$home_a" --no-fsync --stats "$src" "$url" \
-    >"$work/sync.out" 2>"$work/sync.err"; then
+if ! run_fg "$work/sync.out" "$work/sync.err" \
+    in_a "$ferry" sync --home "$home_a" --no-fsync --stats "$src" "$url"; then
     die "ferry sync failed; its stderr:
 $(tail -n 20 "$work/sync.err")
 ferry serve's log:
@@ -541,9 +593,62 @@ read -r wire_out wire_in < <(awk -F'[:/]' '/^wire bytes out \/ in/ {gsub(/ /, ""
 [[ -n "${wire_out:-}" ]] || die "no 'wire bytes out / in' line in ferry sync --stats output:
 $(cat "$work/sync.out")"
 
-cmp -s "$src/bigfile" "$dst/bigfile" ||
-    die "VERIFICATION FAILED: $dst/bigfile differs from $src/bigfile"
-log "verified: $dst/bigfile is identical to the source"
+if [[ $tree -eq 1 ]]; then
+    python3 "$tools/mirror_equal.py" "$src" "$dst" >"$work/verify.out" 2>&1 ||
+        die "VERIFICATION FAILED: $dst differs from $src:
+$(head -n 20 "$work/verify.out")"
+else
+    cmp -s "$src/bigfile" "$dst/bigfile" ||
+        die "VERIFICATION FAILED: $dst/bigfile differs from $src/bigfile"
+fi
+log "verified: $dst is identical to the source"
+
+# ---------------------------------------------------------------------------------------------
+# rsync over the same link (--rsync)
+# ---------------------------------------------------------------------------------------------
+
+rsync_report=""
+if [[ $with_rsync -eq 1 ]]; then
+    dst_r="$work/dst-rsync"
+    rm -rf "$dst_r"
+    mkdir -p "$dst_r"
+    cat >"$work/rsyncd.conf" <<CONF
+# generated by wan_bench.sh
+log file = $work/rsyncd.log
+[bench]
+    path = $dst_r
+    use chroot = no
+    read only = no
+    uid = root
+    gid = root
+CONF
+    in_b rsync --daemon --no-detach --config="$work/rsyncd.conf" --address="$ADDR_B" \
+        --port="$RSYNC_PORT" </dev/null >/dev/null 2>"$work/rsyncd.err" &
+    pids+=($!)
+    for _ in $(seq 100); do
+        in_a bash -c "exec 3<>/dev/tcp/$ADDR_B/$RSYNC_PORT" 2>/dev/null && break
+        sleep 0.1
+    done
+    log "rsync -a --delete --stats $src/ rsync://$ADDR_B:$RSYNC_PORT/bench/"
+    r_start=$(date +%s.%N)
+    run_fg "$work/rsync.out" "$work/rsync.err" \
+        in_a rsync -a --delete --stats "$src/" "rsync://$ADDR_B:$RSYNC_PORT/bench/" ||
+        die "rsync failed: $(tail -n 20 "$work/rsync.err")"
+    r_end=$(date +%s.%N)
+    python3 "$tools/mirror_equal.py" "$src" "$dst_r" >"$work/verify-rsync.out" 2>&1 ||
+        die "rsync's copy $dst_r differs from $src: $(head -n 20 "$work/verify-rsync.out")"
+    rm -rf "$dst_r"
+    r_sent=$(awk -F: '/^Total bytes sent/ {gsub(/[ ,]/, "", $2); print $2}' "$work/rsync.out")
+    r_recv=$(awk -F: '/^Total bytes received/ {gsub(/[ ,]/, "", $2); print $2}' "$work/rsync.out")
+    rsync_report=$(awk -v a="$r_start" -v b="$r_end" -v sent="$r_sent" -v recv="$r_recv" \
+        -v fwall="$wall" 'BEGIN {
+        w = b - a
+        printf "rsync -a --delete (daemon in the far namespace, same link, verified):\n"
+        printf "  wall %.3f s, bytes sent / received %.0f / %.0f, %.1f Mbit/s; ferry / rsync wall %.2f×",
+            w, sent, recv, sent * 8 / w / 1e6, fwall / w
+    }')
+    log "$rsync_report"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -595,7 +700,7 @@ BEGIN {
     good = size * 8 / wall / 1e6
     pct = 100 * rate / link
     printf "bytes transferred (wire out / in):   %.0f / %.0f\n", out, in_
-    printf "file size:                           %.0f (wire overhead %.2f%%)\n", size, 100 * (out - size) / size
+    printf "source size:                         %.0f (wire overhead %.2f%%)\n", size, 100 * (out - size) / size
     printf "wall time (ferry sync):              %.3f s\n", wall
     printf "achieved rate (wire out):            %.1f Mbit/s  (goodput %.1f Mbit/s)\n", rate, good
     printf "vs the %d Mbit/s link:              %.1f%%   target >= %d%%   %s\n", link, pct, target, (pct >= target ? "PASS" : "MISS")
@@ -615,13 +720,15 @@ sysctl:    $NS_A: $sys_a
            host: $sys_core
 ferry:     $ferry ($("$ferry" --version 2>/dev/null || echo "?"))
            serve --no-fsync in $NS_B; sync --no-fsync --stats in $NS_A
-file:      $bigfile ($size bytes, incompressible; page cache warm)
+source:    $source_desc
 baseline:  ${baseline_mib} MiB over one python TCP connection: $base_mbit Mbit/s${iperf_mbit:+; iperf3: $iperf_mbit Mbit/s}
 tcp:       $ss_summary
            (ss -tinm every second: $work/ss.log)
 
 $report
-
+${rsync_report:+
+$rsync_report
+}
 ferry sync --stats:
 $(sed 's/^/  /' "$work/sync.out")
 EOF

@@ -391,20 +391,26 @@ impl RsyncService {
         self.proxy.check()
     }
 
-    /// Runs `rsync ARGS… SRC/ URL` as the client (see [`timed_client`]); a failure is a
-    /// [`Failure::Setup`] (rsync is the reference, not the subject).
+    /// Runs `rsync ARGS… SRC/ URL[SUBDIR/]` as the client (see [`timed_client`]): into the
+    /// module's directory, or into its subdirectory `subdir` (rsync creates it). A failure
+    /// is a [`Failure::Setup`] (rsync is the reference, not the subject).
     pub fn push(
         &mut self,
         what: &str,
         rsync: &Path,
         args: &[&OsStr],
         src: &Path,
+        subdir: Option<&str>,
         deadline: Duration,
     ) -> Result<Transfer> {
         self.check()?;
         let mut src_slash = src.as_os_str().to_os_string();
         src_slash.push("/");
-        let url = self.url();
+        let mut url = self.url();
+        if let Some(d) = subdir {
+            url.push_str(d);
+            url.push('/');
+        }
         let mut all: Vec<&OsStr> = args.to_vec();
         all.push(&src_slash);
         all.push(OsStr::new(&url));

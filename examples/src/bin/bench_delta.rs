@@ -698,7 +698,7 @@ fn run_rsync(
         OsStr::new("--delete"),
         OsStr::new("--stats"),
     ];
-    let t = service.push(what, rsync, &args, src, CLIENT_DEADLINE)?;
+    let t = service.push(what, rsync, &args, src, None, CLIENT_DEADLINE)?;
     let stats = String::from_utf8_lossy(&t.output.stdout);
     let run = RsyncRun {
         wall: t.wall.as_secs_f64(),

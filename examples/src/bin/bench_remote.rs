@@ -6,15 +6,24 @@
 //! [`ferry_examples::workload`]) and read once so the page cache is warm. Then, after one
 //! untimed, verified warm-up of each tool, every round measures:
 //!
-//! 1. ferry: a fresh empty target; `ferry serve --no-fsync` on 127.0.0.1:0 (started, and
-//!    listening, before the clock starts) with `byteproxy.py` in front; then the timed
+//! 1. ferry: `ferry serve --no-fsync` on 127.0.0.1:0 receiving into a new empty directory
+//!    `dst-ferry/round-N` (started, and listening, before the clock starts) with
+//!    `byteproxy.py` in front; then the timed
 //!    `ferry sync --json --no-fsync SRC ferry://ID@127.0.0.1:PROXY/bench`; wire bytes are
 //!    the proxy's payload counts in both directions once the connection has closed;
-//! 2. rsync: a fresh empty module directory of an `rsync --daemon` on loopback behind its own
-//!    proxy; the timed `rsync -a --delete SRC/ rsync://127.0.0.1:PROXY/bench/`.
+//! 2. rsync: an `rsync --daemon` on loopback (module `bench` = `dst-rsync`) behind its own
+//!    proxy; the timed `rsync -a --delete SRC/ rsync://127.0.0.1:PROXY/bench/round-N/` into
+//!    a new directory.
 //!
 //! Both targets are verified identical to SRC after every run. rsync does not fsync, hence
 //! `--no-fsync` for ferry unless `--fsync`.
+//!
+//! No target is deleted between timed runs, only at the end: on a file system mounted with
+//! online `discard` (this machine's ext4 is), creating files in the seconds after a large
+//! deletion is several times slower for any tool (measured: `rsync -a` of the tree 0.9 s
+//! into a new directory, 2–7 s right after deleting the previous copy), which would swamp
+//! the comparison. The warm-up runs absorb the after-effects of deleting the previous
+//! invocation's leftovers.
 //!
 //! Run by hand (never in CI):
 //!
@@ -33,6 +42,7 @@ use std::time::{Duration, Instant};
 use ferry_examples::benchkit::{
     self, fresh_dir, median, ratio, setup, verdict, verify, ArgParser, Failure, Result,
 };
+use ferry_examples::procfs;
 use ferry_examples::services::{
     timed_client, ByteProxy, FerryServer, RsyncService, ServeSpec, Transfer,
 };
@@ -71,7 +81,11 @@ OPTIONS:
     --workdir DIR        where src, dst-ferry, dst-rsync, the two ferry homes, the rsync
                          daemon's files and the logs go (created if missing; those are
                          replaced; nothing is deleted at the end). Default: a fresh temporary
-                         directory under /tmp, removed at the end
+                         directory under /tmp, removed at the end. Every run writes a new copy
+                         (dst-*/round-N): plan on (runs + 1) × 2 × the tree's size.
+                         On a disk whose file creation is slow or erratic (this machine's
+                         ext4 with online discard), --workdir /dev/shm/NAME (tmpfs) compares
+                         the tools rather than the disk
     --tools DIR          where byteproxy.py lives (default /work/shared/bench)
     --ferry PATH         ferry binary (default: `ferry` next to this binary, else
                          <workspace>/target/release/ferry)
@@ -345,16 +359,24 @@ fn ferry_counters(what: &str, t: &Transfer) -> Result<[Option<u64>; 5]> {
     Ok(counters)
 }
 
-/// One ferry run into a fresh empty target: server up, then the timed client, then checks.
-fn run_ferry(ctx: &Context<'_>, what: &str) -> Result<FerryRun> {
+/// A new empty directory `tag` under `parent`.
+fn new_dir(parent: &Path, tag: &str) -> Result<PathBuf> {
+    let d = parent.join(tag);
+    fs::create_dir(&d).map_err(setup(format!("creating {}", d.display())))?;
+    Ok(d)
+}
+
+/// One ferry run into a new empty directory `dst-ferry/TAG`: server up, then the timed
+/// client, then checks.
+fn run_ferry(ctx: &Context<'_>, what: &str, tag: &str) -> Result<FerryRun> {
     let (args, tools, layout) = (ctx.args, ctx.tools, ctx.layout);
-    fresh_dir(&layout.dst_f)?;
+    let dst = new_dir(&layout.dst_f, tag)?;
     let mut server = FerryServer::start(&ServeSpec {
         ferry: &tools.ferry,
         home: &layout.server_home,
         listen: "127.0.0.1:0",
         folder: FOLDER,
-        path: &layout.dst_f,
+        path: &dst,
         peer: &ctx.client_id,
         no_fsync: !args.fsync,
         log: &layout.serve_log,
@@ -394,7 +416,7 @@ fn run_ferry(ctx: &Context<'_>, what: &str) -> Result<FerryRun> {
     )?;
     let counters = ferry_counters(what, &t)?;
     server.check()?;
-    verify(what, &layout.src, &layout.dst_f)?;
+    verify(what, &layout.src, &dst)?;
     server.stop()?;
     Ok(FerryRun {
         wall: t.wall.as_secs_f64(),
@@ -404,19 +426,29 @@ fn run_ferry(ctx: &Context<'_>, what: &str) -> Result<FerryRun> {
     })
 }
 
-/// One rsync run into the daemon's freshly emptied module directory.
-fn run_rsync(ctx: &Context<'_>, service: &mut RsyncService, what: &str) -> Result<RsyncRun> {
+/// One rsync run into a new directory `TAG` of the daemon's module (`dst-rsync/TAG`, made by
+/// rsync).
+fn run_rsync(
+    ctx: &Context<'_>,
+    service: &mut RsyncService,
+    what: &str,
+    tag: &str,
+) -> Result<RsyncRun> {
     let layout = ctx.layout;
-    fresh_dir(&layout.dst_r)?;
+    let dst = layout.dst_r.join(tag);
+    if dst.exists() {
+        return Err(Failure::Setup(format!("{} already exists", dst.display())));
+    }
     rustix::fs::sync();
     let t = service.push(
         what,
         &ctx.tools.rsync,
         &[OsStr::new("-a"), OsStr::new("--delete")],
         &layout.src,
+        Some(tag),
         ctx.args.deadline,
     )?;
-    verify(what, &layout.src, &layout.dst_r)?;
+    verify(what, &layout.src, &dst)?;
     Ok(RsyncRun {
         wall: t.wall.as_secs_f64(),
         c2s: t.c2s,
@@ -427,6 +459,32 @@ fn run_rsync(ctx: &Context<'_>, service: &mut RsyncService, what: &str) -> Resul
 // ---------------------------------------------------------------------------------------------
 // Results
 // ---------------------------------------------------------------------------------------------
+
+/// The machine around the measurement: where the targets live and how busy it was.
+struct Environment {
+    /// "ext4 on /dev/vda at /", from `/proc/self/mountinfo`.
+    workdir_fs: String,
+    /// The 1-minute load average before the warm-up and after the last run.
+    load: [Option<f64>; 2],
+}
+
+fn load1() -> Option<f64> {
+    procfs::load_average().ok().map(|l| l[0])
+}
+
+fn describe_fs(dir: &Path) -> String {
+    procfs::mount_of(dir).map_or_else(
+        || "unknown file system".to_string(),
+        |m| {
+            format!(
+                "{} on {} at {}",
+                m.fs_type,
+                m.source,
+                m.mount_point.display()
+            )
+        },
+    )
+}
 
 /// The tree as generated and as read back.
 struct Tree {
@@ -501,13 +559,14 @@ const WALL_METHOD: &str = "std::time::Instant from spawn to exit of the client p
 const BYTES_METHOD: &str = "byteproxy.py payload bytes, both directions, client <-> server \
                             (TCP payload: TLS records for ferry; no TCP/IP headers)";
 const CACHE_METHOD: &str = "warm: SRC generated once and read once untimed; `sync` (untimed) \
-                            before every timed run; every target starts empty";
+                            before every timed run; every run into a new empty directory, \
+                            nothing deleted between timed runs";
 
 fn ferry_command(ctx: &Context<'_>) -> (String, String) {
     let nf = if ctx.args.fsync { "" } else { " --no-fsync" };
     (
         format!(
-            "ferry serve --home HOME_S --listen 127.0.0.1:0 --folder {FOLDER}=DST_F \
+            "ferry serve --home HOME_S --listen 127.0.0.1:0 --folder {FOLDER}=DST_F/TAG \
              --peer CLIENT_ID{nf}"
         ),
         format!(
@@ -516,7 +575,18 @@ fn ferry_command(ctx: &Context<'_>) -> (String, String) {
     )
 }
 
-fn results_json(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) -> Value {
+/// The rsync command, as reported.
+fn rsync_command() -> String {
+    format!("rsync -a --delete SRC/ rsync://127.0.0.1:PROXY/{FOLDER}/TAG/")
+}
+
+fn results_json(
+    ctx: &Context<'_>,
+    workdir: &Path,
+    env: &Environment,
+    tree: &Tree,
+    r: &Results,
+) -> Value {
     let h = r.headline(tree.bytes);
     let (serve_cmd, sync_cmd) = ferry_command(ctx);
     let per_run_ratio: Vec<Option<f64>> = r
@@ -534,6 +604,8 @@ fn results_json(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) -> 
         "warmup": ctx.args.warmup,
         "fsync": ctx.args.fsync,
         "workdir": workdir,
+        "workdir_fs": env.workdir_fs,
+        "load_average_1m": { "before": env.load[0], "after": env.load[1] },
         "workload": {
             "files": tree.stats.files,
             "dirs": tree.stats.dirs,
@@ -547,7 +619,7 @@ fn results_json(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) -> 
             "ferry_sync_command": sync_cmd,
             "rsync": ctx.tools.rsync,
             "rsync_version": ctx.tools.rsync_version,
-            "rsync_command": format!("rsync -a --delete SRC/ rsync://127.0.0.1:PROXY/{FOLDER}/"),
+            "rsync_command": rsync_command(),
         },
         "method": { "wall": WALL_METHOD, "bytes": BYTES_METHOD, "cache": CACHE_METHOD,
                     "statistic": "median over runs" },
@@ -590,7 +662,7 @@ fn results_json(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) -> 
     })
 }
 
-fn print_tables(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) {
+fn print_tables(ctx: &Context<'_>, workdir: &Path, env: &Environment, tree: &Tree, r: &Results) {
     let a = ctx.args;
     let h = r.headline(tree.bytes);
     let (serve_cmd, sync_cmd) = ferry_command(ctx);
@@ -606,7 +678,14 @@ fn print_tables(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) {
         tree.bytes as f64 / MIB as f64,
         tree.gen_secs
     );
-    println!("workdir:  {}", workdir.display());
+    println!("workdir:  {} ({})", workdir.display(), env.workdir_fs);
+    let load = |l: Option<f64>| l.map_or("?".to_string(), |l| format!("{l:.2}"));
+    println!(
+        "load:     1-minute load average {} before the warm-up, {} after the last run ({} CPUs)",
+        load(env.load[0]),
+        load(env.load[1]),
+        procfs::cpus()
+    );
     println!(
         "ferry:    {}  ({}; {})",
         ctx.tools.ferry.display(),
@@ -616,9 +695,10 @@ fn print_tables(ctx: &Context<'_>, workdir: &Path, tree: &Tree, r: &Results) {
     println!("          {serve_cmd}");
     println!("          {sync_cmd}");
     println!(
-        "rsync:    {} -a --delete SRC/ rsync://127.0.0.1:PROXY/{FOLDER}/  ({}; daemon)",
+        "rsync:    {}  ({}; daemon module {FOLDER} = DST_R)\n          {}",
         ctx.tools.rsync.display(),
-        ctx.tools.rsync_version
+        ctx.tools.rsync_version,
+        rsync_command()
     );
     println!("cache:    {CACHE_METHOD}");
     println!("wall:     {WALL_METHOD}");
@@ -778,7 +858,9 @@ fn bench(args: &Args, tools: &Tools, workdir: &Path) -> Result<()> {
         ctx.client_id, ctx.server_id
     );
 
-    // The module's directory must exist before the daemon serves it.
+    // The module's directory must exist before the daemon serves it. Leftovers of an earlier
+    // invocation go now, before the warm-up (see the module doc on deletions).
+    fresh_dir(&layout.dst_f)?;
     fresh_dir(&layout.dst_r)?;
     fresh_dir(&layout.rsyncd)?;
     let mut service = RsyncService::start(
@@ -811,10 +893,14 @@ fn bench(args: &Args, tools: &Tools, workdir: &Path) -> Result<()> {
             mib(Some(s.s2c as f64)),
         );
     };
+    let load_before = load1();
     if args.warmup {
         eprintln!("bench_remote: warm-up (untimed)");
-        log_ferry("warm-up", &run_ferry(&ctx, "warm-up ferry")?);
-        log_rsync("warm-up", &run_rsync(&ctx, &mut service, "warm-up rsync")?);
+        log_ferry("warm-up", &run_ferry(&ctx, "warm-up ferry", "warm-up")?);
+        log_rsync(
+            "warm-up",
+            &run_rsync(&ctx, &mut service, "warm-up rsync", "warm-up")?,
+        );
     }
     let mut results = Results {
         ferry: Vec::new(),
@@ -822,23 +908,28 @@ fn bench(args: &Args, tools: &Tools, workdir: &Path) -> Result<()> {
     };
     for round in 1..=args.runs {
         eprintln!("bench_remote: round {round}/{}", args.runs);
-        let f = run_ferry(&ctx, &format!("round {round} ferry"))?;
+        let tag = format!("round-{round}");
+        let f = run_ferry(&ctx, &format!("round {round} ferry"), &tag)?;
         log_ferry(&format!("round {round}"), &f);
         results.ferry.push(f);
-        let s = run_rsync(&ctx, &mut service, &format!("round {round} rsync"))?;
+        let s = run_rsync(&ctx, &mut service, &format!("round {round} rsync"), &tag)?;
         log_rsync(&format!("round {round}"), &s);
         results.rsync.push(s);
     }
     drop(service);
+    let env = Environment {
+        workdir_fs: describe_fs(workdir),
+        load: [load_before, load1()],
+    };
 
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&results_json(&ctx, workdir, &tree, &results))
+            serde_json::to_string_pretty(&results_json(&ctx, workdir, &env, &tree, &results))
                 .unwrap_or_default()
         );
     } else {
-        print_tables(&ctx, workdir, &tree, &results);
+        print_tables(&ctx, workdir, &env, &tree, &results);
     }
     Ok(())
 }
