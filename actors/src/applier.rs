@@ -342,14 +342,12 @@ impl Applier {
         };
         self.meter(&msg);
         self.sender.applied.do_send(msg);
-        if !self.opts.dry_run {
-            self.remove_leftovers();
-        }
     }
 
     /// Removes the temp files a cut transfer left, once a plan that could copy from them
-    /// has been applied.
-    fn remove_leftovers(&mut self) {
+    /// has been applied. Runs in this actor's context, so a retired Applier's removal never
+    /// starts after its successor has scanned (and may be copying from) the same files.
+    fn remove_leftovers(&mut self, ctx: &mut Context<Self>) {
         let Some(index) = self.target_index.as_mut() else {
             return;
         };
@@ -360,7 +358,7 @@ impl Applier {
         let target = self.target.clone();
         let folder = self.folder.clone();
         let pool = self.io.clone();
-        actix::spawn(async move {
+        let job = async move {
             let r = pool
                 .run("remove leftover temp files", move || {
                     for p in doomed {
@@ -374,7 +372,8 @@ impl Applier {
             if let Err(e) = r {
                 tracing::warn!("{e}");
             }
-        });
+        };
+        ctx.spawn(job.into_actor(self));
     }
 
     fn count(&self, change: Option<ChangeKind>) {
@@ -790,6 +789,7 @@ impl Applier {
         // (which fetches that file's new content) acknowledges.
         if !x.withdrawn {
             self.acknowledge(x.seq, None);
+            self.remove_leftovers(ctx);
         }
         // Deltas that arrived while the plan ran are planned now.
         self.try_plan(ctx);
