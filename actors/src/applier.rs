@@ -14,6 +14,8 @@ use ferry_engine::{
     Seq, TargetDir, TargetIndex,
 };
 
+use crate::events::EventKind;
+use crate::health::Role;
 use crate::messages::{
     Applied, ApplyFailed, ChunkData, ChunkRequest, FolderId, GroupData, IndexDelta, ListForm,
     NeedChunks, NeedContent, NeedGroups, SkippedPath, Start,
@@ -208,6 +210,10 @@ impl Applier {
     /// Counts a message to the Sender as metadata exchanged.
     fn meter<M: serde::Serialize>(&self, msg: &M) {
         Stats::add(&self.stats.bytes_metadata, encoded_len(msg));
+        // A remote Applier's Sender is on another node, with counters of its own.
+        if !self.opts.untrusted_sender {
+            self.stats.actors.queued(Role::Sender);
+        }
     }
 
     /// Delivers a request to the Sender with backpressure; a Sender that is gone is a failure.
@@ -494,8 +500,27 @@ impl Applier {
 
     fn log_change(&self, a: &Action) {
         if let Some(change) = a.change() {
-            tracing::info!(folder = %self.folder, path = %a.path(), "{}", change.as_str());
+            let from = match a {
+                Action::Rename { from, .. } => Some(from.clone()),
+                _ => None,
+            };
+            self.announce(change, a.path().clone(), from);
         }
+    }
+
+    /// Logs a change to the target and publishes it to event subscribers.
+    fn announce(&self, change: ChangeKind, path: RelPath, from: Option<RelPath>) {
+        match &from {
+            Some(from) => {
+                tracing::info!(target: "ferry::changes", folder = %self.folder, path = %path, from = %from, "{}", change.as_str())
+            }
+            None => {
+                tracing::info!(target: "ferry::changes", folder = %self.folder, path = %path, "{}", change.as_str())
+            }
+        }
+        self.stats
+            .events
+            .publish(&self.folder, EventKind::Change { change, path, from });
     }
 
     /// Keeps the target index in step with what was applied.
@@ -683,7 +708,7 @@ impl Applier {
                     Stats::add(&self.stats.files_done, 1);
                     Stats::add(&self.stats.bytes_written, slot.entry.size);
                     self.refetches.remove(&slot.entry.path);
-                    tracing::info!(folder = %self.folder, path = %slot.entry.path, "{}", change.as_str());
+                    self.announce(change, slot.entry.path.clone(), None);
                     if let Some(x) = self.exec.as_mut() {
                         x.dirs.insert(slot.entry.path.parent());
                     }
@@ -801,10 +826,18 @@ impl Actor for Applier {
 
     fn started(&mut self, _: &mut Self::Context) {
         tracing::info!(actor = "applier", folder = %self.folder, "started");
+        self.stats.actors.started("applier");
+        self.stats
+            .events
+            .publish(&self.folder, EventKind::ActorStarted { actor: "applier" });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         tracing::info!(actor = "applier", folder = %self.folder, "stopped");
+        self.stats.actors.stopped("applier");
+        self.stats
+            .events
+            .publish(&self.folder, EventKind::ActorStopped { actor: "applier" });
     }
 }
 
@@ -851,6 +884,7 @@ impl Handler<IndexDelta> for Applier {
     type Result = ();
 
     fn handle(&mut self, msg: IndexDelta, ctx: &mut Self::Context) {
+        self.stats.actors.handled(Role::Target);
         if let Some(e) = msg
             .entries
             .iter()
@@ -923,6 +957,7 @@ impl Handler<ChunkData> for Applier {
     type Result = ();
 
     fn handle(&mut self, msg: ChunkData, ctx: &mut Self::Context) {
+        self.stats.actors.handled(Role::Target);
         let Some(x) = self.exec.as_mut() else {
             tracing::debug!(folder = %self.folder, "chunk data outside a transfer ignored");
             return;
@@ -1210,6 +1245,7 @@ impl Handler<GroupData> for Applier {
     type Result = ();
 
     fn handle(&mut self, msg: GroupData, ctx: &mut Self::Context) {
+        self.stats.actors.handled(Role::Target);
         self.content_requests = self.content_requests.saturating_sub(1);
         match self.pending.get_mut(&msg.path) {
             Some(p) if p.id == msg.id => {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use ferry_engine::outline::OUTLINE_MIN_CHUNKS;
@@ -13,6 +14,8 @@ use ferry_engine::{
 use futures_util::future::join_all;
 
 use crate::error::Result;
+use crate::events::EventKind;
+use crate::health::Role;
 use crate::messages::{
     CurrentSeq, Dirty, Failed, FolderId, GetContent, HashFiles, Rescan, Resend, SourceUpdate, Start,
 };
@@ -92,10 +95,18 @@ impl Actor for Differ {
 
     fn started(&mut self, _: &mut Self::Context) {
         tracing::info!(actor = "differ", folder = %self.folder, "started");
+        self.stats.actors.started("differ");
+        self.stats
+            .events
+            .publish(&self.folder, EventKind::ActorStarted { actor: "differ" });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         tracing::info!(actor = "differ", folder = %self.folder, "stopped");
+        self.stats.actors.stopped("differ");
+        self.stats
+            .events
+            .publish(&self.folder, EventKind::ActorStopped { actor: "differ" });
     }
 }
 
@@ -135,6 +146,7 @@ impl Handler<Start> for Differ {
                 previous: HashMap::new(),
                 upto: act.seq,
             };
+            act.stats.actors.queued(Role::Sender);
             let sender = act.sender.clone();
             ctx.wait(
                 async move { sender.send(update).await }
@@ -158,6 +170,7 @@ impl Handler<HashFiles> for Differ {
     type Result = ResponseActFuture<Self, Result<Vec<FileEntry>>>;
 
     fn handle(&mut self, msg: HashFiles, _: &mut Self::Context) -> Self::Result {
+        self.stats.actors.handled(Role::Differ);
         // Each file with the sequence of the entry being hashed: a result for an entry
         // that a rescan has replaced meanwhile must not overwrite the newer one.
         let mut asked: HashMap<RelPath, Seq> = HashMap::new();
@@ -222,6 +235,7 @@ impl Differ {
         let mut entry = index.get(path)?.clone();
         let stat = match res {
             Ok((content, stat)) => {
+                Stats::add(&self.stats.bytes_hashed, stat.size);
                 if stat.size != entry.size || stat.mtime_ns != entry.mtime.0 {
                     // The file changed since the scan: what we hashed is its newer state.
                     entry.size = stat.size;
@@ -251,6 +265,8 @@ struct Rescanned {
     skipped: Vec<ferry_engine::Skipped>,
     /// Files that could not be hashed, with why.
     unreadable: Vec<(RelPath, String)>,
+    /// Bytes read to hash changed files.
+    hashed: u64,
 }
 
 /// Blocking: scans `scopes` (everything for `None`), compares with `old` (the index's
@@ -279,6 +295,7 @@ fn rescan(
     }
     let mut changes = reconcile(old, scopes, &fresh);
     let mut unreadable = Vec::new();
+    let mut hashed = 0;
     for c in &mut changes {
         let Change::Upsert(e, stat) = c else { continue };
         if e.kind != EntryKind::File || !e.is_present() || e.content.is_some() {
@@ -286,6 +303,7 @@ fn rescan(
         }
         match hash_settled(source, &e.path) {
             Ok((content, st)) => {
+                hashed += st.size;
                 e.size = st.size;
                 e.mtime = ferry_engine::MtimeNs(st.mtime_ns);
                 e.content = Some(content);
@@ -299,6 +317,7 @@ fn rescan(
         }
     }
     Ok(Rescanned {
+        hashed,
         changes,
         skipped,
         unreadable,
@@ -308,7 +327,13 @@ fn rescan(
 impl Differ {
     /// Rescans `scopes` (everything for `None`) and sends what changed. Runs to completion
     /// before the Differ handles anything else, so batches are applied in order.
-    fn rescan_and_send(&mut self, scopes: Option<Vec<RelPath>>, ctx: &mut Context<Self>) {
+    /// `since` is when the first change of a live batch was seen, for the latency histogram.
+    fn rescan_and_send(
+        &mut self,
+        scopes: Option<Vec<RelPath>>,
+        since: Option<Instant>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(index) = &self.index else {
             // Still in the initial scan: it will see these changes itself.
             return;
@@ -323,7 +348,7 @@ impl Differ {
             })
             .await
         };
-        ctx.wait(job.into_actor(self).map(|res, act, ctx| {
+        ctx.wait(job.into_actor(self).map(move |res, act, ctx| {
             let found = match res {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return act.fail(format!("cannot rescan source: {e}")),
@@ -336,9 +361,13 @@ impl Differ {
                 tracing::warn!(folder = %act.folder, path = %p, "skipped: {why}");
             }
             Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
+            Stats::add(&act.stats.bytes_hashed, found.hashed);
             let (entries, previous) = act.record_changes(found.changes);
             if entries.is_empty() {
                 return;
+            }
+            if let Some(since) = since {
+                act.stats.latency.changed(act.seq, since);
             }
             let update = SourceUpdate {
                 snapshot: false,
@@ -346,6 +375,7 @@ impl Differ {
                 previous,
                 upto: act.seq,
             };
+            act.stats.actors.queued(Role::Sender);
             let sender = act.sender.clone();
             ctx.wait(async move { sender.send(update).await }.into_actor(act).map(|r, act, _| {
                 if let Err(e) = r {
@@ -407,7 +437,8 @@ impl Handler<Dirty> for Differ {
     type Result = ();
 
     fn handle(&mut self, msg: Dirty, ctx: &mut Self::Context) {
-        self.rescan_and_send(Some(msg.paths), ctx);
+        self.stats.actors.handled(Role::Differ);
+        self.rescan_and_send(Some(msg.paths), Some(msg.since), ctx);
     }
 }
 
@@ -415,8 +446,9 @@ impl Handler<Rescan> for Differ {
     type Result = ();
 
     fn handle(&mut self, msg: Rescan, ctx: &mut Self::Context) {
+        self.stats.actors.handled(Role::Differ);
         tracing::info!(folder = %self.folder, "rescanning: {}", msg.reason);
-        self.rescan_and_send(None, ctx);
+        self.rescan_and_send(None, None, ctx);
     }
 }
 
@@ -452,6 +484,7 @@ impl Handler<Resend> for Differ {
             previous: HashMap::new(),
             upto: self.seq,
         };
+        self.stats.actors.queued(Role::Sender);
         let sender = self.sender.clone();
         ctx.wait(
             async move { sender.send(update).await }

@@ -25,10 +25,13 @@
 pub mod applier;
 pub mod differ;
 pub mod error;
+pub mod events;
+pub mod health;
 pub mod messages;
 pub mod oneshot;
 pub mod pipeline;
 pub mod pool;
+pub mod replication;
 pub mod sender;
 pub mod stats;
 pub mod supervisor;
@@ -37,9 +40,11 @@ pub mod watcher;
 pub mod wire;
 
 pub use error::{Error, Result};
+pub use events::{Event, EventKind, Events};
 pub use messages::FolderId;
 pub use oneshot::{run_sync, run_sync_to, run_sync_with, SyncJob, SyncReport};
 pub use pipeline::{FolderJob, LinkTaps, Pipeline, SenderSide, TargetConnector, TargetSpec};
+pub use replication::{Replication, ReplicationBuilder, ReplicationStatus};
 pub use stats::{Stats, StatsSnapshot};
 pub use supervisor::{FolderState, FolderSupervisor, RestartPolicy, Shutdown};
 pub use watcher::WatchOptions;

@@ -61,6 +61,8 @@ impl fmt::Display for FolderId {
 pub struct Dirty {
     /// The paths, none inside another.
     pub paths: Vec<RelPath>,
+    /// When the first of these changes was seen.
+    pub since: std::time::Instant,
 }
 
 /// Watcher (or a timer) → Differ: compare the whole folder with the index.

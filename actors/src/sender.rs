@@ -8,6 +8,8 @@ use ferry_engine::outline::{groups, outline, OUTLINE_MIN_CHUNKS};
 use ferry_engine::{patch, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile};
 
 use crate::differ::Differ;
+use crate::events::EventKind;
+use crate::health::Role;
 use crate::messages::{
     Applied, ApplyFailed, ChunkBody, ChunkData, ChunkFailure, ChunkList, ChunkPayload,
     ChunkRequest, Failed, FolderId, GetContent, GroupData, GroupList, HashFiles, IndexDelta,
@@ -145,6 +147,8 @@ impl Sender {
         }
         delta.lists = self.compact(&mut delta.entries, previous);
         Stats::add(&self.stats.bytes_metadata, encoded_len(&delta));
+        Stats::add(&self.stats.entries_sent, delta.entries.len() as u64);
+        self.stats.actors.queued(Role::Target);
         // `wait` keeps index messages in order: nothing else is handled until this one is delivered.
         ctx.wait(
             async move { target.index.send(delta).await }
@@ -163,10 +167,18 @@ impl Actor for Sender {
 
     fn started(&mut self, _: &mut Self::Context) {
         tracing::info!(actor = "sender", folder = %self.folder, "started");
+        self.stats.actors.started("sender");
+        self.stats
+            .events
+            .publish(&self.folder, EventKind::ActorStarted { actor: "sender" });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         tracing::info!(actor = "sender", folder = %self.folder, "stopped");
+        self.stats.actors.stopped("sender");
+        self.stats
+            .events
+            .publish(&self.folder, EventKind::ActorStopped { actor: "sender" });
     }
 }
 
@@ -183,6 +195,7 @@ impl Handler<SourceUpdate> for Sender {
     type Result = ();
 
     fn handle(&mut self, msg: SourceUpdate, ctx: &mut Self::Context) {
+        self.stats.actors.handled(Role::Sender);
         let delta = IndexDelta {
             folder: self.folder.clone(),
             snapshot: msg.snapshot,
@@ -212,6 +225,7 @@ impl Handler<NeedContent> for Sender {
     type Result = ();
 
     fn handle(&mut self, msg: NeedContent, ctx: &mut Self::Context) {
+        self.stats.actors.handled(Role::Sender);
         let Some(differ) = self.differ.clone() else {
             return self.fail("content request before the differ was connected".into());
         };
@@ -240,6 +254,7 @@ impl Handler<NeedGroups> for Sender {
     type Result = ();
 
     fn handle(&mut self, msg: NeedGroups, ctx: &mut Self::Context) {
+        self.stats.actors.handled(Role::Sender);
         let (Some(differ), Some(target)) = (self.differ.clone(), self.target.clone()) else {
             return self.fail("group request before the pipeline was connected".into());
         };
@@ -280,6 +295,7 @@ impl Handler<NeedGroups> for Sender {
                 },
             };
             Stats::add(&stats.bytes_metadata, encoded_len(&reply));
+            stats.actors.queued(Role::Target);
             target
                 .groups
                 .send(reply)
@@ -301,6 +317,7 @@ impl Handler<NeedChunks> for Sender {
     type Result = ();
 
     fn handle(&mut self, msg: NeedChunks, ctx: &mut Self::Context) {
+        self.stats.actors.handled(Role::Sender);
         let Some(target) = self.target.clone() else {
             return self.fail("chunk request before the target was connected".into());
         };
@@ -323,6 +340,7 @@ impl Handler<NeedChunks> for Sender {
                     }
                 }
                 let metadata = encoded_len(&batch).saturating_sub(data);
+                stats.actors.queued(Role::Target);
                 target
                     .chunks
                     .send(batch)
@@ -412,6 +430,7 @@ impl Handler<Applied> for Sender {
     type Result = ();
 
     fn handle(&mut self, msg: Applied, _: &mut Self::Context) {
+        self.stats.actors.handled(Role::Sender);
         tracing::debug!(actor = "sender", folder = %self.folder, seq = msg.seq.0, "target acknowledged");
         self.on_applied.do_send(msg);
     }

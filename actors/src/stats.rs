@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::events::Events;
+use crate::health::{ActorBoard, Latency};
+
 /// Live counters of one replication (shared by its actors through an `Arc`).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -54,6 +57,16 @@ pub struct Stats {
     pub applied_seq: AtomicU64,
     /// Restarts of this folder's pipeline.
     pub restarts: AtomicU64,
+    /// Source bytes read to hash files (zero for files whose stat did not change).
+    pub bytes_hashed: AtomicU64,
+    /// Index entries the Sender passed to the target.
+    pub entries_sent: AtomicU64,
+    /// What happened, for subscribers.
+    pub events: Events,
+    /// Change-to-applied latency.
+    pub latency: Latency,
+    /// Each actor's lifecycle and mailbox depth.
+    pub actors: ActorBoard,
 }
 
 impl Stats {
@@ -138,6 +151,10 @@ pub struct StatsSnapshot {
     pub wire_bytes_in: u64,
     /// Link re-establishments.
     pub reconnects: u64,
+    /// Source bytes read to hash files.
+    pub bytes_hashed: u64,
+    /// Index entries passed to the target.
+    pub entries_sent: u64,
 }
 
 impl Stats {
@@ -167,6 +184,8 @@ impl Stats {
             wire_bytes_out: g(&self.wire_bytes_out),
             wire_bytes_in: g(&self.wire_bytes_in),
             reconnects: g(&self.reconnects),
+            bytes_hashed: g(&self.bytes_hashed),
+            entries_sent: g(&self.entries_sent),
         }
     }
 

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use ferry_engine::Seq;
 use tokio::sync::oneshot;
 
+use crate::events::EventKind;
 use crate::messages::{Applied, CurrentSeq, Failed, FlushNow};
 use crate::pipeline::{FolderJob, Pipeline, TargetSpec};
 use crate::stats::Stats;
@@ -53,6 +54,19 @@ pub enum FolderState {
     Failed(String),
     /// Shut down.
     Stopped,
+}
+
+impl FolderState {
+    /// One word for the state: `starting`, `syncing`, `live`, `failed`, `stopped`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            FolderState::Starting => "starting",
+            FolderState::Syncing => "syncing",
+            FolderState::Live => "live",
+            FolderState::Failed(_) => "failed",
+            FolderState::Stopped => "stopped",
+        }
+    }
 }
 
 /// Supervises one folder.
@@ -100,6 +114,19 @@ impl Handler<Failed> for Monitor {
 }
 
 impl FolderSupervisor {
+    /// Moves to `state`, publishing the change.
+    fn set_state(&mut self, state: FolderState) {
+        if self.state != state {
+            self.stats.events.publish(
+                &self.job.folder,
+                EventKind::State {
+                    state: state.word().to_owned(),
+                },
+            );
+        }
+        self.state = state;
+    }
+
     /// A supervisor for `job`, watching with `watch` and restarting under `policy`.
     /// `on_failed` hears the reason if the folder is given up on.
     pub fn new(
@@ -143,7 +170,7 @@ impl FolderSupervisor {
         let watch = self.watch;
         let stats = self.stats.clone();
         let applied = ctx.address().recipient();
-        self.state = FolderState::Starting;
+        self.set_state(FolderState::Starting);
         let start = async move {
             Pipeline::start_to(
                 &job,
@@ -159,7 +186,7 @@ impl FolderSupervisor {
             Ok(p) => {
                 tracing::info!(folder = %act.job.folder, generation, "pipeline started: watcher, differ, sender, applier");
                 act.pipeline = Some(p);
-                act.state = FolderState::Syncing;
+                act.set_state(FolderState::Syncing);
             }
             Err(e) => act.on_failure("pipeline", e.to_string(), ctx),
         }));
@@ -189,7 +216,7 @@ impl FolderSupervisor {
                 self.policy.window
             );
             tracing::error!(folder = %self.job.folder, "{why}");
-            self.state = FolderState::Failed(why.clone());
+            self.set_state(FolderState::Failed(why.clone()));
             if let Some(tx) = self.on_failed.take() {
                 let _ = tx.send(why);
             }
@@ -203,7 +230,17 @@ impl FolderSupervisor {
             .min(self.policy.max_backoff);
         self.restarts.push_back(now);
         Stats::add(&self.stats.restarts, 1);
-        self.state = FolderState::Starting;
+        self.stats.latency.reset_pending();
+        self.stats.events.publish(
+            &self.job.folder,
+            EventKind::Restarting {
+                actor: actor.to_owned(),
+                attempt: n + 1,
+                delay,
+                reason: reason.clone(),
+            },
+        );
+        self.set_state(FolderState::Starting);
         tracing::warn!(folder = %self.job.folder, actor, attempt = n + 1, "restarting the pipeline in {delay:?}");
         ctx.run_later(delay, |act, ctx| {
             if act.state == FolderState::Starting {
@@ -238,9 +275,10 @@ impl Handler<Applied> for FolderSupervisor {
         self.stats
             .applied_seq
             .fetch_max(msg.seq.0, Ordering::Relaxed);
+        self.stats.latency.applied(msg.seq);
         if self.state == FolderState::Syncing {
             tracing::info!(folder = %self.job.folder, "initial sync complete; following changes");
-            self.state = FolderState::Live;
+            self.set_state(FolderState::Live);
         }
         let seq = msg.seq;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
@@ -280,7 +318,7 @@ impl Handler<Shutdown> for FolderSupervisor {
 
     fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
         let Some(p) = &self.pipeline else {
-            self.state = FolderState::Stopped;
+            self.set_state(FolderState::Stopped);
             return Box::pin(actix::fut::ready(()));
         };
         let watcher = p.watcher.clone();
@@ -310,7 +348,7 @@ impl Handler<Shutdown> for FolderSupervisor {
                 if let Some(p) = act.pipeline.take() {
                     p.stop();
                 }
-                act.state = FolderState::Stopped;
+                act.set_state(FolderState::Stopped);
                 tracing::info!(folder = %act.job.folder, "stopped");
             })
         }))

@@ -13,6 +13,7 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::health::Role;
 use crate::messages::{Dirty, Failed, FlushNow, FolderId, Rescan};
 use crate::stats::Stats;
 
@@ -368,12 +369,13 @@ impl Watcher {
         if (self.sending && !force) || (self.pending.is_empty() && self.full_rescan.is_none()) {
             return;
         }
-        self.first_event = None;
+        let since = self.first_event.take().unwrap_or_else(Instant::now);
         self.sending = true;
         if let Some(reason) = self.full_rescan.take() {
             self.pending.clear();
             // `send` queues the message now, so anything sent to the Differ after this
             // flush (a shutdown's `CurrentSeq`) is handled after it.
+            self.stats.actors.queued(Role::Differ);
             let request = self.rescan.send(Rescan { reason });
             ctx.spawn(request.into_actor(self).map(|r, act, ctx| act.sent(r, ctx)));
             return;
@@ -386,7 +388,8 @@ impl Watcher {
             }
             paths.push(p);
         }
-        let request = self.differ.send(Dirty { paths });
+        self.stats.actors.queued(Role::Differ);
+        let request = self.differ.send(Dirty { paths, since });
         ctx.spawn(request.into_actor(self).map(|r, act, ctx| act.sent(r, ctx)));
     }
 
@@ -493,6 +496,11 @@ impl Actor for Watcher {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(actor = "watcher", folder = %self.folder, "started");
+        self.stats.actors.started("watcher");
+        self.stats.events.publish(
+            &self.folder,
+            crate::events::EventKind::ActorStarted { actor: "watcher" },
+        );
         match self.opts.poll {
             Some(every) => self.poll_every(every, "periodic scan (--poll)", ctx),
             None => self.start_inotify(ctx),
@@ -515,6 +523,11 @@ impl Actor for Watcher {
             .watches
             .store(0, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(actor = "watcher", folder = %self.folder, "stopped");
+        self.stats.actors.stopped("watcher");
+        self.stats.events.publish(
+            &self.folder,
+            crate::events::EventKind::ActorStopped { actor: "watcher" },
+        );
     }
 }
 

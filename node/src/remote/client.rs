@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use ferry_actors::health::Role;
 use ferry_actors::messages::{ApplyCounts, ChunkData, GroupData, IndexDelta, Resend, Stop};
 use ferry_actors::sender::TargetLink;
 use ferry_actors::{FolderId, SenderSide, Stats, TargetConnector};
@@ -571,6 +572,7 @@ impl Actor for RemoteTarget {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(actor = "link", folder = %self.folder(), "started");
+        self.spec.stats.actors.started("link");
         self.connect(ctx);
     }
 
@@ -582,6 +584,7 @@ impl Actor for RemoteTarget {
             reader.abort();
         }
         tracing::info!(actor = "link", folder = %self.folder(), "stopped");
+        self.spec.stats.actors.stopped("link");
     }
 }
 
@@ -599,6 +602,7 @@ impl Handler<IndexDelta> for RemoteTarget {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: IndexDelta, _: &mut Self::Context) -> Self::Result {
+        self.spec.stats.actors.handled(Role::Target);
         let frames = split_index(msg, INDEX_PART_BYTES)
             .into_iter()
             .map(Frame::Index)
@@ -611,6 +615,7 @@ impl Handler<ChunkData> for RemoteTarget {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: ChunkData, _: &mut Self::Context) -> Self::Result {
+        self.spec.stats.actors.handled(Role::Target);
         self.send_frames(vec![Frame::Chunks(msg)])
     }
 }
@@ -619,6 +624,7 @@ impl Handler<GroupData> for RemoteTarget {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: GroupData, _: &mut Self::Context) -> Self::Result {
+        self.spec.stats.actors.handled(Role::Target);
         self.send_frames(vec![Frame::Groups(msg)])
     }
 }
