@@ -19,6 +19,7 @@ use crate::health::Role;
 use crate::messages::{
     CurrentSeq, Dirty, Failed, FolderId, GetContent, HashFiles, Rescan, Resend, SourceUpdate, Start,
 };
+use crate::persist::{Persister, SavedIndex, SourceStore, SEQ_BLOCK};
 use crate::pool::Pool;
 use crate::stats::Stats;
 
@@ -43,6 +44,16 @@ fn hash_settled(
     last
 }
 
+/// What the Differ sends once its first scan is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstSend {
+    /// A snapshot of the whole index (a target that starts from nothing: a local Applier).
+    Snapshot,
+    /// Nothing until the target states what it holds with a `Resend` (a remote target that
+    /// may resume).
+    OnResend,
+}
+
 /// Owns the source index of one folder.
 pub struct Differ {
     folder: FolderId,
@@ -50,10 +61,29 @@ pub struct Differ {
     scan: ScanOptions,
     index: Option<Index>,
     seq: Seq,
+    /// The last sequence this run may use (see [`crate::persist`]).
+    reserved: Seq,
+    /// A target that acknowledged less than this is sent a snapshot, not a delta.
+    history_from: Seq,
+    first: FirstSend,
+    /// A resend asked for before the first scan was done.
+    early_resend: Option<Seq>,
+    store: Option<Arc<dyn SourceStore>>,
+    persister: Option<Persister>,
     sender: Recipient<SourceUpdate>,
     monitor: Recipient<Failed>,
     pool: Pool,
     stats: Arc<Stats>,
+}
+
+/// What the first scan found: a fresh index, or changes to the saved one.
+enum FirstScan {
+    Fresh(ferry_engine::ScanOutcome),
+    Resumed {
+        index: Index,
+        history_from: Seq,
+        found: Rescanned,
+    },
 }
 
 impl Differ {
@@ -73,10 +103,46 @@ impl Differ {
             scan,
             index: None,
             seq: Seq::default(),
+            reserved: Seq(u64::MAX),
+            history_from: Seq(1),
+            first: FirstSend::Snapshot,
+            early_resend: None,
+            store: None,
+            persister: None,
             sender,
             monitor,
             pool: Pool::new(cores),
             stats,
+        }
+    }
+
+    /// Sends nothing until a `Resend` says what the target holds.
+    pub fn first_send(mut self, first: FirstSend) -> Self {
+        self.first = first;
+        self
+    }
+
+    /// Keeps the index in `store` between runs.
+    pub fn store(mut self, store: Arc<dyn SourceStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The next sequence number, within this run's reserved block.
+    fn next_seq(&mut self) -> Seq {
+        if self.seq >= self.reserved {
+            // Four billion changes in one run: the block is used up. A restart reserves anew.
+            self.fail("sequence block used up; restarting to reserve another".into());
+            return self.seq;
+        }
+        self.seq = self.seq.next();
+        self.seq
+    }
+
+    /// Queues entries to be saved, if the index is kept.
+    fn save(&self, entries: Vec<(FileEntry, Option<StatKey>)>, full: bool) {
+        if let Some(p) = &self.persister {
+            p.save(entries, full);
         }
     }
 
@@ -114,50 +180,175 @@ impl Handler<Start> for Differ {
     type Result = ();
 
     fn handle(&mut self, _: Start, ctx: &mut Self::Context) {
-        let root = self.source.root().to_owned();
+        let source = self.source.clone();
         let opts = self.scan;
         let pool = self.pool.clone();
+        let store = self.store.clone();
+        let folder = self.folder.clone();
         let scan = async move {
-            pool.run("scan source", move || ferry_engine::scan(&root, opts))
+            pool.run("scan source", move || first_scan(&source, opts, store.as_deref(), &folder))
                 .await
         };
         ctx.wait(scan.into_actor(self).map(|res, act, ctx| {
-            let outcome = match res {
+            let (first, reserved) = match res {
                 Ok(Ok(o)) => o,
                 Ok(Err(e)) => return act.fail(format!("cannot scan source: {e}")),
                 Err(e) => return act.fail(e.to_string()),
             };
-            for s in &outcome.skipped {
-                tracing::warn!(folder = %act.folder, path = %s.path.display(), "skipped: {}", s.reason);
+            act.seq = reserved;
+            act.reserved = Seq(reserved.0.saturating_add(SEQ_BLOCK));
+            if let Some(store) = &act.store {
+                match Persister::new(store.clone(), act.folder.to_string()) {
+                    Ok(p) => act.persister = Some(p),
+                    Err(e) => return act.fail(format!("cannot start the index writer: {e}")),
+                }
             }
-            let gaps = outcome.skipped.iter().filter(|s| s.kind == SkipKind::Unreadable).count();
-            Stats::add(&act.stats.skipped, gaps as u64);
-            Stats::add(&act.stats.entries_scanned, outcome.index.len() as u64);
-            let mut index = outcome.index;
-            for e in index.iter_mut() {
-                act.seq = act.seq.next();
-                e.seq = act.seq;
+            match first {
+                FirstScan::Fresh(outcome) => act.first_fresh(outcome),
+                FirstScan::Resumed {
+                    index,
+                    history_from,
+                    found,
+                } => act.first_resumed(index, history_from, found),
             }
-            let entries: Vec<FileEntry> = index.iter().cloned().collect();
-            act.index = Some(index);
-            let update = SourceUpdate {
-                snapshot: true,
-                entries,
-                previous: HashMap::new(),
-                upto: act.seq,
-            };
-            act.stats.actors.queued(Role::Sender);
-            let sender = act.sender.clone();
-            ctx.wait(
-                async move { sender.send(update).await }
-                    .into_actor(act)
-                    .map(|r, act, _| {
-                        if let Err(e) = r {
-                            act.fail(format!("sender is gone: {e}"));
-                        }
-                    }),
-            );
+            if act.first == FirstSend::Snapshot {
+                let entries: Vec<FileEntry> =
+                    act.index.iter().flat_map(|i| i.iter().cloned()).collect();
+                act.send_update(true, entries, HashMap::new(), ctx);
+            }
+            if let Some(after) = act.early_resend.take() {
+                act.resend(after, ctx);
+            }
         }));
+    }
+}
+
+/// Blocking: the first scan. With a saved index (of the same chunker parameters), rescans
+/// against it so unchanged files keep their content and sequence; otherwise scans afresh.
+/// Then reserves this run's block of sequences. Returns the scan and where the block starts.
+fn first_scan(
+    source: &SourceDir,
+    opts: ScanOptions,
+    store: Option<&dyn SourceStore>,
+    folder: &FolderId,
+) -> ferry_engine::Result<(FirstScan, Seq)> {
+    let store_err = |what: &str, e: String| {
+        ferry_engine::Error::io(
+            "use the saved index",
+            source.root(),
+            std::io::Error::other(format!("{what}: {e}")),
+        )
+    };
+    let saved = match store {
+        Some(store) => store
+            .load(&opts.params)
+            .map_err(|e| store_err("cannot read it", e))?,
+        None => SavedIndex::default(),
+    };
+    let reserved = saved.reserved;
+    let (first, history_from) = match saved.index {
+        Some((index, history_from)) => {
+            tracing::info!(folder = %folder, entries = index.len(), "resuming from the saved index");
+            let found = rescan(source, opts, &index, None)?;
+            (
+                FirstScan::Resumed {
+                    index,
+                    history_from,
+                    found,
+                },
+                history_from,
+            )
+        }
+        None => (
+            FirstScan::Fresh(ferry_engine::scan(source.root(), opts)?),
+            Seq(reserved.0 + 1),
+        ),
+    };
+    if let Some(store) = store {
+        store
+            .reserve(
+                &opts.params,
+                Seq(reserved.0.saturating_add(SEQ_BLOCK)),
+                history_from,
+            )
+            .map_err(|e| store_err("cannot reserve sequence numbers", e))?;
+    }
+    Ok((first, reserved))
+}
+
+impl Differ {
+    /// Numbers a fresh scan's entries and keeps it as the index.
+    fn first_fresh(&mut self, outcome: ferry_engine::ScanOutcome) {
+        for s in &outcome.skipped {
+            tracing::warn!(folder = %self.folder, path = %s.path.display(), "skipped: {}", s.reason);
+        }
+        let gaps = outcome
+            .skipped
+            .iter()
+            .filter(|s| s.kind == SkipKind::Unreadable)
+            .count();
+        Stats::add(&self.stats.skipped, gaps as u64);
+        Stats::add(&self.stats.entries_scanned, outcome.index.len() as u64);
+        self.history_from = self.seq.next();
+        let mut index = outcome.index;
+        for e in index.iter_mut() {
+            self.seq = self.seq.next();
+            e.seq = self.seq;
+        }
+        if self.persister.is_some() {
+            let all: Vec<_> = index
+                .iter()
+                .map(|e| (e.clone(), index.stat(&e.path).copied()))
+                .collect();
+            self.save(all, true);
+        }
+        self.index = Some(index);
+    }
+
+    /// Takes the saved index back and records what changed while this folder was not watched.
+    fn first_resumed(&mut self, index: Index, history_from: Seq, found: Rescanned) {
+        for s in &found.skipped {
+            tracing::warn!(folder = %self.folder, path = %s.path.display(), "skipped: {}", s.reason);
+        }
+        for (p, why) in &found.unreadable {
+            tracing::warn!(folder = %self.folder, path = %p, "skipped: {why}");
+        }
+        Stats::add(&self.stats.skipped, found.unreadable.len() as u64);
+        Stats::add(&self.stats.bytes_hashed, found.hashed);
+        Stats::add(&self.stats.entries_scanned, index.len() as u64);
+        self.history_from = history_from;
+        self.index = Some(index);
+        let changed = found.changes.len();
+        // The previous contents are of no use to a target that is yet to say what it holds.
+        let _ = self.record_changes(found.changes);
+        tracing::info!(folder = %self.folder, changed, "saved index brought up to date");
+    }
+
+    /// Hands an update to the Sender, in order with everything sent before.
+    fn send_update(
+        &mut self,
+        snapshot: bool,
+        entries: Vec<FileEntry>,
+        previous: HashMap<RelPath, Content>,
+        ctx: &mut Context<Self>,
+    ) {
+        let update = SourceUpdate {
+            snapshot,
+            entries,
+            previous,
+            upto: self.seq,
+        };
+        self.stats.actors.queued(Role::Sender);
+        let sender = self.sender.clone();
+        ctx.wait(
+            async move { sender.send(update).await }
+                .into_actor(self)
+                .map(|r, act, _| {
+                    if let Err(e) = r {
+                        act.fail(format!("sender is gone: {e}"));
+                    }
+                }),
+        );
     }
 }
 
@@ -231,8 +422,7 @@ impl Differ {
         path: &RelPath,
         res: std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error>,
     ) -> Option<FileEntry> {
-        let index = self.index.as_mut()?;
-        let mut entry = index.get(path)?.clone();
+        let mut entry = self.index.as_ref()?.get(path)?.clone();
         let stat = match res {
             Ok((content, stat)) => {
                 Stats::add(&self.stats.bytes_hashed, stat.size);
@@ -240,8 +430,7 @@ impl Differ {
                     // The file changed since the scan: what we hashed is its newer state.
                     entry.size = stat.size;
                     entry.mtime = ferry_engine::MtimeNs(stat.mtime_ns);
-                    self.seq = self.seq.next();
-                    entry.seq = self.seq;
+                    entry.seq = self.next_seq();
                 }
                 entry.content = Some(content);
                 Some(stat)
@@ -254,7 +443,8 @@ impl Differ {
                 None
             }
         };
-        index.insert(entry.clone(), stat);
+        self.save(vec![(entry.clone(), stat)], false);
+        self.index.as_mut()?.insert(entry.clone(), stat);
         Some(entry)
     }
 }
@@ -369,19 +559,7 @@ impl Differ {
             if let Some(since) = since {
                 act.stats.latency.changed(act.seq, since);
             }
-            let update = SourceUpdate {
-                snapshot: false,
-                entries,
-                previous,
-                upto: act.seq,
-            };
-            act.stats.actors.queued(Role::Sender);
-            let sender = act.sender.clone();
-            ctx.wait(async move { sender.send(update).await }.into_actor(act).map(|r, act, _| {
-                if let Err(e) = r {
-                    act.fail(format!("sender is gone: {e}"));
-                }
-            }));
+            act.send_update(false, entries, previous, ctx);
         }));
     }
 
@@ -392,15 +570,15 @@ impl Differ {
         changes: Vec<Change>,
     ) -> (Vec<FileEntry>, HashMap<RelPath, Content>) {
         let mut previous = HashMap::new();
-        let Some(index) = self.index.as_mut() else {
+        let Some(mut index) = self.index.take() else {
             return (Vec::new(), previous);
         };
         let mut out = Vec::new();
+        let mut saved = Vec::new();
         for c in changes {
             match c {
                 Change::Upsert(mut e, stat) => {
-                    self.seq = self.seq.next();
-                    e.seq = self.seq;
+                    e.seq = self.next_seq();
                     let large = e
                         .content
                         .as_ref()
@@ -412,6 +590,7 @@ impl Differ {
                         }
                     }
                     index.insert(e.clone(), stat);
+                    saved.push((e.clone(), stat));
                     out.push(e);
                 }
                 Change::Remove(path) => {
@@ -420,15 +599,17 @@ impl Differ {
                         continue;
                     };
                     let mut tomb = old.clone();
-                    self.seq = self.seq.next();
-                    tomb.seq = self.seq;
+                    tomb.seq = self.next_seq();
                     tomb.state = EntryState::Deleted;
                     tomb.content = None;
                     index.insert(tomb.clone(), None);
+                    saved.push((tomb.clone(), None));
                     out.push(tomb);
                 }
             }
         }
+        self.index = Some(index);
+        self.save(saved, false);
         (out, previous)
     }
 }
@@ -467,34 +648,28 @@ impl Handler<Resend> for Differ {
     /// Sends the target every entry newer than what it holds: after a reconnect, the link
     /// may have lost any update sent since.
     fn handle(&mut self, msg: Resend, ctx: &mut Self::Context) {
-        let Some(index) = &self.index else {
-            // Still in the initial scan: its snapshot is still to come.
+        if self.index.is_none() {
+            // Still in the first scan: answered when it is done.
+            self.early_resend = Some(msg.after);
             return;
-        };
-        let snapshot = msg.after == Seq::default();
+        }
+        self.resend(msg.after, ctx);
+    }
+}
+
+impl Differ {
+    /// Sends the entries newer than `after`, or a snapshot when the index's history does
+    /// not reach back to `after` (a target that knows nothing, or knew an older run's index).
+    fn resend(&mut self, after: Seq, ctx: &mut Context<Self>) {
+        let Some(index) = &self.index else { return };
+        let snapshot = after < self.history_from || after > self.seq;
         let entries: Vec<FileEntry> = index
             .iter()
-            .filter(|e| snapshot || e.seq > msg.after)
+            .filter(|e| snapshot || e.seq > after)
             .cloned()
             .collect();
-        tracing::info!(folder = %self.folder, after = msg.after.0, entries = entries.len(), snapshot, "resending to a reconnected target");
-        let update = SourceUpdate {
-            snapshot,
-            entries,
-            previous: HashMap::new(),
-            upto: self.seq,
-        };
-        self.stats.actors.queued(Role::Sender);
-        let sender = self.sender.clone();
-        ctx.wait(
-            async move { sender.send(update).await }
-                .into_actor(self)
-                .map(|r, act, _| {
-                    if let Err(e) = r {
-                        act.fail(format!("sender is gone: {e}"));
-                    }
-                }),
-        );
+        tracing::info!(folder = %self.folder, after = after.0, entries = entries.len(), snapshot, "sending what the target lacks");
+        self.send_update(snapshot, entries, HashMap::new(), ctx);
     }
 }
 

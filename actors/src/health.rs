@@ -102,6 +102,33 @@ impl LatencyInner {
     }
 }
 
+/// Whether the link to a remote target is up; why not, when it is down.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    down: Mutex<Option<String>>,
+}
+
+impl LinkState {
+    /// The link is up.
+    pub fn up(&self) {
+        *self.lock() = None;
+    }
+
+    /// The link is down (or not yet up), because of `why`.
+    pub fn down(&self, why: impl Into<String>) {
+        *self.lock() = Some(why.into());
+    }
+
+    /// Why the link is down; `None` when it is up or the target is local.
+    pub fn down_reason(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The roles whose mailboxes are gauged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {

@@ -29,6 +29,7 @@ pub mod events;
 pub mod health;
 pub mod messages;
 pub mod oneshot;
+pub mod persist;
 pub mod pipeline;
 pub mod pool;
 pub mod replication;

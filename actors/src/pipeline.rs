@@ -7,7 +7,8 @@ use actix::prelude::*;
 use ferry_engine::{ChunkParams, ScanOptions, SourceDir, TargetDir};
 
 use crate::applier::{Applier, ApplierOptions, SenderLink};
-use crate::differ::Differ;
+use crate::differ::{Differ, FirstSend};
+use crate::persist::SourceStore;
 use crate::error::{Error, Result};
 use crate::messages::{Applied, Failed, FlushNow, FolderId, Resend, Start, Stop};
 use crate::sender::{Connect, Sender, TargetLink};
@@ -67,6 +68,15 @@ pub enum TargetSpec {
     Linked(TargetConnector),
 }
 
+/// What the source side of a pipeline is started with.
+struct SourceSide {
+    watch: Option<WatchOptions>,
+    stats: Arc<Stats>,
+    monitor: Recipient<Failed>,
+    on_applied: Recipient<Applied>,
+    store: Option<Arc<dyn SourceStore>>,
+}
+
 /// The actors of one running pipeline.
 pub struct Pipeline {
     /// The Watcher, in live mode.
@@ -102,12 +112,36 @@ impl Pipeline {
         monitor: Recipient<Failed>,
         on_applied: Recipient<Applied>,
     ) -> Result<Pipeline> {
+        Self::start_kept(job, spec, watch, stats, monitor, on_applied, None).await
+    }
+
+    /// [`Pipeline::start_to`], keeping the source index in `store` between runs.
+    pub async fn start_kept(
+        job: &FolderJob,
+        spec: &TargetSpec,
+        watch: Option<WatchOptions>,
+        stats: Arc<Stats>,
+        monitor: Recipient<Failed>,
+        on_applied: Recipient<Applied>,
+        store: Option<Arc<dyn SourceStore>>,
+    ) -> Result<Pipeline> {
+        let source = SourceSide {
+            watch,
+            stats,
+            monitor,
+            on_applied,
+            store,
+        };
         match spec {
-            TargetSpec::Local => Self::start(job, watch, stats, monitor, on_applied).await,
+            TargetSpec::Local => {
+                let target = Self::local_target(job, &source.stats, LinkTaps::default());
+                Self::start_parts(job, source, FirstSend::Snapshot, target).await
+            }
             TargetSpec::Linked(connect) => {
                 let connect = connect.clone();
                 let target = move |side: SenderSide| Ok((connect(side), None));
-                Self::start_parts(job, watch, stats, monitor, on_applied, target).await
+                // A remote target says what it holds first; it may need only a delta.
+                Self::start_parts(job, source, FirstSend::OnResend, target).await
             }
         }
     }
@@ -121,6 +155,23 @@ impl Pipeline {
         on_applied: Recipient<Applied>,
         taps: LinkTaps,
     ) -> Result<Pipeline> {
+        let target = Self::local_target(job, &stats, taps);
+        let source = SourceSide {
+            watch,
+            stats,
+            monitor,
+            on_applied,
+            store: None,
+        };
+        Self::start_parts(job, source, FirstSend::Snapshot, target).await
+    }
+
+    /// Builds an in-process Applier for `job.target`, its links passed through `taps`.
+    fn local_target(
+        job: &FolderJob,
+        stats: &Arc<Stats>,
+        taps: LinkTaps,
+    ) -> impl FnOnce(SenderSide) -> Result<(TargetLink, Option<Addr<Applier>>)> {
         let opts = ApplierOptions {
             checksum: job.checksum,
             dry_run: job.dry_run,
@@ -131,7 +182,7 @@ impl Pipeline {
         let target_root = job.target.clone();
         let folder = job.folder.clone();
         let applier_stats = stats.clone();
-        let target = move |side: SenderSide| {
+        move |side: SenderSide| {
             let target_dir = TargetDir::open(&target_root)?;
             let link = match taps.to_sender {
                 Some(tap) => tap(side.link),
@@ -148,19 +199,23 @@ impl Pipeline {
                 None => target,
             };
             Ok((target, Some(applier)))
-        };
-        Self::start_parts(job, watch, stats, monitor, on_applied, target).await
+        }
     }
 
     /// Starts the source side, wires it to the target `build` returns, and starts the scans.
     async fn start_parts(
         job: &FolderJob,
-        watch: Option<WatchOptions>,
-        stats: Arc<Stats>,
-        monitor: Recipient<Failed>,
-        on_applied: Recipient<Applied>,
+        side_of_source: SourceSide,
+        first: FirstSend,
         build: impl FnOnce(SenderSide) -> Result<(TargetLink, Option<Addr<Applier>>)>,
     ) -> Result<Pipeline> {
+        let SourceSide {
+            watch,
+            stats,
+            monitor,
+            on_applied,
+            store,
+        } = side_of_source;
         let source = SourceDir::new(job.source.clone(), job.params);
         let sender = Sender::new(
             job.folder.clone(),
@@ -198,6 +253,11 @@ impl Pipeline {
             monitor.clone(),
             stats.clone(),
         )
+        .first_send(first);
+        let differ = match store {
+            Some(store) => differ.store(store),
+            None => differ,
+        }
         .start();
         let mailbox = |actor| move |source| Error::Mailbox { actor, source };
         sender

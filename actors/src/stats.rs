@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::events::Events;
-use crate::health::{ActorBoard, Latency};
+use crate::health::{ActorBoard, Latency, LinkState};
 
 /// Live counters of one replication (shared by its actors through an `Arc`).
 #[derive(Debug, Default)]
@@ -67,6 +67,8 @@ pub struct Stats {
     pub latency: Latency,
     /// Each actor's lifecycle and mailbox depth.
     pub actors: ActorBoard,
+    /// The link to a remote target.
+    pub link: LinkState,
 }
 
 impl Stats {

@@ -52,6 +52,7 @@ pub fn spec(
         link: LinkOptions::default(),
         retry: wanted.retry,
         stats,
+        epoch: None,
     };
     Ok(TargetSpec::Linked(remote.connector()))
 }

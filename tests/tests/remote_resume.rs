@@ -354,6 +354,7 @@ impl Nodes {
             link: LINK,
             retry,
             stats: stats.clone(),
+            epoch: None,
         }
     }
 

@@ -110,6 +110,9 @@ pub struct RemoteSpec {
     pub retry: Retry,
     /// Wire counters.
     pub stats: Arc<Stats>,
+    /// The epoch of a source index kept between runs (the same after a restart, so the
+    /// target can resume); `None`: a new one for each link, as the index starts afresh.
+    pub epoch: Option<u64>,
 }
 
 impl RemoteSpec {
@@ -139,8 +142,6 @@ pub struct RemoteTarget {
     tasks: Vec<JoinHandle<()>>,
     generation: u64,
     connected_once: bool,
-    /// Something sent may not have reached the target.
-    dropped: bool,
     failures: u32,
 }
 
@@ -155,15 +156,15 @@ struct Down {
 impl RemoteTarget {
     /// A link for `side`'s Sender to the node `spec` names.
     pub fn new(spec: Arc<RemoteSpec>, side: SenderSide) -> Self {
+        let epoch = spec.epoch.unwrap_or_else(|| rand::random::<u64>() | 1);
         RemoteTarget {
             spec,
             side,
-            epoch: rand::random::<u64>() | 1,
+            epoch,
             out: None,
             tasks: Vec::new(),
             generation: 0,
             connected_once: false,
-            dropped: false,
             failures: 0,
         }
     }
@@ -226,19 +227,18 @@ impl RemoteTarget {
         if self.connected_once {
             Stats::add(&self.spec.stats.reconnects, 1);
         }
-        // Whatever was sent since the target's resume point may be lost: send it again.
-        if self.connected_once || self.dropped {
-            self.side.resend.do_send(Resend { after: applied });
-        }
+        self.spec.stats.link.up();
+        // The Differ sends nothing to a remote target until it states what it holds; after
+        // a reconnect, whatever was sent since its resume point may be lost: send it again.
+        self.side.resend.do_send(Resend { after: applied });
         self.connected_once = true;
-        self.dropped = false;
         self.failures = 0;
     }
 
     fn down(&mut self, why: LinkDown, ctx: &mut Context<Self>) {
         let url = &self.spec.url;
+        self.spec.stats.link.down(why.reason.clone());
         self.out = None;
-        self.dropped = true;
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -274,7 +274,6 @@ impl RemoteTarget {
     /// a link that is down are dropped and made up for by a resend after reconnection.
     fn send_frames(&mut self, frames: Vec<Frame>) -> ResponseFuture<()> {
         let Some(out) = self.out.clone() else {
-            self.dropped = true;
             return Box::pin(async {});
         };
         Box::pin(async move {
@@ -573,6 +572,7 @@ impl Actor for RemoteTarget {
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(actor = "link", folder = %self.folder(), "started");
         self.spec.stats.actors.started("link");
+        self.spec.stats.link.down("connecting");
         self.connect(ctx);
     }
 
