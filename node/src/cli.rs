@@ -34,6 +34,29 @@ pub enum Command {
     Id,
     /// Receive folders from the listed peers until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Write a commented starter config file for this node.
+    Init(InitArgs),
+    /// Validate a config file and summarise it.
+    Check(CheckArgs),
+}
+
+/// Flags of `ferry init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The config file to write.
+    #[arg(long, value_name = "FILE", default_value = "ferry.toml")]
+    pub config: PathBuf,
+    /// Overwrite the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Flags of `ferry check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The config file to validate.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 /// Flags of `ferry serve`.
@@ -68,13 +91,13 @@ pub struct WatchArgs {
     #[arg(long)]
     pub no_fsync: bool,
     /// Quiet time that closes a burst of changes (e.g. 2ms, 20ms).
-    #[arg(long, default_value = "2ms", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "2ms", value_parser = ferry_node::duration::parse)]
     pub debounce: std::time::Duration,
     /// Full rescan as a safety net every so often (e.g. 1h, 10m; 0 turns it off).
-    #[arg(long, default_value = "1h", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "1h", value_parser = ferry_node::duration::parse)]
     pub rescan_interval: std::time::Duration,
     /// No inotify: scan the whole folder at this interval instead (NFS, FUSE, interval replication).
-    #[arg(long, value_parser = crate::duration::parse)]
+    #[arg(long, value_parser = ferry_node::duration::parse)]
     pub poll: Option<std::time::Duration>,
     /// Chunker sizes MIN,AVG,MAX (advanced: both sides must agree; see ARCHITECTURE.md).
     #[arg(long, value_name = "MIN,AVG,MAX", default_value = "8K,32K,128K")]

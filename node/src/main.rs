@@ -3,9 +3,10 @@
 //! Exit codes: 0 success, 1 error (message on stderr), 2 usage error, 3 finished but some
 //! entries were skipped (each named in a warning).
 
+mod check_cmd;
 mod cli;
-mod duration;
 mod id_cmd;
+mod init_cmd;
 mod logging;
 mod progress;
 mod remote_target;
@@ -49,6 +50,10 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => {
             serve_cmd::run(args, cli.home.as_deref()).map(|()| sync_cmd::Outcome::Complete)
         }
+        cli::Command::Init(args) => {
+            init_cmd::run(args, cli.home.as_deref()).map(|()| sync_cmd::Outcome::Complete)
+        }
+        cli::Command::Check(args) => check_cmd::run(args).map(|()| sync_cmd::Outcome::Complete),
     };
     match result {
         Ok(sync_cmd::Outcome::Complete) => ExitCode::SUCCESS,

@@ -33,5 +33,5 @@ fn a_bad_duration_is_a_usage_error_naming_the_units() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ms, s, m or h"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ms, s, m, h or d"));
 }
