@@ -338,6 +338,9 @@ impl Differ {
             previous,
             upto: self.seq,
         };
+        self.stats
+            .source_seq
+            .fetch_max(self.seq.0, std::sync::atomic::Ordering::Relaxed);
         self.stats.actors.queued(Role::Sender);
         let sender = self.sender.clone();
         ctx.wait(

@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::health::{ActorView, LatencySnapshot};
 use crate::messages::FolderId;
+use crate::persist::SourceStore;
 use crate::pipeline::{FolderJob, TargetSpec};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::supervisor::{FolderState, FolderSupervisor, GetState, RestartPolicy, Shutdown};
@@ -50,6 +51,7 @@ pub struct ReplicationBuilder {
     watch: WatchOptions,
     policy: RestartPolicy,
     stats: Option<Arc<Stats>>,
+    store: Option<Arc<dyn SourceStore>>,
 }
 
 /// A running, supervised replication of one folder to one target.
@@ -91,6 +93,7 @@ impl Replication {
             watch: WatchOptions::default(),
             policy: RestartPolicy::default(),
             stats: None,
+            store: None,
         }
     }
 
@@ -194,6 +197,13 @@ impl ReplicationBuilder {
         self
     }
 
+    /// Keeps the source index in `store`, so a restart rescans without rehashing and a
+    /// remote target resumes where it left off.
+    pub fn source_store(mut self, store: Arc<dyn SourceStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Checks the description and starts the replication. Must be called inside a running
     /// actix system.
     pub fn start(self) -> Result<Replication> {
@@ -231,9 +241,13 @@ impl ReplicationBuilder {
             durable: self.durable,
             params: self.params,
         };
-        let supervisor = FolderSupervisor::new(job, self.watch, self.policy, stats.clone(), None)
-            .to_target(spec)
-            .start();
+        let mut supervisor =
+            FolderSupervisor::new(job, self.watch, self.policy, stats.clone(), None)
+                .to_target(spec);
+        if let Some(store) = self.store {
+            supervisor = supervisor.with_store(store);
+        }
+        let supervisor = supervisor.start();
         Ok(Replication {
             folder: self.folder,
             supervisor,

@@ -55,6 +55,8 @@ pub struct Stats {
     pub watches: AtomicU64,
     /// The highest sequence the target acknowledged.
     pub applied_seq: AtomicU64,
+    /// The highest sequence the Differ handed to the Sender.
+    pub source_seq: AtomicU64,
     /// Restarts of this folder's pipeline.
     pub restarts: AtomicU64,
     /// Source bytes read to hash files (zero for files whose stat did not change).

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::events::EventKind;
 use crate::messages::{Applied, CurrentSeq, Failed, FlushNow};
+use crate::persist::SourceStore;
 use crate::pipeline::{FolderJob, Pipeline, TargetSpec};
 use crate::stats::Stats;
 use crate::watcher::{SimulateOverflow, WatchOptions};
@@ -76,6 +77,7 @@ pub struct FolderSupervisor {
     watch: WatchOptions,
     policy: RestartPolicy,
     stats: Arc<Stats>,
+    store: Option<Arc<dyn SourceStore>>,
     pipeline: Option<Pipeline>,
     generation: u64,
     restarts: VecDeque<Instant>,
@@ -142,6 +144,7 @@ impl FolderSupervisor {
             watch,
             policy,
             stats,
+            store: None,
             pipeline: None,
             generation: 0,
             restarts: VecDeque::new(),
@@ -157,6 +160,12 @@ impl FolderSupervisor {
         self
     }
 
+    /// Keeps the source index in `store` between runs (and pipeline restarts).
+    pub fn with_store(mut self, store: Arc<dyn SourceStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     fn launch(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
         let generation = self.generation;
@@ -169,16 +178,18 @@ impl FolderSupervisor {
         let spec = self.target.clone();
         let watch = self.watch;
         let stats = self.stats.clone();
+        let store = self.store.clone();
         let applied = ctx.address().recipient();
         self.set_state(FolderState::Starting);
         let start = async move {
-            Pipeline::start_to(
+            Pipeline::start_kept(
                 &job,
                 &spec,
                 Some(watch),
                 stats,
                 monitor.recipient(),
                 applied,
+                store,
             )
             .await
         };

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
 use ferry_actors::applier::{Applier, ApplierOptions, Retire, SenderLink, SourceView};
@@ -39,7 +39,7 @@ const HANDOVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60
 const MAX_INDEX_BYTES: u64 = 1 << 30;
 
 /// A folder this node receives into.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServedFolder {
     /// The name peers open it by.
     pub name: FolderId,
@@ -91,7 +91,9 @@ impl Ended {
 pub struct Server {
     config: ServeConfig,
     acceptor: TlsAcceptor,
-    folders: HashMap<FolderId, FolderSlot>,
+    /// The nodes allowed to connect (read by the TLS verifier; changed by `reconfigure`).
+    allowed: Arc<RwLock<BTreeSet<NodeId>>>,
+    folders: RwLock<HashMap<FolderId, Arc<FolderSlot>>>,
     stats: Arc<Stats>,
     sessions: AtomicU64,
 }
@@ -103,6 +105,43 @@ struct FolderSlot {
     active: tokio::sync::Mutex<Option<Active>>,
     /// What the last session left to resume from.
     resume: Mutex<Option<Resume>>,
+    /// The session sending to it now, or the last one, as the dashboard shows it.
+    seen: Mutex<Option<SessionView>>,
+}
+
+/// A session of a served folder as the dashboard shows it.
+#[derive(Clone, Debug)]
+pub struct SessionView {
+    /// The sending node.
+    pub peer: NodeId,
+    /// Its Applier's counters.
+    pub stats: Arc<Stats>,
+    /// Whether it is still connected; why it ended, if not.
+    pub ended: Option<String>,
+}
+
+impl FolderSlot {
+    fn new(folder: ServedFolder) -> Self {
+        FolderSlot {
+            folder,
+            active: tokio::sync::Mutex::new(None),
+            resume: Mutex::new(None),
+            seen: Mutex::new(None),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<SessionView>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the session sending to this folder, if any, to end.
+    fn stop_session(&self) {
+        if let Ok(active) = self.active.try_lock() {
+            if let Some(a) = active.as_ref() {
+                let _ = a.stop.try_send(());
+            }
+        }
+    }
 }
 
 struct Active {
@@ -124,30 +163,64 @@ struct Resume {
 impl Server {
     /// A server for `config`, counting wire bytes into `stats`.
     pub fn new(config: ServeConfig, stats: Arc<Stats>) -> Result<Arc<Server>, tls::TlsError> {
-        let allowed = config.peers.clone();
+        let allowed = Arc::new(RwLock::new(config.peers.clone()));
+        let check = allowed.clone();
         let tls = tls::server_config(
             &config.identity,
-            Arc::new(move |id: &NodeId| allowed.contains(id)),
+            Arc::new(move |id: &NodeId| {
+                check
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(id)
+            }),
         )?;
         let folders = config
             .folders
             .iter()
-            .map(|f| {
-                let slot = FolderSlot {
-                    folder: f.clone(),
-                    active: tokio::sync::Mutex::new(None),
-                    resume: Mutex::new(None),
-                };
-                (f.name.clone(), slot)
-            })
+            .map(|f| (f.name.clone(), Arc::new(FolderSlot::new(f.clone()))))
             .collect();
         Ok(Arc::new(Server {
             config,
             acceptor: TlsAcceptor::from(tls),
-            folders,
+            allowed,
+            folders: RwLock::new(folders),
             stats,
             sessions: AtomicU64::new(0),
         }))
+    }
+
+    /// Serves `folders` to `peers` from now on. Sessions of folders removed, or whose path or
+    /// peers changed, are ended; the others go on undisturbed.
+    pub fn reconfigure(&self, peers: BTreeSet<NodeId>, folders: Vec<ServedFolder>) {
+        *self.allowed.write().unwrap_or_else(|p| p.into_inner()) = peers;
+        let mut map = self.folders.write().unwrap_or_else(|p| p.into_inner());
+        let wanted: HashMap<FolderId, ServedFolder> =
+            folders.into_iter().map(|f| (f.name.clone(), f)).collect();
+        map.retain(|name, slot| {
+            let keep = wanted.get(name) == Some(&slot.folder);
+            if !keep {
+                tracing::info!(folder = %name, "no longer served as it was: ending its session");
+                slot.stop_session();
+            }
+            keep
+        });
+        for (name, f) in wanted {
+            if !map.contains_key(&name) {
+                tracing::info!(folder = %name, path = %f.path.display(), "serving folder");
+                map.insert(name, Arc::new(FolderSlot::new(f)));
+            }
+        }
+    }
+
+    /// Every served folder with its current or last session.
+    pub fn sessions(&self) -> Vec<(ServedFolder, Option<SessionView>)> {
+        let map = self.folders.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = map
+            .values()
+            .map(|slot| (slot.folder.clone(), slot.seen().clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        out
     }
 
     /// Accepts connections on `listener` until the task is dropped; every connection is
@@ -240,7 +313,7 @@ impl Server {
         let id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let (stop_tx, mut stop_rx) = mpsc::channel(1);
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-        if let Err(why) = claim(slot, id, peer, stop_tx, done_rx).await {
+        if let Err(why) = claim(&slot, id, peer, stop_tx, done_rx).await {
             return Err(finish_refusal(writer, refuse(false, why).await).await);
         }
         let resume = {
@@ -253,7 +326,7 @@ impl Server {
         let target = match TargetDir::open(&slot.folder.path) {
             Ok(t) => t,
             Err(e) => {
-                release(slot, id, done_tx).await;
+                release(&slot, id, done_tx).await;
                 let why = format!("target folder {} is unavailable: {e}", open.folder);
                 tracing::error!(folder = %open.folder, "{why}");
                 return Err(finish_refusal(writer, refuse(false, why).await).await);
@@ -282,12 +355,18 @@ impl Server {
             untrusted_sender: true,
         };
         // Per session: the counts each acknowledgement carries back are this session's.
+        let session_stats = Arc::new(Stats::default());
+        *slot.seen() = Some(SessionView {
+            peer,
+            stats: session_stats.clone(),
+            ended: None,
+        });
         let mut applier = Applier::new(
             open.folder.clone(),
             target,
             opts,
             sender,
-            Arc::new(Stats::default()),
+            session_stats,
         );
         let resumed_from = resume.as_ref().map(|r| r.applied);
         if let Some(r) = resume {
@@ -393,7 +472,10 @@ impl Server {
                 });
             }
         }
-        release(slot, id, done_tx).await;
+        if let Some(seen) = slot.seen().as_mut() {
+            seen.ended = Some(ended.reason.clone());
+        }
+        release(&slot, id, done_tx).await;
         if ended.tainted && !writer.is_finished() {
             let _ = tokio::time::timeout(link.timeout, &mut writer).await;
         }
@@ -407,9 +489,19 @@ impl Server {
     }
 
     /// The folder `open` names if `peer` may send to it, with valid chunker parameters.
-    fn check_open(&self, open: &Open, peer: &NodeId) -> Result<(&FolderSlot, ChunkParams), String> {
+    fn check_open(
+        &self,
+        open: &Open,
+        peer: &NodeId,
+    ) -> Result<(Arc<FolderSlot>, ChunkParams), String> {
         let not_shared = || format!("folder {} is not shared with node {peer}", open.folder);
-        let slot = self.folders.get(&open.folder).ok_or_else(not_shared)?;
+        let slot = self
+            .folders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&open.folder)
+            .cloned()
+            .ok_or_else(not_shared)?;
         if slot
             .folder
             .peers

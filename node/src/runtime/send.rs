@@ -1,0 +1,184 @@
+//! A send folder of a running node: one supervised replication per peer and per local
+//! target, each with its own Differ, Sender and counters, so that an offline or slow target
+//! never holds the others back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_actors::persist::SourceStore;
+use ferry_actors::{Replication, Stats, TargetSpec, WatchOptions};
+use ferry_engine::ChunkParams;
+
+use super::error::RunError;
+use super::targets::{TargetKind, TargetName};
+use crate::config::{Config, FolderConfig, Peer};
+use crate::remote::client::{LinkOptions, RemoteSpec, Retry};
+use crate::remote::identity::Identity;
+use crate::remote::tls;
+use crate::remote::url::RemoteUrl;
+
+/// How long stopping a folder waits for the change in flight to reach each target.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Everything a send folder's replications are built from: the folder and the peers it
+/// sends to. When this changes on reload, the folder is restarted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SendPlan {
+    /// The folder's settings.
+    pub folder: FolderConfig,
+    /// The peers it sends to, resolved from the config.
+    pub peers: Vec<Peer>,
+    /// fsync on local targets.
+    pub fsync: bool,
+}
+
+impl SendPlan {
+    /// The plan for `folder` under `config`.
+    pub fn of(config: &Config, folder: &FolderConfig) -> Self {
+        SendPlan {
+            folder: folder.clone(),
+            peers: folder
+                .peers
+                .iter()
+                .filter_map(|n| config.peer(n.as_str()).cloned())
+                .collect(),
+            fsync: config.node.fsync,
+        }
+    }
+}
+
+/// One running replication of a send folder.
+pub struct TargetRun {
+    /// Which target.
+    pub name: TargetName,
+    /// Its counters and events.
+    pub stats: Arc<Stats>,
+    replication: Replication,
+}
+
+/// A running send folder.
+pub struct SendFolder {
+    /// What it was started from.
+    pub plan: SendPlan,
+    /// Its replications.
+    pub targets: Vec<TargetRun>,
+}
+
+/// Makes the state store for one replication, and the epoch naming its index.
+pub type StoreFor<'a> = &'a dyn Fn(&TargetName) -> Result<Option<(Arc<dyn SourceStore>, u64)>, RunError>;
+
+impl SendFolder {
+    /// Starts a replication to every peer and local target of `plan`.
+    pub fn start(
+        plan: SendPlan,
+        identity: Option<&Identity>,
+        store_for: StoreFor<'_>,
+    ) -> Result<SendFolder, RunError> {
+        let f = &plan.folder;
+        let watch = watch_options(f);
+        let mut targets = Vec::new();
+        let mut wanted: Vec<(TargetName, Option<&Peer>)> = f
+            .targets
+            .iter()
+            .map(|t| (TargetName::local(t), None))
+            .collect();
+        wanted.extend(plan.peers.iter().map(|p| (TargetName::peer(&p.name), Some(p))));
+        for (name, peer) in wanted {
+            let stats = Arc::new(Stats::default());
+            let kept = store_for(&name)?;
+            let mut builder = Replication::builder(f.id.clone(), &f.path)
+                .checksum(f.checksum)
+                .durable(plan.fsync)
+                .watch(watch)
+                .stats(stats.clone());
+            let epoch = kept.as_ref().map(|(_, e)| *e);
+            if let Some((store, _)) = kept {
+                builder = builder.source_store(store);
+            }
+            builder = match (peer, &name.kind) {
+                (Some(peer), _) => {
+                    let identity = identity.ok_or_else(|| RunError::NoIdentity {
+                        folder: f.id.to_string(),
+                    })?;
+                    let spec = remote_spec(f, peer, identity, stats.clone(), epoch)?;
+                    builder.to_target(name.to_string(), TargetSpec::Linked(spec.connector()))
+                }
+                (None, TargetKind::Local(dir)) => builder.to_dir(dir.clone()),
+                (None, TargetKind::Peer(_)) => unreachable!("peer targets come with their peer"),
+            };
+            let replication = builder.start().map_err(|e| RunError::Folder {
+                folder: f.id.to_string(),
+                reason: e.to_string(),
+            })?;
+            tracing::info!(folder = %f.id, target = %name, "replication started");
+            targets.push(TargetRun {
+                name,
+                stats,
+                replication,
+            });
+        }
+        Ok(SendFolder { plan, targets })
+    }
+
+    /// Finishes the change in flight on every target, then stops them all.
+    pub async fn stop(self) {
+        let folder = self.plan.folder.id.clone();
+        let stops = self.targets.into_iter().map(|t| {
+            let folder = folder.clone();
+            async move {
+                t.replication.stop(STOP_DEADLINE).await;
+                tracing::info!(folder = %folder, target = %t.name, "replication stopped");
+            }
+        });
+        futures_util::future::join_all(stops).await;
+    }
+}
+
+/// How `folder` is watched: inotify with periodic safety rescans, or scans only.
+fn watch_options(f: &FolderConfig) -> WatchOptions {
+    let every = (!f.rescan_interval.is_zero()).then_some(f.rescan_interval);
+    WatchOptions {
+        debounce: f.debounce,
+        max_delay: (f.debounce * 10).max(Duration::from_millis(50)),
+        rescan_every: if f.watch { every } else { None },
+        poll: if f.watch { None } else { every },
+        ..WatchOptions::default()
+    }
+}
+
+/// The link to `peer`'s copy of `folder`, authenticated as this node, retried forever.
+fn remote_spec(
+    f: &FolderConfig,
+    peer: &Peer,
+    identity: &Identity,
+    stats: Arc<Stats>,
+    epoch: Option<u64>,
+) -> Result<RemoteSpec, RunError> {
+    let address = peer.address.as_ref().ok_or_else(|| RunError::Folder {
+        folder: f.id.to_string(),
+        reason: format!("peer {} has no address", peer.name),
+    })?;
+    let tls = tls::client_config(identity, peer.id).map_err(|e| RunError::Folder {
+        folder: f.id.to_string(),
+        reason: format!("cannot set up TLS for peer {}: {e}", peer.name),
+    })?;
+    Ok(RemoteSpec {
+        url: RemoteUrl {
+            node: peer.id,
+            host: address.host.clone(),
+            port: address.port,
+            folder: f.id.clone(),
+        },
+        tls,
+        params: ChunkParams::default(),
+        checksum: f.checksum,
+        dry_run: false,
+        link: LinkOptions::default(),
+        retry: Retry {
+            first: true,
+            max_failures: None,
+        },
+        stats,
+        epoch,
+    })
+}
