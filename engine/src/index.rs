@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use serde::{Deserialize, Serialize};
+
 use crate::chunk::ChunkParams;
 use crate::entry::FileEntry;
 use crate::relpath::RelPath;
 
 /// What a scan saw of a file's inode, used to decide that it did not change since it was hashed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StatKey {
     /// Device number.
     pub dev: u64,

@@ -29,6 +29,7 @@ pub mod reconcile;
 pub mod relpath;
 pub mod scan;
 pub mod source;
+pub mod store;
 pub mod target;
 pub mod targetindex;
 
@@ -44,5 +45,6 @@ pub use reconcile::{reconcile, Change};
 pub use relpath::RelPath;
 pub use scan::{scan, scan_subtree, ScanOptions, ScanOutcome, SkipKind, Skipped};
 pub use source::{SourceDir, SourceFile};
+pub use store::{ResumeHead, SavedResume, SavedSource, SourceHead, StateDb, StoreError};
 pub use target::{TargetDir, TempFile};
 pub use targetindex::TargetIndex;
