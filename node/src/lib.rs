@@ -1,4 +1,7 @@
 //! The parts of the `ferry` node other programs and tests reuse: node identity, TLS, the
-//! wire protocol and the link actors that carry a pipeline's messages between nodes.
+//! wire protocol and the link actors that carry a pipeline's messages between nodes, and the
+//! web dashboard with the status model it shows.
 
+pub mod dashboard;
 pub mod remote;
+pub mod status;

@@ -10,6 +10,7 @@ mod delta_property;
 mod delta_reuse;
 mod live_faults;
 mod live_steps;
+mod node_dashboard;
 mod remote_bad_input;
 mod remote_resume;
 mod remote_sync;
