@@ -11,6 +11,7 @@ mod delta_reuse;
 mod live_faults;
 mod live_steps;
 mod node_config;
+mod node_dashboard;
 mod remote_bad_input;
 mod remote_resume;
 mod remote_sync;
