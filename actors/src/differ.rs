@@ -104,7 +104,7 @@ impl Handler<Start> for Differ {
 
     fn handle(&mut self, _: Start, ctx: &mut Self::Context) {
         let root = self.source.root().to_owned();
-        let opts = self.scan;
+        let opts = self.scan.clone();
         let pool = self.pool.clone();
         let scan = async move {
             pool.run("scan source", move || ferry_engine::scan(&root, opts))
@@ -271,7 +271,7 @@ fn rescan(
         }
         Some(paths) => {
             for p in paths {
-                let out = ferry_engine::scan_subtree(source.root(), p, opts)?;
+                let out = ferry_engine::scan_subtree(source.root(), p, opts.clone())?;
                 skipped.extend(out.skipped);
                 fresh.extend(out.index.into_entries());
             }
@@ -315,7 +315,7 @@ impl Differ {
         };
         let old = index.extract(scopes.as_deref());
         let source = self.source.clone();
-        let opts = self.scan;
+        let opts = self.scan.clone();
         let pool = self.pool.clone();
         let job = async move {
             pool.run("rescan source", move || {

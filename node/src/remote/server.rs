@@ -13,7 +13,7 @@ use actix::prelude::*;
 use ferry_actors::applier::{Applier, ApplierOptions, Retire, SenderLink, SourceView};
 use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, NeedGroups, Start};
 use ferry_actors::{FolderId, Stats};
-use ferry_engine::{ChunkParams, Seq, TargetDir};
+use ferry_engine::{ChunkParams, IgnoreRules, Seq, TargetDir};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -237,6 +237,13 @@ impl Server {
             Ok(x) => x,
             Err(why) => return Err(finish_refusal(writer, refuse(true, why).await).await),
         };
+        let ignore = match IgnoreRules::new(&open.ignore) {
+            Ok(rules) => rules,
+            Err(e) => {
+                let why = e.to_string();
+                return Err(finish_refusal(writer, refuse(true, why).await).await);
+            }
+        };
         let id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let (stop_tx, mut stop_rx) = mpsc::channel(1);
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -280,6 +287,7 @@ impl Server {
             durable: self.config.durable,
             params,
             untrusted_sender: true,
+            ignore,
         };
         // Per session: the counts each acknowledgement carries back are this session's.
         let mut applier = Applier::new(
