@@ -10,8 +10,8 @@ use ferry_engine::outline::{self, GroupId, Outline, Unresolved};
 use ferry_engine::target::TEMP_PREFIX;
 use ferry_engine::{
     apply_action, diff, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef, ContentId,
-    DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, Index, Plan, RelPath, ScanOptions,
-    Seq, TargetDir, TargetIndex,
+    DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, IgnoreRules, Index, Plan, RelPath,
+    ScanOptions, Seq, TargetDir, TargetIndex,
 };
 
 use crate::events::EventKind;
@@ -47,7 +47,7 @@ const REGION_BYTES: u64 = 16 << 20;
 const REFETCHES: u32 = 3;
 
 /// How an Applier decides and writes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ApplierOptions {
     /// Compare content even when size and mtime agree.
     pub checksum: bool,
@@ -60,6 +60,8 @@ pub struct ApplierOptions {
     /// The Sender is another node: a chunk that does not match its id is a protocol error
     /// (an honest Sender verifies every chunk it reads), not a reason to ask again.
     pub untrusted_sender: bool,
+    /// Target entries left out of the target scan: never deleted, replaced or reused.
+    pub ignore: IgnoreRules,
 }
 
 /// The recipients through which an Applier answers its Sender, local or remote.
@@ -165,6 +167,7 @@ impl Applier {
         stats: Arc<Stats>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let params = opts.params;
         Applier {
             folder,
             target: Arc::new(target),
@@ -174,7 +177,7 @@ impl Applier {
             io: Pool::new(IO_JOBS),
             hasher: Pool::new(cores),
             target_index: None,
-            source: Index::new(opts.params),
+            source: Index::new(params),
             have_snapshot: false,
             upto: Seq::default(),
             content_requests: 0,
@@ -849,12 +852,13 @@ impl Handler<Start> for Applier {
         let opts = ScanOptions {
             params: self.opts.params,
             skip_temp_files: false,
+            ignore: self.opts.ignore.clone(),
         };
         let pool = self.hasher.clone();
         let target = self.target.clone();
         let job = async move {
             pool.run("scan target", move || {
-                let mut outcome = ferry_engine::scan(&root, opts)?;
+                let mut outcome = ferry_engine::scan(&root, opts.clone())?;
                 let leftovers = take_leftovers(&target, &mut outcome.index, &opts.params);
                 Ok::<_, ferry_engine::Error>((outcome, leftovers))
             })

@@ -181,13 +181,15 @@ impl Handler<Start> for Differ {
 
     fn handle(&mut self, _: Start, ctx: &mut Self::Context) {
         let source = self.source.clone();
-        let opts = self.scan;
+        let opts = self.scan.clone();
         let pool = self.pool.clone();
         let store = self.store.clone();
         let folder = self.folder.clone();
         let scan = async move {
-            pool.run("scan source", move || first_scan(&source, opts, store.as_deref(), &folder))
-                .await
+            pool.run("scan source", move || {
+                first_scan(&source, opts, store.as_deref(), &folder)
+            })
+            .await
         };
         ctx.wait(scan.into_actor(self).map(|res, act, ctx| {
             let (first, reserved) = match res {
@@ -239,9 +241,10 @@ fn first_scan(
             std::io::Error::other(format!("{what}: {e}")),
         )
     };
+    let params = opts.params;
     let saved = match store {
         Some(store) => store
-            .load(&opts.params)
+            .load(&params)
             .map_err(|e| store_err("cannot read it", e))?,
         None => SavedIndex::default(),
     };
@@ -249,7 +252,7 @@ fn first_scan(
     let (first, history_from) = match saved.index {
         Some((index, history_from)) => {
             tracing::info!(folder = %folder, entries = index.len(), "resuming from the saved index");
-            let found = rescan(source, opts, &index, None)?;
+            let found = rescan(source, opts.clone(), &index, None)?;
             (
                 FirstScan::Resumed {
                     index,
@@ -267,7 +270,7 @@ fn first_scan(
     if let Some(store) = store {
         store
             .reserve(
-                &opts.params,
+                &params,
                 Seq(reserved.0.saturating_add(SEQ_BLOCK)),
                 history_from,
             )
@@ -480,7 +483,7 @@ fn rescan(
         }
         Some(paths) => {
             for p in paths {
-                let out = ferry_engine::scan_subtree(source.root(), p, opts)?;
+                let out = ferry_engine::scan_subtree(source.root(), p, opts.clone())?;
                 skipped.extend(out.skipped);
                 fresh.extend(out.index.into_entries());
             }
@@ -533,7 +536,7 @@ impl Differ {
         };
         let old = index.extract(scopes.as_deref());
         let source = self.source.clone();
-        let opts = self.scan;
+        let opts = self.scan.clone();
         let pool = self.pool.clone();
         let job = async move {
             pool.run("rescan source", move || {

@@ -15,6 +15,7 @@
 //!     dry_run: false,
 //!     durable: true,
 //!     params: Default::default(),
+//!     ignore: Default::default(),
 //! };
 //! let report = actix::System::new().block_on(run_sync(job, Arc::new(Stats::default())))?;
 //! println!("{} files created", report.stats.created);

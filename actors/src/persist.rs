@@ -33,7 +33,8 @@ pub trait SourceStore: Send + Sync + 'static {
     /// What was saved (an index saved with other chunker parameters is not returned).
     fn load(&self, params: &ChunkParams) -> Result<SavedIndex, String>;
     /// Durably records that sequences up to `reserved` may be in use, and `history_from`.
-    fn reserve(&self, params: &ChunkParams, reserved: Seq, history_from: Seq) -> Result<(), String>;
+    fn reserve(&self, params: &ChunkParams, reserved: Seq, history_from: Seq)
+        -> Result<(), String>;
     /// Saves entries (with `full`, replacing every saved entry).
     fn write(&self, entries: &[(FileEntry, Option<StatKey>)], full: bool) -> Result<(), String>;
     /// Forgets the saved entries, keeping the reservation: the next run scans afresh.

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::{ChunkParams, ScanOptions, SourceDir, TargetDir};
+use ferry_engine::{ChunkParams, IgnoreRules, ScanOptions, SourceDir, TargetDir};
 
 use crate::applier::{Applier, ApplierOptions, SenderLink};
 use crate::differ::{Differ, FirstSend};
-use crate::persist::SourceStore;
 use crate::error::{Error, Result};
 use crate::messages::{Applied, Failed, FlushNow, FolderId, Resend, Start, Stop};
+use crate::persist::SourceStore;
 use crate::sender::{Connect, Sender, TargetLink};
 use crate::stats::Stats;
 use crate::watcher::{WatchOptions, Watcher};
@@ -32,6 +32,8 @@ pub struct FolderJob {
     pub durable: bool,
     /// Chunker parameters.
     pub params: ChunkParams,
+    /// Entries neither sent from the source nor touched in the target (empty = none).
+    pub ignore: IgnoreRules,
 }
 
 /// Interposers on the links between Sender and Applier: each receives the recipients the
@@ -178,6 +180,7 @@ impl Pipeline {
             durable: job.durable,
             params: job.params,
             untrusted_sender: false,
+            ignore: job.ignore.clone(),
         };
         let target_root = job.target.clone();
         let folder = job.folder.clone();
@@ -248,6 +251,7 @@ impl Pipeline {
             ScanOptions {
                 params: job.params,
                 skip_temp_files: true,
+                ignore: job.ignore.clone(),
             },
             sender.clone().recipient(),
             monitor.clone(),
@@ -278,6 +282,7 @@ impl Pipeline {
                     monitor,
                     stats,
                 )
+                .with_ignore(job.ignore.clone())
                 .start();
                 // Answered only after `started` has placed every watch.
                 addr.send(FlushNow).await.map_err(mailbox("watcher"))?;

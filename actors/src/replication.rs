@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use ferry_engine::ChunkParams;
+use ferry_engine::{ChunkParams, IgnoreRules};
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
@@ -52,6 +52,7 @@ pub struct ReplicationBuilder {
     policy: RestartPolicy,
     stats: Option<Arc<Stats>>,
     store: Option<Arc<dyn SourceStore>>,
+    ignore: IgnoreRules,
 }
 
 /// A running, supervised replication of one folder to one target.
@@ -94,6 +95,7 @@ impl Replication {
             policy: RestartPolicy::default(),
             stats: None,
             store: None,
+            ignore: IgnoreRules::default(),
         }
     }
 
@@ -197,6 +199,12 @@ impl ReplicationBuilder {
         self
     }
 
+    /// Leaves out what `rules` ignore, on both sides: never sent, never deleted.
+    pub fn ignore(mut self, rules: IgnoreRules) -> Self {
+        self.ignore = rules;
+        self
+    }
+
     /// Keeps the source index in `store`, so a restart rescans without rehashing and a
     /// remote target resumes where it left off.
     pub fn source_store(mut self, store: Arc<dyn SourceStore>) -> Self {
@@ -240,6 +248,7 @@ impl ReplicationBuilder {
             dry_run: false,
             durable: self.durable,
             params: self.params,
+            ignore: self.ignore,
         };
         let mut supervisor =
             FolderSupervisor::new(job, self.watch, self.policy, stats.clone(), None)

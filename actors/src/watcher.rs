@@ -1,5 +1,6 @@
 //! The Watcher: inotify (through notify) on every directory of a source folder, one watch
 //! each, turning bursts of events into coalesced `Dirty` batches for the Differ.
+//! Directories the folder's ignore rules exclude are not watched.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ferry_engine::target::TEMP_PREFIX;
-use ferry_engine::RelPath;
+use ferry_engine::{IgnoreRules, RelPath};
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, oneshot};
@@ -57,6 +58,7 @@ pub struct Watcher {
     rescan: Recipient<Rescan>,
     monitor: Recipient<Failed>,
     stats: Arc<Stats>,
+    ignore: IgnoreRules,
     notify: Option<RecommendedWatcher>,
     /// Watched directories below the root (the root's own watch is counted separately).
     watched: BTreeSet<RelPath>,
@@ -100,6 +102,7 @@ impl Watcher {
             rescan,
             monitor,
             stats,
+            ignore: IgnoreRules::default(),
             notify: None,
             watched: BTreeSet::new(),
             root_watched: false,
@@ -115,6 +118,13 @@ impl Watcher {
             published: 0,
             flush_waiters: Vec::new(),
         }
+    }
+
+    /// Places no watches in the directories `ignore` excludes (events there would only
+    /// lead to rescans that find nothing).
+    pub fn with_ignore(mut self, ignore: IgnoreRules) -> Self {
+        self.ignore = ignore;
+        self
     }
 
     /// Adds this Watcher's change in watch count to the folder's counter (a replacement
@@ -174,6 +184,9 @@ impl Watcher {
     fn watch_tree(&mut self, dir: &RelPath) {
         let mut stack = vec![dir.clone()];
         while let Some(d) = stack.pop() {
+            if self.ignore.is_ignored(&d, true) {
+                continue;
+            }
             if !self.watched.contains(&d) && !self.watch(Some(&d)) {
                 return;
             }

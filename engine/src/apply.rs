@@ -61,10 +61,18 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
             target.set_meta(&entry.path, entry.kind, entry.mode, entry.mtime)?;
             Ok(wrote)
         }
-        Action::Remove { path, kind } => {
-            target.remove(path, *kind)?;
-            Ok(wrote)
-        }
+        Action::Remove { path, kind } => match target.remove(path, *kind) {
+            // Entries the target index never held (ignored ones) keep their directory: it
+            // is left in place rather than their being deleted or the plan failing.
+            Err(Error::Io { source, .. })
+                if *kind == EntryKind::Dir
+                    && source.kind() == std::io::ErrorKind::DirectoryNotEmpty =>
+            {
+                tracing::debug!(path = %path, "directory kept: it holds entries not replicated");
+                Ok(Effect::default())
+            }
+            other => other.map(|()| wrote),
+        },
         Action::SetDirMeta {
             path, mode, mtime, ..
         } => {
@@ -726,6 +734,7 @@ mod tests {
             ScanOptions {
                 params: PARAMS,
                 skip_temp_files: false,
+                ..ScanOptions::default()
             },
         )
         .unwrap();
@@ -736,6 +745,7 @@ mod tests {
             ScanOptions {
                 params: PARAMS,
                 skip_temp_files: true,
+                ..ScanOptions::default()
             },
         )
         .unwrap();

@@ -173,4 +173,40 @@ mod tests {
         let changes = reconcile(&idx, Some(&scopes), &[]);
         assert_eq!(changes, vec![Change::Remove(RelPath::new("d/x").unwrap())]);
     }
+
+    #[test]
+    fn a_change_to_an_ignored_path_yields_nothing() {
+        use crate::ignore::IgnoreRules;
+        use crate::scan::{scan, scan_subtree, ScanOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("cache")).unwrap();
+        std::fs::write(root.join("a"), b"a").unwrap();
+        let opts = ScanOptions {
+            ignore: IgnoreRules::new(&["/cache/".into(), "*.tmp".into()]).unwrap(),
+            ..ScanOptions::default()
+        };
+        let idx = scan(root, opts.clone()).unwrap().index;
+        // Live changes at ignored paths: the Watcher reports them, the rescans find nothing,
+        // and nothing of the index lies there to be taken as removed.
+        std::fs::write(root.join("cache/x"), b"x").unwrap();
+        std::fs::write(root.join("b.tmp"), b"b").unwrap();
+        let scopes = [
+            RelPath::new("cache/x").unwrap(),
+            RelPath::new("cache").unwrap(),
+            RelPath::new("b.tmp").unwrap(),
+        ];
+        let mut fresh = Vec::new();
+        for s in &scopes {
+            fresh.extend(
+                scan_subtree(root, s, opts.clone())
+                    .unwrap()
+                    .index
+                    .into_entries(),
+            );
+        }
+        assert!(fresh.is_empty());
+        assert_eq!(reconcile(&idx, Some(&scopes), &fresh), Vec::new());
+        assert_eq!(idx.len(), 1);
+    }
 }

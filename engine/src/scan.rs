@@ -1,5 +1,7 @@
 //! The scanner: one `lstat` per entry under a root, building an `Index` of files, dirs and
 //! symlinks; special files, unreadable entries and non-UTF-8 names are skipped with a reason.
+//! Entries matching the folder's [`IgnoreRules`] are left out silently, and ignored
+//! directories are not descended into.
 
 use std::ffi::OsString;
 use std::fs;
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::chunk::ChunkParams;
 use crate::entry::{EntryKind, EntryState, FileEntry, MtimeNs, Seq, VersionVector};
 use crate::error::{Error, Result};
+use crate::ignore::IgnoreRules;
 use crate::index::{Index, StatKey};
 use crate::relpath::RelPath;
 use crate::target::TEMP_PREFIX;
@@ -44,12 +47,14 @@ pub struct ScanOutcome {
 }
 
 /// Options for [`scan`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ScanOptions {
     /// Chunker parameters recorded in the index.
     pub params: ChunkParams,
     /// Leave out the Applier's temp files (scanning a target folder).
     pub skip_temp_files: bool,
+    /// Entries left out (and directories not descended into), never reported as skipped.
+    pub ignore: IgnoreRules,
 }
 
 /// Scans the tree under `root` (which must be a directory) without reading file contents.
@@ -64,6 +69,7 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
             io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
         ));
     }
+    let params = opts.params;
     let mut w = Walk {
         root,
         opts,
@@ -75,7 +81,7 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
         .list(None)
         .map_err(|e| Error::io("list folder", root, e))?;
     w.walk(None, top);
-    let index = Index::from_sorted(opts.params, w.entries);
+    let index = Index::from_sorted(params, w.entries);
     Ok(ScanOutcome {
         index,
         skipped: w.skipped,
@@ -83,9 +89,20 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
 }
 
 /// Scans `path` and everything below it: what a watcher's dirty path now holds. The result
-/// is empty when nothing is there, or when a parent component is not a real directory
-/// (a symlink is never walked through).
+/// is empty when nothing is there, when a parent component is not a real directory
+/// (a symlink is never walked through), or when the path or an ancestor is ignored.
 pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<ScanOutcome> {
+    let params = opts.params;
+    let nothing = || ScanOutcome {
+        index: Index::new(params),
+        skipped: Vec::new(),
+    };
+    if path
+        .parent()
+        .is_some_and(|p| opts.ignore.is_ignored(&p, true))
+    {
+        return Ok(nothing());
+    }
     let mut w = Walk {
         root,
         opts,
@@ -96,12 +113,7 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
     while let Some(a) = ancestor {
         match fs::symlink_metadata(a.under(root)) {
             Ok(m) if m.is_dir() => {}
-            _ => {
-                return Ok(ScanOutcome {
-                    index: Index::new(opts.params),
-                    skipped: Vec::new(),
-                })
-            }
+            _ => return Ok(nothing()),
         }
         ancestor = a.parent();
     }
@@ -114,8 +126,14 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
             format!("cannot stat: {e}"),
         ),
         Ok(md) => {
-            if opts.skip_temp_files && path.name().starts_with(TEMP_PREFIX) {
+            if w.opts.skip_temp_files && path.name().starts_with(TEMP_PREFIX) {
                 // The Applier's own temp files are never entries.
+            } else if w
+                .opts
+                .ignore
+                .matches_entry(Path::new(path.as_str()), md.is_dir())
+            {
+                // Ignored: not an entry, and nothing below it is either.
             } else {
                 match entry_from_metadata(root, path, &md) {
                     Ok((entry, stat)) => {
@@ -136,7 +154,7 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
         }
     }
     Ok(ScanOutcome {
-        index: Index::from_sorted(opts.params, w.entries),
+        index: Index::from_sorted(params, w.entries),
         skipped: w.skipped,
     })
 }
@@ -218,6 +236,18 @@ impl Walk<'_> {
         dir: Option<&RelPath>,
         (name, item): &(OsString, fs::DirEntry),
     ) -> Option<RelPath> {
+        if !self.opts.ignore.is_empty() {
+            // Checked on the raw name, so an ignored entry whose name is not UTF-8 is not
+            // reported either; the file type usually comes with the listing, without a stat.
+            let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+            let relative = match dir {
+                None => PathBuf::from(name),
+                Some(d) => Path::new(d.as_str()).join(name),
+            };
+            if self.opts.ignore.matches_entry(&relative, is_dir) {
+                return None;
+            }
+        }
         let Some(name) = name.to_str() else {
             self.skip(
                 item.path(),

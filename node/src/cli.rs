@@ -102,6 +102,10 @@ pub struct WatchArgs {
     /// Chunker sizes MIN,AVG,MAX (advanced: both sides must agree; see ARCHITECTURE.md).
     #[arg(long, value_name = "MIN,AVG,MAX", default_value = "8K,32K,128K")]
     pub chunk_sizes: ferry_engine::ChunkParams,
+    /// Leave out entries matching this gitignore pattern (repeatable; SRC/.ferryignore is
+    /// read too): not copied, and not touched in the target.
+    #[arg(long = "ignore", value_name = "PATTERN")]
+    pub ignore: Vec<String>,
 }
 
 /// Flags of `ferry sync`.
@@ -129,4 +133,8 @@ pub struct SyncArgs {
     /// Chunker sizes MIN,AVG,MAX (advanced: both sides must agree; see ARCHITECTURE.md).
     #[arg(long, value_name = "MIN,AVG,MAX", default_value = "8K,32K,128K")]
     pub chunk_sizes: ferry_engine::ChunkParams,
+    /// Leave out entries matching this gitignore pattern (repeatable; SRC/.ferryignore is
+    /// read too): not copied, and not touched in the target.
+    #[arg(long = "ignore", value_name = "PATTERN")]
+    pub ignore: Vec<String>,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use ferry_actors::{Stats, TargetSpec};
-use ferry_engine::ChunkParams;
+use ferry_engine::{ChunkParams, IgnoreRules};
 use ferry_node::remote::client::{LinkOptions, RemoteSpec, Retry};
 use ferry_node::remote::tls;
 use ferry_node::remote::url::{is_remote, RemoteUrl};
@@ -30,6 +30,8 @@ pub struct Wanted {
     pub checksum: bool,
     /// Plan only.
     pub dry_run: bool,
+    /// The folder's ignore rules, applied by the remote target too.
+    pub ignore: IgnoreRules,
     /// Keep retrying (a live mirror) or give up soon (a one-shot sync).
     pub retry: Retry,
 }
@@ -49,6 +51,7 @@ pub fn spec(
         params: wanted.params,
         checksum: wanted.checksum,
         dry_run: wanted.dry_run,
+        ignore: wanted.ignore,
         link: LinkOptions::default(),
         retry: wanted.retry,
         stats,

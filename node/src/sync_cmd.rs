@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use ferry_actors::{run_sync_to, FolderId, Stats, SyncJob, SyncReport, TargetSpec};
+use ferry_engine::IgnoreRules;
 use ferry_node::remote::client::Retry;
 use serde::Serialize;
 
@@ -164,6 +165,7 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
         Some(url) => url.folder.clone(),
         None => FolderId::new("sync").map_err(anyhow::Error::msg)?,
     };
+    let ignore = IgnoreRules::with_file(&args.ignore, &src).context("invalid ignore rules")?;
     let job = SyncJob {
         folder,
         source: src,
@@ -172,6 +174,7 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
         dry_run: args.dry_run,
         durable: !args.no_fsync,
         params: args.chunk_sizes,
+        ignore: ignore.clone(),
     };
     let stats = Arc::new(Stats::default());
     let spec = match remote {
@@ -180,6 +183,7 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
                 params: args.chunk_sizes,
                 checksum: args.checksum,
                 dry_run: args.dry_run,
+                ignore,
                 retry: Retry {
                     first: false,
                     max_failures: Some(8),

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use ferry_actors::{
     FolderId, FolderJob, FolderSupervisor, RestartPolicy, Shutdown, Stats, TargetSpec, WatchOptions,
 };
+use ferry_engine::IgnoreRules;
 use ferry_node::remote::client::Retry;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -40,6 +41,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
         Some(url) => url.to_string(),
         None => dst.display().to_string(),
     };
+    let ignore = IgnoreRules::with_file(&args.ignore, &src).context("invalid ignore rules")?;
     let job = FolderJob {
         folder,
         source: src.clone(),
@@ -48,6 +50,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
         dry_run: false,
         durable: !args.no_fsync,
         params: args.chunk_sizes,
+        ignore: ignore.clone(),
     };
     let watch = WatchOptions {
         debounce: args.debounce,
@@ -63,6 +66,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
                 params: args.chunk_sizes,
                 checksum: args.checksum,
                 dry_run: false,
+                ignore,
                 retry: Retry {
                     first: true,
                     max_failures: None,

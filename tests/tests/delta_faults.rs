@@ -28,6 +28,7 @@ fn job(src: &Path, dst: &Path) -> SyncJob {
         dry_run: false,
         durable: false,
         params: Default::default(),
+        ignore: Default::default(),
     }
 }
 

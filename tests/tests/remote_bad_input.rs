@@ -375,6 +375,7 @@ fn open_frame(folder: &str) -> Frame {
         params: ChunkParams::default(),
         checksum: false,
         dry_run: false,
+        ignore: Vec::new(),
     })
 }
 

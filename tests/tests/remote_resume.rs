@@ -351,6 +351,7 @@ impl Nodes {
             params: ChunkParams::default(),
             checksum: false,
             dry_run: false,
+            ignore: Default::default(),
             link: LINK,
             retry,
             stats: stats.clone(),
@@ -434,6 +435,7 @@ fn job(source: &Path) -> FolderJob {
         dry_run: false,
         durable: false,
         params: ChunkParams::default(),
+        ignore: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ mod remote_sync;
 mod remote_watch;
 mod sync_dryrun;
 mod sync_errors;
+mod sync_ignore;
 mod sync_initial;
 mod sync_meta;
 mod sync_noop;

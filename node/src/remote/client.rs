@@ -11,7 +11,7 @@ use ferry_actors::health::Role;
 use ferry_actors::messages::{ApplyCounts, ChunkData, GroupData, IndexDelta, Resend, Stop};
 use ferry_actors::sender::TargetLink;
 use ferry_actors::{FolderId, SenderSide, Stats, TargetConnector};
-use ferry_engine::{ChunkParams, Seq};
+use ferry_engine::{ChunkParams, IgnoreRules, Seq};
 use rustls::ClientConfig;
 use tokio::io::{AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
@@ -104,6 +104,8 @@ pub struct RemoteSpec {
     pub checksum: bool,
     /// Plan only.
     pub dry_run: bool,
+    /// The folder's ignore rules, sent to the server for its Applier (empty = none).
+    pub ignore: IgnoreRules,
     /// Timing.
     pub link: LinkOptions,
     /// When to give up.
@@ -325,6 +327,7 @@ async fn handshake(spec: &RemoteSpec, epoch: u64) -> Result<(Stream, Seq), LinkD
         params: spec.params,
         checksum: spec.checksum,
         dry_run: spec.dry_run,
+        ignore: spec.ignore.patterns().to_vec(),
     };
     write_frame(&mut stream, &Frame::Open(open))
         .await

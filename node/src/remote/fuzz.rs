@@ -271,6 +271,7 @@ pub fn sample_frames() -> Vec<Frame> {
             params,
             checksum: false,
             dry_run: true,
+            ignore: vec!["*.tmp".into(), "!keep.tmp".into(), "/build/".into()],
         }),
         Frame::Opened(Opened {
             folder: folder.clone(),

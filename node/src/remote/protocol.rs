@@ -14,7 +14,9 @@ use ferry_engine::{ChunkParams, Seq};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added `Open::ignore`: a version-1 server would ignore the field and delete the
+/// target's ignored entries as extraneous.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side sends or accepts, in bytes of CBOR (a chunk batch is at
 /// most 4 MiB plus one chunk of at most 16 MiB; index updates are split to stay below).
@@ -59,6 +61,9 @@ pub struct Open {
     pub checksum: bool,
     /// Plan only: the target reports what would change and writes nothing.
     pub dry_run: bool,
+    /// The folder's ignore rules, as gitignore lines (`IgnoreRules::patterns`): the target
+    /// leaves the entries they match alone.
+    pub ignore: Vec<String>,
 }
 
 /// Server → client: the folder is open; the target holds every change up to `applied` of

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use ferry_actors::applier::{Applier, ApplierOptions, Retire, SenderLink, SourceView};
 use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, NeedGroups, Start};
 use ferry_actors::{FolderId, Stats};
-use ferry_engine::{ChunkParams, Seq, TargetDir};
+use ferry_engine::{ChunkParams, IgnoreRules, Seq, TargetDir};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -168,10 +168,7 @@ impl Server {
         let tls = tls::server_config(
             &config.identity,
             Arc::new(move |id: &NodeId| {
-                check
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(id)
+                check.read().unwrap_or_else(|p| p.into_inner()).contains(id)
             }),
         )?;
         let folders = config
@@ -310,6 +307,13 @@ impl Server {
             Ok(x) => x,
             Err(why) => return Err(finish_refusal(writer, refuse(true, why).await).await),
         };
+        let ignore = match IgnoreRules::new(&open.ignore) {
+            Ok(rules) => rules,
+            Err(e) => {
+                let why = e.to_string();
+                return Err(finish_refusal(writer, refuse(true, why).await).await);
+            }
+        };
         let id = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let (stop_tx, mut stop_rx) = mpsc::channel(1);
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -353,6 +357,7 @@ impl Server {
             durable: self.config.durable,
             params,
             untrusted_sender: true,
+            ignore,
         };
         // Per session: the counts each acknowledgement carries back are this session's.
         let session_stats = Arc::new(Stats::default());
@@ -361,13 +366,7 @@ impl Server {
             stats: session_stats.clone(),
             ended: None,
         });
-        let mut applier = Applier::new(
-            open.folder.clone(),
-            target,
-            opts,
-            sender,
-            session_stats,
-        );
+        let mut applier = Applier::new(open.folder.clone(), target, opts, sender, session_stats);
         let resumed_from = resume.as_ref().map(|r| r.applied);
         if let Some(r) = resume {
             applier = applier.resume(r.view);

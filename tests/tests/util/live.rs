@@ -212,6 +212,7 @@ impl LiveFolder {
             // Durability is not what these tests look at, and fsyncs would slow every step.
             durable: false,
             params: Default::default(),
+            ignore: Default::default(),
         };
         let watch = WatchOptions {
             // Periodic rescans would mask a missed event; the tests want to see it.
