@@ -20,6 +20,7 @@ use crate::messages::{
     Applied, ApplyFailed, ChunkData, ChunkRequest, FolderId, GroupData, IndexDelta, ListForm,
     NeedChunks, NeedContent, NeedGroups, SkippedPath, Start,
 };
+use crate::persist::{TargetChange, TargetPersister, TargetStore};
 use crate::pool::Pool;
 use crate::stats::Stats;
 use crate::transfer::{
@@ -133,6 +134,14 @@ pub struct Applier {
     refetches: HashMap<RelPath, u32>,
     /// Outlined chunk lists being rebuilt.
     pending: HashMap<RelPath, PendingList>,
+    /// Where the target's chunk lists are kept between runs, if anywhere.
+    target_store: Option<Arc<dyn TargetStore>>,
+    /// Saves them, once the target is scanned.
+    target_saver: Option<TargetPersister>,
+    /// Paths whose chunk list this Applier learned or changed since it last saved.
+    learned: BTreeSet<RelPath>,
+    /// The next save replaces everything saved (the first after the scan).
+    save_full: bool,
 }
 
 /// What an Applier knew of the source: the view a successor on the same target starts from
@@ -188,7 +197,91 @@ impl Applier {
             skipped: Vec::new(),
             refetches: HashMap::new(),
             pending: HashMap::new(),
+            target_store: None,
+            target_saver: None,
+            learned: BTreeSet::new(),
+            save_full: true,
         }
+    }
+
+    /// Keeps the target's chunk lists in `store`: at start, those of files whose stat did
+    /// not change are reused instead of reading the files again.
+    pub fn with_target_store(mut self, store: Arc<dyn TargetStore>) -> Self {
+        self.target_store = Some(store);
+        self
+    }
+
+    /// Notes that the chunk list of `path` (and of any file below it) was learned or changed,
+    /// to be saved with the next acknowledgement.
+    fn learn(&mut self, path: &RelPath) {
+        if self.target_saver.is_none() {
+            return;
+        }
+        self.learned.insert(path.clone());
+        if let Some(index) = &self.target_index {
+            let below = index.index().subtree(path).skip(1);
+            self.learned.extend(below.map(|e| e.path.clone()));
+        }
+    }
+
+    /// Queues what the target index now says of every learned path.
+    fn save_target_index(&mut self) {
+        let (Some(saver), Some(index)) = (&self.target_saver, &self.target_index) else {
+            return;
+        };
+        let changes = std::mem::take(&mut self.learned)
+            .into_iter()
+            .map(|p| {
+                let change = match index.get(&p) {
+                    Some(e) if e.kind == EntryKind::File && e.is_present() => match &e.content {
+                        Some(c) => TargetChange::Known {
+                            size: e.size,
+                            mtime: e.mtime,
+                            content: c.clone(),
+                        },
+                        None => TargetChange::Forgotten,
+                    },
+                    _ => TargetChange::Forgotten,
+                };
+                (p, change)
+            })
+            .collect();
+        saver.save(changes, self.save_full);
+        self.save_full = false;
+    }
+
+    /// Forgets the saved chunk lists of the paths a plan is about to touch, before it
+    /// touches them: a save queued earlier, whose check of the file may run after the file
+    /// is replaced, is then overridden.
+    fn forget_saved<'a>(
+        &self,
+        actions: impl Iterator<Item = &'a Action>,
+        files: &VecDeque<Arc<Slot>>,
+    ) {
+        let (Some(saver), Some(index)) = (&self.target_saver, &self.target_index) else {
+            return;
+        };
+        let mut paths: BTreeSet<RelPath> = BTreeSet::new();
+        let touched = actions
+            .flat_map(|a| match a {
+                Action::Rename { from, entry } => vec![from, &entry.path],
+                _ => vec![a.path()],
+            })
+            .chain(files.iter().map(|s| &s.entry.path));
+        for p in touched {
+            paths.extend(
+                index
+                    .index()
+                    .subtree(p)
+                    .filter(|e| e.content.is_some())
+                    .map(|e| e.path.clone()),
+            );
+        }
+        let changes = paths
+            .into_iter()
+            .map(|p| (p, TargetChange::Forgotten))
+            .collect();
+        saver.save(changes, false);
     }
 
     /// Starts from `view` instead of waiting for a snapshot: the target already received
@@ -326,7 +419,13 @@ impl Applier {
                             .as_mut()
                             .expect("target scanned before hashing");
                         for (p, r) in results {
+                            if let Ok(c) = &r {
+                                Stats::add(&act.stats.target_bytes_hashed, c.len());
+                            }
                             index.set_content(&p, r.ok());
+                            if act.target_saver.is_some() {
+                                act.learned.insert(p);
+                            }
                         }
                     }
                     Err(e) => return act.fail(e.to_string()),
@@ -342,6 +441,8 @@ impl Applier {
     /// Acknowledges `seq`: the sequence the applied plan was made from (deltas that arrived
     /// while it ran are newer and acknowledged by the next plan).
     fn acknowledge(&mut self, seq: Seq, dry_run_plan: Option<Plan>) {
+        // Nothing of this plan still touches the target: what it learned can be saved.
+        self.save_target_index();
         let msg = Applied {
             folder: self.folder.clone(),
             seq,
@@ -426,6 +527,7 @@ impl Applier {
                 other => pre.push(other),
             }
         }
+        self.forget_saved(pre.iter().chain(&post), &queue);
         self.exec = Some(Execution {
             seq: self.upto,
             post,
@@ -528,6 +630,14 @@ impl Applier {
 
     /// Keeps the target index in step with what was applied.
     fn record(&mut self, a: &Action) {
+        match a {
+            Action::SetDirMeta { .. } | Action::MakeDir { .. } => {}
+            Action::Rename { from, entry } => {
+                self.learn(from);
+                self.learn(&entry.path);
+            }
+            _ => self.learn(a.path()),
+        }
         let Some(index) = self.target_index.as_mut() else {
             return;
         };
@@ -856,23 +966,46 @@ impl Handler<Start> for Applier {
         };
         let pool = self.hasher.clone();
         let target = self.target.clone();
+        let store = self.target_store.clone();
+        let folder = self.folder.to_string();
         let job = async move {
             pool.run("scan target", move || {
                 let mut outcome = ferry_engine::scan(&root, opts.clone())?;
                 let leftovers = take_leftovers(&target, &mut outcome.index, &opts.params);
-                Ok::<_, ferry_engine::Error>((outcome, leftovers))
+                let skipped = std::mem::take(&mut outcome.skipped);
+                let mut index = TargetIndex::new(outcome.index);
+                let saved = store.map(|store| {
+                    let reused = attach_saved(&mut index, store.as_ref(), &folder);
+                    let saver = TargetPersister::new(store, root, folder);
+                    (reused, saver)
+                });
+                Ok::<_, ferry_engine::Error>((index, skipped, leftovers, saved))
             })
             .await
         };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok((outcome, leftovers))) => {
-                for s in &outcome.skipped {
+            Ok(Ok((mut index, skipped, leftovers, saved))) => {
+                for s in &skipped {
                     tracing::debug!(folder = %act.folder, path = %s.path.display(), "target entry not indexed: {}", s.reason);
                 }
-                let mut index = TargetIndex::new(outcome.index);
                 for (path, content) in leftovers {
                     tracing::info!(folder = %act.folder, path = %path, bytes = content.len(), "reusing the chunks of a leftover temp file");
+                    Stats::add(&act.stats.target_bytes_hashed, content.len());
                     index.add_leftover(path, content);
+                }
+                if let Some((reused, saver)) = saved {
+                    match saver {
+                        Ok(saver) => {
+                            act.target_saver = Some(saver);
+                            // The first save replaces what was saved: it lists every
+                            // chunk list reused, and whatever is learned before it.
+                            act.save_full = true;
+                            act.learned.extend(reused);
+                        }
+                        Err(e) => {
+                            tracing::warn!(folder = %act.folder, "cannot start saving the target's chunk lists: {e}")
+                        }
+                    }
                 }
                 act.target_index = Some(index);
                 act.dirty = true;
@@ -1288,10 +1421,19 @@ impl Handler<Retire> for Applier {
             }
         }
         let (io, hasher) = (self.io.clone(), self.hasher.clone());
+        // What this Applier queued is saved before a successor loads the store. What it
+        // learned since its last acknowledgement is not: a file being replaced may look
+        // unchanged to the check at saving time.
+        let saver = self.target_saver.take();
         ctx.stop();
         Box::pin(async move {
             io.drained().await;
             hasher.drained().await;
+            if let Some(saver) = saver {
+                if let Err(e) = io.run("finish saving chunk lists", || saver.finish()).await {
+                    tracing::warn!("{e}");
+                }
+            }
             Retired { view }
         })
     }
@@ -1327,6 +1469,35 @@ fn nested_in_non_dir<'a>(
         }
     }
     None
+}
+
+/// Attaches to `index` the chunk lists `store` saved for files whose stat is exactly what
+/// the scan saw and whose length is the file's size; returns their paths. A store that
+/// cannot be read costs only the reuse.
+fn attach_saved(index: &mut TargetIndex, store: &dyn TargetStore, folder: &str) -> Vec<RelPath> {
+    let saved = match store.load() {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::warn!(folder = %folder, store = %store.describe(), "cannot load the target's saved chunk lists; reading files instead: {e}");
+            return Vec::new();
+        }
+    };
+    let total = saved.len();
+    let mut reused = Vec::new();
+    for (path, stat, content) in saved {
+        let fits = index.get(&path).is_some_and(|e| {
+            e.kind == EntryKind::File
+                && e.is_present()
+                && e.content.is_none()
+                && e.size == content.len()
+        }) && index.index().stat(&path) == Some(&stat);
+        if fits {
+            index.set_content(&path, Some(content));
+            reused.push(path);
+        }
+    }
+    tracing::info!(folder = %folder, saved = total, reused = reused.len(), "target chunk lists reused from the store");
+    reused
 }
 
 /// Takes the temp files a cut transfer left out of a scanned target `index` and chunks

@@ -58,8 +58,10 @@ pub enum EventKind {
     },
     /// The replication's state changed (`starting`, `syncing`, `live`, `failed`, `stopped`).
     State {
-        /// The new state, as the word [`crate::FolderState`] displays.
+        /// The new state, as [`crate::FolderState::word`] names it.
         state: String,
+        /// Why, for a failed state.
+        reason: Option<String>,
     },
     /// An error worth showing, not (yet) a failure of the replication.
     Error {
@@ -109,7 +111,11 @@ impl fmt::Display for EventKind {
                 f,
                 "{actor} failed ({reason}); restart {attempt} in {delay:?}"
             ),
-            EventKind::State { state } => write!(f, "now {state}"),
+            EventKind::State {
+                state,
+                reason: Some(why),
+            } => write!(f, "now {state}: {why}"),
+            EventKind::State { state, .. } => write!(f, "now {state}"),
             EventKind::Error { message } => f.write_str(message),
         }
     }

@@ -7,11 +7,19 @@
 //! reserves a block of [`SEQ_BLOCK`] sequences above the previous run's block and numbers
 //! its changes from there. Entries lost in a crash only cost a resend: the first rescan
 //! finds the files differ from the saved index and gives them new sequences.
+//!
+//! An Applier may keep its target's chunk lists too ([`TargetStore`]), each saved with the
+//! stat of the file it describes and trusted only while that stat is unchanged.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use ferry_engine::{ChunkParams, FileEntry, Index, Seq, StatKey};
+use ferry_engine::scan::entry_from_metadata;
+use ferry_engine::{
+    ChunkParams, Content, EntryKind, FileEntry, Index, MtimeNs, RelPath, Seq, StatKey,
+};
 
 /// Sequences one run may use; a run that uses them all fails and restarts with a new block.
 pub const SEQ_BLOCK: u64 = 1 << 32;
@@ -96,4 +104,155 @@ impl Persister {
         }
         let _ = self.tx.send(Batch { entries, full });
     }
+}
+
+/// A store for one target's chunk lists, each valid while the file's StatKey is unchanged.
+///
+/// An Applier with one reuses the chunk lists of target files whose inode is as it was when
+/// they were saved, instead of reading those files again after a restart.
+pub trait TargetStore: Send + Sync + 'static {
+    /// Every saved chunk list, with the stat of the file it was saved for.
+    fn load(&self) -> Result<Vec<(RelPath, StatKey, Content)>, String>;
+    /// Deletes `removed`, then saves `upserts` (with `full`, every other saved row is
+    /// deleted first, making `upserts` a snapshot).
+    fn write(
+        &self,
+        upserts: &[(RelPath, StatKey, Content)],
+        removed: &[RelPath],
+        full: bool,
+    ) -> Result<(), String>;
+    /// Where the store lives, for messages.
+    fn describe(&self) -> String;
+}
+
+/// What an Applier's target index says of one path when it asks for it to be saved.
+#[derive(Clone, Debug)]
+pub enum TargetChange {
+    /// A file of `size` bytes modified at `mtime` holds `content`: saved under a fresh
+    /// `lstat` when the file still has that size and mtime, forgotten otherwise.
+    Known {
+        /// The file's size in the index.
+        size: u64,
+        /// The file's mtime in the index.
+        mtime: MtimeNs,
+        /// Its chunk list.
+        content: Content,
+    },
+    /// No chunk list is known for the path (any more): forgotten.
+    Forgotten,
+}
+
+/// Saves a target's chunk lists in the order they were queued, on a thread of its own.
+/// Dropping it lets the thread finish what is queued and exit; [`TargetPersister::finish`]
+/// also waits for that.
+pub struct TargetPersister {
+    tx: Option<mpsc::Sender<TargetBatch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct TargetBatch {
+    changes: BTreeMap<RelPath, TargetChange>,
+    full: bool,
+}
+
+impl TargetPersister {
+    /// A writer to `store` for the target directory `root`; `folder` names it in logs.
+    pub fn new(
+        store: Arc<dyn TargetStore>,
+        root: PathBuf,
+        folder: String,
+    ) -> std::io::Result<TargetPersister> {
+        let (tx, rx) = mpsc::channel::<TargetBatch>();
+        let thread = std::thread::Builder::new()
+            .name(format!("ferry-tsave-{folder}"))
+            .spawn(move || {
+                let mut broken = false;
+                while let Ok(first) = rx.recv() {
+                    // Coalesce whatever is queued: later changes of a path replace earlier
+                    // ones, and a full batch replaces everything before it.
+                    let mut batch = first;
+                    while let Ok(next) = rx.try_recv() {
+                        if next.full {
+                            batch = next;
+                        } else {
+                            batch.changes.extend(next.changes);
+                        }
+                    }
+                    if broken {
+                        continue;
+                    }
+                    let (upserts, removed) = check_changes(&root, batch.changes);
+                    if let Err(e) = store.write(&upserts, &removed, batch.full) {
+                        // Rows saved by a failed write may be half there: clear them all, so
+                        // the next start reads the files it needs instead.
+                        tracing::error!(folder = %folder, store = %store.describe(), "cannot save the target's chunk lists ({e}); they will be rebuilt on the next start");
+                        if let Err(e) = store.write(&[], &[], true) {
+                            tracing::error!(folder = %folder, "cannot discard the saved chunk lists either: {e}");
+                        }
+                        broken = true;
+                    }
+                }
+            })?;
+        Ok(TargetPersister {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `changes` to be saved (with `full`, as a snapshot replacing what is saved).
+    pub fn save(&self, changes: Vec<(RelPath, TargetChange)>, full: bool) {
+        if changes.is_empty() && !full {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            let changes = changes.into_iter().collect();
+            let _ = tx.send(TargetBatch { changes, full });
+        }
+    }
+
+    /// Waits until everything queued is saved. Blocks: call it off the actor thread.
+    pub fn finish(mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the target chunk-list writer panicked");
+            }
+        }
+    }
+}
+
+/// Splits `changes` into what to save and what to forget: a known chunk list is saved under
+/// the file's stat taken now, and only while the file has the size and mtime the index says
+/// (one changed behind the Applier's back is forgotten, not saved).
+fn check_changes(
+    root: &Path,
+    changes: BTreeMap<RelPath, TargetChange>,
+) -> (Vec<(RelPath, StatKey, Content)>, Vec<RelPath>) {
+    let mut upserts = Vec::new();
+    let mut removed = Vec::new();
+    for (path, change) in changes {
+        let TargetChange::Known {
+            size,
+            mtime,
+            content,
+        } = change
+        else {
+            removed.push(path);
+            continue;
+        };
+        let stat = std::fs::symlink_metadata(path.under(root))
+            .ok()
+            .and_then(|md| entry_from_metadata(root, &path, &md).ok())
+            .filter(|(e, _)| {
+                e.kind == EntryKind::File
+                    && e.size == size
+                    && e.mtime == mtime
+                    && content.len() == size
+            });
+        match stat {
+            Some((_, stat)) => upserts.push((path, stat, content)),
+            None => removed.push(path),
+        }
+    }
+    (upserts, removed)
 }

@@ -10,7 +10,7 @@ use crate::applier::{Applier, ApplierOptions, SenderLink};
 use crate::differ::{Differ, FirstSend};
 use crate::error::{Error, Result};
 use crate::messages::{Applied, Failed, FlushNow, FolderId, Resend, Start, Stop};
-use crate::persist::SourceStore;
+use crate::persist::{SourceStore, TargetStore};
 use crate::sender::{Connect, Sender, TargetLink};
 use crate::stats::Stats;
 use crate::watcher::{WatchOptions, Watcher};
@@ -127,6 +127,23 @@ impl Pipeline {
         on_applied: Recipient<Applied>,
         store: Option<Arc<dyn SourceStore>>,
     ) -> Result<Pipeline> {
+        Self::start_kept_with_target(job, spec, watch, stats, monitor, on_applied, store, None)
+            .await
+    }
+
+    /// [`Pipeline::start_kept`], keeping a local target's chunk lists in `target_store`
+    /// between runs (a remote target keeps its own).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_kept_with_target(
+        job: &FolderJob,
+        spec: &TargetSpec,
+        watch: Option<WatchOptions>,
+        stats: Arc<Stats>,
+        monitor: Recipient<Failed>,
+        on_applied: Recipient<Applied>,
+        store: Option<Arc<dyn SourceStore>>,
+        target_store: Option<Arc<dyn TargetStore>>,
+    ) -> Result<Pipeline> {
         let source = SourceSide {
             watch,
             stats,
@@ -136,7 +153,8 @@ impl Pipeline {
         };
         match spec {
             TargetSpec::Local => {
-                let target = Self::local_target(job, &source.stats, LinkTaps::default());
+                let target =
+                    Self::local_target(job, &source.stats, LinkTaps::default(), target_store);
                 Self::start_parts(job, source, FirstSend::Snapshot, target).await
             }
             TargetSpec::Linked(connect) => {
@@ -157,7 +175,7 @@ impl Pipeline {
         on_applied: Recipient<Applied>,
         taps: LinkTaps,
     ) -> Result<Pipeline> {
-        let target = Self::local_target(job, &stats, taps);
+        let target = Self::local_target(job, &stats, taps, None);
         let source = SourceSide {
             watch,
             stats,
@@ -168,11 +186,13 @@ impl Pipeline {
         Self::start_parts(job, source, FirstSend::Snapshot, target).await
     }
 
-    /// Builds an in-process Applier for `job.target`, its links passed through `taps`.
+    /// Builds an in-process Applier for `job.target`, its links passed through `taps`, its
+    /// chunk lists kept in `target_store` if given.
     fn local_target(
         job: &FolderJob,
         stats: &Arc<Stats>,
         taps: LinkTaps,
+        target_store: Option<Arc<dyn TargetStore>>,
     ) -> impl FnOnce(SenderSide) -> Result<(TargetLink, Option<Addr<Applier>>)> {
         let opts = ApplierOptions {
             checksum: job.checksum,
@@ -191,7 +211,12 @@ impl Pipeline {
                 Some(tap) => tap(side.link),
                 None => side.link,
             };
-            let applier = Applier::new(folder, target_dir, opts, link, applier_stats).start();
+            let applier = Applier::new(folder, target_dir, opts, link, applier_stats);
+            let applier = match target_store {
+                Some(store) => applier.with_target_store(store),
+                None => applier,
+            }
+            .start();
             let target = TargetLink {
                 index: applier.clone().recipient(),
                 chunks: applier.clone().recipient(),

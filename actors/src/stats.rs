@@ -61,6 +61,8 @@ pub struct Stats {
     pub restarts: AtomicU64,
     /// Source bytes read to hash files (zero for files whose stat did not change).
     pub bytes_hashed: AtomicU64,
+    /// Target bytes the Applier read to hash files whose chunk list it did not know.
+    pub target_bytes_hashed: AtomicU64,
     /// Index entries the Sender passed to the target.
     pub entries_sent: AtomicU64,
     /// What happened, for subscribers.

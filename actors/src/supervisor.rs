@@ -123,6 +123,10 @@ impl FolderSupervisor {
                 &self.job.folder,
                 EventKind::State {
                     state: state.word().to_owned(),
+                    reason: match &state {
+                        FolderState::Failed(why) => Some(why.clone()),
+                        _ => None,
+                    },
                 },
             );
         }

@@ -2,6 +2,7 @@
 
 pub mod benchkit;
 pub mod compare;
+pub mod embed;
 pub mod procfs;
 pub mod services;
 pub mod tools;

@@ -18,6 +18,14 @@ pub struct Cli {
     /// $XDG_DATA_HOME/ferry, else ~/.local/share/ferry).
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Log format, on the console and in --log-file.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Also append every log line to FILE (every change applied, every actor start, stop
+    /// and restart), opened in append mode: safe to rotate with copytruncate, or by renaming
+    /// the file and sending the node SIGHUP, which reopens it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +46,25 @@ pub enum Command {
     Init(InitArgs),
     /// Validate a config file and summarise it.
     Check(CheckArgs),
+    /// Run a node from its config file until SIGINT or SIGTERM; SIGHUP reloads the file.
+    Run(RunArgs),
+}
+
+/// Flags of `ferry run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file (see `ferry init`).
+    #[arg(long, value_name = "FILE", default_value = "ferry.toml")]
+    pub config: PathBuf,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Flags of `ferry init`.

@@ -7,4 +7,5 @@ pub mod config;
 pub mod dashboard;
 pub mod duration;
 pub mod remote;
+pub mod runtime;
 pub mod status;

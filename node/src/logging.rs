@@ -1,19 +1,116 @@
-//! Console logging: human-readable `tracing` output on stderr at the level -v/-q choose.
+//! Logging: `tracing` output on stderr (human-readable or JSON lines) at the level -v/-q
+//! choose, and optionally every line at info and above appended to a log file.
 
-use tracing_subscriber::EnvFilter;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-/// Installs the global subscriber. `FERRY_LOG` (an `EnvFilter` directive) overrides the level.
-pub fn init(verbose: u8, quiet: bool) {
+use anyhow::{Context as _, Result};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::cli::LogFormat;
+
+/// The log file, reopened by name on request so that it can be rotated by renaming.
+#[derive(Clone)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> io::Result<File> {
+        // Append mode: every write goes to the end even if the file was truncated under us
+        // (copytruncate rotation), and lines of concurrent writers never overwrite each other.
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    /// Reopens the file by its name (after it was renamed away for rotation).
+    pub fn reopen(&self) {
+        match Self::open(&self.path) {
+            Ok(f) => *self.file.lock().unwrap_or_else(|p| p.into_inner()) = f,
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), "cannot reopen the log file: {e}")
+            }
+        }
+    }
+}
+
+/// Writes one log line at a time to the current file.
+pub struct LogWriter(Arc<Mutex<File>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogFile {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogWriter(self.file.clone())
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+fn layer<W>(format: LogFormat, writer: W, ansi: bool) -> BoxedLayer
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => base.with_target(false).boxed(),
+        LogFormat::Json => base.json().with_current_span(false).boxed(),
+    }
+}
+
+/// Installs the global subscriber. `FERRY_LOG` (an `EnvFilter` directive) overrides the
+/// console level. Returns the log file, if any, for reopening.
+pub fn init(
+    verbose: u8,
+    quiet: bool,
+    format: LogFormat,
+    file: Option<&Path>,
+) -> Result<Option<LogFile>> {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let console_filter =
+        EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let mut layers: Vec<BoxedLayer> = vec![layer(format, io::stderr, false)
+        .with_filter(console_filter)
+        .boxed()];
+    let log_file = match file {
+        Some(path) => Some(LogFile {
+            path: path.to_owned(),
+            file: Arc::new(Mutex::new(LogFile::open(path).with_context(|| {
+                format!("cannot open the log file {}", path.display())
+            })?)),
+        }),
+        None => None,
+    };
+    if let Some(f) = log_file.clone() {
+        let filter = if verbose > 1 { "debug" } else { "info" };
+        layers.push(
+            layer(format, f, false)
+                .with_filter(EnvFilter::new(filter))
+                .boxed(),
+        );
+    }
+    tracing_subscriber::registry().with(layers).init();
+    Ok(log_file)
 }

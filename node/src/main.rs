@@ -10,6 +10,7 @@ mod init_cmd;
 mod logging;
 mod progress;
 mod remote_target;
+mod run_cmd;
 mod serve_cmd;
 mod sync_cmd;
 mod watch_cmd;
@@ -37,9 +38,20 @@ fn main() -> ExitCode {
     // A live mirror logs each replicated change by default; a one-shot sync only warnings.
     let base = u8::from(matches!(
         cli.command,
-        cli::Command::Watch(_) | cli::Command::Serve(_)
+        cli::Command::Watch(_) | cli::Command::Serve(_) | cli::Command::Run(_)
     ));
-    logging::init(cli.verbose.saturating_add(base), cli.quiet);
+    let log_file = match logging::init(
+        cli.verbose.saturating_add(base),
+        cli.quiet,
+        cli.log_format,
+        cli.log_file.as_deref(),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
     raise_fd_limit();
     let result = match &cli.command {
         cli::Command::Sync(args) => sync_cmd::run(args, cli.home.as_deref(), cli.quiet),
@@ -54,6 +66,9 @@ fn main() -> ExitCode {
             init_cmd::run(args, cli.home.as_deref()).map(|()| sync_cmd::Outcome::Complete)
         }
         cli::Command::Check(args) => check_cmd::run(args).map(|()| sync_cmd::Outcome::Complete),
+        cli::Command::Run(args) => {
+            run_cmd::run(args, log_file).map(|()| sync_cmd::Outcome::Complete)
+        }
     };
     match result {
         Ok(sync_cmd::Outcome::Complete) => ExitCode::SUCCESS,

@@ -161,6 +161,9 @@ pub struct Counters {
     pub skipped: u64,
     /// Bytes read and hashed on the source side.
     pub bytes_hashed: u64,
+    /// Index entries sent to the target (a resumed target is sent only what it lacks).
+    #[serde(default)]
+    pub entries_sent: u64,
 }
 
 /// A latency histogram with fixed buckets, in milliseconds.

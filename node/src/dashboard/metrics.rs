@@ -47,6 +47,11 @@ const SIMPLE: &[Simple] = &[
         |t| t.counters.bytes_hashed,
     ),
     counter(
+        "ferry_entries_sent_total",
+        "Index entries sent to the target side.",
+        |t| t.counters.entries_sent,
+    ),
+    counter(
         "ferry_chunks_sent_total",
         "Chunks passed from the source side to the target side.",
         |t| t.counters.chunks_sent,

@@ -96,7 +96,11 @@ pub struct Server {
     folders: RwLock<HashMap<FolderId, Arc<FolderSlot>>>,
     stats: Arc<Stats>,
     sessions: AtomicU64,
+    observer: RwLock<Option<SessionObserver>>,
 }
+
+/// Told of every session that opens a folder, with the counters its Applier keeps.
+pub type SessionObserver = Arc<dyn Fn(&FolderId, &NodeId, &Arc<Stats>) + Send + Sync>;
 
 /// One served folder's state across sessions.
 struct FolderSlot {
@@ -183,6 +187,7 @@ impl Server {
             folders: RwLock::new(folders),
             stats,
             sessions: AtomicU64::new(0),
+            observer: RwLock::new(None),
         }))
     }
 
@@ -207,6 +212,11 @@ impl Server {
                 map.insert(name, Arc::new(FolderSlot::new(f)));
             }
         }
+    }
+
+    /// Calls `observer` for every session that opens a folder from now on.
+    pub fn set_observer(&self, observer: SessionObserver) {
+        *self.observer.write().unwrap_or_else(|p| p.into_inner()) = Some(observer);
     }
 
     /// Every served folder with its current or last session.
@@ -361,6 +371,14 @@ impl Server {
         };
         // Per session: the counts each acknowledgement carries back are this session's.
         let session_stats = Arc::new(Stats::default());
+        let observer = self
+            .observer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(observe) = observer {
+            observe(&open.folder, &peer, &session_stats);
+        }
         *slot.seen() = Some(SessionView {
             peer,
             stats: session_stats.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_actors::persist::SourceStore;
 use ferry_actors::{Replication, Stats, TargetSpec, WatchOptions};
-use ferry_engine::ChunkParams;
+use ferry_engine::{ChunkParams, IgnoreRules};
 
 use super::error::RunError;
 use super::targets::{TargetKind, TargetName};
@@ -65,13 +65,15 @@ pub struct SendFolder {
 }
 
 /// Makes the state store for one replication, and the epoch naming its index.
-pub type StoreFor<'a> = &'a dyn Fn(&TargetName) -> Result<Option<(Arc<dyn SourceStore>, u64)>, RunError>;
+pub type StoreFor<'a> =
+    &'a dyn Fn(&TargetName) -> Result<Option<(Arc<dyn SourceStore>, u64)>, RunError>;
 
 impl SendFolder {
     /// Starts a replication to every peer and local target of `plan`.
     pub fn start(
         plan: SendPlan,
         identity: Option<&Identity>,
+        ignore: &IgnoreRules,
         store_for: StoreFor<'_>,
     ) -> Result<SendFolder, RunError> {
         let f = &plan.folder;
@@ -82,7 +84,11 @@ impl SendFolder {
             .iter()
             .map(|t| (TargetName::local(t), None))
             .collect();
-        wanted.extend(plan.peers.iter().map(|p| (TargetName::peer(&p.name), Some(p))));
+        wanted.extend(
+            plan.peers
+                .iter()
+                .map(|p| (TargetName::peer(&p.name), Some(p))),
+        );
         for (name, peer) in wanted {
             let stats = Arc::new(Stats::default());
             let kept = store_for(&name)?;
@@ -90,6 +96,7 @@ impl SendFolder {
                 .checksum(f.checksum)
                 .durable(plan.fsync)
                 .watch(watch)
+                .ignore(ignore.clone())
                 .stats(stats.clone());
             let epoch = kept.as_ref().map(|(_, e)| *e);
             if let Some((store, _)) = kept {
@@ -100,7 +107,9 @@ impl SendFolder {
                     let identity = identity.ok_or_else(|| RunError::NoIdentity {
                         folder: f.id.to_string(),
                     })?;
-                    let spec = remote_spec(f, peer, identity, stats.clone(), epoch)?;
+                    let mut spec = remote_spec(f, peer, identity, stats.clone(), epoch)?;
+                    // The target leaves alone what the source ignores.
+                    spec.ignore = ignore.clone();
                     builder.to_target(name.to_string(), TargetSpec::Linked(spec.connector()))
                 }
                 (None, TargetKind::Local(dir)) => builder.to_dir(dir.clone()),
@@ -180,5 +189,6 @@ fn remote_spec(
         },
         stats,
         epoch,
+        ignore: IgnoreRules::default(),
     })
 }

@@ -1,0 +1,389 @@
+//! `ferry run`: a node from its config file. Send folders replicate to their peers and local
+//! targets, receive folders are served to their peers, the dashboard shows it all, and
+//! SIGHUP reloads the file: folders added, removed or changed start and stop without
+//! disturbing the others.
+
+mod error;
+mod hub;
+mod send;
+mod state;
+mod targets;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_actors::persist::SourceStore;
+use ferry_actors::{FolderId, Stats};
+use ferry_engine::store::StateDb;
+use ferry_engine::IgnoreRules;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub use error::RunError;
+pub use hub::Hub;
+pub use targets::{TargetKind, TargetName};
+
+use crate::config::{self, Config, Role};
+use crate::dashboard::{self, Dashboard};
+use crate::remote::client::LinkOptions;
+use crate::remote::identity::Identity;
+use crate::remote::server::{ServeConfig, ServedFolder, Server};
+use crate::status::StatusSource;
+use send::{SendFolder, SendPlan};
+use state::DbSource;
+
+/// The file of the state database inside the state directory.
+pub const STATE_FILE: &str = "state.redb";
+
+/// What a node prints on stdout once it is up, for people and scripts.
+pub trait Announce {
+    /// One line.
+    fn line(&self, line: &str);
+}
+
+impl<F: Fn(&str)> Announce for F {
+    fn line(&self, line: &str) {
+        self(line)
+    }
+}
+
+/// A running node.
+struct Node {
+    config: Config,
+    identity: Option<Identity>,
+    db: Arc<StateDb>,
+    hub: Arc<Hub>,
+    server: Option<Arc<Server>>,
+    send: BTreeMap<FolderId, SendFolder>,
+}
+
+/// Runs the node configured in `path` until SIGINT or SIGTERM. Must run inside an actix
+/// system.
+/// `reopen_logs` is called on SIGHUP, before the config is reloaded, so a log file
+/// renamed away for rotation is replaced by a new one.
+pub async fn run(
+    path: &Path,
+    announce: &dyn Announce,
+    reopen_logs: &dyn Fn(),
+) -> Result<(), RunError> {
+    let config = config::load(path)?;
+    let identity = if config.needs_identity() {
+        let home = config.node.home.clone();
+        let (identity, created) =
+            Identity::load_or_create(&home).map_err(|source| RunError::Identity {
+                home: home.clone(),
+                source,
+            })?;
+        if created {
+            tracing::warn!(home = %home.display(), node = %identity.id(), "created a new node identity");
+        }
+        Some(identity)
+    } else {
+        None
+    };
+    let db = open_state(&config.node.state_dir)?;
+    let hub = Hub::new(
+        config.node.name.clone(),
+        identity.as_ref().map(|i| i.id().to_string()),
+    );
+    let mut node = Node {
+        config,
+        identity,
+        db,
+        hub,
+        server: None,
+        send: BTreeMap::new(),
+    };
+    node.start_server(announce).await?;
+    let plans = node.send_plans();
+    for plan in plans {
+        node.start_send(plan)?;
+    }
+    let dashboard = match node.config.node.dashboard {
+        Some(addr) => Some(start_dashboard(addr, node.hub.clone(), announce).await?),
+        None => None,
+    };
+    tracing::info!(node = %node.config.node.name, folders = node.config.folders.len(), "node running");
+    announce.line("ready");
+    let result = node.serve_signals(path, reopen_logs).await;
+    node.stop_all().await;
+    if let Some(d) = dashboard {
+        d.stop().await;
+    }
+    result
+}
+
+/// Opens the state database, setting a corrupt or foreign one aside to rebuild from disk.
+fn open_state(dir: &Path) -> Result<Arc<StateDb>, RunError> {
+    let path = dir.join(STATE_FILE);
+    let (db, rebuilt) = StateDb::open_or_rebuild(&path)?;
+    if let Some(why) = rebuilt {
+        tracing::warn!(path = %path.display(), "{why}; every folder is rescanned from disk");
+    }
+    Ok(Arc::new(db))
+}
+
+async fn start_dashboard(
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    announce: &dyn Announce,
+) -> Result<Dashboard, RunError> {
+    let sampler = Arc::downgrade(&hub);
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            match sampler.upgrade() {
+                Some(hub) => hub.sample(),
+                None => return,
+            }
+        }
+    });
+    let d = dashboard::start(addr, hub as Arc<dyn StatusSource>)
+        .await
+        .map_err(|source| RunError::Dashboard { addr, source })?;
+    tracing::info!(addr = %d.local_addr, "dashboard listening");
+    announce.line(&format!("dashboard http://{}/", d.local_addr));
+    Ok(d)
+}
+
+impl Node {
+    /// The send folders of the config, with the peers they send to.
+    fn send_plans(&self) -> Vec<SendPlan> {
+        self.config
+            .folders
+            .iter()
+            .filter(|f| f.role == Role::Send)
+            .map(|f| SendPlan::of(&self.config, f))
+            .collect()
+    }
+
+    /// The receive folders, as the server serves them.
+    fn served(&self) -> (BTreeSet<crate::remote::nodeid::NodeId>, Vec<ServedFolder>) {
+        let peers = self.config.peers.iter().map(|p| p.id).collect();
+        let folders = self
+            .config
+            .folders
+            .iter()
+            .filter(|f| f.role == Role::Receive)
+            .map(|f| ServedFolder {
+                name: f.id.clone(),
+                path: f.path.clone(),
+                peers: Some(
+                    f.peers
+                        .iter()
+                        .filter_map(|n| self.config.peer(n.as_str()).map(|p| p.id))
+                        .collect(),
+                ),
+            })
+            .collect();
+        (peers, folders)
+    }
+
+    fn publish_receiving(&self) {
+        let receiving = self
+            .config
+            .folders
+            .iter()
+            .filter(|f| f.role == Role::Receive)
+            .map(|f| (f.id.to_string(), f.path.display().to_string()))
+            .collect();
+        self.hub.set_receiving(receiving, self.server.clone());
+        self.hub.set_peer_names(
+            self.config
+                .peers
+                .iter()
+                .map(|p| (p.id.to_string(), p.name.to_string()))
+                .collect(),
+        );
+    }
+
+    /// Listens for peers when the config says where.
+    async fn start_server(&mut self, announce: &dyn Announce) -> Result<(), RunError> {
+        self.publish_receiving();
+        let (Some(addr), Some(identity)) = (self.config.node.listen, self.identity.clone()) else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| RunError::Listen { addr, source })?;
+        let (peers, folders) = self.served();
+        for f in &folders {
+            tracing::info!(folder = %f.name, path = %f.path.display(), "serving folder");
+        }
+        let node_id = identity.id();
+        let server = Server::new(
+            ServeConfig {
+                identity,
+                peers,
+                folders,
+                durable: self.config.node.fsync,
+                link: LinkOptions::default(),
+            },
+            Arc::new(Stats::default()),
+        )?;
+        let hub = Arc::downgrade(&self.hub);
+        server.set_observer(Arc::new(move |folder, peer, stats| {
+            if let Some(hub) = hub.upgrade() {
+                hub.follow_session(folder.as_str(), &peer.to_string(), stats);
+            }
+        }));
+        actix::spawn(server.clone().run(listener));
+        tracing::info!(node = %node_id, addr = %local, "listening");
+        announce.line(&format!("listening {local} node {node_id}"));
+        self.server = Some(server);
+        self.publish_receiving();
+        Ok(())
+    }
+
+    /// Starts the replications of one send folder.
+    fn start_send(&mut self, plan: SendPlan) -> Result<(), RunError> {
+        let id = plan.folder.id.clone();
+        let ignore =
+            IgnoreRules::with_file(&plan.folder.ignore, &plan.folder.path).map_err(|e| {
+                RunError::Folder {
+                    folder: id.to_string(),
+                    reason: format!("invalid ignore rules: {e}"),
+                }
+            })?;
+        let db = self.db.clone();
+        let folder_key = id.to_string();
+        let store_for = move |name: &TargetName| {
+            let (store, epoch) = DbSource::open(db.clone(), name.state_key(&folder_key))?;
+            Ok(Some((Arc::new(store) as Arc<dyn SourceStore>, epoch)))
+        };
+        let folder = SendFolder::start(plan, self.identity.as_ref(), &ignore, &store_for)?;
+        for t in &folder.targets {
+            self.hub.follow(
+                id.as_str(),
+                &folder.plan.folder.path.display().to_string(),
+                t.name.to_string(),
+                t.name.kind_word(),
+                t.stats.clone(),
+            );
+        }
+        self.send.insert(id, folder);
+        Ok(())
+    }
+
+    async fn stop_send(&mut self, id: &FolderId) {
+        if let Some(folder) = self.send.remove(id) {
+            self.hub.forget(id.as_str());
+            folder.stop().await;
+        }
+    }
+
+    /// Waits for signals: SIGHUP reloads, SIGINT and SIGTERM stop.
+    async fn serve_signals(&mut self, path: &Path, reopen_logs: &dyn Fn()) -> Result<(), RunError> {
+        let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    reopen_logs();
+                    self.reload(path).await;
+                }
+            }
+        }
+        tracing::info!("signal received: finishing the changes in flight");
+        Ok(())
+    }
+
+    /// Reads the config again and applies what changed; a config that does not validate
+    /// is reported and the node goes on as it was.
+    async fn reload(&mut self, path: &Path) {
+        tracing::info!(file = %path.display(), "reloading the config (SIGHUP)");
+        let new = match config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("config not reloaded, the node goes on unchanged:\n{e}");
+                return;
+            }
+        };
+        for (what, changed) in [
+            ("listen", new.node.listen != self.config.node.listen),
+            (
+                "dashboard",
+                new.node.dashboard != self.config.node.dashboard,
+            ),
+            (
+                "state_dir",
+                new.node.state_dir != self.config.node.state_dir,
+            ),
+            ("home", new.node.home != self.config.node.home),
+        ] {
+            if changed {
+                tracing::warn!(
+                    key = what,
+                    "[node] {what} changed: takes effect after a restart"
+                );
+            }
+        }
+        if new.needs_identity() && self.identity.is_none() {
+            tracing::error!("config not reloaded: it now needs this node's identity, which is loaded at start; restart the node");
+            return;
+        }
+        let old_plans: BTreeMap<FolderId, SendPlan> = self
+            .send
+            .iter()
+            .map(|(id, f)| (id.clone(), f.plan.clone()))
+            .collect();
+        let old_config = std::mem::replace(&mut self.config, new);
+        let new_plans: BTreeMap<FolderId, SendPlan> = self
+            .send_plans()
+            .into_iter()
+            .map(|p| (p.folder.id.clone(), p))
+            .collect();
+        for (id, old) in &old_plans {
+            if new_plans.get(id) != Some(old) {
+                tracing::info!(folder = %id, "folder removed or changed: stopping it");
+                self.stop_send(id).await;
+            }
+        }
+        for (id, plan) in new_plans {
+            if !self.send.contains_key(&id) {
+                tracing::info!(folder = %id, "folder added or changed: starting it");
+                if let Err(e) = self.start_send(plan) {
+                    tracing::error!(folder = %id, "cannot start: {e}");
+                }
+            }
+        }
+        if let Some(server) = &self.server {
+            let (peers, folders) = self.served();
+            server.reconfigure(peers, folders);
+        } else if self.config.folders.iter().any(|f| f.role == Role::Receive)
+            && old_config.node.listen.is_none()
+        {
+            tracing::warn!(
+                "receive folders need [node] listen, which takes effect after a restart"
+            );
+        }
+        self.publish_receiving();
+        tracing::info!("config reloaded");
+    }
+
+    async fn stop_all(&mut self) {
+        let ids: Vec<FolderId> = self.send.keys().cloned().collect();
+        let stops = ids.iter().map(|id| {
+            let folder = self.send.remove(id);
+            async move {
+                if let Some(f) = folder {
+                    f.stop().await;
+                }
+            }
+        });
+        futures_util::future::join_all(stops.collect::<Vec<_>>()).await;
+    }
+}
+
+/// The state directory's database file, for messages and tests.
+pub fn state_file(dir: &Path) -> PathBuf {
+    dir.join(STATE_FILE)
+}
