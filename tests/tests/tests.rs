@@ -14,6 +14,8 @@ mod live_steps;
 mod live_target_index;
 mod node_config;
 mod node_dashboard;
+mod node_run;
+mod node_three;
 mod remote_bad_input;
 mod remote_resume;
 mod remote_sync;

@@ -13,6 +13,7 @@ use actix::prelude::*;
 use ferry_actors::applier::{Applier, ApplierOptions, Retire, SenderLink, SourceView};
 use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, NeedGroups, Start};
 use ferry_actors::{FolderId, Stats};
+use ferry_engine::store::{ResumeHead, StateDb};
 use ferry_engine::{ChunkParams, IgnoreRules, Seq, TargetDir};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -97,6 +98,8 @@ pub struct Server {
     stats: Arc<Stats>,
     sessions: AtomicU64,
     observer: RwLock<Option<SessionObserver>>,
+    /// Where resume points are kept across restarts of this node.
+    state: RwLock<Option<Arc<StateDb>>>,
 }
 
 /// Told of every session that opens a folder, with the counters its Applier keeps.
@@ -139,10 +142,10 @@ impl FolderSlot {
     }
 
     /// Asks the session sending to this folder, if any, to end.
-    fn stop_session(&self) {
+    fn stop_session(&self, why: &str) {
         if let Ok(active) = self.active.try_lock() {
             if let Some(a) = active.as_ref() {
-                let _ = a.stop.try_send(());
+                let _ = a.stop.try_send(why.to_owned());
             }
         }
     }
@@ -152,7 +155,7 @@ struct Active {
     id: u64,
     peer: NodeId,
     /// Asks the session to end.
-    stop: mpsc::Sender<()>,
+    stop: mpsc::Sender<String>,
     /// Closed when the session has ended and its Applier no longer touches the target.
     done: tokio::sync::watch::Receiver<bool>,
 }
@@ -188,6 +191,7 @@ impl Server {
             stats,
             sessions: AtomicU64::new(0),
             observer: RwLock::new(None),
+            state: RwLock::new(None),
         }))
     }
 
@@ -202,7 +206,7 @@ impl Server {
             let keep = wanted.get(name) == Some(&slot.folder);
             if !keep {
                 tracing::info!(folder = %name, "no longer served as it was: ending its session");
-                slot.stop_session();
+                slot.stop_session("the folder is no longer served as it was");
             }
             keep
         });
@@ -211,6 +215,85 @@ impl Server {
                 tracing::info!(folder = %name, path = %f.path.display(), "serving folder");
                 map.insert(name, Arc::new(FolderSlot::new(f)));
             }
+        }
+    }
+
+    /// Keeps what sessions leave to resume from in `db`, and takes back what an earlier run
+    /// of this node left there. A resume point that cannot be read is dropped (the sender
+    /// then sends a snapshot), never trusted.
+    pub fn keep_state(&self, db: Arc<StateDb>) {
+        let folders = self.folders.read().unwrap_or_else(|p| p.into_inner());
+        for (name, slot) in folders.iter() {
+            match db.load_resume(name.as_str()) {
+                Ok(Some(saved)) => match saved.head.peer.parse::<NodeId>() {
+                    Ok(peer) => {
+                        let upto = saved.view.iter().map(|e| e.seq).max().unwrap_or_default();
+                        tracing::info!(folder = %name, node = %peer, applied = saved.head.applied.0, "resume point of the last run taken back");
+                        *slot.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(Resume {
+                            peer,
+                            epoch: saved.head.epoch,
+                            applied: saved.head.applied,
+                            view: SourceView {
+                                index: saved.view,
+                                upto,
+                            },
+                        });
+                    }
+                    Err(e) => tracing::warn!(folder = %name, "saved resume point ignored: {e}"),
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(folder = %name, "saved resume point cannot be read ({e}); the sender will send a snapshot");
+                    if let Err(e) = db.drop_resume(name.as_str()) {
+                        tracing::warn!(folder = %name, "cannot drop it: {e}");
+                    }
+                }
+            }
+        }
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
+    }
+
+    /// Ends every session (each leaves its resume point) and waits, at most `deadline`,
+    /// until none touches its folder.
+    pub async fn shutdown(&self, deadline: std::time::Duration) {
+        let slots: Vec<Arc<FolderSlot>> = self
+            .folders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let end = tokio::time::Instant::now() + deadline;
+        for slot in slots {
+            loop {
+                slot.stop_session("this node is stopping");
+                let idle = slot.active.lock().await.is_none();
+                if idle || tokio::time::Instant::now() >= end {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Saves `resume` for `folder`, off the async threads.
+    async fn save_resume(&self, folder: &FolderId, resume: &Resume, params: ChunkParams) {
+        let db = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(db) = db else { return };
+        let head = ResumeHead {
+            peer: resume.peer.to_string(),
+            epoch: resume.epoch,
+            applied: resume.applied,
+            params,
+        };
+        let view: Vec<_> = resume.view.index.iter().cloned().collect();
+        let name = folder.to_string();
+        let saved =
+            tokio::task::spawn_blocking(move || db.write_resume(&name, &head, &view, true)).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(folder = %folder, "cannot save the resume point: {e}"),
+            Err(e) => tracing::warn!(folder = %folder, "cannot save the resume point: {e}"),
         }
     }
 
@@ -405,7 +488,7 @@ impl Server {
         let ended = loop {
             let frame = tokio::select! {
                 f = tokio::time::timeout(link.timeout, read_frame(&mut r, MAX_FRAME)) => f,
-                _ = stop_rx.recv() => break Ended::closed("the same node connected again"),
+                why = stop_rx.recv() => break Ended::closed(why.unwrap_or_else(|| "asked to end".into())),
                 Some(why) = fatal_rx.recv() => break Ended { reason: why, tainted: true },
                 w = &mut writer => {
                     let why = w.map_or_else(|e| e.to_string(), |d| d.reason);
@@ -480,13 +563,14 @@ impl Server {
         let retired = applier.send(Retire).await;
         if !ended.tainted {
             if let Ok(Some(view)) = retired.map(|r| r.view) {
-                let mut saved = slot.resume.lock().unwrap_or_else(|p| p.into_inner());
-                *saved = Some(Resume {
+                let resume = Resume {
                     peer,
                     epoch: open.epoch,
                     applied: Seq(applied.load(Ordering::Relaxed)),
                     view,
-                });
+                };
+                self.save_resume(&open.folder, &resume, params).await;
+                *slot.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(resume);
             }
         }
         if let Some(seen) = slot.seen().as_mut() {
@@ -541,7 +625,7 @@ async fn claim(
     slot: &FolderSlot,
     id: u64,
     peer: NodeId,
-    stop: mpsc::Sender<()>,
+    stop: mpsc::Sender<String>,
     done: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     let previous = {
@@ -565,7 +649,7 @@ async fn claim(
     };
     if let Some(mut old) = previous {
         tracing::info!(folder = %slot.folder.name, node = %peer, "the node reconnected: ending its earlier session");
-        let _ = old.stop.try_send(());
+        let _ = old.stop.try_send("the same node connected again".into());
         let ended = tokio::time::timeout(HANDOVER_DEADLINE, old.done.wait_for(|d| *d))
             .await
             .is_ok();

@@ -227,6 +227,7 @@ impl Node {
             },
             Arc::new(Stats::default()),
         )?;
+        server.keep_state(self.db.clone());
         let hub = Arc::downgrade(&self.hub);
         server.set_observer(Arc::new(move |folder, peer, stats| {
             if let Some(hub) = hub.upgrade() {
@@ -370,6 +371,10 @@ impl Node {
     }
 
     async fn stop_all(&mut self) {
+        if let Some(server) = &self.server {
+            // Sessions end first, each leaving its resume point for the next run.
+            server.shutdown(send::STOP_DEADLINE).await;
+        }
         let ids: Vec<FolderId> = self.send.keys().cloned().collect();
         let stops = ids.iter().map(|id| {
             let folder = self.send.remove(id);

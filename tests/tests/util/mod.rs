@@ -18,6 +18,7 @@ use tempfile::TempDir;
 
 pub mod chromium;
 pub mod live;
+pub mod node;
 pub mod remote;
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,324 @@
+//! `ferry run` on one machine: invalid config files refused as `ferry check` refuses them, a
+//! local-only node mirroring one folder into two targets (metrics, log file, JSON logs), its
+//! dashboard page in a headless Chromium, and a corrupt state database set aside.
+
+use std::path::{Path, PathBuf};
+
+use prometheus_parse::{Scrape, Value as Metric};
+use serde_json::Value;
+
+use crate::util::chromium::Chromium;
+use crate::util::node::{
+    all_in_sync, ferry_exits_within, wait_mirror, NodeProcess, DEADLINE, START_DEADLINE,
+};
+use crate::util::*;
+
+/// `[node]` with a name and an identity home next to the file.
+const NODE: &str = "[node]\nname = \"laptop\"\nhome = \"home\"\n";
+
+/// The problem lines (`FILE:LINE:COL: message`) of a refused config, as printed on stderr.
+fn problem_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("ferry.toml:"))
+        .collect()
+}
+
+#[test]
+fn run_refuses_invalid_configs_as_check_does() {
+    let dir = tempdir();
+    mkdir(&dir.path().join("photos"));
+    mkdir(&dir.path().join("music"));
+    let folder = "\n[[folder]]\nid = \"photos\"\npath = \"photos\"\nrole = \"send\"\n";
+    // (text, line of the problem, what its message must say)
+    let cases: Vec<(String, usize, Vec<&str>)> = vec![
+        (
+            format!("{NODE}{folder}targets = [\"m\"]\nrescan = \"1h\"\n"),
+            10,
+            vec!["unknown key `rescan`"],
+        ),
+        (
+            format!("{NODE}{folder}targets = [\"m\"]\n\n[[folder]]\nid = \"photos\"\npath = \"music\"\nrole = \"send\"\ntargets = [\"n\"]\n"),
+            12,
+            vec!["the id \"photos\" is already used by the [[folder]] at line 6"],
+        ),
+        (
+            format!("{NODE}\n[[folder]]\nid = \"photos\"\npath = \"nope\"\nrole = \"send\"\ntargets = [\"m\"]\n"),
+            7,
+            vec!["`path` = \"nope\" does not exist"],
+        ),
+        (
+            format!("{NODE}{folder}targets = [\"m\"]\n\n[[folder]]\nid = \"inner\"\npath = \"photos/inner\"\nrole = \"send\"\ntargets = [\"n\"]\n"),
+            13,
+            vec!["folder \"inner\"", "is inside", "photos"],
+        ),
+        (
+            format!("{NODE}{folder}peers = [\"nas\"]\n"),
+            9,
+            vec!["`peers` names \"nas\", but no [[peer]] has that name"],
+        ),
+        (
+            format!("{NODE}{folder}targets = [\"m\"]\ndebounce = \"soon\"\n"),
+            10,
+            vec!["`debounce` = \"soon\" is not a duration"],
+        ),
+    ];
+    // The nested folder's path must exist for the overlap to be the only problem.
+    mkdir(&dir.path().join("photos/inner"));
+    for (text, line, needles) in &cases {
+        write(&dir.path().join("ferry.toml"), text);
+        let check = ferry_in(dir.path(), ["check", "--config", "ferry.toml"]);
+        check.assert_code(1);
+        let run = ferry_exits_within(
+            dir.path(),
+            &["run", "--config", "ferry.toml"],
+            START_DEADLINE,
+        );
+        run.assert_code(1);
+        let context = format!("config:\n{text}\n--- check ---\n{check}\n--- run ---\n{run}");
+        let expected = problem_lines(&check.stderr);
+        assert!(
+            !expected.is_empty() && expected[0].starts_with(&format!("ferry.toml:{line}:")),
+            "check does not name line {line}\n{context}"
+        );
+        assert_eq!(
+            problem_lines(&run.stderr),
+            expected,
+            "run and check report different problems\n{context}"
+        );
+        for needle in needles.iter().chain(&["hint: "]) {
+            assert!(
+                run.stderr.contains(needle),
+                "run's stderr lacks {needle:?}\n{context}"
+            );
+        }
+        assert!(
+            !run.stdout.contains("ready"),
+            "a refused node said it was ready\n{context}"
+        );
+    }
+}
+
+/// A local-only node's directories: SRC, two targets, an identity home and a state dir.
+struct Local {
+    _base: tempfile::TempDir,
+    root: PathBuf,
+    src: PathBuf,
+    targets: [PathBuf; 2],
+    home: PathBuf,
+    state: PathBuf,
+}
+
+impl Local {
+    fn new() -> Local {
+        let base = tempdir();
+        let root = base.path().canonicalize().expect("canonical temp dir");
+        let src = root.join("src");
+        mkdir(&src);
+        for i in 0..10u64 {
+            write_file(
+                &src.join(format!("dir{}/file{i}.txt", i % 3)),
+                format!("file {i}\n"),
+                0o644,
+                time_n(i),
+            );
+        }
+        Local {
+            _base: base,
+            targets: [root.join("mirror-1"), root.join("mirror-2")],
+            home: root.join("home"),
+            state: root.join("state"),
+            src,
+            root,
+        }
+    }
+
+    /// The config: folder `docs` sent to both targets, the dashboard on a free port.
+    fn config(&self) -> String {
+        let s = |p: &Path| p.to_str().expect("UTF-8 temp path").to_owned();
+        format!(
+            "[node]\nname = \"solo\"\nhome = \"{}\"\nstate_dir = \"{}\"\ndashboard = \"127.0.0.1:0\"\nfsync = false\n\n\
+             [[folder]]\nid = \"docs\"\npath = \"{}\"\nrole = \"send\"\ntargets = [\"{}\", \"{}\"]\n",
+            s(&self.home),
+            s(&self.state),
+            s(&self.src),
+            s(&self.targets[0]),
+            s(&self.targets[1]),
+        )
+    }
+
+    fn start(&self, flags: &[&str]) -> NodeProcess {
+        NodeProcess::start(&self.root.join("conf"), "solo", &self.config(), flags)
+    }
+
+    /// Waits until both targets mirror SRC and the node says both are in sync.
+    fn wait_converged(&self, node: &mut NodeProcess, what: &str) {
+        for t in &self.targets {
+            wait_mirror(&mut [&mut *node], &self.src, t, what);
+        }
+        node.wait_status(
+            DEADLINE,
+            &format!("both targets are in sync after {what}"),
+            |s| all_in_sync(s, "send"),
+        );
+    }
+}
+
+/// The value of `ferry_files_total{folder, target, action}` in a scrape of `/metrics`.
+fn files_total(body: &str, folder: &str, target: &str, action: &str) -> f64 {
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{body}"));
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "ferry_files_total"
+                && s.labels.get("folder") == Some(folder)
+                && s.labels.get("target") == Some(target)
+                && s.labels.get("action") == Some(action)
+        })
+        .map(|s| match s.value {
+            Metric::Counter(v) | Metric::Untyped(v) | Metric::Gauge(v) => v,
+            _ => panic!("ferry_files_total is not a number in\n{body}"),
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "ferry_files_total{{folder={folder:?},target={target:?},action={action:?}}} in\n{body}"
+    );
+    found[0]
+}
+
+#[test]
+fn local_node_mirrors_to_two_targets_with_metrics_and_json_logs() {
+    let local = Local::new();
+    let log_file = local.root.join("node.log.json");
+    let log_arg = log_file.to_str().unwrap();
+    let mut node = local.start(&["--log-format", "json", "--log-file", log_arg]);
+    local.wait_converged(&mut node, "the initial sync");
+
+    write(&local.src.join("dir1/live.txt"), "a live change\n");
+    local.wait_converged(&mut node, "a live change");
+
+    let metrics = node.get("/metrics");
+    for t in &local.targets {
+        let created = files_total(&metrics, "docs", t.to_str().unwrap(), "created");
+        assert!(
+            created > 0.0,
+            "no created files counted for {}\n{metrics}",
+            t.display()
+        );
+    }
+    node.stop();
+
+    // The node never needed an identity, so it made none.
+    for file in ["node.key", "node.crt"] {
+        assert!(
+            !exists(&local.home.join(file)),
+            "a local-only node created {file} in its home"
+        );
+    }
+
+    let log = std::fs::read_to_string(&log_file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", log_file.display()));
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| panic!("a log-file line is not a JSON object: {l:?}\n{log}"))
+        })
+        .collect();
+    let created = lines.iter().any(|l| {
+        let fields = &l["fields"];
+        fields["folder"] == "docs"
+            && fields["path"] == "dir1/live.txt"
+            && fields["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("created"))
+    });
+    assert!(
+        created,
+        "no log-file line says dir1/live.txt was created in folder docs\n{log}"
+    );
+}
+
+#[test]
+fn dashboard_page_follows_a_real_node() {
+    let local = Local::new();
+    let mut node = local.start(&[]);
+    local.wait_converged(&mut node, "the initial sync");
+    let mut browser = Chromium::launch();
+    browser.navigate(&format!("http://{}/", node.dashboard()));
+    browser.wait_for(
+        r#"document.querySelector('[data-folder="docs"]') !== null
+           && document.querySelectorAll('[data-folder="docs"] [data-target]').length === 2
+           && document.body.dataset.events === "open""#,
+        "the page shows folder docs with its two targets and the event stream is open",
+    );
+    // A reload would lose this marker.
+    browser.eval("window.notReloaded = true").unwrap();
+    write(&local.src.join("dir2/seen-live.txt"), "for the page\n");
+    browser.wait_for(
+        r#"window.notReloaded === true
+           && document.querySelector('#events li[data-path="dir2/seen-live.txt"]') !== null"#,
+        "the page lists the new file's event without a reload",
+    );
+    local.wait_converged(&mut node, "a change seen by the page");
+    node.stop();
+}
+
+#[test]
+fn corrupt_state_database_is_set_aside_and_rebuilt() {
+    let local = Local::new();
+    let log_file = local.root.join("node.log");
+    let log_arg = log_file.to_str().unwrap();
+    let mut node = local.start(&["--log-file", log_arg]);
+    local.wait_converged(&mut node, "the initial sync");
+    node.stop();
+
+    let db = local.state.join("state.redb");
+    assert!(exists(&db), "no state database at {}", db.display());
+    write(&db, pseudo_random(64 * 1024, 42));
+    write(
+        &local.src.join("dir0/after-corruption.txt"),
+        "still mirrored\n",
+    );
+    node.restart(None);
+    local.wait_converged(&mut node, "a restart on a corrupt state database");
+
+    let aside: Vec<String> = std::fs::read_dir(&local.state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("state.redb.bad-"))
+        .collect();
+    assert_eq!(
+        aside.len(),
+        1,
+        "expected one state.redb.bad-* file, found {aside:?}"
+    );
+    let stderr = node.stderr();
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains(&aside[0]))
+        .unwrap_or_else(|| {
+            panic!(
+                "no warning names the file set aside ({})\n{}",
+                aside[0],
+                node.describe()
+            )
+        });
+    assert!(warning.contains("state.redb"), "{warning}");
+    node.stop();
+
+    // The text log file holds the change, with its folder and path.
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("docs")
+            && l.contains("dir0/after-corruption.txt")
+            && l.contains("created")),
+        "no log-file line for the created file\n{log}"
+    );
+}

@@ -1,0 +1,372 @@
+//! Three `ferry run` nodes on loopback: A sends `alpha` to B and C and `beta` to B. They
+//! converge; C stopped goes offline in A's status while B keeps up, and catches up when it
+//! comes back on the same port; A restarted re-reads and resends nothing and rewrites no
+//! receiver file; a folder added by SIGHUP on both sides converges without disturbing the
+//! others.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::util::node::{
+    all_in_sync, brief_status, state_of, target, wait_mirror, NodeProcess, DEADLINE,
+};
+use crate::util::remote::node_id;
+use crate::util::*;
+
+/// A's peer targets as its status names them.
+const TO_B: &str = "peer:B";
+const TO_C: &str = "peer:C";
+
+/// The directories of one test run, all under one temporary directory.
+struct Layout {
+    _base: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let base = tempdir();
+        let root = base.path().canonicalize().expect("canonical temp dir");
+        Layout { _base: base, root }
+    }
+
+    /// `ROOT/node/folder`: a node's copy of a folder.
+    fn folder(&self, node: &str, folder: &str) -> PathBuf {
+        self.root.join(node).join(folder)
+    }
+
+    /// A node's identity home.
+    fn home(&self, node: &str) -> PathBuf {
+        self.root.join("homes").join(node)
+    }
+
+    /// A node's state directory.
+    fn state(&self, node: &str) -> PathBuf {
+        self.root.join("state").join(node)
+    }
+
+    /// Where config files and logs go.
+    fn conf(&self) -> PathBuf {
+        self.root.join("conf")
+    }
+}
+
+/// `p` as a TOML basic string (temporary paths hold no quotes or backslashes).
+fn q(p: &Path) -> String {
+    let s = p.to_str().expect("UTF-8 temp path");
+    assert!(!s.contains(['"', '\\']), "unexpected character in {s}");
+    format!("\"{s}\"")
+}
+
+/// `[node]` for `name`: home and state under the layout, no fsync, and `listen` and
+/// `dashboard` as given (`None` leaves the key out).
+fn node_table(l: &Layout, name: &str, listen: Option<&str>, dashboard: &str) -> String {
+    let listen = listen.map_or_else(String::new, |a| format!("listen = \"{a}\"\n"));
+    format!(
+        "[node]\nname = \"{name}\"\nhome = {}\nstate_dir = {}\ndashboard = \"{dashboard}\"\nfsync = false\n{listen}",
+        q(&l.home(name)),
+        q(&l.state(name)),
+    )
+}
+
+fn peer_table(name: &str, id: &str, port: Option<u16>) -> String {
+    let address = port.map_or_else(String::new, |p| format!("address = \"127.0.0.1:{p}\"\n"));
+    format!("\n[[peer]]\nname = \"{name}\"\nid = \"{id}\"\n{address}")
+}
+
+fn folder_table(l: &Layout, node: &str, id: &str, role: &str, peers: &[&str]) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "\n[[folder]]\nid = \"{id}\"\npath = {}\nrole = \"{role}\"\npeers = [{}]\n",
+        q(&l.folder(node, id)),
+        peers.join(", ")
+    )
+}
+
+/// The node ids of A, B and C.
+struct Ids {
+    a: String,
+    b: String,
+    c: String,
+}
+
+/// A: sends alpha to B and C, beta (and gamma when `gamma`) to B; dashboard on.
+fn a_config(l: &Layout, ids: &Ids, b_port: u16, c_port: u16, gamma: bool) -> String {
+    let mut text = node_table(l, "A", None, "127.0.0.1:0");
+    text += &peer_table("B", &ids.b, Some(b_port));
+    text += &peer_table("C", &ids.c, Some(c_port));
+    text += &folder_table(l, "A", "alpha", "send", &["B", "C"]);
+    text += &folder_table(l, "A", "beta", "send", &["B"]);
+    if gamma {
+        text += &folder_table(l, "A", "gamma", "send", &["B"]);
+    }
+    text
+}
+
+/// B: receives alpha and beta (and gamma when `gamma`) from A.
+fn b_config(l: &Layout, ids: &Ids, port: u16, gamma: bool) -> String {
+    let mut text = node_table(l, "B", Some(&format!("127.0.0.1:{port}")), "off");
+    text += &peer_table("A", &ids.a, None);
+    text += &folder_table(l, "B", "alpha", "receive", &["A"]);
+    text += &folder_table(l, "B", "beta", "receive", &["A"]);
+    if gamma {
+        text += &folder_table(l, "B", "gamma", "receive", &["A"]);
+    }
+    text
+}
+
+/// C: receives alpha from A.
+fn c_config(l: &Layout, ids: &Ids, port: u16) -> String {
+    let mut text = node_table(l, "C", Some(&format!("127.0.0.1:{port}")), "off");
+    text += &peer_table("A", &ids.a, None);
+    text += &folder_table(l, "C", "alpha", "receive", &["A"]);
+    text
+}
+
+/// Fills `root` with 36 small files in nested directories and one ~3 MiB file, all with
+/// fixed mtimes; `seed` makes the contents differ between folders.
+fn fill(root: &Path, seed: u64) {
+    for d in 0..4u64 {
+        for s in 0..3u64 {
+            for f in 0..3u64 {
+                let n = d * 9 + s * 3 + f;
+                write_file(
+                    &root.join(format!("d{d}/s{s}/f{f}.txt")),
+                    format!("folder {seed}, file {n}\n").repeat(1 + n as usize),
+                    0o644,
+                    time_n(seed * 100 + n),
+                );
+            }
+        }
+    }
+    write_file(
+        &root.join("big.bin"),
+        pseudo_random(3 * MIB as usize + 1234, seed),
+        0o644,
+        time_n(seed * 100 + 99),
+    );
+}
+
+/// The peer targets of A and their counters that must stay zero after a restart.
+const QUIET_COUNTERS: [&str; 3] = ["bytes_hashed", "bytes_sent", "entries_sent"];
+
+/// `Ok` when A's status shows `target` of `folder` in `want`.
+fn target_is(status: &Value, folder: &str, name: &str, want: &str) -> Result<(), String> {
+    let t = target(status, folder, name)?;
+    if state_of(t) == want {
+        Ok(())
+    } else {
+        Err(format!("{folder} → {name} is {}, not {want}", t["state"]))
+    }
+}
+
+#[test]
+fn three_nodes_converge_survive_restarts_and_reload() {
+    let started = Instant::now();
+    let l = Layout::new();
+    for (node, folders) in [
+        ("A", &["alpha", "beta", "gamma"][..]),
+        ("B", &["alpha", "beta", "gamma"][..]),
+        ("C", &["alpha"][..]),
+    ] {
+        for f in folders {
+            mkdir(&l.folder(node, f));
+        }
+    }
+    fill(&l.folder("A", "alpha"), 1);
+    fill(&l.folder("A", "beta"), 2);
+    let ids = Ids {
+        a: node_id(&l.home("A")),
+        b: node_id(&l.home("B")),
+        c: node_id(&l.home("C")),
+    };
+    let conf = l.conf();
+
+    // Receivers first, on free ports; then each config is rewritten with the port it got,
+    // so that a restart or a reload keeps it.
+    let mut b = NodeProcess::start(&conf, "B", &b_config(&l, &ids, 0, false), &[]);
+    let mut c = NodeProcess::start(&conf, "C", &c_config(&l, &ids, 0), &[]);
+    let b_port = b.listen.expect("B listens").port();
+    let c_port = c.listen.expect("C listens").port();
+    assert_eq!(b.node_id.as_deref(), Some(ids.b.as_str()));
+    assert_eq!(c.node_id.as_deref(), Some(ids.c.as_str()));
+    write_config_of(&b, &b_config(&l, &ids, b_port, false));
+    write_config_of(&c, &c_config(&l, &ids, c_port));
+    let a_text = a_config(&l, &ids, b_port, c_port, false);
+    let mut a = NodeProcess::start(&conf, "A", &a_text, &[]);
+
+    // 1. Everything converges, and A says so.
+    let pairs = [("alpha", "B"), ("alpha", "C"), ("beta", "B")];
+    for (folder, node) in pairs {
+        wait_mirror(
+            &mut [&mut a, &mut b, &mut c],
+            &l.folder("A", folder),
+            &l.folder(node, folder),
+            &format!("the initial sync of {folder} to {node}"),
+        );
+    }
+    a.wait_status(DEADLINE, "every target of A is in sync", |s| {
+        all_in_sync(s, "send")?;
+        for (folder, name) in [("alpha", TO_B), ("alpha", TO_C), ("beta", TO_B)] {
+            target(s, folder, name)?;
+        }
+        Ok(())
+    });
+    eprintln!("step 1 (initial sync) done after {:?}", started.elapsed());
+
+    // 2. C goes down; A's changes reach B, and A shows C offline with a reason.
+    c.stop();
+    let alpha = l.folder("A", "alpha");
+    write(&alpha.join("new/fresh.txt"), "created while C is down\n");
+    write(&alpha.join("d0/added.txt"), "another new file\n");
+    write(&alpha.join("d1/s0/f2.txt"), "rewritten content\n");
+    let mut big = std::fs::read(alpha.join("big.bin")).unwrap();
+    big[MIB as usize..MIB as usize + 100].fill(0xAB);
+    write(&alpha.join("big.bin"), &big);
+    std::fs::remove_file(alpha.join("d2/s1/f0.txt")).unwrap();
+    std::fs::rename(alpha.join("d3"), alpha.join("d3-renamed")).unwrap();
+    wait_mirror(
+        &mut [&mut a, &mut b],
+        &alpha,
+        &l.folder("B", "alpha"),
+        "changes to alpha while C is down",
+    );
+    let status = a.wait_status(DEADLINE, "A shows C offline and B in sync", |s| {
+        target_is(s, "alpha", TO_C, "offline")?;
+        target_is(s, "alpha", TO_B, "in-sync")?;
+        target_is(s, "beta", TO_B, "in-sync")
+    });
+    let reason = target(&status, "alpha", TO_C).unwrap()["state"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !reason.trim().is_empty(),
+        "C's target is offline without a reason: {}",
+        brief_status(&status)
+    );
+    eprintln!(
+        "step 2 (C down, offline: {reason:?}) done after {:?}",
+        started.elapsed()
+    );
+
+    // 3. C comes back on the same port with the same state and catches up.
+    c.restart(Some(&c_config(&l, &ids, c_port)));
+    assert_eq!(c.listen.map(|a| a.port()), Some(c_port));
+    wait_mirror(
+        &mut [&mut a, &mut c],
+        &alpha,
+        &l.folder("C", "alpha"),
+        "C's restart",
+    );
+    a.wait_status(
+        DEADLINE,
+        "every target of A is in sync after C's restart",
+        |s| all_in_sync(s, "send"),
+    );
+    eprintln!("step 3 (C caught up) done after {:?}", started.elapsed());
+
+    // 4. A restarts: its saved indexes and epochs mean nothing is hashed or sent again,
+    // and no receiver file is touched.
+    let receivers = [
+        l.folder("B", "alpha"),
+        l.folder("B", "beta"),
+        l.folder("C", "alpha"),
+    ];
+    let before: Vec<Snapshot> = receivers.iter().map(|r| snapshot(r)).collect();
+    a.stop();
+    a.restart(None);
+    let status = a.wait_status(
+        DEADLINE,
+        "every target of A is in sync after A's restart",
+        |s| {
+            all_in_sync(s, "send")?;
+            for (folder, name) in [("alpha", TO_B), ("alpha", TO_C), ("beta", TO_B)] {
+                let t = target(s, folder, name)?;
+                // The link came up again: the peers answered with what they hold.
+                if t["counters"]["wire_bytes_in"].as_u64().unwrap_or(0) == 0 {
+                    return Err(format!("{folder} → {name} has not heard from its peer yet"));
+                }
+            }
+            Ok(())
+        },
+    );
+    let mut resent = Vec::new();
+    for f in status["folders"].as_array().unwrap() {
+        for t in f["targets"].as_array().unwrap() {
+            for counter in QUIET_COUNTERS {
+                let v = t["counters"][counter].as_u64();
+                if v != Some(0) {
+                    resent.push(format!("{} → {}: {counter} = {v:?}", f["id"], t["name"]));
+                }
+            }
+        }
+    }
+    assert!(
+        resent.is_empty(),
+        "A re-read or resent after its restart:\n  {}\nstatus: {}\n{}",
+        resent.join("\n  "),
+        brief_status(&status),
+        a.describe()
+    );
+    for (root, before) in receivers.iter().zip(&before) {
+        assert_untouched(before, &snapshot(root), &root.display().to_string());
+    }
+    eprintln!(
+        "step 4 (A restarted, nothing resent) done after {:?}",
+        started.elapsed()
+    );
+
+    // 5. A folder added by SIGHUP: B learns to receive it first, then A to send it.
+    fill(&l.folder("A", "gamma"), 3);
+    let b_reloads = b.stderr().matches("config reloaded").count();
+    write_config_of(&b, &b_config(&l, &ids, b_port, true));
+    b.sighup();
+    b.wait_log_count("config reloaded", b_reloads + 1, DEADLINE);
+    let a_reloads = a.stderr().matches("config reloaded").count();
+    write_config_of(&a, &a_config(&l, &ids, b_port, c_port, true));
+    a.sighup();
+    a.wait_log_count("config reloaded", a_reloads + 1, DEADLINE);
+    wait_mirror(
+        &mut [&mut a, &mut b],
+        &l.folder("A", "gamma"),
+        &l.folder("B", "gamma"),
+        "gamma added by SIGHUP",
+    );
+    write(&alpha.join("after-reload.txt"), "alpha still replicates\n");
+    write(
+        &l.folder("A", "beta").join("d0/after-reload.txt"),
+        "so does beta\n",
+    );
+    for (folder, node) in pairs {
+        wait_mirror(
+            &mut [&mut a, &mut b, &mut c],
+            &l.folder("A", folder),
+            &l.folder(node, folder),
+            &format!("a change to {folder} after the reload"),
+        );
+    }
+    a.wait_status(
+        DEADLINE,
+        "every target of A, gamma's too, is in sync",
+        |s| {
+            all_in_sync(s, "send")?;
+            target_is(s, "gamma", TO_B, "in-sync")
+        },
+    );
+    eprintln!(
+        "step 5 (gamma added by SIGHUP) done after {:?}",
+        started.elapsed()
+    );
+
+    a.stop();
+    b.stop();
+    c.stop();
+}
+
+/// Rewrites the config file `node` runs from (to be read on its next reload or restart).
+fn write_config_of(node: &NodeProcess, text: &str) {
+    write(&node.config, text);
+}
