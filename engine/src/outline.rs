@@ -54,7 +54,7 @@ fn group_id(chunks: &[ChunkRef]) -> GroupId {
 
 fn ends_group(c: &ChunkRef) -> bool {
     let b = c.id.as_bytes();
-    u32::from_le_bytes([b[28], b[29], b[30], b[31]]) % GROUP_AVG == 0
+    u32::from_le_bytes([b[28], b[29], b[30], b[31]]).is_multiple_of(GROUP_AVG)
 }
 
 /// The groups of `chunks`: each range of chunk indexes with its id.

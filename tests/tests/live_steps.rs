@@ -69,9 +69,9 @@ async fn files_and_dirs_are_created_changed_and_removed_step_by_step() {
     f.settle("mkdir -p a/b/c and immediate writes").await;
 
     // A file growing by appends: checked midway and at the end.
-    for i in 1..=20 {
+    for i in 1..=20u32 {
         append(&f.s("log.txt"), &format!("line {i}"));
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             f.wait_mirror(&format!("append {i} to log.txt")).await;
         }
     }

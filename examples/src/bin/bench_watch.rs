@@ -541,7 +541,7 @@ impl Watch {
                 return Ok(Instant::now());
             }
             rounds = rounds.wrapping_add(1);
-            if rounds % 512 == 0 {
+            if rounds.is_multiple_of(512) {
                 self.check()?;
                 if start.elapsed() > limit {
                     return Err(self.timeout(&format!(
@@ -573,7 +573,7 @@ impl Watch {
                 continue;
             }
             rounds = rounds.wrapping_add(1);
-            if rounds % 512 == 0 {
+            if rounds.is_multiple_of(512) {
                 self.check()?;
                 if start.elapsed() > limit {
                     return Err(self.timeout(&format!(
@@ -795,7 +795,7 @@ fn latency_run(env: &Env<'_>, no_fsync: bool) -> Result<LatencyRun> {
         ms.push(lat);
         write_us.push(written.as_secs_f64() * 1e6);
         start_unix_us.push(unix_micros(wall));
-        if (i + 1) % 25 == 0 || i + 1 == n {
+        if (i + 1).is_multiple_of(25) || i + 1 == n {
             let p = Pcts::of(&ms);
             eprintln!(
                 "  {mode:<9} trial {:>4}/{n}: last {lat:7.2} ms   so far p50 {:6.2} ms, max {:7.2} ms",

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use actix::prelude::*;
 use ferry_actors::applier::{Applier, ApplierOptions, Retire, SenderLink, SourceView};
 use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, NeedGroups, Start};
+use ferry_actors::health::Role;
 use ferry_actors::{FolderId, Stats};
 use ferry_engine::store::{ResumeHead, StateDb};
 use ferry_engine::{ChunkParams, IgnoreRules, Seq, TargetDir};
@@ -211,9 +212,9 @@ impl Server {
             keep
         });
         for (name, f) in wanted {
-            if !map.contains_key(&name) {
-                tracing::info!(folder = %name, path = %f.path.display(), "serving folder");
-                map.insert(name, Arc::new(FolderSlot::new(f)));
+            if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(name) {
+                tracing::info!(folder = %slot.key(), path = %f.path.display(), "serving folder");
+                slot.insert(Arc::new(FolderSlot::new(f)));
             }
         }
     }
@@ -467,6 +468,7 @@ impl Server {
             stats: session_stats.clone(),
             ended: None,
         });
+        let board = session_stats.clone();
         let mut applier = Applier::new(open.folder.clone(), target, opts, sender, session_stats);
         let resumed_from = resume.as_ref().map(|r| r.applied);
         if let Some(r) = resume {
@@ -513,13 +515,22 @@ impl Server {
                         joined_bytes = 0;
                     }
                     match joiner.push(part) {
-                        Ok(Some(delta)) => applier.send(delta).await,
+                        Ok(Some(delta)) => {
+                            board.actors.queued(Role::Target);
+                            applier.send(delta).await
+                        }
                         Ok(None) => Ok(()),
                         Err(e) => break Ended::protocol(e.to_string()),
                     }
                 }
-                Frame::Chunks(d) if folder_ok(&d.folder) => applier.send(d).await,
-                Frame::Groups(g) if folder_ok(&g.folder) => applier.send(g).await,
+                Frame::Chunks(d) if folder_ok(&d.folder) => {
+                    board.actors.queued(Role::Target);
+                    applier.send(d).await
+                }
+                Frame::Groups(g) if folder_ok(&g.folder) => {
+                    board.actors.queued(Role::Target);
+                    applier.send(g).await
+                }
                 Frame::Ping(n) => {
                     // A full queue is traffic enough: the peer hears from us anyway.
                     let _ = tx.try_send(Frame::Pong(n));

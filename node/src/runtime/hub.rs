@@ -22,6 +22,9 @@ const RECENT_EVENTS: usize = 100;
 /// Samples kept: ten minutes at one a second.
 const HISTORY: usize = 600;
 
+/// A replication's state word and, when failed, why; kept current from its events.
+type SharedState = Arc<Mutex<(String, Option<String>)>>;
+
 /// One replication the hub follows.
 struct Followed {
     folder: String,
@@ -29,7 +32,7 @@ struct Followed {
     target: String,
     kind: &'static str,
     stats: Arc<Stats>,
-    state: Arc<Mutex<(String, Option<String>)>>,
+    state: SharedState,
 }
 
 /// Counter totals at the previous sample.
@@ -142,7 +145,7 @@ impl Hub {
         folder: &str,
         target: &str,
         stats: &Arc<Stats>,
-        state: Option<Arc<Mutex<(String, Option<String>)>>>,
+        state: Option<SharedState>,
     ) {
         let mut rx = stats.events.subscribe();
         let hub = Arc::downgrade(self);
