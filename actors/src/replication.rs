@@ -1,23 +1,33 @@
 //! The embedding API: start a supervised live replication of one folder from inside any
 //! actix (or actix-web) application, follow its events and status, and stop it.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
-//! use ferry_actors::{FolderId, Replication};
+//! use ferry_actors::{EventKind, FolderId, Replication};
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! // Inside an actix system (an actix-web handler, `#[actix::main]`, ...).
-//! let replication = Replication::builder(FolderId::new("photos")?, "/data/photos")
-//!     .to_dir("/backup/photos")
-//!     .start()?;
-//! let mut events = replication.subscribe();
-//! while let Ok(event) = events.recv().await {
-//!     println!("{}: {}", event.folder, event.kind);
-//!     # break;
-//! }
-//! replication.stop(Duration::from_secs(10)).await;
-//! # Ok(())
-//! # }
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (source, target) = (dir.path().join("photos"), dir.path().join("backup"));
+//! # std::fs::create_dir(&source).unwrap();
+//! # std::fs::write(source.join("a.jpg"), b"...").unwrap();
+//! actix::System::new().block_on(async move {
+//!     // Inside an actix system (an actix-web handler, `#[actix::main]`, ...).
+//!     let replication = Replication::builder(FolderId::new("photos").unwrap(), &source)
+//!         .to_dir(&target)
+//!         .start()
+//!         .unwrap();
+//!     let mut events = replication.subscribe();
+//!     // The initial sync creates a.jpg; every later change arrives the same way.
+//!     while let Ok(event) = events.recv().await {
+//!         if let EventKind::Change { path, .. } = &event.kind {
+//!             println!("{}: {}", event.folder, event.kind);
+//!             if path.as_str() == "a.jpg" {
+//!                 break;
+//!             }
+//!         }
+//!     }
+//!     replication.stop(Duration::from_secs(10)).await;
+//! });
+//! # assert_eq!(std::fs::read(dir.path().join("backup/a.jpg")).unwrap(), b"...");
 //! ```
 
 use std::path::{Path, PathBuf};
