@@ -256,3 +256,116 @@ fn check_changes(
     }
     (upserts, removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ferry_engine::chunk_reader;
+
+    use super::*;
+
+    /// The paths saved and removed by one write, and whether it was full.
+    type Write = (Vec<RelPath>, Vec<RelPath>, bool);
+
+    /// Records every write.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Mutex<Vec<Write>>,
+        fail: bool,
+    }
+
+    impl TargetStore for Recorder {
+        fn load(&self) -> Result<Vec<(RelPath, StatKey, Content)>, String> {
+            Ok(Vec::new())
+        }
+        fn write(
+            &self,
+            upserts: &[(RelPath, StatKey, Content)],
+            removed: &[RelPath],
+            full: bool,
+        ) -> Result<(), String> {
+            let up = upserts.iter().map(|(p, _, _)| p.clone()).collect();
+            self.writes
+                .lock()
+                .unwrap()
+                .push((up, removed.to_vec(), full));
+            if self.fail {
+                return Err("disk full".into());
+            }
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "recorder".into()
+        }
+    }
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// A file at `root/name` and what an index would say of it.
+    fn known(root: &Path, name: &str, bytes: &[u8]) -> TargetChange {
+        let path = root.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let md = std::fs::symlink_metadata(&path).unwrap();
+        let (e, _) = entry_from_metadata(root, &rel(name), &md).unwrap();
+        TargetChange::Known {
+            size: e.size,
+            mtime: e.mtime,
+            content: chunk_reader(bytes, &ChunkParams::default()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_files_still_as_the_index_says_are_saved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let same = known(root, "same", b"unchanged");
+        let grown = known(root, "grown", b"short");
+        std::fs::write(root.join("grown"), b"longer now").unwrap();
+        let gone = known(root, "gone", b"removed");
+        std::fs::remove_file(root.join("gone")).unwrap();
+        let changes = BTreeMap::from([
+            (rel("same"), same),
+            (rel("grown"), grown),
+            (rel("gone"), gone),
+            (rel("forgotten"), TargetChange::Forgotten),
+        ]);
+        let (upserts, removed) = check_changes(root, changes);
+        assert_eq!(upserts.len(), 1);
+        let (p, stat, content) = &upserts[0];
+        assert_eq!(p, &rel("same"));
+        assert_eq!(stat.size, 9);
+        assert_eq!(content.len(), 9);
+        assert_eq!(removed, vec![rel("forgotten"), rel("gone"), rel("grown")]);
+    }
+
+    #[test]
+    fn batches_are_saved_in_order_and_a_failure_clears_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        let store = Arc::new(Recorder::default());
+        let saver = TargetPersister::new(store.clone(), root.clone(), "t".into()).unwrap();
+        saver.save(vec![(rel("a"), known(&root, "a", b"a"))], true);
+        saver.save(vec![(rel("a"), TargetChange::Forgotten)], false);
+        saver.save(Vec::new(), false);
+        saver.finish();
+        // Whether or not the two batches were coalesced, `a` ends up forgotten.
+        let writes = store.writes.lock().unwrap().clone();
+        let last = writes.last().unwrap();
+        assert_eq!(last.1, vec![rel("a")]);
+        assert!(writes[0].2, "the first write is full");
+
+        let failing = Arc::new(Recorder {
+            fail: true,
+            ..Recorder::default()
+        });
+        let saver = TargetPersister::new(failing.clone(), root.clone(), "t".into()).unwrap();
+        saver.save(vec![(rel("b"), known(&root, "b", b"b"))], false);
+        saver.finish();
+        let writes = failing.writes.lock().unwrap().clone();
+        assert_eq!(writes.len(), 2, "the failed write, then the clearing one");
+        assert_eq!(writes[1], (Vec::new(), Vec::new(), true));
+    }
+}
