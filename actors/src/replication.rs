@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::health::{ActorView, LatencySnapshot};
 use crate::messages::FolderId;
-use crate::persist::SourceStore;
+use crate::persist::{SourceStore, TargetStore};
 use crate::pipeline::{FolderJob, TargetSpec};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::supervisor::{FolderState, FolderSupervisor, GetState, RestartPolicy, Shutdown};
@@ -62,6 +62,7 @@ pub struct ReplicationBuilder {
     policy: RestartPolicy,
     stats: Option<Arc<Stats>>,
     store: Option<Arc<dyn SourceStore>>,
+    target_store: Option<Arc<dyn TargetStore>>,
     ignore: IgnoreRules,
 }
 
@@ -105,6 +106,7 @@ impl Replication {
             policy: RestartPolicy::default(),
             stats: None,
             store: None,
+            target_store: None,
             ignore: IgnoreRules::default(),
         }
     }
@@ -222,6 +224,13 @@ impl ReplicationBuilder {
         self
     }
 
+    /// Keeps a local target's chunk lists in `store`, so a restarted replication reuses
+    /// the target's chunks without reading its files again.
+    pub fn target_store(mut self, store: Arc<dyn TargetStore>) -> Self {
+        self.target_store = Some(store);
+        self
+    }
+
     /// Checks the description and starts the replication. Must be called inside a running
     /// actix system.
     pub fn start(self) -> Result<Replication> {
@@ -265,6 +274,9 @@ impl ReplicationBuilder {
                 .to_target(spec);
         if let Some(store) = self.store {
             supervisor = supervisor.with_store(store);
+        }
+        if let Some(store) = self.target_store {
+            supervisor = supervisor.with_target_store(store);
         }
         let supervisor = supervisor.start();
         Ok(Replication {

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::events::EventKind;
 use crate::messages::{Applied, CurrentSeq, Failed, FlushNow};
-use crate::persist::SourceStore;
+use crate::persist::{SourceStore, TargetStore};
 use crate::pipeline::{FolderJob, Pipeline, TargetSpec};
 use crate::stats::Stats;
 use crate::watcher::{SimulateOverflow, WatchOptions};
@@ -78,6 +78,7 @@ pub struct FolderSupervisor {
     policy: RestartPolicy,
     stats: Arc<Stats>,
     store: Option<Arc<dyn SourceStore>>,
+    target_store: Option<Arc<dyn TargetStore>>,
     pipeline: Option<Pipeline>,
     generation: u64,
     restarts: VecDeque<Instant>,
@@ -149,6 +150,7 @@ impl FolderSupervisor {
             policy,
             stats,
             store: None,
+            target_store: None,
             pipeline: None,
             generation: 0,
             restarts: VecDeque::new(),
@@ -170,6 +172,12 @@ impl FolderSupervisor {
         self
     }
 
+    /// Keeps a local target's chunk lists in `store` between runs.
+    pub fn with_target_store(mut self, store: Arc<dyn TargetStore>) -> Self {
+        self.target_store = Some(store);
+        self
+    }
+
     fn launch(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
         let generation = self.generation;
@@ -183,10 +191,11 @@ impl FolderSupervisor {
         let watch = self.watch;
         let stats = self.stats.clone();
         let store = self.store.clone();
+        let target_store = self.target_store.clone();
         let applied = ctx.address().recipient();
         self.set_state(FolderState::Starting);
         let start = async move {
-            Pipeline::start_kept(
+            Pipeline::start_kept_with_target(
                 &job,
                 &spec,
                 Some(watch),
@@ -194,6 +203,7 @@ impl FolderSupervisor {
                 monitor.recipient(),
                 applied,
                 store,
+                target_store,
             )
             .await
         };

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
 use ferry_actors::applier::{Applier, ApplierOptions, Retire, SenderLink, SourceView};
-use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, NeedGroups, Start};
 use ferry_actors::health::Role;
+use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, NeedGroups, Start};
 use ferry_actors::{FolderId, Stats};
 use ferry_engine::store::{ResumeHead, StateDb};
 use ferry_engine::{ChunkParams, IgnoreRules, Seq, TargetDir};
@@ -31,6 +31,7 @@ use super::protocol::{
     Frame, Hello, Open, Opened, Refusal, MAX_FRAME, MAX_GREETING, PROTOCOL_VERSION,
 };
 use super::tls;
+use crate::runtime::state::DbTarget;
 
 type Stream = TlsStream<Metered<TcpStream>>;
 
@@ -470,6 +471,11 @@ impl Server {
         });
         let board = session_stats.clone();
         let mut applier = Applier::new(open.folder.clone(), target, opts, sender, session_stats);
+        let db = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(db) = db {
+            let key = format!("target/receive/{}", open.folder);
+            applier = applier.with_target_store(Arc::new(DbTarget::new(db, key)));
+        }
         let resumed_from = resume.as_ref().map(|r| r.applied);
         if let Some(r) = resume {
             applier = applier.resume(r.view);

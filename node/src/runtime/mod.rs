@@ -6,7 +6,7 @@
 mod error;
 mod hub;
 mod send;
-mod state;
+pub(crate) mod state;
 mod targets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,7 +32,7 @@ use crate::remote::identity::Identity;
 use crate::remote::server::{ServeConfig, ServedFolder, Server};
 use crate::status::StatusSource;
 use send::{SendFolder, SendPlan};
-use state::DbSource;
+use state::{DbSource, DbTarget};
 
 /// The file of the state database inside the state directory.
 pub const STATE_FILE: &str = "state.redb";
@@ -255,8 +255,13 @@ impl Node {
         let db = self.db.clone();
         let folder_key = id.to_string();
         let store_for = move |name: &TargetName| {
-            let (store, epoch) = DbSource::open(db.clone(), name.state_key(&folder_key))?;
-            Ok(Some((Arc::new(store) as Arc<dyn SourceStore>, epoch)))
+            let key = name.state_key(&folder_key);
+            let (store, epoch) = DbSource::open(db.clone(), key.clone())?;
+            Ok(Some(send::Kept {
+                source: Arc::new(store) as Arc<dyn SourceStore>,
+                epoch,
+                target: Arc::new(DbTarget::new(db.clone(), format!("target/{key}"))),
+            }))
         };
         let folder = SendFolder::start(plan, self.identity.as_ref(), &ignore, &store_for)?;
         for t in &folder.targets {

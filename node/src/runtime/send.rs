@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_actors::persist::SourceStore;
+use ferry_actors::persist::{SourceStore, TargetStore};
 use ferry_actors::{Replication, Stats, TargetSpec, WatchOptions};
 use ferry_engine::{ChunkParams, IgnoreRules};
 
@@ -64,9 +64,18 @@ pub struct SendFolder {
     pub targets: Vec<TargetRun>,
 }
 
-/// Makes the state store for one replication, and the epoch naming its index.
-pub type StoreFor<'a> =
-    &'a dyn Fn(&TargetName) -> Result<Option<(Arc<dyn SourceStore>, u64)>, RunError>;
+/// Where one replication keeps its state between runs.
+pub struct Kept {
+    /// The source index.
+    pub source: Arc<dyn SourceStore>,
+    /// The epoch naming it.
+    pub epoch: u64,
+    /// The chunk lists of a local target.
+    pub target: Arc<dyn TargetStore>,
+}
+
+/// Makes the stores of one replication.
+pub type StoreFor<'a> = &'a dyn Fn(&TargetName) -> Result<Option<Kept>, RunError>;
 
 impl SendFolder {
     /// Starts a replication to every peer and local target of `plan`.
@@ -98,9 +107,12 @@ impl SendFolder {
                 .watch(watch)
                 .ignore(ignore.clone())
                 .stats(stats.clone());
-            let epoch = kept.as_ref().map(|(_, e)| *e);
-            if let Some((store, _)) = kept {
-                builder = builder.source_store(store);
+            let epoch = kept.as_ref().map(|k| k.epoch);
+            if let Some(kept) = kept {
+                builder = builder.source_store(kept.source);
+                if matches!(name.kind, TargetKind::Local(_)) {
+                    builder = builder.target_store(kept.target);
+                }
             }
             builder = match (peer, &name.kind) {
                 (Some(peer), _) => {

@@ -2,9 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use ferry_actors::persist::{SavedIndex, SourceStore};
+use ferry_actors::persist::{SavedIndex, SourceStore, TargetStore};
 use ferry_engine::store::{SavedSource, SourceHead, StateDb, StoreError};
-use ferry_engine::{ChunkParams, FileEntry, Seq, StatKey};
+use ferry_engine::{ChunkParams, Content, FileEntry, RelPath, Seq, StatKey};
 
 /// One replication's source index in the node's database.
 pub struct DbSource {
@@ -109,6 +109,48 @@ impl SourceStore for DbSource {
 
     fn drop_entries(&self) -> Result<(), String> {
         self.write(&[], true)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.db.path().display(), self.key)
+    }
+}
+
+/// One target's chunk lists in the node's database.
+pub struct DbTarget {
+    db: Arc<StateDb>,
+    key: String,
+}
+
+impl DbTarget {
+    /// The chunk lists kept under `key`.
+    pub fn new(db: Arc<StateDb>, key: String) -> Self {
+        DbTarget { db, key }
+    }
+}
+
+impl TargetStore for DbTarget {
+    fn load(&self) -> Result<Vec<(RelPath, StatKey, Content)>, String> {
+        match self.db.load_target(&self.key) {
+            Ok(rows) => Ok(rows),
+            Err(e @ StoreError::Decode { .. }) => {
+                // Never trusted: dropped, and the target's files are hashed when needed.
+                let _ = self.db.write_target(&self.key, &[], &[], true);
+                Err(e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn write(
+        &self,
+        upserts: &[(RelPath, StatKey, Content)],
+        removed: &[RelPath],
+        full: bool,
+    ) -> Result<(), String> {
+        self.db
+            .write_target(&self.key, upserts, removed, full)
+            .map_err(|e| e.to_string())
     }
 
     fn describe(&self) -> String {
