@@ -520,6 +520,26 @@ fn rescan(
     })
 }
 
+/// Blocking: the directories in `dirs` whose own mode or mtime changed, as upserts. A
+/// directory gone or replaced is left to the events of its own path.
+fn refresh_dirs(source: &SourceDir, dirs: &[FileEntry]) -> Vec<Change> {
+    dirs.iter()
+        .filter_map(|old| {
+            let md = std::fs::symlink_metadata(source.root().join(old.path.as_str())).ok()?;
+            if !md.is_dir() {
+                return None;
+            }
+            let (mut fresh, stat) =
+                ferry_engine::scan::entry_from_metadata(source.root(), &old.path, &md).ok()?;
+            if fresh.mtime == old.mtime && fresh.mode == old.mode {
+                return None;
+            }
+            fresh.seq = old.seq;
+            Some(Change::Upsert(fresh, Some(stat)))
+        })
+        .collect()
+}
+
 impl Differ {
     /// Rescans `scopes` (everything for `None`) and sends what changed. Runs to completion
     /// before the Differ handles anything else, so batches are applied in order.
@@ -527,6 +547,7 @@ impl Differ {
     fn rescan_and_send(
         &mut self,
         scopes: Option<Vec<RelPath>>,
+        touched: Vec<RelPath>,
         since: Option<Instant>,
         ctx: &mut Context<Self>,
     ) {
@@ -535,12 +556,20 @@ impl Differ {
             return;
         };
         let old = index.extract(scopes.as_deref());
+        let dirs: Vec<FileEntry> = touched
+            .iter()
+            .filter_map(|d| index.get(d))
+            .filter(|e| e.kind == EntryKind::Dir && e.is_present())
+            .cloned()
+            .collect();
         let source = self.source.clone();
         let opts = self.scan.clone();
         let pool = self.pool.clone();
         let job = async move {
             pool.run("rescan source", move || {
-                rescan(&source, opts, &old, scopes.as_deref())
+                let mut found = rescan(&source, opts, &old, scopes.as_deref())?;
+                found.changes.extend(refresh_dirs(&source, &dirs));
+                Ok::<_, ferry_engine::Error>(found)
             })
             .await
         };
@@ -625,7 +654,7 @@ impl Handler<Dirty> for Differ {
 
     fn handle(&mut self, msg: Dirty, ctx: &mut Self::Context) {
         self.stats.actors.handled(Role::Differ);
-        self.rescan_and_send(Some(msg.paths), Some(msg.since), ctx);
+        self.rescan_and_send(Some(msg.paths), msg.touched, Some(msg.since), ctx);
     }
 }
 
@@ -635,7 +664,7 @@ impl Handler<Rescan> for Differ {
     fn handle(&mut self, msg: Rescan, ctx: &mut Self::Context) {
         self.stats.actors.handled(Role::Differ);
         tracing::info!(folder = %self.folder, "rescanning: {}", msg.reason);
-        self.rescan_and_send(None, None, ctx);
+        self.rescan_and_send(None, Vec::new(), None, ctx);
     }
 }
 

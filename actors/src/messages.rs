@@ -61,6 +61,9 @@ impl fmt::Display for FolderId {
 pub struct Dirty {
     /// The paths, none inside another.
     pub paths: Vec<RelPath>,
+    /// Directories an entry appeared in, vanished from or was renamed in: their own
+    /// metadata (the mtime) changed, but not the rest of what they hold.
+    pub touched: Vec<RelPath>,
     /// When the first of these changes was seen.
     pub since: std::time::Instant,
 }

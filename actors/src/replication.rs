@@ -332,6 +332,45 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_live_change_carries_its_directory_mtime() {
+        use std::time::SystemTime;
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/a"), b"a").unwrap();
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        std::fs::File::open(src.join("d"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let r = Replication::builder(FolderId::new("f").unwrap(), &src)
+            .to_dir(&dst)
+            .durable(false)
+            .start()
+            .unwrap();
+        let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let synced = within(Duration::from_secs(20), || {
+            mtime(&dst.join("d")) == Some(old)
+        })
+        .await;
+        assert!(synced, "initial sync did not set d's mtime");
+        // Creating an entry changes the directory's own mtime: the mirror must follow.
+        std::fs::write(src.join("d/new"), b"n").unwrap();
+        let want = mtime(&src.join("d"));
+        assert_ne!(want, Some(old));
+        let followed = within(Duration::from_secs(20), || {
+            dst.join("d/new").exists() && mtime(&dst.join("d")) == want
+        })
+        .await;
+        assert!(
+            followed,
+            "d's mtime not replicated: source {want:?}, target {:?}",
+            mtime(&dst.join("d"))
+        );
+        r.stop(Duration::from_secs(10)).await;
+    }
+
+    #[actix_rt::test]
     async fn builder_refuses_a_missing_target_or_source() {
         let tmp = tempfile::tempdir().unwrap();
         let id = FolderId::new("f").unwrap();

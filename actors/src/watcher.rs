@@ -66,6 +66,8 @@ pub struct Watcher {
     /// Set when inotify could not watch everything: periodic rescans cover the gap.
     degraded: bool,
     pending: BTreeSet<RelPath>,
+    /// Directories whose own metadata changed (an entry in them was created, removed or renamed).
+    touched: BTreeSet<RelPath>,
     full_rescan: Option<String>,
     first_event: Option<Instant>,
     last_event: Instant,
@@ -108,6 +110,7 @@ impl Watcher {
             root_watched: false,
             degraded: false,
             pending: BTreeSet::new(),
+            touched: BTreeSet::new(),
             full_rescan: None,
             first_event: None,
             last_event: Instant::now(),
@@ -324,6 +327,10 @@ impl Watcher {
                 self.pending.insert(rel);
                 continue;
             }
+            // The directory an entry appeared in or left has a new mtime of its own.
+            if let Some(parent) = rel.parent() {
+                self.touched.insert(parent);
+            }
             // Watch a new directory before it is scanned, so nothing written into it is missed.
             match std::fs::symlink_metadata(path) {
                 Ok(md) if md.is_dir() => {
@@ -386,6 +393,7 @@ impl Watcher {
         self.sending = true;
         if let Some(reason) = self.full_rescan.take() {
             self.pending.clear();
+            self.touched.clear();
             // `send` queues the message now, so anything sent to the Differ after this
             // flush (a shutdown's `CurrentSeq`) is handled after it.
             self.stats.actors.queued(Role::Differ);
@@ -401,8 +409,17 @@ impl Watcher {
             }
             paths.push(p);
         }
+        // A directory rescanned as a whole needs no separate look at its metadata.
+        let touched: Vec<RelPath> = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter(|d| !paths.iter().any(|p| d.is_within(p)))
+            .collect();
         self.stats.actors.queued(Role::Differ);
-        let request = self.differ.send(Dirty { paths, since });
+        let request = self.differ.send(Dirty {
+            paths,
+            touched,
+            since,
+        });
         ctx.spawn(request.into_actor(self).map(|r, act, ctx| act.sent(r, ctx)));
     }
 

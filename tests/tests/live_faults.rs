@@ -69,7 +69,11 @@ async fn a_real_overflow_of_the_kernel_queue_leaves_nothing_unwatched() {
     let events = max_queued_events() + 4_096 + 2_000;
     for i in 0..events {
         let name = if i.is_multiple_of(2) { "a" } else { "b" };
-        let mode = if (i / 2).is_multiple_of(2) { 0o600 } else { 0o644 };
+        let mode = if (i / 2).is_multiple_of(2) {
+            0o600
+        } else {
+            0o644
+        };
         set_mode(&f.s(name), mode);
     }
     write(

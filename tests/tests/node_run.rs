@@ -16,7 +16,7 @@ use crate::util::*;
 /// `[node]` with a name and an identity home next to the file.
 const NODE: &str = "[node]\nname = \"laptop\"\nhome = \"home\"\n";
 
-/// The problem lines (`FILE:LINE:COL: message`) of a refused config, as printed on stderr.
+/// The problem lines (`FILE:LINE:COL: message`) `ferry check` prints for a refused config.
 fn problem_lines(stderr: &str) -> Vec<&str> {
     stderr
         .lines()
@@ -24,14 +24,12 @@ fn problem_lines(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
-#[test]
-fn run_refuses_invalid_configs_as_check_does() {
-    let dir = tempdir();
-    mkdir(&dir.path().join("photos"));
-    mkdir(&dir.path().join("music"));
+/// Invalid configs, each with the line of its one problem and what its message must say.
+fn invalid_cases(dir: &Path) -> Vec<(String, usize, Vec<&'static str>)> {
+    mkdir(&dir.join("photos/inner"));
+    mkdir(&dir.join("music"));
     let folder = "\n[[folder]]\nid = \"photos\"\npath = \"photos\"\nrole = \"send\"\n";
-    // (text, line of the problem, what its message must say)
-    let cases: Vec<(String, usize, Vec<&str>)> = vec![
+    vec![
         (
             format!("{NODE}{folder}targets = [\"m\"]\nrescan = \"1h\"\n"),
             10,
@@ -50,7 +48,7 @@ fn run_refuses_invalid_configs_as_check_does() {
         (
             format!("{NODE}{folder}targets = [\"m\"]\n\n[[folder]]\nid = \"inner\"\npath = \"photos/inner\"\nrole = \"send\"\ntargets = [\"n\"]\n"),
             13,
-            vec!["folder \"inner\"", "is inside", "photos"],
+            vec!["folder \"inner\": `path`", "is inside folder \"photos\"'s `path`"],
         ),
         (
             format!("{NODE}{folder}peers = [\"nas\"]\n"),
@@ -62,31 +60,38 @@ fn run_refuses_invalid_configs_as_check_does() {
             10,
             vec!["`debounce` = \"soon\" is not a duration"],
         ),
-    ];
-    // The nested folder's path must exist for the overlap to be the only problem.
-    mkdir(&dir.path().join("photos/inner"));
-    for (text, line, needles) in &cases {
-        write(&dir.path().join("ferry.toml"), text);
-        let check = ferry_in(dir.path(), ["check", "--config", "ferry.toml"]);
-        check.assert_code(1);
-        let run = ferry_exits_within(
-            dir.path(),
-            &["run", "--config", "ferry.toml"],
-            START_DEADLINE,
-        );
-        run.assert_code(1);
-        let context = format!("config:\n{text}\n--- check ---\n{check}\n--- run ---\n{run}");
+    ]
+}
+
+/// Writes `text` as `dir/ferry.toml`, then runs `ferry check` and `ferry run` on it; both
+/// must exit 1 (`run` within [`START_DEADLINE`]). Returns their outputs and a description.
+fn check_and_run(dir: &Path, text: &str) -> (Output, Output, String) {
+    write(&dir.join("ferry.toml"), text);
+    let check = ferry_in(dir, ["check", "--config", "ferry.toml"]);
+    let run = ferry_exits_within(dir, &["run", "--config", "ferry.toml"], START_DEADLINE);
+    let context = format!("config:\n{text}\n--- check ---\n{check}\n--- run ---\n{run}");
+    assert_eq!(check.code, 1, "check did not refuse the config\n{context}");
+    assert_eq!(run.code, 1, "run did not exit 1\n{context}");
+    (check, run, context)
+}
+
+#[test]
+fn run_refuses_invalid_configs_as_check_does() {
+    let dir = tempdir();
+    for (text, line, needles) in invalid_cases(dir.path()) {
+        let (check, run, context) = check_and_run(dir.path(), &text);
         let expected = problem_lines(&check.stderr);
         assert!(
-            !expected.is_empty() && expected[0].starts_with(&format!("ferry.toml:{line}:")),
-            "check does not name line {line}\n{context}"
+            expected.len() == 1 && expected[0].starts_with(&format!("ferry.toml:{line}:")),
+            "check does not report one problem on line {line}\n{context}"
         );
-        assert_eq!(
-            problem_lines(&run.stderr),
-            expected,
-            "run and check report different problems\n{context}"
-        );
-        for needle in needles.iter().chain(&["hint: "]) {
+        // The same problem, file:line:column, message and hint, as check prints it.
+        let hint = check
+            .stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with("hint: "))
+            .unwrap_or_else(|| panic!("check printed no hint\n{context}"));
+        for needle in expected.iter().chain([&hint]).chain(&needles) {
             assert!(
                 run.stderr.contains(needle),
                 "run's stderr lacks {needle:?}\n{context}"
@@ -96,6 +101,22 @@ fn run_refuses_invalid_configs_as_check_does() {
             !run.stdout.contains("ready"),
             "a refused node said it was ready\n{context}"
         );
+    }
+}
+
+#[test]
+fn run_reports_each_config_problem_once() {
+    let dir = tempdir();
+    for (text, _, _) in invalid_cases(dir.path()) {
+        let (check, run, context) = check_and_run(dir.path(), &text);
+        for problem in problem_lines(&check.stderr) {
+            let times = run.stderr.matches(problem).count();
+            assert_eq!(
+                times, 1,
+                "run reports {problem:?} {times} times (the config error is printed both as \
+                 the error and again as its own source)\n{context}"
+            );
+        }
     }
 }
 
@@ -201,6 +222,13 @@ fn local_node_mirrors_to_two_targets_with_metrics_and_json_logs() {
     write(&local.src.join("dir1/live.txt"), "a live change\n");
     local.wait_converged(&mut node, "a live change");
 
+    let status = node.status();
+    assert_eq!(status["node"], "solo", "{status}");
+    assert_eq!(
+        status["node_id"],
+        Value::Null,
+        "a local-only node has no identity: {status}"
+    );
     let metrics = node.get("/metrics");
     for t in &local.targets {
         let created = files_total(&metrics, "docs", t.to_str().unwrap(), "created");

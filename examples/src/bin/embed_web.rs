@@ -45,12 +45,13 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.listen)?;
-    // Listen for SIGTERM before anything starts, so that none arrives unheard.
+    // Listen for the signals before anything starts, so that none arrives unheard.
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let served = embed::serve(listener, args.mirrors).await?;
     println!("serving on http://{}/ (Ctrl-C to stop)", served.addr());
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = term.recv() => {}
     }
     println!("stopping: finishing the changes in flight");

@@ -125,7 +125,14 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
-    /// The file was read but is not a valid config.
+    /// The file was read but is not a valid config. (Not a `#[source]`: the problems are
+    /// this error's own text, and error-chain printers would show them twice.)
     #[error("{0}")]
-    Invalid(#[from] ConfigErrors),
+    Invalid(ConfigErrors),
+}
+
+impl From<ConfigErrors> for ConfigError {
+    fn from(e: ConfigErrors) -> Self {
+        ConfigError::Invalid(e)
+    }
 }

@@ -182,9 +182,9 @@ fn prometheus_parse_reads_every_family_and_value() {
         pairs,
         [(0.005, 2.0), (0.25, 5.0), (1.0, 5.0), (f64::INFINITY, 6.0)]
     );
-    // Two targets × (5 file actions + 13 simple families + 2 directions + 6 states + sum
+    // Two targets × (5 file actions + 14 simple families + 2 directions + 6 states + sum
     // + count), two histograms, and the uptime.
-    assert_eq!(scrape.samples.len(), 2 * (5 + 13 + 2 + 6 + 2) + 2 + 1);
+    assert_eq!(scrape.samples.len(), 2 * (5 + 14 + 2 + 6 + 2) + 2 + 1);
 }
 
 #[test]
