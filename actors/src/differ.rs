@@ -70,6 +70,8 @@ pub struct Differ {
     early_resend: Option<Seq>,
     store: Option<Arc<dyn SourceStore>>,
     persister: Option<Persister>,
+    /// The saved index was completed for a clean stop: nothing more is recorded.
+    finished: bool,
     sender: Recipient<SourceUpdate>,
     monitor: Recipient<Failed>,
     pool: Pool,
@@ -109,6 +111,7 @@ impl Differ {
             early_resend: None,
             store: None,
             persister: None,
+            finished: false,
             sender,
             monitor,
             pool: Pool::new(cores),
@@ -555,6 +558,10 @@ impl Differ {
             // Still in the initial scan: it will see these changes itself.
             return;
         };
+        if self.finished {
+            // Stopping: a change recorded now could not be saved; the next run's scan sees it.
+            return;
+        }
         let old = index.extract(scopes.as_deref());
         let dirs: Vec<FileEntry> = touched
             .iter()
@@ -705,6 +712,37 @@ impl Differ {
             .collect();
         tracing::info!(folder = %self.folder, after = after.0, entries = entries.len(), snapshot, "sending what the target lacks");
         self.send_update(snapshot, entries, HashMap::new(), ctx);
+    }
+}
+
+/// → Differ: save everything recorded and mark the saved index complete (a clean stop);
+/// answered once it is on disk. Nothing is recorded after it.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct FinishSaving;
+
+impl Handler<FinishSaving> for Differ {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: FinishSaving, _: &mut Self::Context) -> Self::Result {
+        self.finished = true;
+        let Some(persister) = self.persister.take() else {
+            return Box::pin(actix::fut::ready(()));
+        };
+        let pool = self.pool.clone();
+        let folder = self.folder.clone();
+        Box::pin(
+            async move {
+                match pool.run("save the index", move || persister.finish()).await {
+                    Ok(Ok(())) => tracing::debug!(folder = %folder, "index saved"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(folder = %folder, "index not saved completely: {e}")
+                    }
+                    Err(e) => tracing::warn!(folder = %folder, "index not saved completely: {e}"),
+                }
+            }
+            .into_actor(self),
+        )
     }
 }
 

@@ -47,6 +47,9 @@ pub trait SourceStore: Send + Sync + 'static {
     fn write(&self, entries: &[(FileEntry, Option<StatKey>)], full: bool) -> Result<(), String>;
     /// Forgets the saved entries, keeping the reservation: the next run scans afresh.
     fn drop_entries(&self) -> Result<(), String>;
+    /// Records that every entry of this run was saved (called after the last write, when
+    /// the replication stops cleanly). Until then the next run trusts no delta from before it.
+    fn complete(&self) -> Result<(), String>;
     /// Where the store lives, for messages.
     fn describe(&self) -> String;
 }
@@ -55,6 +58,9 @@ pub trait SourceStore: Send + Sync + 'static {
 /// the thread finish what is queued and exit.
 pub struct Persister {
     tx: mpsc::Sender<Batch>,
+    /// Says whether a write failed.
+    thread: std::thread::JoinHandle<bool>,
+    store: Arc<dyn SourceStore>,
 }
 
 struct Batch {
@@ -66,7 +72,8 @@ impl Persister {
     /// A writer to `store`; `folder` names it in logs.
     pub fn new(store: Arc<dyn SourceStore>, folder: String) -> std::io::Result<Persister> {
         let (tx, rx) = mpsc::channel::<Batch>();
-        std::thread::Builder::new()
+        let saver = store.clone();
+        let thread = std::thread::Builder::new()
             .name(format!("ferry-save-{folder}"))
             .spawn(move || {
                 let mut broken = false;
@@ -83,18 +90,36 @@ impl Persister {
                     if broken {
                         continue;
                     }
-                    if let Err(e) = store.write(&batch.entries, batch.full) {
+                    if batch.entries.is_empty() && !batch.full {
+                        continue;
+                    }
+                    if let Err(e) = saver.write(&batch.entries, batch.full) {
                         // A gap in the saved index would be trusted by the next run: drop it
                         // all instead, so that run starts from a full scan.
-                        tracing::error!(folder = %folder, store = %store.describe(), "cannot save the index ({e}); it will be rebuilt on the next start");
-                        if let Err(e) = store.drop_entries() {
+                        tracing::error!(folder = %folder, store = %saver.describe(), "cannot save the index ({e}); it will be rebuilt on the next start");
+                        if let Err(e) = saver.drop_entries() {
                             tracing::error!(folder = %folder, "cannot discard the saved index either: {e}");
                         }
                         broken = true;
                     }
                 }
+                broken
             })?;
-        Ok(Persister { tx })
+        Ok(Persister { tx, thread, store })
+    }
+
+    /// Blocking: writes everything queued, then marks the saved index complete. A writer
+    /// that failed leaves it incomplete (and dropped), so the next run scans afresh.
+    pub fn finish(self) -> Result<(), String> {
+        let Persister { tx, thread, store } = self;
+        drop(tx);
+        let broken = thread
+            .join()
+            .map_err(|_| "the index writer panicked".to_owned())?;
+        if broken {
+            return Err("a write failed earlier; the saved index was dropped".into());
+        }
+        store.complete()
     }
 
     /// Queues `entries` to be saved.

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use ferry_engine::Seq;
 use tokio::sync::oneshot;
 
+use crate::differ::FinishSaving;
 use crate::events::EventKind;
 use crate::messages::{Applied, CurrentSeq, Failed, FlushNow};
 use crate::persist::{SourceStore, TargetStore};
@@ -369,6 +370,17 @@ impl Handler<Shutdown> for FolderSupervisor {
                 }
             }
             .into_actor(act)
+            .then(|_, act, _| {
+                // The source index is saved in full before the actors go, so the next run
+                // can trust it for deltas.
+                let differ = act.pipeline.as_ref().map(|p| p.differ.clone());
+                async move {
+                    if let Some(d) = differ {
+                        let _ = d.send(FinishSaving).await;
+                    }
+                }
+                .into_actor(act)
+            })
             .map(|_, act, _| {
                 if let Some(p) = act.pipeline.take() {
                     p.stop();

@@ -350,3 +350,37 @@ fn corrupt_state_database_is_set_aside_and_rebuilt() {
         "no log-file line for the created file\n{log}"
     );
 }
+
+/// The log file can be rotated by renaming it and sending SIGHUP: the node reopens the
+/// file by name and goes on appending there, and the renamed file keeps what it had.
+#[test]
+fn log_file_is_reopened_on_sighup_for_rotation() {
+    let local = Local::new();
+    let log_file = local.root.join("node.log");
+    let rotated = local.root.join("node.log.1");
+    let mut node = local.start(&["--log-file", log_file.to_str().unwrap()]);
+    local.wait_converged(&mut node, "the initial sync");
+    std::fs::rename(&log_file, &rotated).unwrap();
+    node.sighup();
+    write(&local.src.join("dir1/after-rotation.txt"), "rotated\n");
+    local.wait_converged(&mut node, "a change after the rotation");
+    let has = |p: &Path, needle: &str| {
+        std::fs::read_to_string(p).is_ok_and(|t| t.lines().any(|l| l.contains(needle)))
+    };
+    crate::util::live::wait_until_blocking(DEADLINE, "the reopened log has the change", || {
+        if has(&log_file, "dir1/after-rotation.txt") {
+            Ok(())
+        } else {
+            Err(node.describe())
+        }
+    });
+    assert!(
+        has(&rotated, "dir0/file0.txt"),
+        "the rotated file lost the initial sync's lines"
+    );
+    assert!(
+        !has(&rotated, "dir1/after-rotation.txt"),
+        "the node went on writing to the renamed file"
+    );
+    node.stop();
+}

@@ -19,7 +19,7 @@
 //! use ferry_engine::{ChunkParams, Seq};
 //! # let dir = tempfile::tempdir().unwrap();
 //! let db = StateDb::open(&dir.path().join("state.redb")).unwrap();
-//! let head = SourceHead { params: ChunkParams::default(), seq: Seq(7), history_from: Seq(1) };
+//! let head = SourceHead { params: ChunkParams::default(), seq: Seq(7), history_from: Seq(1), complete: true };
 //! db.write_source("photos→/backup/photos", &head, &[], true).unwrap();
 //! let saved = db.load_source("photos→/backup/photos").unwrap().unwrap();
 //! assert_eq!(saved.head, head);
@@ -455,6 +455,7 @@ mod tests {
                     params: crate::ChunkParams::default(),
                     seq: crate::Seq(1),
                     history_from: crate::Seq(1),
+                    complete: true,
                 };
                 db.write_source("k", &head, &rows, true).unwrap();
                 drop(db);

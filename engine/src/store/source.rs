@@ -24,6 +24,10 @@ pub struct SourceHead {
     pub seq: Seq,
     /// The oldest sequence from which changes (tombstones included) are still recorded.
     pub history_from: Seq,
+    /// Every entry the last run recorded was saved (it stopped cleanly). When false, some
+    /// may be missing (a crash), so no delta is to be trusted from before the next run.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 /// A source index as it was last written.
@@ -252,6 +256,7 @@ pub(super) mod tests {
             params: ChunkParams::new(1024, 4096, 16384).unwrap(),
             seq: Seq(seq),
             history_from: Seq(1),
+            complete: true,
         }
     }
 

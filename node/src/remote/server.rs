@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
@@ -100,6 +100,8 @@ pub struct Server {
     stats: Arc<Stats>,
     sessions: AtomicU64,
     observer: RwLock<Option<SessionObserver>>,
+    /// Slots no longer served whose sessions may still be ending (waited for on shutdown).
+    retired: Mutex<Vec<Arc<FolderSlot>>>,
     /// Where resume points are kept across restarts of this node.
     state: RwLock<Option<Arc<StateDb>>>,
 }
@@ -116,6 +118,9 @@ struct FolderSlot {
     resume: Mutex<Option<Resume>>,
     /// The session sending to it now, or the last one, as the dashboard shows it.
     seen: Mutex<Option<SessionView>>,
+    /// The slot this one replaced on reconfiguration, whose session may still be ending:
+    /// no session starts here until that one has let go of the target.
+    predecessor: Mutex<Option<Arc<FolderSlot>>>,
 }
 
 /// A session of a served folder as the dashboard shows it.
@@ -127,6 +132,8 @@ pub struct SessionView {
     pub stats: Arc<Stats>,
     /// Whether it is still connected; why it ended, if not.
     pub ended: Option<String>,
+    /// Whether its Applier has acknowledged a plan in this session.
+    pub acknowledged: Arc<AtomicBool>,
 }
 
 impl FolderSlot {
@@ -136,6 +143,30 @@ impl FolderSlot {
             active: tokio::sync::Mutex::new(None),
             resume: Mutex::new(None),
             seen: Mutex::new(None),
+            predecessor: Mutex::new(None),
+        }
+    }
+
+    /// Waits (at most `deadline`) until no session of the slot this one replaced is left.
+    async fn predecessor_gone(&self, deadline: std::time::Duration) -> bool {
+        let previous = self
+            .predecessor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(previous) = previous else {
+            return true;
+        };
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            if previous.active.lock().await.is_none() {
+                *self.predecessor.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -144,11 +175,9 @@ impl FolderSlot {
     }
 
     /// Asks the session sending to this folder, if any, to end.
-    fn stop_session(&self, why: &str) {
-        if let Ok(active) = self.active.try_lock() {
-            if let Some(a) = active.as_ref() {
-                let _ = a.stop.try_send(why.to_owned());
-            }
+    async fn stop_session(&self, why: &str) {
+        if let Some(a) = self.active.lock().await.as_ref() {
+            let _ = a.stop.try_send(why.to_owned());
         }
     }
 }
@@ -193,31 +222,55 @@ impl Server {
             stats,
             sessions: AtomicU64::new(0),
             observer: RwLock::new(None),
+            retired: Mutex::new(Vec::new()),
             state: RwLock::new(None),
         }))
     }
 
     /// Serves `folders` to `peers` from now on. Sessions of folders removed, or whose path or
     /// peers changed, are ended; the others go on undisturbed.
-    pub fn reconfigure(&self, peers: BTreeSet<NodeId>, folders: Vec<ServedFolder>) {
+    pub async fn reconfigure(&self, peers: BTreeSet<NodeId>, folders: Vec<ServedFolder>) {
         *self.allowed.write().unwrap_or_else(|p| p.into_inner()) = peers;
-        let mut map = self.folders.write().unwrap_or_else(|p| p.into_inner());
-        let wanted: HashMap<FolderId, ServedFolder> =
-            folders.into_iter().map(|f| (f.name.clone(), f)).collect();
-        map.retain(|name, slot| {
-            let keep = wanted.get(name) == Some(&slot.folder);
-            if !keep {
-                tracing::info!(folder = %name, "no longer served as it was: ending its session");
-                slot.stop_session("the folder is no longer served as it was");
+        let db = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let ended: Vec<Arc<FolderSlot>> = {
+            let mut map = self.folders.write().unwrap_or_else(|p| p.into_inner());
+            let wanted: HashMap<FolderId, ServedFolder> =
+                folders.into_iter().map(|f| (f.name.clone(), f)).collect();
+            let mut ended = Vec::new();
+            map.retain(|name, slot| {
+                let keep = wanted.get(name) == Some(&slot.folder);
+                if !keep {
+                    tracing::info!(folder = %name, "no longer served as it was: ending its session");
+                    ended.push(slot.clone());
+                }
+                keep
+            });
+            for (name, f) in wanted {
+                if let std::collections::hash_map::Entry::Vacant(place) = map.entry(name) {
+                    tracing::info!(folder = %place.key(), path = %f.path.display(), "serving folder");
+                    let slot = FolderSlot::new(f);
+                    // The session of the folder this replaces may still write to the same
+                    // directory: the new slot waits for it to end.
+                    *slot.predecessor.lock().unwrap_or_else(|p| p.into_inner()) = ended
+                        .iter()
+                        .find(|old| old.folder.name == *place.key())
+                        .cloned();
+                    if let Some(db) = &db {
+                        take_back_resume(db, place.key(), &slot);
+                    }
+                    place.insert(Arc::new(slot));
+                }
             }
-            keep
-        });
-        for (name, f) in wanted {
-            if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(name) {
-                tracing::info!(folder = %slot.key(), path = %f.path.display(), "serving folder");
-                slot.insert(Arc::new(FolderSlot::new(f)));
-            }
+            ended
+        };
+        for slot in &ended {
+            slot.stop_session("the folder is no longer served as it was")
+                .await;
         }
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ended);
     }
 
     /// Keeps what sessions leave to resume from in `db`, and takes back what an earlier run
@@ -226,31 +279,7 @@ impl Server {
     pub fn keep_state(&self, db: Arc<StateDb>) {
         let folders = self.folders.read().unwrap_or_else(|p| p.into_inner());
         for (name, slot) in folders.iter() {
-            match db.load_resume(name.as_str()) {
-                Ok(Some(saved)) => match saved.head.peer.parse::<NodeId>() {
-                    Ok(peer) => {
-                        let upto = saved.view.iter().map(|e| e.seq).max().unwrap_or_default();
-                        tracing::info!(folder = %name, node = %peer, applied = saved.head.applied.0, "resume point of the last run taken back");
-                        *slot.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(Resume {
-                            peer,
-                            epoch: saved.head.epoch,
-                            applied: saved.head.applied,
-                            view: SourceView {
-                                index: saved.view,
-                                upto,
-                            },
-                        });
-                    }
-                    Err(e) => tracing::warn!(folder = %name, "saved resume point ignored: {e}"),
-                },
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(folder = %name, "saved resume point cannot be read ({e}); the sender will send a snapshot");
-                    if let Err(e) = db.drop_resume(name.as_str()) {
-                        tracing::warn!(folder = %name, "cannot drop it: {e}");
-                    }
-                }
-            }
+            take_back_resume(&db, name, slot);
         }
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
     }
@@ -258,17 +287,23 @@ impl Server {
     /// Ends every session (each leaves its resume point) and waits, at most `deadline`,
     /// until none touches its folder.
     pub async fn shutdown(&self, deadline: std::time::Duration) {
-        let slots: Vec<Arc<FolderSlot>> = self
+        let mut slots: Vec<Arc<FolderSlot>> = self
             .folders
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
             .collect();
+        slots.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..),
+        );
         let end = tokio::time::Instant::now() + deadline;
         for slot in slots {
             loop {
-                slot.stop_session("this node is stopping");
+                slot.stop_session("this node is stopping").await;
                 let idle = slot.active.lock().await.is_none();
                 if idle || tokio::time::Instant::now() >= end {
                     break;
@@ -433,9 +468,11 @@ impl Server {
         };
         let applied = Arc::new(AtomicU64::new(resume.as_ref().map_or(0, |r| r.applied.0)));
         let (fatal_tx, mut fatal_rx) = mpsc::channel(1);
+        let acknowledged = Arc::new(AtomicBool::new(false));
         let outbound = Outbound {
             tx: tx.clone(),
             applied: applied.clone(),
+            acknowledged: acknowledged.clone(),
             fatal: fatal_tx,
         }
         .start();
@@ -468,6 +505,7 @@ impl Server {
             peer,
             stats: session_stats.clone(),
             ended: None,
+            acknowledged,
         });
         let board = session_stats.clone();
         let mut applier = Applier::new(open.folder.clone(), target, opts, sender, session_stats);
@@ -635,6 +673,35 @@ impl Server {
     }
 }
 
+/// Takes back into `slot` the resume point an earlier run of this node saved for `name`.
+fn take_back_resume(db: &StateDb, name: &FolderId, slot: &FolderSlot) {
+    match db.load_resume(name.as_str()) {
+        Ok(Some(saved)) => match saved.head.peer.parse::<NodeId>() {
+            Ok(peer) => {
+                let upto = saved.view.iter().map(|e| e.seq).max().unwrap_or_default();
+                tracing::info!(folder = %name, node = %peer, applied = saved.head.applied.0, "resume point of the last run taken back");
+                *slot.resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(Resume {
+                    peer,
+                    epoch: saved.head.epoch,
+                    applied: saved.head.applied,
+                    view: SourceView {
+                        index: saved.view,
+                        upto,
+                    },
+                });
+            }
+            Err(e) => tracing::warn!(folder = %name, "saved resume point ignored: {e}"),
+        },
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(folder = %name, "saved resume point cannot be read ({e}); the sender will send a snapshot");
+            if let Err(e) = db.drop_resume(name.as_str()) {
+                tracing::warn!(folder = %name, "cannot drop it: {e}");
+            }
+        }
+    }
+}
+
 /// Makes session `id` of `peer` the one sending to `slot`'s folder. An earlier session of
 /// the same peer (a link that dropped without either side noticing yet) is ended first;
 /// another peer's is not: the folder is busy.
@@ -645,6 +712,12 @@ async fn claim(
     stop: mpsc::Sender<String>,
     done: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
+    if !slot.predecessor_gone(HANDOVER_DEADLINE).await {
+        return Err(format!(
+            "folder {} is busy: the session from before the reconfiguration has not ended within {HANDOVER_DEADLINE:?}",
+            slot.folder.name
+        ));
+    }
     let previous = {
         let mut active = slot.active.lock().await;
         match active.as_ref() {
@@ -744,6 +817,7 @@ fn ended_by(
 struct Outbound {
     tx: mpsc::Sender<Frame>,
     applied: Arc<AtomicU64>,
+    acknowledged: Arc<AtomicBool>,
     fatal: mpsc::Sender<String>,
 }
 
@@ -786,6 +860,7 @@ impl Handler<Applied> for Outbound {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, msg: Applied, _: &mut Self::Context) -> Self::Result {
         self.applied.fetch_max(msg.seq.0, Ordering::Relaxed);
+        self.acknowledged.store(true, Ordering::Relaxed);
         self.queue(Frame::Applied(msg))
     }
 }

@@ -108,6 +108,24 @@ impl Hub {
         });
     }
 
+    /// Shows send folder `folder` as failed to start, with `reason`.
+    pub fn failed_to_start(&self, folder: &str, path: &str, reason: String) {
+        self.forget(folder);
+        lock(&self.followed).push(Followed {
+            folder: folder.to_owned(),
+            path: path.to_owned(),
+            target: "(not started)".into(),
+            kind: "local",
+            stats: Arc::new(Stats::default()),
+            state: Arc::new(Mutex::new(("failed".into(), Some(reason)))),
+        });
+    }
+
+    /// Stops following the send folders not in `keep`.
+    pub fn retain(&self, keep: &[String]) {
+        lock(&self.followed).retain(|f| keep.contains(&f.folder));
+    }
+
     /// Stops following every replication of `folder`.
     pub fn forget(&self, folder: &str) {
         lock(&self.followed).retain(|f| f.folder != folder);
@@ -281,6 +299,14 @@ impl Hub {
                             Some(why) => SyncState::Offline {
                                 reason: format!("disconnected: {why}"),
                             },
+                            // Until its first plan is acknowledged the folder is not known
+                            // to mirror its sender.
+                            None if !s.acknowledged.load(Ordering::Relaxed) => {
+                                progress_state(&s.stats).unwrap_or(SyncState::Syncing {
+                                    files_remaining: 0,
+                                    bytes_remaining: 0,
+                                })
+                            }
                             None => progress_state(&s.stats).unwrap_or(SyncState::InSync),
                         };
                         let name = self.peer_name(&s.peer.to_string());

@@ -99,7 +99,7 @@ pub async fn run(
     node.start_server(announce).await?;
     let plans = node.send_plans();
     for plan in plans {
-        node.start_send(plan)?;
+        node.start_or_report(plan);
     }
     let dashboard = match node.config.node.dashboard {
         Some(addr) => Some(start_dashboard(addr, node.hub.clone(), announce).await?),
@@ -242,6 +242,17 @@ impl Node {
         Ok(())
     }
 
+    /// Starts a send folder; one that cannot start is logged and shown failed on the
+    /// dashboard, and the others go on.
+    fn start_or_report(&mut self, plan: SendPlan) {
+        let (id, path) = (plan.folder.id.clone(), plan.folder.path.clone());
+        if let Err(e) = self.start_send(plan) {
+            tracing::error!(folder = %id, "cannot start: {e}");
+            self.hub
+                .failed_to_start(id.as_str(), &path.display().to_string(), e.to_string());
+        }
+    }
+
     /// Starts the replications of one send folder.
     fn start_send(&mut self, plan: SendPlan) -> Result<(), RunError> {
         let id = plan.folder.id.clone();
@@ -264,6 +275,7 @@ impl Node {
             }))
         };
         let folder = SendFolder::start(plan, self.identity.as_ref(), &ignore, &store_for)?;
+        self.hub.forget(id.as_str());
         for t in &folder.targets {
             self.hub.follow(
                 id.as_str(),
@@ -353,17 +365,17 @@ impl Node {
                 self.stop_send(id).await;
             }
         }
+        let keep: Vec<String> = new_plans.keys().map(|id| id.to_string()).collect();
+        self.hub.retain(&keep);
         for (id, plan) in new_plans {
             if !self.send.contains_key(&id) {
                 tracing::info!(folder = %id, "folder added or changed: starting it");
-                if let Err(e) = self.start_send(plan) {
-                    tracing::error!(folder = %id, "cannot start: {e}");
-                }
+                self.start_or_report(plan);
             }
         }
         if let Some(server) = &self.server {
             let (peers, folders) = self.served();
-            server.reconfigure(peers, folders);
+            server.reconfigure(peers, folders).await;
         } else if self.config.folders.iter().any(|f| f.role == Role::Receive)
             && old_config.node.listen.is_none()
         {

@@ -86,7 +86,6 @@ impl SendFolder {
         store_for: StoreFor<'_>,
     ) -> Result<SendFolder, RunError> {
         let f = &plan.folder;
-        let watch = watch_options(f);
         let mut targets = Vec::new();
         let mut wanted: Vec<(TargetName, Option<&Peer>)> = f
             .targets
@@ -99,46 +98,73 @@ impl SendFolder {
                 .map(|p| (TargetName::peer(&p.name), Some(p))),
         );
         for (name, peer) in wanted {
-            let stats = Arc::new(Stats::default());
-            let kept = store_for(&name)?;
-            let mut builder = Replication::builder(f.id.clone(), &f.path)
-                .checksum(f.checksum)
-                .durable(plan.fsync)
-                .watch(watch)
-                .ignore(ignore.clone())
-                .stats(stats.clone());
-            let epoch = kept.as_ref().map(|k| k.epoch);
-            if let Some(kept) = kept {
-                builder = builder.source_store(kept.source);
-                if matches!(name.kind, TargetKind::Local(_)) {
-                    builder = builder.target_store(kept.target);
+            match Self::start_one(&plan, &name, peer, identity, ignore, store_for) {
+                Ok(run) => targets.push(run),
+                Err(e) => {
+                    // The replications already started must not run on unseen.
+                    let started = SendFolder {
+                        plan: plan.clone(),
+                        targets,
+                    };
+                    actix::spawn(started.stop());
+                    return Err(e);
                 }
             }
-            builder = match (peer, &name.kind) {
-                (Some(peer), _) => {
-                    let identity = identity.ok_or_else(|| RunError::NoIdentity {
-                        folder: f.id.to_string(),
-                    })?;
-                    let mut spec = remote_spec(f, peer, identity, stats.clone(), epoch)?;
-                    // The target leaves alone what the source ignores.
-                    spec.ignore = ignore.clone();
-                    builder.to_target(name.to_string(), TargetSpec::Linked(spec.connector()))
-                }
-                (None, TargetKind::Local(dir)) => builder.to_dir(dir.clone()),
-                (None, TargetKind::Peer(_)) => unreachable!("peer targets come with their peer"),
-            };
-            let replication = builder.start().map_err(|e| RunError::Folder {
-                folder: f.id.to_string(),
-                reason: e.to_string(),
-            })?;
-            tracing::info!(folder = %f.id, target = %name, "replication started");
-            targets.push(TargetRun {
-                name,
-                stats,
-                replication,
-            });
         }
         Ok(SendFolder { plan, targets })
+    }
+
+    /// Starts the replication of `plan`'s folder to one target.
+    fn start_one(
+        plan: &SendPlan,
+        name: &TargetName,
+        peer: Option<&Peer>,
+        identity: Option<&Identity>,
+        ignore: &IgnoreRules,
+        store_for: StoreFor<'_>,
+    ) -> Result<TargetRun, RunError> {
+        let f = &plan.folder;
+        let failed = |reason: String| RunError::Folder {
+            folder: f.id.to_string(),
+            reason,
+        };
+        let stats = Arc::new(Stats::default());
+        let kept = store_for(name)?;
+        let mut builder = Replication::builder(f.id.clone(), &f.path)
+            .checksum(f.checksum)
+            .durable(plan.fsync)
+            .watch(watch_options(f))
+            .ignore(ignore.clone())
+            .stats(stats.clone());
+        let epoch = kept.as_ref().map(|k| k.epoch);
+        if let Some(kept) = kept {
+            builder = builder.source_store(kept.source);
+            if matches!(name.kind, TargetKind::Local(_)) {
+                builder = builder.target_store(kept.target);
+            }
+        }
+        builder = match (peer, &name.kind) {
+            (Some(peer), _) => {
+                let identity = identity.ok_or_else(|| RunError::NoIdentity {
+                    folder: f.id.to_string(),
+                })?;
+                let mut spec = remote_spec(f, peer, identity, stats.clone(), epoch)?;
+                // The target leaves alone what the source ignores.
+                spec.ignore = ignore.clone();
+                builder.to_target(name.to_string(), TargetSpec::Linked(spec.connector()))
+            }
+            (None, TargetKind::Local(dir)) => builder.to_dir(dir.clone()),
+            (None, TargetKind::Peer(p)) => {
+                return Err(failed(format!("peer {p} is not configured")))
+            }
+        };
+        let replication = builder.start().map_err(|e| failed(e.to_string()))?;
+        tracing::info!(folder = %f.id, target = %name, "replication started");
+        Ok(TargetRun {
+            name: name.clone(),
+            stats,
+            replication,
+        })
     }
 
     /// Finishes the change in flight on every target, then stops them all.

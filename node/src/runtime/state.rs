@@ -64,6 +64,7 @@ impl SourceStore for DbSource {
             tracing::info!(key = %self.key, "chunker parameters changed: the saved index is rebuilt");
             let head = SourceHead {
                 params: *params,
+                complete: false,
                 ..saved.head
             };
             self.db
@@ -74,9 +75,25 @@ impl SourceStore for DbSource {
                 index: None,
             });
         }
+        if saved.index.is_empty() {
+            // Dropped (or never written): nothing to resume from, scan afresh.
+            return Ok(SavedIndex {
+                reserved,
+                index: None,
+            });
+        }
+        // After a crash some recorded entries (a file created and then removed, say) may be
+        // missing from the saved index: its stat cache still saves rehashing, but every
+        // target is sent a snapshot, as no delta from before this run can be trusted.
+        let history_from = if saved.head.complete {
+            saved.head.history_from
+        } else {
+            tracing::info!(key = %self.key, "the last run did not stop cleanly: targets are sent a full index");
+            Seq(reserved.0.saturating_add(1))
+        };
         Ok(SavedIndex {
             reserved,
-            index: Some((saved.index, saved.head.history_from)),
+            index: Some((saved.index, history_from)),
         })
     }
 
@@ -90,6 +107,7 @@ impl SourceStore for DbSource {
             params: *params,
             seq: reserved,
             history_from,
+            complete: false,
         };
         self.db
             .write_source(&self.key, &head, &[], false)
@@ -109,6 +127,18 @@ impl SourceStore for DbSource {
 
     fn drop_entries(&self) -> Result<(), String> {
         self.write(&[], true)
+    }
+
+    fn complete(&self) -> Result<(), String> {
+        let Some(mut head) = self.head().clone() else {
+            return Ok(());
+        };
+        head.complete = true;
+        self.db
+            .write_source(&self.key, &head, &[], false)
+            .map_err(|e| e.to_string())?;
+        *self.head() = Some(head);
+        Ok(())
     }
 
     fn describe(&self) -> String {
