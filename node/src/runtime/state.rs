@@ -187,3 +187,77 @@ impl TargetStore for DbTarget {
         format!("{} ({})", self.db.path().display(), self.key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_engine::{EntryKind, EntryState, MtimeNs, VersionVector};
+
+    fn entry(path: &str, seq: u64) -> (FileEntry, Option<StatKey>) {
+        let e = FileEntry {
+            path: RelPath::new(path).unwrap(),
+            kind: EntryKind::File,
+            state: EntryState::Present,
+            size: 0,
+            mtime: MtimeNs(0),
+            mode: 0o644,
+            content: None,
+            symlink_target: None,
+            seq: Seq(seq),
+            version: VersionVector::default(),
+        };
+        (e, None)
+    }
+
+    fn store(dir: &std::path::Path) -> (Arc<StateDb>, DbSource) {
+        let db = Arc::new(StateDb::open(&dir.join("state.redb")).unwrap());
+        let (s, _) = DbSource::open(db.clone(), "k".into()).unwrap();
+        (db, s)
+    }
+
+    #[test]
+    fn deltas_are_trusted_only_after_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChunkParams::default();
+        let (db, s) = store(dir.path());
+        assert!(s.load(&params).unwrap().index.is_none());
+        s.reserve(&params, Seq(100), Seq(1)).unwrap();
+        s.write(&[entry("a", 1), entry("b", 2)], true).unwrap();
+        // A crash: the rows are there, but not marked complete.
+        let (_, s) = store_again(&db);
+        let saved = s.load(&params).unwrap();
+        let (index, history_from) = saved.index.expect("the rows still serve as a stat cache");
+        assert_eq!(index.len(), 2);
+        assert_eq!(saved.reserved, Seq(100));
+        assert_eq!(history_from, Seq(101), "no delta from before this run");
+        // A clean stop keeps the history.
+        s.reserve(&params, Seq(200), Seq(1)).unwrap();
+        s.complete().unwrap();
+        let (_, s) = store_again(&db);
+        let (_, history_from) = s.load(&params).unwrap().index.unwrap();
+        assert_eq!(history_from, Seq(1));
+    }
+
+    #[test]
+    fn a_dropped_index_is_scanned_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChunkParams::default();
+        let (db, s) = store(dir.path());
+        s.reserve(&params, Seq(100), Seq(1)).unwrap();
+        s.write(&[entry("a", 1)], true).unwrap();
+        s.drop_entries().unwrap();
+        s.complete().unwrap();
+        let (_, s) = store_again(&db);
+        let saved = s.load(&params).unwrap();
+        assert!(
+            saved.index.is_none(),
+            "an empty saved index must not be resumed from"
+        );
+        assert_eq!(saved.reserved, Seq(100), "the reservation survives");
+    }
+
+    fn store_again(db: &Arc<StateDb>) -> (Arc<StateDb>, DbSource) {
+        let (s, _) = DbSource::open(db.clone(), "k".into()).unwrap();
+        (db.clone(), s)
+    }
+}
