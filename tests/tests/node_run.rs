@@ -1,6 +1,7 @@
 //! `ferry run` on one machine: invalid config files refused as `ferry check` refuses them, a
 //! local-only node mirroring one folder into two targets (metrics, log file, JSON logs), its
-//! dashboard page in a headless Chromium, and a corrupt state database set aside.
+//! dashboard page in a headless Chromium, a corrupt state database set aside, log rotation
+//! by SIGHUP, and a SIGHUP reload that restarts only the folders it changed.
 
 use std::path::{Path, PathBuf};
 
@@ -381,6 +382,112 @@ fn log_file_is_reopened_on_sighup_for_rotation() {
     assert!(
         !has(&rotated, "dir1/after-rotation.txt"),
         "the node went on writing to the renamed file"
+    );
+    node.stop();
+}
+
+/// A SIGHUP that removes one folder and changes another restarts just those two: the
+/// unchanged folder's actors are not restarted, the removed one leaves the status, and the
+/// changed one starts again under its new settings.
+#[test]
+fn sighup_restarts_only_the_folders_that_changed() {
+    let base = tempdir();
+    let root = base.path().canonicalize().expect("canonical temp dir");
+    let s = |p: &Path| p.to_str().expect("UTF-8 temp path").to_owned();
+    for name in ["keep", "change", "drop"] {
+        write_file(
+            &root.join(name).join("a.txt"),
+            format!("{name}\n"),
+            0o644,
+            time_n(1),
+        );
+        write_file(
+            &root.join(name).join("b.tmp"),
+            "scratch\n",
+            0o644,
+            time_n(2),
+        );
+    }
+    let folder = |name: &str, extra: &str| {
+        format!(
+            "[[folder]]\nid = \"{name}\"\npath = \"{}\"\nrole = \"send\"\ntargets = [\"{}\"]\n{extra}\n",
+            s(&root.join(name)),
+            s(&root.join(format!("{name}-mirror"))),
+        )
+    };
+    let head = format!(
+        "[node]\nname = \"reload\"\nhome = \"{}\"\nstate_dir = \"{}\"\ndashboard = \"127.0.0.1:0\"\nfsync = false\n\n",
+        s(&root.join("home")),
+        s(&root.join("state")),
+    );
+    let before = format!(
+        "{head}{}{}{}",
+        folder("keep", ""),
+        folder("change", ""),
+        folder("drop", "")
+    );
+    let conf = root.join("conf");
+    let mut node = NodeProcess::start(&conf, "reload", &before, &[]);
+    node.wait_status(DEADLINE, "every folder in sync", |st| {
+        all_in_sync(st, "send")?;
+        let n = st["folders"].as_array().map_or(0, |f| f.len());
+        (n == 3).then_some(()).ok_or(format!("{n} folders"))
+    });
+    assert!(exists(&root.join("change-mirror/b.tmp")));
+    let started = |st: &Value, folder: &str| -> usize {
+        st["events"]
+            .as_array()
+            .map(|ev| {
+                ev.iter()
+                    .filter(|e| e["folder"] == folder && e["kind"] == "actor-started")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let snapshot = node.wait_status(DEADLINE, "status", |_| Ok(()));
+    let keep_started = started(&snapshot, "keep");
+    assert!(keep_started > 0, "no actor-started events for keep");
+
+    // `change` now ignores *.tmp; `drop` is gone.
+    let after = format!(
+        "{head}{}{}",
+        folder("keep", ""),
+        folder("change", "ignore = [\"*.tmp\"]")
+    );
+    crate::util::node::write_config(&node.config.clone(), &after);
+    node.sighup();
+    node.wait_status(DEADLINE, "the reload applied", |st| {
+        let ids: Vec<&str> = st["folders"]
+            .as_array()
+            .map(|f| f.iter().filter_map(|f| f["id"].as_str()).collect())
+            .unwrap_or_default();
+        if ids.contains(&"drop") {
+            return Err(format!("drop still shown: {ids:?}"));
+        }
+        if started(st, "change") < 8 {
+            return Err("change not restarted yet".into());
+        }
+        all_in_sync(st, "send")
+    });
+    // The unchanged folder's actors were not started again.
+    let status = node.wait_status(DEADLINE, "status", |_| Ok(()));
+    assert_eq!(
+        started(&status, "keep"),
+        keep_started,
+        "keep was restarted by a reload that did not change it"
+    );
+    // A change in a kept folder still replicates; the changed folder follows its new rules.
+    write(&root.join("keep/new.txt"), "new\n");
+    write(&root.join("change/c.tmp"), "ignored now\n");
+    write(&root.join("change/c.txt"), "copied\n");
+    crate::util::live::wait_until_blocking(DEADLINE, "the changes replicate", || {
+        let ok =
+            exists(&root.join("keep-mirror/new.txt")) && exists(&root.join("change-mirror/c.txt"));
+        ok.then_some(()).ok_or_else(|| node.describe())
+    });
+    assert!(
+        !exists(&root.join("change-mirror/c.tmp")),
+        "an ignored file was replicated after the reload"
     );
     node.stop();
 }
