@@ -1,11 +1,8 @@
 //! The node's dashboard served in-process from a fake status source: `/api/status`, `/metrics`
 //! and `/api/events` read by hand-written HTTP, and the page read by a headless Chromium.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use ferry_node::dashboard;
 use ferry_node::status::{
@@ -13,9 +10,11 @@ use ferry_node::status::{
     SyncState, TargetStatus,
 };
 use prometheus_parse::{Scrape, Value};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 use crate::util::chromium::Chromium;
+use crate::util::hosted::{Hosted, StopFuture};
+use crate::util::http;
 use crate::util::live::DEADLINE;
 
 // ---------------------------------------------------------------------------------------------
@@ -150,98 +149,17 @@ fn fake_status() -> NodeStatus {
     }
 }
 
-/// A dashboard on its own thread's actix system; dropping it stops the server and the system.
-struct Served {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-fn serve(source: Arc<FakeSource>) -> Served {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let any = "127.0.0.1:0".parse().unwrap();
-            let served = dashboard::start(any, source)
-                .await
-                .expect("the dashboard starts");
-            ready_tx.send(served.local_addr).unwrap();
-            let _ = stopped.await;
-            served.stop().await;
-        });
-    });
-    let addr = ready_rx
-        .recv_timeout(DEADLINE)
-        .expect("the dashboard reports its address");
-    Served {
-        addr,
-        stop: Some(stop),
-        thread: Some(thread),
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let thread = self.thread.take().unwrap();
-        // Joining a panicked server thread while unwinding would abort; its panic is reported.
-        if !std::thread::panicking() {
-            thread.join().expect("the dashboard thread ends cleanly");
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A minimal HTTP/1.1 client
-// ---------------------------------------------------------------------------------------------
-
-fn request(addr: SocketAddr, path: &str, connection: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: {connection}\r\n\r\n"
-    )
-    .unwrap();
-    stream
-}
-
-/// The head (status line and headers, lower-cased) and body of `GET path`.
-fn get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = request(addr, path, "close");
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of headers in {response:?}"));
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "GET {path}: {head}");
-    (head.to_lowercase(), body.to_owned())
-}
-
-/// Reads from `stream` into `seen` until it contains `needle`; panics after [`DEADLINE`].
-fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
-    let start = Instant::now();
-    let mut buf = [0u8; 4096];
-    while !seen.contains(needle) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {needle:?}; received:\n{seen}"
-        );
-        match stream.read(&mut buf) {
-            Ok(0) => panic!("the stream ended before {needle:?}; received:\n{seen}"),
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("reading the event stream: {e}"),
-        }
-    }
+/// The dashboard of `source` on its own thread's actix system; dropping it stops both.
+fn serve(source: Arc<FakeSource>) -> Hosted {
+    Hosted::start(DEADLINE, move || async move {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let served = dashboard::start(any, source)
+            .await
+            .expect("the dashboard starts");
+        let addr = served.local_addr;
+        let stop: StopFuture = Box::pin(async move { served.stop().await });
+        (addr, stop)
+    })
 }
 
 #[track_caller]
@@ -250,6 +168,13 @@ fn assert_header(head: &str, header: &str) {
         head.lines().any(|l| l == header),
         "missing {header:?} in\n{head}"
     );
+}
+
+/// The head (status line and headers, lower-cased) and body of `GET path`, which must be 200.
+fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let r = http::call(addr, "GET", path, DEADLINE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 200, "GET {path}: {}", r.head);
+    (r.head, r.body)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,19 +269,20 @@ fn metrics_parse_with_the_expected_values() {
 fn events_stream_delivers_a_published_event() {
     let source = FakeSource::new();
     let served = serve(source.clone());
-    let mut stream = request(served.addr, "/api/events", "keep-alive");
+    let mut stream = http::open(served.addr, "GET", "/api/events", "keep-alive");
     let mut seen = String::new();
     // The server subscribes before it answers, so once the headers are here nothing is missed.
-    read_until(&mut stream, &mut seen, "\r\n\r\n");
+    http::read_until(&mut stream, &mut seen, "\r\n\r\n", DEADLINE);
     assert_header(&seen.to_lowercase(), "content-type: text/event-stream");
     assert_header(&seen.to_lowercase(), "cache-control: no-store");
     let published = event("removed", "old/notes.md");
     source.publish(published.clone());
     let json = serde_json::to_string(&published).unwrap();
-    read_until(
+    http::read_until(
         &mut stream,
         &mut seen,
         &format!("event: change\ndata: {json}\n\n"),
+        DEADLINE,
     );
 }
 

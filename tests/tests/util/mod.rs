@@ -17,6 +17,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod chromium;
+pub mod hosted;
+pub mod http;
 pub mod live;
 pub mod node;
 pub mod remote;

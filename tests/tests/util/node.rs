@@ -2,9 +2,10 @@
 //! announcements (`listening …`, `dashboard …`, `ready`), its `/api/status` read over
 //! hand-written HTTP, signals, and deadline-bound waits whose failures show the node's log.
 
+pub use crate::util::http::http_get;
 use std::fs::{self, File};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -461,61 +462,6 @@ pub fn all_in_sync(status: &Value, role: &str) -> Result<(), String> {
         return Err(format!("no {role} targets in the status"));
     }
     Ok(())
-}
-
-/// `GET path` over HTTP/1.1 with `Connection: close`: the body of a 200 response, chunked
-/// transfer encoding decoded.
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("sending the request: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("reading the response: {e}"))?;
-    let response = String::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {response:?}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("not 200 OK: {head}"));
-    }
-    let chunked = head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    if chunked {
-        dechunk(body)
-    } else {
-        Ok(body.to_owned())
-    }
-}
-
-/// Decodes a chunked transfer-encoded body.
-fn dechunk(mut rest: &str) -> Result<String, String> {
-    let mut out = String::new();
-    loop {
-        let (size, after) = rest
-            .split_once("\r\n")
-            .ok_or("a chunk size line without its end")?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|e| format!("bad chunk size {size:?}: {e}"))?;
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = after.get(..size).ok_or("a chunk shorter than its size")?;
-        out.push_str(chunk);
-        rest = after
-            .get(size..)
-            .and_then(|r| r.strip_prefix("\r\n"))
-            .ok_or("a chunk without its CRLF")?;
-    }
 }
 
 /// Runs `ferry ARGS…` in `cwd` and waits up to `deadline` for it to exit; panics (after
