@@ -452,7 +452,9 @@ impl Differ {
                 None
             }
         };
-        self.save(vec![(entry.clone(), stat)], false);
+        if self.persister.is_some() {
+            self.save(vec![(entry.clone(), stat)], false);
+        }
         self.index.as_mut()?.insert(entry.clone(), stat);
         Some(entry)
     }
@@ -616,6 +618,8 @@ impl Differ {
             return (Vec::new(), previous);
         };
         let mut out = Vec::new();
+        // Copies for the store only when the index is kept.
+        let keep = self.persister.is_some();
         let mut saved = Vec::new();
         for c in changes {
             match c {
@@ -632,7 +636,9 @@ impl Differ {
                         }
                     }
                     index.insert(e.clone(), stat);
-                    saved.push((e.clone(), stat));
+                    if keep {
+                        saved.push((e.clone(), stat));
+                    }
                     out.push(e);
                 }
                 Change::Remove(path) => {
@@ -645,7 +651,9 @@ impl Differ {
                     tomb.state = EntryState::Deleted;
                     tomb.content = None;
                     index.insert(tomb.clone(), None);
-                    saved.push((tomb.clone(), None));
+                    if keep {
+                        saved.push((tomb.clone(), None));
+                    }
                     out.push(tomb);
                 }
             }
