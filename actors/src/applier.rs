@@ -130,6 +130,12 @@ pub struct Applier {
     dirty: bool,
     exec: Option<Execution>,
     skipped: Vec<SkippedPath>,
+    /// Whether a plan left paths not applied since the last retry was armed.
+    failed_since_retry: bool,
+    /// A retry of what was not applied is scheduled.
+    retry_armed: bool,
+    /// The delay before the next retry (doubling while retries keep failing).
+    retry_delay: std::time::Duration,
     /// Files withdrawn because their source changed while they were sent, with attempts.
     refetches: HashMap<RelPath, u32>,
     /// Outlined chunk lists being rebuilt.
@@ -153,6 +159,11 @@ pub struct SourceView {
     /// The highest sequence they bring the target to.
     pub upto: Seq,
 }
+
+/// The first delay before retrying paths a plan could not apply.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest delay between retries.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// → Applier: stop, and answer once none of this Applier's work still touches the target.
 #[derive(Clone, Copy, Debug, Message)]
@@ -195,6 +206,9 @@ impl Applier {
             dirty: false,
             exec: None,
             skipped: Vec::new(),
+            failed_since_retry: false,
+            retry_armed: false,
+            retry_delay: RETRY_FIRST,
             refetches: HashMap::new(),
             pending: HashMap::new(),
             target_store: None,
@@ -330,6 +344,7 @@ impl Applier {
     fn skip(&mut self, path: &RelPath, reason: String) {
         tracing::warn!(folder = %self.folder, path = %path, "not applied: {reason}");
         Stats::add(&self.stats.skipped, 1);
+        self.failed_since_retry = true;
         self.skipped.push(SkippedPath {
             path: path.to_string(),
             reason,
@@ -929,8 +944,31 @@ impl Applier {
             self.acknowledge(x.seq, None);
             self.remove_leftovers(ctx);
         }
+        self.schedule_retry(ctx);
         // Deltas that arrived while the plan ran are planned now.
         self.try_plan(ctx);
+    }
+
+    /// What a plan could not apply (a full disk, a denied directory, a file that kept
+    /// changing) is tried again later, with no change at the source needed: the whole view
+    /// is planned again after a delay that doubles while tries keep failing.
+    fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
+        if !std::mem::take(&mut self.failed_since_retry) {
+            self.retry_delay = RETRY_FIRST;
+            return;
+        }
+        if self.retry_armed || self.opts.dry_run {
+            return;
+        }
+        self.retry_armed = true;
+        let delay = self.retry_delay;
+        self.retry_delay = (delay * 2).min(RETRY_MAX);
+        tracing::info!(folder = %self.folder, "retrying what was not applied in {delay:?}");
+        ctx.run_later(delay, |act, ctx| {
+            act.retry_armed = false;
+            act.dirty = true;
+            act.try_plan(ctx);
+        });
     }
 }
 

@@ -74,7 +74,12 @@ pub struct Differ {
     finished: bool,
     sender: Recipient<SourceUpdate>,
     monitor: Recipient<Failed>,
+    /// Hashing requested by the Sender (run alongside other messages).
     pool: Pool,
+    /// Scans and rescans, which the Differ waits for with its mailbox paused: a pool of their
+    /// own, because a hashing job queued on `pool` holds its permit until this actor polls it
+    /// again, which it does not do while it waits, so sharing one pool can deadlock.
+    scan_pool: Pool,
     stats: Arc<Stats>,
 }
 
@@ -115,6 +120,7 @@ impl Differ {
             sender,
             monitor,
             pool: Pool::new(cores),
+            scan_pool: Pool::new(1),
             stats,
         }
     }
@@ -185,7 +191,7 @@ impl Handler<Start> for Differ {
     fn handle(&mut self, _: Start, ctx: &mut Self::Context) {
         let source = self.source.clone();
         let opts = self.scan.clone();
-        let pool = self.pool.clone();
+        let pool = self.scan_pool.clone();
         let store = self.store.clone();
         let folder = self.folder.clone();
         let scan = async move {
@@ -573,7 +579,7 @@ impl Differ {
             .collect();
         let source = self.source.clone();
         let opts = self.scan.clone();
-        let pool = self.pool.clone();
+        let pool = self.scan_pool.clone();
         let job = async move {
             pool.run("rescan source", move || {
                 let mut found = rescan(&source, opts, &old, scopes.as_deref())?;

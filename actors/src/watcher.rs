@@ -20,7 +20,7 @@ use crate::stats::Stats;
 
 /// Events buffered between notify's thread and the Watcher; when full, notify's thread
 /// waits and the kernel queue absorbs the rest (and overflows into a rescan if it must).
-const EVENT_BUFFER: usize = 4096;
+const EVENT_LIMIT: usize = 1 << 18;
 
 /// How the Watcher watches.
 #[derive(Clone, Copy, Debug)]
@@ -80,10 +80,23 @@ pub struct Watcher {
     /// The watch count this Watcher last added to the folder's counter.
     published: u64,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    queue: Arc<EventQueue>,
 }
 
-/// One notify callback result, carried into the actor.
-struct Notified(notify::Result<Event>);
+/// One notify callback result carried into the actor, or word that some were dropped.
+enum Notified {
+    /// An event (or a watcher error).
+    Event(notify::Result<Event>),
+    /// Events were dropped because too many were queued.
+    Dropped,
+}
+
+/// Events handed from notify's thread to the actor and not yet handled.
+#[derive(Default)]
+struct EventQueue {
+    queued: std::sync::atomic::AtomicUsize,
+    dropping: std::sync::atomic::AtomicBool,
+}
 
 impl Watcher {
     /// A Watcher for the folder at `root`, sending batches to the Differ.
@@ -120,6 +133,7 @@ impl Watcher {
             barrier_seq: 0,
             published: 0,
             flush_waiters: Vec::new(),
+            queue: Arc::default(),
         }
     }
 
@@ -439,10 +453,22 @@ impl Watcher {
     }
 
     fn start_inotify(&mut self, ctx: &mut Context<Self>) {
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        // The handler never blocks: this actor asks notify's thread to place watches and
+        // waits for it, so a handler waiting for this actor to drain a full queue would wait
+        // forever. Past EVENT_LIMIT queued events, events are dropped and a full rescan
+        // stands in for them, as for an overflow of the kernel's queue.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = self.queue.clone();
         let handler = move |ev: notify::Result<Event>| {
-            // Blocking here is the backpressure: the kernel queue holds (or overflows) the rest.
-            let _ = tx.blocking_send(Notified(ev));
+            use std::sync::atomic::Ordering::Relaxed;
+            if queue.queued.load(Relaxed) >= EVENT_LIMIT {
+                if !queue.dropping.swap(true, Relaxed) {
+                    let _ = tx.send(Notified::Dropped);
+                }
+                return;
+            }
+            queue.queued.fetch_add(1, Relaxed);
+            let _ = tx.send(Notified::Event(ev));
         };
         match notify::recommended_watcher(handler) {
             Ok(w) => self.notify = Some(w),
@@ -563,7 +589,17 @@ impl Actor for Watcher {
 
 impl StreamHandler<Notified> for Watcher {
     fn handle(&mut self, item: Notified, ctx: &mut Self::Context) {
-        self.on_event(item.0, ctx);
+        use std::sync::atomic::Ordering::Relaxed;
+        match item {
+            Notified::Event(ev) => {
+                self.queue.queued.fetch_sub(1, Relaxed);
+                self.on_event(ev, ctx);
+            }
+            Notified::Dropped => {
+                self.queue.dropping.store(false, Relaxed);
+                self.need_rescan("too many events were queued; some were dropped".into(), ctx);
+            }
+        }
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}

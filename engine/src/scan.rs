@@ -195,6 +195,17 @@ impl Walk<'_> {
                 stack.push(children.into_iter());
                 dirs.push(Some(dir));
             }
+            // Gone (or replaced by a file) since it was seen: it is not there to mirror, and
+            // a live Watcher reports the change. Its entry goes rather than being kept as
+            // unreadable, which would protect a stale copy at the target.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
+                if self.entries.last().is_some_and(|(e, _)| e.path == dir) {
+                    self.entries.pop();
+                }
+            }
             Err(e) => {
                 self.skip(
                     dir.under(self.root),

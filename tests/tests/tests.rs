@@ -12,6 +12,7 @@ mod embed_web;
 mod fault_disk;
 mod fault_kill;
 mod fault_link;
+mod fault_source;
 mod live_faults;
 mod live_steps;
 mod live_target_index;

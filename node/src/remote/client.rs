@@ -372,12 +372,34 @@ fn tls_failure(e: std::io::Error) -> LinkDown {
                 tls::explain(&e)
             ))
         }
-        Some(rustls::Error::AlertReceived(alert)) => LinkDown::permanent(format!(
-            "the server refused this node's certificate ({alert:?}): is this node's id among its --peer ids?"
-        )),
-        Some(other) => LinkDown::permanent(format!("TLS failed: {other}")),
+        Some(rustls::Error::AlertReceived(alert)) if refuses_certificate(*alert) => {
+            LinkDown::permanent(format!(
+                "the server refused this node's certificate ({alert:?}): is this node's id among its --peer ids?"
+            ))
+        }
+        // Anything else TLS reports about records (a corrupt, undecryptable or oversized
+        // one, or the server's alert about ours) is the link damaging bytes: TLS caught it,
+        // nothing wrong was used, and a new connection may well be clean.
+        Some(other) => LinkDown::transient(format!("TLS failed: {other}")),
         None => LinkDown::transient(format!("connection lost: {e}")),
     }
+}
+
+/// True for the alerts a server sends when it will not accept this node's certificate.
+fn refuses_certificate(alert: rustls::AlertDescription) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        alert,
+        A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::CertificateRequired
+            | A::HandshakeFailure
+    )
 }
 
 /// Reads the server's frames and hands them to the Sender until the link fails.

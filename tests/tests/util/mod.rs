@@ -17,6 +17,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod chromium;
+pub mod faultproxy;
 pub mod hosted;
 pub mod http;
 pub mod live;

@@ -1,0 +1,169 @@
+//! Source faults during live replication, in-process: a file rewritten while it is read, files
+//! deleted between the scan and the transfer, and a burst of 10,000 new files during the
+//! initial sync. Each converges to an exact mirror, and no file ever appears in the target
+//! with content the source never had.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_actors::{FolderId, Replication};
+
+use crate::util::live::{wait_for, wait_mirror};
+use crate::util::*;
+
+/// A burst of many files takes longer than one step to settle.
+const BURST_DEADLINE: Duration = Duration::from_secs(90);
+
+/// SRC and DST in a temporary directory.
+struct Trees {
+    _base: tempfile::TempDir,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+impl Trees {
+    fn new() -> Trees {
+        let base = tempdir();
+        let src = base.path().join("src");
+        let dst = base.path().join("dst");
+        mkdir(&src);
+        Trees {
+            _base: base,
+            src,
+            dst,
+        }
+    }
+
+    /// Starts a live replication of SRC into DST (no fsync: durability is not looked at).
+    fn start(&self) -> Replication {
+        Replication::builder(FolderId::new("t").unwrap(), &self.src)
+            .to_dir(&self.dst)
+            .durable(false)
+            .start()
+            .expect("the replication starts")
+    }
+}
+
+/// `n` files of a few KiB under `dir`, spread over subdirectories.
+fn files(dir: &Path, n: usize, seed: u64) {
+    for i in 0..n {
+        let path = dir.join(format!("s{}/f{i}.bin", i % 20));
+        write(
+            &path,
+            pseudo_random(1024 + (i * 37) % 8192, seed + i as u64),
+        );
+    }
+}
+
+/// Waits until DST mirrors SRC within `deadline`.
+async fn wait_mirrored(t: &Trees, deadline: Duration, what: &str) {
+    let (src, dst) = (t.src.clone(), t.dst.clone());
+    wait_for(deadline, &format!("DST mirrors SRC after {what}"), || {
+        let (s, d) = (src.clone(), dst.clone());
+        async move {
+            tokio::task::spawn_blocking(move || crate::util::live::mirror_diff(&s, &d))
+                .await
+                .unwrap_or_else(|e| Err(format!("the mirror check panicked: {e}")))
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_file_rewritten_while_it_is_read_lands_only_as_whole_versions() {
+    let t = Trees::new();
+    let big = t.src.join("big.bin");
+    const SIZE: usize = 8 << 20;
+    let first = pseudo_random(SIZE, 1);
+    let versions = Arc::new(Mutex::new(HashSet::from([blake3::hash(&first)])));
+    write(&big, &first);
+    let r = t.start();
+    // A writer overwrites the file in place, whole versions of the same size, while the
+    // replication reads it; versions are spaced so that each has its own mtime.
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (big, versions, done) = (big.clone(), versions.clone(), done.clone());
+        std::thread::spawn(move || {
+            for v in 2..40u64 {
+                let content = pseudo_random(SIZE, v);
+                versions.lock().unwrap().insert(blake3::hash(&content));
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&big)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, &content))
+                    .expect("rewrite in place");
+                // Spacing the versions, not synchronisation: each gets its own mtime.
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let target = t.dst.join("big.bin");
+    let (v, d) = (versions.clone(), done.clone());
+    wait_for(BURST_DEADLINE, "the writer finishes", || {
+        let (v, d, target) = (v.clone(), d.clone(), target.clone());
+        async move {
+            // Whenever the target holds the file, it is one whole version.
+            let read = tokio::task::spawn_blocking(move || std::fs::read(&target).ok());
+            if let Some(bytes) = read.await.unwrap() {
+                let h = blake3::hash(&bytes);
+                assert!(
+                    v.lock().unwrap().contains(&h),
+                    "the target holds content the source never had ({} bytes)",
+                    bytes.len()
+                );
+            }
+            if d.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("still writing".into())
+            }
+        }
+    })
+    .await;
+    tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    wait_mirror(&t.src, &t.dst, "the last rewrite").await;
+    r.stop(Duration::from_secs(10)).await;
+}
+
+#[actix_rt::test]
+async fn files_deleted_between_scan_and_transfer_converge() {
+    let t = Trees::new();
+    files(&t.src, 3000, 10);
+    let r = t.start();
+    // Half the files go while the initial sync is scanning, hashing and sending them.
+    let src = t.src.clone();
+    // On the blocking pool, so that the replication runs meanwhile on this thread.
+    tokio::task::spawn_blocking(move || {
+        for i in (0..3000).step_by(2) {
+            let _ = std::fs::remove_file(src.join(format!("s{}/f{i}.bin", i % 20)));
+        }
+    })
+    .await
+    .unwrap();
+    wait_mirrored(
+        &t,
+        BURST_DEADLINE,
+        "deleting half the files during the initial sync",
+    )
+    .await;
+    r.stop(Duration::from_secs(10)).await;
+}
+
+#[actix_rt::test]
+async fn a_burst_of_ten_thousand_files_during_the_initial_sync_converges() {
+    let t = Trees::new();
+    files(&t.src.join("before"), 3000, 40);
+    let r = t.start();
+    let burst = t.src.join("burst");
+    tokio::task::spawn_blocking(move || files(&burst, 10_000, 50))
+        .await
+        .unwrap();
+    wait_mirrored(&t, BURST_DEADLINE, "a burst of 10,000 files").await;
+    r.stop(Duration::from_secs(10)).await;
+}
