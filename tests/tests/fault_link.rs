@@ -439,3 +439,25 @@ fn bytes_corrupted_towards_the_client_are_caught_and_the_link_recovers() {
     l.stop_and_check();
     eprintln!("test took {:?}", t0.elapsed());
 }
+
+/// Corruption is a fault of the link, not of the peer: six corrupted connections in a row
+/// (more than the pipeline's restart budget) are retried like lost ones and converge,
+/// without the watcher giving up.
+#[test]
+fn six_corrupted_connections_in_a_row_are_retried_and_converge() {
+    let t0 = Instant::now();
+    let corrupt = Fault::Corrupt {
+        after_bytes: 16 * KIB,
+        every: 4 * KIB,
+    };
+    let mut l = Link::start(Plan {
+        client_to_server: Fault::None,
+        server_to_client: corrupt,
+        scope: Scope::OneShot(6),
+    });
+    let took = l.wait_converged("after six connections in a row were corrupted");
+    eprintln!("converged in {took:?}; {}", l.proxy.summary());
+    assert!(l.proxy.accepted() >= 7, "{}", l.logs());
+    l.stop_and_check();
+    eprintln!("test took {:?}", t0.elapsed());
+}
