@@ -136,6 +136,9 @@ pub struct Applier {
     retry_armed: bool,
     /// The delay before the next retry (doubling while retries keep failing).
     retry_delay: std::time::Duration,
+    /// Paths whose action failed: what the target holds there is looked at again before
+    /// the retry, as the target index may no longer say what is on disk.
+    stale: BTreeSet<RelPath>,
     /// Files withdrawn because their source changed while they were sent, with attempts.
     refetches: HashMap<RelPath, u32>,
     /// Outlined chunk lists being rebuilt.
@@ -209,6 +212,7 @@ impl Applier {
             failed_since_retry: false,
             retry_armed: false,
             retry_delay: RETRY_FIRST,
+            stale: BTreeSet::new(),
             refetches: HashMap::new(),
             pending: HashMap::new(),
             target_store: None,
@@ -608,7 +612,10 @@ impl Applier {
                                     act.record(&a);
                                 }
                             }
-                            Err(e) => act.skip(a.path(), e.to_string()),
+                            Err(e) => {
+                                act.stale.insert(a.path().clone());
+                                act.skip(a.path(), e.to_string());
+                            }
                         }
                     }
                 }
@@ -853,6 +860,7 @@ impl Applier {
                 SlotEvent::Failed(slot, reason) => {
                     Stats::add(&self.stats.files_done, 1);
                     self.slot_left(&slot);
+                    self.stale.insert(slot.entry.path.clone());
                     self.skip(&slot.entry.path, reason);
                 }
             }
@@ -964,11 +972,45 @@ impl Applier {
         let delay = self.retry_delay;
         self.retry_delay = (delay * 2).min(RETRY_MAX);
         tracing::info!(folder = %self.folder, "retrying what was not applied in {delay:?}");
-        ctx.run_later(delay, |act, ctx| {
+        ctx.run_later(delay, |act, ctx| act.retry(ctx));
+    }
+
+    /// Looks again at what the target holds where actions failed, then plans again.
+    fn retry(&mut self, ctx: &mut Context<Self>) {
+        let stale: Vec<RelPath> = std::mem::take(&mut self.stale).into_iter().collect();
+        let root = self.target.root().to_owned();
+        let opts = ScanOptions {
+            params: self.opts.params,
+            skip_temp_files: true,
+            ignore: self.opts.ignore.clone(),
+        };
+        let pool = self.hasher.clone();
+        let job = async move {
+            pool.run("rescan failed target paths", move || {
+                stale
+                    .into_iter()
+                    .map(|p| {
+                        let found = ferry_engine::scan_subtree(&root, &p, opts.clone());
+                        (p, found)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+        };
+        ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
             act.retry_armed = false;
+            if let (Ok(found), Some(index)) = (res, act.target_index.as_mut()) {
+                for (path, scanned) in found {
+                    let Ok(scanned) = scanned else { continue };
+                    index.remove_tree(&path);
+                    for (entry, _) in scanned.index.into_entries() {
+                        index.insert(entry);
+                    }
+                }
+            }
             act.dirty = true;
             act.try_plan(ctx);
-        });
+        }));
     }
 }
 

@@ -450,6 +450,19 @@ impl Differ {
                 entry.content = Some(content);
                 Some(stat)
             }
+            // Gone since the scan (or its directory replaced by a file): the file is not
+            // there to mirror, so it is removed, not kept as unreadable (which would protect
+            // a stale copy at the target).
+            Err(ferry_engine::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    || source.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                tracing::debug!(folder = %self.folder, path = %path, "gone before it was hashed");
+                entry.state = EntryState::Deleted;
+                entry.content = None;
+                entry.seq = self.next_seq();
+                None
+            }
             Err(e) => {
                 tracing::warn!(folder = %self.folder, path = %path, "skipped: {e}");
                 Stats::add(&self.stats.skipped, 1);

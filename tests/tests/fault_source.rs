@@ -1,7 +1,7 @@
 //! Source faults during live replication, in-process: a file rewritten while it is read, files
-//! deleted between the scan and the transfer, and a burst of 10,000 new files during the
-//! initial sync. Each converges to an exact mirror, and no file ever appears in the target
-//! with content the source never had.
+//! deleted between the scan and the transfer, a directory replaced by a file during the
+//! initial sync, and a burst of 10,000 new files during the initial sync. Each converges to an
+//! exact mirror, and no file ever appears in the target with content the source never had.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -152,6 +152,24 @@ async fn files_deleted_between_scan_and_transfer_converge() {
         "deleting half the files during the initial sync",
     )
     .await;
+    r.stop(Duration::from_secs(10)).await;
+}
+
+#[actix_rt::test]
+async fn a_directory_replaced_by_a_file_during_the_initial_sync_converges() {
+    let t = Trees::new();
+    files(&t.src.join("d"), 2000, 20);
+    files(&t.src.join("other"), 200, 30);
+    let r = t.start();
+    let d = t.src.join("d");
+    tokio::task::spawn_blocking(move || {
+        std::fs::remove_dir_all(&d).expect("remove the directory");
+        std::fs::write(&d, b"now a file\n").expect("write a file in its place");
+    })
+    .await
+    .unwrap();
+    wait_mirrored(&t, BURST_DEADLINE, "replacing a directory by a file").await;
+    assert!(t.dst.join("d").is_file());
     r.stop(Duration::from_secs(10)).await;
 }
 
