@@ -83,6 +83,28 @@ pub struct Watcher {
     queue: Arc<EventQueue>,
 }
 
+/// Removes the barrier directories of processes that no longer run (a Watcher removes its
+/// own when it stops, but a killed process cannot).
+fn remove_stale_barriers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".ferry-barrier-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// One notify callback result carried into the actor, or word that some were dropped.
 enum Notified {
     /// An event (or a watcher error).
@@ -498,6 +520,7 @@ impl Watcher {
     fn make_barrier(&mut self) -> Option<PathBuf> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        remove_stale_barriers();
         let dir = std::env::temp_dir().join(format!(".ferry-barrier-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).ok()?;
         match self
@@ -660,5 +683,25 @@ impl Handler<crate::messages::Stop> for Watcher {
 
     fn handle(&mut self, _: crate::messages::Stop, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn barriers_of_dead_processes_are_removed_and_live_ones_kept() {
+        let tmp = std::env::temp_dir();
+        // Above the kernel's largest pid: no such process can run.
+        let dead = tmp.join(".ferry-barrier-999999999-0");
+        let alive = tmp.join(format!(".ferry-barrier-{}-999999", std::process::id()));
+        for d in [&dead, &alive] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        remove_stale_barriers();
+        assert!(!dead.exists(), "a dead process's barrier is left");
+        assert!(alive.exists(), "a live process's barrier was removed");
+        std::fs::remove_dir_all(&alive).unwrap();
     }
 }
