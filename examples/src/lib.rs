@@ -2,6 +2,7 @@
 
 pub mod benchkit;
 pub mod compare;
+pub mod crashcheck;
 pub mod embed;
 pub mod procfs;
 pub mod services;

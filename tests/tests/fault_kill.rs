@@ -19,17 +19,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_engine::target::TEMP_PREFIX;
-use ferry_engine::ChunkId;
+use ferry_examples::crashcheck::{converged, temp_files, torn_files, version, Version};
 use ferry_examples::workload::Rng;
 use tempfile::TempDir;
 
-use crate::util::live::mirror_diff;
 use crate::util::remote::{dir_arg, node_id, ServeProcess};
 use crate::util::*;
 
@@ -59,9 +57,6 @@ const POLL: Duration = Duration::from_millis(2);
 
 /// The shortest window a kill moment is drawn from, should the calibration round be quicker.
 const MIN_WINDOW: Duration = Duration::from_millis(50);
-
-/// The version of a file's content: the blake3 of its bytes.
-type Version = ChunkId;
 
 // ---------------------------------------------------------------------------------------------
 // The source and every version it had
@@ -131,7 +126,7 @@ impl Source {
         Change::Put {
             rel,
             staged,
-            version: ChunkId::of(content),
+            version: version(content),
         }
     }
 
@@ -254,7 +249,7 @@ impl Source {
             rel,
             at,
             bytes,
-            version: ChunkId::of(&now),
+            version: version(&now),
         });
         Changes {
             list,
@@ -269,127 +264,6 @@ impl Source {
 // ---------------------------------------------------------------------------------------------
 // Checks on the target
 // ---------------------------------------------------------------------------------------------
-
-fn is_temp(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(TEMP_PREFIX))
-}
-
-/// Every entry under `root` with its `lstat` (entries vanishing during the walk left out).
-fn lstat_tree(root: &Path) -> BTreeMap<PathBuf, fs::Metadata> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let Ok(entries) = fs::read_dir(root.join(&rel)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let child = rel.join(entry.file_name());
-            let Ok(md) = fs::symlink_metadata(root.join(&child)) else {
-                continue;
-            };
-            if md.is_dir() {
-                stack.push(child.clone());
-            }
-            out.insert(child, md);
-        }
-    }
-    out
-}
-
-/// The temp files under `root`.
-fn temp_files(root: &Path) -> Vec<PathBuf> {
-    lstat_tree(root)
-        .into_keys()
-        .filter(|p| is_temp(p))
-        .collect()
-}
-
-/// Check (a): every entry of DST under its final name is a directory, or a file whose content
-/// is a version SRC had at that path. Returns the violations, one line each.
-fn torn_files(dst: &Path, history: &BTreeMap<PathBuf, BTreeSet<Version>>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (rel, md) in lstat_tree(dst) {
-        if md.is_dir() || is_temp(&rel) {
-            continue;
-        }
-        if !md.is_file() {
-            out.push(format!(
-                "{}: a {:?} the source never had",
-                rel.display(),
-                md.file_type()
-            ));
-            continue;
-        }
-        let content = match fs::read(dst.join(&rel)) {
-            Ok(c) => c,
-            // Replaced or removed since the listing: what is there now is checked next time.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                out.push(format!("{}: unreadable: {e}", rel.display()));
-                continue;
-            }
-        };
-        let v = ChunkId::of(&content);
-        match history.get(&rel) {
-            None => out.push(format!(
-                "{}: {} bytes, blake3 {v:?}, at a path the source never had",
-                rel.display(),
-                content.len()
-            )),
-            Some(known) if !known.contains(&v) => out.push(format!(
-                "{}: {} bytes, blake3 {v:?}, is none of the {} version(s) the source had: {known:?}",
-                rel.display(),
-                content.len(),
-                known.len()
-            )),
-            Some(_) => {}
-        }
-    }
-    out
-}
-
-/// Check (b): no temp file in DST, and DST mirrors SRC. Names, kinds, sizes, modes and file
-/// mtimes are compared first from metadata; contents only once those agree.
-fn converged(src: &Path, dst: &Path) -> Result<(), String> {
-    let temps = temp_files(dst);
-    if !temps.is_empty() {
-        return Err(format!("temp files in DST: {temps:?}"));
-    }
-    let key = |md: &fs::Metadata| {
-        let mtime = if md.is_file() {
-            i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec())
-        } else {
-            0
-        };
-        (
-            md.is_dir(),
-            md.len() * u64::from(md.is_file()),
-            md.mode(),
-            mtime,
-        )
-    };
-    let s: BTreeMap<_, _> = lstat_tree(src)
-        .into_iter()
-        .map(|(p, m)| (p, key(&m)))
-        .collect();
-    let d: BTreeMap<_, _> = lstat_tree(dst)
-        .into_iter()
-        .map(|(p, m)| (p, key(&m)))
-        .collect();
-    if s != d {
-        let differing: Vec<_> = s
-            .iter()
-            .filter(|(p, k)| d.get(*p) != Some(k))
-            .map(|(p, _)| p)
-            .chain(d.keys().filter(|p| !s.contains_key(*p)))
-            .take(10)
-            .collect();
-        return Err(format!("metadata differs, e.g. at {differing:?}"));
-    }
-    mirror_diff(src, dst)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Processes

@@ -28,20 +28,18 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufRead as _, BufReader};
-use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ferry_examples::benchkit::{self, in_workdir, setup, ArgParser, Failure, Result};
+use ferry_examples::crashcheck::{converged, temp_files, torn_files, version, Version};
 use ferry_examples::tools::{file_tail, locate_ferry, run_tool};
 use ferry_examples::workload::{Rng, KIB, MIB};
-use ferry_node::remote::nodeid::NodeId;
 use serde_json::json;
 
-/// The temp-file prefix of the target (`ferry_engine::target::TEMP_PREFIX`).
-const TEMP_PREFIX: &str = ".ferry-tmp-";
 /// Directories holding the small files.
 const DIRS: u64 = 12;
 /// The largest small file.
@@ -146,18 +144,6 @@ fn parse_args(it: impl Iterator<Item = OsString>) -> std::result::Result<Option<
 // ---------------------------------------------------------------------------------------------
 // The source and every version it had
 // ---------------------------------------------------------------------------------------------
-
-/// The version of a file's content: the blake3 of its bytes. (`NodeId::of_certificate` is
-/// blake3 of its argument; it spares this crate a dependency of its own.)
-type Version = [u8; 32];
-
-fn version(bytes: &[u8]) -> Version {
-    *NodeId::of_certificate(bytes).as_bytes()
-}
-
-fn short(v: &Version) -> String {
-    v[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// One change to SRC, ready to apply.
 enum Change {
@@ -342,120 +328,6 @@ impl Source {
 // ---------------------------------------------------------------------------------------------
 // Checks on the target
 // ---------------------------------------------------------------------------------------------
-
-fn is_temp(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(TEMP_PREFIX))
-}
-
-/// Every entry under `root` with its `lstat` (entries vanishing during the walk left out).
-fn lstat_tree(root: &Path) -> BTreeMap<PathBuf, fs::Metadata> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let Ok(entries) = fs::read_dir(root.join(&rel)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let child = rel.join(entry.file_name());
-            let Ok(md) = fs::symlink_metadata(root.join(&child)) else {
-                continue;
-            };
-            if md.is_dir() {
-                stack.push(child.clone());
-            }
-            out.insert(child, md);
-        }
-    }
-    out
-}
-
-/// The temp files under `root` and their total size.
-fn temp_files(root: &Path) -> (usize, u64) {
-    lstat_tree(root)
-        .iter()
-        .filter(|(p, _)| is_temp(p))
-        .fold((0, 0), |(n, b), (_, md)| (n + 1, b + md.len()))
-}
-
-/// Check (a): the entries of DST under their final names that are not a version SRC had.
-fn torn_files(dst: &Path, history: &BTreeMap<PathBuf, BTreeSet<Version>>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (rel, md) in lstat_tree(dst) {
-        if md.is_dir() || is_temp(&rel) {
-            continue;
-        }
-        if !md.is_file() {
-            out.push(format!("{}: not a regular file", rel.display()));
-            continue;
-        }
-        let content = match fs::read(dst.join(&rel)) {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                out.push(format!("{}: unreadable: {e}", rel.display()));
-                continue;
-            }
-        };
-        let v = version(&content);
-        let known = history.get(&rel);
-        if !known.is_some_and(|k| k.contains(&v)) {
-            out.push(format!(
-                "{}: {} bytes, blake3 {}, is none of the {} version(s) SRC had there",
-                rel.display(),
-                content.len(),
-                short(&v),
-                known.map_or(0, BTreeSet::len)
-            ));
-        }
-    }
-    out
-}
-
-/// Check (b): no temp file in DST, and DST mirrors SRC (metadata first, contents once the
-/// metadata agrees).
-fn converged(src: &Path, dst: &Path) -> std::result::Result<(), String> {
-    let key = |md: &fs::Metadata| {
-        let file = md.is_file();
-        let mtime = if file {
-            i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec())
-        } else {
-            0
-        };
-        (
-            md.is_dir(),
-            if file { md.len() } else { 0 },
-            md.mode(),
-            mtime,
-        )
-    };
-    let d = lstat_tree(dst);
-    if let Some(t) = d.keys().find(|p| is_temp(p)) {
-        return Err(format!("temp file {} in DST", t.display()));
-    }
-    let s = lstat_tree(src);
-    let sk: BTreeMap<_, _> = s.iter().map(|(p, m)| (p, key(m))).collect();
-    let dk: BTreeMap<_, _> = d.iter().map(|(p, m)| (p, key(m))).collect();
-    if sk != dk {
-        let first = sk
-            .iter()
-            .find(|(p, k)| dk.get(*p) != Some(k))
-            .map(|(p, _)| *p)
-            .or_else(|| dk.keys().find(|p| !sk.contains_key(*p)).copied());
-        return Err(format!("metadata differs at {first:?}"));
-    }
-    for (rel, md) in &s {
-        if md.is_file() {
-            let a = fs::read(src.join(rel)).map_err(|e| format!("{}: {e}", rel.display()))?;
-            let b = fs::read(dst.join(rel)).map_err(|e| format!("{}: {e}", rel.display()))?;
-            if a != b {
-                return Err(format!("{}: content differs", rel.display()));
-            }
-        }
-    }
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -655,7 +527,7 @@ impl Harness {
                 )));
             }
             let at = start.elapsed();
-            let why = if temp_files(&self.dst).0 == 0 {
+            let why = if temp_files(&self.dst).is_empty() {
                 match converged(&self.source.root, &self.dst) {
                     Ok(()) => return Ok(Timeline { total: at, temps }),
                     Err(why) => why,
@@ -724,7 +596,8 @@ impl Harness {
                 }
             }
         }
-        let (temps, temp_bytes) = temp_files(&self.dst);
+        let found = temp_files(&self.dst);
+        let (temps, temp_bytes) = (found.len(), found.iter().map(|(_, n)| n).sum::<u64>());
         let torn = torn_files(&self.dst, &self.source.history);
         let step = format!("kill {n} ({victim:?} after {delay:?}; {what})");
         let start = Instant::now();
@@ -1007,11 +880,5 @@ mod tests {
         assert!(parse(&["--big", "4"]).is_err());
         assert!(parse(&["--kills", "0"]).is_err());
         assert!(parse(&["-h"]).unwrap().is_none());
-    }
-
-    #[test]
-    fn version_is_blake3() {
-        // blake3("") per the reference test vectors.
-        assert_eq!(short(&version(b"")), "af1349b9f5f9");
     }
 }
