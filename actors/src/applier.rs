@@ -120,7 +120,12 @@ pub struct Applier {
     io: Pool,
     hasher: Pool,
     target_index: Option<TargetIndex>,
+    /// The source's entries but tombstones: a removal is applied by its absence, so they
+    /// are not kept (under endless churn they would grow without bound).
     source: Index,
+    /// Every sequence up to this was received, tombstones included, so an entry this old
+    /// for a path not in `source` is stale (a content reply that crossed the removal).
+    forgotten: Seq,
     have_snapshot: bool,
     upto: Seq,
     content_requests: usize,
@@ -201,6 +206,7 @@ impl Applier {
             hasher: Pool::new(cores),
             target_index: None,
             source: Index::new(params),
+            forgotten: Seq::default(),
             have_snapshot: false,
             upto: Seq::default(),
             content_requests: 0,
@@ -307,6 +313,7 @@ impl Applier {
     pub fn resume(mut self, view: SourceView) -> Self {
         self.source = view.index;
         self.upto = view.upto;
+        self.forgotten = view.upto;
         self.have_snapshot = true;
         self
     }
@@ -1141,8 +1148,15 @@ impl Handler<IndexDelta> for Applier {
             }
         }
         if msg.snapshot {
-            let entries = entries.into_iter().map(|e| (e, None)).collect();
+            let entries = entries
+                .into_iter()
+                .filter(|e| e.state != EntryState::Deleted)
+                .map(|e| (e, None))
+                .collect();
             self.source = Index::from_sorted(self.opts.params, entries);
+            // Not the larger of the two: a restarted source without a saved index numbers
+            // from zero again.
+            self.forgotten = msg.upto;
             self.have_snapshot = true;
             if let Some(reason) = nested_in_non_dir(&self.source, self.source.iter()) {
                 return self.fail(format!("protocol error: {reason}"));
@@ -1152,12 +1166,28 @@ impl Handler<IndexDelta> for Applier {
                 self.content_requests = self.content_requests.saturating_sub(1);
             }
             let mut changed = Vec::new();
+            let mut removed = Vec::new();
             for e in entries {
                 // Content replies and change deltas travel separately: keep the newer entry.
-                if self.source.get(&e.path).is_none_or(|old| old.seq <= e.seq) {
+                let newer = match self.source.get(&e.path) {
+                    Some(old) => old.seq <= e.seq,
+                    None => e.seq > self.forgotten,
+                };
+                if !newer {
+                    continue;
+                }
+                if e.state != EntryState::Deleted {
                     changed.push(e.path.clone());
                     self.source.insert(e, None);
+                } else {
+                    self.source.remove(&e.path);
+                    removed.push(e.seq);
                 }
+            }
+            // After the whole message: a resend lists entries in path order, not in
+            // sequence order.
+            if let Some(newest) = removed.into_iter().max() {
+                self.forgotten = self.forgotten.max(newest);
             }
             let fresh = changed.iter().filter_map(|p| self.source.get(p));
             if let Some(reason) = nested_in_non_dir(&self.source, fresh) {

@@ -19,7 +19,7 @@ use crate::health::Role;
 use crate::messages::{
     CurrentSeq, Dirty, Failed, FolderId, GetContent, HashFiles, Rescan, Resend, SourceUpdate, Start,
 };
-use crate::persist::{Persister, SavedIndex, SourceStore, SEQ_BLOCK};
+use crate::persist::{IndexWrite, Persister, SavedIndex, SourceStore, SEQ_BLOCK};
 use crate::pool::Pool;
 use crate::stats::Stats;
 
@@ -27,6 +27,9 @@ use crate::stats::Stats;
 const HASH_ATTEMPTS: usize = 3;
 /// Files handed to one hashing job (jobs run in parallel, one per core).
 const FILES_PER_JOB: usize = 32;
+/// Tombstones always kept (see [`Differ::compact`]): a target away for fewer removals than
+/// this is sent only what changed when it comes back.
+const TOMBSTONES_KEPT: usize = 4096;
 
 /// Hashes a source file, trying again while it changes under the read (a writer still at
 /// work), up to [`HASH_ATTEMPTS`] times.
@@ -65,6 +68,8 @@ pub struct Differ {
     reserved: Seq,
     /// A target that acknowledged less than this is sent a snapshot, not a delta.
     history_from: Seq,
+    /// Tombstones in the index (see [`Differ::compact`]).
+    tombstones: usize,
     first: FirstSend,
     /// A resend asked for before the first scan was done.
     early_resend: Option<Seq>,
@@ -112,6 +117,7 @@ impl Differ {
             seq: Seq::default(),
             reserved: Seq(u64::MAX),
             history_from: Seq(1),
+            tombstones: 0,
             first: FirstSend::Snapshot,
             early_resend: None,
             store: None,
@@ -149,9 +155,57 @@ impl Differ {
     }
 
     /// Queues entries to be saved, if the index is kept.
-    fn save(&self, entries: Vec<(FileEntry, Option<StatKey>)>, full: bool) {
+    fn save(&self, upserts: Vec<(FileEntry, Option<StatKey>)>, full: bool) {
         if let Some(p) = &self.persister {
-            p.save(entries, full);
+            p.save(IndexWrite {
+                upserts,
+                full,
+                ..IndexWrite::default()
+            });
+        }
+    }
+
+    /// Every entry but tombstones: a snapshot needs none, as a target removes whatever it
+    /// does not list. (Unreadable entries are listed: they keep the target's copy.)
+    fn snapshot(&self) -> Vec<FileEntry> {
+        self.index
+            .iter()
+            .flat_map(|i| i.iter().filter(|e| e.state != EntryState::Deleted).cloned())
+            .collect()
+    }
+
+    /// Forgets the oldest tombstones once they outnumber what is kept, so an index under
+    /// endless churn stays the size of the folder: memory and the saved index stay flat.
+    ///
+    /// The newest `max(TOMBSTONES_KEPT, present / 4)` are kept; compaction runs when there
+    /// are twice that (so its cost, one pass over the index, is paid once per that many
+    /// removals). `history_from` moves past the forgotten ones: a target that acknowledged
+    /// less is sent a snapshot (metadata only; nothing it holds is sent again).
+    fn compact(&mut self) {
+        let Some(index) = self.index.as_mut() else {
+            return;
+        };
+        let keep = TOMBSTONES_KEPT.max(index.len().saturating_sub(self.tombstones) / 4);
+        if self.tombstones <= 2 * keep {
+            return;
+        }
+        let Some((cut, doomed)) = index.forget_tombstones(keep) else {
+            // Fewer than counted (a tombstone replaced in a way not seen here): recount.
+            self.tombstones = index
+                .iter()
+                .filter(|e| e.state == EntryState::Deleted)
+                .count();
+            return;
+        };
+        self.tombstones = keep;
+        self.history_from = self.history_from.max(cut.next());
+        tracing::info!(folder = %self.folder, forgotten = doomed.len(), kept = self.tombstones, history_from = self.history_from.0, "oldest removals forgotten; a target that acknowledged less is sent a full index");
+        if let Some(p) = &self.persister {
+            p.save(IndexWrite {
+                removed: doomed,
+                history_from: Some(self.history_from),
+                ..IndexWrite::default()
+            });
         }
     }
 
@@ -223,8 +277,7 @@ impl Handler<Start> for Differ {
                 } => act.first_resumed(index, history_from, found),
             }
             if act.first == FirstSend::Snapshot {
-                let entries: Vec<FileEntry> =
-                    act.index.iter().flat_map(|i| i.iter().cloned()).collect();
+                let entries = act.snapshot();
                 act.send_update(true, entries, HashMap::new(), ctx);
             }
             if let Some(after) = act.early_resend.take() {
@@ -329,6 +382,10 @@ impl Differ {
         Stats::add(&self.stats.bytes_hashed, found.hashed);
         Stats::add(&self.stats.entries_scanned, index.len() as u64);
         self.history_from = history_from;
+        self.tombstones = index
+            .iter()
+            .filter(|e| e.state == EntryState::Deleted)
+            .count();
         self.index = Some(index);
         let changed = found.changes.len();
         // The previous contents are of no use to a target that is yet to say what it holds.
@@ -458,6 +515,9 @@ impl Differ {
                     || source.kind() == std::io::ErrorKind::NotADirectory =>
             {
                 tracing::debug!(folder = %self.folder, path = %path, "gone before it was hashed");
+                if entry.state != EntryState::Deleted {
+                    self.tombstones += 1;
+                }
                 entry.state = EntryState::Deleted;
                 entry.content = None;
                 entry.seq = self.next_seq();
@@ -648,7 +708,11 @@ impl Differ {
                         .content
                         .as_ref()
                         .is_some_and(|c| c.chunks.len() >= OUTLINE_MIN_CHUNKS);
-                    let before = index.get(&e.path).and_then(|o| o.content.as_ref());
+                    let old = index.get(&e.path);
+                    if old.is_some_and(|o| o.state == EntryState::Deleted) {
+                        self.tombstones -= 1;
+                    }
+                    let before = old.and_then(|o| o.content.as_ref());
                     if let (true, Some(before)) = (large, before) {
                         if Some(before.id) != e.content.as_ref().map(|c| c.id) {
                             previous.insert(e.path.clone(), before.clone());
@@ -670,6 +734,7 @@ impl Differ {
                     tomb.state = EntryState::Deleted;
                     tomb.content = None;
                     index.insert(tomb.clone(), None);
+                    self.tombstones += 1;
                     if keep {
                         saved.push((tomb.clone(), None));
                     }
@@ -679,6 +744,7 @@ impl Differ {
         }
         self.index = Some(index);
         self.save(saved, false);
+        self.compact();
         (out, previous)
     }
 }
@@ -732,11 +798,11 @@ impl Differ {
     fn resend(&mut self, after: Seq, ctx: &mut Context<Self>) {
         let Some(index) = &self.index else { return };
         let snapshot = after < self.history_from || after > self.seq;
-        let entries: Vec<FileEntry> = index
-            .iter()
-            .filter(|e| snapshot || e.seq > after)
-            .cloned()
-            .collect();
+        let entries: Vec<FileEntry> = if snapshot {
+            self.snapshot()
+        } else {
+            index.iter().filter(|e| e.seq > after).cloned().collect()
+        };
         tracing::info!(folder = %self.folder, after = after.0, entries = entries.len(), snapshot, "sending what the target lacks");
         self.send_update(snapshot, entries, HashMap::new(), ctx);
     }

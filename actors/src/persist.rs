@@ -11,7 +11,7 @@
 //! An Applier may keep its target's chunk lists too ([`TargetStore`]), each saved with the
 //! stat of the file it describes and trusted only while that stat is unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -43,8 +43,9 @@ pub trait SourceStore: Send + Sync + 'static {
     /// Durably records that sequences up to `reserved` may be in use, and `history_from`.
     fn reserve(&self, params: &ChunkParams, reserved: Seq, history_from: Seq)
         -> Result<(), String>;
-    /// Saves entries (with `full`, replacing every saved entry).
-    fn write(&self, entries: &[(FileEntry, Option<StatKey>)], full: bool) -> Result<(), String>;
+    /// Saves one write: raises the saved `history_from`, forgets `removed`, then saves
+    /// `upserts` (with `full`, replacing every saved entry), all at once.
+    fn write(&self, write: &IndexWrite) -> Result<(), String>;
     /// Forgets the saved entries, keeping the reservation: the next run scans afresh.
     fn drop_entries(&self) -> Result<(), String>;
     /// Records that every entry of this run was saved (called after the last write, when
@@ -57,21 +58,58 @@ pub trait SourceStore: Send + Sync + 'static {
 /// Saves batches in the order they were queued, on a thread of its own. Dropping it lets
 /// the thread finish what is queued and exit.
 pub struct Persister {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<IndexWrite>,
     /// Says whether a write failed.
     thread: std::thread::JoinHandle<bool>,
     store: Arc<dyn SourceStore>,
 }
 
-struct Batch {
-    entries: Vec<(FileEntry, Option<StatKey>)>,
-    full: bool,
+/// Changes to a saved source index, written in one transaction.
+#[derive(Debug, Default)]
+pub struct IndexWrite {
+    /// Entries to save, a later one for a path replacing an earlier one.
+    pub upserts: Vec<(FileEntry, Option<StatKey>)>,
+    /// Paths whose rows are forgotten (tombstones compacted away); none is in `upserts`.
+    pub removed: Vec<RelPath>,
+    /// The oldest sequence targets may now resume from, if it moved: saved with (never
+    /// after) the removal of the tombstones it makes unneeded.
+    pub history_from: Option<Seq>,
+    /// `upserts` replace every saved entry.
+    pub full: bool,
+}
+
+impl IndexWrite {
+    /// Folds a later write into this one, so the result saves what both would in order.
+    fn merge(&mut self, next: IndexWrite) {
+        if next.full {
+            *self = next;
+            return;
+        }
+        if !next.removed.is_empty() {
+            let gone: HashSet<&RelPath> = next.removed.iter().collect();
+            self.upserts.retain(|(e, _)| !gone.contains(&e.path));
+        }
+        if !self.removed.is_empty() && !next.upserts.is_empty() {
+            let fresh: HashSet<&RelPath> = next.upserts.iter().map(|(e, _)| &e.path).collect();
+            self.removed.retain(|p| !fresh.contains(p));
+        }
+        self.upserts.extend(next.upserts);
+        self.removed.extend(next.removed);
+        self.history_from = self.history_from.max(next.history_from);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.upserts.is_empty()
+            && self.removed.is_empty()
+            && self.history_from.is_none()
+            && !self.full
+    }
 }
 
 impl Persister {
     /// A writer to `store`; `folder` names it in logs.
     pub fn new(store: Arc<dyn SourceStore>, folder: String) -> std::io::Result<Persister> {
-        let (tx, rx) = mpsc::channel::<Batch>();
+        let (tx, rx) = mpsc::channel::<IndexWrite>();
         let saver = store.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ferry-save-{folder}"))
@@ -81,19 +119,12 @@ impl Persister {
                     // Coalesce whatever is queued into one transaction.
                     let mut batch = first;
                     while let Ok(next) = rx.try_recv() {
-                        if next.full {
-                            batch = next;
-                        } else {
-                            batch.entries.extend(next.entries);
-                        }
+                        batch.merge(next);
                     }
-                    if broken {
+                    if broken || batch.is_empty() {
                         continue;
                     }
-                    if batch.entries.is_empty() && !batch.full {
-                        continue;
-                    }
-                    if let Err(e) = saver.write(&batch.entries, batch.full) {
+                    if let Err(e) = saver.write(&batch) {
                         // A gap in the saved index would be trusted by the next run: drop it
                         // all instead, so that run starts from a full scan.
                         tracing::error!(folder = %folder, store = %saver.describe(), "cannot save the index ({e}); it will be rebuilt on the next start");
@@ -122,12 +153,11 @@ impl Persister {
         store.complete()
     }
 
-    /// Queues `entries` to be saved.
-    pub fn save(&self, entries: Vec<(FileEntry, Option<StatKey>)>, full: bool) {
-        if entries.is_empty() && !full {
-            return;
+    /// Queues a write.
+    pub fn save(&self, write: IndexWrite) {
+        if !write.is_empty() {
+            let _ = self.tx.send(write);
         }
-        let _ = self.tx.send(Batch { entries, full });
     }
 }
 

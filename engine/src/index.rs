@@ -6,7 +6,7 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkParams;
-use crate::entry::FileEntry;
+use crate::entry::{EntryState, FileEntry, Seq};
 use crate::relpath::RelPath;
 
 /// What a scan saw of a file's inode, used to decide that it did not change since it was hashed.
@@ -143,6 +143,32 @@ impl Index {
         self.entries.values_mut().map(|s| &mut s.entry)
     }
 
+    /// Forgets the oldest tombstones, keeping the `keep` newest; returns the sequence of
+    /// the newest one forgotten and their paths, or `None` when there are no more than
+    /// `keep`. Changes up to that sequence can then no longer be told apart from a snapshot.
+    pub fn forget_tombstones(&mut self, keep: usize) -> Option<(Seq, Vec<RelPath>)> {
+        let mut seqs: Vec<Seq> = self
+            .iter()
+            .filter(|e| e.state == EntryState::Deleted)
+            .map(|e| e.seq)
+            .collect();
+        if seqs.len() <= keep {
+            return None;
+        }
+        let forget = seqs.len() - keep;
+        let (_, cut, _) = seqs.select_nth_unstable(forget - 1);
+        let cut = *cut;
+        let doomed: Vec<RelPath> = self
+            .iter()
+            .filter(|e| e.state == EntryState::Deleted && e.seq <= cut)
+            .map(|e| e.path.clone())
+            .collect();
+        for p in &doomed {
+            self.entries.remove(p);
+        }
+        Some((cut, doomed))
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -151,5 +177,57 @@ impl Index {
     /// True when the index holds nothing.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{EntryKind, MtimeNs, VersionVector};
+
+    fn entry(path: &str, seq: u64, state: EntryState) -> FileEntry {
+        FileEntry {
+            path: RelPath::new(path).unwrap(),
+            kind: EntryKind::File,
+            state,
+            size: 0,
+            mtime: MtimeNs(0),
+            mode: 0o644,
+            content: None,
+            symlink_target: None,
+            seq: Seq(seq),
+            version: VersionVector::default(),
+        }
+    }
+
+    fn paths(index: &Index) -> Vec<&str> {
+        index.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn the_oldest_tombstones_are_forgotten_and_present_entries_kept() {
+        let rows = [
+            ("a", 9, EntryState::Deleted),
+            ("b", 2, EntryState::Present),
+            ("c", 3, EntryState::Deleted),
+            ("d", 7, EntryState::Deleted),
+            ("e", 1, EntryState::Unreadable),
+            ("f", 5, EntryState::Deleted),
+        ];
+        let entries = rows
+            .iter()
+            .map(|(p, s, st)| (entry(p, *s, *st), None))
+            .collect();
+        let mut index = Index::from_sorted(ChunkParams::default(), entries);
+        assert_eq!(index.clone().forget_tombstones(4), None);
+        let (cut, gone) = index.forget_tombstones(2).unwrap();
+        assert_eq!(cut, Seq(5));
+        let gone: Vec<&str> = gone.iter().map(RelPath::as_str).collect();
+        assert_eq!(gone, ["c", "f"]);
+        assert_eq!(paths(&index), ["a", "b", "d", "e"]);
+        let (cut, _) = index.forget_tombstones(0).unwrap();
+        assert_eq!(cut, Seq(9));
+        assert_eq!(paths(&index), ["b", "e"]);
+        assert_eq!(index.forget_tombstones(0), None);
     }
 }

@@ -454,3 +454,80 @@ fn a_killed_sender_restarts_into_a_full_index_and_converges() {
     a.stop();
     b.stop();
 }
+
+/// More removals than a sender keeps tombstones for (4,096, or a quarter of the folder)
+/// are forgotten once they are twice that; a receiver that was away for all of them is sent
+/// a full index when it comes back, and removes them too. A restart of the sender keeps the
+/// moved history: the receiver, now in sync, is sent nothing.
+#[test]
+fn removals_beyond_the_kept_tombstones_reach_a_receiver_that_was_away() {
+    const CHURN: u64 = 9_000;
+    let l = Layout::new();
+    let (src, dst) = (l.folder("A", "alpha"), l.folder("B", "alpha"));
+    mkdir(&src);
+    mkdir(&dst);
+    fill(&src, 11);
+    for n in 0..CHURN {
+        write_file(
+            &src.join(format!("churn/{:02}/{n}.txt", n % 30)),
+            "",
+            0o644,
+            time_n(n),
+        );
+    }
+    let ids = Ids {
+        a: node_id(&l.home("A")),
+        b: node_id(&l.home("B")),
+        c: String::new(),
+    };
+    let conf = l.conf();
+    let b_text = |port: u16| {
+        let mut text = node_table(&l, "B", Some(&format!("127.0.0.1:{port}")), "off");
+        text += &peer_table("A", &ids.a, None);
+        text += &folder_table(&l, "B", "alpha", "receive", &["A"]);
+        text
+    };
+    let mut b = NodeProcess::start(&conf, "B", &b_text(0), &[]);
+    let port = b.listen.expect("B listens").port();
+    write_config_of(&b, &b_text(port));
+    let mut a_text = node_table(&l, "A", None, "127.0.0.1:0");
+    a_text += &peer_table("B", &ids.b, Some(port));
+    a_text += &folder_table(&l, "A", "alpha", "send", &["B"]);
+    let mut a = NodeProcess::start(&conf, "A", &a_text, &[]);
+    wait_mirror(&mut [&mut a, &mut b], &src, &dst, "the initial sync");
+
+    b.stop();
+    std::fs::remove_dir_all(src.join("churn")).unwrap();
+    write(&src.join("while-away.txt"), "created while B was away\n");
+    a.wait_log_count("oldest removals forgotten", 1, DEADLINE);
+    b.restart(None);
+    wait_mirror(
+        &mut [&mut a, &mut b],
+        &src,
+        &dst,
+        "B's return after the churn",
+    );
+    assert!(!exists(&dst.join("churn")));
+
+    a.stop();
+    a.restart(None);
+    let status = a.wait_status(DEADLINE, "A in sync after its restart", |s| {
+        all_in_sync(s, "send")?;
+        let t = target(s, "alpha", TO_B)?;
+        if t["counters"]["wire_bytes_in"].as_u64().unwrap_or(0) == 0 {
+            return Err("B has not answered yet".into());
+        }
+        Ok(())
+    });
+    let t = target(&status, "alpha", TO_B).unwrap();
+    for counter in QUIET_COUNTERS {
+        assert_eq!(
+            t["counters"][counter].as_u64(),
+            Some(0),
+            "{counter} after A's restart: {}",
+            brief_status(&status)
+        );
+    }
+    a.stop();
+    b.stop();
+}

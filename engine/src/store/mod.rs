@@ -20,7 +20,7 @@
 //! # let dir = tempfile::tempdir().unwrap();
 //! let db = StateDb::open(&dir.path().join("state.redb")).unwrap();
 //! let head = SourceHead { params: ChunkParams::default(), seq: Seq(7), history_from: Seq(1), complete: true };
-//! db.write_source("photos→/backup/photos", &head, &[], true).unwrap();
+//! db.write_source("photos→/backup/photos", &head, &[], &[], true).unwrap();
 //! let saved = db.load_source("photos→/backup/photos").unwrap().unwrap();
 //! assert_eq!(saved.head, head);
 //! ```
@@ -457,7 +457,7 @@ mod tests {
                     history_from: crate::Seq(1),
                     complete: true,
                 };
-                db.write_source("k", &head, &rows, true).unwrap();
+                db.write_source("k", &head, &rows, &[], true).unwrap();
                 drop(db);
                 let b = std::fs::read(p).unwrap();
                 std::fs::write(p, &b[..b.len() / 2]).unwrap();

@@ -14,6 +14,7 @@ use super::{StateDb, StoreError};
 use crate::chunk::ChunkParams;
 use crate::entry::{FileEntry, Seq};
 use crate::index::{Index, StatKey};
+use crate::relpath::RelPath;
 
 /// What a source index needs besides its entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,14 +71,16 @@ impl StateDb {
         })
     }
 
-    /// Writes `key`'s head and upserts `entries` (an entry's path names its row; tombstones
-    /// are ordinary entries). With `full`, every other entry row of `key` is deleted first,
-    /// making `entries` a snapshot.
+    /// Writes `key`'s head, deletes the rows of `removed` (tombstones compacted away), then
+    /// upserts `entries` (an entry's path names its row; tombstones are ordinary entries).
+    /// With `full`, every other entry row of `key` is deleted first, making `entries` a
+    /// snapshot.
     pub fn write_source(
         &self,
         key: &str,
         head: &SourceHead,
         entries: &[(FileEntry, Option<StatKey>)],
+        removed: &[RelPath],
         full: bool,
     ) -> Result<(), StoreError> {
         let path = self.path.as_path();
@@ -93,6 +96,9 @@ impl StateDb {
                 // Rows that the snapshot overwrites anyway are not deleted first.
                 let fresh: HashSet<&str> = entries.iter().map(|(e, _)| e.path.as_str()).collect();
                 remove_rows(&mut rows, key, |p| fresh.contains(p), path)?;
+            }
+            for p in removed {
+                rows.remove((key, p.as_str())).at(path)?;
             }
             for (entry, stat) in entries {
                 encode_entry(entry, stat.as_ref(), &mut buf, path)?;
@@ -197,7 +203,6 @@ pub(super) mod tests {
     use super::*;
     use crate::chunk::{ChunkId, ChunkRef, Content};
     use crate::entry::{EntryKind, EntryState, MtimeNs, VersionVector};
-    use crate::relpath::RelPath;
     use std::path::Path;
 
     pub(in crate::store) fn entry(path: &str, seq: u64) -> FileEntry {
@@ -281,7 +286,7 @@ pub(super) mod tests {
             (entry("a-b", 4), Some(stat(4))),
             (entry("é/ü", 5), None),
         ];
-        db.write_source("k", &head(5), &rows, true).unwrap();
+        db.write_source("k", &head(5), &rows, &[], true).unwrap();
         let saved = db.load_source("k").unwrap().unwrap();
         assert_eq!(saved.head, head(5));
         assert_eq!(saved.index.params(), &head(5).params);
@@ -295,21 +300,40 @@ pub(super) mod tests {
         let (_dir, db) = open();
         let a = (entry("a", 1), Some(stat(1)));
         let b = (entry("b", 2), None);
-        db.write_source("k", &head(2), &[a.clone(), b.clone()], true)
+        db.write_source("k", &head(2), &[a.clone(), b.clone()], &[], true)
             .unwrap();
         let b2 = (tombstone("b", 3), None);
         let c = (entry("c", 4), Some(stat(4)));
-        db.write_source("k", &head(4), &[b2.clone(), c.clone()], false)
+        db.write_source("k", &head(4), &[b2.clone(), c.clone()], &[], false)
             .unwrap();
         let saved = db.load_source("k").unwrap().unwrap();
         assert_eq!(saved.head, head(4));
         assert_eq!(entries_of(saved), vec![a, b2.clone(), c]);
         let d = (entry("d", 5), None);
-        db.write_source("k", &head(5), &[b2.clone(), d.clone()], true)
+        db.write_source("k", &head(5), &[b2.clone(), d.clone()], &[], true)
             .unwrap();
         assert_eq!(
             entries_of(db.load_source("k").unwrap().unwrap()),
             vec![b2, d]
+        );
+    }
+
+    #[test]
+    fn removed_rows_go_before_upserts_of_the_same_write() {
+        let (_dir, db) = open();
+        let a = (entry("a", 1), None);
+        let b = (tombstone("b", 2), None);
+        let c = (tombstone("c", 3), None);
+        db.write_source("k", &head(3), &[a.clone(), b.clone(), c], &[], true)
+            .unwrap();
+        // Compaction forgets both tombstones; "c" is created again in the same write.
+        let c2 = (entry("c", 4), Some(stat(4)));
+        let gone = [b.0.path.clone(), RelPath::new("c").unwrap()];
+        db.write_source("k", &head(4), std::slice::from_ref(&c2), &gone, false)
+            .unwrap();
+        assert_eq!(
+            entries_of(db.load_source("k").unwrap().unwrap()),
+            vec![a, c2]
         );
     }
 
@@ -320,10 +344,11 @@ pub(super) mod tests {
         let keys = ["k", "k\0", "k2", "kk", "photos→/backup/photos", ""];
         for (i, k) in keys.iter().enumerate() {
             let e = (entry(&format!("f{i}"), i as u64), None);
-            db.write_source(k, &head(i as u64), &[e], true).unwrap();
+            db.write_source(k, &head(i as u64), &[e], &[], true)
+                .unwrap();
             db.set_ack(k, "peer", Seq(i as u64)).unwrap();
         }
-        db.write_source("k", &head(9), &[], true).unwrap();
+        db.write_source("k", &head(9), &[], &[], true).unwrap();
         db.drop_source("k2").unwrap();
         for (i, k) in keys.iter().enumerate() {
             let saved = db.load_source(k).unwrap();
@@ -371,7 +396,7 @@ pub(super) mod tests {
         drop(db);
         let db = StateDb::open(&path).unwrap();
         assert_eq!(db.epoch("k").unwrap(), e);
-        db.write_source("k", &head(1), &[(entry("a", 1), None)], true)
+        db.write_source("k", &head(1), &[(entry("a", 1), None)], &[], true)
             .unwrap();
         db.drop_source("k").unwrap();
         assert!(db.load_source("k").unwrap().is_none());
@@ -386,9 +411,9 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
         let db = StateDb::open(&path).unwrap();
-        db.write_source("k", &head(1), &[(entry("a", 1), None)], true)
+        db.write_source("k", &head(1), &[(entry("a", 1), None)], &[], true)
             .unwrap();
-        db.write_source("j", &head(1), &[(entry("a", 1), None)], true)
+        db.write_source("j", &head(1), &[(entry("a", 1), None)], &[], true)
             .unwrap();
         db.write(|tx| {
             let mut t = tx.open_table(SOURCE_ENTRY).unwrap();
@@ -418,7 +443,7 @@ pub(super) mod tests {
         db.drop_source("k").unwrap();
         let mut buf = Vec::new();
         encode_entry(&entry("a", 1), None, &mut buf, &path).unwrap();
-        db.write_source("k", &head(1), &[], true).unwrap();
+        db.write_source("k", &head(1), &[], &[], true).unwrap();
         db.write(|tx| {
             let mut t = tx.open_table(SOURCE_ENTRY).unwrap();
             t.insert(("k", "../x"), buf.as_slice()).unwrap();
@@ -443,14 +468,15 @@ pub(super) mod tests {
                 (e, Some(stat(i)))
             })
             .collect();
-        db.write_source("big", &head(20_000), &rows, true).unwrap();
+        db.write_source("big", &head(20_000), &rows, &[], true)
+            .unwrap();
         let saved = db.load_source("big").unwrap().unwrap();
         assert_eq!(saved.index.len(), rows.len());
         let mut expect = rows;
         expect.sort_by(|x, y| x.0.path.cmp(&y.0.path));
         assert_eq!(entries_of(saved), expect);
         // A full rewrite with fewer rows leaves only those.
-        db.write_source("big", &head(1), &expect[..10], true)
+        db.write_source("big", &head(1), &expect[..10], &[], true)
             .unwrap();
         assert_eq!(db.load_source("big").unwrap().unwrap().index.len(), 10);
     }
@@ -468,7 +494,8 @@ pub(super) mod tests {
             })
             .collect();
         let t = std::time::Instant::now();
-        db.write_source("big", &head(100_000), &rows, true).unwrap();
+        db.write_source("big", &head(100_000), &rows, &[], true)
+            .unwrap();
         let write = t.elapsed();
         let first_size = std::fs::metadata(db.path()).unwrap().len();
         let t = std::time::Instant::now();
@@ -476,7 +503,8 @@ pub(super) mod tests {
         let load = t.elapsed();
         assert_eq!(saved.index.len(), rows.len());
         let t = std::time::Instant::now();
-        db.write_source("big", &head(100_001), &rows, true).unwrap();
+        db.write_source("big", &head(100_001), &rows, &[], true)
+            .unwrap();
         let rewrite = t.elapsed();
         let size = std::fs::metadata(db.path()).unwrap().len();
         let t = std::time::Instant::now();

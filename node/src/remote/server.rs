@@ -104,6 +104,8 @@ pub struct Server {
     retired: Mutex<Vec<Arc<FolderSlot>>>,
     /// Where resume points are kept across restarts of this node.
     state: RwLock<Option<Arc<StateDb>>>,
+    /// Set by [`Server::shutdown`]: no connection is accepted after it.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Told of every session that opens a folder, with the counters its Applier keeps.
@@ -121,6 +123,8 @@ struct FolderSlot {
     /// The slot this one replaced on reconfiguration, whose session may still be ending:
     /// no session starts here until that one has let go of the target.
     predecessor: Mutex<Option<Arc<FolderSlot>>>,
+    /// The node is stopping: no session starts here any more (read under `active`'s lock).
+    closed: AtomicBool,
 }
 
 /// A session of a served folder as the dashboard shows it.
@@ -144,6 +148,7 @@ impl FolderSlot {
             resume: Mutex::new(None),
             seen: Mutex::new(None),
             predecessor: Mutex::new(None),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -224,6 +229,7 @@ impl Server {
             observer: RwLock::new(None),
             retired: Mutex::new(Vec::new()),
             state: RwLock::new(None),
+            closing: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -284,9 +290,11 @@ impl Server {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(db);
     }
 
-    /// Ends every session (each leaves its resume point) and waits, at most `deadline`,
-    /// until none touches its folder.
+    /// Stops accepting connections, ends every session (each leaves its resume point) and
+    /// waits, at most `deadline`, until none touches its folder. A peer that reconnects
+    /// meanwhile is refused for now (it retries, and finds the node gone or back).
     pub async fn shutdown(&self, deadline: std::time::Duration) {
+        self.closing.send_replace(true);
         let mut slots: Vec<Arc<FolderSlot>> = self
             .folders
             .read()
@@ -300,6 +308,9 @@ impl Server {
                 .unwrap_or_else(|p| p.into_inner())
                 .drain(..),
         );
+        for slot in &slots {
+            slot.closed.store(true, Ordering::SeqCst);
+        }
         let end = tokio::time::Instant::now() + deadline;
         for slot in slots {
             loop {
@@ -353,8 +364,13 @@ impl Server {
     /// Accepts connections on `listener` until the task is dropped; every connection is
     /// served on its own task, and nothing one peer sends stops the others.
     pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        let mut closing = self.closing.subscribe();
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                _ = closing.wait_for(|c| *c) => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
                 Ok((tcp, addr)) => {
                     let server = self.clone();
                     actix::spawn(async move { server.connection(tcp, addr).await });
@@ -720,6 +736,9 @@ async fn claim(
     }
     let previous = {
         let mut active = slot.active.lock().await;
+        if slot.closed.load(Ordering::SeqCst) {
+            return Err("this node is stopping".into());
+        }
         match active.as_ref() {
             Some(a) if a.peer != peer => {
                 return Err(format!(

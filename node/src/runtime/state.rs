@@ -2,9 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use ferry_actors::persist::{SavedIndex, SourceStore, TargetStore};
+use ferry_actors::persist::{IndexWrite, SavedIndex, SourceStore, TargetStore};
 use ferry_engine::store::{SavedSource, SourceHead, StateDb, StoreError};
-use ferry_engine::{ChunkParams, Content, FileEntry, RelPath, Seq, StatKey};
+use ferry_engine::{ChunkParams, Content, RelPath, Seq, StatKey};
 
 /// One replication's source index in the node's database.
 pub struct DbSource {
@@ -68,7 +68,7 @@ impl SourceStore for DbSource {
                 ..saved.head
             };
             self.db
-                .write_source(&self.key, &head, &[], true)
+                .write_source(&self.key, &head, &[], &[], true)
                 .map_err(|e| e.to_string())?;
             return Ok(SavedIndex {
                 reserved,
@@ -110,23 +110,31 @@ impl SourceStore for DbSource {
             complete: false,
         };
         self.db
-            .write_source(&self.key, &head, &[], false)
+            .write_source(&self.key, &head, &[], &[], false)
             .map_err(|e| e.to_string())?;
         *self.head() = Some(head);
         Ok(())
     }
 
-    fn write(&self, entries: &[(FileEntry, Option<StatKey>)], full: bool) -> Result<(), String> {
-        let Some(head) = self.head().clone() else {
+    fn write(&self, write: &IndexWrite) -> Result<(), String> {
+        let Some(mut head) = self.head().clone() else {
             return Err("entries saved before sequences were reserved".into());
         };
+        head.history_from = head
+            .history_from
+            .max(write.history_from.unwrap_or_default());
         self.db
-            .write_source(&self.key, &head, entries, full)
-            .map_err(|e| e.to_string())
+            .write_source(&self.key, &head, &write.upserts, &write.removed, write.full)
+            .map_err(|e| e.to_string())?;
+        *self.head() = Some(head);
+        Ok(())
     }
 
     fn drop_entries(&self) -> Result<(), String> {
-        self.write(&[], true)
+        self.write(&IndexWrite {
+            full: true,
+            ..IndexWrite::default()
+        })
     }
 
     fn complete(&self) -> Result<(), String> {
@@ -135,7 +143,7 @@ impl SourceStore for DbSource {
         };
         head.complete = true;
         self.db
-            .write_source(&self.key, &head, &[], false)
+            .write_source(&self.key, &head, &[], &[], false)
             .map_err(|e| e.to_string())?;
         *self.head() = Some(head);
         Ok(())
@@ -191,7 +199,7 @@ impl TargetStore for DbTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_engine::{EntryKind, EntryState, MtimeNs, VersionVector};
+    use ferry_engine::{EntryKind, EntryState, FileEntry, MtimeNs, VersionVector};
 
     fn entry(path: &str, seq: u64) -> (FileEntry, Option<StatKey>) {
         let e = FileEntry {
@@ -222,7 +230,7 @@ mod tests {
         let (db, s) = store(dir.path());
         assert!(s.load(&params).unwrap().index.is_none());
         s.reserve(&params, Seq(100), Seq(1)).unwrap();
-        s.write(&[entry("a", 1), entry("b", 2)], true).unwrap();
+        s.write(&full(vec![entry("a", 1), entry("b", 2)])).unwrap();
         // A crash: the rows are there, but not marked complete.
         let (_, s) = store_again(&db);
         let saved = s.load(&params).unwrap();
@@ -244,7 +252,7 @@ mod tests {
         let params = ChunkParams::default();
         let (db, s) = store(dir.path());
         s.reserve(&params, Seq(100), Seq(1)).unwrap();
-        s.write(&[entry("a", 1)], true).unwrap();
+        s.write(&full(vec![entry("a", 1)])).unwrap();
         s.drop_entries().unwrap();
         s.complete().unwrap();
         let (_, s) = store_again(&db);
@@ -254,6 +262,42 @@ mod tests {
             "an empty saved index must not be resumed from"
         );
         assert_eq!(saved.reserved, Seq(100), "the reservation survives");
+    }
+
+    #[test]
+    fn compaction_forgets_rows_and_moves_history_forward_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChunkParams::default();
+        let (db, s) = store(dir.path());
+        s.reserve(&params, Seq(100), Seq(1)).unwrap();
+        s.write(&full(vec![entry("a", 1), entry("b", 2), entry("c", 3)]))
+            .unwrap();
+        s.write(&IndexWrite {
+            removed: vec![RelPath::new("b").unwrap()],
+            history_from: Some(Seq(3)),
+            ..IndexWrite::default()
+        })
+        .unwrap();
+        // A later write without a history of its own does not move it back.
+        s.write(&IndexWrite {
+            upserts: vec![entry("d", 4)],
+            ..IndexWrite::default()
+        })
+        .unwrap();
+        s.complete().unwrap();
+        let (_, s) = store_again(&db);
+        let (index, history_from) = s.load(&params).unwrap().index.unwrap();
+        assert_eq!(history_from, Seq(3));
+        let paths: Vec<&str> = index.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "c", "d"]);
+    }
+
+    fn full(upserts: Vec<(FileEntry, Option<StatKey>)>) -> IndexWrite {
+        IndexWrite {
+            upserts,
+            full: true,
+            ..IndexWrite::default()
+        }
     }
 
     fn store_again(db: &Arc<StateDb>) -> (Arc<StateDb>, DbSource) {
