@@ -355,6 +355,12 @@ impl Applier {
     fn skip(&mut self, path: &RelPath, reason: String) {
         tracing::warn!(folder = %self.folder, path = %path, "not applied: {reason}");
         Stats::add(&self.stats.skipped, 1);
+        self.stats.events.publish(
+            &self.folder,
+            EventKind::Error {
+                message: format!("{path} not applied: {reason}"),
+            },
+        );
         self.failed_since_retry = true;
         self.skipped.push(SkippedPath {
             path: path.to_string(),
@@ -692,9 +698,26 @@ impl Applier {
                 index.insert(e);
             }
             Action::MakeDir { path } => {
-                if let Some(s) = self.source.get(path) {
-                    index.insert(s.clone());
-                }
+                // A directory is on disk now, whatever the source view says: it may have
+                // changed while the action ran (the directory replaced by a file), and a
+                // file recorded here would be "updated" in place of the directory next.
+                let dir = match self.source.get(path) {
+                    Some(s) if s.kind == EntryKind::Dir => s.clone(),
+                    _ => FileEntry {
+                        path: path.clone(),
+                        kind: EntryKind::Dir,
+                        state: EntryState::Present,
+                        size: 0,
+                        // Unknown: the next plan sets the source's, or clears it.
+                        mtime: ferry_engine::MtimeNs(0),
+                        mode: 0,
+                        content: None,
+                        symlink_target: None,
+                        seq: Seq::default(),
+                        version: Default::default(),
+                    },
+                };
+                index.insert(dir);
             }
             Action::SetDirMeta {
                 path, mode, mtime, ..
