@@ -9,9 +9,9 @@ use ferry_engine::assemble::{chunk_tasks, Assembly, ChunkTask};
 use ferry_engine::outline::{self, GroupId, Outline, Unresolved};
 use ferry_engine::target::TEMP_PREFIX;
 use ferry_engine::{
-    apply_action, diff, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef, ContentId,
-    DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, IgnoreRules, Index, Plan, RelPath,
-    ScanOptions, Seq, TargetDir, TargetIndex,
+    apply_action, diff_within, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef,
+    ContentId, DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, IgnoreRules, Index,
+    Plan, RelPath, ScanOptions, Seq, TargetDir, TargetIndex,
 };
 
 use crate::events::EventKind;
@@ -133,6 +133,9 @@ pub struct Applier {
     asked: HashSet<RelPath>,
     /// Something arrived since the last plan was made.
     dirty: bool,
+    /// Paths changed since the last plan was made, the only ones the next plan looks at;
+    /// `None` for the whole folder (after a snapshot, a scan of the target or a retry).
+    changed: Option<BTreeSet<RelPath>>,
     exec: Option<Execution>,
     skipped: Vec<SkippedPath>,
     /// Whether a plan left paths not applied since the last retry was armed.
@@ -213,6 +216,7 @@ impl Applier {
             target_jobs: 0,
             asked: HashSet::new(),
             dirty: false,
+            changed: None,
             exec: None,
             skipped: Vec::new(),
             failed_since_retry: false,
@@ -314,6 +318,7 @@ impl Applier {
         self.source = view.index;
         self.upto = view.upto;
         self.forgotten = view.upto;
+        self.changed = None;
         self.have_snapshot = true;
         self
     }
@@ -352,6 +357,13 @@ impl Applier {
         }));
     }
 
+    /// Makes the next plan look at `path` (and what is below and above it).
+    fn changed_at(&mut self, path: &RelPath) {
+        if let Some(c) = self.changed.as_mut() {
+            c.insert(path.clone());
+        }
+    }
+
     fn skip(&mut self, path: &RelPath, reason: String) {
         tracing::warn!(folder = %self.folder, path = %path, "not applied: {reason}");
         Stats::add(&self.stats.skipped, 1);
@@ -387,11 +399,17 @@ impl Applier {
         let opts = DiffOptions {
             checksum: self.opts.checksum,
         };
-        match diff(&self.source, target_index.index(), opts) {
+        match diff_within(
+            &self.source,
+            target_index.index(),
+            self.changed.as_ref(),
+            opts,
+        ) {
             DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
             DiffOutcome::Ready(plan) => {
                 self.asked.clear();
                 self.dirty = false;
+                self.changed = Some(BTreeSet::new());
                 if self.opts.dry_run {
                     self.acknowledge(self.upto, Some(plan));
                 } else {
@@ -1039,6 +1057,7 @@ impl Applier {
                 }
             }
             act.dirty = true;
+            act.changed = None;
             act.try_plan(ctx);
         }));
     }
@@ -1119,6 +1138,7 @@ impl Handler<Start> for Applier {
                 }
                 act.target_index = Some(index);
                 act.dirty = true;
+                act.changed = None;
                 act.try_plan(ctx);
             }
             Ok(Err(e)) => act.fail(format!("cannot scan target: {e}")),
@@ -1181,6 +1201,7 @@ impl Handler<IndexDelta> for Applier {
             // from zero again.
             self.forgotten = msg.upto;
             self.have_snapshot = true;
+            self.changed = None;
             if let Some(reason) = nested_in_non_dir(&self.source, self.source.iter()) {
                 return self.fail(format!("protocol error: {reason}"));
             }
@@ -1198,6 +1219,9 @@ impl Handler<IndexDelta> for Applier {
                 };
                 if !newer {
                     continue;
+                }
+                if let Some(c) = self.changed.as_mut() {
+                    c.insert(e.path.clone());
                 }
                 if e.state != EntryState::Deleted {
                     changed.push(e.path.clone());
@@ -1358,6 +1382,7 @@ impl Applier {
         }
         self.asked.remove(path);
         self.dirty = true;
+        self.changed_at(path);
         if let Some(x) = self.exec.as_mut() {
             x.withdrawn = true;
         }
@@ -1533,6 +1558,7 @@ impl Handler<GroupData> for Applier {
             }
         }
         self.dirty = true;
+        self.changed_at(&msg.path);
         self.try_plan(ctx);
     }
 }

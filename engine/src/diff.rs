@@ -50,9 +50,24 @@ pub enum DiffOutcome {
 /// only in mtime, content decides, so identical bytes get a metadata update, not a rewrite.
 /// Source entries marked unreadable protect whatever the target holds at and below them.
 pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
+    diff_within(source, target, None, opts)
+}
+
+/// Like [`diff`], but looks only at `paths` (when given), with everything below and above
+/// them: what changed since the last plan was applied in full. Entries elsewhere are taken
+/// to be mirrored already, so a live change costs what it touches, not the whole folder.
+/// (Likely copies of large new files are still looked for in the whole target.)
+pub fn diff_within(
+    source: &Index,
+    target: &Index,
+    paths: Option<&BTreeSet<RelPath>>,
+    opts: DiffOptions,
+) -> DiffOutcome {
+    let sources = in_scope(source, paths);
+    let targets = in_scope(target, paths);
     let mut needs = ContentNeeds::default();
     let mut d = Draft::default();
-    let protected: Vec<&RelPath> = source
+    let protected: Vec<&RelPath> = sources
         .iter()
         .filter(|e| e.state == EntryState::Unreadable)
         .map(|e| &e.path)
@@ -61,7 +76,7 @@ pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
 
     // Directories whose whole subtree goes away with a Clear: no per-entry removes inside.
     let mut cleared_dirs: Vec<RelPath> = Vec::new();
-    for s in source.iter().filter(|e| e.is_present()) {
+    for s in sources.iter().copied().filter(|e| e.is_present()) {
         let Some(t) = target.get(&s.path).filter(|t| t.is_present()) else {
             d.create(s, &mut needs);
             continue;
@@ -110,7 +125,7 @@ pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
 
     // Extraneous target entries, and the files among them that may be renamed into place.
     let mut extraneous: Vec<&FileEntry> = Vec::new();
-    for t in target.iter().filter(|t| t.is_present()) {
+    for t in targets.iter().copied().filter(|t| t.is_present()) {
         if is_protected(&t.path)
             || cleared_dirs
                 .iter()
@@ -237,6 +252,33 @@ pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
         }
     }
     DiffOutcome::Ready(Plan { actions })
+}
+
+/// The entries of `index` at, below and above each of `paths` (all of them for `None`),
+/// in path order.
+fn in_scope<'a>(index: &'a Index, paths: Option<&BTreeSet<RelPath>>) -> Vec<&'a FileEntry> {
+    let Some(paths) = paths else {
+        return index.iter().collect();
+    };
+    let mut found: std::collections::BTreeMap<&'a RelPath, &'a FileEntry> = Default::default();
+    for p in paths {
+        let mut up = p.parent();
+        while let Some(a) = up {
+            match index.get(&a) {
+                Some(e) if !found.contains_key(&e.path) => {
+                    found.insert(&e.path, e);
+                }
+                // Seen already, with its own ancestors.
+                Some(_) => break,
+                None => {}
+            }
+            up = a.parent();
+        }
+        for e in index.subtree(p) {
+            found.insert(&e.path, e);
+        }
+    }
+    found.into_values().collect()
 }
 
 /// The plan being assembled, phase by phase.
@@ -927,5 +969,102 @@ mod tests {
         );
         assert!(has(&plan, "WriteFile", "a"));
         assert!(!has(&plan, "Remove", "old"));
+    }
+
+    /// A small random tree for the scoped-diff property: names from {a, b, c}, three deep.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+
+        /// A random entry (never a directory) at `path`.
+        fn leaf(&mut self, path: &str) -> FileEntry {
+            let t = self.next(40) as i64;
+            match self.next(6) {
+                0 => symlink(path, if self.next(2) == 0 { "x" } else { "y" }, t),
+                1 => unreadable(file(path, b"?", t)),
+                2 => with_mode(file(path, b"same", 7), 0o600),
+                _ => file(path, format!("{}", self.next(3)).as_bytes(), t),
+            }
+        }
+
+        fn fill(&mut self, index: &mut Index, parent: Option<&str>, depth: u32) {
+            for name in ["a", "b", "c"] {
+                let path = parent.map_or(name.to_owned(), |p| format!("{p}/{name}"));
+                match self.next(5) {
+                    0 => {}
+                    1 | 2 if depth < 3 => {
+                        let d = dir(&path, self.next(3) as i64);
+                        // An unreadable directory: the source lists nothing below it (see
+                        // `unlisted`), the target still holds what it had.
+                        let d = if self.next(4) == 0 { unreadable(d) } else { d };
+                        index.insert(d, None);
+                        self.fill(index, Some(&path), depth + 1);
+                    }
+                    _ => index.insert(self.leaf(&path), None),
+                }
+            }
+        }
+    }
+
+    /// Changes `source` at a random path (removing it, or putting a new entry or a new
+    /// directory there, with directories made above it); returns every path it changed.
+    fn mutate(g: &mut Gen, source: &mut Index) -> Vec<RelPath> {
+        let depth = 1 + g.next(3);
+        let names: Vec<&str> = (0..depth)
+            .map(|_| ["a", "b", "c"][g.next(3) as usize])
+            .collect();
+        let path = p(&names.join("/"));
+        let mut changed = vec![path.clone()];
+        source.remove_tree(&path);
+        match g.next(3) {
+            0 => return changed,
+            1 => source.insert(dir(path.as_str(), g.next(3) as i64), None),
+            _ => source.insert(g.leaf(path.as_str()), None),
+        }
+        let mut up = path.parent();
+        while let Some(a) = up {
+            if source.get(&a).is_none_or(|e| e.kind != EntryKind::Dir) {
+                source.remove(&a);
+                source.insert(dir(a.as_str(), 5), None);
+                changed.push(a.clone());
+            }
+            up = a.parent();
+        }
+        changed
+    }
+
+    proptest::proptest! {
+        /// When the target mirrors the source but for some paths, diffing only those paths
+        /// plans exactly what diffing everything does.
+        #[test]
+        fn a_diff_within_the_changed_paths_plans_what_a_full_diff_does(seed in 1u64.., edits in 1usize..5) {
+            let mut g = Gen(seed);
+            let mut target = Index::new(ChunkParams::default());
+            g.fill(&mut target, None, 1);
+            let mut source = target.clone();
+            let unlisted: Vec<RelPath> = source
+                .iter()
+                .filter(|e| e.kind == EntryKind::Dir && e.state == EntryState::Unreadable)
+                .flat_map(|e| source.subtree(&e.path).skip(1).map(|c| c.path.clone()))
+                .collect();
+            for c in &unlisted {
+                source.remove(c);
+            }
+            let mut dirty = BTreeSet::new();
+            for _ in 0..edits {
+                dirty.extend(mutate(&mut g, &mut source));
+            }
+            let opts = DiffOptions::default();
+            proptest::prop_assert_eq!(
+                diff_within(&source, &target, Some(&dirty), opts),
+                diff(&source, &target, opts)
+            );
+        }
     }
 }

@@ -126,7 +126,10 @@ impl Index {
     }
 
     /// `path` itself and every entry below it, in order.
-    pub fn subtree<'a>(&'a self, path: &'a RelPath) -> impl Iterator<Item = &'a FileEntry> + 'a {
+    pub fn subtree<'a: 'p, 'p>(
+        &'a self,
+        path: &'p RelPath,
+    ) -> impl Iterator<Item = &'a FileEntry> + 'p {
         self.entries
             .range((Bound::Included(path), Bound::Unbounded))
             .take_while(move |(p, _)| p.is_within(path))

@@ -37,7 +37,7 @@ pub mod targetindex;
 pub use apply::{apply_action, apply_plan, write_file, Effect};
 pub use chunk::{chunk_reader, chunk_stream, ChunkId, ChunkParams, ChunkRef, Content, ContentId};
 pub use chunkindex::{ChunkIndex, ChunkLoc};
-pub use diff::{diff, ContentNeeds, DiffOptions, DiffOutcome};
+pub use diff::{diff, diff_within, ContentNeeds, DiffOptions, DiffOutcome};
 pub use entry::{EntryKind, EntryState, FileEntry, MtimeNs, Seq, VersionVector};
 pub use error::{Error, Result};
 pub use ignore::{IgnoreError, IgnoreRules, IGNORE_FILE};

@@ -120,11 +120,28 @@ impl Ord for RelPath {
         // Byte order, except that '/' sorts below every other byte: component-wise order.
         let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
         let key = |b: u8| if b == b'/' { 0 } else { b };
-        match a.iter().zip(b).position(|(x, y)| x != y) {
+        match mismatch(a, b) {
             Some(i) => key(a[i]).cmp(&key(b[i])),
             None => a.len().cmp(&b.len()),
         }
     }
+}
+
+/// The first index where `a` and `b` differ, within the shorter of the two. Paths in one
+/// directory share long prefixes, and every index lookup compares many of them: the
+/// prefix is skipped eight bytes at a time.
+fn mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_ne_bytes(a[i..i + 8].try_into().expect("8 bytes"));
+        let y = u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        if x != y {
+            break;
+        }
+        i += 8;
+    }
+    (i..n).find(|&j| a[j] != b[j])
 }
 
 impl PartialOrd for RelPath {
@@ -189,6 +206,36 @@ mod tests {
         v.sort();
         let s: Vec<&str> = v.iter().map(RelPath::as_str).collect();
         assert_eq!(s, ["a", "a/b", "a/b/c", "a-b", "b"]);
+    }
+
+    #[test]
+    fn order_matches_comparing_components_for_paths_around_word_boundaries() {
+        // Paths from a small alphabet that makes '/' and its neighbours differ at every
+        // offset, shorter and longer than the eight bytes compared at once.
+        let alphabet = [b'a', b'-', b'/', b'.', b'z', b'0'];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut paths = Vec::new();
+        while paths.len() < 400 {
+            let len = 1 + (next() % 20) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            if let Ok(p) = RelPath::new(String::from_utf8(bytes).unwrap()) {
+                paths.push(p);
+            }
+        }
+        for a in &paths {
+            for b in &paths {
+                let components = a.as_str().split('/').cmp(b.as_str().split('/'));
+                assert_eq!(a.cmp(b), components, "{a} vs {b}");
+            }
+        }
     }
 
     #[test]
