@@ -36,6 +36,10 @@ const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
 const MAX_REQUEST_BYTES: u64 = 4 << 20;
 /// A chunk that arrives corrupt is asked for again this many times before its files fail.
 const CHUNK_RETRIES: u32 = 3;
+/// Source files asked for in one `NeedContent`, at most...
+const CONTENT_BATCH_FILES: usize = 1024;
+/// ...or about this many bytes of them.
+const CONTENT_BATCH_BYTES: u64 = 32 << 20;
 /// A batch of complete files is installed when it reaches this many files...
 const FLUSH_FILES: usize = 256;
 /// ... or this many bytes (or when nothing else is being assembled).
@@ -108,6 +112,9 @@ struct Execution {
     sealed_bytes: u64,
     /// Some file was withdrawn to be sent again: the plan's sequence is not reached yet.
     withdrawn: bool,
+    /// A plan made while content was still being hashed at the source: it only adds, and
+    /// what it leaves out follows, so it acknowledges nothing.
+    partial: bool,
 }
 
 /// Applies a source folder's index to one target folder.
@@ -123,12 +130,15 @@ pub struct Applier {
     /// The source's entries but tombstones: a removal is applied by its absence, so they
     /// are not kept (under endless churn they would grow without bound).
     source: Index,
-    /// Every sequence up to this was received, tombstones included, so an entry this old
-    /// for a path not in `source` is stale (a content reply that crossed the removal).
+    /// The newest removal received: a content reply this old for a path not in `source`
+    /// is stale (it crossed the removal).
     forgotten: Seq,
     have_snapshot: bool,
     upto: Seq,
     content_requests: usize,
+    /// Source files whose content was asked for and has not arrived: plans made meanwhile
+    /// leave them out (see [`Applier::try_plan`]).
+    in_flight: HashSet<RelPath>,
     target_jobs: usize,
     asked: HashSet<RelPath>,
     /// Something arrived since the last plan was made.
@@ -213,6 +223,7 @@ impl Applier {
             have_snapshot: false,
             upto: Seq::default(),
             content_requests: 0,
+            in_flight: HashSet::new(),
             target_jobs: 0,
             asked: HashSet::new(),
             dirty: false,
@@ -315,7 +326,14 @@ impl Applier {
     /// Starts from `view` instead of waiting for a snapshot: the target already received
     /// it from the same source, and the source sends only what is newer.
     pub fn resume(mut self, view: SourceView) -> Self {
-        self.source = view.index;
+        // A view saved by an older version may still hold tombstones.
+        let entries = view
+            .index
+            .into_entries()
+            .into_iter()
+            .filter(|(e, _)| e.state != EntryState::Deleted)
+            .collect();
+        self.source = Index::from_sorted(self.opts.params, entries);
         self.upto = view.upto;
         self.forgotten = view.upto;
         self.changed = None;
@@ -381,13 +399,22 @@ impl Applier {
     }
 
     /// Diffs when everything needed is known; asks for content or starts applying.
+    ///
+    /// While source content is still being hashed, a plan leaving those files out runs if
+    /// it only adds (`Plan::is_additive`): an initial sync writes files as their chunk lists
+    /// arrive instead of after the whole tree is hashed. It acknowledges nothing; the plan
+    /// made once all content is in does.
     fn try_plan(&mut self, ctx: &mut Context<Self>) {
-        if !self.dirty
-            || self.exec.is_some()
-            || !self.have_snapshot
-            || self.content_requests > 0
-            || self.target_jobs > 0
-        {
+        if !self.dirty || self.exec.is_some() || !self.have_snapshot || self.target_jobs > 0 {
+            return;
+        }
+        if self.content_requests == 0 {
+            // Paths a reply left out will not come: the next plan finds them still without
+            // content and gives up on them.
+            self.in_flight.clear();
+        }
+        let partial = self.content_requests > 0;
+        if partial && (self.in_flight.is_empty() || self.opts.dry_run) {
             return;
         }
         if !self.pending.is_empty() && !self.rebuild_lists(ctx) {
@@ -399,21 +426,38 @@ impl Applier {
         let opts = DiffOptions {
             checksum: self.opts.checksum,
         };
+        let none = HashSet::new();
+        let pending = if partial { &self.in_flight } else { &none };
         match diff_within(
             &self.source,
             target_index.index(),
             self.changed.as_ref(),
+            pending,
             opts,
         ) {
             DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
+            DiffOutcome::Ready(plan) if partial => {
+                self.dirty = false;
+                if plan.actions.is_empty() || !plan.is_additive() {
+                    // Nothing to do yet, or removals that must wait for the whole source.
+                    return;
+                }
+                // Everything but the files in flight is planned: only they, and what
+                // arrives from now on, are left to look at.
+                self.changed = Some(self.in_flight.iter().cloned().collect());
+                self.execute(plan, true, ctx);
+            }
             DiffOutcome::Ready(plan) => {
                 self.asked.clear();
                 self.dirty = false;
-                self.changed = Some(BTreeSet::new());
+                // A dry run applies nothing: its next plan must look at everything again.
+                if !self.opts.dry_run {
+                    self.changed = Some(BTreeSet::new());
+                }
                 if self.opts.dry_run {
                     self.acknowledge(self.upto, Some(plan));
                 } else {
-                    self.execute(plan, ctx);
+                    self.execute(plan, false, ctx);
                 }
             }
         }
@@ -432,15 +476,28 @@ impl Applier {
                 self.skip(&p, reason);
             }
         }
-        if !source.is_empty() {
-            self.content_requests += 1;
-            let msg = NeedContent {
-                folder: self.folder.clone(),
-                paths: source,
-            };
-            self.meter(&msg);
-            let request = self.sender.need_content.send(msg);
-            self.deliver_to_sender(request, ctx);
+        // In batches, so the first files can be planned while the rest are hashed.
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0u64;
+        let count = source.len();
+        for (i, p) in source.into_iter().enumerate() {
+            batch_bytes += self.source.get(&p).map_or(0, |e| e.size);
+            self.in_flight.insert(p.clone());
+            batch.push(p);
+            if batch.len() >= CONTENT_BATCH_FILES
+                || batch_bytes >= CONTENT_BATCH_BYTES
+                || i + 1 == count
+            {
+                self.content_requests += 1;
+                let msg = NeedContent {
+                    folder: self.folder.clone(),
+                    paths: std::mem::take(&mut batch),
+                };
+                batch_bytes = 0;
+                self.meter(&msg);
+                let request = self.sender.need_content.send(msg);
+                self.deliver_to_sender(request, ctx);
+            }
         }
         for group in needs.target.chunks(32) {
             let group = group.to_vec();
@@ -548,7 +605,7 @@ impl Applier {
         }
     }
 
-    fn execute(&mut self, plan: Plan, ctx: &mut Context<Self>) {
+    fn execute(&mut self, plan: Plan, partial: bool, ctx: &mut Context<Self>) {
         let mut pre = Vec::new();
         let mut post = Vec::new();
         let mut queue = VecDeque::new();
@@ -592,6 +649,7 @@ impl Applier {
             sealed: Vec::new(),
             sealed_bytes: 0,
             withdrawn: false,
+            partial,
         });
         self.run_actions(pre, ctx, |act, ctx| {
             if let Some(x) = act.exec.as_mut() {
@@ -996,7 +1054,7 @@ impl Applier {
         let Some(x) = self.exec.take() else { return };
         // With a file withdrawn, the target does not mirror `x.seq` yet: the next plan
         // (which fetches that file's new content) acknowledges.
-        if !x.withdrawn {
+        if !x.withdrawn && !x.partial {
             self.acknowledge(x.seq, None);
             self.remove_leftovers(ctx);
         }
@@ -1208,14 +1266,20 @@ impl Handler<IndexDelta> for Applier {
         } else {
             if msg.content_reply {
                 self.content_requests = self.content_requests.saturating_sub(1);
+                for e in &entries {
+                    self.in_flight.remove(&e.path);
+                }
             }
             let mut changed = Vec::new();
             let mut removed = Vec::new();
             for e in entries {
                 // Content replies and change deltas travel separately: keep the newer entry.
+                // Only a content reply can be stale for a path not held: the ordered stream
+                // of deltas and resends always carries the source's current entries (a
+                // resend may even arrive after newer live deltas, and must not be dropped).
                 let newer = match self.source.get(&e.path) {
                     Some(old) => old.seq <= e.seq,
-                    None => e.seq > self.forgotten,
+                    None => !msg.content_reply || e.seq > self.forgotten,
                 };
                 if !newer {
                     continue;

@@ -710,7 +710,7 @@ impl Differ {
                         .is_some_and(|c| c.chunks.len() >= OUTLINE_MIN_CHUNKS);
                     let old = index.get(&e.path);
                     if old.is_some_and(|o| o.state == EntryState::Deleted) {
-                        self.tombstones -= 1;
+                        self.tombstones = self.tombstones.saturating_sub(1);
                     }
                     let before = old.and_then(|o| o.content.as_ref());
                     if let (true, Some(before)) = (large, before) {

@@ -82,7 +82,10 @@ impl IndexWrite {
     /// Folds a later write into this one, so the result saves what both would in order.
     fn merge(&mut self, next: IndexWrite) {
         if next.full {
+            // The full write saves no forgotten rows, but the history they moved stays.
+            let history_from = self.history_from.max(next.history_from);
             *self = next;
+            self.history_from = history_from;
             return;
         }
         if !next.removed.is_empty() {

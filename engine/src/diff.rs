@@ -50,20 +50,27 @@ pub enum DiffOutcome {
 /// only in mtime, content decides, so identical bytes get a metadata update, not a rewrite.
 /// Source entries marked unreadable protect whatever the target holds at and below them.
 pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
-    diff_within(source, target, None, opts)
+    diff_within(source, target, None, &HashSet::new(), opts)
 }
 
 /// Like [`diff`], but looks only at `paths` (when given), with everything below and above
 /// them: what changed since the last plan was applied in full. Entries elsewhere are taken
 /// to be mirrored already, so a live change costs what it touches, not the whole folder.
 /// (Likely copies of large new files are still looked for in the whole target.)
+///
+/// Source entries in `pending` (content still being hashed) are left out: nothing is
+/// planned for them, and what the target holds at their paths is kept.
 pub fn diff_within(
     source: &Index,
     target: &Index,
     paths: Option<&BTreeSet<RelPath>>,
+    pending: &HashSet<RelPath>,
     opts: DiffOptions,
 ) -> DiffOutcome {
-    let sources = in_scope(source, paths);
+    let mut sources = in_scope(source, paths);
+    if !pending.is_empty() {
+        sources.retain(|e| !pending.contains(&e.path));
+    }
     let targets = in_scope(target, paths);
     let mut needs = ContentNeeds::default();
     let mut d = Draft::default();
@@ -971,6 +978,31 @@ mod tests {
         assert!(!has(&plan, "Remove", "old"));
     }
 
+    #[test]
+    fn pending_entries_are_left_out_and_what_the_target_holds_there_is_kept() {
+        let source = index([file("a", b"new", 1), unhashed(file("b", b"later", 2))]);
+        let target = index([file("b", b"stale", 1)]);
+        let pending: HashSet<RelPath> = [p("b")].into();
+        let plan = match diff_within(&source, &target, None, &pending, DiffOptions::default()) {
+            DiffOutcome::Ready(plan) => plan,
+            DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
+        };
+        assert!(has(&plan, "WriteFile", "a"));
+        assert!(
+            !plan.actions.iter().any(|a| a.path() == &p("b")),
+            "{plan:#?}"
+        );
+        assert!(plan.is_additive());
+        // An extraneous entry makes a plan that removes, which must wait for the rest.
+        let target = index([file("b", b"stale", 1), file("x", b"extra", 1)]);
+        let plan = match diff_within(&source, &target, None, &pending, DiffOptions::default()) {
+            DiffOutcome::Ready(plan) => plan,
+            DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
+        };
+        assert!(has(&plan, "Remove", "x"));
+        assert!(!plan.is_additive());
+    }
+
     /// A small random tree for the scoped-diff property: names from {a, b, c}, three deep.
     struct Gen(u64);
 
@@ -1062,7 +1094,7 @@ mod tests {
             }
             let opts = DiffOptions::default();
             proptest::prop_assert_eq!(
-                diff_within(&source, &target, Some(&dirty), opts),
+                diff_within(&source, &target, Some(&dirty), &HashSet::new(), opts),
                 diff(&source, &target, opts)
             );
         }

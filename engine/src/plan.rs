@@ -102,6 +102,18 @@ impl ChangeKind {
     }
 }
 
+impl Plan {
+    /// True when the plan removes nothing (no `Remove`, no `Clear`): it only adds, renames
+    /// or updates, so it may run before the rest of the source is known, with no risk of
+    /// deleting what a later part of the source still needs.
+    pub fn is_additive(&self) -> bool {
+        !self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { .. } | Action::Clear { .. }))
+    }
+}
+
 impl Action {
     /// The path this action changes.
     pub fn path(&self) -> &RelPath {

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod applier_view;
 mod delta_edits;
 mod delta_faults;
 mod delta_property;
