@@ -31,6 +31,7 @@ mod sync_ignore;
 mod sync_initial;
 mod sync_meta;
 mod sync_noop;
+mod sync_pipelined;
 mod sync_property;
 mod sync_safety;
 mod sync_skip;
