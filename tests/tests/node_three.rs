@@ -399,6 +399,31 @@ fn write_config_of(node: &NodeProcess, text: &str) {
     write(&node.config, text);
 }
 
+/// A sends `alpha` to B (dashboard on A); B is started first, and its config rewritten with
+/// the port it got so that a restart keeps it.
+fn sender_and_receiver(l: &Layout) -> (NodeProcess, NodeProcess) {
+    let ids = Ids {
+        a: node_id(&l.home("A")),
+        b: node_id(&l.home("B")),
+        c: String::new(),
+    };
+    let conf = l.conf();
+    let b_text = |port: u16| {
+        let mut text = node_table(l, "B", Some(&format!("127.0.0.1:{port}")), "off");
+        text += &peer_table("A", &ids.a, None);
+        text += &folder_table(l, "B", "alpha", "receive", &["A"]);
+        text
+    };
+    let b = NodeProcess::start(&conf, "B", &b_text(0), &[]);
+    let port = b.listen.expect("B listens").port();
+    write_config_of(&b, &b_text(port));
+    let mut a_text = node_table(l, "A", None, "127.0.0.1:0");
+    a_text += &peer_table("B", &ids.b, Some(port));
+    a_text += &folder_table(l, "A", "alpha", "send", &["B"]);
+    let a = NodeProcess::start(&conf, "A", &a_text, &[]);
+    (a, b)
+}
+
 /// A sender killed (no clean stop) may not have saved its last entries: after its restart
 /// a receiver must still converge, deletions made while the sender was down included,
 /// because an index from an unclean stop is not trusted for deltas.
@@ -408,25 +433,7 @@ fn a_killed_sender_restarts_into_a_full_index_and_converges() {
     mkdir(&l.folder("A", "alpha"));
     mkdir(&l.folder("B", "alpha"));
     fill(&l.folder("A", "alpha"), 7);
-    let ids = Ids {
-        a: node_id(&l.home("A")),
-        b: node_id(&l.home("B")),
-        c: String::new(),
-    };
-    let conf = l.conf();
-    let b_text = |port: u16| {
-        let mut text = node_table(&l, "B", Some(&format!("127.0.0.1:{port}")), "off");
-        text += &peer_table("A", &ids.a, None);
-        text += &folder_table(&l, "B", "alpha", "receive", &["A"]);
-        text
-    };
-    let mut b = NodeProcess::start(&conf, "B", &b_text(0), &[]);
-    let port = b.listen.expect("B listens").port();
-    write_config_of(&b, &b_text(port));
-    let mut a_text = node_table(&l, "A", None, "127.0.0.1:0");
-    a_text += &peer_table("B", &ids.b, Some(port));
-    a_text += &folder_table(&l, "A", "alpha", "send", &["B"]);
-    let mut a = NodeProcess::start(&conf, "A", &a_text, &[]);
+    let (mut a, mut b) = sender_and_receiver(&l);
     let (src, dst) = (l.folder("A", "alpha"), l.folder("B", "alpha"));
     wait_mirror(&mut [&mut a, &mut b], &src, &dst, "the initial sync");
 
@@ -475,25 +482,7 @@ fn removals_beyond_the_kept_tombstones_reach_a_receiver_that_was_away() {
             time_n(n),
         );
     }
-    let ids = Ids {
-        a: node_id(&l.home("A")),
-        b: node_id(&l.home("B")),
-        c: String::new(),
-    };
-    let conf = l.conf();
-    let b_text = |port: u16| {
-        let mut text = node_table(&l, "B", Some(&format!("127.0.0.1:{port}")), "off");
-        text += &peer_table("A", &ids.a, None);
-        text += &folder_table(&l, "B", "alpha", "receive", &["A"]);
-        text
-    };
-    let mut b = NodeProcess::start(&conf, "B", &b_text(0), &[]);
-    let port = b.listen.expect("B listens").port();
-    write_config_of(&b, &b_text(port));
-    let mut a_text = node_table(&l, "A", None, "127.0.0.1:0");
-    a_text += &peer_table("B", &ids.b, Some(port));
-    a_text += &folder_table(&l, "A", "alpha", "send", &["B"]);
-    let mut a = NodeProcess::start(&conf, "A", &a_text, &[]);
+    let (mut a, mut b) = sender_and_receiver(&l);
     wait_mirror(&mut [&mut a, &mut b], &src, &dst, "the initial sync");
 
     b.stop();
