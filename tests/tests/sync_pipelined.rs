@@ -33,28 +33,34 @@ impl Actor for HoldSecondReply {
 }
 
 impl Handler<IndexDelta> for HoldSecondReply {
-    type Result = ResponseFuture<()>;
+    type Result = ();
 
-    fn handle(&mut self, msg: IndexDelta, _: &mut Self::Context) -> Self::Result {
+    /// Answers at once and forwards later: the Sender waits for each index message to be
+    /// delivered, and must go on serving chunks while the reply is held.
+    fn handle(&mut self, msg: IndexDelta, ctx: &mut Self::Context) {
         let next = self.next.clone();
         let hold = msg.content_reply && self.replies.fetch_add(1, Ordering::SeqCst) == 1;
         let (dst, seen) = (self.dst.clone(), self.written_while_held.clone());
-        Box::pin(async move {
-            if hold {
-                let start = Instant::now();
-                while start.elapsed() < HOLD {
-                    if any_file(&dst) {
-                        seen.store(true, Ordering::SeqCst);
-                        break;
+        // `wait`: later index messages stay behind the held one, in order.
+        ctx.wait(
+            async move {
+                if hold {
+                    let start = Instant::now();
+                    while start.elapsed() < HOLD {
+                        if any_file(&dst) {
+                            seen.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        // A condition wait bounded by HOLD; the sleep only spaces the checks.
+                        actix_rt::time::sleep(Duration::from_millis(20)).await;
                     }
-                    // A condition wait bounded by HOLD; the sleep only spaces the checks.
-                    actix_rt::time::sleep(Duration::from_millis(20)).await;
+                }
+                if let Err(e) = next.send(msg).await {
+                    eprintln!("the tap could not forward an index message: {e}");
                 }
             }
-            if let Err(e) = next.send(msg).await {
-                eprintln!("the tap could not forward an index message: {e}");
-            }
-        })
+            .into_actor(self),
+        );
     }
 }
 
