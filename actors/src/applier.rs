@@ -779,19 +779,8 @@ impl Applier {
                 // file recorded here would be "updated" in place of the directory next.
                 let dir = match self.source.get(path) {
                     Some(s) if s.kind == EntryKind::Dir => s.clone(),
-                    _ => FileEntry {
-                        path: path.clone(),
-                        kind: EntryKind::Dir,
-                        state: EntryState::Present,
-                        size: 0,
-                        // Unknown: the next plan sets the source's, or clears it.
-                        mtime: ferry_engine::MtimeNs(0),
-                        mode: 0,
-                        content: None,
-                        symlink_target: None,
-                        seq: Seq::default(),
-                        version: Default::default(),
-                    },
+                    // Its metadata unknown: the next plan sets the source's, or clears it.
+                    _ => FileEntry::new(path.clone(), EntryKind::Dir),
                 };
                 index.insert(dir);
             }

@@ -79,6 +79,24 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
+    /// A present entry of `kind` at `path` with nothing else known yet: empty, mode 0, mtime
+    /// 0, no content or link target, sequence 0. Fill in what is known with struct update
+    /// syntax.
+    pub fn new(path: RelPath, kind: EntryKind) -> FileEntry {
+        FileEntry {
+            path,
+            kind,
+            state: EntryState::Present,
+            size: 0,
+            mtime: MtimeNs(0),
+            mode: 0,
+            content: None,
+            symlink_target: None,
+            seq: Seq::default(),
+            version: VersionVector::default(),
+        }
+    }
+
     /// True for an entry that exists at the source.
     pub fn is_present(&self) -> bool {
         self.state == EntryState::Present

@@ -186,20 +186,13 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{EntryKind, MtimeNs, VersionVector};
+    use crate::entry::EntryKind;
 
     fn entry(path: &str, seq: u64, state: EntryState) -> FileEntry {
         FileEntry {
-            path: RelPath::new(path).unwrap(),
-            kind: EntryKind::File,
             state,
-            size: 0,
-            mtime: MtimeNs(0),
-            mode: 0o644,
-            content: None,
-            symlink_target: None,
             seq: Seq(seq),
-            version: VersionVector::default(),
+            ..FileEntry::new(RelPath::new(path).unwrap(), EntryKind::File)
         }
     }
 

@@ -59,16 +59,11 @@ impl Handler<NeedGroups> for FakeSender {
 /// A directory entry: applying one needs no content from the Sender.
 fn dir(path: &str, seq: u64, state: EntryState) -> FileEntry {
     FileEntry {
-        path: RelPath::new(path).unwrap(),
-        kind: EntryKind::Dir,
         state,
-        size: 0,
         mtime: MtimeNs(1_700_000_000_000_000_000),
         mode: 0o755,
-        content: None,
-        symlink_target: None,
         seq: Seq(seq),
-        version: Default::default(),
+        ..FileEntry::new(RelPath::new(path).unwrap(), EntryKind::Dir)
     }
 }
 

@@ -199,20 +199,13 @@ impl TargetStore for DbTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_engine::{EntryKind, EntryState, FileEntry, MtimeNs, VersionVector};
+    use ferry_engine::{EntryKind, FileEntry};
 
     fn entry(path: &str, seq: u64) -> (FileEntry, Option<StatKey>) {
         let e = FileEntry {
-            path: RelPath::new(path).unwrap(),
-            kind: EntryKind::File,
-            state: EntryState::Present,
-            size: 0,
-            mtime: MtimeNs(0),
             mode: 0o644,
-            content: None,
-            symlink_target: None,
             seq: Seq(seq),
-            version: VersionVector::default(),
+            ..FileEntry::new(RelPath::new(path).unwrap(), EntryKind::File)
         };
         (e, None)
     }
