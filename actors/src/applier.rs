@@ -28,8 +28,9 @@ use crate::transfer::{
 };
 use crate::wire::encoded_len;
 
-/// Files assembled at once.
-const MAX_ACTIVE_FILES: usize = 64;
+/// Files assembled at once, at most: small files need many in flight to keep a link busy
+/// (each costs a round trip), and each holds a temp file open (see [`file_caps`]).
+const MAX_ACTIVE_FILES: usize = 512;
 /// Chunk bytes requested but not yet received, at most.
 const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
 /// A `NeedChunks` message asks for at most this many bytes.
@@ -42,6 +43,21 @@ const CONTENT_BATCH_FILES: usize = 1024;
 const CONTENT_BATCH_BYTES: u64 = 32 << 20;
 /// A batch of complete files is installed when it reaches this many files...
 const FLUSH_FILES: usize = 256;
+
+/// How many files may be assembled at once and how many complete ones wait to be installed:
+/// [`MAX_ACTIVE_FILES`] and [`FLUSH_FILES`], fewer when the open-file limit is low. Every
+/// one of them holds a temp file open, and several folders share the process's limit.
+fn file_caps() -> (usize, usize) {
+    static CAPS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *CAPS.get_or_init(|| {
+        let share =
+            usize::try_from(ferry_engine::target::open_files_limit() / 16).unwrap_or(usize::MAX);
+        (
+            share.clamp(16, MAX_ACTIVE_FILES),
+            share.clamp(16, FLUSH_FILES),
+        )
+    })
+}
 /// ... or this many bytes (or when nothing else is being assembled).
 const FLUSH_BYTES: u64 = 64 << 20;
 /// Blocking file-system jobs at once: writes and fsyncs are latency-bound, so wider than the core count.
@@ -794,7 +810,7 @@ impl Applier {
     fn pump_files(&mut self, ctx: &mut Context<Self>) {
         loop {
             let Some(x) = self.exec.as_mut() else { return };
-            if x.active >= MAX_ACTIVE_FILES || x.inflight >= MAX_INFLIGHT_BYTES {
+            if x.active >= file_caps().0 || x.inflight >= MAX_INFLIGHT_BYTES {
                 break;
             }
             let Some(slot) = x.queue.pop_front() else {
@@ -966,7 +982,7 @@ impl Applier {
     /// large enough or nothing else is being assembled.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let Some(x) = self.exec.as_mut() else { return };
-        let full = x.sealed.len() >= FLUSH_FILES || x.sealed_bytes >= FLUSH_BYTES;
+        let full = x.sealed.len() >= file_caps().1 || x.sealed_bytes >= FLUSH_BYTES;
         if x.sealed.is_empty() || !(full || x.active == 0) {
             return;
         }

@@ -16,6 +16,7 @@
 
 pub mod apply;
 pub mod assemble;
+mod beneath;
 pub mod chunk;
 pub mod chunkindex;
 pub mod diff;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 
+use crate::beneath;
 use crate::entry::{EntryKind, MtimeNs};
 use crate::error::{Error, Result};
 use crate::relpath::RelPath;
@@ -18,6 +19,14 @@ use crate::relpath::RelPath;
 pub const TEMP_PREFIX: &str = ".ferry-tmp-";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The process's current (soft) limit on open files; `u64::MAX` when unlimited. The
+/// Applier sizes how many temp files it keeps open at once from it.
+pub fn open_files_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
 
 /// What is at a path in the target, as seen without following symlinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +94,18 @@ impl TargetDir {
 
     /// Opens the directory holding `path`, refusing any component that is not a real directory.
     fn parent(&self, path: &RelPath) -> Result<DirFd<'_>> {
+        let Some((dir, _)) = path.as_str().rsplit_once('/') else {
+            return Ok(DirFd::Root(self.root_fd.as_fd()));
+        };
+        match beneath::open_dir(&self.root_fd, dir, dir_flags()) {
+            Some(fd) => Ok(DirFd::Owned(fd)),
+            // Not there, not a directory, or no `openat2`: the walk says which component.
+            None => self.walk_to_parent(path),
+        }
+    }
+
+    /// [`Self::parent`] one component at a time, naming the component that fails.
+    fn walk_to_parent(&self, path: &RelPath) -> Result<DirFd<'_>> {
         let mut cur = DirFd::Root(self.root_fd.as_fd());
         let comps: Vec<&str> = path.components().collect();
         for c in &comps[..comps.len() - 1] {

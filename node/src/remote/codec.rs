@@ -131,12 +131,24 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         return Err(FrameError::TooLarge { len, max });
     }
     let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
-    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
-    if body.len() < len {
-        return Err(FrameError::Truncated {
-            expected: len,
-            got: body.len(),
-        });
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            // The peer has sent the first part: room for the rest at once, so the body is
+            // not copied again as it grows.
+            body.reserve_exact(len - body.len());
+        }
+        let want = (len - body.len()) as u64;
+        match (&mut *r).take(want).read_buf(&mut body).await {
+            Ok(0) => {
+                return Err(FrameError::Truncated {
+                    expected: len,
+                    got: body.len(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     decode(&body).map(Some)
 }
