@@ -17,11 +17,12 @@ use ferry_engine::{
 use crate::events::EventKind;
 use crate::health::Role;
 use crate::messages::{
-    Applied, ApplyFailed, ChunkData, ChunkRequest, FolderId, GroupData, IndexDelta, ListForm,
-    NeedChunks, NeedContent, NeedGroups, SkippedPath, Start,
+    Applied, ApplyFailed, ChunkBody, ChunkData, ChunkRequest, FolderId, GroupData, IndexDelta,
+    ListForm, NeedChunks, NeedContent, NeedGroups, SkippedPath, Start,
 };
 use crate::persist::{TargetChange, TargetPersister, TargetStore};
 use crate::pool::Pool;
+use crate::stash::Stash;
 use crate::stats::Stats;
 use crate::transfer::{
     fail_slots, install_batch, withdraw_slots, write_chunks, Slot, SlotEvent, Waiters,
@@ -121,6 +122,8 @@ struct Execution {
     waiting: HashMap<ChunkId, Waiters>,
     requests: VecDeque<ChunkRequest>,
     inflight: u64,
+    /// Chunks taken from the stash for files just started, to be written.
+    stashed: Vec<(ChunkId, ChunkBody)>,
     retries: HashMap<ChunkId, u32>,
     dirs: BTreeSet<Option<RelPath>>,
     /// Complete files waiting to be made durable and installed as a batch.
@@ -152,6 +155,8 @@ pub struct Applier {
     have_snapshot: bool,
     upto: Seq,
     content_requests: usize,
+    /// Chunks sent inline with content replies, and the content requests not sent yet.
+    stash: Stash,
     /// Source files whose content was asked for and has not arrived: plans made meanwhile
     /// leave them out (see [`Applier::try_plan`]).
     in_flight: HashSet<RelPath>,
@@ -239,6 +244,7 @@ impl Applier {
             have_snapshot: false,
             upto: Seq::default(),
             content_requests: 0,
+            stash: Stash::default(),
             in_flight: HashSet::new(),
             target_jobs: 0,
             asked: HashSet::new(),
@@ -444,13 +450,19 @@ impl Applier {
         };
         let none = HashSet::new();
         let pending = if partial { &self.in_flight } else { &none };
-        match diff_within(
-            &self.source,
-            target_index.index(),
-            self.changed.as_ref(),
-            pending,
-            opts,
-        ) {
+        // A partial plan leaves the files in flight out: it need not look at them at all
+        // (they stay in `changed` for the plan made once they arrive).
+        let arrived: Option<BTreeSet<RelPath>> = match &self.changed {
+            Some(c) if partial => Some(
+                c.iter()
+                    .filter(|p| !self.in_flight.contains(*p))
+                    .cloned()
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let scope = arrived.as_ref().or(self.changed.as_ref());
+        match diff_within(&self.source, target_index.index(), scope, pending, opts) {
             DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
             DiffOutcome::Ready(plan) if partial => {
                 self.dirty = false;
@@ -493,6 +505,7 @@ impl Applier {
             }
         }
         // In batches, so the first files can be planned while the rest are hashed.
+        let inline = !self.opts.dry_run && self.target_holds_no_content();
         let mut batch = Vec::new();
         let mut batch_bytes = 0u64;
         let count = source.len();
@@ -505,16 +518,15 @@ impl Applier {
                 || i + 1 == count
             {
                 self.content_requests += 1;
-                let msg = NeedContent {
+                self.stash.push_request(NeedContent {
                     folder: self.folder.clone(),
                     paths: std::mem::take(&mut batch),
-                };
+                    inline,
+                });
                 batch_bytes = 0;
-                self.meter(&msg);
-                let request = self.sender.need_content.send(msg);
-                self.deliver_to_sender(request, ctx);
             }
         }
+        self.pump_content(ctx);
         for group in needs.target.chunks(32) {
             let group = group.to_vec();
             let target = self.target.clone();
@@ -559,6 +571,27 @@ impl Applier {
         if self.content_requests == 0 && self.target_jobs == 0 {
             self.try_plan(ctx);
         }
+    }
+
+    /// Sends the content requests the stash lets go now.
+    fn pump_content(&mut self, ctx: &mut Context<Self>) {
+        while let Some(msg) = self.stash.next_request() {
+            self.meter(&msg);
+            let request = self.sender.need_content.send(msg);
+            self.deliver_to_sender(request, ctx);
+        }
+    }
+
+    /// True when the target holds no file content at all (nothing to reuse for any chunk):
+    /// small files' chunks are then asked for inline, with their chunk lists.
+    fn target_holds_no_content(&self) -> bool {
+        self.target_index.as_ref().is_some_and(|t| {
+            t.chunks().is_empty()
+                && !t
+                    .index()
+                    .iter()
+                    .any(|e| e.kind == EntryKind::File && e.is_present())
+        })
     }
 
     /// Acknowledges `seq`: the sequence the applied plan was made from (deltas that arrived
@@ -660,6 +693,7 @@ impl Applier {
             waiting: HashMap::new(),
             requests: VecDeque::new(),
             inflight: 0,
+            stashed: Vec::new(),
             retries: HashMap::new(),
             dirs: BTreeSet::new(),
             sealed: Vec::new(),
@@ -863,25 +897,58 @@ impl Applier {
         }));
     }
 
-    /// Registers the chunks a slot needs from the sender.
+    /// Registers the chunks a slot needs from the sender: those that came inline are
+    /// written by the next [`Applier::pump_requests`], the others asked for.
     fn want(&mut self, slot: &Arc<Slot>, tasks: Vec<ChunkTask>) {
         let Some(x) = self.exec.as_mut() else { return };
         for t in tasks {
             let waiters = x.waiting.entry(t.chunk.id).or_default();
             if waiters.is_empty() {
-                x.requests.push_back(ChunkRequest {
-                    id: t.chunk.id,
-                    path: slot.entry.path.clone(),
-                    offset: t.offset,
-                    len: t.chunk.len,
-                });
+                match self.stash.take(&t.chunk.id) {
+                    Some(body) => x.stashed.push((t.chunk.id, body)),
+                    None => x.requests.push_back(ChunkRequest {
+                        id: t.chunk.id,
+                        path: slot.entry.path.clone(),
+                        offset: t.offset,
+                        len: t.chunk.len,
+                    }),
+                }
             }
             waiters.push((slot.clone(), t));
         }
     }
 
-    /// Sends chunk requests while the in-flight bound allows.
+    /// Writes the chunks that came inline for the files started since the last call, with
+    /// every file that waits for them.
+    fn write_stashed(&mut self, ctx: &mut Context<Self>) {
+        let Some(x) = self.exec.as_mut() else { return };
+        if x.stashed.is_empty() {
+            return;
+        }
+        let mut batch = Vec::new();
+        let mut wrong_length = Vec::new();
+        for (id, body) in std::mem::take(&mut x.stashed) {
+            let Some(waiters) = x.waiting.remove(&id) else {
+                continue;
+            };
+            if body.len() == u64::from(waiters[0].1.chunk.len) {
+                batch.push((body, id, waiters));
+            } else {
+                wrong_length.push((id, waiters));
+            }
+        }
+        for (id, waiters) in wrong_length {
+            self.retry_chunk(id, waiters);
+        }
+        // Never counted in flight: they were not asked for.
+        self.write(batch, 0, ctx);
+        self.pump_content(ctx);
+    }
+
+    /// Sends chunk requests while the in-flight bound allows (writing those that came
+    /// inline first).
     fn pump_requests(&mut self, ctx: &mut Context<Self>) {
+        self.write_stashed(ctx);
         let Some(x) = self.exec.as_mut() else { return };
         let mut messages = Vec::new();
         while x.inflight < MAX_INFLIGHT_BYTES && !x.requests.is_empty() {
@@ -1062,6 +1129,14 @@ impl Applier {
         if !x.withdrawn && !x.partial {
             self.acknowledge(x.seq, None);
             self.remove_leftovers(ctx);
+        }
+        if !x.partial && self.content_requests == 0 {
+            // Every file has been planned: what is still kept was not needed after all
+            // (a file that changed or failed meanwhile).
+            if self.stash.bytes() > 0 {
+                tracing::debug!(folder = %self.folder, "{} bytes sent inline not needed", self.stash.bytes());
+            }
+            self.stash.clear();
         }
         self.schedule_retry(ctx);
         // Deltas that arrived while the plan ran are planned now.
@@ -1271,6 +1346,8 @@ impl Handler<IndexDelta> for Applier {
         } else {
             if msg.content_reply {
                 self.content_requests = self.content_requests.saturating_sub(1);
+                self.stash.replied();
+                self.pump_content(ctx);
                 for e in &entries {
                     self.in_flight.remove(&e.path);
                 }
@@ -1321,6 +1398,18 @@ impl Handler<ChunkData> for Applier {
 
     fn handle(&mut self, msg: ChunkData, ctx: &mut Self::Context) {
         self.stats.actors.handled(Role::Target);
+        if msg.inline {
+            let requested = |id: &ChunkId| {
+                self.exec
+                    .as_ref()
+                    .is_some_and(|x| x.waiting.contains_key(id))
+            };
+            let dropped = self.stash.keep(msg.chunks, requested);
+            if dropped > 0 {
+                tracing::debug!(folder = %self.folder, "{dropped} bytes sent inline dropped: too much kept already");
+            }
+            return;
+        }
         let Some(x) = self.exec.as_mut() else {
             tracing::debug!(folder = %self.folder, "chunk data outside a transfer ignored");
             return;
@@ -1371,8 +1460,23 @@ impl Handler<ChunkData> for Applier {
         for (id, waiters) in wrong_length {
             self.retry_chunk(id, waiters);
         }
+        self.write(batch, held, ctx);
+        self.pump_files(ctx);
+        self.check_done(ctx);
+    }
+}
+
+impl Applier {
+    /// Verifies and writes chunk data on the I/O pool; `held` bytes of it were counted in
+    /// flight and are released once it is on disk.
+    fn write(
+        &mut self,
+        batch: Vec<(ChunkBody, ChunkId, Waiters)>,
+        held: u64,
+        ctx: &mut Context<Self>,
+    ) {
         if !batch.is_empty() {
-            let x = self.exec.as_mut().expect("checked above");
+            let Some(x) = self.exec.as_mut() else { return };
             x.jobs += 1;
             let pool = self.io.clone();
             let job = async move { pool.run("write chunks", move || write_chunks(batch)).await };
@@ -1384,6 +1488,9 @@ impl Handler<ChunkData> for Applier {
                 match res {
                     Ok(outcome) => {
                         Stats::add(&act.stats.bytes_zero, outcome.zero_bytes);
+                        for (id, body) in outcome.written {
+                            act.stash.remember(id, body);
+                        }
                         act.on_events(outcome.events);
                         for (id, waiters) in outcome.bad {
                             act.retry_chunk(id, waiters);
@@ -1395,8 +1502,6 @@ impl Handler<ChunkData> for Applier {
                 act.check_done(ctx);
             }));
         }
-        self.pump_files(ctx);
-        self.check_done(ctx);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The Differ: owns a source folder's index, scans it, and hashes files on request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +17,8 @@ use crate::error::Result;
 use crate::events::EventKind;
 use crate::health::Role;
 use crate::messages::{
-    CurrentSeq, Dirty, Failed, FolderId, GetContent, HashFiles, Rescan, Resend, SourceUpdate, Start,
+    ChunkBody, ChunkPayload, CurrentSeq, Dirty, Failed, FolderId, GetContent, HashFiles, Hashed,
+    Rescan, Resend, SourceUpdate, Start,
 };
 use crate::persist::{IndexWrite, Persister, SavedIndex, SourceStore, SEQ_BLOCK};
 use crate::pool::Pool;
@@ -33,14 +34,18 @@ const TOMBSTONES_KEPT: usize = 4096;
 
 /// Hashes a source file, trying again while it changes under the read (a writer still at
 /// work), up to [`HASH_ATTEMPTS`] times.
+/// Keeps the bytes of files of at most `keep` bytes (see [`SourceDir::hash_file_keeping`]).
 fn hash_settled(
     source: &SourceDir,
     path: &RelPath,
-) -> std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error> {
-    let mut last = source.hash_file(path);
+    keep: u64,
+) -> std::result::Result<(ferry_engine::Content, StatKey, Vec<Vec<u8>>), ferry_engine::Error> {
+    let mut last = source.hash_file_keeping(path, keep);
     for _ in 1..HASH_ATTEMPTS {
         match &last {
-            Err(ferry_engine::Error::Changed { .. }) => last = source.hash_file(path),
+            Err(ferry_engine::Error::Changed { .. }) => {
+                last = source.hash_file_keeping(path, keep);
+            }
             _ => break,
         }
     }
@@ -426,11 +431,11 @@ impl Differ {
 
 type HashResult = (
     RelPath,
-    std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error>,
+    std::result::Result<(ferry_engine::Content, StatKey, Vec<Vec<u8>>), ferry_engine::Error>,
 );
 
 impl Handler<HashFiles> for Differ {
-    type Result = ResponseActFuture<Self, Result<Vec<FileEntry>>>;
+    type Result = ResponseActFuture<Self, Result<Hashed>>;
 
     fn handle(&mut self, msg: HashFiles, _: &mut Self::Context) -> Self::Result {
         self.stats.actors.handled(Role::Differ);
@@ -451,6 +456,7 @@ impl Handler<HashFiles> for Differ {
                 .collect(),
             None => Vec::new(),
         };
+        let keep = msg.keep;
         let jobs = files.chunks(FILES_PER_JOB).map(|group| {
             let group = group.to_vec();
             let source = self.source.clone();
@@ -460,7 +466,7 @@ impl Handler<HashFiles> for Differ {
                     group
                         .into_iter()
                         .map(|p| {
-                            let hashed = hash_settled(&source, &p);
+                            let hashed = hash_settled(&source, &p, keep);
                             (p, hashed)
                         })
                         .collect::<Vec<HashResult>>()
@@ -470,15 +476,37 @@ impl Handler<HashFiles> for Differ {
         });
         let all = join_all(jobs.collect::<Vec<_>>());
         Box::pin(all.into_actor(self).map(move |results, act, _| {
-            let mut out = Vec::new();
+            let mut out = Hashed::default();
+            let mut kept = HashSet::new();
             for batch in results {
                 for (path, res) in batch? {
                     let current = act.index.as_ref().and_then(|i| i.get(&path));
                     match current {
                         // Replaced since it was asked for: the newer entry (already sent,
                         // with its content) stands.
-                        Some(e) if Some(&e.seq) != asked.get(&path) => out.push(e.clone()),
-                        _ => out.extend(act.record_hash(&path, res)),
+                        Some(e) if Some(&e.seq) != asked.get(&path) => {
+                            out.entries.push(e.clone());
+                        }
+                        _ => {
+                            let (res, bytes) = match res {
+                                Ok((content, stat, bytes)) => (Ok((content, stat)), bytes),
+                                Err(e) => (Err(e), Vec::new()),
+                            };
+                            let Some(entry) = act.record_hash(&path, res) else {
+                                continue;
+                            };
+                            if let Some(content) = &entry.content {
+                                for (c, data) in content.chunks.iter().zip(bytes) {
+                                    if kept.insert(c.id) {
+                                        out.chunks.push(ChunkPayload {
+                                            id: c.id,
+                                            body: ChunkBody::of(data),
+                                        });
+                                    }
+                                }
+                            }
+                            out.entries.push(entry);
+                        }
                     }
                 }
             }
@@ -581,8 +609,8 @@ fn rescan(
         if e.kind != EntryKind::File || !e.is_present() || e.content.is_some() {
             continue;
         }
-        match hash_settled(source, &e.path) {
-            Ok((content, st)) => {
+        match hash_settled(source, &e.path, 0) {
+            Ok((content, st, _)) => {
                 hashed += st.size;
                 e.size = st.size;
                 e.mtime = ferry_engine::MtimeNs(st.mtime_ns);

@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod replication;
 pub mod sender;
+mod stash;
 pub mod stats;
 pub mod supervisor;
 mod transfer;

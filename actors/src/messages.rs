@@ -184,6 +184,11 @@ pub struct NeedContent {
     pub folder: FolderId,
     /// The files to hash.
     pub paths: Vec<RelPath>,
+    /// Send the chunks of the small files along, unasked ([`ChunkData::inline`]): the
+    /// target holds no file content at all, so it has nothing to reuse and would ask for
+    /// every one of them. Saves the Sender reading each file twice and a round trip per file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
 }
 
 /// One chunk the Applier asks for, with where the sender's index says it lives.
@@ -272,6 +277,10 @@ pub struct ChunkData {
     pub chunks: Vec<ChunkPayload>,
     /// Chunks not served.
     pub failed: Vec<ChunkFailure>,
+    /// Chunks of the files of a [`NeedContent::inline`] request, sent before their entries
+    /// and unasked: the Applier keeps them (within a bound) for the files that need them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
 }
 
 /// A path the Applier left as it was, and why.
@@ -334,10 +343,21 @@ pub struct ApplyFailed {
 
 /// Sender → Differ: hash these files and return their entries with chunk lists.
 #[derive(Clone, Debug, Message)]
-#[rtype(result = "Result<Vec<FileEntry>>")]
+#[rtype(result = "Result<Hashed>")]
 pub struct HashFiles {
     /// The files.
     pub paths: Vec<RelPath>,
+    /// Also return the chunks of files of at most this many bytes, read in the same pass.
+    pub keep: u64,
+}
+
+/// Differ → Sender: the answer to [`HashFiles`].
+#[derive(Debug, Default)]
+pub struct Hashed {
+    /// The entries, with their chunk lists.
+    pub entries: Vec<FileEntry>,
+    /// The chunks kept (each id once) of the entries small enough.
+    pub chunks: Vec<ChunkPayload>,
 }
 
 /// Differ → Sender: the source index, or changes to it.

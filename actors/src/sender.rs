@@ -1,11 +1,13 @@
 //! The Sender: forwards a source index to one target and serves the chunks that target asks for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use ferry_engine::outline::{groups, outline, OUTLINE_MIN_CHUNKS};
-use ferry_engine::{patch, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile};
+use ferry_engine::{
+    patch, ChunkId, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile,
+};
 
 use crate::differ::Differ;
 use crate::events::EventKind;
@@ -23,6 +25,9 @@ use crate::wire::encoded_len;
 const READ_JOBS: usize = 4;
 /// A `ChunkData` message carries at most this many bytes.
 const MAX_DATA_MESSAGE: usize = 4 << 20;
+/// Files of at most this many bytes have their chunks sent with their entries when the
+/// Applier asks for content inline ([`NeedContent::inline`]).
+pub const INLINE_MAX: u64 = 1 << 20;
 
 /// The recipients through which a Sender reaches its target's Applier, whether it lives in
 /// this process or behind a network link.
@@ -49,6 +54,8 @@ pub struct Sender {
     /// For large files, the content the target's view of the source holds (with the
     /// sequence of that entry): what a patch may be made against.
     sent: HashMap<RelPath, (Seq, ContentId)>,
+    /// The chunks sent inline to this target (each is sent inline once).
+    inlined: HashSet<ChunkId>,
 }
 
 /// Wires a Sender to its Differ and target once all three exist.
@@ -80,6 +87,7 @@ impl Sender {
             pool: Pool::new(READ_JOBS),
             stats,
             sent: HashMap::new(),
+            inlined: HashSet::new(),
         }
     }
 
@@ -229,11 +237,50 @@ impl Handler<NeedContent> for Sender {
         let Some(differ) = self.differ.clone() else {
             return self.fail("content request before the differ was connected".into());
         };
+        let Some(target) = self.target.clone() else {
+            return self.fail("content request before the target was connected".into());
+        };
+        let keep = if msg.inline {
+            INLINE_MAX
+        } else {
+            // The target holds content now: it asks for no more inline chunks.
+            self.inlined = HashSet::new();
+            0
+        };
+        let hashed = differ.send(HashFiles {
+            paths: msg.paths,
+            keep,
+        });
         // `spawn`, not `wait`: the Differ may itself be waiting to hand this Sender an
         // update, and the Applier keeps the newer of two entries for a path whatever the order.
-        let hashed = differ.send(HashFiles { paths: msg.paths });
-        ctx.spawn(hashed.into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok(entries)) => {
+        ctx.spawn(hashed.into_actor(self).map(move |res, act, ctx| {
+            let hashed = match res {
+                Ok(Ok(hashed)) => hashed,
+                Ok(Err(e)) => return act.fail(format!("hashing failed: {e}")),
+                Err(e) => return act.fail(format!("differ is gone: {e}")),
+            };
+            // Each chunk inline once: a file met later with a chunk sent already gets it
+            // from the target's copy, or asks for it.
+            let chunks: Vec<ChunkPayload> = hashed
+                .chunks
+                .into_iter()
+                .filter(|c| act.inlined.insert(c.id))
+                .collect();
+            let messages = in_messages(&act.folder, chunks, true);
+            let (target, stats) = (target.clone(), act.stats.clone());
+            // The chunks go before the entries: the Applier plans these files once their
+            // entries arrive, and finds their chunks there already.
+            let sent = async move {
+                for batch in messages {
+                    deliver(&target, batch, &stats).await?;
+                }
+                Ok::<_, crate::Error>(())
+            };
+            let entries = hashed.entries;
+            ctx.spawn(sent.into_actor(act).map(|res, act, ctx| {
+                if let Err(e) = res {
+                    return act.fail(e.to_string());
+                }
                 let delta = IndexDelta {
                     folder: act.folder.clone(),
                     snapshot: false,
@@ -243,9 +290,7 @@ impl Handler<NeedContent> for Sender {
                     lists: Vec::new(),
                 };
                 act.forward_index(delta, &HashMap::new(), ctx);
-            }
-            Ok(Err(e)) => act.fail(format!("hashing failed: {e}")),
-            Err(e) => act.fail(format!("differ is gone: {e}")),
+            }));
         }));
     }
 }
@@ -332,26 +377,7 @@ impl Handler<NeedChunks> for Sender {
                 })
                 .await?;
             for batch in batches {
-                let (mut data, mut chunks) = (0u64, 0u64);
-                for c in &batch.chunks {
-                    if let ChunkBody::Bytes(d) = &c.body {
-                        data += d.len() as u64;
-                        chunks += 1;
-                    }
-                }
-                let metadata = encoded_len(&batch).saturating_sub(data);
-                stats.actors.queued(Role::Target);
-                target
-                    .chunks
-                    .send(batch)
-                    .await
-                    .map_err(|source| crate::Error::Mailbox {
-                        actor: "applier",
-                        source,
-                    })?;
-                Stats::add(&stats.bytes_sent, data);
-                Stats::add(&stats.chunks_sent, chunks);
-                Stats::add(&stats.bytes_metadata, metadata);
+                deliver(&target, batch, &stats).await?;
             }
             Ok::<_, crate::Error>(())
         };
@@ -361,6 +387,57 @@ impl Handler<NeedChunks> for Sender {
             }
         }));
     }
+}
+
+/// Hands one message of chunk data to the target, counting what it carries.
+async fn deliver(target: &TargetLink, batch: ChunkData, stats: &Stats) -> crate::Result<()> {
+    let (mut data, mut chunks) = (0u64, 0u64);
+    for c in &batch.chunks {
+        if let ChunkBody::Bytes(d) = &c.body {
+            data += d.len() as u64;
+            chunks += 1;
+        }
+    }
+    let metadata = encoded_len(&batch).saturating_sub(data);
+    stats.actors.queued(Role::Target);
+    target
+        .chunks
+        .send(batch)
+        .await
+        .map_err(|source| crate::Error::Mailbox {
+            actor: "applier",
+            source,
+        })?;
+    Stats::add(&stats.bytes_sent, data);
+    Stats::add(&stats.chunks_sent, chunks);
+    Stats::add(&stats.bytes_metadata, metadata);
+    Ok(())
+}
+
+/// `chunks` in messages of at most about [`MAX_DATA_MESSAGE`] bytes of data each.
+fn in_messages(folder: &FolderId, chunks: Vec<ChunkPayload>, inline: bool) -> Vec<ChunkData> {
+    let empty = || ChunkData {
+        folder: folder.clone(),
+        chunks: Vec::new(),
+        failed: Vec::new(),
+        inline,
+    };
+    let mut out = Vec::new();
+    let (mut cur, mut bytes) = (empty(), 0usize);
+    for c in chunks {
+        if let ChunkBody::Bytes(d) = &c.body {
+            bytes += d.len();
+        }
+        cur.chunks.push(c);
+        if bytes >= MAX_DATA_MESSAGE {
+            out.push(std::mem::replace(&mut cur, empty()));
+            bytes = 0;
+        }
+    }
+    if !cur.chunks.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Reads the requested chunks, each re-verified against its id, into messages of bounded size.
@@ -375,6 +452,7 @@ fn read_chunks(
         folder: folder.clone(),
         chunks: Vec::new(),
         failed: Vec::new(),
+        inline: false,
     };
     let mut cur_bytes = 0usize;
     for r in requests {
@@ -415,6 +493,7 @@ fn read_chunks(
                     folder: folder.clone(),
                     chunks: Vec::new(),
                     failed: Vec::new(),
+                    inline: false,
                 },
             ));
             cur_bytes = 0;

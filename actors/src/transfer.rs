@@ -49,6 +49,9 @@ pub(crate) struct WriteOutcome {
     pub(crate) bad: Vec<(ChunkId, Waiters)>,
     /// Bytes of all-zero chunks left as holes (once for every place they fill).
     pub(crate) zero_bytes: u64,
+    /// The chunks written, handed back: a file started later may need one again before
+    /// any file holding it is installed.
+    pub(crate) written: Vec<(ChunkId, ChunkBody)>,
 }
 
 impl Slot {
@@ -200,6 +203,7 @@ pub(crate) fn write_chunks(batch: Vec<(ChunkBody, ChunkId, Waiters)>) -> WriteOu
             ChunkBody::Bytes(data) => (data, false),
             ChunkBody::Zeros(len) => (vec![0u8; len as usize], true),
         };
+        let mut wrote = false;
         if !id.matches(&data) {
             out.bad.push((id, waiters));
             continue;
@@ -222,10 +226,21 @@ pub(crate) fn write_chunks(batch: Vec<(ChunkBody, ChunkId, Waiters)>) -> WriteOu
                 slot.with_temp(|temp| temp.write_at(task.offset, &data))
             };
             let event = match res {
-                Ok(()) => slot.written(1),
+                Ok(()) => {
+                    wrote = true;
+                    slot.written(1)
+                }
                 Err(e) => slot.abort(e.to_string()),
             };
             out.events.extend(event);
+        }
+        if wrote {
+            let body = if zeros {
+                ChunkBody::Zeros(data.len() as u32)
+            } else {
+                ChunkBody::Bytes(data)
+            };
+            out.written.push((id, body));
         }
     }
     out

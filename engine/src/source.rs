@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::chunk::{chunk_reader, ChunkId, ChunkParams, Content};
+use crate::chunk::{chunk_reader, chunk_stream, ChunkId, ChunkParams, Content};
 use crate::error::{Error, Result};
 use crate::index::StatKey;
 use crate::relpath::RelPath;
@@ -51,15 +51,35 @@ impl SourceDir {
     /// Chunks the file at `path`. Fails with [`Error::Changed`] if it was modified while read,
     /// so a chunk list never describes a mix of two versions.
     pub fn hash_file(&self, path: &RelPath) -> Result<(Content, StatKey)> {
+        self.hash_file_keeping(path, 0)
+            .map(|(content, stat, _)| (content, stat))
+    }
+
+    /// [`Self::hash_file`], also returning the bytes of each chunk, in order, when the
+    /// file is at most `keep` bytes long (read once for both; none for a longer file). The
+    /// bytes are those the chunk list was computed from: the file did not change while read.
+    pub fn hash_file_keeping(
+        &self,
+        path: &RelPath,
+        keep: u64,
+    ) -> Result<(Content, StatKey, Vec<Vec<u8>>)> {
         let f = self.open(path)?;
         let before = f.stat()?;
-        let content =
-            chunk_reader(&f.file, &self.params).map_err(|e| Error::io("read", &f.full, e))?;
+        let mut bytes = Vec::new();
+        let content = if before.size <= keep {
+            chunk_stream(&f.file, &self.params, |_, b, _| {
+                bytes.push(b.to_vec());
+                Ok(())
+            })
+        } else {
+            chunk_reader(&f.file, &self.params)
+        }
+        .map_err(|e| Error::io("read", &f.full, e))?;
         let after = f.stat()?;
         if before != after || content.len() != after.size {
             return Err(Error::Changed { path: path.clone() });
         }
-        Ok((content, after))
+        Ok((content, after, bytes))
     }
 }
 

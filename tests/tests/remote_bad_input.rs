@@ -516,6 +516,7 @@ async fn answer_until_applied(s: &mut Tls, files: &[(&str, &[u8])], seq: u64) ->
                     folder: folder_id(FOLDER),
                     chunks,
                     failed: Vec::new(),
+                    inline: false,
                 };
                 send(s, &Frame::Chunks(data)).await;
             }
@@ -748,6 +749,7 @@ fn wrong_message_types_and_versions_are_refused() {
             body: ChunkBody::Bytes(b"x".to_vec()),
         }],
         failed: Vec::new(),
+        inline: false,
     });
     let opened = Frame::Opened(Opened {
         folder: folder_id(FOLDER),
@@ -1025,6 +1027,7 @@ fn chunk_data_that_does_not_match_its_id_is_refused() {
                 folder: folder_id(FOLDER),
                 chunks,
                 failed: Vec::new(),
+                inline: false,
             }),
         )
         .await;

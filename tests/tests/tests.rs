@@ -29,6 +29,7 @@ mod sync_dryrun;
 mod sync_errors;
 mod sync_ignore;
 mod sync_initial;
+mod sync_inline;
 mod sync_meta;
 mod sync_noop;
 mod sync_pipelined;

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::codec::{read_frame, write_frame};
+use super::codec::{read_frame, read_frame_reusing, write_frame};
 use super::metered::Metered;
 use super::parts::split_index;
 use super::protocol::{Frame, Hello, Open, INDEX_PART_BYTES, MAX_FRAME, PROTOCOL_VERSION};
@@ -414,8 +414,10 @@ async fn read_loop(
     // The remote Applier's totals for this connection, as last reported.
     let mut counts = ApplyCounts::default();
     let gone = |e: actix::MailboxError| LinkDown::permanent(format!("the sender is gone: {e}"));
+    let mut body = Vec::new();
     loop {
-        let frame = match tokio::time::timeout(link.timeout, read_frame(&mut r, MAX_FRAME)).await {
+        let read = read_frame_reusing(&mut r, MAX_FRAME, &mut body);
+        let frame = match tokio::time::timeout(link.timeout, read).await {
             Err(_) => {
                 return LinkDown::transient(format!(
                     "nothing heard from the server for {:?}",

@@ -18,6 +18,9 @@ const PREFIX: usize = 4;
 /// frame and sending little costs this much, not what it announced.
 const INITIAL_BODY_CAPACITY: usize = 64 << 10;
 
+/// The most capacity a connection's frame buffer keeps between frames.
+const KEPT_BODY_CAPACITY: usize = 8 << 20;
+
 /// How deeply CBOR arrays, maps and tags may nest in a frame. The deepest legitimate frame
 /// (an index part carrying a patch) nests about a dozen levels; the limit keeps garbage
 /// that nests deeper (inside a field serde skips, say) from exhausting a small task stack.
@@ -108,6 +111,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
 ) -> Result<Option<Frame>, FrameError> {
+    read_frame_reusing(r, max, &mut Vec::new()).await
+}
+
+/// [`read_frame`] reading the body into `body` (its capacity kept for the next frame,
+/// unless over [`KEPT_BODY_CAPACITY`]): a connection's frames do not each fault in fresh
+/// memory.
+pub async fn read_frame_reusing<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    body: &mut Vec<u8>,
+) -> Result<Option<Frame>, FrameError> {
+    body.clear();
+    if body.capacity() > KEPT_BODY_CAPACITY {
+        *body = Vec::new();
+    }
     let mut prefix = [0u8; PREFIX];
     let mut got = 0;
     while got < PREFIX {
@@ -130,7 +148,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
+    body.reserve(len.min(INITIAL_BODY_CAPACITY));
     while body.len() < len {
         if body.len() == body.capacity() {
             // The peer has sent the first part: room for the rest at once, so the body is
@@ -138,7 +156,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             body.reserve_exact(len - body.len());
         }
         let want = (len - body.len()) as u64;
-        match (&mut *r).take(want).read_buf(&mut body).await {
+        match (&mut *r).take(want).read_buf(body).await {
             Ok(0) => {
                 return Err(FrameError::Truncated {
                     expected: len,
@@ -150,7 +168,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             Err(e) => return Err(e.into()),
         }
     }
-    decode(&body).map(Some)
+    decode(body).map(Some)
 }
 
 /// Writes `frame` and returns the bytes written, length prefix included. Does not flush.
@@ -242,6 +260,7 @@ mod tests {
                 body: ChunkBody::Bytes(data),
             }],
             failed: vec![],
+            inline: false,
         });
         let n = encode(&frame).unwrap().len();
         assert!((1 << 20..(1 << 20) + 200).contains(&n), "{n}");
@@ -256,6 +275,7 @@ mod tests {
                 body: ChunkBody::Bytes(vec![1; MAX_FRAME]),
             }],
             failed: vec![],
+            inline: false,
         });
         match encode(&frame) {
             Err(FrameError::TooLarge { len, max }) => {

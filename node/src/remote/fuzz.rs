@@ -306,6 +306,16 @@ pub fn sample_frames() -> Vec<Frame> {
                 path: path("src/main.rs"),
                 reason: "the file changed while it was read".into(),
             }],
+            inline: false,
+        }),
+        Frame::Chunks(ChunkData {
+            folder: folder.clone(),
+            chunks: vec![ChunkPayload {
+                id: ChunkId::of(b"small\n"),
+                body: ChunkBody::Bytes(b"small\n".to_vec()),
+            }],
+            failed: vec![],
+            inline: true,
         }),
         Frame::Groups(GroupData {
             folder: folder.clone(),
@@ -323,6 +333,7 @@ pub fn sample_frames() -> Vec<Frame> {
         Frame::NeedContent(NeedContent {
             folder: folder.clone(),
             paths: vec![path("src/main.rs"), path("big.bin")],
+            inline: true,
         }),
         Frame::NeedChunks(NeedChunks {
             folder: folder.clone(),

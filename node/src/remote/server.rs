@@ -22,7 +22,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::client::{write_loop, LinkOptions};
-use super::codec::{read_frame, FrameError};
+use super::codec::{read_frame, read_frame_reusing, FrameError};
 use super::identity::Identity;
 use super::metered::Metered;
 use super::nodeid::NodeId;
@@ -547,9 +547,10 @@ impl Server {
         let mut joiner = IndexJoiner::new(MAX_INDEX_ENTRIES);
         let mut joined_bytes = 0u64;
         let mut writer = writer;
+        let mut body = Vec::new();
         let ended = loop {
             let frame = tokio::select! {
-                f = tokio::time::timeout(link.timeout, read_frame(&mut r, MAX_FRAME)) => f,
+                f = tokio::time::timeout(link.timeout, read_frame_reusing(&mut r, MAX_FRAME, &mut body)) => f,
                 why = stop_rx.recv() => break Ended::closed(why.unwrap_or_else(|| "asked to end".into())),
                 Some(why) = fatal_rx.recv() => break Ended { reason: why, tainted: true },
                 w = &mut writer => {

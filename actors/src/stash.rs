@@ -1,0 +1,255 @@
+//! The Applier's inline content: chunks a Sender sent unasked with their files' entries
+//! (`NeedContent::inline`), kept until a plan writes them, and the throttled content
+//! requests that bring them.
+//!
+//! A target holding no file content at all has nothing to reuse: it would ask for every
+//! chunk of every file. Asking for small files' chunks along with their chunk lists lets
+//! the Sender read each file once (while hashing it) and saves a round trip per file. The
+//! chunks kept here are bounded: few inline requests are out at once, none is sent while
+//! much is kept, and what arrives beyond the hard bound is dropped (and asked for later
+//! like any chunk). Nothing kept is trusted: it is verified against its id when written.
+//!
+//! It also keeps the chunks written last (bounded, oldest dropped first): a file started
+//! later that needs one of them again, before any file holding it is installed and can be
+//! copied from, is written from memory instead of asking for the chunk a second time.
+
+use std::collections::{HashMap, VecDeque};
+
+use ferry_engine::ChunkId;
+
+use crate::messages::{ChunkBody, ChunkPayload, NeedContent};
+
+/// Inline requests out at once, at most.
+const AHEAD: usize = 3;
+/// No inline request is sent while this many bytes are kept.
+const SOFT_BYTES: u64 = 16 << 20;
+/// Chunks beyond this many bytes kept are dropped.
+const HARD_BYTES: u64 = 64 << 20;
+/// Bytes of chunks written last that are kept.
+const RECENT_BYTES: u64 = 8 << 20;
+
+/// Kept chunks and queued content requests.
+#[derive(Debug, Default)]
+pub(crate) struct Stash {
+    chunks: HashMap<ChunkId, ChunkBody>,
+    bytes: u64,
+    queue: VecDeque<NeedContent>,
+    /// Inline requests sent and not answered yet.
+    out: usize,
+    /// Chunks written last, and their order (an id may be listed twice; the older listing
+    /// then evicts it early, which only costs a request).
+    recent: HashMap<ChunkId, ChunkBody>,
+    recent_order: VecDeque<ChunkId>,
+    recent_bytes: u64,
+}
+
+impl Stash {
+    /// Queues a content request; [`Stash::next_request`] says when it may go.
+    pub(crate) fn push_request(&mut self, msg: NeedContent) {
+        self.queue.push_back(msg);
+    }
+
+    /// The next content request that may be sent now, in order: an inline one waits while
+    /// [`AHEAD`] are out or [`SOFT_BYTES`] are kept.
+    pub(crate) fn next_request(&mut self) -> Option<NeedContent> {
+        let front = self.queue.front()?;
+        if front.inline && (self.out >= AHEAD || self.bytes >= SOFT_BYTES) {
+            return None;
+        }
+        let msg = self.queue.pop_front()?;
+        if msg.inline {
+            self.out += 1;
+        }
+        Some(msg)
+    }
+
+    /// A content reply arrived (replies do not say which request they answer; at worst a
+    /// plain reply counted here lets one more inline request go early, within the hard bound).
+    pub(crate) fn replied(&mut self) {
+        self.out = self.out.saturating_sub(1);
+    }
+
+    /// Keeps chunks that arrived inline, except those `requested` already (that request's
+    /// answer will come) and those beyond [`HARD_BYTES`]. Returns the bytes dropped.
+    pub(crate) fn keep(
+        &mut self,
+        chunks: Vec<ChunkPayload>,
+        requested: impl Fn(&ChunkId) -> bool,
+    ) -> u64 {
+        let mut dropped = 0;
+        for c in chunks {
+            let len = c.body.len();
+            if requested(&c.id) || self.chunks.contains_key(&c.id) {
+                continue;
+            }
+            if self.bytes + len > HARD_BYTES {
+                dropped += len;
+                continue;
+            }
+            self.bytes += len;
+            self.chunks.insert(c.id, c.body);
+        }
+        dropped
+    }
+
+    /// Takes the chunk `id` if it is kept (sent inline, or written lately).
+    pub(crate) fn take(&mut self, id: &ChunkId) -> Option<ChunkBody> {
+        if let Some(body) = self.chunks.remove(id) {
+            self.bytes -= body.len();
+            return Some(body);
+        }
+        let body = self.recent.remove(id)?;
+        self.recent_bytes -= body.len();
+        Some(body)
+    }
+
+    /// Keeps a chunk just written, dropping the oldest beyond [`RECENT_BYTES`].
+    pub(crate) fn remember(&mut self, id: ChunkId, body: ChunkBody) {
+        let len = body.len();
+        if len > RECENT_BYTES || self.recent.contains_key(&id) {
+            return;
+        }
+        self.recent_bytes += len;
+        self.recent.insert(id, body);
+        self.recent_order.push_back(id);
+        while self.recent_bytes > RECENT_BYTES {
+            let Some(old) = self.recent_order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.recent.remove(&old) {
+                self.recent_bytes -= b.len();
+            }
+        }
+        // Ids taken since they were listed pile up in the order: drop them now and then.
+        if self.recent_order.len() > 4 * self.recent.len() + 1024 {
+            let recent = &self.recent;
+            self.recent_order.retain(|id| recent.contains_key(id));
+        }
+    }
+
+    /// Drops every kept chunk (all content has arrived and been planned: what is left was
+    /// not needed after all, e.g. a file that changed meanwhile).
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+        self.recent.clear();
+        self.recent_order.clear();
+        self.recent_bytes = 0;
+    }
+
+    /// Bytes kept.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::FolderId;
+
+    fn request(inline: bool) -> NeedContent {
+        NeedContent {
+            folder: FolderId::new("f").unwrap(),
+            paths: Vec::new(),
+            inline,
+        }
+    }
+
+    fn chunk(n: u8, len: usize) -> ChunkPayload {
+        let data = vec![n; len];
+        ChunkPayload {
+            id: ChunkId::of(&data),
+            body: ChunkBody::Bytes(data),
+        }
+    }
+
+    #[test]
+    fn inline_requests_wait_while_enough_are_out_and_plain_ones_do_not() {
+        let mut s = Stash::default();
+        for _ in 0..AHEAD + 1 {
+            s.push_request(request(true));
+        }
+        for _ in 0..AHEAD {
+            assert!(s.next_request().is_some());
+        }
+        assert!(
+            s.next_request().is_none(),
+            "{AHEAD} inline requests are out"
+        );
+        s.replied();
+        assert!(s.next_request().is_some());
+        assert!(s.next_request().is_none(), "the queue is empty");
+        let mut s = Stash::default();
+        s.push_request(request(false));
+        s.out = AHEAD;
+        assert!(
+            s.next_request().is_some(),
+            "a plain request is not throttled"
+        );
+    }
+
+    #[test]
+    fn inline_requests_wait_while_much_is_kept() {
+        let mut s = Stash::default();
+        s.push_request(request(true));
+        let big = 1 << 20;
+        let chunks: Vec<_> = (0..(SOFT_BYTES / big as u64) as u8)
+            .map(|i| chunk(i, big))
+            .collect();
+        assert_eq!(s.keep(chunks, |_| false), 0);
+        assert_eq!(s.bytes(), SOFT_BYTES);
+        assert!(s.next_request().is_none());
+        assert!(s.take(&chunk(0, big).id).is_some());
+        assert!(s.next_request().is_some());
+    }
+
+    #[test]
+    fn keeps_each_chunk_once_within_the_hard_bound_and_never_a_requested_one() {
+        let mut s = Stash::default();
+        let a = chunk(1, 100);
+        assert_eq!(s.keep(vec![a.clone(), a.clone()], |_| false), 0);
+        assert_eq!(s.bytes(), 100);
+        let b = chunk(2, 10);
+        let b_id = b.id;
+        assert_eq!(s.keep(vec![b], |id| *id == b_id), 0);
+        assert!(s.take(&b_id).is_none(), "a requested chunk is not kept");
+        let huge = ChunkPayload {
+            id: ChunkId::of(b"x"),
+            body: ChunkBody::Zeros(HARD_BYTES as u32),
+        };
+        assert_eq!(s.keep(vec![huge], |_| false), HARD_BYTES);
+        assert_eq!(s.take(&a.id), Some(a.body));
+        assert_eq!(s.bytes(), 0);
+        s.keep(vec![chunk(3, 5)], |_| false);
+        s.clear();
+        assert_eq!(s.bytes(), 0);
+        assert!(s.take(&chunk(3, 5).id).is_none());
+    }
+
+    #[test]
+    fn remembers_the_chunks_written_last_within_its_bound() {
+        let mut s = Stash::default();
+        let mib = 1 << 20;
+        let first = chunk(0, mib);
+        s.remember(first.id, first.body.clone());
+        assert_eq!(
+            s.take(&first.id),
+            Some(first.body.clone()),
+            "written lately"
+        );
+        assert!(s.take(&first.id).is_none(), "taken once");
+        for i in 0..(RECENT_BYTES / mib as u64) as u8 + 1 {
+            let c = chunk(i, mib);
+            s.remember(c.id, c.body);
+        }
+        assert!(s.take(&first.id).is_none(), "the oldest was dropped");
+        assert!(s.take(&chunk(5, mib).id).is_some(), "a later one is kept");
+        assert!(s.recent_bytes <= RECENT_BYTES);
+        assert_eq!(
+            s.bytes(),
+            0,
+            "remembered chunks do not hold back inline requests"
+        );
+    }
+}
