@@ -1399,12 +1399,20 @@ impl Handler<ChunkData> for Applier {
     fn handle(&mut self, msg: ChunkData, ctx: &mut Self::Context) {
         self.stats.actors.handled(Role::Target);
         if msg.inline {
+            if !self.stash.expects_inline() {
+                if self.opts.untrusted_sender {
+                    return self.fail("protocol error: chunks sent inline unasked".into());
+                }
+                tracing::debug!(folder = %self.folder, "chunks sent inline unasked ignored");
+                return;
+            }
             let requested = |id: &ChunkId| {
                 self.exec
                     .as_ref()
                     .is_some_and(|x| x.waiting.contains_key(id))
             };
-            let dropped = self.stash.keep(msg.chunks, requested);
+            let max = self.opts.params.max;
+            let dropped = self.stash.keep(msg.chunks, max, requested);
             if dropped > 0 {
                 tracing::debug!(folder = %self.folder, "{dropped} bytes sent inline dropped: too much kept already");
             }

@@ -28,6 +28,9 @@ use crate::stats::Stats;
 const HASH_ATTEMPTS: usize = 3;
 /// Files handed to one hashing job (jobs run in parallel, one per core).
 const FILES_PER_JOB: usize = 32;
+/// The most bytes of files' content one `HashFiles` keeps (by their scanned sizes; a file
+/// that grew since is kept only up to the request's own limit per file).
+const KEEP_BYTES: u64 = 32 << 20;
 /// Tombstones always kept (see [`Differ::compact`]): a target away for fewer removals than
 /// this is sent only what changed when it comes back.
 const TOMBSTONES_KEPT: usize = 4096;
@@ -442,21 +445,28 @@ impl Handler<HashFiles> for Differ {
         // Each file with the sequence of the entry being hashed: a result for an entry
         // that a rescan has replaced meanwhile must not overwrite the newer one.
         let mut asked: HashMap<RelPath, Seq> = HashMap::new();
-        let files: Vec<RelPath> = match &self.index {
+        // The bytes of at most KEEP_BYTES (by the scanned sizes) are kept per request.
+        let mut budget = KEEP_BYTES;
+        let files: Vec<(RelPath, u64)> = match &self.index {
             Some(index) => msg
                 .paths
                 .into_iter()
-                .filter(|p| match index.get(p) {
+                .filter_map(|p| match index.get(&p) {
                     Some(e) if e.kind == EntryKind::File && e.is_present() => {
                         asked.insert(p.clone(), e.seq);
-                        true
+                        let keep = if e.size <= msg.keep && e.size <= budget {
+                            budget -= e.size;
+                            msg.keep
+                        } else {
+                            0
+                        };
+                        Some((p, keep))
                     }
-                    _ => false,
+                    _ => None,
                 })
                 .collect(),
             None => Vec::new(),
         };
-        let keep = msg.keep;
         let jobs = files.chunks(FILES_PER_JOB).map(|group| {
             let group = group.to_vec();
             let source = self.source.clone();
@@ -465,7 +475,7 @@ impl Handler<HashFiles> for Differ {
                 pool.run("hash source files", move || {
                     group
                         .into_iter()
-                        .map(|p| {
+                        .map(|(p, keep)| {
                             let hashed = hash_settled(&source, &p, keep);
                             (p, hashed)
                         })

@@ -28,6 +28,8 @@ const MAX_DATA_MESSAGE: usize = 4 << 20;
 /// Files of at most this many bytes have their chunks sent with their entries when the
 /// Applier asks for content inline ([`NeedContent::inline`]).
 pub const INLINE_MAX: u64 = 1 << 20;
+/// Inline content requests whose files' bytes are kept at once, at most.
+const INLINE_BUSY: usize = 4;
 
 /// The recipients through which a Sender reaches its target's Applier, whether it lives in
 /// this process or behind a network link.
@@ -56,6 +58,8 @@ pub struct Sender {
     sent: HashMap<RelPath, (Seq, ContentId)>,
     /// The chunks sent inline to this target (each is sent inline once).
     inlined: HashSet<ChunkId>,
+    /// Inline content requests being hashed.
+    inline_busy: usize,
 }
 
 /// Wires a Sender to its Differ and target once all three exist.
@@ -88,6 +92,7 @@ impl Sender {
             stats,
             sent: HashMap::new(),
             inlined: HashSet::new(),
+            inline_busy: 0,
         }
     }
 
@@ -223,8 +228,10 @@ impl Handler<Resend> for Sender {
         let Some(differ) = self.differ.clone() else {
             return self.fail("resend request before the differ was connected".into());
         };
-        // A reconnected target's Applier no longer holds what patches were made against.
+        // A reconnected target's Applier no longer holds what patches were made against,
+        // nor the chunks sent inline.
         self.sent.clear();
+        self.inlined.clear();
         differ.do_send(msg);
     }
 }
@@ -240,11 +247,12 @@ impl Handler<NeedContent> for Sender {
         let Some(target) = self.target.clone() else {
             return self.fail("content request before the target was connected".into());
         };
-        let keep = if msg.inline {
+        // The bytes of a request's files are held until its reply is sent: a few requests
+        // at once keep them (an honest Applier has no more out), the rest get chunk lists.
+        let keep = if msg.inline && self.inline_busy < INLINE_BUSY {
+            self.inline_busy += 1;
             INLINE_MAX
         } else {
-            // The target holds content now: it asks for no more inline chunks.
-            self.inlined = HashSet::new();
             0
         };
         let hashed = differ.send(HashFiles {
@@ -254,6 +262,9 @@ impl Handler<NeedContent> for Sender {
         // `spawn`, not `wait`: the Differ may itself be waiting to hand this Sender an
         // update, and the Applier keeps the newer of two entries for a path whatever the order.
         ctx.spawn(hashed.into_actor(self).map(move |res, act, ctx| {
+            if keep > 0 {
+                act.inline_busy -= 1;
+            }
             let hashed = match res {
                 Ok(Ok(hashed)) => hashed,
                 Ok(Err(e)) => return act.fail(format!("hashing failed: {e}")),

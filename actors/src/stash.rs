@@ -5,9 +5,12 @@
 //! A target holding no file content at all has nothing to reuse: it would ask for every
 //! chunk of every file. Asking for small files' chunks along with their chunk lists lets
 //! the Sender read each file once (while hashing it) and saves a round trip per file. The
-//! chunks kept here are bounded: few inline requests are out at once, none is sent while
-//! much is kept, and what arrives beyond the hard bound is dropped (and asked for later
-//! like any chunk). Nothing kept is trusted: it is verified against its id when written.
+//! chunks kept here are bounded: an inline request waits while a few content requests are
+//! out (each is answered), a request made while much is kept asks for no chunks (a plan
+//! that may not run yet, one that removes, must not stop content from coming), and what
+//! arrives beyond the hard bound (each chunk counted with its bookkeeping) is dropped and
+//! asked for later like any chunk. Nothing kept is trusted: it is verified against its id
+//! when written, and chunks arrive inline only while the Applier asks for them so.
 //!
 //! It also keeps the chunks written last (bounded, oldest dropped first): a file started
 //! later that needs one of them again, before any file holding it is installed and can be
@@ -19,12 +22,15 @@ use ferry_engine::ChunkId;
 
 use crate::messages::{ChunkBody, ChunkPayload, NeedContent};
 
-/// Inline requests out at once, at most.
+/// An inline request waits while this many content requests are out.
 const AHEAD: usize = 3;
-/// No inline request is sent while this many bytes are kept.
+/// A request made while this many bytes are kept asks for no chunks.
 const SOFT_BYTES: u64 = 16 << 20;
 /// Chunks beyond this many bytes kept are dropped.
 const HARD_BYTES: u64 = 64 << 20;
+/// What keeping a chunk costs besides its bytes (map entry, allocation): a sender cannot
+/// make many tiny chunks cost nothing.
+const ENTRY_BYTES: u64 = 128;
 /// Bytes of chunks written last that are kept.
 const RECENT_BYTES: u64 = 8 << 20;
 
@@ -34,8 +40,11 @@ pub(crate) struct Stash {
     chunks: HashMap<ChunkId, ChunkBody>,
     bytes: u64,
     queue: VecDeque<NeedContent>,
-    /// Inline requests sent and not answered yet.
+    /// Content requests sent and not answered yet (every one is answered once).
     out: usize,
+    /// An inline request was sent and the content it brings is not all planned yet: only
+    /// then may chunks arrive inline.
+    open: bool,
     /// Chunks written last, and their order (an id may be listed twice; the older listing
     /// then evicts it early, which only costs a request).
     recent: HashMap<ChunkId, ChunkBody>,
@@ -50,30 +59,39 @@ impl Stash {
     }
 
     /// The next content request that may be sent now, in order: an inline one waits while
-    /// [`AHEAD`] are out or [`SOFT_BYTES`] are kept.
+    /// [`AHEAD`] requests are out, and asks for no chunks if [`SOFT_BYTES`] are kept.
     pub(crate) fn next_request(&mut self) -> Option<NeedContent> {
         let front = self.queue.front()?;
-        if front.inline && (self.out >= AHEAD || self.bytes >= SOFT_BYTES) {
+        if front.inline && self.out >= AHEAD {
             return None;
         }
-        let msg = self.queue.pop_front()?;
-        if msg.inline {
-            self.out += 1;
+        let mut msg = self.queue.pop_front()?;
+        if msg.inline && self.bytes >= SOFT_BYTES {
+            msg.inline = false;
         }
+        self.open |= msg.inline;
+        self.out += 1;
         Some(msg)
     }
 
-    /// A content reply arrived (replies do not say which request they answer; at worst a
-    /// plain reply counted here lets one more inline request go early, within the hard bound).
+    /// A content reply arrived.
     pub(crate) fn replied(&mut self) {
         self.out = self.out.saturating_sub(1);
     }
 
+    /// Whether chunks may arrive inline now: an inline request was sent since the stash
+    /// was last cleared.
+    pub(crate) fn expects_inline(&self) -> bool {
+        self.open
+    }
+
     /// Keeps chunks that arrived inline, except those `requested` already (that request's
-    /// answer will come) and those beyond [`HARD_BYTES`]. Returns the bytes dropped.
+    /// answer will come), empty ones or ones longer than `max` (no chunk is), and those
+    /// beyond [`HARD_BYTES`]. Returns the bytes dropped.
     pub(crate) fn keep(
         &mut self,
         chunks: Vec<ChunkPayload>,
+        max: u32,
         requested: impl Fn(&ChunkId) -> bool,
     ) -> u64 {
         let mut dropped = 0;
@@ -82,11 +100,11 @@ impl Stash {
             if requested(&c.id) || self.chunks.contains_key(&c.id) {
                 continue;
             }
-            if self.bytes + len > HARD_BYTES {
+            if len == 0 || len > u64::from(max) || self.bytes + len + ENTRY_BYTES > HARD_BYTES {
                 dropped += len;
                 continue;
             }
-            self.bytes += len;
+            self.bytes += len + ENTRY_BYTES;
             self.chunks.insert(c.id, c.body);
         }
         dropped
@@ -95,7 +113,7 @@ impl Stash {
     /// Takes the chunk `id` if it is kept (sent inline, or written lately).
     pub(crate) fn take(&mut self, id: &ChunkId) -> Option<ChunkBody> {
         if let Some(body) = self.chunks.remove(id) {
-            self.bytes -= body.len();
+            self.bytes -= body.len() + ENTRY_BYTES;
             return Some(body);
         }
         let body = self.recent.remove(id)?;
@@ -132,6 +150,7 @@ impl Stash {
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
         self.bytes = 0;
+        self.open = false;
         self.recent.clear();
         self.recent_order.clear();
         self.recent_bytes = 0;
@@ -167,64 +186,88 @@ mod tests {
     #[test]
     fn inline_requests_wait_while_enough_are_out_and_plain_ones_do_not() {
         let mut s = Stash::default();
+        assert!(!s.expects_inline());
         for _ in 0..AHEAD + 1 {
             s.push_request(request(true));
         }
         for _ in 0..AHEAD {
-            assert!(s.next_request().is_some());
+            assert!(s.next_request().is_some_and(|m| m.inline));
         }
-        assert!(
-            s.next_request().is_none(),
-            "{AHEAD} inline requests are out"
-        );
+        assert!(s.expects_inline());
+        assert!(s.next_request().is_none(), "{AHEAD} requests are out");
         s.replied();
         assert!(s.next_request().is_some());
         assert!(s.next_request().is_none(), "the queue is empty");
-        let mut s = Stash::default();
         s.push_request(request(false));
-        s.out = AHEAD;
         assert!(
             s.next_request().is_some(),
-            "a plain request is not throttled"
+            "a plain request is not held back"
+        );
+        s.clear();
+        assert!(
+            !s.expects_inline(),
+            "all content is in: nothing more comes inline"
         );
     }
 
     #[test]
-    fn inline_requests_wait_while_much_is_kept() {
+    fn a_request_made_while_much_is_kept_asks_for_no_chunks() {
         let mut s = Stash::default();
         s.push_request(request(true));
+        s.push_request(request(true));
         let big = 1 << 20;
-        let chunks: Vec<_> = (0..(SOFT_BYTES / big as u64) as u8)
-            .map(|i| chunk(i, big))
-            .collect();
-        assert_eq!(s.keep(chunks, |_| false), 0);
-        assert_eq!(s.bytes(), SOFT_BYTES);
-        assert!(s.next_request().is_none());
+        let n = SOFT_BYTES / (big as u64 + ENTRY_BYTES) + 1;
+        let chunks: Vec<_> = (0..n as u8).map(|i| chunk(i, big)).collect();
+        assert_eq!(s.keep(chunks, 1 << 24, |_| false), 0);
+        assert!(s.bytes() >= SOFT_BYTES);
+        // Not held back: the chunks kept may wait for a plan that waits for this content.
+        assert!(s.next_request().is_some_and(|m| !m.inline));
         assert!(s.take(&chunk(0, big).id).is_some());
-        assert!(s.next_request().is_some());
+        assert!(s.take(&chunk(1, big).id).is_some());
+        assert!(s.next_request().is_some_and(|m| m.inline));
     }
 
     #[test]
     fn keeps_each_chunk_once_within_the_hard_bound_and_never_a_requested_one() {
         let mut s = Stash::default();
         let a = chunk(1, 100);
-        assert_eq!(s.keep(vec![a.clone(), a.clone()], |_| false), 0);
-        assert_eq!(s.bytes(), 100);
+        assert_eq!(s.keep(vec![a.clone(), a.clone()], 1 << 16, |_| false), 0);
+        assert_eq!(s.bytes(), 100 + ENTRY_BYTES);
         let b = chunk(2, 10);
         let b_id = b.id;
-        assert_eq!(s.keep(vec![b], |id| *id == b_id), 0);
+        assert_eq!(s.keep(vec![b], 1 << 16, |id| *id == b_id), 0);
         assert!(s.take(&b_id).is_none(), "a requested chunk is not kept");
         let huge = ChunkPayload {
             id: ChunkId::of(b"x"),
-            body: ChunkBody::Zeros(HARD_BYTES as u32),
+            body: ChunkBody::Zeros(1 << 17),
         };
-        assert_eq!(s.keep(vec![huge], |_| false), HARD_BYTES);
+        assert_eq!(
+            s.keep(vec![huge], 1 << 16, |_| false),
+            1 << 17,
+            "longer than a chunk"
+        );
+        let empty = ChunkPayload {
+            id: ChunkId::of(b""),
+            body: ChunkBody::Bytes(Vec::new()),
+        };
+        s.keep(vec![empty], 1 << 16, |_| false);
+        assert!(
+            s.take(&ChunkId::of(b"")).is_none(),
+            "an empty chunk is not kept"
+        );
+        // Tiny chunks cost their bookkeeping: a bounded number of them is kept.
+        let tiny: Vec<_> = (0..HARD_BYTES / ENTRY_BYTES)
+            .map(|i| ChunkPayload {
+                id: ChunkId::of(&i.to_le_bytes()),
+                body: ChunkBody::Zeros(1),
+            })
+            .collect();
+        assert!(s.keep(tiny, 1 << 16, |_| false) > 0);
+        assert!(s.bytes() <= HARD_BYTES);
         assert_eq!(s.take(&a.id), Some(a.body));
-        assert_eq!(s.bytes(), 0);
-        s.keep(vec![chunk(3, 5)], |_| false);
         s.clear();
         assert_eq!(s.bytes(), 0);
-        assert!(s.take(&chunk(3, 5).id).is_none());
+        assert!(s.take(&chunk(1, 100).id).is_none());
     }
 
     #[test]

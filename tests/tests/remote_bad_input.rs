@@ -1044,6 +1044,39 @@ fn chunk_data_that_does_not_match_its_id_is_refused() {
     fix.assert_still_serves_and_nothing_escaped();
 }
 
+#[test]
+fn chunks_sent_inline_unasked_are_refused() {
+    let fix = Fixture::new();
+    let mark = fix.log_mark();
+    let closed = block_on(async {
+        let mut s = fix.open().await;
+        // Nothing was asked for inline: a sender must not push chunks on the receiver.
+        let chunks = (0..64u32)
+            .map(|i| {
+                let data = pseudo_random(1_000, u64::from(i));
+                ChunkPayload {
+                    id: ferry_engine::ChunkId::of(&data),
+                    body: ChunkBody::Bytes(data),
+                }
+            })
+            .collect();
+        send(
+            &mut s,
+            &Frame::Chunks(ChunkData {
+                folder: folder_id(FOLDER),
+                chunks,
+                failed: Vec::new(),
+                inline: true,
+            }),
+        )
+        .await;
+        until_closed(&mut s).await
+    });
+    fix.wait_log_since(mark, "chunks sent inline unasked");
+    closed.assert_refused("chunks sent inline unasked");
+    fix.assert_still_serves_and_nothing_escaped();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Folders
 // ---------------------------------------------------------------------------------------------

@@ -203,3 +203,31 @@ async fn a_target_holding_content_is_sent_no_chunk_unasked() {
     assert_eq!(seen.inline_messages.load(Ordering::SeqCst), 0);
     assert_eq!(seen.chunk_paths.lock().unwrap().len(), 50);
 }
+
+#[actix_rt::test]
+async fn an_initial_sync_into_a_target_holding_only_a_stray_directory_finishes() {
+    // More than the stash keeps before it asks for no more chunks inline (16 MiB), and a
+    // target entry the source lacks: partial plans would remove it, so none runs before
+    // all content is in, and the chunks kept must not hold the remaining content back.
+    let src = tempdir();
+    let dst = tempdir();
+    // Four batches of content requests (1,024 files each): three are out at once, and
+    // their chunks (24 MiB each) pass the 16 MiB mark before the fourth may go.
+    for i in 0..3_300 {
+        write(
+            &src.path().join(format!("d{}/f{i}.bin", i % 16)),
+            pseudo_random(24 << 10, 50_000 + i as u64),
+        );
+    }
+    mkdir(&dst.path().join("stray"));
+
+    let sync = run(src.path(), dst.path());
+    let (seen, _) = actix_rt::time::timeout(std::time::Duration::from_secs(60), sync)
+        .await
+        .expect("the sync finishes");
+
+    assert_mirror(src.path(), dst.path());
+    assert!(!dst.path().join("stray").exists());
+    let inline = seen.content_inline.lock().unwrap();
+    assert!(inline.iter().any(|&i| i), "content was asked for inline");
+}

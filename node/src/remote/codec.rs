@@ -151,9 +151,11 @@ pub async fn read_frame_reusing<R: AsyncRead + Unpin>(
     body.reserve(len.min(INITIAL_BODY_CAPACITY));
     while body.len() < len {
         if body.len() == body.capacity() {
-            // The peer has sent the first part: room for the rest at once, so the body is
-            // not copied again as it grows.
-            body.reserve_exact(len - body.len());
+            // Room for at most as much again as has arrived: a peer announcing a large frame
+            // and sending little costs about what it sent. (The buffer is reused, so later
+            // frames of a connection rarely grow it.)
+            let more = (len - body.len()).min(body.len().max(INITIAL_BODY_CAPACITY));
+            body.reserve_exact(more);
         }
         let want = (len - body.len()) as u64;
         match (&mut *r).take(want).read_buf(body).await {
