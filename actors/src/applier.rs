@@ -42,6 +42,9 @@ const CHUNK_RETRIES: u32 = 3;
 const CONTENT_BATCH_FILES: usize = 1024;
 /// ...or about this many bytes of them.
 const CONTENT_BATCH_BYTES: u64 = 32 << 20;
+/// ... or, when the chunks come along inline, this many bytes: the stash fills and drains
+/// in smaller steps.
+const INLINE_BATCH_BYTES: u64 = 8 << 20;
 /// A batch of complete files is installed when it reaches this many files...
 const FLUSH_FILES: usize = 256;
 
@@ -506,6 +509,11 @@ impl Applier {
         }
         // In batches, so the first files can be planned while the rest are hashed.
         let inline = !self.opts.dry_run && self.target_holds_no_content();
+        let batch_limit = if inline {
+            INLINE_BATCH_BYTES
+        } else {
+            CONTENT_BATCH_BYTES
+        };
         let mut batch = Vec::new();
         let mut batch_bytes = 0u64;
         let count = source.len();
@@ -513,10 +521,7 @@ impl Applier {
             batch_bytes += self.source.get(&p).map_or(0, |e| e.size);
             self.in_flight.insert(p.clone());
             batch.push(p);
-            if batch.len() >= CONTENT_BATCH_FILES
-                || batch_bytes >= CONTENT_BATCH_BYTES
-                || i + 1 == count
-            {
+            if batch.len() >= CONTENT_BATCH_FILES || batch_bytes >= batch_limit || i + 1 == count {
                 self.content_requests += 1;
                 self.stash.push_request(NeedContent {
                     folder: self.folder.clone(),
@@ -575,7 +580,7 @@ impl Applier {
 
     /// Sends the content requests the stash lets go now.
     fn pump_content(&mut self, ctx: &mut Context<Self>) {
-        while let Some(msg) = self.stash.next_request() {
+        while let Some(msg) = self.stash.next_request(self.exec.is_some()) {
             self.meter(&msg);
             let request = self.sender.need_content.send(msg);
             self.deliver_to_sender(request, ctx);
@@ -1141,6 +1146,8 @@ impl Applier {
         self.schedule_retry(ctx);
         // Deltas that arrived while the plan ran are planned now.
         self.try_plan(ctx);
+        // Content requests held back while this plan took kept chunks may go now.
+        self.pump_content(ctx);
     }
 
     /// What a plan could not apply (a full disk, a denied directory, a file that kept

@@ -23,9 +23,9 @@ use ferry_engine::ChunkId;
 use crate::messages::{ChunkBody, ChunkPayload, NeedContent};
 
 /// An inline request waits while this many content requests are out.
-const AHEAD: usize = 3;
+const AHEAD: usize = 4;
 /// A request made while this many bytes are kept asks for no chunks.
-const SOFT_BYTES: u64 = 16 << 20;
+const SOFT_BYTES: u64 = 24 << 20;
 /// Chunks beyond this many bytes kept are dropped.
 const HARD_BYTES: u64 = 64 << 20;
 /// What keeping a chunk costs besides its bytes (map entry, allocation): a sender cannot
@@ -59,14 +59,17 @@ impl Stash {
     }
 
     /// The next content request that may be sent now, in order: an inline one waits while
-    /// [`AHEAD`] requests are out, and asks for no chunks if [`SOFT_BYTES`] are kept.
-    pub(crate) fn next_request(&mut self) -> Option<NeedContent> {
+    /// [`AHEAD`] requests are out; while [`SOFT_BYTES`] are kept it waits if `draining` (a
+    /// plan is being applied: it takes kept chunks, and when it ends the queue is looked at
+    /// again), else it asks for no chunks (no plan may run before this content is in).
+    pub(crate) fn next_request(&mut self, draining: bool) -> Option<NeedContent> {
         let front = self.queue.front()?;
-        if front.inline && self.out >= AHEAD {
+        let full = self.bytes >= SOFT_BYTES;
+        if front.inline && (self.out >= AHEAD || (full && draining)) {
             return None;
         }
         let mut msg = self.queue.pop_front()?;
-        if msg.inline && self.bytes >= SOFT_BYTES {
+        if msg.inline && full {
             msg.inline = false;
         }
         self.open |= msg.inline;
@@ -191,16 +194,16 @@ mod tests {
             s.push_request(request(true));
         }
         for _ in 0..AHEAD {
-            assert!(s.next_request().is_some_and(|m| m.inline));
+            assert!(s.next_request(false).is_some_and(|m| m.inline));
         }
         assert!(s.expects_inline());
-        assert!(s.next_request().is_none(), "{AHEAD} requests are out");
+        assert!(s.next_request(false).is_none(), "{AHEAD} requests are out");
         s.replied();
-        assert!(s.next_request().is_some());
-        assert!(s.next_request().is_none(), "the queue is empty");
+        assert!(s.next_request(false).is_some());
+        assert!(s.next_request(false).is_none(), "the queue is empty");
         s.push_request(request(false));
         assert!(
-            s.next_request().is_some(),
+            s.next_request(false).is_some(),
             "a plain request is not held back"
         );
         s.clear();
@@ -220,11 +223,13 @@ mod tests {
         let chunks: Vec<_> = (0..n as u8).map(|i| chunk(i, big)).collect();
         assert_eq!(s.keep(chunks, 1 << 24, |_| false), 0);
         assert!(s.bytes() >= SOFT_BYTES);
-        // Not held back: the chunks kept may wait for a plan that waits for this content.
-        assert!(s.next_request().is_some_and(|m| !m.inline));
+        // Held back while a plan is applied (it takes kept chunks)...
+        assert!(s.next_request(true).is_none());
+        // ...not otherwise: the chunks kept may wait for a plan that waits for this content.
+        assert!(s.next_request(false).is_some_and(|m| !m.inline));
         assert!(s.take(&chunk(0, big).id).is_some());
         assert!(s.take(&chunk(1, big).id).is_some());
-        assert!(s.next_request().is_some_and(|m| m.inline));
+        assert!(s.next_request(false).is_some_and(|m| m.inline));
     }
 
     #[test]
