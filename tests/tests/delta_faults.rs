@@ -14,28 +14,14 @@ use actix::prelude::*;
 use ferry_actors::applier::SenderLink;
 use ferry_actors::messages::{ChunkBody, ChunkData, NeedChunks};
 use ferry_actors::sender::TargetLink;
-use ferry_actors::{run_sync_with, FolderId, LinkTaps, Stats, SyncJob, SyncReport};
+use ferry_actors::{run_sync_with, LinkTaps, Stats, SyncReport};
 
 use crate::util::*;
-
-/// A one-shot job mirroring `src` into `dst`, without fsyncs.
-fn job(src: &Path, dst: &Path) -> SyncJob {
-    SyncJob {
-        folder: FolderId::new("faults").unwrap(),
-        source: src.to_owned(),
-        target: dst.to_owned(),
-        checksum: false,
-        dry_run: false,
-        durable: false,
-        params: Default::default(),
-        ignore: Default::default(),
-    }
-}
 
 /// Runs the job with `taps`, panicking if the run fails.
 async fn run(src: &Path, dst: &Path, taps: LinkTaps) -> SyncReport {
     let stats = Arc::new(Stats::default());
-    run_sync_with(job(src, dst), stats, taps)
+    run_sync_with(one_shot_job("faults", src, dst), stats, taps)
         .await
         .unwrap_or_else(|e| panic!("the sync of {} failed: {e}", src.display()))
 }

@@ -298,6 +298,17 @@ async fn send_raw(s: &mut Tls, bytes: &[u8]) {
 }
 
 /// Writes one frame and flushes it.
+/// Sends chunk data for the test folder (`inline`: unasked, with content replies).
+async fn send_chunks(s: &mut Tls, chunks: Vec<ChunkPayload>, inline: bool) {
+    let data = ChunkData {
+        folder: folder_id(FOLDER),
+        chunks,
+        failed: Vec::new(),
+        inline,
+    };
+    send(s, &Frame::Chunks(data)).await;
+}
+
 async fn send(s: &mut Tls, frame: &Frame) {
     within("write", async {
         write_frame(s, frame).await?;
@@ -1021,16 +1032,7 @@ fn chunk_data_that_does_not_match_its_id_is_refused() {
                 body: ChunkBody::Bytes(pseudo_random(c.len as usize, 99)),
             })
             .collect();
-        send(
-            &mut s,
-            &Frame::Chunks(ChunkData {
-                folder: folder_id(FOLDER),
-                chunks,
-                failed: Vec::new(),
-                inline: false,
-            }),
-        )
-        .await;
+        send_chunks(&mut s, chunks, false).await;
         (need.chunks.len(), until_closed(&mut s).await)
     });
     eprintln!("{asked} chunk(s) asked for, then: {closed:?}");
@@ -1060,16 +1062,7 @@ fn chunks_sent_inline_unasked_are_refused() {
                 }
             })
             .collect();
-        send(
-            &mut s,
-            &Frame::Chunks(ChunkData {
-                folder: folder_id(FOLDER),
-                chunks,
-                failed: Vec::new(),
-                inline: true,
-            }),
-        )
-        .await;
+        send_chunks(&mut s, chunks, true).await;
         until_closed(&mut s).await
     });
     fix.wait_log_since(mark, "chunks sent inline unasked");

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use ferry_actors::applier::SenderLink;
 use ferry_actors::messages::{ChunkData, NeedChunks, NeedContent};
 use ferry_actors::sender::TargetLink;
-use ferry_actors::{run_sync_with, FolderId, LinkTaps, Stats, SyncJob};
+use ferry_actors::{run_sync_with, LinkTaps, Stats};
 
 use crate::util::*;
 
@@ -96,18 +96,8 @@ async fn run(src: &std::path::Path, dst: &std::path::Path) -> (Arc<Seen>, Arc<St
             ..link
         })),
     };
-    let job = SyncJob {
-        folder: FolderId::new("inline").unwrap(),
-        source: src.to_owned(),
-        target: dst.to_owned(),
-        checksum: false,
-        dry_run: false,
-        durable: false,
-        params: Default::default(),
-        ignore: Default::default(),
-    };
     let stats = Arc::new(Stats::default());
-    let report = run_sync_with(job, stats.clone(), taps)
+    let report = run_sync_with(one_shot_job("inline", src, dst), stats.clone(), taps)
         .await
         .expect("the sync succeeds");
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);

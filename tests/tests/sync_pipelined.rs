@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ferry_actors::messages::IndexDelta;
 use ferry_actors::sender::TargetLink;
-use ferry_actors::{run_sync_with, FolderId, LinkTaps, Stats, SyncJob};
+use ferry_actors::{run_sync_with, LinkTaps, Stats};
 
 use crate::util::*;
 
@@ -112,16 +112,7 @@ async fn files_are_written_before_the_whole_source_is_hashed() {
         })),
         to_sender: None,
     };
-    let job = SyncJob {
-        folder: FolderId::new("pipelined").unwrap(),
-        source: src.path().to_owned(),
-        target: dst.path().to_owned(),
-        checksum: false,
-        dry_run: false,
-        durable: false,
-        params: Default::default(),
-        ignore: Default::default(),
-    };
+    let job = one_shot_job("pipelined", src.path(), dst.path());
     let report = run_sync_with(job, Arc::new(Stats::default()), taps)
         .await
         .expect("the sync succeeds");

@@ -393,6 +393,21 @@ pub const MIB: u64 = 1024 * KIB;
 pub const MAX_CHUNK: u64 = 128 * KIB;
 
 /// A fresh temporary directory.
+/// An in-process one-shot job mirroring `src` into `dst` as folder `folder`, with the
+/// default options and no fsyncs.
+pub fn one_shot_job(folder: &str, src: &Path, dst: &Path) -> ferry_actors::SyncJob {
+    ferry_actors::SyncJob {
+        folder: ferry_actors::FolderId::new(folder).unwrap(),
+        source: src.to_owned(),
+        target: dst.to_owned(),
+        checksum: false,
+        dry_run: false,
+        durable: false,
+        params: Default::default(),
+        ignore: Default::default(),
+    }
+}
+
 pub fn tempdir() -> TempDir {
     tempfile::tempdir().expect("create a temporary directory")
 }
