@@ -33,7 +33,7 @@ use crate::wire::encoded_len;
 /// (each costs a round trip), and each holds a temp file open (see [`file_caps`]).
 const MAX_ACTIVE_FILES: usize = 512;
 /// Chunk bytes requested but not yet received, at most.
-const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
+const MAX_INFLIGHT_BYTES: u64 = 16 << 20;
 /// A `NeedChunks` message asks for at most this many bytes.
 const MAX_REQUEST_BYTES: u64 = 4 << 20;
 /// A chunk that arrives corrupt is asked for again this many times before its files fail.
@@ -44,7 +44,11 @@ const CONTENT_BATCH_FILES: usize = 1024;
 const CONTENT_BATCH_BYTES: u64 = 32 << 20;
 /// ... or, when the chunks come along inline, this many bytes: the stash fills and drains
 /// in smaller steps.
-const INLINE_BATCH_BYTES: u64 = 8 << 20;
+const INLINE_BATCH_BYTES: u64 = 4 << 20;
+/// Chunks taken from the stash are written by jobs of at most this many bytes...
+const STASHED_JOB_BYTES: u64 = 1 << 20;
+/// ...or this many chunks.
+const STASHED_JOB_CHUNKS: usize = 32;
 /// A batch of complete files is installed when it reaches this many files...
 const FLUSH_FILES: usize = 256;
 
@@ -87,6 +91,11 @@ pub struct ApplierOptions {
     pub untrusted_sender: bool,
     /// Target entries left out of the target scan: never deleted, replaced or reused.
     pub ignore: IgnoreRules,
+    /// When the target holds no file content at all, ask for small files' chunks along
+    /// with their chunk lists (`NeedContent::inline`): the source reads each once and no
+    /// round trip is spent per file. Costs up to about 40 MiB while an initial sync lasts
+    /// (the stash, and the source's kept bytes); worth it across a network.
+    pub inline: bool,
 }
 
 /// The recipients through which an Applier answers its Sender, local or remote.
@@ -127,6 +136,11 @@ struct Execution {
     inflight: u64,
     /// Chunks taken from the stash for files just started, to be written.
     stashed: Vec<(ChunkId, ChunkBody)>,
+    /// Chunks in write jobs now (how many jobs each).
+    writing: HashMap<ChunkId, u32>,
+    /// Chunks that files started since wait for while a job writes them: written again
+    /// from that job's bytes once it is done, never asked for twice.
+    parked: HashSet<ChunkId>,
     retries: HashMap<ChunkId, u32>,
     dirs: BTreeSet<Option<RelPath>>,
     /// Complete files waiting to be made durable and installed as a batch.
@@ -508,7 +522,7 @@ impl Applier {
             }
         }
         // In batches, so the first files can be planned while the rest are hashed.
-        let inline = !self.opts.dry_run && self.target_holds_no_content();
+        let inline = self.opts.inline && !self.opts.dry_run && self.target_holds_no_content();
         let batch_limit = if inline {
             INLINE_BATCH_BYTES
         } else {
@@ -699,6 +713,8 @@ impl Applier {
             requests: VecDeque::new(),
             inflight: 0,
             stashed: Vec::new(),
+            writing: HashMap::new(),
+            parked: HashSet::new(),
             retries: HashMap::new(),
             dirs: BTreeSet::new(),
             sealed: Vec::new(),
@@ -911,6 +927,9 @@ impl Applier {
             if waiters.is_empty() {
                 match self.stash.take(&t.chunk.id) {
                     Some(body) => x.stashed.push((t.chunk.id, body)),
+                    None if x.writing.contains_key(&t.chunk.id) => {
+                        x.parked.insert(t.chunk.id);
+                    }
                     None => x.requests.push_back(ChunkRequest {
                         id: t.chunk.id,
                         path: slot.entry.path.clone(),
@@ -945,8 +964,19 @@ impl Applier {
         for (id, waiters) in wrong_length {
             self.retry_chunk(id, waiters);
         }
-        // Never counted in flight: they were not asked for.
-        self.write(batch, 0, ctx);
+        // In several jobs, so that the I/O pool writes files in parallel (creating files is
+        // slow on some file systems). Never counted in flight: they were not asked for.
+        let mut job = Vec::new();
+        let mut job_bytes = 0u64;
+        for item in batch {
+            job_bytes += item.0.len();
+            job.push(item);
+            if job_bytes >= STASHED_JOB_BYTES || job.len() >= STASHED_JOB_CHUNKS {
+                self.write(std::mem::take(&mut job), 0, ctx);
+                job_bytes = 0;
+            }
+        }
+        self.write(job, 0, ctx);
         self.pump_content(ctx);
     }
 
@@ -1493,22 +1523,43 @@ impl Applier {
         if !batch.is_empty() {
             let Some(x) = self.exec.as_mut() else { return };
             x.jobs += 1;
+            let ids: Vec<ChunkId> = batch.iter().map(|(_, id, _)| *id).collect();
+            for id in &ids {
+                *x.writing.entry(*id).or_default() += 1;
+            }
             let pool = self.io.clone();
             let job = async move { pool.run("write chunks", move || write_chunks(batch)).await };
             ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
                 if let Some(x) = act.exec.as_mut() {
                     x.jobs -= 1;
                     x.inflight = x.inflight.saturating_sub(held);
+                    for id in &ids {
+                        if let Some(n) = x.writing.get_mut(id) {
+                            *n -= 1;
+                            if *n == 0 {
+                                x.writing.remove(id);
+                            }
+                        }
+                    }
                 }
                 match res {
                     Ok(outcome) => {
                         Stats::add(&act.stats.bytes_zero, outcome.zero_bytes);
                         for (id, body) in outcome.written {
-                            act.stash.remember(id, body);
+                            act.written(id, body);
                         }
                         act.on_events(outcome.events);
-                        for (id, waiters) in outcome.bad {
+                        for (id, mut waiters) in outcome.bad {
+                            // Files parked on it wait for the same bytes: asked for together.
+                            if let Some(x) = act.exec.as_mut() {
+                                if x.parked.remove(&id) {
+                                    waiters.extend(x.waiting.remove(&id).unwrap_or_default());
+                                }
+                            }
                             act.retry_chunk(id, waiters);
+                        }
+                        for id in &ids {
+                            act.unpark(id);
                         }
                     }
                     Err(e) => act.fail(e.to_string()),
@@ -1516,6 +1567,34 @@ impl Applier {
                 act.pump_files(ctx);
                 act.check_done(ctx);
             }));
+        }
+    }
+
+    /// A chunk was written: files parked on it get it next, else it is remembered.
+    fn written(&mut self, id: ChunkId, body: ChunkBody) {
+        if let Some(x) = self.exec.as_mut() {
+            if x.parked.remove(&id) && x.waiting.contains_key(&id) {
+                x.stashed.push((id, body));
+                return;
+            }
+        }
+        self.stash.remember(id, body);
+    }
+
+    /// Files parked on a chunk no job writes any more (none wrote it: the files it was
+    /// for had ended) ask for it.
+    fn unpark(&mut self, id: &ChunkId) {
+        let Some(x) = self.exec.as_mut() else { return };
+        if x.writing.contains_key(id) || !x.parked.remove(id) {
+            return;
+        }
+        if let Some((slot, task)) = x.waiting.get(id).and_then(|w| w.first()) {
+            x.requests.push_back(ChunkRequest {
+                id: *id,
+                path: slot.entry.path.clone(),
+                offset: task.offset,
+                len: task.chunk.len,
+            });
         }
     }
 }

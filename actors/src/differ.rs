@@ -30,7 +30,7 @@ const HASH_ATTEMPTS: usize = 3;
 const FILES_PER_JOB: usize = 32;
 /// The most bytes of files' content one `HashFiles` keeps (by their scanned sizes; a file
 /// that grew since is kept only up to the request's own limit per file).
-const KEEP_BYTES: u64 = 32 << 20;
+const KEEP_BYTES: u64 = 8 << 20;
 /// Tombstones always kept (see [`Differ::compact`]): a target away for fewer removals than
 /// this is sent only what changed when it comes back.
 const TOMBSTONES_KEPT: usize = 4096;

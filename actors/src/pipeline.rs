@@ -34,6 +34,10 @@ pub struct FolderJob {
     pub params: ChunkParams,
     /// Entries neither sent from the source nor touched in the target (empty = none).
     pub ignore: IgnoreRules,
+    /// Into a target holding no file content, ask for small files' chunks inline (see
+    /// [`ApplierOptions::inline`]); off for local targets, where reading a file twice is
+    /// cheap and the memory is better saved.
+    pub inline: bool,
 }
 
 /// Interposers on the links between Sender and Applier: each receives the recipients the
@@ -201,6 +205,7 @@ impl Pipeline {
             params: job.params,
             untrusted_sender: false,
             ignore: job.ignore.clone(),
+            inline: job.inline,
         };
         let target_root = job.target.clone();
         let folder = job.folder.clone();

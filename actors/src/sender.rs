@@ -29,7 +29,7 @@ const MAX_DATA_MESSAGE: usize = 4 << 20;
 /// Applier asks for content inline ([`NeedContent::inline`]).
 pub const INLINE_MAX: u64 = 1 << 20;
 /// Inline content requests whose files' bytes are kept at once, at most.
-const INLINE_BUSY: usize = 4;
+const INLINE_BUSY: usize = 3;
 
 /// The recipients through which a Sender reaches its target's Applier, whether it lives in
 /// this process or behind a network link.

@@ -25,14 +25,14 @@ use crate::messages::{ChunkBody, ChunkPayload, NeedContent};
 /// An inline request waits while this many content requests are out.
 const AHEAD: usize = 4;
 /// A request made while this many bytes are kept asks for no chunks.
-const SOFT_BYTES: u64 = 24 << 20;
+const SOFT_BYTES: u64 = 16 << 20;
 /// Chunks beyond this many bytes kept are dropped.
-const HARD_BYTES: u64 = 64 << 20;
+const HARD_BYTES: u64 = 32 << 20;
 /// What keeping a chunk costs besides its bytes (map entry, allocation): a sender cannot
 /// make many tiny chunks cost nothing.
 const ENTRY_BYTES: u64 = 128;
 /// Bytes of chunks written last that are kept.
-const RECENT_BYTES: u64 = 8 << 20;
+const RECENT_BYTES: u64 = 4 << 20;
 
 /// Kept chunks and queued content requests.
 #[derive(Debug, Default)]
@@ -287,12 +287,13 @@ mod tests {
             "written lately"
         );
         assert!(s.take(&first.id).is_none(), "taken once");
-        for i in 0..(RECENT_BYTES / mib as u64) as u8 + 1 {
+        let n = (RECENT_BYTES / mib as u64) as u8 + 1;
+        for i in 0..n {
             let c = chunk(i, mib);
             s.remember(c.id, c.body);
         }
         assert!(s.take(&first.id).is_none(), "the oldest was dropped");
-        assert!(s.take(&chunk(5, mib).id).is_some(), "a later one is kept");
+        assert!(s.take(&chunk(n - 1, mib).id).is_some(), "the newest is kept");
         assert!(s.recent_bytes <= RECENT_BYTES);
         assert_eq!(
             s.bytes(),

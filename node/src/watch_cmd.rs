@@ -51,6 +51,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
         durable: !args.no_fsync,
         params: args.chunk_sizes,
         ignore: ignore.clone(),
+        inline: false,
     };
     let watch = WatchOptions {
         debounce: args.debounce,

@@ -69,8 +69,17 @@ struct Seen {
     inline_messages: AtomicU64,
 }
 
-/// Syncs `src` to `dst` in-process, recording what crossed the links.
+/// Syncs `src` to `dst` in-process with inline content asked for as a remote target does,
+/// recording what crossed the links.
 async fn run(src: &std::path::Path, dst: &std::path::Path) -> (Arc<Seen>, Arc<Stats>) {
+    run_with(src, dst, true).await
+}
+
+async fn run_with(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    inline: bool,
+) -> (Arc<Seen>, Arc<Stats>) {
     let seen = Arc::new(Seen::default());
     let (s1, s2) = (seen.clone(), seen.clone());
     let taps = LinkTaps {
@@ -97,7 +106,11 @@ async fn run(src: &std::path::Path, dst: &std::path::Path) -> (Arc<Seen>, Arc<St
         })),
     };
     let stats = Arc::new(Stats::default());
-    let report = run_sync_with(one_shot_job("inline", src, dst), stats.clone(), taps)
+    let job = ferry_actors::SyncJob {
+        inline,
+        ..one_shot_job("inline", src, dst)
+    };
+    let report = run_sync_with(job, stats.clone(), taps)
         .await
         .expect("the sync succeeds");
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
@@ -220,4 +233,25 @@ async fn an_initial_sync_into_a_target_holding_only_a_stray_directory_finishes()
     assert!(!dst.path().join("stray").exists());
     let inline = seen.content_inline.lock().unwrap();
     assert!(inline.iter().any(|&i| i), "content was asked for inline");
+}
+
+#[actix_rt::test]
+async fn a_local_target_is_not_asked_for_inline_content() {
+    // Reading a local file twice is cheap; the memory inline content takes is not.
+    let src = tempdir();
+    let dst = tempdir();
+    for i in 0..20 {
+        write(&src.path().join(format!("f{i}.txt")), format!("file {i}\n"));
+    }
+
+    let (seen, _) = run_with(src.path(), dst.path(), false).await;
+
+    assert_mirror(src.path(), dst.path());
+    let inline = seen.content_inline.lock().unwrap();
+    assert!(
+        !inline.is_empty() && inline.iter().all(|&i| !i),
+        "{inline:?}"
+    );
+    assert_eq!(seen.inline_messages.load(Ordering::SeqCst), 0);
+    assert_eq!(seen.chunk_paths.lock().unwrap().len(), 20);
 }
