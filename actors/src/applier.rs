@@ -32,6 +32,8 @@ use crate::wire::encoded_len;
 /// Files assembled at once, at most: small files need many in flight to keep a link busy
 /// (each costs a round trip), and each holds a temp file open (see [`file_caps`]).
 const MAX_ACTIVE_FILES: usize = 512;
+/// Files assembled at once for a local target (no round trip to hide; each costs memory).
+const LOCAL_ACTIVE_FILES: usize = 64;
 /// Chunk bytes requested but not yet received, at most.
 const MAX_INFLIGHT_BYTES: u64 = 16 << 20;
 /// A `NeedChunks` message asks for at most this many bytes.
@@ -91,11 +93,14 @@ pub struct ApplierOptions {
     pub untrusted_sender: bool,
     /// Target entries left out of the target scan: never deleted, replaced or reused.
     pub ignore: IgnoreRules,
-    /// When the target holds no file content at all, ask for small files' chunks along
-    /// with their chunk lists (`NeedContent::inline`): the source reads each once and no
-    /// round trip is spent per file. Costs up to about 40 MiB while an initial sync lasts
-    /// (the stash, and the source's kept bytes); worth it across a network.
-    pub inline: bool,
+    /// The Sender is across a network: every chunk asked for costs a round trip, so the
+    /// Applier spends memory to ask less and sooner. Up to [`MAX_ACTIVE_FILES`] files are
+    /// assembled at once (else [`LOCAL_ACTIVE_FILES`]); into a target holding no file
+    /// content at all, small files' chunks are asked for along with their chunk lists
+    /// (`NeedContent::inline`: the source reads each once, no round trip per file); the
+    /// chunks written last are kept for files that need them again. Costs up to about
+    /// 60 MiB more while an initial sync lasts.
+    pub remote: bool,
 }
 
 /// The recipients through which an Applier answers its Sender, local or remote.
@@ -522,7 +527,7 @@ impl Applier {
             }
         }
         // In batches, so the first files can be planned while the rest are hashed.
-        let inline = self.opts.inline && !self.opts.dry_run && self.target_holds_no_content();
+        let inline = self.opts.remote && !self.opts.dry_run && self.target_holds_no_content();
         let batch_limit = if inline {
             INLINE_BATCH_BYTES
         } else {
@@ -865,7 +870,12 @@ impl Applier {
     fn pump_files(&mut self, ctx: &mut Context<Self>) {
         loop {
             let Some(x) = self.exec.as_mut() else { return };
-            if x.active >= file_caps().0 || x.inflight >= MAX_INFLIGHT_BYTES {
+            let cap = if self.opts.remote {
+                file_caps().0
+            } else {
+                file_caps().0.min(LOCAL_ACTIVE_FILES)
+            };
+            if x.active >= cap || x.inflight >= MAX_INFLIGHT_BYTES {
                 break;
             }
             let Some(slot) = x.queue.pop_front() else {
@@ -1578,7 +1588,9 @@ impl Applier {
                 return;
             }
         }
-        self.stash.remember(id, body);
+        if self.opts.remote {
+            self.stash.remember(id, body);
+        }
     }
 
     /// Files parked on a chunk no job writes any more (none wrote it: the files it was

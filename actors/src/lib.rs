@@ -16,7 +16,7 @@
 //!     durable: true,
 //!     params: Default::default(),
 //!     ignore: Default::default(),
-//!     inline: false,
+//!     remote: false,
 //! };
 //! let report = actix::System::new().block_on(run_sync(job, Arc::new(Stats::default())))?;
 //! println!("{} files created", report.stats.created);

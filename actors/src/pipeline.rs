@@ -34,10 +34,10 @@ pub struct FolderJob {
     pub params: ChunkParams,
     /// Entries neither sent from the source nor touched in the target (empty = none).
     pub ignore: IgnoreRules,
-    /// Into a target holding no file content, ask for small files' chunks inline (see
-    /// [`ApplierOptions::inline`]); off for local targets, where reading a file twice is
-    /// cheap and the memory is better saved.
-    pub inline: bool,
+    /// Tune the (local) Applier as for a target across a network ([`ApplierOptions::remote`]):
+    /// off for local targets, where a chunk costs no round trip and memory is better saved;
+    /// tests turn it on to drive a remote Applier's behaviour in-process.
+    pub remote: bool,
 }
 
 /// Interposers on the links between Sender and Applier: each receives the recipients the
@@ -205,7 +205,7 @@ impl Pipeline {
             params: job.params,
             untrusted_sender: false,
             ignore: job.ignore.clone(),
-            inline: job.inline,
+            remote: job.remote,
         };
         let target_root = job.target.clone();
         let folder = job.folder.clone();

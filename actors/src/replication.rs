@@ -268,7 +268,7 @@ impl ReplicationBuilder {
             durable: self.durable,
             params: self.params,
             ignore: self.ignore,
-            inline: false,
+            remote: false,
         };
         let mut supervisor =
             FolderSupervisor::new(job, self.watch, self.policy, stats.clone(), None)

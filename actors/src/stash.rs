@@ -293,7 +293,10 @@ mod tests {
             s.remember(c.id, c.body);
         }
         assert!(s.take(&first.id).is_none(), "the oldest was dropped");
-        assert!(s.take(&chunk(n - 1, mib).id).is_some(), "the newest is kept");
+        assert!(
+            s.take(&chunk(n - 1, mib).id).is_some(),
+            "the newest is kept"
+        );
         assert!(s.recent_bytes <= RECENT_BYTES);
         assert_eq!(
             s.bytes(),

@@ -175,7 +175,7 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
         durable: !args.no_fsync,
         params: args.chunk_sizes,
         ignore: ignore.clone(),
-        inline: false,
+        remote: false,
     };
     let stats = Arc::new(Stats::default());
     let spec = match remote {

@@ -51,7 +51,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
         durable: !args.no_fsync,
         params: args.chunk_sizes,
         ignore: ignore.clone(),
-        inline: false,
+        remote: false,
     };
     let watch = WatchOptions {
         debounce: args.debounce,

@@ -126,7 +126,7 @@ async fn a_resend_after_newer_live_removals_is_applied_in_full() {
         durable: false,
         params: Default::default(),
         untrusted_sender: true,
-        inline: false,
+        remote: false,
         ignore: Default::default(),
     };
     let target = TargetDir::open(dst.path()).unwrap();

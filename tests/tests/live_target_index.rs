@@ -120,7 +120,7 @@ async fn sync_with_store(src: &Path, dst: &Path, store: &Arc<MemStore>) -> Arc<S
         durable: false,
         params: ChunkParams::default(),
         ignore: IgnoreRules::default(),
-        inline: false,
+        remote: false,
     };
     let (tx, rx) = oneshot::channel();
     let done = Completion { done: Some(tx) }.start();

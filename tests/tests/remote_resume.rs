@@ -436,7 +436,7 @@ fn job(source: &Path) -> FolderJob {
         durable: false,
         params: ChunkParams::default(),
         ignore: Default::default(),
-        inline: false,
+        remote: false,
     }
 }
 

@@ -107,7 +107,7 @@ async fn run_with(
     };
     let stats = Arc::new(Stats::default());
     let job = ferry_actors::SyncJob {
-        inline,
+        remote: inline,
         ..one_shot_job("inline", src, dst)
     };
     let report = run_sync_with(job, stats.clone(), taps)

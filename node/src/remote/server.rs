@@ -505,7 +505,7 @@ impl Server {
             durable: self.config.durable,
             params,
             untrusted_sender: true,
-            inline: true,
+            remote: true,
             ignore,
         };
         // Per session: the counts each acknowledgement carries back are this session's.

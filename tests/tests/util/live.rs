@@ -213,7 +213,7 @@ impl LiveFolder {
             durable: false,
             params: Default::default(),
             ignore: Default::default(),
-            inline: false,
+            remote: false,
         };
         let watch = WatchOptions {
             // Periodic rescans would mask a missed event; the tests want to see it.

@@ -405,7 +405,7 @@ pub fn one_shot_job(folder: &str, src: &Path, dst: &Path) -> ferry_actors::SyncJ
         durable: false,
         params: Default::default(),
         ignore: Default::default(),
-        inline: false,
+        remote: false,
     }
 }
 
