@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use ferry_actors::supervisor::GetState;
-use ferry_actors::{
-    FolderId, FolderJob, FolderState, FolderSupervisor, RestartPolicy, Shutdown, Stats,
-    WatchOptions,
-};
+use ferry_actors::{FolderState, FolderSupervisor, RestartPolicy, Shutdown, Stats, WatchOptions};
 use tempfile::TempDir;
 
 use super::{diff_snapshots, ferry_bin, tempdir, try_snapshot, Compare};
@@ -203,18 +200,9 @@ impl LiveFolder {
         }
         fill(&src);
         let stats = Arc::new(Stats::default());
-        let job = FolderJob {
-            folder: FolderId::new("t").unwrap(),
-            source: src.clone(),
-            target: dst.clone(),
-            checksum: false,
-            dry_run: false,
-            // Durability is not what these tests look at, and fsyncs would slow every step.
-            durable: false,
-            params: Default::default(),
-            ignore: Default::default(),
-            remote: false,
-        };
+        // Without fsyncs: durability is not what these tests look at, and fsyncs would
+        // slow every step.
+        let job = super::one_shot_job("t", &src, &dst);
         let watch = WatchOptions {
             // Periodic rescans would mask a missed event; the tests want to see it.
             rescan_every: None,
