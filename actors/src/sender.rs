@@ -522,6 +522,11 @@ impl Handler<Applied> for Sender {
     fn handle(&mut self, msg: Applied, _: &mut Self::Context) {
         self.stats.actors.handled(Role::Sender);
         tracing::debug!(actor = "sender", folder = %self.folder, seq = msg.seq.0, "target acknowledged");
+        // A full plan was applied: the target holds content now and asks for no more chunks
+        // inline. What was sent inline need not be remembered (its memory is freed).
+        if !self.inlined.is_empty() {
+            self.inlined = HashSet::new();
+        }
         self.on_applied.do_send(msg);
     }
 }
