@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::benchkit::{setup, Failure, Result};
-use crate::tools::{failed_message, file_tail, run_timed};
+use crate::tools::{failed_message, file_tail, run_timed, run_tool};
 
 /// How long to wait for a service to come up, for the proxy to account a finished
 /// connection, and for a service to stop after SIGTERM.
@@ -594,6 +594,26 @@ impl FerryServer {
 impl Drop for FerryServer {
     fn drop(&mut self) {
         terminate(&mut self.child);
+    }
+}
+
+/// `ferry id --home HOME`: the node id (created on first use).
+pub fn node_id(ferry: &Path, home: &Path) -> Result<String> {
+    let what = format!("ferry id --home {}", home.display());
+    let out = run_tool(
+        &what,
+        ferry,
+        &[OsStr::new("id"), OsStr::new("--home"), home.as_os_str()],
+    )
+    .map_err(|f| Failure::Wrong(f.message().to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(id), None) => Ok(id.to_string()),
+        _ => Err(Failure::Wrong(format!(
+            "{what}: expected one node id on stdout, got {:?}",
+            text.trim()
+        ))),
     }
 }
 

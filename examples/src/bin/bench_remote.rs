@@ -44,10 +44,10 @@ use ferry_examples::benchkit::{
 };
 use ferry_examples::procfs;
 use ferry_examples::services::{
-    timed_client, ByteProxy, FerryServer, RsyncService, ServeSpec, Transfer,
+    node_id, timed_client, ByteProxy, FerryServer, RsyncService, ServeSpec, Transfer,
 };
 use ferry_examples::tools::{
-    file_tail, find_rsync, first_line, locate_ferry, modified, python3, run_tool, script,
+    file_tail, find_rsync, first_line, locate_ferry, modified, python3, script,
 };
 use ferry_examples::workload::{Scale, TreePlan, TreeStats, MIB};
 use serde_json::{json, Value};
@@ -241,26 +241,6 @@ fn read_tree(root: &Path) -> io::Result<(u64, u64)> {
         }
     }
     Ok((files, bytes))
-}
-
-/// `ferry id --home HOME`: the node id (created on first use).
-fn node_id(ferry: &Path, home: &Path) -> Result<String> {
-    let what = format!("ferry id --home {}", home.display());
-    let out = run_tool(
-        &what,
-        ferry,
-        &[OsStr::new("id"), OsStr::new("--home"), home.as_os_str()],
-    )
-    .map_err(|f| Failure::Wrong(f.message().to_string()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some(id), None) => Ok(id.to_string()),
-        _ => Err(Failure::Wrong(format!(
-            "{what}: expected one node id on stdout, got {:?}",
-            text.trim()
-        ))),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

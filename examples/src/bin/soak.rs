@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use ferry_examples::benchkit::{self, loud, setup, verify, ArgParser, Failure, Result};
 use ferry_examples::compare::compare_trees;
 use ferry_examples::procfs;
-use ferry_examples::services::{FerryServer, ServeSpec};
-use ferry_examples::tools::{file_tail, locate_ferry, run_tool};
+use ferry_examples::services::{node_id, FerryServer, ServeSpec};
+use ferry_examples::tools::{file_tail, locate_ferry};
 use ferry_examples::workload::Rng;
 
 const NAME: &str = "soak";
@@ -543,25 +543,6 @@ fn run_writer(
 // ---------------------------------------------------------------------------------------------
 // ferry processes
 // ---------------------------------------------------------------------------------------------
-
-fn node_id(ferry: &Path, home: &Path) -> Result<String> {
-    let what = format!("ferry id --home {}", home.display());
-    let out = run_tool(
-        &what,
-        ferry,
-        &[OsStr::new("id"), OsStr::new("--home"), home.as_os_str()],
-    )
-    .map_err(|f| Failure::Wrong(f.message().to_string()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some(id), None) => Ok(id.to_string()),
-        _ => Err(Failure::Wrong(format!(
-            "{what}: expected one node id, got {:?}",
-            text.trim()
-        ))),
-    }
-}
 
 /// A running `ferry watch`; killed if dropped without [`Watch::stop`].
 struct Watch {
