@@ -458,14 +458,7 @@ fn read_chunks(
     requests: Vec<ChunkRequest>,
 ) -> Vec<ChunkData> {
     let mut open: HashMap<RelPath, Result<SourceFile, String>> = HashMap::new();
-    let mut out = Vec::new();
-    let mut cur = ChunkData {
-        folder: folder.clone(),
-        chunks: Vec::new(),
-        failed: Vec::new(),
-        inline: false,
-    };
-    let mut cur_bytes = 0usize;
+    let (mut chunks, mut failed) = (Vec::new(), Vec::new());
     for r in requests {
         let file = open
             .entry(r.path.clone())
@@ -484,34 +477,28 @@ fn read_chunks(
             Err(e) => Err(e.clone()),
         };
         match read {
-            Ok(data) => {
-                let body = ChunkBody::of(data);
-                if let ChunkBody::Bytes(d) = &body {
-                    cur_bytes += d.len();
-                }
-                cur.chunks.push(ChunkPayload { id: r.id, body });
-            }
-            Err(reason) => cur.failed.push(ChunkFailure {
+            Ok(data) => chunks.push(ChunkPayload {
+                id: r.id,
+                body: ChunkBody::of(data),
+            }),
+            Err(reason) => failed.push(ChunkFailure {
                 id: r.id,
                 path: r.path,
                 reason,
             }),
         }
-        if cur_bytes >= MAX_DATA_MESSAGE {
-            out.push(std::mem::replace(
-                &mut cur,
-                ChunkData {
-                    folder: folder.clone(),
-                    chunks: Vec::new(),
-                    failed: Vec::new(),
-                    inline: false,
-                },
-            ));
-            cur_bytes = 0;
-        }
     }
-    if !cur.chunks.is_empty() || !cur.failed.is_empty() {
-        out.push(cur);
+    let mut out = in_messages(folder, chunks, false);
+    if !failed.is_empty() {
+        match out.last_mut() {
+            Some(last) => last.failed = failed,
+            None => out.push(ChunkData {
+                folder: folder.clone(),
+                chunks: Vec::new(),
+                failed,
+                inline: false,
+            }),
+        }
     }
     out
 }
