@@ -173,7 +173,9 @@ impl Slot {
     /// Blocking: copies the chunks the target already holds, seals the file if that was
     /// all, and returns what was copied with the chunks still to fetch.
     pub(crate) fn start(self: &Arc<Self>, plan: &Assembly) -> (LocalCopy, Option<SlotEvent>) {
-        let copied = self.with_temp(|temp| copy_local_chunks(&self.target, temp, plan));
+        let copied = self.with_temp(|temp| {
+            copy_local_chunks(&self.target, temp, plan, self.replaces || self.durable)
+        });
         match copied {
             Ok(copy) => {
                 let local = plan.tasks.len() - copy.remote.len();

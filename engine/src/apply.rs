@@ -123,7 +123,7 @@ pub fn write_file(
     })?;
     let plan = chunk_tasks(&entry.path, content, base, &crate::ChunkIndex::new());
     let temp = target.create_temp(&entry.path)?;
-    let local = copy_local_chunks(target, &temp, &plan)?;
+    let local = copy_local_chunks(target, &temp, &plan, false)?;
     let reused = local.bytes;
     let mut fetched = 0;
     for t in &local.remote {

@@ -147,46 +147,110 @@ pub struct LocalCopy {
 /// must not run the process out of descriptors).
 const MAX_OPEN: usize = 32;
 
-/// Copies the local chunks of `plan` into `temp`, verifying each against its id.
+/// Consecutive chunks that lie back to back in one source file are read (and written) with
+/// one call, up to this many bytes.
+const RUN_BYTES: u64 = 128 << 10;
+
+/// Copies the local chunks of `plan` into `temp`, verifying each against its id. Chunks
+/// that lie back to back in their source are read with one call and written with one call
+/// for every stretch of them that is verified and not all zeros. With `writeback`, the
+/// disk is set to work on what was written before returning (see
+/// [`TempFile::start_writeback`]).
 pub fn copy_local_chunks(
     target: &TargetDir,
     temp: &TempFile,
     plan: &Assembly,
+    writeback: bool,
 ) -> Result<LocalCopy> {
     let mut out = LocalCopy::default();
     // Each source opened once, lazily; one that cannot be opened serves nothing.
     let mut open: HashMap<usize, Option<File>> = HashMap::new();
     let mut buf = Vec::new();
-    for t in &plan.tasks {
-        let ChunkOrigin::Local { source, at } = t.origin else {
-            out.remote.push(*t);
+    let mut rest = &plan.tasks[..];
+    while let Some(first) = rest.first() {
+        let ChunkOrigin::Local { source, at } = first.origin else {
+            out.remote.push(*first);
+            rest = &rest[1..];
             continue;
         };
+        let run = local_run(rest, source, at);
+        let (tasks, after) = rest.split_at(run);
+        rest = after;
         if open.len() >= MAX_OPEN && !open.contains_key(&source) {
             open.clear();
         }
         let file = open
             .entry(source)
             .or_insert_with(|| target.open_read(&plan.sources[source]).ok());
-        buf.resize(t.chunk.len as usize, 0);
-        let good = file
+        let len: u64 = tasks.iter().map(|t| u64::from(t.chunk.len)).sum();
+        buf.resize(len as usize, 0);
+        let read = file
             .as_ref()
-            .is_some_and(|f| f.read_exact_at(&mut buf, at).is_ok() && t.chunk.id.matches(&buf));
-        if good {
-            // The temp file is new: a run of zeros is left as a hole.
-            if buf.iter().any(|&b| b != 0) {
-                temp.write_at(t.offset, &buf)?;
+            .is_some_and(|f| f.read_exact_at(&mut buf, at).is_ok());
+        let mut pos = 0usize;
+        // The stretch of verified, not all-zero chunks waiting to be written: (offset in
+        // the new file, range of `buf`).
+        let mut pending: Option<(u64, std::ops::Range<usize>)> = None;
+        for t in tasks {
+            let bytes = &buf[pos..pos + t.chunk.len as usize];
+            let range = pos..pos + bytes.len();
+            pos = range.end;
+            if !(read && t.chunk.id.matches(bytes)) {
+                flush(temp, &buf, pending.take())?;
+                out.remote.push(ChunkTask {
+                    origin: ChunkOrigin::Remote,
+                    ..*t
+                });
+                continue;
             }
             out.bytes += u64::from(t.chunk.len);
             out.chunks += 1;
-        } else {
-            out.remote.push(ChunkTask {
-                origin: ChunkOrigin::Remote,
-                ..*t
-            });
+            if bytes.iter().all(|&b| b == 0) {
+                // The temp file is new: a run of zeros is left as a hole.
+                flush(temp, &buf, pending.take())?;
+            } else {
+                pending = match pending.take() {
+                    Some((o, r)) => Some((o, r.start..range.end)),
+                    None => Some((t.offset, range)),
+                };
+            }
         }
+        flush(temp, &buf, pending)?;
+    }
+    if let (true, Some(first), Some(last)) = (writeback, plan.tasks.first(), plan.tasks.last()) {
+        let end = last.offset + u64::from(last.chunk.len);
+        temp.start_writeback(first.offset, end - first.offset);
     }
     Ok(out)
+}
+
+/// How many tasks from the start of `tasks` (the first is local, from `source` at `at`)
+/// continue it in the source file as in the new one, up to [`RUN_BYTES`].
+fn local_run(tasks: &[ChunkTask], source: usize, at: u64) -> usize {
+    let mut next = at;
+    let mut bytes = 0u64;
+    tasks
+        .iter()
+        .take_while(|t| {
+            let follows = t.origin == ChunkOrigin::Local { source, at: next }
+                && (bytes == 0 || bytes + u64::from(t.chunk.len) <= RUN_BYTES);
+            next += u64::from(t.chunk.len);
+            bytes += u64::from(t.chunk.len);
+            follows
+        })
+        .count()
+}
+
+/// Writes one stretch of verified chunk bytes at its offset in the new file.
+fn flush(
+    temp: &TempFile,
+    buf: &[u8],
+    stretch: Option<(u64, std::ops::Range<usize>)>,
+) -> Result<()> {
+    match stretch {
+        Some((offset, range)) => temp.write_at(offset, &buf[range]),
+        None => Ok(()),
+    }
 }
 
 /// Writes a fetched chunk after checking that its bytes match its id.
@@ -214,6 +278,73 @@ mod tests {
             })
             .collect();
         Content::from_chunks(&ChunkParams::default(), chunks)
+    }
+
+    /// Chunks of `len` bytes each, every one filled with its own byte (`0` for a zero chunk).
+    fn filled(fills: &[u8], len: usize) -> (Vec<u8>, Content) {
+        let bytes: Vec<u8> = fills.iter().flat_map(|&f| vec![f; len]).collect();
+        let parts: Vec<&[u8]> = bytes.chunks(len).collect();
+        (bytes.clone(), content(&parts))
+    }
+
+    #[test]
+    fn copies_runs_in_one_go_and_still_checks_every_chunk() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let path = RelPath::new("f").unwrap();
+        // 40 chunks of 64 KiB (several runs), chunk 3 all zeros.
+        let len = 64 << 10;
+        let fills: Vec<u8> = (0..40u8).map(|i| if i == 3 { 0 } else { i + 1 }).collect();
+        let (mut old, new) = filled(&fills, len);
+        // The old file no longer holds what its chunk list says at chunk 5 and chunk 30.
+        old[5 * len + 7] ^= 0xff;
+        old[30 * len] ^= 0xff;
+        std::fs::write(root.path().join("f"), &old).unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        let plan = chunk_tasks(&path, &new, Some(&new), &ChunkIndex::new());
+        let temp = target.create_temp(&path).unwrap();
+        let copy = copy_local_chunks(&target, &temp, &plan, true).unwrap();
+        let offsets: Vec<u64> = copy.remote.iter().map(|t| t.offset).collect();
+        assert_eq!(offsets, vec![5 * len as u64, 30 * len as u64]);
+        assert!(copy.remote.iter().all(|t| t.origin == ChunkOrigin::Remote));
+        assert_eq!(copy.chunks, 38);
+        assert_eq!(copy.bytes, 38 * len as u64);
+        for t in &copy.remote {
+            let i = (t.offset / len as u64) as usize;
+            write_verified(&temp, t, &vec![fills[i]; len]).unwrap();
+        }
+        temp.set_len(new.len()).unwrap();
+        let (expected, _) = filled(&fills, len);
+        let written = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap() != "f")
+            .unwrap();
+        assert_eq!(std::fs::read(&written).unwrap(), expected);
+        // The zero chunk was left as a hole: fewer blocks than the file's length needs.
+        let blocks = std::fs::metadata(&written).unwrap().blocks() * 512;
+        assert!(
+            blocks < new.len(),
+            "{blocks} bytes allocated for {}",
+            new.len()
+        );
+    }
+
+    #[test]
+    fn a_run_ends_where_the_source_or_its_offsets_change_or_it_is_long_enough() {
+        let local = |source, at| ChunkTask {
+            offset: 0,
+            chunk: ChunkRef {
+                id: ChunkId::of(b""),
+                len: 1000,
+            },
+            origin: ChunkOrigin::Local { source, at },
+        };
+        let tasks = [local(0, 0), local(0, 1000), local(0, 5000), local(1, 6000)];
+        assert_eq!(local_run(&tasks, 0, 0), 2);
+        assert_eq!(local_run(&tasks[2..], 0, 5000), 1);
+        let long: Vec<ChunkTask> = (0..300).map(|i| local(0, i * 1000)).collect();
+        assert_eq!(local_run(&long, 0, 0) as u64, RUN_BYTES / 1000);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io;
+use std::num::NonZeroU64;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -474,6 +475,20 @@ impl TempFile {
         self.file
             .write_all_at(bytes, offset)
             .map_err(|e| Error::io("write", &self.full, e))
+    }
+
+    /// Starts writing `len` bytes at `offset` back to disk without waiting for it. For a
+    /// file that will replace another: ext4 writes a file back when it is renamed over an
+    /// existing one (so a crash does not leave it empty), and the rename waits for that;
+    /// started as each region is written, the disk works while the rest is assembled. It
+    /// is only advice, so its failure is not an error.
+    pub fn start_writeback(&self, offset: u64, len: u64) {
+        let _ = rfs::fadvise(
+            &self.file,
+            offset,
+            NonZeroU64::new(len),
+            rfs::Advice::DontNeed,
+        );
     }
 
     /// Sets the length, leaving a hole where nothing was written (sparse regions of zeros).
