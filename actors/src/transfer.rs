@@ -12,6 +12,10 @@ use crate::messages::ChunkBody;
 /// The slots waiting for one chunk, each with where the chunk goes in its file.
 pub(crate) type Waiters = Vec<(Arc<Slot>, ChunkTask)>;
 
+/// A replaced file at least this large is released on a thread of its own after the rename
+/// (freeing its cached pages takes about 0.1 s per GiB).
+const RELEASE_APART: u64 = 16 << 20;
+
 /// A file being assembled in a temp file beside its final name.
 pub(crate) struct Slot {
     pub(crate) entry: FileEntry,
@@ -157,7 +161,17 @@ impl Slot {
             return self
                 .abort("the temp file was lost or still in use when it was installed".into());
         };
-        match temp.install() {
+        let installed = if self.base.as_ref().is_some_and(|b| b.len() >= RELEASE_APART) {
+            temp.install_holding_old().map(|old| {
+                if let Some(old) = old {
+                    // Its pages are freed where it is dropped: not here.
+                    std::thread::spawn(move || drop(old));
+                }
+            })
+        } else {
+            temp.install()
+        };
+        match installed {
             Ok(()) => self.finish().then(|| SlotEvent::Committed(self.clone())),
             Err(e) => self.abort(e.to_string()),
         }

@@ -217,12 +217,7 @@ fn chunk_into<R: Read>(
     buf: &mut [u8],
     mut on_chunk: impl FnMut(u64, &[u8], ChunkId) -> io::Result<()>,
 ) -> io::Result<Content> {
-    let (min, avg, max) = (
-        params.min as usize,
-        params.avg as usize,
-        params.max as usize,
-    );
-    let (mask_s, mask_l) = select_masks(avg, Normalization::Level1);
+    let max = params.max as usize;
     let cap = buf.len();
     let (mut start, mut end, mut eof, mut offset) = (0usize, 0usize, false, 0u64);
     let mut chunks = Vec::new();
@@ -246,16 +241,7 @@ fn chunk_into<R: Read>(
         if start == end {
             break;
         }
-        let (_, n) = cut(
-            &buf[start..end],
-            min,
-            avg,
-            max,
-            mask_s,
-            mask_l,
-            mask_s << 1,
-            mask_l << 1,
-        );
+        let n = cut_at(&buf[start..end], params);
         let bytes = &buf[start..start + n];
         let id = ChunkId::of(bytes);
         on_chunk(offset, bytes, id)?;
@@ -264,6 +250,28 @@ fn chunk_into<R: Read>(
         offset += n as u64;
     }
     Ok(Content::from_chunks(params, chunks))
+}
+
+/// The length of the chunk that starts at the start of `bytes`, which holds at least
+/// `params.max` bytes unless it ends where the file does.
+pub(crate) fn cut_at(bytes: &[u8], params: &ChunkParams) -> usize {
+    let (min, avg, max) = (
+        params.min as usize,
+        params.avg as usize,
+        params.max as usize,
+    );
+    let (mask_s, mask_l) = select_masks(avg, Normalization::Level1);
+    let (_, n) = cut(
+        bytes,
+        min,
+        avg,
+        max,
+        mask_s,
+        mask_l,
+        mask_s << 1,
+        mask_l << 1,
+    );
+    n
 }
 
 /// Chunks `reader` and returns only the chunk list.

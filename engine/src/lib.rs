@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod relpath;
 pub mod scan;
 pub mod source;
+pub mod split;
 pub mod store;
 pub mod target;
 pub mod targetindex;

@@ -6,10 +6,11 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::chunk::{chunk_reader, chunk_stream, ChunkId, ChunkParams, Content};
+use crate::chunk::{chunk_stream, ChunkId, ChunkParams, Content};
 use crate::error::{Error, Result};
 use crate::index::StatKey;
 use crate::relpath::RelPath;
+use crate::split::chunk_file;
 
 /// A source folder opened for reading.
 #[derive(Clone, Debug)]
@@ -72,7 +73,7 @@ impl SourceDir {
                 Ok(())
             })
         } else {
-            chunk_reader(&f.file, &self.params)
+            chunk_file(&f.file, &self.params)
         }
         .map_err(|e| Error::io("read", &f.full, e))?;
         let after = f.stat()?;

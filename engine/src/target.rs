@@ -313,7 +313,7 @@ impl TargetDir {
         let f = self.open_read(path)?;
         let before = f.metadata().map_err(|e| self.err("stat", path, e))?;
         let content =
-            crate::chunk::chunk_reader(&f, params).map_err(|e| self.err("read", path, e))?;
+            crate::split::chunk_file(&f, params).map_err(|e| self.err("read", path, e))?;
         let after = f.metadata().map_err(|e| self.err("stat", path, e))?;
         if content.len() != after.len() || before.modified().ok() != after.modified().ok() {
             return Err(Error::Changed { path: path.clone() });
@@ -534,7 +534,22 @@ impl TempFile {
     /// Renames the temp file over the final name (replacing a file or symlink there
     /// atomically). Durability of the data is the caller's: [`TempFile::sync`] or
     /// [`TargetDir::sync_all`] first.
-    pub fn install(mut self) -> Result<()> {
+    pub fn install(self) -> Result<()> {
+        self.install_holding_old().map(drop)
+    }
+
+    /// [`TempFile::install`], returning the file it replaced (if any) held open. Freeing a
+    /// replaced file's cached pages takes a while for a large one (a tenth of a second per
+    /// GiB), and happens when its last reference goes: dropping the returned descriptor
+    /// off the hot path keeps that out of the rename.
+    pub fn install_holding_old(mut self) -> Result<Option<OwnedFd>> {
+        let old = rfs::openat(
+            &self.dir,
+            self.path.name(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok();
         rfs::renameat(
             &self.dir,
             self.tmp_name.as_str(),
@@ -543,7 +558,7 @@ impl TempFile {
         )
         .map_err(|e| Error::io("rename into place", &self.full, e.into()))?;
         self.committed = true;
-        Ok(())
+        Ok(old)
     }
 }
 
@@ -572,6 +587,26 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn installing_over_a_file_hands_back_the_replaced_file_still_readable() {
+        let root = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        let temp = target.create_temp(&p("f")).unwrap();
+        temp.write_at(0, b"first").unwrap();
+        assert!(temp.install_holding_old().unwrap().is_none());
+        // A descriptor opened before the replacement (as the copy jobs hold) still reads
+        // the old data while the held one keeps it alive.
+        let reader = target.open_read(&p("f")).unwrap();
+        let temp = target.create_temp(&p("f")).unwrap();
+        temp.write_at(0, b"second").unwrap();
+        let old = temp.install_holding_old().unwrap().expect("f was replaced");
+        assert_eq!(fs::read(root.path().join("f")).unwrap(), b"second");
+        assert_eq!(names(root.path()), ["f"]);
+        let held = rfs::fstat(&old).unwrap();
+        assert_eq!(held.st_ino, rfs::fstat(&reader).unwrap().st_ino);
+        assert_eq!(held.st_nlink, 0, "the replaced file has no name left");
     }
 
     #[test]

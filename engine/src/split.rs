@@ -1,0 +1,251 @@
+//! Chunking one large file on several threads, with exactly the cut points (and so the chunk
+//! list) that chunking it from start to end on one thread finds.
+//!
+//! The file is cut into segments and each is chunked on its own thread as if a chunk
+//! started at the segment's first byte. Where a chunk starts depends only on where the
+//! previous one started and the bytes from there on, so once the true sequence (from the
+//! start of the file) lands on a chunk start a segment's thread also found, the rest of
+//! that segment's chunks are the true ones. The join chunks the few bytes between the end
+//! of what it holds and that meeting point itself (the "bridge"). When they never meet (long
+//! runs cut only at the maximum size, e.g. zeros), the bridge simply goes on through the
+//! segment: slower, never different.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+use crate::chunk::{chunk_reader, chunk_stream, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
+
+/// Files shorter than this are chunked on the calling thread.
+pub const SPLIT_MIN: u64 = 32 << 20;
+/// No segment is shorter than this (the bridge and thread start cost next to nothing then).
+const SEGMENT_MIN: u64 = 16 << 20;
+/// Threads for one file at most.
+const MAX_THREADS: usize = 8;
+
+/// Chunks `file` (read from offset 0 to its end) like [`chunk_reader`], on as many threads
+/// as there are cores when it is large.
+pub fn chunk_file(file: &File, params: &ChunkParams) -> io::Result<Content> {
+    let size = file.metadata()?.len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let segments = usize::try_from(size / SEGMENT_MIN)
+        .unwrap_or(usize::MAX)
+        .min(threads);
+    if size < SPLIT_MIN || segments < 2 {
+        return chunk_reader(file, params);
+    }
+    chunk_split(file, size, params, segments)
+}
+
+/// The chunks one thread found in its segment, starting at `start`.
+struct Found {
+    start: u64,
+    chunks: Vec<ChunkRef>,
+}
+
+/// [`chunk_file`] with `segments` segments of a file of (about) `size` bytes.
+fn chunk_split(
+    file: &File,
+    size: u64,
+    params: &ChunkParams,
+    segments: usize,
+) -> io::Result<Content> {
+    let step = size / segments as u64;
+    let found: Vec<io::Result<Found>> = std::thread::scope(|s| {
+        let jobs: Vec<_> = (0..segments)
+            .map(|k| {
+                let start = k as u64 * step;
+                // The last segment reads to the end of the file, whatever its length now.
+                let end = (k + 1 < segments).then(|| (k as u64 + 1) * step);
+                s.spawn(move || chunk_segment(file, params, start, end))
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut chunks: Vec<ChunkRef> = Vec::new();
+    let mut pos = 0u64;
+    for seg in found {
+        let seg = seg?;
+        // Chunk from `pos` until the true sequence meets a chunk start of this segment
+        // (`seg.start` itself is one) or passes what the segment found.
+        let starts: Vec<u64> = std::iter::once(seg.start)
+            .chain(seg.chunks.iter().scan(seg.start, |at, c| {
+                *at += u64::from(c.len);
+                Some(*at)
+            }))
+            .collect();
+        let seg_end = *starts.last().expect("starts holds seg.start");
+        while pos < seg_end {
+            if let Ok(i) = starts.binary_search(&pos) {
+                chunks.extend_from_slice(&seg.chunks[i..]);
+                pos = seg_end;
+                break;
+            }
+            match bridge_chunk(file, params, pos)? {
+                Some(c) => {
+                    pos += u64::from(c.len);
+                    chunks.push(c);
+                }
+                None => break,
+            }
+        }
+    }
+    // After the last segment: the file's end (reached when the last segment was joined),
+    // or more bytes the bridge chunks on its own (never joined, or the file grew).
+    while let Some(c) = bridge_chunk(file, params, pos)? {
+        pos += u64::from(c.len);
+        chunks.push(c);
+    }
+    Ok(Content::from_chunks(params, chunks))
+}
+
+/// The chunks of `file` from `start` as if one started there. With `end`, reading stops
+/// there and the last chunk (cut by that artificial end) is left out; without it, the file
+/// is read to its end.
+fn chunk_segment(
+    file: &File,
+    params: &ChunkParams,
+    start: u64,
+    end: Option<u64>,
+) -> io::Result<Found> {
+    let reader = AtReader {
+        file,
+        pos: start,
+        end: end.unwrap_or(u64::MAX),
+    };
+    let mut chunks = chunk_stream(reader, params, |_, _, _| Ok(()))?.chunks;
+    if end.is_some() {
+        chunks.pop();
+    }
+    Ok(Found { start, chunks })
+}
+
+/// The one chunk of `file` starting at `at` (None at the end of the file).
+fn bridge_chunk(file: &File, params: &ChunkParams, at: u64) -> io::Result<Option<ChunkRef>> {
+    let mut buf = vec![0u8; params.max as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], at + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if got == 0 {
+        return Ok(None);
+    }
+    let bytes = &buf[..got];
+    let len = cut_at(bytes, params);
+    Ok(Some(ChunkRef {
+        id: ChunkId::of(&bytes[..len]),
+        len: len as u32,
+    }))
+}
+
+/// Reads `file` from `pos` up to `end` with positional reads (threads share the file).
+struct AtReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for AtReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(room);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write as _;
+
+    fn small() -> ChunkParams {
+        ChunkParams::new(256, 1024, 4096).unwrap()
+    }
+
+    fn file_with(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_split_finds_the_chunks_of_one_pass() {
+        let bytes = noise(300_000, 7);
+        let f = file_with(&bytes);
+        let one = chunk_reader(&bytes[..], &small()).unwrap();
+        for segments in [2, 3, 7, 50] {
+            let split = chunk_split(&f, bytes.len() as u64, &small(), segments).unwrap();
+            assert_eq!(split, one, "{segments} segments");
+        }
+    }
+
+    #[test]
+    fn zeros_that_never_meet_are_bridged_to_the_same_result() {
+        // All zeros: cut only at the maximum size, so a segment starting off the grid of
+        // the one pass never meets it and the bridge chunks the whole segment itself.
+        let mut bytes = noise(5_000, 3);
+        bytes.extend(std::iter::repeat_n(0u8, 200_000));
+        bytes.extend(noise(30_000, 4));
+        let f = file_with(&bytes);
+        let one = chunk_reader(&bytes[..], &small()).unwrap();
+        for segments in [2, 4, 9] {
+            let split = chunk_split(&f, bytes.len() as u64, &small(), segments).unwrap();
+            assert_eq!(split, one, "{segments} segments");
+        }
+    }
+
+    #[test]
+    fn a_file_that_grew_since_its_size_was_taken_is_chunked_to_its_end() {
+        let bytes = noise(100_000, 11);
+        let f = file_with(&bytes);
+        let one = chunk_reader(&bytes[..], &small()).unwrap();
+        // Split as if it were 60,000 bytes long: the rest is read by the last segment.
+        let split = chunk_split(&f, 60_000, &small(), 4).unwrap();
+        assert_eq!(split, one);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn split_and_one_pass_agree(
+            len in 0usize..120_000,
+            seed: u64,
+            zeros in 0usize..40_000,
+            at in 0usize..120_000,
+            segments in 2usize..12,
+        ) {
+            let mut bytes = noise(len, seed);
+            let at = at.min(bytes.len());
+            bytes.splice(at..at, std::iter::repeat_n(0u8, zeros));
+            let f = file_with(&bytes);
+            let one = chunk_reader(&bytes[..], &small()).unwrap();
+            let split = chunk_split(&f, bytes.len() as u64, &small(), segments).unwrap();
+            prop_assert_eq!(split, one);
+        }
+    }
+}
