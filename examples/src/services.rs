@@ -54,7 +54,7 @@ fn check_alive(name: &str, child: &mut Child) -> Result<()> {
 
 /// Sends SIGTERM to `child` and waits for it (SIGKILL after [`SERVICE_TIMEOUT`]); returns its
 /// exit status, or `None` if it had to be killed or could not be waited for.
-fn terminate(child: &mut Child) -> Option<ExitStatus> {
+pub fn terminate(child: &mut Child) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }

@@ -11,12 +11,18 @@
 //! 3. ferry: `ferry sync SRC DST_F --json` (durable, the headline) and again with `--no-fsync`
 //!    (rsync does not fsync), each into a freshly restored DST_F; bytes are
 //!    `bytes_sent + bytes_metadata` of ferry's JSON summary;
-//! 4. rsync: `rsync -a --delete --stats SRC/ rsync://127.0.0.1:PORT/dst/` through
+//! 4. live (`ferry watch`, durable and `--no-fsync`): SRC restored to the pristine file, DST_F
+//!    empty; `ferry watch SRC DST_F` writes the file in its initial sync (so it knows its
+//!    chunk list, as a watch that has been running does); then the mutator edits SRC's file
+//!    and the clock runs from the end of the edit until DST_F's file is a new inode (a new
+//!    version is installed by rename, complete). No bytes are counted here;
+//! 5. rsync: `rsync -a --delete --stats SRC/ rsync://127.0.0.1:PORT/dst/` through
 //!    `byteproxy.py` in front of an `rsync --daemon` whose module is DST_R; bytes are the
 //!    proxy's payload counts in both directions.
 //!
-//! Before every timed run dirty pages are flushed and SRC's and the target's file are read
-//! once (warm, the default) or the page cache is dropped (`--cache cold`). Every result is
+//! Before every timed run dirty pages are flushed, the page cache is dropped (when
+//! permitted) and SRC's and the target's file are read once (warm, the default), or the page
+//! cache is only dropped (`--cache cold`). Every result is
 //! verified against SRC. `--sweep` measures ferry alone for a list of chunker parameter sets.
 //!
 //! Run by hand (never in CI):
@@ -36,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ferry_examples::benchkit::{
     self, fresh_dir, loud, median, ratio, setup, verdict, verify, ArgParser, Failure, Result,
 };
-use ferry_examples::services::RsyncService;
+use ferry_examples::services::{self, RsyncService};
 use ferry_examples::tools::{
     failed_message, find_rsync, first_line, locate_ferry, modified, python3, run_tool, script,
 };
@@ -86,8 +92,10 @@ OPTIONS:
                          with --sweep it may be repeated to give the list of sets to try
     --sweep              ferry only, once per chunk-size set (default sets 4K,16K,64K
                          8K,32K,128K 16K,64K,256K 32K,128K,512K): bytes, time, chunk counts
-    --variants LIST      ferry variants, comma-separated, of durable and no-fsync
-                         (default: both; with --sweep: durable)
+    --variants LIST      ferry variants, comma-separated, of durable, no-fsync (`ferry sync`),
+                         live and live-no-fsync (`ferry watch`, timed from the end of the
+                         edit until DST's file is replaced) (default: all four; with
+                         --sweep: durable)
     --cache warm|cold    warm (default): `sync`, then read SRC's and the target's file once
                          before every timed run (as the reference figures in
                          /work/shared/bench/README.md; stable to ~2 %);
@@ -188,6 +196,11 @@ enum Variant {
     Durable,
     /// `--no-fsync`, as rsync does not fsync either.
     NoFsync,
+    /// `ferry watch` (durable) that wrote DST_F in its initial sync, timed from the end of
+    /// the edit until DST_F's file is replaced.
+    Live,
+    /// [`Variant::Live`] with `--no-fsync`.
+    LiveNoFsync,
 }
 
 impl Variant {
@@ -195,8 +208,10 @@ impl Variant {
         match s {
             "durable" => Ok(Variant::Durable),
             "no-fsync" => Ok(Variant::NoFsync),
+            "live" => Ok(Variant::Live),
+            "live-no-fsync" => Ok(Variant::LiveNoFsync),
             other => Err(format!(
-                "unknown variant {other:?} (expected durable or no-fsync)"
+                "unknown variant {other:?} (expected durable, no-fsync, live or live-no-fsync)"
             )),
         }
     }
@@ -205,6 +220,8 @@ impl Variant {
         match self {
             Variant::Durable => "durable",
             Variant::NoFsync => "no-fsync",
+            Variant::Live => "live",
+            Variant::LiveNoFsync => "live-no-fsync",
         }
     }
 
@@ -212,7 +229,17 @@ impl Variant {
         match self {
             Variant::Durable => "ferry",
             Variant::NoFsync => "ferry --no-fsync",
+            Variant::Live => "watch",
+            Variant::LiveNoFsync => "watch --no-fsync",
         }
+    }
+
+    fn fsync(self) -> bool {
+        matches!(self, Variant::Durable | Variant::Live)
+    }
+
+    fn live(self) -> bool {
+        matches!(self, Variant::Live | Variant::LiveNoFsync)
     }
 }
 
@@ -251,7 +278,12 @@ impl Args {
         match &self.variants {
             Some(v) => v.clone(),
             None if self.sweep => vec![Variant::Durable],
-            None => vec![Variant::Durable, Variant::NoFsync],
+            None => vec![
+                Variant::Durable,
+                Variant::NoFsync,
+                Variant::Live,
+                Variant::LiveNoFsync,
+            ],
         }
     }
 
@@ -538,7 +570,12 @@ fn settle(cache: Cache, src: &Path, dst: &Path) -> Result<()> {
     match cache {
         Cache::Cold => drop_caches().map_err(setup(format!("writing {DROP_CACHES}"))),
         Cache::Warm => {
-            rustix::fs::sync();
+            // Dropped first when permitted: copies left by earlier runs otherwise fill the
+            // cache, and every page a run allocates then costs a reclaim (seen to slow
+            // both tools by up to a third, varying from run to run).
+            if drop_caches().is_err() {
+                rustix::fs::sync();
+            }
             for dir in [src, dst] {
                 let f = dir.join(FILE_NAME);
                 read_through(&f).map_err(setup(format!("reading {}", f.display())))?;
@@ -613,7 +650,7 @@ fn run_ferry(
         dst.as_os_str(),
         OsStr::new("--json"),
     ];
-    if variant == Variant::NoFsync {
+    if !variant.fsync() {
         args.push(OsStr::new("--no-fsync"));
     }
     if let Some(p) = params {
@@ -644,6 +681,125 @@ fn run_ferry(
         }
     }
     Ok(FerryRun { wall, counters })
+}
+
+/// A `ferry watch` run to time (see [`run_live`]).
+struct Live<'a> {
+    ferry: &'a Path,
+    variant: Variant,
+    params: Option<&'a str>,
+    mutator: Mutator,
+    cache: Cache,
+    mtime: SystemTime,
+}
+
+/// How long the initial sync of a live run (a full copy of the big file) may take.
+const LIVE_INITIAL_DEADLINE: Duration = Duration::from_secs(600);
+/// How long the edit may take to reach DST_F in a live run.
+const LIVE_EDIT_DEADLINE: Duration = Duration::from_secs(600);
+/// How often DST_F's file is looked at while waiting for the edit.
+const LIVE_POLL: Duration = Duration::from_micros(200);
+
+/// One `ferry watch SRC DST_F` run: SRC holds the pristine file and DST_F starts empty, so
+/// the watch writes the file in its initial sync (and knows its chunk list, as a watch
+/// that has been running does). Once DST_F's file is there at full size and the page cache
+/// is settled, the mutator edits SRC's file; the clock runs from the end of the edit until
+/// DST_F's file is a new inode (ferry installs a new version by rename, so that is the new
+/// version, complete). Bytes are not counted (`ferry watch` prints no summary): the
+/// one-shot runs report them. The watch must exit 0 on SIGTERM and DST_F must equal SRC.
+fn run_live(ctx: &Context<'_>, what: &str, live: &Live<'_>) -> Result<FerryRun> {
+    let (args, layout) = (ctx.args, ctx.layout);
+    restore(&layout.pristine, live.mtime, &layout.src)?;
+    fresh_dir(&layout.dst_f)?;
+    let mut cmd = Command::new(live.ferry);
+    cmd.arg("watch").arg(&layout.src).arg(&layout.dst_f);
+    if !live.variant.fsync() {
+        cmd.arg("--no-fsync");
+    }
+    if let Some(p) = live.params {
+        cmd.arg("--chunk-sizes").arg(p);
+    }
+    let log_path = args.work.join("watch.log");
+    let log = File::create(&log_path).map_err(setup(format!("creating {}", log_path.display())))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(setup(format!("{what}: spawning {}", live.ferry.display())))?;
+    let outcome = time_live_edit(ctx, what, live, &mut child);
+    let status = services::terminate(&mut child);
+    let wall = outcome?;
+    if !status.is_some_and(|s| s.success()) {
+        return Err(Failure::Wrong(format!(
+            "{what}: ferry watch did not exit cleanly on SIGTERM ({status:?}); its log: {}",
+            log_path.display()
+        )));
+    }
+    verify(what, &layout.src, &layout.dst_f)?;
+    Ok(FerryRun {
+        wall,
+        counters: [None; 7],
+    })
+}
+
+/// The timed part of [`run_live`]: waits for the initial sync, edits, waits for the new
+/// version. Fails if the watch exits or a deadline passes.
+fn time_live_edit(
+    ctx: &Context<'_>,
+    what: &str,
+    live: &Live<'_>,
+    child: &mut std::process::Child,
+) -> Result<f64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (args, tools, layout) = (ctx.args, ctx.tools, ctx.layout);
+    let target = layout.dst_f.join(FILE_NAME);
+    let size = big_size(args.scale);
+    let alive = |child: &mut std::process::Child| match child.try_wait() {
+        Ok(None) => Ok(()),
+        Ok(Some(status)) => Err(Failure::Wrong(format!(
+            "{what}: ferry watch exited ({status})"
+        ))),
+        Err(e) => Err(Failure::Wrong(format!(
+            "{what}: waiting on ferry watch: {e}"
+        ))),
+    };
+    let start = Instant::now();
+    let inode = loop {
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.len() == size => break m.ino(),
+            _ if start.elapsed() > LIVE_INITIAL_DEADLINE => {
+                return Err(Failure::Wrong(format!(
+                    "{what}: the initial sync did not write {} within {LIVE_INITIAL_DEADLINE:?}",
+                    target.display()
+                )))
+            }
+            _ => {
+                alive(child)?;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    settle(live.cache, &layout.src, &layout.dst_f)?;
+    mutate(args, tools, live.mutator, &layout.src.join(FILE_NAME))?;
+    let edited = Instant::now();
+    let mut polls = 0u64;
+    loop {
+        if fs::symlink_metadata(&target).is_ok_and(|m| m.ino() != inode) {
+            return Ok(edited.elapsed().as_secs_f64());
+        }
+        if edited.elapsed() > LIVE_EDIT_DEADLINE {
+            return Err(Failure::Wrong(format!(
+                "{what}: the edit did not reach {} within {LIVE_EDIT_DEADLINE:?}",
+                target.display()
+            )));
+        }
+        polls += 1;
+        if polls.is_multiple_of(1000) {
+            alive(child)?;
+        }
+        std::thread::sleep(LIVE_POLL);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -921,19 +1077,19 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
         })
         .collect();
     let mut targets = Vec::new();
-    for s in r.ferry.iter().filter(|s| s.variant == Variant::Durable) {
+    for s in r.ferry.iter().filter(|s| s.variant.fsync()) {
         if r.rsync_of(s.mutator).is_none() {
             continue;
         }
         let (b, w) = r.ratios(s);
         targets.push(
             json!({ "mutator": s.mutator.as_str(), "chunk_sizes": s.params,
-            "name": "bytes_ratio", "value": b, "limit": TARGET_BYTES_RATIO,
+            "variant": s.variant.as_str(), "name": "bytes_ratio", "value": b, "limit": TARGET_BYTES_RATIO,
             "result": verdict(b, TARGET_BYTES_RATIO) }),
         );
         targets.push(
             json!({ "mutator": s.mutator.as_str(), "chunk_sizes": s.params,
-            "name": "wall_ratio", "value": w, "limit": TARGET_WALL_RATIO,
+            "variant": s.variant.as_str(), "name": "wall_ratio", "value": w, "limit": TARGET_WALL_RATIO,
             "result": verdict(w, TARGET_WALL_RATIO) }),
         );
     }
@@ -1101,10 +1257,11 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
             continue;
         }
         let (b, w) = r.ratios(s);
-        // Only the durable ferry is held to the targets; --no-fsync is for information.
+        // Only the durable runs are held to the targets (bytes: the one-shot run, whose
+        // Sender knows nothing of the target); --no-fsync is for information.
         let judge = |v: Option<f64>, limit: f64| match s.variant {
-            Variant::Durable => verdict(v, limit),
-            Variant::NoFsync => "(info)",
+            Variant::Durable | Variant::Live => verdict(v, limit),
+            Variant::NoFsync | Variant::LiveNoFsync => "(info)",
         };
         for (name, v, limit) in [
             ("bytes", b, TARGET_BYTES_RATIO),
@@ -1199,6 +1356,34 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
     for &mutator in &args.mutators {
         for round in 1..=args.runs {
             let tag = format!("{} round {round}/{}", mutator.as_str(), args.runs);
+            if let Some((ferry, _)) = &tools.ferry {
+                for params in &param_sets {
+                    for &variant in variants.iter().filter(|v| v.live()) {
+                        let what = format!(
+                            "{tag} {} chunk sizes {}",
+                            variant.label(),
+                            params.as_deref().unwrap_or("default")
+                        );
+                        let live = Live {
+                            ferry,
+                            variant,
+                            params: params.as_deref(),
+                            mutator,
+                            cache,
+                            mtime,
+                        };
+                        let run = run_live(ctx, &what, &live)?;
+                        eprintln!(
+                            "  {:<17} {:<14} {:>8.3} s  from the end of the edit to DST \
+                             replaced  [verified]",
+                            variant.label(),
+                            params.as_deref().unwrap_or("default"),
+                            run.wall,
+                        );
+                        results.ferry_mut(mutator, params, variant).runs.push(run);
+                    }
+                }
+            }
             eprintln!("bench_delta: {tag}: preparing SRC");
             restore(&layout.pristine, mtime, &layout.src)?;
             let report = mutate(args, tools, mutator, &src_file)?;
@@ -1207,7 +1392,7 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
             }
             if let Some((ferry, _)) = &tools.ferry {
                 for params in &param_sets {
-                    for &variant in &variants {
+                    for &variant in variants.iter().filter(|v| !v.live()) {
                         let what = format!(
                             "{tag} {} chunk sizes {}",
                             variant.label(),
@@ -1296,7 +1481,15 @@ mod tests {
         assert_eq!(a.runs, 3);
         assert_eq!(a.mutators, vec![Mutator::EditMid, Mutator::Insert]);
         assert_eq!(a.param_sets(), vec![None]);
-        assert_eq!(a.variants(), vec![Variant::Durable, Variant::NoFsync]);
+        assert_eq!(
+            a.variants(),
+            vec![
+                Variant::Durable,
+                Variant::NoFsync,
+                Variant::Live,
+                Variant::LiveNoFsync
+            ]
+        );
         assert!(a.rsync() && a.ferry());
         let a = parse(&[
             "--runs=1",
