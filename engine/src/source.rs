@@ -73,7 +73,7 @@ impl SourceDir {
                 Ok(())
             })
         } else {
-            chunk_file(&f.file, &self.params)
+            chunk_file(&f.file, before.size, &self.params)
         }
         .map_err(|e| Error::io("read", &f.full, e))?;
         let after = f.stat()?;

@@ -24,9 +24,9 @@ const SEGMENT_MIN: u64 = 16 << 20;
 const MAX_THREADS: usize = 8;
 
 /// Chunks `file` (read from offset 0 to its end) like [`chunk_reader`], on as many threads
-/// as there are cores when it is large.
-pub fn chunk_file(file: &File, params: &ChunkParams) -> io::Result<Content> {
-    let size = file.metadata()?.len();
+/// as there are cores when it is large. `size` is its length as the caller last saw it
+/// (only the split depends on it: the whole file is read, whatever its length now).
+pub fn chunk_file(file: &File, size: u64, params: &ChunkParams) -> io::Result<Content> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
     let segments = usize::try_from(size / SEGMENT_MIN)
         .unwrap_or(usize::MAX)
@@ -227,6 +227,18 @@ mod tests {
         // Split as if it were 60,000 bytes long: the rest is read by the last segment.
         let split = chunk_split(&f, 60_000, &small(), 4).unwrap();
         assert_eq!(split, one);
+    }
+
+    #[test]
+    fn a_large_file_is_split_and_gives_the_same_chunks() {
+        // Above SPLIT_MIN with two 16 MiB segments at least, with the default parameters.
+        let bytes = noise((SPLIT_MIN + (1 << 20)) as usize, 5);
+        let f = file_with(&bytes);
+        let params = ChunkParams::default();
+        let split = chunk_split(&f, bytes.len() as u64, &params, 2).unwrap();
+        let one = chunk_reader(&bytes[..], &params).unwrap();
+        assert_eq!(split, one);
+        assert_eq!(chunk_file(&f, bytes.len() as u64, &params).unwrap(), one);
     }
 
     proptest! {

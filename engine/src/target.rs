@@ -312,8 +312,8 @@ impl TargetDir {
     ) -> Result<crate::chunk::Content> {
         let f = self.open_read(path)?;
         let before = f.metadata().map_err(|e| self.err("stat", path, e))?;
-        let content =
-            crate::split::chunk_file(&f, params).map_err(|e| self.err("read", path, e))?;
+        let content = crate::split::chunk_file(&f, before.len(), params)
+            .map_err(|e| self.err("read", path, e))?;
         let after = f.metadata().map_err(|e| self.err("stat", path, e))?;
         if content.len() != after.len() || before.modified().ok() != after.modified().ok() {
             return Err(Error::Changed { path: path.clone() });
