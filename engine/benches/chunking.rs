@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fastcdc::v2020::{cut, select_masks, Normalization};
+use ferry_engine::chunk::cut_at;
 use ferry_engine::{
     chunk_reader, diff, ChunkId, ChunkParams, ChunkRef, Content, DiffOptions, DiffOutcome,
     EntryKind, EntryState, FileEntry, Index, MtimeNs, RelPath, Seq, VersionVector,
@@ -28,23 +28,12 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// The cut points `chunk_reader` finds, with the same FastCDC call it makes.
+/// The cut points `chunk_reader` finds (the lengths of its chunks, without hashing them).
 fn cut_points(data: &[u8], p: &ChunkParams) -> Vec<usize> {
-    let (min, avg, max) = (p.min as usize, p.avg as usize, p.max as usize);
-    let (mask_s, mask_l) = select_masks(avg, Normalization::Level1);
     let mut lens = Vec::new();
     let mut start = 0;
     while start < data.len() {
-        let (_, n) = cut(
-            &data[start..],
-            min,
-            avg,
-            max,
-            mask_s,
-            mask_l,
-            mask_s << 1,
-            mask_l << 1,
-        );
+        let n = cut_at(&data[start..], p);
         lens.push(n);
         start += n;
     }

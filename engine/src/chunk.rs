@@ -254,7 +254,7 @@ fn chunk_into<R: Read>(
 
 /// The length of the chunk that starts at the start of `bytes`, which holds at least
 /// `params.max` bytes unless it ends where the file does.
-pub(crate) fn cut_at(bytes: &[u8], params: &ChunkParams) -> usize {
+pub fn cut_at(bytes: &[u8], params: &ChunkParams) -> usize {
     let (min, avg, max) = (
         params.min as usize,
         params.avg as usize,
@@ -280,11 +280,12 @@ pub fn chunk_reader<R: Read>(reader: R, params: &ChunkParams) -> io::Result<Cont
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    /// Reproducible incompressible bytes (xorshift64), shared by the chunking tests.
+    pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
             .map(|_| {

@@ -168,6 +168,7 @@ impl Read for AtReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::tests::pseudo_random as noise;
     use proptest::prelude::*;
     use std::io::Write as _;
 
@@ -179,18 +180,6 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(bytes).unwrap();
         f
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]
