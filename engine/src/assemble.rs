@@ -184,7 +184,9 @@ pub fn copy_local_chunks(
             .or_insert_with(|| target.open_read(&plan.sources[source]).ok());
         let len: u64 = tasks.iter().map(|t| u64::from(t.chunk.len)).sum();
         buf.resize(len as usize, 0);
-        let read = file
+        // One read for the run; if it fails (the file shrank, a bad block), each chunk is
+        // read on its own so that only the unreadable ones are fetched.
+        let whole = file
             .as_ref()
             .is_some_and(|f| f.read_exact_at(&mut buf, at).is_ok());
         let mut pos = 0usize;
@@ -192,9 +194,14 @@ pub fn copy_local_chunks(
         // the new file, range of `buf`).
         let mut pending: Option<(u64, std::ops::Range<usize>)> = None;
         for t in tasks {
-            let bytes = &buf[pos..pos + t.chunk.len as usize];
-            let range = pos..pos + bytes.len();
+            let range = pos..pos + t.chunk.len as usize;
             pos = range.end;
+            let read = whole
+                || file.as_ref().is_some_and(|f| {
+                    f.read_exact_at(&mut buf[range.clone()], at + range.start as u64)
+                        .is_ok()
+                });
+            let bytes = &buf[range.clone()];
             if !(read && t.chunk.id.matches(bytes)) {
                 flush(temp, &buf, pending.take())?;
                 out.remote.push(ChunkTask {
@@ -225,14 +232,17 @@ pub fn copy_local_chunks(
 }
 
 /// How many tasks from the start of `tasks` (the first is local, from `source` at `at`)
-/// continue it in the source file as in the new one, up to [`RUN_BYTES`].
+/// continue it back to back both in the source file and in the new one, up to
+/// [`RUN_BYTES`].
 fn local_run(tasks: &[ChunkTask], source: usize, at: u64) -> usize {
+    let start = tasks.first().map_or(0, |t| t.offset);
     let mut next = at;
     let mut bytes = 0u64;
     tasks
         .iter()
         .take_while(|t| {
             let follows = t.origin == ChunkOrigin::Local { source, at: next }
+                && t.offset == start + bytes
                 && (bytes == 0 || bytes + u64::from(t.chunk.len) <= RUN_BYTES);
             next += u64::from(t.chunk.len);
             bytes += u64::from(t.chunk.len);
@@ -296,19 +306,25 @@ mod tests {
         let len = 64 << 10;
         let fills: Vec<u8> = (0..40u8).map(|i| if i == 3 { 0 } else { i + 1 }).collect();
         let (mut old, new) = filled(&fills, len);
-        // The old file no longer holds what its chunk list says at chunk 5 and chunk 30.
+        // The old file no longer holds what its chunk list says at chunk 5 and chunk 30, and
+        // it was cut short in chunk 39 (the read of the run holding 38 and 39 fails; 38 is
+        // still copied).
         old[5 * len + 7] ^= 0xff;
         old[30 * len] ^= 0xff;
+        old.truncate(39 * len + len / 2);
         std::fs::write(root.path().join("f"), &old).unwrap();
         let target = TargetDir::open(root.path()).unwrap();
         let plan = chunk_tasks(&path, &new, Some(&new), &ChunkIndex::new());
         let temp = target.create_temp(&path).unwrap();
         let copy = copy_local_chunks(&target, &temp, &plan, true).unwrap();
         let offsets: Vec<u64> = copy.remote.iter().map(|t| t.offset).collect();
-        assert_eq!(offsets, vec![5 * len as u64, 30 * len as u64]);
+        assert_eq!(
+            offsets,
+            vec![5 * len as u64, 30 * len as u64, 39 * len as u64]
+        );
         assert!(copy.remote.iter().all(|t| t.origin == ChunkOrigin::Remote));
-        assert_eq!(copy.chunks, 38);
-        assert_eq!(copy.bytes, 38 * len as u64);
+        assert_eq!(copy.chunks, 37);
+        assert_eq!(copy.bytes, 37 * len as u64);
         for t in &copy.remote {
             let i = (t.offset / len as u64) as usize;
             write_verified(&temp, t, &vec![fills[i]; len]).unwrap();
@@ -332,8 +348,9 @@ mod tests {
 
     #[test]
     fn a_run_ends_where_the_source_or_its_offsets_change_or_it_is_long_enough() {
+        // In the new file each task follows the previous one (offset = at here).
         let local = |source, at| ChunkTask {
-            offset: 0,
+            offset: at,
             chunk: ChunkRef {
                 id: ChunkId::of(b""),
                 len: 1000,
@@ -345,6 +362,15 @@ mod tests {
         assert_eq!(local_run(&tasks[2..], 0, 5000), 1);
         let long: Vec<ChunkTask> = (0..300).map(|i| local(0, i * 1000)).collect();
         assert_eq!(local_run(&long, 0, 0) as u64, RUN_BYTES / 1000);
+        // Back to back in the source but not in the new file: two runs.
+        let gap = [
+            local(0, 0),
+            ChunkTask {
+                offset: 9000,
+                ..local(0, 1000)
+            },
+        ];
+        assert_eq!(local_run(&gap, 0, 0), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::chunk::{chunk_reader, chunk_stream, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
 
@@ -22,19 +23,48 @@ pub const SPLIT_MIN: u64 = 32 << 20;
 const SEGMENT_MIN: u64 = 16 << 20;
 /// Threads for one file at most.
 const MAX_THREADS: usize = 8;
+/// The read buffers of one split's threads together stay below this (each holds
+/// `max(4 × max chunk, 1 MiB)`): with very large chunks, fewer segments or none.
+const BUFFER_BUDGET: u64 = 64 << 20;
+
+/// Set while a file is being split: one at a time in a process. Hashing jobs already run
+/// one per core, so when several large files are hashed at once the cores are busy anyway.
+static SPLITTING: AtomicBool = AtomicBool::new(false);
 
 /// Chunks `file` (read from offset 0 to its end) like [`chunk_reader`], on as many threads
 /// as there are cores when it is large. `size` is its length as the caller last saw it
 /// (only the split depends on it: the whole file is read, whatever its length now).
 pub fn chunk_file(file: &File, size: u64, params: &ChunkParams) -> io::Result<Content> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
-    let segments = usize::try_from(size / SEGMENT_MIN)
+    let per_thread = (4 * u64::from(params.max)).max(1 << 20);
+    let segments = usize::try_from((size / SEGMENT_MIN).min(BUFFER_BUDGET / per_thread))
         .unwrap_or(usize::MAX)
         .min(threads);
     if size < SPLIT_MIN || segments < 2 {
         return chunk_reader(file, params);
     }
+    let Some(_turn) = SplitTurn::take() else {
+        return chunk_reader(file, params);
+    };
     chunk_split(file, size, params, segments)
+}
+
+/// This thread's turn to split a file ([`SPLITTING`]), given back when dropped.
+struct SplitTurn;
+
+impl SplitTurn {
+    fn take() -> Option<SplitTurn> {
+        SPLITTING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+            .then_some(SplitTurn)
+    }
+}
+
+impl Drop for SplitTurn {
+    fn drop(&mut self) {
+        SPLITTING.store(false, Ordering::Release);
+    }
 }
 
 /// The chunks one thread found in its segment, starting at `start`.
@@ -51,19 +81,41 @@ fn chunk_split(
     segments: usize,
 ) -> io::Result<Content> {
     let step = size / segments as u64;
+    let bounds = |k: usize| {
+        // The last segment reads to the end of the file, whatever its length now.
+        (
+            k as u64 * step,
+            (k + 1 < segments).then(|| (k as u64 + 1) * step),
+        )
+    };
     let found: Vec<io::Result<Found>> = std::thread::scope(|s| {
-        let jobs: Vec<_> = (0..segments)
+        let jobs: Vec<_> = (1..segments)
             .map(|k| {
-                let start = k as u64 * step;
-                // The last segment reads to the end of the file, whatever its length now.
-                let end = (k + 1 < segments).then(|| (k as u64 + 1) * step);
-                s.spawn(move || chunk_segment(file, params, start, end))
+                let (start, end) = bounds(k);
+                let job = std::thread::Builder::new()
+                    .name("ferry-chunk".into())
+                    .spawn_scoped(s, move || chunk_segment(file, params, start, end));
+                (start, job)
             })
             .collect();
-        jobs.into_iter()
-            .map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        let (start, end) = bounds(0);
+        let mut found = vec![chunk_segment(file, params, start, end)];
+        found.extend(jobs.into_iter().map(|(start, job)| match job {
+            Ok(j) => j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            // No thread: nothing found there, so the join chunks that segment itself.
+            Err(_) => Ok(Found {
+                start,
+                chunks: Vec::new(),
+            }),
+        }));
+        found
     });
+    join(file, params, found)
+}
+
+/// The chunk list of `file` from what its segments' threads `found`, in file order.
+fn join(file: &File, params: &ChunkParams, found: Vec<io::Result<Found>>) -> io::Result<Content> {
+    let mut bridge = vec![0u8; params.max as usize];
     let mut chunks: Vec<ChunkRef> = Vec::new();
     let mut pos = 0u64;
     for seg in found {
@@ -83,7 +135,7 @@ fn chunk_split(
                 pos = seg_end;
                 break;
             }
-            match bridge_chunk(file, params, pos)? {
+            match bridge_chunk(file, params, pos, &mut bridge)? {
                 Some(c) => {
                     pos += u64::from(c.len);
                     chunks.push(c);
@@ -94,7 +146,7 @@ fn chunk_split(
     }
     // After the last segment: the file's end (reached when the last segment was joined),
     // or more bytes the bridge chunks on its own (never joined, or the file grew).
-    while let Some(c) = bridge_chunk(file, params, pos)? {
+    while let Some(c) = bridge_chunk(file, params, pos, &mut bridge)? {
         pos += u64::from(c.len);
         chunks.push(c);
     }
@@ -122,9 +174,14 @@ fn chunk_segment(
     Ok(Found { start, chunks })
 }
 
-/// The one chunk of `file` starting at `at` (None at the end of the file).
-fn bridge_chunk(file: &File, params: &ChunkParams, at: u64) -> io::Result<Option<ChunkRef>> {
-    let mut buf = vec![0u8; params.max as usize];
+/// The one chunk of `file` starting at `at` (None at the end of the file), read through
+/// `buf` (`max` bytes long).
+fn bridge_chunk(
+    file: &File,
+    params: &ChunkParams,
+    at: u64,
+    buf: &mut [u8],
+) -> io::Result<Option<ChunkRef>> {
     let mut got = 0;
     while got < buf.len() {
         match file.read_at(&mut buf[got..], at + got as u64) {
@@ -228,6 +285,30 @@ mod tests {
         let one = chunk_reader(&bytes[..], &params).unwrap();
         assert_eq!(split, one);
         assert_eq!(chunk_file(&f, bytes.len() as u64, &params).unwrap(), one);
+    }
+
+    #[test]
+    fn a_segment_no_thread_could_chunk_is_chunked_by_the_join() {
+        let bytes = noise(200_000, 9);
+        let f = file_with(&bytes);
+        let p = small();
+        let one = chunk_reader(&bytes[..], &p).unwrap();
+        let step = bytes.len() as u64 / 4;
+        let found = (0..4u64)
+            .map(|k| {
+                let end = (k < 3).then(|| (k + 1) * step);
+                if k == 2 {
+                    // What chunk_split records when the thread could not be started.
+                    Ok(Found {
+                        start: k * step,
+                        chunks: Vec::new(),
+                    })
+                } else {
+                    chunk_segment(&f, &p, k * step, end)
+                }
+            })
+            .collect();
+        assert_eq!(join(&f, &p, found).unwrap(), one);
     }
 
     proptest! {

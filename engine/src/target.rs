@@ -535,21 +535,34 @@ impl TempFile {
     /// atomically). Durability of the data is the caller's: [`TempFile::sync`] or
     /// [`TargetDir::sync_all`] first.
     pub fn install(self) -> Result<()> {
-        self.install_holding_old().map(drop)
+        self.rename_into_place()
     }
 
     /// [`TempFile::install`], returning the file it replaced (if any) held open. Freeing a
     /// replaced file's cached pages takes a while for a large one (a tenth of a second per
     /// GiB), and happens when its last reference goes: dropping the returned descriptor
-    /// off the hot path keeps that out of the rename.
-    pub fn install_holding_old(mut self) -> Result<Option<OwnedFd>> {
-        let old = rfs::openat(
-            &self.dir,
-            self.path.name(),
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok();
+    /// off the hot path keeps that out of the rename. Only on local file systems: network
+    /// and FUSE ones keep a removed file that is still open under a hidden name beside it
+    /// (`.nfsXXXX`, `.fuse_hiddenXXXX`), which a scan of the target would then see; there
+    /// the rename is plain and `None` is returned.
+    pub fn install_holding_old(self) -> Result<Option<OwnedFd>> {
+        let old = if frees_removed_files_quietly(&self.dir) {
+            rfs::openat(
+                &self.dir,
+                self.path.name(),
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        } else {
+            None
+        };
+        self.rename_into_place()?;
+        Ok(old)
+    }
+
+    /// The rename of [`TempFile::install`].
+    fn rename_into_place(mut self) -> Result<()> {
         rfs::renameat(
             &self.dir,
             self.tmp_name.as_str(),
@@ -558,8 +571,23 @@ impl TempFile {
         )
         .map_err(|e| Error::io("rename into place", &self.full, e.into()))?;
         self.committed = true;
-        Ok(old)
+        Ok(())
     }
+}
+
+/// True on file systems where a removed file that is still open simply has no name (the
+/// common local ones, by their `statfs` magic number).
+fn frees_removed_files_quietly(dir: &OwnedFd) -> bool {
+    const LOCAL: [u64; 7] = [
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0xF2F5_2010, // f2fs
+        0x2FC1_2FC1, // zfs
+        0xCA45_1A4E, // bcachefs
+    ];
+    rfs::fstatfs(dir).is_ok_and(|s| LOCAL.contains(&(s.f_type as u64)))
 }
 
 impl Drop for TempFile {
