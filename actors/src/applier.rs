@@ -166,6 +166,9 @@ pub struct Applier {
     sender: SenderLink,
     stats: Arc<Stats>,
     io: Pool,
+    /// Copies of local chunks: verifying is CPU work, and more copy jobs than cores only
+    /// queue on the temp file's inode lock (spinning on it).
+    copier: Pool,
     hasher: Pool,
     target_index: Option<TargetIndex>,
     /// The source's entries but tombstones: a removal is applied by its absence, so they
@@ -259,6 +262,7 @@ impl Applier {
             sender,
             stats,
             io: Pool::new(IO_JOBS),
+            copier: Pool::new(cores * 2),
             hasher: Pool::new(cores),
             target_index: None,
             source: Index::new(params),
@@ -905,7 +909,7 @@ impl Applier {
     fn start_part(&mut self, slot: &Arc<Slot>, part: Assembly, ctx: &mut Context<Self>) {
         let Some(x) = self.exec.as_mut() else { return };
         x.jobs += 1;
-        let pool = self.io.clone();
+        let pool = self.copier.clone();
         let s = slot.clone();
         let slot = slot.clone();
         let job = async move { pool.run("start file", move || s.start(&part)).await };
