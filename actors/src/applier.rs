@@ -705,6 +705,7 @@ impl Applier {
                         replaces,
                         self.target.clone(),
                         self.opts.durable,
+                        &self.opts.params,
                     ));
                 }
                 Action::Remove { .. } | Action::SetDirMeta { .. } => post.push(a),

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_engine::assemble::{copy_local_chunks, Assembly, ChunkTask, LocalCopy};
-use ferry_engine::{ChunkId, Content, Error as EngineError, FileEntry, TargetDir, TempFile};
+use ferry_engine::{
+    ChunkId, ChunkParams, Content, Error as EngineError, FileEntry, TargetDir, TempFile,
+};
 
 use crate::messages::ChunkBody;
 
@@ -24,12 +26,32 @@ pub(crate) struct Slot {
     target: Arc<TargetDir>,
     /// The file will be made durable before it is installed.
     durable: bool,
+    /// Its temp file's blocks are reserved up front, this many bytes (see
+    /// [`worth_preallocating`]).
+    preallocate: Option<u64>,
     /// Shared so that several jobs can fill one large file at once.
     temp: Mutex<Option<Arc<TempFile>>>,
     remaining: AtomicUsize,
     finished: AtomicBool,
     /// Complete in its temp file and handed over for installing (no longer being assembled).
     sealed: AtomicBool,
+}
+
+/// A new version at least this large has its temp file's blocks reserved up front.
+const PREALLOCATE_FROM: u64 = 16 << 20;
+
+/// True for content worth reserving the blocks of up front ([`TempFile::preallocate`]):
+/// large, and without a run of zeros to leave as a hole (FastCDC cuts a run of zeros into
+/// chunks of the maximum size, so such a chunk is recognised by its id).
+pub(crate) fn worth_preallocating(content: &Content, params: &ChunkParams) -> bool {
+    if content.len() < PREALLOCATE_FROM {
+        return false;
+    }
+    let zeros = ChunkId::of(&vec![0u8; params.max as usize]);
+    !content
+        .chunks
+        .iter()
+        .any(|c| c.len == params.max && c.id == zeros)
 }
 
 /// What happened to a slot in a job.
@@ -65,14 +87,21 @@ impl Slot {
         replaces: bool,
         target: Arc<TargetDir>,
         durable: bool,
+        params: &ChunkParams,
     ) -> Arc<Self> {
         let n = entry.content.as_ref().map_or(0, |c| c.chunks.len());
+        let preallocate = entry
+            .content
+            .as_ref()
+            .filter(|c| worth_preallocating(c, params))
+            .map(Content::len);
         Arc::new(Slot {
             entry,
             base,
             replaces,
             target,
             durable,
+            preallocate,
             temp: Mutex::new(None),
             remaining: AtomicUsize::new(n),
             finished: AtomicBool::new(false),
@@ -93,7 +122,11 @@ impl Slot {
         let temp = {
             let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
             if guard.is_none() {
-                *guard = Some(Arc::new(self.target.create_temp(&self.entry.path)?));
+                let temp = self.target.create_temp(&self.entry.path)?;
+                if let Some(len) = self.preallocate {
+                    temp.preallocate(len);
+                }
+                *guard = Some(Arc::new(temp));
             }
             guard.clone().expect("temp file was just created")
         };
@@ -316,4 +349,31 @@ pub(crate) fn install_batch(
     }
     events.extend(ready.iter().filter_map(Slot::install));
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_engine::ChunkRef;
+
+    fn content(chunks: &[(u32, ChunkId)]) -> Content {
+        let chunks = chunks
+            .iter()
+            .map(|&(len, id)| ChunkRef { id, len })
+            .collect();
+        Content::from_chunks(&ChunkParams::default(), chunks)
+    }
+
+    #[test]
+    fn only_large_content_without_runs_of_zeros_is_preallocated() {
+        let p = ChunkParams::default();
+        let data = ChunkId::of(b"data");
+        let zeros = ChunkId::of(&vec![0u8; p.max as usize]);
+        let big = (PREALLOCATE_FROM / u64::from(p.max) + 1) as usize;
+        assert!(worth_preallocating(&content(&vec![(p.max, data); big]), &p));
+        assert!(!worth_preallocating(&content(&[(p.max, data); 4]), &p));
+        let mut with_zeros = vec![(p.max, data); big];
+        with_zeros[big / 2] = (p.max, zeros);
+        assert!(!worth_preallocating(&content(&with_zeros), &p));
+    }
 }
