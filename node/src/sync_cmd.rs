@@ -152,6 +152,9 @@ pub fn check_source(src_arg: &Path) -> Result<PathBuf> {
 }
 
 /// Runs `ferry sync`.
+/// How long a finished run waits for its link to a remote target to close cleanly.
+const LINK_CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome> {
     let remote = crate::remote_target::parse(&args.dst)?;
     let (src, dst, _checked) = match &remote {
@@ -197,6 +200,11 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
     let progress = Progress::start(stats.clone(), !quiet && !args.json && !args.dry_run);
     let system = actix::System::new();
     let report = system.block_on(run_sync_to(job, &spec, stats));
+    // A remote target's link closes its TLS session as its pipeline winds down; let it,
+    // so the server sees a clean end (bounded: a dead peer does not hold the exit up).
+    system.block_on(ferry_node::remote::client::links_closed(
+        LINK_CLOSE_DEADLINE,
+    ));
     drop(progress);
     let report = report.with_context(|| {
         format!(

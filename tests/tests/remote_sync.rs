@@ -212,6 +212,24 @@ fn remote_initial_sync_into_empty_target_makes_exact_mirror() {
 }
 
 #[test]
+fn a_finished_one_shot_run_closes_its_tls_session_cleanly() {
+    let n = Nodes::new();
+    write_file(&n.src.join("a.txt"), b"hello", 0o644, time_n(1));
+    let server = n.serve(&peer(&n.client_id(), None));
+
+    let run = remote_sync(&n.client, &n.src, &server.url("f"), &[]);
+    run.assert_success();
+
+    // The session's end is logged with how the connection ended.
+    server.wait_log("folder closed", LOG_DEADLINE);
+    let log = server.stderr();
+    assert!(
+        !log.contains("without a TLS close"),
+        "the client cut the connection instead of closing its TLS session:\n{log}"
+    );
+}
+
+#[test]
 fn remote_stale_target_converges_and_second_run_sends_only_the_change() {
     let n = Nodes::new();
     stale_src(&n.src);

@@ -3,7 +3,8 @@
 //! the Applier's answers back, and reconnects with backoff when the link drops, telling
 //! the Sender where the target's resume point is.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -15,7 +16,7 @@ use ferry_engine::{ChunkParams, IgnoreRules, Seq};
 use rustls::ClientConfig;
 use tokio::io::{AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -222,7 +223,9 @@ impl RemoteTarget {
         self.tasks.push(actix::spawn(async move {
             report_r(read_loop(r, folder, side, pongs, link, stats).await);
         }));
+        let open = WriterOpen::new();
         self.tasks.push(actix::spawn(async move {
+            let _open = open;
             report(write_loop(w, rx, link).await);
         }));
         self.out = Some(tx);
@@ -458,6 +461,54 @@ async fn read_loop(
             return gone(e);
         }
     }
+}
+
+/// Link writers still running in this process: each sends what is queued and then closes
+/// its TLS session once its link is let go ([`links_closed`] waits for them).
+static OPEN_WRITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Told when the last of [`OPEN_WRITERS`] ends.
+fn writers_done() -> &'static Notify {
+    static DONE: OnceLock<Notify> = OnceLock::new();
+    DONE.get_or_init(Notify::new)
+}
+
+/// One of [`OPEN_WRITERS`], for as long as its writer task lives (ended or aborted).
+struct WriterOpen;
+
+impl WriterOpen {
+    fn new() -> Self {
+        OPEN_WRITERS.fetch_add(1, Ordering::AcqRel);
+        WriterOpen
+    }
+}
+
+impl Drop for WriterOpen {
+    fn drop(&mut self) {
+        if OPEN_WRITERS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            writers_done().notify_waiters();
+        }
+    }
+}
+
+/// Waits, at most `deadline`, until every link writer of this process has ended: what was
+/// queued is sent and each TLS session is closed (`close_notify`), so the server sees a
+/// clean end rather than a cut connection. A one-shot run calls it after its pipeline
+/// stopped and before the process exits.
+pub async fn links_closed(deadline: Duration) {
+    let all_ended = async {
+        loop {
+            let notified = writers_done().notified();
+            tokio::pin!(notified);
+            // Registered before the count is read, so an end in between is not missed.
+            notified.as_mut().enable();
+            if OPEN_WRITERS.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    let _ = tokio::time::timeout(deadline, all_ended).await;
 }
 
 /// Frames written before a flush, at most (a full queue still flushes regularly).
