@@ -35,12 +35,17 @@ static SPLITTING: AtomicBool = AtomicBool::new(false);
 /// as there are cores when it is large. `size` is its length as the caller last saw it
 /// (only the split depends on it: the whole file is read, whatever its length now).
 pub fn chunk_file(file: &File, size: u64, params: &ChunkParams) -> io::Result<Content> {
+    // Most files are small: decided before asking for the core count, which reads cgroup
+    // files on every call.
+    if size < SPLIT_MIN {
+        return chunk_reader(file, params);
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
     let per_thread = (4 * u64::from(params.max)).max(1 << 20);
     let segments = usize::try_from((size / SEGMENT_MIN).min(BUFFER_BUDGET / per_thread))
         .unwrap_or(usize::MAX)
         .min(threads);
-    if size < SPLIT_MIN || segments < 2 {
+    if segments < 2 {
         return chunk_reader(file, params);
     }
     let Some(_turn) = SplitTurn::take() else {
