@@ -37,17 +37,19 @@ const TOMBSTONES_KEPT: usize = 4096;
 
 /// Hashes a source file, trying again while it changes under the read (a writer still at
 /// work), up to [`HASH_ATTEMPTS`] times.
-/// Keeps the bytes of files of at most `keep` bytes (see [`SourceDir::hash_file_keeping`]).
+/// Keeps the bytes of files of at most `keep` bytes, and takes the cuts of `previous` where
+/// they still hold (see [`SourceDir::hash_file_keeping`]).
 fn hash_settled(
     source: &SourceDir,
     path: &RelPath,
     keep: u64,
+    previous: Option<&Content>,
 ) -> std::result::Result<(ferry_engine::Content, StatKey, Vec<Vec<u8>>), ferry_engine::Error> {
-    let mut last = source.hash_file_keeping(path, keep);
+    let mut last = source.hash_file_keeping(path, keep, previous);
     for _ in 1..HASH_ATTEMPTS {
         match &last {
             Err(ferry_engine::Error::Changed { .. }) => {
-                last = source.hash_file_keeping(path, keep);
+                last = source.hash_file_keeping(path, keep, previous);
             }
             _ => break,
         }
@@ -476,7 +478,7 @@ impl Handler<HashFiles> for Differ {
                     group
                         .into_iter()
                         .map(|(p, keep)| {
-                            let hashed = hash_settled(&source, &p, keep);
+                            let hashed = hash_settled(&source, &p, keep, None);
                             (p, hashed)
                         })
                         .collect::<Vec<HashResult>>()
@@ -619,7 +621,12 @@ fn rescan(
         if e.kind != EntryKind::File || !e.is_present() || e.content.is_some() {
             continue;
         }
-        match hash_settled(source, &e.path, 0) {
+        // The file's chunk list as the index has it: most of a large file is still there.
+        let previous = old
+            .get(&e.path)
+            .filter(|o| o.kind == EntryKind::File)
+            .and_then(|o| o.content.as_ref());
+        match hash_settled(source, &e.path, 0, previous) {
             Ok((content, st, _)) => {
                 hashed += st.size;
                 e.size = st.size;

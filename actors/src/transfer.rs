@@ -90,10 +90,14 @@ impl Slot {
         params: &ChunkParams,
     ) -> Arc<Self> {
         let n = entry.content.as_ref().map_or(0, |c| c.chunks.len());
+        // Only for a file made durable before it is installed. Reserved blocks read as
+        // zeros until their data is on disk, and ext4 forces a file renamed over another
+        // to disk before the rename commits only where it still has blocks to allocate:
+        // without the fsync, a power loss could leave the name holding zeros.
         let preallocate = entry
             .content
             .as_ref()
-            .filter(|c| worth_preallocating(c, params))
+            .filter(|c| durable && worth_preallocating(c, params))
             .map(Content::len);
         Arc::new(Slot {
             entry,
@@ -375,5 +379,27 @@ mod tests {
         let mut with_zeros = vec![(p.max, data); big];
         with_zeros[big / 2] = (p.max, zeros);
         assert!(!worth_preallocating(&content(&with_zeros), &p));
+    }
+
+    #[test]
+    fn only_a_file_made_durable_is_preallocated() {
+        // Without the fsync before the rename, reserved blocks could still read as zeros
+        // under the new name after a power loss.
+        let p = ChunkParams::default();
+        let big = (PREALLOCATE_FROM / u64::from(p.max) + 1) as usize;
+        let c = content(&vec![(p.max, ChunkId::of(b"data")); big]);
+        let entry = FileEntry {
+            size: c.len(),
+            content: Some(c),
+            ..FileEntry::new(
+                ferry_engine::RelPath::new("big").unwrap(),
+                ferry_engine::EntryKind::File,
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(TargetDir::open(dir.path()).unwrap());
+        let slot = |durable| Slot::new(entry.clone(), None, true, target.clone(), durable, &p);
+        assert_eq!(slot(true).preallocate, Some(entry.size));
+        assert_eq!(slot(false).preallocate, None);
     }
 }

@@ -148,18 +148,23 @@ pub struct Content {
 impl Content {
     /// Builds the content from its chunk list, computing its id.
     pub fn from_chunks(params: &ChunkParams, chunks: Vec<ChunkRef>) -> Self {
+        Content {
+            id: Self::id_of(params, &chunks),
+            chunks,
+        }
+    }
+
+    /// The id of the content cut into `chunks` with `params`.
+    pub fn id_of(params: &ChunkParams, chunks: &[ChunkRef]) -> ContentId {
         let mut h = blake3::Hasher::new();
         h.update(&params.min.to_le_bytes());
         h.update(&params.avg.to_le_bytes());
         h.update(&params.max.to_le_bytes());
-        for c in &chunks {
+        for c in chunks {
             h.update(c.id.as_bytes());
             h.update(&c.len.to_le_bytes());
         }
-        Content {
-            id: ContentId(*h.finalize().as_bytes()),
-            chunks,
-        }
+        ContentId(*h.finalize().as_bytes())
     }
 
     /// Total length in bytes.

@@ -28,6 +28,7 @@ pub mod outline;
 pub mod patch;
 pub mod plan;
 pub mod reconcile;
+pub mod rehash;
 pub mod relpath;
 pub mod scan;
 pub mod source;

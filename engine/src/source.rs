@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::chunk::{chunk_stream, ChunkId, ChunkParams, Content};
 use crate::error::{Error, Result};
 use crate::index::StatKey;
+use crate::rehash::chunk_file_again;
 use crate::relpath::RelPath;
 use crate::split::chunk_file;
 
@@ -52,17 +53,20 @@ impl SourceDir {
     /// Chunks the file at `path`. Fails with [`Error::Changed`] if it was modified while read,
     /// so a chunk list never describes a mix of two versions.
     pub fn hash_file(&self, path: &RelPath) -> Result<(Content, StatKey)> {
-        self.hash_file_keeping(path, 0)
+        self.hash_file_keeping(path, 0, None)
             .map(|(content, stat, _)| (content, stat))
     }
 
     /// [`Self::hash_file`], also returning the bytes of each chunk, in order, when the
     /// file is at most `keep` bytes long (read once for both; none for a longer file). The
     /// bytes are those the chunk list was computed from: the file did not change while read.
+    /// With `previous`, the file's chunk list when it was last hashed, a longer file is
+    /// chunked again taking the cuts of the chunks still in place (see [`crate::rehash`]).
     pub fn hash_file_keeping(
         &self,
         path: &RelPath,
         keep: u64,
+        previous: Option<&Content>,
     ) -> Result<(Content, StatKey, Vec<Vec<u8>>)> {
         let f = self.open(path)?;
         let before = f.stat()?;
@@ -72,6 +76,8 @@ impl SourceDir {
                 bytes.push(b.to_vec());
                 Ok(())
             })
+        } else if let Some(previous) = previous {
+            chunk_file_again(&f.file, before.size, &self.params, previous)
         } else {
             chunk_file(&f.file, before.size, &self.params)
         }

@@ -35,16 +35,7 @@ static SPLITTING: AtomicBool = AtomicBool::new(false);
 /// as there are cores when it is large. `size` is its length as the caller last saw it
 /// (only the split depends on it: the whole file is read, whatever its length now).
 pub fn chunk_file(file: &File, size: u64, params: &ChunkParams) -> io::Result<Content> {
-    // Most files are small: decided before asking for the core count, which reads cgroup
-    // files on every call.
-    if size < SPLIT_MIN {
-        return chunk_reader(file, params);
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
-    let per_thread = (4 * u64::from(params.max)).max(1 << 20);
-    let segments = usize::try_from((size / SEGMENT_MIN).min(BUFFER_BUDGET / per_thread))
-        .unwrap_or(usize::MAX)
-        .min(threads);
+    let segments = segments_for(size, params);
     if segments < 2 {
         return chunk_reader(file, params);
     }
@@ -54,11 +45,26 @@ pub fn chunk_file(file: &File, size: u64, params: &ChunkParams) -> io::Result<Co
     chunk_split(file, size, params, segments)
 }
 
+/// How many segments a file of `size` bytes is cut into (below 2: none, it is chunked on
+/// the calling thread).
+pub(crate) fn segments_for(size: u64, params: &ChunkParams) -> usize {
+    // Most files are small: decided before asking for the core count, which reads cgroup
+    // files on every call.
+    if size < SPLIT_MIN {
+        return 1;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let per_thread = (4 * u64::from(params.max)).max(1 << 20);
+    usize::try_from((size / SEGMENT_MIN).min(BUFFER_BUDGET / per_thread))
+        .unwrap_or(usize::MAX)
+        .min(threads)
+}
+
 /// This thread's turn to split a file ([`SPLITTING`]), given back when dropped.
-struct SplitTurn;
+pub(crate) struct SplitTurn;
 
 impl SplitTurn {
-    fn take() -> Option<SplitTurn> {
+    pub(crate) fn take() -> Option<SplitTurn> {
         SPLITTING
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
@@ -73,9 +79,9 @@ impl Drop for SplitTurn {
 }
 
 /// The chunks one thread found in its segment, starting at `start`.
-struct Found {
-    start: u64,
-    chunks: Vec<ChunkRef>,
+pub(crate) struct Found {
+    pub(crate) start: u64,
+    pub(crate) chunks: Vec<ChunkRef>,
 }
 
 /// [`chunk_file`] with `segments` segments of a file of (about) `size` bytes.
@@ -86,25 +92,36 @@ fn chunk_split(
     segments: usize,
 ) -> io::Result<Content> {
     let step = size / segments as u64;
-    let bounds = |k: usize| {
-        // The last segment reads to the end of the file, whatever its length now.
-        (
-            k as u64 * step,
-            (k + 1 < segments).then(|| (k as u64 + 1) * step),
-        )
-    };
+    let starts: Vec<u64> = (0..segments as u64).map(|k| k * step).collect();
+    split_at(file, params, &starts, |start, end| {
+        chunk_segment(file, params, start, end)
+    })
+}
+
+/// Chunks `file` in segments starting at `starts` (increasing, the first 0), each on a
+/// thread of its own: `segment(start, end)` finds the chunks from `start` as if one started
+/// there, at least up to `end` (the next segment's start; None for the last, which goes on to
+/// the file's end). The join makes them the chunk list of one pass.
+pub(crate) fn split_at(
+    file: &File,
+    params: &ChunkParams,
+    starts: &[u64],
+    segment: impl Fn(u64, Option<u64>) -> io::Result<Found> + Sync,
+) -> io::Result<Content> {
+    let bounds = |k: usize| (starts[k], starts.get(k + 1).copied());
+    let segment = &segment;
     let found: Vec<io::Result<Found>> = std::thread::scope(|s| {
-        let jobs: Vec<_> = (1..segments)
+        let jobs: Vec<_> = (1..starts.len())
             .map(|k| {
                 let (start, end) = bounds(k);
                 let job = std::thread::Builder::new()
                     .name("ferry-chunk".into())
-                    .spawn_scoped(s, move || chunk_segment(file, params, start, end));
+                    .spawn_scoped(s, move || segment(start, end));
                 (start, job)
             })
             .collect();
         let (start, end) = bounds(0);
-        let mut found = vec![chunk_segment(file, params, start, end)];
+        let mut found = vec![segment(start, end)];
         found.extend(jobs.into_iter().map(|(start, job)| match job {
             Ok(j) => j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
             // No thread: nothing found there, so the join chunks that segment itself.

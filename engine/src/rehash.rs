@@ -1,0 +1,448 @@
+//! Chunking a file again when its previous chunk list is known: wherever a previous chunk
+//! is found in place, its cut is taken from the list, so the gear hash runs only where the
+//! content changed. The result is exactly the chunk list of a full pass.
+//!
+//! Why a previous chunk's cut can be taken: with more than `max` bytes left, FastCDC decides
+//! where a chunk that starts at `p` ends from the bytes after `p` alone. A cut at `len` below
+//! `max` depends on the chunk's own bytes and on the byte at `len` (the mask is tested with
+//! it hashed in); a cut at `max` on the chunk's own bytes only. So a previous chunk that
+//! ended more than `max` bytes before its file's end, found again (its bytes hash to its
+//! id) more than `max` bytes before this file's end, and followed by its successor (whose
+//! bytes hash to that one's id, so the byte at `len` is the same), is cut at the same `len`.
+//!
+//! Where a previous chunk is not found, the walk cuts with the gear hash and looks each chunk
+//! it cuts up in the previous list: once one is there (after an edit, the chunker falls
+//! back into step within a chunk or two), the walk expects that one's successor next. That
+//! is how an insertion or a deletion, which moves everything after it, is caught up with.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use crate::chunk::{chunk_reader, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
+use crate::split::{segments_for, split_at, Found, SplitTurn};
+
+/// Chunks `file` (from offset 0 to its end) like [`crate::split::chunk_file`], taking the
+/// cuts of `previous` (an earlier chunk list of the same file, from this chunker) wherever
+/// its chunks are still in place. `size` is the file's length as the caller last saw it.
+/// A `previous` cut with other parameters is not used.
+pub fn chunk_file_again(
+    file: &File,
+    size: u64,
+    params: &ChunkParams,
+    previous: &Content,
+) -> io::Result<Content> {
+    let Some(hint) = Hint::new(params, previous) else {
+        return crate::split::chunk_file(file, size, params);
+    };
+    if size == 0 {
+        return chunk_reader(file, params);
+    }
+    let segments = segments_for(size, params);
+    let turn = (segments >= 2).then(SplitTurn::take).flatten();
+    if turn.is_none() {
+        let chunks = walk(file, params, &hint, 0, None)?;
+        return Ok(Content::from_chunks(params, chunks));
+    }
+    split_walk(file, params, &hint, &segment_starts(&hint, size, segments))
+}
+
+/// Where the segments of a file of `size` bytes start: where previous chunks did, so that,
+/// unless something before moved them, each thread finds its first chunk in place.
+fn segment_starts(hint: &Hint<'_>, size: u64, segments: usize) -> Vec<u64> {
+    let step = size / segments as u64;
+    let mut starts = vec![0u64];
+    for k in 1..segments as u64 {
+        if let Some(at) = hint.boundary_from(k * step) {
+            if at > *starts.last().expect("starts holds 0") && at < size {
+                starts.push(at);
+            }
+        }
+    }
+    starts
+}
+
+/// The walk in segments starting at `starts`, each on a thread, joined.
+fn split_walk(
+    file: &File,
+    params: &ChunkParams,
+    hint: &Hint<'_>,
+    starts: &[u64],
+) -> io::Result<Content> {
+    split_at(file, params, starts, |start, end| {
+        walk(file, params, hint, start, end).map(|chunks| Found { start, chunks })
+    })
+}
+
+/// A file's previous chunk list, indexed for the walk.
+struct Hint<'a> {
+    chunks: &'a [ChunkRef],
+    /// Where each previous chunk started, then the previous length.
+    starts: Vec<u64>,
+    /// The first previous chunk with each id.
+    by_id: HashMap<ChunkId, usize>,
+}
+
+impl<'a> Hint<'a> {
+    /// The hint for `previous`, or None when it was not cut with `params` (its id covers
+    /// them).
+    fn new(params: &ChunkParams, previous: &'a Content) -> Option<Self> {
+        if Content::id_of(params, &previous.chunks) != previous.id {
+            return None;
+        }
+        let chunks = &previous.chunks[..];
+        let mut starts = Vec::with_capacity(chunks.len() + 1);
+        let mut at = 0u64;
+        starts.push(at);
+        for c in chunks {
+            at += u64::from(c.len);
+            starts.push(at);
+        }
+        let mut by_id = HashMap::with_capacity(chunks.len());
+        for (i, c) in chunks.iter().enumerate() {
+            by_id.entry(c.id).or_insert(i);
+        }
+        Some(Hint {
+            chunks,
+            starts,
+            by_id,
+        })
+    }
+
+    /// The previous chunk that started at `offset`, if one did.
+    fn chunk_at(&self, offset: u64) -> Option<usize> {
+        self.starts[..self.chunks.len()].binary_search(&offset).ok()
+    }
+
+    /// The first offset at or after `offset` where a previous chunk started.
+    fn boundary_from(&self, offset: u64) -> Option<u64> {
+        let i = self.starts[..self.chunks.len()].partition_point(|&s| s < offset);
+        self.starts
+            .get(i)
+            .copied()
+            .filter(|_| i < self.chunks.len())
+    }
+
+    /// True when previous chunk `j` started more than `max` bytes before the previous end,
+    /// so that end had no say in its cut.
+    fn far_from_end(&self, j: usize, max: usize) -> bool {
+        self.starts[self.chunks.len()] - self.starts[j] > max as u64
+    }
+
+    /// The chunk the walk expects after one with `id`, if `id` was a previous chunk's.
+    fn successor_of(&self, id: &ChunkId) -> Option<usize> {
+        self.by_id
+            .get(id)
+            .map(|&k| k + 1)
+            .filter(|&k| k < self.chunks.len())
+    }
+}
+
+/// The chunks of `file` from `start` on, as if one started there, until one ends at or past
+/// `end` (None: the file's end). Each is the chunk a full pass from `start` cuts.
+fn walk(
+    file: &File,
+    params: &ChunkParams,
+    hint: &Hint<'_>,
+    start: u64,
+    end: Option<u64>,
+) -> io::Result<Vec<ChunkRef>> {
+    let max = params.max as usize;
+    let mut window = Window::new(file, start, (8 * max).max(2 << 20));
+    let mut chunks = Vec::new();
+    let mut at = start;
+    // The previous chunk expected at `at`, and whether its bytes were already found there
+    // (as the successor of the chunk before).
+    let mut expected = hint.chunk_at(start);
+    let mut found_already = false;
+    while end.is_none_or(|e| at < e) {
+        if let Some(j) = expected.filter(|&j| hint.far_from_end(j, max)) {
+            let here = window.bytes(at, 2 * max + 1)?;
+            let c = hint.chunks[j];
+            let len = c.len as usize;
+            let in_place = here.len() > max && (found_already || c.id.matches(&here[..len]));
+            let next_in_place = in_place
+                && len < max
+                && hint.chunks.get(j + 1).is_some_and(|n| {
+                    let to = len + n.len as usize;
+                    to <= here.len() && n.id.matches(&here[len..to])
+                });
+            if in_place && (len == max || next_in_place) {
+                chunks.push(c);
+                at += u64::from(c.len);
+                expected = Some(j + 1);
+                found_already = next_in_place;
+                continue;
+            }
+        }
+        let here = window.bytes(at, max)?;
+        if here.is_empty() {
+            break;
+        }
+        let len = cut_at(here, params);
+        let id = ChunkId::of(&here[..len]);
+        chunks.push(ChunkRef {
+            id,
+            len: len as u32,
+        });
+        at += len as u64;
+        expected = hint.successor_of(&id);
+        found_already = false;
+    }
+    Ok(chunks)
+}
+
+/// A moving window on `file`, read with positional reads (threads share the file).
+struct Window<'a> {
+    file: &'a File,
+    buf: Vec<u8>,
+    /// The file offset of `buf[0]`.
+    base: u64,
+    /// Bytes of `buf` that hold data.
+    len: usize,
+    /// The file ends at `base + len`.
+    eof: bool,
+}
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File, base: u64, cap: usize) -> Self {
+        Window {
+            file,
+            buf: vec![0; cap],
+            base,
+            len: 0,
+            eof: false,
+        }
+    }
+
+    /// The `n` bytes from `at` (fewer where the file ends). `at` never goes back before an
+    /// earlier call's, nor past what it returned; `n` is at most the window's size.
+    fn bytes(&mut self, at: u64, n: usize) -> io::Result<&[u8]> {
+        let mut off = usize::try_from(at - self.base).expect("the window moves forward");
+        if off + n > self.len && !self.eof {
+            self.buf.copy_within(off..self.len, 0);
+            self.len -= off;
+            self.base = at;
+            off = 0;
+            while self.len < self.buf.len() {
+                match self
+                    .file
+                    .read_at(&mut self.buf[self.len..], self.base + self.len as u64)
+                {
+                    Ok(0) => {
+                        self.eof = true;
+                        break;
+                    }
+                    Ok(k) => self.len += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(&self.buf[off..(off + n).min(self.len)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::tests::pseudo_random as noise;
+    use proptest::prelude::*;
+    use std::io::{Seek as _, Write as _};
+
+    fn small() -> ChunkParams {
+        ChunkParams::new(256, 1024, 4096).unwrap()
+    }
+
+    fn file_with(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f.rewind().unwrap();
+        f
+    }
+
+    /// The walk over all of `new`, with `old`'s chunk list as the hint.
+    fn walked(old: &[u8], new: &[u8], p: &ChunkParams) -> Content {
+        let previous = chunk_reader(old, p).unwrap();
+        let hint = Hint::new(p, &previous).unwrap();
+        Content::from_chunks(p, walk(&file_with(new), p, &hint, 0, None).unwrap())
+    }
+
+    #[test]
+    fn an_unchanged_file_gives_its_previous_chunks() {
+        let bytes = noise(200_000, 1);
+        assert_eq!(
+            walked(&bytes, &bytes, &small()),
+            chunk_reader(&bytes[..], &small()).unwrap()
+        );
+    }
+
+    #[test]
+    fn edits_give_the_chunks_of_a_full_pass() {
+        let old = noise(200_000, 2);
+        let mut overwritten = old.clone();
+        overwritten[100_000..100_100].fill(7);
+        let mut inserted = old.clone();
+        inserted.splice(50_000..50_000, noise(1_000, 3));
+        let mut deleted = old.clone();
+        deleted.drain(70_000..75_000);
+        let mut appended = old.clone();
+        appended.extend(noise(9_000, 4));
+        let truncated = old[..150_003].to_vec();
+        for (what, new) in [
+            ("overwrite", overwritten),
+            ("insert", inserted),
+            ("delete", deleted),
+            ("append", appended),
+            ("truncate", truncated),
+        ] {
+            let full = chunk_reader(&new[..], &small()).unwrap();
+            assert_eq!(walked(&old, &new, &small()), full, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_previous_chunk_found_before_a_different_byte_is_cut_again() {
+        // A chunk whose bytes are in place but whose successor changed from its first byte:
+        // the cut of a mask hit depends on that byte, so the walk must not take it.
+        let old = noise(100_000, 5);
+        let previous = chunk_reader(&old[..], &small()).unwrap();
+        let (at, c) = previous
+            .with_offsets()
+            .find(|(at, c)| *at > 20_000 && c.len < 4096)
+            .map(|(at, c)| (at as usize, *c))
+            .unwrap();
+        for byte in 0..=255u8 {
+            let mut new = old.clone();
+            new[at + c.len as usize] = byte;
+            let full = chunk_reader(&new[..], &small()).unwrap();
+            assert_eq!(walked(&old, &new, &small()), full, "byte {byte}");
+        }
+    }
+
+    #[test]
+    fn zeros_cut_at_the_maximum_are_taken_from_the_list() {
+        let mut old = noise(10_000, 6);
+        old.extend(std::iter::repeat_n(0u8, 100_000));
+        old.extend(noise(10_000, 7));
+        let mut new = old.clone();
+        new.splice(5_000..5_000, noise(300, 8));
+        assert_eq!(
+            walked(&old, &new, &small()),
+            chunk_reader(&new[..], &small()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_hint_cut_with_other_parameters_is_not_used() {
+        let bytes = noise(50_000, 9);
+        let other = ChunkParams::new(512, 2048, 8192).unwrap();
+        let previous = chunk_reader(&bytes[..], &other).unwrap();
+        assert!(Hint::new(&small(), &previous).is_none());
+        let f = file_with(&bytes);
+        assert_eq!(
+            chunk_file_again(&f, bytes.len() as u64, &small(), &previous).unwrap(),
+            chunk_reader(&bytes[..], &small()).unwrap()
+        );
+    }
+
+    #[test]
+    fn segments_of_a_split_walk_join_to_the_full_pass() {
+        let old = noise(400_000, 10);
+        let mut new = old.clone();
+        new.splice(123_456..123_456, noise(777, 11));
+        new[300_000..300_050].fill(0);
+        let p = small();
+        let previous = chunk_reader(&old[..], &p).unwrap();
+        let hint = Hint::new(&p, &previous).unwrap();
+        let f = file_with(&new);
+        let full = chunk_reader(&new[..], &p).unwrap();
+        for segments in [2, 3, 8] {
+            let starts = segment_starts(&hint, new.len() as u64, segments);
+            assert_eq!(starts.len(), segments);
+            let got = split_walk(&f, &p, &hint, &starts).unwrap();
+            assert_eq!(got, full, "{segments} segments");
+        }
+    }
+
+    #[test]
+    fn a_large_file_edited_is_chunked_again_on_threads_like_a_full_pass() {
+        let p = ChunkParams::default();
+        let old = noise((crate::split::SPLIT_MIN + (3 << 20)) as usize, 12);
+        let mut new = old.clone();
+        new.splice(20 << 20..20 << 20, noise(1024, 13));
+        let previous = chunk_reader(&old[..], &p).unwrap();
+        let f = file_with(&new);
+        assert_eq!(
+            chunk_file_again(&f, new.len() as u64, &p, &previous).unwrap(),
+            chunk_reader(&new[..], &p).unwrap()
+        );
+    }
+
+    /// An edit for the property test: overwrite, insert or delete `len` bytes at `at`.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Overwrite(usize, usize, u8),
+        Insert(usize, usize, u64),
+        Delete(usize, usize),
+    }
+
+    fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
+        let n = bytes.len();
+        match *edit {
+            Edit::Overwrite(at, len, b) => {
+                let at = at.min(n);
+                let to = (at + len).min(n);
+                bytes[at..to].fill(b);
+            }
+            Edit::Insert(at, len, seed) => {
+                let at = at.min(n);
+                bytes.splice(at..at, noise(len, seed));
+            }
+            Edit::Delete(at, len) => {
+                let at = at.min(n);
+                let to = (at + len).min(n);
+                bytes.drain(at..to);
+            }
+        }
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (0usize..150_000, 1usize..5_000, any::<u8>())
+                .prop_map(|(a, l, b)| Edit::Overwrite(a, l, b)),
+            (0usize..150_000, 1usize..5_000, any::<u64>())
+                .prop_map(|(a, l, s)| Edit::Insert(a, l, s)),
+            (0usize..150_000, 1usize..5_000).prop_map(|(a, l)| Edit::Delete(a, l)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn the_walk_and_a_full_pass_agree(
+            len in 0usize..150_000,
+            seed: u64,
+            zeros in 0usize..20_000,
+            zeros_at in 0usize..150_000,
+            edits in proptest::collection::vec(edit(), 0..4),
+            segments in 1usize..6,
+        ) {
+            let mut old = noise(len, seed);
+            let z = zeros_at.min(old.len());
+            old.splice(z..z, std::iter::repeat_n(0u8, zeros));
+            let mut new = old.clone();
+            for e in &edits {
+                apply(&mut new, e);
+            }
+            let p = small();
+            let previous = chunk_reader(&old[..], &p).unwrap();
+            let hint = Hint::new(&p, &previous).unwrap();
+            let f = file_with(&new);
+            let starts = segment_starts(&hint, new.len() as u64, segments);
+            let got = split_walk(&f, &p, &hint, &starts).unwrap();
+            prop_assert_eq!(got, chunk_reader(&new[..], &p).unwrap());
+        }
+    }
+}
