@@ -8,17 +8,26 @@
 //!    1 GiB `bigfile` with the same mtime (generated once by `gen_tree.py bigfile` and cached
 //!    under `--work`);
 //! 2. the mutator is applied to SRC's file;
-//! 3. ferry: `ferry sync SRC DST_F --json` (durable, the headline) and again with `--no-fsync`
-//!    (rsync does not fsync), each into a freshly restored DST_F; bytes are
-//!    `bytes_sent + bytes_metadata` of ferry's JSON summary;
+//! 3. ferry: `ferry sync SRC DST_F --json` (durable, the headline) and again with `--no-fsync`,
+//!    each into a freshly restored DST_F; bytes are `bytes_sent + bytes_metadata` of ferry's
+//!    JSON summary;
 //! 4. live (`ferry watch`, durable and `--no-fsync`): SRC restored to the pristine file, DST_F
 //!    empty; `ferry watch SRC DST_F` writes the file in its initial sync (so it knows its
 //!    chunk list, as a watch that has been running does); then the mutator edits SRC's file
 //!    and the clock runs from the end of the edit until DST_F's file is a new inode (a new
 //!    version is installed by rename, complete). No bytes are counted here;
-//! 5. rsync: `rsync -a --delete --stats SRC/ rsync://127.0.0.1:PORT/dst/` through
+//! 5. rsync: `rsync -a --delete --stats SRC/ rsync://127.0.0.1:PORT/dst/` (plain: no fsync)
+//!    and the same with `--fsync` (rsync ≥ 3.2.4: the daemon's receiver fsyncs each file
+//!    before renaming it into place), each into a freshly restored DST_R, through
 //!    `byteproxy.py` in front of an `rsync --daemon` whose module is DST_R; bytes are the
-//!    proxy's payload counts in both directions.
+//!    proxy's payload counts in both directions (`--rsync-variants` chooses the baselines).
+//!
+//! Wall times are compared like for like: durable ferry (`sync` and `watch`) with
+//! `rsync --fsync`, `--no-fsync` ferry with plain rsync, each held to the wall-time target.
+//! Durable ferry against plain rsync, the only pairing before the `--fsync` baseline, is
+//! still shown, for information. Bytes are compared with plain rsync's (`--fsync` adds only
+//! its own name to the daemon's handshake), and only the durable one-shot run is held to the
+//! bytes target.
 //!
 //! Before every timed run dirty pages are flushed, the page cache is dropped (when
 //! permitted) and SRC's and the target's file are read once (warm, the default), or the page
@@ -51,7 +60,7 @@ use serde_json::{json, Value};
 
 /// Target: ferry's bytes exchanged ≤ this × rsync's.
 const TARGET_BYTES_RATIO: f64 = 0.25;
-/// Target: ferry's wall time ≤ this × rsync's.
+/// Target: ferry's wall time ≤ this × rsync's (like for like, see [`Variant::rsync_peer`]).
 const TARGET_WALL_RATIO: f64 = 0.5;
 
 /// Default working directory (the pristine file is cached there between invocations).
@@ -96,6 +105,12 @@ OPTIONS:
                          live and live-no-fsync (`ferry watch`, timed from the end of the
                          edit until DST's file is replaced) (default: all four; with
                          --sweep: durable)
+    --rsync-variants LIST
+                         rsync baselines, comma-separated, of plain (no fsync) and fsync
+                         (`--fsync`: the daemon fsyncs each file before renaming it into
+                         place) (default: both). Wall times are judged like for like:
+                         durable and live against fsync, no-fsync and live-no-fsync against
+                         plain; durable ferry against plain rsync is shown as (info)
     --cache warm|cold    warm (default): `sync`, then read SRC's and the target's file once
                          before every timed run (as the reference figures in
                          /work/shared/bench/README.md; stable to ~2 %);
@@ -194,7 +209,7 @@ impl Cache {
 enum Variant {
     /// Default: files and directories fsynced (the headline).
     Durable,
-    /// `--no-fsync`, as rsync does not fsync either.
+    /// `--no-fsync`, as plain rsync does not fsync either.
     NoFsync,
     /// `ferry watch` (durable) that wrote DST_F in its initial sync, timed from the end of
     /// the edit until DST_F's file is replaced.
@@ -241,6 +256,67 @@ impl Variant {
     fn live(self) -> bool {
         matches!(self, Variant::Live | Variant::LiveNoFsync)
     }
+
+    /// The rsync baseline that makes the same durability promise, whose wall time this
+    /// variant is held to.
+    fn rsync_peer(self) -> RsyncVariant {
+        if self.fsync() {
+            RsyncVariant::Fsync
+        } else {
+            RsyncVariant::Plain
+        }
+    }
+}
+
+/// How rsync is run (the baselines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RsyncVariant {
+    /// `rsync -a --delete --stats`: files are renamed into place unsynced.
+    Plain,
+    /// The same with `--fsync`: the daemon's receiver fsyncs each file before renaming it
+    /// into place (it does not fsync directories).
+    Fsync,
+}
+
+impl RsyncVariant {
+    const ALL: [RsyncVariant; 2] = [RsyncVariant::Plain, RsyncVariant::Fsync];
+
+    fn parse(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("unknown rsync variant {s:?} (expected plain or fsync)"))
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RsyncVariant::Plain => "plain",
+            RsyncVariant::Fsync => "fsync",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RsyncVariant::Plain => "rsync",
+            RsyncVariant::Fsync => "rsync --fsync",
+        }
+    }
+
+    /// The client's options (before SRC/ and the URL).
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            RsyncVariant::Plain => &["-a", "--delete", "--stats"],
+            RsyncVariant::Fsync => &["-a", "--delete", "--stats", "--fsync"],
+        }
+    }
+
+    /// The client's command line, for the report.
+    fn command(self) -> String {
+        format!(
+            "rsync {} SRC/ rsync://127.0.0.1:PROXY/dst/",
+            self.args().join(" ")
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -253,6 +329,7 @@ struct Args {
     chunk_sizes: Vec<String>,
     sweep: bool,
     variants: Option<Vec<Variant>>,
+    rsync_variants: Vec<RsyncVariant>,
     cache: Option<Cache>,
     scale: Scale,
     seed: u64,
@@ -320,6 +397,7 @@ fn parse_args(it: impl Iterator<Item = OsString>) -> std::result::Result<Option<
         chunk_sizes: Vec::new(),
         sweep: false,
         variants: None,
+        rsync_variants: RsyncVariant::ALL.to_vec(),
         cache: None,
         scale: Scale::Full,
         seed: 1,
@@ -348,6 +426,13 @@ fn parse_args(it: impl Iterator<Item = OsString>) -> std::result::Result<Option<
             }
             "--sweep" => args.sweep = true,
             "--variants" => args.variants = Some(list(&p.text("--variants")?, Variant::parse)?),
+            "--rsync-variants" => {
+                let v = list(&p.text("--rsync-variants")?, RsyncVariant::parse)?;
+                if let Some(twice) = v.iter().find(|x| v.iter().filter(|y| y == x).count() > 1) {
+                    return Err(format!("--rsync-variants lists {} twice", twice.as_str()));
+                }
+                args.rsync_variants = v;
+            }
             "--cache" => args.cache = Some(Cache::parse(&p.text("--cache")?)?),
             "--scale" => args.scale = p.text("--scale")?.parse()?,
             "--seed" => args.seed = p.number("--seed")?,
@@ -388,7 +473,18 @@ fn find_tools(args: &Args) -> Result<Tools> {
     let gen_tree = script(&args.tools, "gen_tree.py")?;
     let byteproxy = script(&args.tools, "byteproxy.py")?;
     let rsync = if args.rsync() {
-        Some(find_rsync("or pass --skip-rsync")?)
+        let rsync = find_rsync("or pass --skip-rsync")?;
+        if args.rsync_variants.contains(&RsyncVariant::Fsync) {
+            // An rsync older than 3.2.4 rejects the option: better said now than after the
+            // first ferry runs.
+            run_tool(
+                "checking that rsync knows --fsync (3.2.4 or later; else pass \
+                 --rsync-variants plain)",
+                &rsync.0,
+                &[OsStr::new("--fsync"), OsStr::new("--version")],
+            )?;
+        }
+        Some(rsync)
     } else {
         None
     };
@@ -885,14 +981,11 @@ fn run_rsync(
     what: &str,
     rsync: &Path,
     service: &mut RsyncService,
+    variant: RsyncVariant,
     src: &Path,
     file_size: u64,
 ) -> Result<RsyncRun> {
-    let args = [
-        OsStr::new("-a"),
-        OsStr::new("--delete"),
-        OsStr::new("--stats"),
-    ];
+    let args: Vec<&OsStr> = variant.args().iter().map(OsStr::new).collect();
     let t = service.push(what, rsync, &args, src, None, CLIENT_DEADLINE)?;
     let stats = String::from_utf8_lossy(&t.output.stdout);
     let run = RsyncRun {
@@ -954,9 +1047,10 @@ impl FerrySeries {
     }
 }
 
-/// The rsync runs on one mutator.
+/// The runs of one rsync baseline on one mutator.
 struct RsyncSeries {
     mutator: Mutator,
+    variant: RsyncVariant,
     runs: Vec<RsyncRun>,
 }
 
@@ -1009,12 +1103,17 @@ impl Results {
         &mut self.ferry[i]
     }
 
-    fn rsync_mut(&mut self, mutator: Mutator) -> &mut RsyncSeries {
-        let i = match self.rsync.iter().position(|s| s.mutator == mutator) {
+    fn rsync_mut(&mut self, mutator: Mutator, variant: RsyncVariant) -> &mut RsyncSeries {
+        let i = match self
+            .rsync
+            .iter()
+            .position(|s| s.mutator == mutator && s.variant == variant)
+        {
             Some(i) => i,
             None => {
                 self.rsync.push(RsyncSeries {
                     mutator,
+                    variant,
                     runs: Vec::new(),
                 });
                 self.rsync.len() - 1
@@ -1023,17 +1122,125 @@ impl Results {
         &mut self.rsync[i]
     }
 
-    fn rsync_of(&self, mutator: Mutator) -> Option<&RsyncSeries> {
-        self.rsync.iter().find(|s| s.mutator == mutator)
+    fn rsync_of(&self, mutator: Mutator, variant: RsyncVariant) -> Option<&RsyncSeries> {
+        self.rsync
+            .iter()
+            .find(|s| s.mutator == mutator && s.variant == variant)
     }
 
-    /// The ferry / rsync ratios (bytes, wall) of `s`.
-    fn ratios(&self, s: &FerrySeries) -> (Option<f64>, Option<f64>) {
-        let r = self.rsync_of(s.mutator);
-        (
-            ratio(s.median_bytes(), r.and_then(RsyncSeries::median_bytes)),
-            ratio(s.median_wall(), r.and_then(RsyncSeries::median_wall)),
-        )
+    /// Ferry's median over rsync's for `measure`, `None` unless both were measured.
+    fn ratio(&self, s: &FerrySeries, rsync: RsyncVariant, measure: Measure) -> Option<f64> {
+        let r = self.rsync_of(s.mutator, rsync)?;
+        match measure {
+            Measure::Bytes => ratio(s.median_bytes(), r.median_bytes()),
+            Measure::Wall => ratio(s.median_wall(), r.median_wall()),
+        }
+    }
+
+    /// The ferry / rsync ratios the report shows, in the order of the ferry series. Per
+    /// series: bytes (one-shot runs only: a live run counts none) against plain rsync, or
+    /// `--fsync` if plain did not run (a few bytes more: the option itself), held to the target for the
+    /// durable run only, whose Sender knows nothing of the target; wall time against the
+    /// rsync that makes the same durability promise, held to the target; and for durable
+    /// variants, wall time against plain rsync for information (the pairing before the
+    /// `--fsync` baseline, kept in view so the change of baseline is plain to see).
+    fn comparisons(&self) -> Vec<Comparison<'_>> {
+        let mut out = Vec::new();
+        for s in &self.ferry {
+            let mut add = |rsync: RsyncVariant, measure: Measure, judged: bool| {
+                if self.rsync_of(s.mutator, rsync).is_some() {
+                    out.push(Comparison {
+                        ferry: s,
+                        rsync,
+                        measure,
+                        value: self.ratio(s, rsync, measure),
+                        judged,
+                    });
+                }
+            };
+            if !s.variant.live() {
+                let plain = self.rsync_of(s.mutator, RsyncVariant::Plain).is_some();
+                let baseline = if plain {
+                    RsyncVariant::Plain
+                } else {
+                    RsyncVariant::Fsync
+                };
+                add(baseline, Measure::Bytes, s.variant.fsync());
+            }
+            add(s.variant.rsync_peer(), Measure::Wall, true);
+            if s.variant.rsync_peer() != RsyncVariant::Plain {
+                add(RsyncVariant::Plain, Measure::Wall, false);
+            }
+        }
+        out
+    }
+}
+
+/// What a ferry / rsync ratio compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// Bytes exchanged.
+    Bytes,
+    /// Wall time.
+    Wall,
+}
+
+impl Measure {
+    fn label(self) -> &'static str {
+        match self {
+            Measure::Bytes => "bytes",
+            Measure::Wall => "wall time",
+        }
+    }
+
+    /// The name of the ratio in the JSON output.
+    fn key(self) -> &'static str {
+        match self {
+            Measure::Bytes => "bytes_ratio",
+            Measure::Wall => "wall_ratio",
+        }
+    }
+
+    fn limit(self) -> f64 {
+        match self {
+            Measure::Bytes => TARGET_BYTES_RATIO,
+            Measure::Wall => TARGET_WALL_RATIO,
+        }
+    }
+}
+
+/// One ferry / rsync ratio of the report (see [`Results::comparisons`]).
+struct Comparison<'a> {
+    ferry: &'a FerrySeries,
+    rsync: RsyncVariant,
+    measure: Measure,
+    value: Option<f64>,
+    /// Held to the target, or shown for information.
+    judged: bool,
+}
+
+impl Comparison<'_> {
+    /// PASS / MISS / SKIP when judged, else "(info)".
+    fn result(&self) -> &'static str {
+        if self.judged {
+            verdict(self.value, self.measure.limit())
+        } else {
+            "(info)"
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "mutator": self.ferry.mutator.as_str(),
+            "chunk_sizes": self.ferry.params,
+            "variant": self.ferry.variant.as_str(),
+            "rsync_variant": self.rsync.as_str(),
+            "name": self.measure.key(),
+            "value": self.value,
+            "limit": self.measure.limit(),
+            "judged": self.judged,
+            "result": self.result(),
+        })
     }
 }
 
@@ -1070,7 +1277,6 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
         .ferry
         .iter()
         .map(|s| {
-            let (bytes_ratio, wall_ratio) = r.ratios(s);
             let mut medians = serde_json::Map::new();
             for c in FERRY_COUNTERS {
                 medians.insert(c.into(), json!(s.median_of(|x| x.counter(c))));
@@ -1083,8 +1289,11 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
                 "median_bytes": s.median_bytes(),
                 "median_chunks": s.median_of(FerryRun::chunks),
                 "median_counters": medians,
-                "ratio_bytes_vs_rsync": bytes_ratio,
-                "ratio_wall_vs_rsync": wall_ratio,
+                "rsync_peer": s.variant.rsync_peer().as_str(),
+                "ratio_bytes_vs_rsync_plain": r.ratio(s, RsyncVariant::Plain, Measure::Bytes),
+                "ratio_bytes_vs_rsync_fsync": r.ratio(s, RsyncVariant::Fsync, Measure::Bytes),
+                "ratio_wall_vs_rsync_plain": r.ratio(s, RsyncVariant::Plain, Measure::Wall),
+                "ratio_wall_vs_rsync_fsync": r.ratio(s, RsyncVariant::Fsync, Measure::Wall),
                 "runs": s.runs.iter().map(|x| {
                     let mut m = serde_json::Map::new();
                     m.insert("wall_s".into(), json!(x.wall));
@@ -1103,6 +1312,8 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
         .map(|s| {
             json!({
                 "mutator": s.mutator.as_str(),
+                "variant": s.variant.as_str(),
+                "command": s.variant.command(),
                 "median_wall_s": s.median_wall(),
                 "median_bytes": s.median_bytes(),
                 "median_c2s": s.median_of(|x| Some(x.c2s)),
@@ -1115,26 +1326,8 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
             })
         })
         .collect();
-    let mut targets = Vec::new();
-    for s in r.ferry.iter().filter(|s| s.variant.fsync()) {
-        if r.rsync_of(s.mutator).is_none() {
-            continue;
-        }
-        let (b, w) = r.ratios(s);
-        // A live run counts no bytes: the one-shot run of the same edit is judged on them.
-        if !s.variant.live() {
-            targets.push(
-                json!({ "mutator": s.mutator.as_str(), "chunk_sizes": s.params,
-                "variant": s.variant.as_str(), "name": "bytes_ratio", "value": b,
-                "limit": TARGET_BYTES_RATIO, "result": verdict(b, TARGET_BYTES_RATIO) }),
-            );
-        }
-        targets.push(
-            json!({ "mutator": s.mutator.as_str(), "chunk_sizes": s.params,
-            "variant": s.variant.as_str(), "name": "wall_ratio", "value": w, "limit": TARGET_WALL_RATIO,
-            "result": verdict(w, TARGET_WALL_RATIO) }),
-        );
-    }
+    let comparisons = r.comparisons();
+    let (targets, info): (Vec<_>, Vec<_>) = comparisons.iter().partition(|c| c.judged);
     json!({
         "benchmark": "bench_delta",
         "ok": true,
@@ -1154,7 +1347,9 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
             "ferry_command": "ferry sync SRC DST_F --json [--no-fsync] [--chunk-sizes S]",
             "rsync": ctx.tools.rsync.as_ref().map(|r| &r.0),
             "rsync_version": ctx.tools.rsync.as_ref().map(|r| &r.1),
-            "rsync_command": "rsync -a --delete --stats SRC/ rsync://127.0.0.1:PROXY/dst/",
+            "rsync_commands": a.rsync_variants.iter()
+                .map(|v| json!({ "variant": v.as_str(), "command": v.command() }))
+                .collect::<Vec<_>>(),
         },
         "method": {
             "wall": "std::time::Instant around spawn..exit of the ferry / rsync client process",
@@ -1162,10 +1357,16 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
             "rsync_bytes": "byteproxy.py payload bytes, both directions, client <-> rsync daemon",
             "cache": r.cache.describe(),
             "statistic": "median over runs",
+            "pairing": "targets: wall_ratio like for like (durable and live against rsync \
+                        --fsync, no-fsync and live-no-fsync against plain rsync: rsync_peer), \
+                        bytes_ratio of durable against plain rsync (fsync if plain did not \
+                        run). info: wall_ratio of durable and live against plain rsync, \
+                        bytes_ratio of no-fsync",
         },
         "ferry": ferry,
         "rsync": rsync,
-        "targets": targets,
+        "targets": targets.iter().map(|c| c.json()).collect::<Vec<_>>(),
+        "info": info.iter().map(|c| c.json()).collect::<Vec<_>>(),
         "verified": true,
     })
 }
@@ -1190,11 +1391,15 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
         );
     }
     if let Some((p, v)) = &ctx.tools.rsync {
-        println!(
-            "rsync:    {} -a --delete --stats SRC/ rsync://127.0.0.1:PROXY/dst/  ({v}; daemon \
-             behind byteproxy.py)",
-            p.display()
-        );
+        for (i, rv) in a.rsync_variants.iter().enumerate() {
+            println!(
+                "{:<10}{} {} SRC/ rsync://127.0.0.1:PROXY/dst/",
+                if i == 0 { "rsync:" } else { "" },
+                p.display(),
+                rv.args().join(" ")
+            );
+        }
+        println!("          ({v}; daemon behind byteproxy.py)");
     }
     println!("cache:    {}", r.cache.describe());
     println!("wall:     Instant around spawn..exit of the ferry / rsync client process");
@@ -1235,11 +1440,11 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
                 count(s.median_of(FerryRun::chunks)),
             );
         }
-        if let Some(s) = r.rsync_of(*m) {
+        for s in r.rsync.iter().filter(|s| s.mutator == *m) {
             println!(
                 "{:<9} {:<17} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13}",
                 m.as_str(),
-                "rsync (daemon)",
+                s.variant.label(),
                 "-",
                 secs(s.median_wall()),
                 kib(s.median_bytes()),
@@ -1280,51 +1485,41 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
             println!(
                 "  {:<9} {:<17} {:<14} {}",
                 s.mutator.as_str(),
-                "rsync (daemon)",
+                s.variant.label(),
                 "-",
                 runs.join(", ")
             );
         }
     }
-    if r.rsync.is_empty() || r.ferry.is_empty() {
+    let comparisons = r.comparisons();
+    if comparisons.is_empty() {
         return;
     }
     println!();
     println!(
-        "{:<9} {:<17} {:<14} {:<16} {:>10} {:>10} {:>8}",
-        "mutator", "tool", "chunk sizes", "ferry / rsync", "value", "limit", "result"
+        "{:<9} {:<17} {:<14} {:<14} {:<10} {:>10} {:>10} {:>8}",
+        "mutator", "ferry", "chunk sizes", "/ rsync", "ratio", "value", "limit", "result"
     );
-    for s in &r.ferry {
-        if r.rsync_of(s.mutator).is_none() {
-            continue;
-        }
-        let (b, w) = r.ratios(s);
-        // Only the durable runs are held to the targets (bytes: the one-shot run, whose
-        // Sender knows nothing of the target); --no-fsync is for information.
-        let judge = |v: Option<f64>, limit: f64| match s.variant {
-            Variant::Durable | Variant::Live => verdict(v, limit),
-            Variant::NoFsync | Variant::LiveNoFsync => "(info)",
-        };
-        for (name, v, limit) in [
-            ("bytes", b, TARGET_BYTES_RATIO),
-            ("wall time", w, TARGET_WALL_RATIO),
-        ] {
-            // A live run counts no bytes (the one-shot run of the same edit does).
-            if s.variant.live() && name == "bytes" {
-                continue;
-            }
-            println!(
-                "{:<9} {:<17} {:<14} {:<16} {:>10} {:>10} {:>8}",
-                s.mutator.as_str(),
-                s.variant.label(),
-                s.params_label(),
-                name,
-                times(v),
-                format!("≤ {limit:.2}×"),
-                judge(v, limit)
-            );
-        }
+    for c in &comparisons {
+        println!(
+            "{:<9} {:<17} {:<14} {:<14} {:<10} {:>10} {:>10} {:>8}",
+            c.ferry.mutator.as_str(),
+            c.ferry.variant.label(),
+            c.ferry.params_label(),
+            c.rsync.label(),
+            c.measure.label(),
+            times(c.value),
+            format!("≤ {:.2}×", c.measure.limit()),
+            c.result()
+        );
     }
+    println!(
+        "(wall time is judged like for like: durable ferry and watch against rsync --fsync \
+         (its daemon fsyncs\n each file before renaming it), --no-fsync against plain rsync; \
+         durable against plain rsync, the\n comparison made before there was an --fsync \
+         baseline, is (info). Bytes are compared with plain\n rsync's (--fsync adds only its \
+         name to the handshake) and judged for the durable one-shot run only)"
+    );
     if ctx.tools.ferry.is_some() {
         println!("\nevery result was verified identical to SRC (names, kinds, sizes, contents)");
     }
@@ -1472,22 +1667,32 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
                 }
             }
             if let (Some((rsync, _)), Some(service)) = (&tools.rsync, service.as_mut()) {
-                let what = format!("{tag} rsync");
-                restore(&layout.pristine, mtime, &layout.dst_r)?;
-                settle(cache, &layout.src, &layout.dst_r)?;
-                let run = run_rsync(&what, rsync, service, &layout.src, results.file_size)?;
-                verify(&what, &layout.src, &layout.dst_r)?;
-                eprintln!(
-                    "  {:<17} {:<14} {:>8.3} s  {:>12} (c→s {}, s→c {}, literal {})  [verified]",
-                    "rsync (daemon)",
-                    "-",
-                    run.wall,
-                    kib(Some(run.bytes() as f64)),
-                    kib(Some(run.c2s as f64)),
-                    kib(Some(run.s2c as f64)),
-                    kib(run.literal.map(|l| l as f64)),
-                );
-                results.rsync_mut(mutator).runs.push(run);
+                for &variant in &args.rsync_variants {
+                    let what = format!("{tag} {}", variant.label());
+                    restore(&layout.pristine, mtime, &layout.dst_r)?;
+                    settle(cache, &layout.src, &layout.dst_r)?;
+                    let run = run_rsync(
+                        &what,
+                        rsync,
+                        service,
+                        variant,
+                        &layout.src,
+                        results.file_size,
+                    )?;
+                    verify(&what, &layout.src, &layout.dst_r)?;
+                    eprintln!(
+                        "  {:<17} {:<14} {:>8.3} s  {:>12} (c→s {}, s→c {}, literal {})  \
+                         [verified]",
+                        variant.label(),
+                        "-",
+                        run.wall,
+                        kib(Some(run.bytes() as f64)),
+                        kib(Some(run.c2s as f64)),
+                        kib(Some(run.s2c as f64)),
+                        kib(run.literal.map(|l| l as f64)),
+                    );
+                    results.rsync_mut(mutator, variant).runs.push(run);
+                }
             }
         }
     }
@@ -1537,6 +1742,26 @@ mod tests {
             ]
         );
         assert!(a.rsync() && a.ferry());
+        assert_eq!(
+            a.rsync_variants,
+            vec![RsyncVariant::Plain, RsyncVariant::Fsync]
+        );
+        let a = parse(&[
+            "--rsync-variants",
+            "fsync",
+            "--variants",
+            "durable,live-no-fsync",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.rsync_variants, vec![RsyncVariant::Fsync]);
+        assert_eq!(
+            a.variants()
+                .into_iter()
+                .map(Variant::rsync_peer)
+                .collect::<Vec<_>>(),
+            vec![RsyncVariant::Fsync, RsyncVariant::Plain]
+        );
         let a = parse(&[
             "--runs=1",
             "--mutators",
@@ -1571,10 +1796,82 @@ mod tests {
         assert!(parse(&["--chunk-sizes", "4K,8K"]).is_err());
         assert!(parse(&["--mutators", "append"]).is_err());
         assert!(parse(&["--variants", "fast"]).is_err());
+        assert!(parse(&["--rsync-variants", "sync"]).is_err());
+        assert!(parse(&["--rsync-variants", "plain,plain"]).is_err());
         assert!(parse(&["--sweep", "--skip-ferry"]).is_err());
         assert!(parse(&["--skip-ferry", "--skip-rsync"]).is_err());
         assert!(parse(&["--runs", "0"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn pairs_ferry_with_rsync_like_for_like() {
+        use Measure::{Bytes, Wall};
+        use RsyncVariant::{Fsync, Plain};
+        let ferry_run = |wall| FerryRun {
+            wall,
+            counters: [Some(100), Some(10), None, None, None, None, None],
+        };
+        let rsync_run = |wall| RsyncRun {
+            wall,
+            c2s: 300,
+            s2c: 140,
+            literal: None,
+            matched: None,
+        };
+        let mut r = Results {
+            cache: Cache::Warm,
+            file_size: 0,
+            mutations: Vec::new(),
+            ferry: Vec::new(),
+            rsync: Vec::new(),
+        };
+        let m = Mutator::EditMid;
+        for (v, wall) in [
+            (Variant::Live, 1.0),
+            (Variant::LiveNoFsync, 0.5),
+            (Variant::Durable, 2.0),
+            (Variant::NoFsync, 1.0),
+        ] {
+            r.ferry_mut(m, &None, v).runs.push(ferry_run(wall));
+        }
+        r.rsync_mut(m, Plain).runs.push(rsync_run(2.0));
+        r.rsync_mut(m, Fsync).runs.push(rsync_run(8.0));
+        let got: Vec<_> = r
+            .comparisons()
+            .iter()
+            .map(|c| (c.ferry.variant, c.rsync, c.measure, c.value, c.result()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Variant::Live, Fsync, Wall, Some(0.125), "PASS"),
+                (Variant::Live, Plain, Wall, Some(0.5), "(info)"),
+                (Variant::LiveNoFsync, Plain, Wall, Some(0.25), "PASS"),
+                (Variant::Durable, Plain, Bytes, Some(0.25), "PASS"),
+                (Variant::Durable, Fsync, Wall, Some(0.25), "PASS"),
+                (Variant::Durable, Plain, Wall, Some(1.0), "(info)"),
+                (Variant::NoFsync, Plain, Bytes, Some(0.25), "(info)"),
+                (Variant::NoFsync, Plain, Wall, Some(0.5), "PASS"),
+            ]
+        );
+
+        // Without plain rsync, bytes fall back to --fsync's and the (info) pairing is gone.
+        r.rsync.retain(|s| s.variant == Fsync);
+        let got: Vec<_> = r
+            .comparisons()
+            .iter()
+            .map(|c| (c.ferry.variant, c.rsync, c.measure))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Variant::Live, Fsync, Wall),
+                (Variant::Durable, Fsync, Bytes),
+                (Variant::Durable, Fsync, Wall),
+                (Variant::NoFsync, Fsync, Bytes),
+            ]
+        );
     }
 
     #[test]
