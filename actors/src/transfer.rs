@@ -24,7 +24,8 @@ pub(crate) struct Slot {
     pub(crate) base: Option<Content>,
     pub(crate) replaces: bool,
     target: Arc<TargetDir>,
-    /// The file will be made durable before it is installed.
+    /// The file will be made durable before it is installed (with durability on, or on
+    /// its own: a large file replacing another, see [`Slot::new`]).
     durable: bool,
     /// Its temp file's blocks are reserved up front, this many bytes (see
     /// [`worth_preallocating`]).
@@ -90,15 +91,20 @@ impl Slot {
         params: &ChunkParams,
     ) -> Arc<Self> {
         let n = entry.content.as_ref().map_or(0, |c| c.chunks.len());
-        // Only for a file made durable before it is installed. Reserved blocks read as
-        // zeros until their data is on disk, and ext4 forces a file renamed over another
-        // to disk before the rename commits only where it still has blocks to allocate:
-        // without the fsync, a power loss could leave the name holding zeros.
-        let preallocate = entry
+        let large = entry
             .content
             .as_ref()
-            .filter(|c| durable && worth_preallocating(c, params))
+            .filter(|c| worth_preallocating(c, params))
             .map(Content::len);
+        // A large file that replaces another is made durable even without durability:
+        // ext4 writes a file renamed over another back at that rename anyway (and its
+        // regions started that as they were copied), so the flush costs little more, and
+        // only a file flushed before its rename may have its blocks reserved up front.
+        // Reserved blocks read as zeros until their data is on disk, and ext4's flush at
+        // the rename covers only blocks it still has to allocate: unflushed, a power loss
+        // could leave the name holding zeros.
+        let durable = durable || (replaces && large.is_some());
+        let preallocate = large.filter(|_| durable);
         Arc::new(Slot {
             entry,
             base,
@@ -323,8 +329,9 @@ pub(crate) fn fail_slots(waiters: Waiters, reason: &str) -> Vec<SlotEvent> {
 /// single `syncfs` of the target's file system (one journal commit for the whole batch).
 const SYNCFS_FROM: usize = 8;
 
-/// Blocking: makes a batch of sealed files durable (when `durable`), then renames each into
-/// place. Data reaches the disk before any of the batch's names point at it.
+/// Blocking: makes a batch of sealed files durable (when `durable`; else only the slots
+/// that are durable on their own, see [`Slot::new`]), then renames each into place. Data
+/// reaches the disk before any of the batch's names point at it.
 pub(crate) fn install_batch(
     target: &TargetDir,
     slots: Vec<Arc<Slot>>,
@@ -332,7 +339,15 @@ pub(crate) fn install_batch(
 ) -> Vec<SlotEvent> {
     let mut events = Vec::new();
     let mut ready = slots;
-    if durable {
+    if !durable {
+        ready.retain(|s| match s.durable.then(|| s.sync()) {
+            None | Some(Ok(())) => true,
+            Some(Err(e)) => {
+                events.extend(s.abort(e.to_string()));
+                false
+            }
+        });
+    } else {
         if ready.len() >= SYNCFS_FROM {
             if let Err(e) = target.sync_all() {
                 let reason = e.to_string();
@@ -382,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_file_made_durable_is_preallocated() {
+    fn only_a_file_flushed_before_its_rename_is_preallocated() {
         // Without the fsync before the rename, reserved blocks could still read as zeros
         // under the new name after a power loss.
         let p = ChunkParams::default();
@@ -398,8 +413,16 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let target = Arc::new(TargetDir::open(dir.path()).unwrap());
-        let slot = |durable| Slot::new(entry.clone(), None, true, target.clone(), durable, &p);
-        assert_eq!(slot(true).preallocate, Some(entry.size));
-        assert_eq!(slot(false).preallocate, None);
+        let slot = |durable, replaces| {
+            Slot::new(entry.clone(), None, replaces, target.clone(), durable, &p)
+        };
+        assert_eq!(slot(true, false).preallocate, Some(entry.size));
+        let new_file = slot(false, false);
+        assert!(!new_file.durable);
+        assert_eq!(new_file.preallocate, None);
+        // Replacing a file, it is flushed before its rename without durability too.
+        let replacing = slot(false, true);
+        assert!(replacing.durable);
+        assert_eq!(replacing.preallocate, Some(entry.size));
     }
 }
