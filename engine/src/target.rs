@@ -518,19 +518,19 @@ impl TempFile {
         self.install()
     }
 
-    /// Gives the complete content its final mode and mtime and, when it is to be made
-    /// `durable`, starts writing it back to disk now, so that a later [`TempFile::sync`] or
-    /// [`TargetDir::sync_all`] finds little left to do. (Without durability nothing waits
-    /// for the disk, and starting writeback of a large file here would: the kernel writes
-    /// it back in its own time.)
-    pub fn seal(&self, mode: u32, mtime: MtimeNs, durable: bool) -> Result<()> {
+    /// Gives the complete content its final mode and mtime and, with `writeback` (for a
+    /// file to be made durable), starts writing it back to disk now, so that a later
+    /// [`TempFile::sync`] or [`TargetDir::sync_all`] finds little left to do. (Without
+    /// durability nothing waits for the disk, and starting writeback of a large file here
+    /// would: the kernel writes it back in its own time.)
+    pub fn seal(&self, mode: u32, mtime: MtimeNs, writeback: bool) -> Result<()> {
         rfs::fchmod(&self.file, Mode::from_raw_mode(mode & 0o7777))
             .map_err(|e| Error::io("chmod", &self.full, e.into()))?;
         rfs::futimens(&self.file, &timestamps(mtime))
             .map_err(|e| Error::io("set mtime of", &self.full, e.into()))?;
         // DONTNEED starts writeback of the dirty pages now (and drops clean ones, which
         // nothing here reads again); it is only advice, so its failure is not an error.
-        if durable {
+        if writeback {
             let _ = rfs::fadvise(&self.file, 0, None, rfs::Advice::DontNeed);
         }
         Ok(())
