@@ -1,7 +1,7 @@
 //! The Applier's file transfers: one `Slot` per file being assembled, and the blocking jobs
 //! that copy local chunks, write fetched ones (verified) and commit finished files.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_engine::assemble::{copy_local_chunks, Assembly, ChunkTask, LocalCopy};
@@ -36,8 +36,9 @@ pub(crate) struct Slot {
     finished: AtomicBool,
     /// Complete in its temp file and handed over for installing (no longer being assembled).
     sealed: AtomicBool,
-    /// A copy job started the writeback of what it copied (see [`copy_local_chunks`]).
-    written_back: AtomicBool,
+    /// Bytes whose writeback copy jobs started as they copied them (see
+    /// [`copy_local_chunks`]).
+    written_back: AtomicU64,
 }
 
 /// A new version at least this large has its temp file's blocks reserved up front.
@@ -118,7 +119,7 @@ impl Slot {
             remaining: AtomicUsize::new(n),
             finished: AtomicBool::new(false),
             sealed: AtomicBool::new(false),
-            written_back: AtomicBool::new(false),
+            written_back: AtomicU64::new(0),
         })
     }
 
@@ -187,10 +188,11 @@ impl Slot {
             return None;
         }
         let len = self.entry.content.as_ref().map_or(0, Content::len);
-        // A file whose copy jobs started the writeback of their regions is left to its
-        // fsync: asked again for the whole file, the kernel would mostly drop the pages
+        // A file whose copy jobs started the writeback of (nearly) all of it is left to
+        // its fsync: asked again for the whole file, the kernel would mostly drop the pages
         // already written back, which the sealing job waits for (~70 ms per GiB).
-        let writeback = self.durable && !self.written_back.load(Ordering::Acquire);
+        let copied_back = self.written_back.load(Ordering::Acquire);
+        let writeback = self.durable && copied_back < len - len / 16;
         let sealed = self.with_temp(|t| {
             t.set_len(len)?;
             t.seal(self.entry.mode, self.entry.mtime, writeback)
@@ -245,8 +247,8 @@ impl Slot {
         match copied {
             Ok(copy) => {
                 let local = plan.tasks.len() - copy.remote.len();
-                if writeback && local > 0 {
-                    self.written_back.store(true, Ordering::Release);
+                if writeback {
+                    self.written_back.fetch_add(copy.bytes, Ordering::AcqRel);
                 }
                 let event = if plan.tasks.is_empty() {
                     // An empty file: nothing to write, commit right away.

@@ -6,7 +6,7 @@
 //! where a chunk that starts at `p` ends from the bytes after `p` alone. A cut at `len` below
 //! `max` depends on the chunk's own bytes and on the byte at `len` (the mask is tested with
 //! it hashed in); a cut at `max` on the chunk's own bytes only. So a previous chunk that
-//! ended more than `max` bytes before its file's end, found again (its bytes hash to its
+//! started more than `max` bytes before its file's end, found again (its bytes hash to its
 //! id) more than `max` bytes before this file's end, and followed by its successor (whose
 //! bytes hash to that one's id, so the byte at `len` is the same), is cut at the same `len`.
 //!
@@ -14,6 +14,9 @@
 //! it cuts up in the previous list: once one is there (after an edit, the chunker falls
 //! back into step within a chunk or two), the walk expects that one's successor next. That
 //! is how an insertion or a deletion, which moves everything after it, is caught up with.
+//!
+//! The previous list is trusted to come from this chunker with these parameters (the
+//! Differ's own index); only the parameters are checked, by its `ContentId`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,6 +25,9 @@ use std::os::unix::fs::FileExt;
 
 use crate::chunk::{chunk_reader, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
 use crate::split::{segments_for, split_at, Found, SplitTurn};
+
+/// Files shorter than this are chunked in one full pass.
+const WALK_MIN: u64 = 4 << 20;
 
 /// Chunks `file` (from offset 0 to its end) like [`crate::split::chunk_file`], taking the
 /// cuts of `previous` (an earlier chunk list of the same file, from this chunker) wherever
@@ -36,7 +42,9 @@ pub fn chunk_file_again(
     let Some(hint) = Hint::new(params, previous) else {
         return crate::split::chunk_file(file, size, params);
     };
-    if size == 0 {
+    // A small file gains little and would cost the walk's window (zeroed afresh per call,
+    // where `chunk_reader` reuses its buffer).
+    if size < WALK_MIN {
         return chunk_reader(file, params);
     }
     let segments = segments_for(size, params);
@@ -149,7 +157,9 @@ fn walk(
     end: Option<u64>,
 ) -> io::Result<Vec<ChunkRef>> {
     let max = params.max as usize;
-    let mut window = Window::new(file, start, (8 * max).max(2 << 20));
+    // The read buffer `split::segments_for` budgets per thread (`4 × max`, here at least
+    // 2 MiB), and at least twice what one step asks for (`2 × max + 1`).
+    let mut window = Window::new(file, start, (4 * max).max(2 << 20));
     let mut chunks = Vec::new();
     let mut at = start;
     // The previous chunk expected at `at`, and whether its bytes were already found there
