@@ -76,7 +76,7 @@ impl Default for ChunkParams {
 
 impl ChunkParams {
     /// Checks the parameters against FastCDC's limits and their order
-    /// (64 B ≤ min ≤ avg ≤ max, avg ≥ 256 B, max between 1 KiB and 16 MiB).
+    /// (64 B ≤ min ≤ avg ≤ max, avg ≥ 256 B, max between 1 KiB and 16 MiB, all even).
     pub fn new(min: u32, avg: u32, max: u32) -> Result<Self, String> {
         if !(64..=1 << 20).contains(&min) {
             return Err(format!("minimum chunk size {min} is outside 64 B..1 MiB"));
@@ -90,6 +90,12 @@ impl ChunkParams {
         if !(min <= avg && avg <= max) {
             return Err(format!(
                 "chunk sizes must satisfy min <= avg <= max (got {min}, {avg}, {max})"
+            ));
+        }
+        // FastCDC scans two bytes per step and asserts even sizes (in debug builds).
+        if [min, avg, max].iter().any(|n| n % 2 != 0) {
+            return Err(format!(
+                "chunk sizes must be even (got {min}, {avg}, {max})"
             ));
         }
         Ok(ChunkParams { min, avg, max })
@@ -380,6 +386,9 @@ pub(crate) mod tests {
             "1,2,3",
             "x,64K,256K",
             "16K,64K,32M",
+            "4097,16K,64K",
+            "4K,16385,64K",
+            "4K,16K,65537",
         ] {
             assert!(bad.parse::<ChunkParams>().is_err(), "{bad}");
         }
