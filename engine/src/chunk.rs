@@ -295,6 +295,21 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Small chunk sizes (256 B / 1 KiB / 4 KiB), so that test files of a few hundred KiB
+    /// hold hundreds of chunks; shared by the split and rehash tests.
+    pub(crate) fn tiny_params() -> ChunkParams {
+        ChunkParams::new(256, 1024, 4096).unwrap()
+    }
+
+    /// An unnamed temp file holding `bytes`, positioned at its start.
+    pub(crate) fn file_with(bytes: &[u8]) -> std::fs::File {
+        use std::io::{Seek as _, Write as _};
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f.rewind().unwrap();
+        f
+    }
+
     /// Reproducible incompressible bytes (xorshift64), shared by the chunking tests.
     pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;

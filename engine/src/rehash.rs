@@ -257,20 +257,8 @@ impl<'a> Window<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::tests::pseudo_random as noise;
+    use crate::chunk::tests::{file_with, pseudo_random as noise, tiny_params as small};
     use proptest::prelude::*;
-    use std::io::{Seek as _, Write as _};
-
-    fn small() -> ChunkParams {
-        ChunkParams::new(256, 1024, 4096).unwrap()
-    }
-
-    fn file_with(bytes: &[u8]) -> File {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(bytes).unwrap();
-        f.rewind().unwrap();
-        f
-    }
 
     /// The walk over all of `new`, with `old`'s chunk list as the hint.
     fn walked(old: &[u8], new: &[u8], p: &ChunkParams) -> Content {

@@ -247,19 +247,8 @@ impl Read for AtReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::tests::pseudo_random as noise;
+    use crate::chunk::tests::{file_with, pseudo_random as noise, tiny_params as small};
     use proptest::prelude::*;
-    use std::io::Write as _;
-
-    fn small() -> ChunkParams {
-        ChunkParams::new(256, 1024, 4096).unwrap()
-    }
-
-    fn file_with(bytes: &[u8]) -> File {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(bytes).unwrap();
-        f
-    }
 
     #[test]
     fn the_split_finds_the_chunks_of_one_pass() {
