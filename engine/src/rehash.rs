@@ -39,14 +39,14 @@ pub fn chunk_file_again(
     params: &ChunkParams,
     previous: &Content,
 ) -> io::Result<Content> {
-    let Some(hint) = Hint::new(params, previous) else {
-        return crate::split::chunk_file(file, size, params);
-    };
     // A small file gains little and would cost the walk's window (zeroed afresh per call,
-    // where `chunk_reader` reuses its buffer).
+    // where `chunk_reader` reuses its buffer) and the hint's index.
     if size < WALK_MIN {
         return chunk_reader(file, params);
     }
+    let Some(hint) = Hint::new(params, previous) else {
+        return crate::split::chunk_file(file, size, params);
+    };
     let segments = segments_for(size, params);
     let turn = (segments >= 2).then(SplitTurn::take).flatten();
     if turn.is_none() {
