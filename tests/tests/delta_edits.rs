@@ -4,7 +4,7 @@
 //!
 //! Each one-shot test mirrors a 64 MiB incompressible file, edits it in SRC (with a new mtime,
 //! so the quick check notices), syncs again and reads the counters of the second run. The last
-//! test does the same edit under live replication and reads the counters' growth.
+//! tests make the same edits under live replication and read the counters' growth.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt as _;
@@ -183,6 +183,43 @@ async fn overwriting_4k_live_sends_one_or_two_chunks() {
     assert!(
         reused >= 63 * MIB,
         "overwriting 4 KiB live copied only {reused} bytes from DST's old version"
+    );
+
+    f.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn inserting_1k_live_sends_one_or_two_chunks() {
+    let content = pseudo_random(LEN as usize, 64);
+    let f = LiveFolder::start(|src| write_file(&src.join(NAME), &content, 0o644, time_n(1))).await;
+    let sent = get(&f.stats.bytes_sent);
+    let reused = get(&f.stats.bytes_reused);
+
+    // Saved as most editors save: a new file beside it, renamed over it. Everything behind
+    // the insertion moves by 1 KiB, and the Differ's rehash (which takes the cuts of the
+    // chunk list it has where they still hold) must catch up with the move.
+    let at = LEN as usize / 3;
+    let mut edited = Vec::with_capacity(content.len() + 1024);
+    edited.extend_from_slice(&content[..at]);
+    edited.extend_from_slice(&pseudo_random(1024, 1_002));
+    edited.extend_from_slice(&content[at..]);
+    let scratch = f.s(".big.bin.new");
+    write_file(&scratch, &edited, 0o644, time_n(2));
+    std::fs::rename(&scratch, f.s(NAME))
+        .unwrap_or_else(|e| panic!("rename the new version over {NAME}: {e}"));
+    f.wait_mirror("inserting 1 KiB in a 64 MiB file").await;
+
+    let sent = get(&f.stats.bytes_sent) - sent;
+    let reused = get(&f.stats.bytes_reused) - reused;
+    assert!(
+        (KIB..=2 * MAX_CHUNK).contains(&sent),
+        "inserting 1 KiB live sent {sent} bytes of chunk data; it should cost between 1 KiB \
+         and two chunks ({})",
+        2 * MAX_CHUNK
+    );
+    assert!(
+        reused >= 63 * MIB,
+        "inserting 1 KiB live copied only {reused} bytes from DST's old version"
     );
 
     f.shutdown().await;
