@@ -1107,13 +1107,10 @@ impl Applier {
         x.sealed_bytes = 0;
         x.jobs += 1;
         let target = self.target.clone();
-        let durable = self.opts.durable;
         let pool = self.io.clone();
         let job = async move {
-            pool.run("install files", move || {
-                install_batch(&target, batch, durable)
-            })
-            .await
+            pool.run("install files", move || install_batch(&target, batch))
+                .await
         };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
             match res {

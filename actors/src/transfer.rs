@@ -340,43 +340,30 @@ pub(crate) fn fail_slots(waiters: Waiters, reason: &str) -> Vec<SlotEvent> {
 /// single `syncfs` of the target's file system (one journal commit for the whole batch).
 const SYNCFS_FROM: usize = 8;
 
-/// Blocking: makes a batch of sealed files durable (when `durable`; else only the slots
-/// that are durable on their own, see [`Slot::new`]), then renames each into place. Data
+/// Blocking: makes the batch's durable slots durable (all of them with durability on; else
+/// those durable on their own, see [`Slot::new`]), then renames each slot into place. Data
 /// reaches the disk before any of the batch's names point at it.
-pub(crate) fn install_batch(
-    target: &TargetDir,
-    slots: Vec<Arc<Slot>>,
-    durable: bool,
-) -> Vec<SlotEvent> {
+pub(crate) fn install_batch(target: &TargetDir, slots: Vec<Arc<Slot>>) -> Vec<SlotEvent> {
     let mut events = Vec::new();
-    let mut ready = slots;
-    if !durable {
-        ready.retain(|s| match s.durable.then(|| s.sync()) {
-            None | Some(Ok(())) => true,
-            Some(Err(e)) => {
-                events.extend(s.abort(e.to_string()));
-                false
-            }
-        });
-    } else {
-        if ready.len() >= SYNCFS_FROM {
-            if let Err(e) = target.sync_all() {
-                let reason = e.to_string();
-                return ready
-                    .iter()
-                    .filter_map(|s| s.abort(reason.clone()))
-                    .collect();
-            }
-        } else {
-            ready.retain(|s| match s.sync() {
+    let durable = slots.iter().filter(|s| s.durable).count();
+    let whole = (durable >= SYNCFS_FROM).then(|| target.sync_all().map_err(|e| e.to_string()));
+    let ready: Vec<Arc<Slot>> = slots
+        .into_iter()
+        .filter(|s| {
+            let synced = match (s.durable, &whole) {
+                (false, _) => Ok(()),
+                (true, Some(whole)) => whole.clone(),
+                (true, None) => s.sync().map_err(|e| e.to_string()),
+            };
+            match synced {
                 Ok(()) => true,
-                Err(e) => {
-                    events.extend(s.abort(e.to_string()));
+                Err(reason) => {
+                    events.extend(s.abort(reason));
                     false
                 }
-            });
-        }
-    }
+            }
+        })
+        .collect();
     events.extend(ready.iter().filter_map(Slot::install));
     events
 }
