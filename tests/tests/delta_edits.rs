@@ -84,6 +84,33 @@ fn assert_metadata_small(report: &Report, edit: &str) {
     );
 }
 
+/// `content` with 1 KiB of pseudo-random bytes (from `seed`) inserted at `at`.
+fn with_1k_inserted(content: &[u8], at: usize, seed: u64) -> Vec<u8> {
+    let mut edited = Vec::with_capacity(content.len() + 1024);
+    edited.extend_from_slice(&content[..at]);
+    edited.extend_from_slice(&pseudo_random(1024, seed));
+    edited.extend_from_slice(&content[at..]);
+    edited
+}
+
+/// Panics unless, since the counters read `sent` and `reused`, the live folder sent between
+/// `min` bytes and two chunks of chunk data and copied all but a MiB from DST's old version.
+#[track_caller]
+fn assert_live_delta(f: &LiveFolder, sent: u64, reused: u64, min: u64, edit: &str) {
+    let sent = get(&f.stats.bytes_sent) - sent;
+    let reused = get(&f.stats.bytes_reused) - reused;
+    assert!(
+        (min..=2 * MAX_CHUNK).contains(&sent),
+        "{edit} live sent {sent} bytes of chunk data; it should cost between {min} bytes and \
+         two chunks ({})",
+        2 * MAX_CHUNK
+    );
+    assert!(
+        reused >= 63 * MIB,
+        "{edit} live copied only {reused} bytes from DST's old version"
+    );
+}
+
 #[test]
 fn overwriting_4k_in_the_middle_sends_one_or_two_chunks() {
     let (src, dst, mut content) = mirrored_big_file();
@@ -105,11 +132,7 @@ fn overwriting_4k_in_the_middle_sends_one_or_two_chunks() {
 #[test]
 fn inserting_1k_near_the_start_sends_one_or_two_chunks() {
     let (src, dst, content) = mirrored_big_file();
-    let at = 100 * KIB as usize;
-    let mut edited = Vec::with_capacity(content.len() + 1024);
-    edited.extend_from_slice(&content[..at]);
-    edited.extend_from_slice(&pseudo_random(1024, 1_001));
-    edited.extend_from_slice(&content[at..]);
+    let edited = with_1k_inserted(&content, 100 * KIB as usize, 1_001);
 
     let report = edit_and_sync(src.path(), dst.path(), &edited);
 
@@ -172,19 +195,7 @@ async fn overwriting_4k_live_sends_one_or_two_chunks() {
     f.wait_mirror("overwriting 4 KiB in the middle of a 64 MiB file")
         .await;
 
-    let sent = get(&f.stats.bytes_sent) - sent;
-    let reused = get(&f.stats.bytes_reused) - reused;
-    assert!(
-        (4 * KIB..=2 * MAX_CHUNK).contains(&sent),
-        "overwriting 4 KiB live sent {sent} bytes of chunk data; it should cost between 4 KiB \
-         and two chunks ({})",
-        2 * MAX_CHUNK
-    );
-    assert!(
-        reused >= 63 * MIB,
-        "overwriting 4 KiB live copied only {reused} bytes from DST's old version"
-    );
-
+    assert_live_delta(&f, sent, reused, 4 * KIB, "overwriting 4 KiB");
     f.shutdown().await;
 }
 
@@ -198,29 +209,13 @@ async fn inserting_1k_live_sends_one_or_two_chunks() {
     // Saved as most editors save: a new file beside it, renamed over it. Everything behind
     // the insertion moves by 1 KiB, and the Differ's rehash (which takes the cuts of the
     // chunk list it has where they still hold) must catch up with the move.
-    let at = LEN as usize / 3;
-    let mut edited = Vec::with_capacity(content.len() + 1024);
-    edited.extend_from_slice(&content[..at]);
-    edited.extend_from_slice(&pseudo_random(1024, 1_002));
-    edited.extend_from_slice(&content[at..]);
+    let edited = with_1k_inserted(&content, LEN as usize / 3, 1_002);
     let scratch = f.s(".big.bin.new");
     write_file(&scratch, &edited, 0o644, time_n(2));
     std::fs::rename(&scratch, f.s(NAME))
         .unwrap_or_else(|e| panic!("rename the new version over {NAME}: {e}"));
     f.wait_mirror("inserting 1 KiB in a 64 MiB file").await;
 
-    let sent = get(&f.stats.bytes_sent) - sent;
-    let reused = get(&f.stats.bytes_reused) - reused;
-    assert!(
-        (KIB..=2 * MAX_CHUNK).contains(&sent),
-        "inserting 1 KiB live sent {sent} bytes of chunk data; it should cost between 1 KiB \
-         and two chunks ({})",
-        2 * MAX_CHUNK
-    );
-    assert!(
-        reused >= 63 * MIB,
-        "inserting 1 KiB live copied only {reused} bytes from DST's old version"
-    );
-
+    assert_live_delta(&f, sent, reused, KIB, "inserting 1 KiB");
     f.shutdown().await;
 }
