@@ -495,8 +495,10 @@ impl TempFile {
     /// until written). For a large file written in many pieces this is cheaper than the
     /// file system reserving each page as it is first written, under the file's lock (a
     /// 1 GiB local copy: ~15% less time on ext4). Leaves no holes, so not for content with
-    /// runs of zeros. Only advice: where it fails (no support, no space) the writes reserve
-    /// as usual and report a full disk themselves.
+    /// runs of zeros. Only for a file fsynced before it is installed: reserved blocks read
+    /// as zeros until their data is on disk, and a power loss before then would leave the
+    /// new name holding zeros. Only advice: where it fails (no support, no space) the writes
+    /// reserve as usual and report a full disk themselves.
     pub fn preallocate(&self, len: u64) {
         let _ = rfs::fallocate(&self.file, rfs::FallocateFlags::empty(), 0, len);
     }
