@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::codec::{read_frame, read_frame_reusing, write_frame};
+use super::codec::{read_frame, read_frame_reusing, write_frame, write_frame_reusing};
 use super::metered::Metered;
 use super::parts::split_index;
 use super::protocol::{Frame, Hello, Open, INDEX_PART_BYTES, MAX_FRAME, PROTOCOL_VERSION};
@@ -514,6 +514,10 @@ pub async fn links_closed(deadline: Duration) {
 /// Frames written before a flush, at most (a full queue still flushes regularly).
 const FRAMES_PER_FLUSH: usize = 16;
 
+/// A writer's buffer: the small pieces of a frame (its head, small chunks) go out together,
+/// larger chunks straight from their own buffers.
+const WRITE_BUFFER: usize = 64 << 10;
+
 /// Writes queued frames, flushing when the queue runs dry, and pings when idle. A peer
 /// that takes no bytes for `link.timeout` is dead (a slow link that keeps taking bytes is
 /// not). A refusal is the last frame: the stream is shut down after it.
@@ -522,8 +526,10 @@ pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Frame>,
     link: LinkOptions,
 ) -> LinkDown {
-    let mut w = Progress::new(w);
+    let w = Progress::new(w);
     let stamp = w.stamp.clone();
+    let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, w);
+    let mut head = Vec::new();
     let mut pings = 0u64;
     loop {
         let next = tokio::time::timeout(link.keepalive, rx.recv()).await;
@@ -542,14 +548,14 @@ pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
         stamp.touch();
         let batch = async {
             let mut last = matches!(frame, Frame::Refused(_));
-            write_frame(&mut w, &frame).await?;
+            write_frame_reusing(&mut w, &frame, &mut head).await?;
             for _ in 1..FRAMES_PER_FLUSH {
                 if last {
                     break;
                 }
                 let Ok(f) = rx.try_recv() else { break };
                 last = matches!(f, Frame::Refused(_));
-                write_frame(&mut w, &f).await?;
+                write_frame_reusing(&mut w, &f, &mut head).await?;
             }
             w.flush().await?;
             if last {

@@ -1,5 +1,6 @@
 //! Framing: how a [`Frame`] travels on a connection, as a 4-byte big-endian length followed
-//! by that many bytes of CBOR.
+//! by that many bytes: the frame's CBOR, then, for a `Chunks` frame, its chunks' bytes
+//! ([`super::attached`]).
 //!
 //! Everything read here comes from a peer that may be broken or hostile, so every input
 //! ends in a value or a [`FrameError`], never a panic, and memory follows the bytes that
@@ -9,6 +10,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::attached::{AttachError, ChunksIn, ChunksOut};
 use super::protocol::{Frame, MAX_FRAME};
 
 /// The size of a frame's length prefix.
@@ -56,14 +58,52 @@ pub enum FrameError {
     Trailing(usize),
 }
 
-/// `frame` as it travels: the length of its CBOR as 4 bytes big-endian, then the CBOR.
-/// Refuses a frame over [`MAX_FRAME`]: a peer would refuse it anyway.
-pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; PREFIX];
-    ciborium::into_writer(frame, &mut out).map_err(|e| {
-        FrameError::Malformed(format!("cannot encode a {} frame: {e}", frame.kind()))
-    })?;
-    let len = out.len() - PREFIX;
+/// A frame ready to send: `head` (the length prefix and the CBOR), then `attached`.
+pub struct Encoded<'a> {
+    head: Vec<u8>,
+    attached: Vec<&'a [u8]>,
+}
+
+impl Encoded<'_> {
+    /// The bytes on the wire, length prefix included.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.attached.iter().map(|a| a.len()).sum::<usize>()
+    }
+
+    /// Always false: a frame has at least its length prefix.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The head's buffer, for the next frame.
+    fn into_buffer(self) -> Vec<u8> {
+        self.head
+    }
+}
+
+/// `frame` as it travels, its head written into `buf` (cleared first). Refuses a frame
+/// over [`MAX_FRAME`]: a peer would refuse it anyway.
+pub fn encode_into(frame: &Frame, mut buf: Vec<u8>) -> Result<Encoded<'_>, FrameError> {
+    buf.clear();
+    buf.extend_from_slice(&[0; PREFIX]);
+    let malformed =
+        |e| FrameError::Malformed(format!("cannot encode a {} frame: {e}", frame.kind()));
+    let attached = match frame {
+        Frame::Chunks(data) => {
+            let (head, attached) = ChunksOut::split(data);
+            ciborium::into_writer(&Frame::Chunks(head), &mut buf).map_err(malformed)?;
+            attached
+        }
+        other => {
+            ciborium::into_writer(other, &mut buf).map_err(malformed)?;
+            Vec::new()
+        }
+    };
+    let encoded = Encoded {
+        head: buf,
+        attached,
+    };
+    let len = encoded.len() - PREFIX;
     let prefix = match u32::try_from(len) {
         Ok(n) if len <= MAX_FRAME => n,
         _ => {
@@ -73,7 +113,19 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
             })
         }
     };
-    out[..PREFIX].copy_from_slice(&prefix.to_be_bytes());
+    let mut encoded = encoded;
+    encoded.head[..PREFIX].copy_from_slice(&prefix.to_be_bytes());
+    Ok(encoded)
+}
+
+/// `frame` as it travels, in one buffer.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    let encoded = encode_into(frame, Vec::new())?;
+    let mut out = Vec::with_capacity(encoded.len());
+    out.extend_from_slice(&encoded.head);
+    for a in &encoded.attached {
+        out.extend_from_slice(a);
+    }
     Ok(out)
 }
 
@@ -81,13 +133,18 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
 /// one frame.
 pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
     let mut rest = body;
-    let frame: Frame = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_NESTING)
-        .map_err(|e| FrameError::Malformed(describe(e)))?;
-    if rest.is_empty() {
-        Ok(frame)
-    } else {
-        Err(FrameError::Trailing(rest.len()))
+    let frame: Frame<ChunksIn> =
+        ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_NESTING)
+            .map_err(|e| FrameError::Malformed(describe(e)))?;
+    if !matches!(frame, Frame::Chunks(_)) && !rest.is_empty() {
+        return Err(FrameError::Trailing(rest.len()));
     }
+    frame.try_map_chunks(|head| {
+        head.join(rest).map_err(|e| match e {
+            AttachError::Extra(n) => FrameError::Trailing(n),
+            short => FrameError::Malformed(format!("chunk bytes: {short}")),
+        })
+    })
 }
 
 /// A decoding error in words (ciborium's `Debug` for some variants is terse).
@@ -178,9 +235,28 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     frame: &Frame,
 ) -> Result<usize, FrameError> {
-    let bytes = encode(frame)?;
-    w.write_all(&bytes).await?;
-    Ok(bytes.len())
+    write_frame_reusing(w, frame, &mut Vec::new()).await
+}
+
+/// [`write_frame`] encoding the frame's head into `buf` (its capacity kept for the next
+/// frame, unless over [`KEPT_BODY_CAPACITY`]). A chunk's bytes are written from the chunk
+/// itself, never copied into `buf`.
+pub async fn write_frame_reusing<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &Frame,
+    buf: &mut Vec<u8>,
+) -> Result<usize, FrameError> {
+    let encoded = encode_into(frame, std::mem::take(buf))?;
+    w.write_all(&encoded.head).await?;
+    for a in &encoded.attached {
+        w.write_all(a).await?;
+    }
+    let len = encoded.len();
+    *buf = encoded.into_buffer();
+    if buf.capacity() > KEPT_BODY_CAPACITY {
+        *buf = Vec::new();
+    }
+    Ok(len)
 }
 
 #[cfg(test)]

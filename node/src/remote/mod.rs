@@ -1,6 +1,7 @@
 //! Remote targets: node identities, mutual TLS, the framed CBOR protocol, and the link
 //! actors that make an Applier on another node look like a local one.
 
+pub mod attached;
 pub mod client;
 pub mod codec;
 pub mod fuzz;

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ferry_actors::messages::{ChunkList, IndexDelta};
+use ferry_actors::messages::{ChunkData, ChunkList, IndexDelta};
 use ferry_actors::wire::encoded_len;
 use ferry_engine::RelPath;
 
@@ -87,7 +87,11 @@ pub fn split_index(delta: IndexDelta, budget: usize) -> Vec<IndexPart> {
 
     // A part's size is its empty frame's, with the two empty array heads replaced by the
     // real ones, plus its items' encodings: exact, without encoding any part twice.
-    let empty = encoded_len(&Frame::Index(shell(Vec::new(), Vec::new(), true)));
+    let empty = encoded_len(&Frame::<ChunkData>::Index(shell(
+        Vec::new(),
+        Vec::new(),
+        true,
+    )));
     let part_len = |entries: usize, lists: usize, items: u64| {
         empty.saturating_sub(2) + head_len(entries) + head_len(lists) + items
     };
@@ -294,7 +298,7 @@ mod tests {
     }
 
     fn frame_len(part: &IndexPart) -> u64 {
-        encoded_len(&Frame::Index(part.clone()))
+        encoded_len(&Frame::<ChunkData>::Index(part.clone()))
     }
 
     fn join(parts: Vec<IndexPart>) -> IndexDelta {

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks; a peer speaking another is refused.
 /// Version 2 added `Open::ignore`: a version-1 server would ignore the field and delete the
-/// target's ignored entries as extraneous.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// target's ignored entries as extraneous. Version 3 moved chunk bytes out of the CBOR of a
+/// `Chunks` frame to after it (see [`super::attached`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame either side sends or accepts, in bytes of CBOR (a chunk batch is at
 /// most 4 MiB plus one chunk of at most 16 MiB; index updates are split to stay below).
@@ -96,9 +97,11 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// Every frame.
+/// Every frame. `C` is how a `Chunks` frame's content is held: [`ChunkData`] everywhere
+/// but inside the codec, which sends and reads it in its wire form
+/// ([`super::attached`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Frame {
+pub enum Frame<C = ChunkData> {
     /// Both ways, first.
     Hello(Hello),
     /// Client → server, second.
@@ -108,7 +111,7 @@ pub enum Frame {
     /// Client → server: (part of) an index update.
     Index(IndexPart),
     /// Client → server: chunk data.
-    Chunks(ChunkData),
+    Chunks(C),
     /// Client → server: groups of an outlined chunk list.
     Groups(GroupData),
     /// Server → client: chunk lists wanted.
@@ -129,7 +132,27 @@ pub enum Frame {
     Refused(Refusal),
 }
 
-impl Frame {
+impl<C> Frame<C> {
+    /// The same frame with a `Chunks` frame's content replaced by `f`'s result.
+    pub fn try_map_chunks<D, E>(self, f: impl FnOnce(C) -> Result<D, E>) -> Result<Frame<D>, E> {
+        Ok(match self {
+            Frame::Chunks(c) => Frame::Chunks(f(c)?),
+            Frame::Hello(m) => Frame::Hello(m),
+            Frame::Open(m) => Frame::Open(m),
+            Frame::Opened(m) => Frame::Opened(m),
+            Frame::Index(m) => Frame::Index(m),
+            Frame::Groups(m) => Frame::Groups(m),
+            Frame::NeedContent(m) => Frame::NeedContent(m),
+            Frame::NeedChunks(m) => Frame::NeedChunks(m),
+            Frame::NeedGroups(m) => Frame::NeedGroups(m),
+            Frame::Applied(m) => Frame::Applied(m),
+            Frame::ApplyFailed(m) => Frame::ApplyFailed(m),
+            Frame::Ping(n) => Frame::Ping(n),
+            Frame::Pong(n) => Frame::Pong(n),
+            Frame::Refused(m) => Frame::Refused(m),
+        })
+    }
+
     /// The frame's kind, for logs and errors.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -1,0 +1,242 @@
+//! How a `Chunks` frame travels: its CBOR names each chunk's length, and the chunks' bytes
+//! follow the CBOR in the same frame, in order. Neither side pushes chunk bytes through the
+//! CBOR codec: the sender writes them from the chunks themselves, and the receiver copies
+//! each once, out of the frame, into a buffer of its exact size (ciborium would build it
+//! 4 KiB at a time, reallocating as it grows).
+
+use ferry_actors::messages::{ChunkBody, ChunkData, ChunkFailure, ChunkPayload};
+use ferry_actors::FolderId;
+use ferry_engine::ChunkId;
+use serde::{Deserialize, Serialize};
+
+/// A chunk's body in its frame's CBOR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireBody {
+    /// This many bytes, after the frame's CBOR.
+    Attached(u32),
+    /// This many zero bytes (nothing attached).
+    Zeros(u32),
+}
+
+/// A chunk as its frame's CBOR names it, borrowed from the chunk being sent.
+#[derive(Serialize)]
+struct PayloadOut<'a> {
+    id: &'a ChunkId,
+    body: WireBody,
+}
+
+/// A [`ChunkData`] as its frame's CBOR carries it, borrowed from the message being sent.
+#[derive(Serialize)]
+pub struct ChunksOut<'a> {
+    folder: &'a FolderId,
+    chunks: Vec<PayloadOut<'a>>,
+    failed: &'a [ChunkFailure],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    inline: bool,
+}
+
+/// A chunk as a received frame's CBOR names it.
+#[derive(Debug, Deserialize)]
+struct PayloadIn {
+    id: ChunkId,
+    body: WireBody,
+}
+
+/// A [`ChunkData`] as a received frame's CBOR carries it, without its bytes.
+#[derive(Debug, Deserialize)]
+pub struct ChunksIn {
+    folder: FolderId,
+    chunks: Vec<PayloadIn>,
+    failed: Vec<ChunkFailure>,
+    #[serde(default)]
+    inline: bool,
+}
+
+/// Why a received frame's attached bytes do not fit its CBOR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// The chunks name more bytes than follow the CBOR.
+    #[error("its chunks name {named} bytes, but only {attached} follow its CBOR")]
+    Short {
+        /// The bytes the chunks name (saturating).
+        named: u64,
+        /// The bytes that follow the CBOR.
+        attached: usize,
+    },
+    /// More bytes follow the CBOR than the chunks name.
+    #[error("{0} bytes follow its chunks")]
+    Extra(usize),
+}
+
+impl<'a> ChunksOut<'a> {
+    /// `data` as its frame's CBOR carries it, and the bytes to send after that CBOR, in
+    /// order. A body longer than `u32::MAX` is named as `u32::MAX` bytes: no frame can
+    /// hold it, and the caller refuses frames by their whole size before sending.
+    pub fn split(data: &'a ChunkData) -> (Self, Vec<&'a [u8]>) {
+        let mut attached = Vec::new();
+        let chunks = data
+            .chunks
+            .iter()
+            .map(|c| PayloadOut {
+                id: &c.id,
+                body: match &c.body {
+                    ChunkBody::Bytes(bytes) => {
+                        attached.push(&bytes[..]);
+                        WireBody::Attached(u32::try_from(bytes.len()).unwrap_or(u32::MAX))
+                    }
+                    ChunkBody::Zeros(n) => WireBody::Zeros(*n),
+                },
+            })
+            .collect();
+        let head = ChunksOut {
+            folder: &data.folder,
+            chunks,
+            failed: &data.failed,
+            inline: data.inline,
+        };
+        (head, attached)
+    }
+}
+
+impl ChunksIn {
+    /// The [`ChunkData`], each chunk's bytes copied out of `attached` (the bytes after the
+    /// CBOR), which the chunks must name exactly.
+    pub fn join(self, attached: &[u8]) -> Result<ChunkData, AttachError> {
+        let named: u64 = self
+            .chunks
+            .iter()
+            .map(|c| match c.body {
+                WireBody::Attached(n) => u64::from(n),
+                WireBody::Zeros(_) => 0,
+            })
+            .sum();
+        match usize::try_from(named) {
+            Ok(n) if n == attached.len() => {}
+            Ok(n) if n < attached.len() => return Err(AttachError::Extra(attached.len() - n)),
+            _ => {
+                return Err(AttachError::Short {
+                    named,
+                    attached: attached.len(),
+                })
+            }
+        }
+        let mut rest = attached;
+        let chunks = self
+            .chunks
+            .into_iter()
+            .map(|c| ChunkPayload {
+                id: c.id,
+                body: match c.body {
+                    WireBody::Attached(n) => {
+                        // In range: the lengths were summed and checked against the bytes.
+                        let (bytes, after) = rest.split_at(n as usize);
+                        rest = after;
+                        ChunkBody::Bytes(bytes.to_vec())
+                    }
+                    WireBody::Zeros(n) => ChunkBody::Zeros(n),
+                },
+            })
+            .collect();
+        Ok(ChunkData {
+            folder: self.folder,
+            chunks,
+            failed: self.failed,
+            inline: self.inline,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_engine::RelPath;
+
+    use super::*;
+
+    fn data() -> ChunkData {
+        let a = vec![1u8; 300];
+        let b = b"second".to_vec();
+        ChunkData {
+            folder: FolderId::new("docs").unwrap(),
+            chunks: vec![
+                ChunkPayload {
+                    id: ChunkId::of(&a),
+                    body: ChunkBody::Bytes(a),
+                },
+                ChunkPayload {
+                    id: ChunkId::of(&[0; 9]),
+                    body: ChunkBody::Zeros(9),
+                },
+                ChunkPayload {
+                    id: ChunkId::of(&b),
+                    body: ChunkBody::Bytes(b),
+                },
+            ],
+            failed: vec![ChunkFailure {
+                id: ChunkId::of(b"gone"),
+                path: RelPath::new("a/b").unwrap(),
+                reason: "vanished".into(),
+            }],
+            inline: true,
+        }
+    }
+
+    /// `data` through CBOR and back, with `attached` as the bytes after the CBOR.
+    fn through_cbor(data: &ChunkData, attached: &[u8]) -> Result<ChunkData, AttachError> {
+        let (head, _) = ChunksOut::split(data);
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&head, &mut cbor).unwrap();
+        let back: ChunksIn = ciborium::from_reader(&cbor[..]).unwrap();
+        back.join(attached)
+    }
+
+    #[test]
+    fn split_and_join_round_trip() {
+        let data = data();
+        let (_, attached) = ChunksOut::split(&data);
+        assert_eq!(attached, vec![&[1u8; 300][..], &b"second"[..]]);
+        let bytes = attached.concat();
+        let back = through_cbor(&data, &bytes).unwrap();
+        assert_eq!(back.folder, data.folder);
+        assert_eq!(back.chunks, data.chunks);
+        assert_eq!(back.failed, data.failed);
+        assert!(back.inline);
+    }
+
+    #[test]
+    fn attached_bytes_must_match_what_the_chunks_name() {
+        let data = data();
+        let bytes = ChunksOut::split(&data).1.concat();
+        assert_eq!(
+            through_cbor(&data, &bytes[..bytes.len() - 1]).unwrap_err(),
+            AttachError::Short {
+                named: 306,
+                attached: 305
+            }
+        );
+        let mut more = bytes.clone();
+        more.extend_from_slice(b"xyz");
+        assert_eq!(
+            through_cbor(&data, &more).unwrap_err(),
+            AttachError::Extra(3)
+        );
+    }
+
+    #[test]
+    fn lengths_that_overflow_are_short_not_a_panic() {
+        let head = ChunksIn {
+            folder: FolderId::new("docs").unwrap(),
+            chunks: (0..3)
+                .map(|i| PayloadIn {
+                    id: ChunkId::of(&[i]),
+                    body: WireBody::Attached(u32::MAX),
+                })
+                .collect(),
+            failed: vec![],
+            inline: false,
+        };
+        assert!(matches!(
+            head.join(&[0; 16]),
+            Err(AttachError::Short { named, attached: 16 }) if named == 3 * u64::from(u32::MAX)
+        ));
+    }
+}
