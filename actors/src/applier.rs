@@ -183,7 +183,8 @@ pub struct Applier {
     /// Chunks sent inline with content replies, and the content requests not sent yet.
     stash: Stash,
     /// Source files whose content was asked for and has not arrived: plans made meanwhile
-    /// leave them out (see [`Applier::try_plan`]).
+    /// leave them out (see [`Applier::try_plan`]), and each goes (back) into `changed` when
+    /// it leaves this set, so the next plan looks at it.
     in_flight: HashSet<RelPath>,
     target_jobs: usize,
     asked: HashSet<RelPath>,
@@ -459,7 +460,9 @@ impl Applier {
         if self.content_requests == 0 {
             // Paths a reply left out will not come: the next plan finds them still without
             // content and gives up on them.
-            self.in_flight.clear();
+            for p in std::mem::take(&mut self.in_flight) {
+                self.changed_at(&p);
+            }
         }
         let partial = self.content_requests > 0;
         if partial && (self.in_flight.is_empty() || self.opts.dry_run) {
@@ -497,8 +500,12 @@ impl Applier {
                     return;
                 }
                 // Everything but the files in flight is planned: only they, and what
-                // arrives from now on, are left to look at.
-                self.changed = Some(self.in_flight.iter().cloned().collect());
+                // arrives from now on, are left to look at (each file in flight goes back
+                // into `changed` when it leaves `in_flight`).
+                let in_flight = &self.in_flight;
+                self.changed
+                    .get_or_insert_with(BTreeSet::new)
+                    .retain(|p| in_flight.contains(p));
                 self.execute(plan, true, ctx);
             }
             DiffOutcome::Ready(plan) => {
@@ -1398,7 +1405,9 @@ impl Handler<IndexDelta> for Applier {
                 self.stash.replied();
                 self.pump_content(ctx);
                 for e in &entries {
-                    self.in_flight.remove(&e.path);
+                    if self.in_flight.remove(&e.path) {
+                        self.changed_at(&e.path);
+                    }
                 }
             }
             let mut changed = Vec::new();
