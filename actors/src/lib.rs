@@ -46,7 +46,7 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind, Events};
 pub use messages::FolderId;
-pub use oneshot::{run_sync, run_sync_to, run_sync_with, SyncJob, SyncReport};
+pub use oneshot::{run_sync, run_sync_kept, run_sync_to, run_sync_with, Kept, SyncJob, SyncReport};
 pub use pipeline::{FolderJob, LinkTaps, Pipeline, SenderSide, TargetConnector, TargetSpec};
 pub use replication::{Replication, ReplicationBuilder, ReplicationStatus};
 pub use stats::{Stats, StatsSnapshot};

@@ -4,16 +4,29 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::Plan;
+use ferry_engine::{Plan, Seq};
 use tokio::sync::oneshot;
 
+use crate::applier::Retire;
+use crate::differ::FinishSaving;
 use crate::error::{Error, Result};
-use crate::messages::{Applied, Failed, SkippedPath};
+use crate::messages::{Applied, CurrentSeq, Failed, SkippedPath};
+use crate::persist::{SourceStore, TargetStore};
 use crate::pipeline::{FolderJob, LinkTaps, Pipeline, TargetSpec};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// What a one-shot sync should do.
 pub type SyncJob = FolderJob;
+
+/// What a one-shot sync keeps between runs: the source index (the next run rehashes only
+/// files whose stat changed) and a local target's chunk lists (it reads no target file
+/// whose stat is as saved).
+pub struct Kept {
+    /// The source index's store.
+    pub source: Arc<dyn SourceStore>,
+    /// A local target's store of chunk lists (a remote target keeps its own).
+    pub target: Option<Arc<dyn TargetStore>>,
+}
 
 /// The result of a one-shot sync.
 #[derive(Clone, Debug)]
@@ -26,9 +39,37 @@ pub struct SyncReport {
     pub plan: Option<Plan>,
 }
 
-/// Hears the end of the run: the Applier's acknowledgement of the snapshot, or a failure.
+/// Hears the end of the run: the target's acknowledgement of everything the source's first
+/// scan found, or a failure. An acknowledgement can come before that scan is even done: a
+/// remote target that kept its place from an earlier run with the same saved index states
+/// it at once.
 struct Completion {
     done: Option<oneshot::Sender<std::result::Result<Applied, String>>>,
+    /// The sequence the source reached with its first scan, once known.
+    goal: Option<Seq>,
+    /// The newest acknowledgement so far.
+    last: Option<Applied>,
+}
+
+impl Completion {
+    fn new(done: oneshot::Sender<std::result::Result<Applied, String>>) -> Self {
+        Completion {
+            done: Some(done),
+            goal: None,
+            last: None,
+        }
+    }
+
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        let reached =
+            matches!((&self.goal, &self.last), (Some(goal), Some(last)) if last.seq >= *goal);
+        if reached {
+            if let (Some(tx), Some(last)) = (self.done.take(), self.last.take()) {
+                let _ = tx.send(Ok(last));
+            }
+            ctx.stop();
+        }
+    }
 }
 
 impl Actor for Completion {
@@ -38,10 +79,23 @@ impl Actor for Completion {
 impl Handler<Applied> for Completion {
     type Result = ();
     fn handle(&mut self, msg: Applied, ctx: &mut Self::Context) {
-        if let Some(tx) = self.done.take() {
-            let _ = tx.send(Ok(msg));
+        if self.last.as_ref().is_none_or(|l| msg.seq >= l.seq) {
+            self.last = Some(msg);
         }
-        ctx.stop();
+        self.check(ctx);
+    }
+}
+
+/// → Completion: the sequence the source reached with its first scan.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Goal(Seq);
+
+impl Handler<Goal> for Completion {
+    type Result = ();
+    fn handle(&mut self, msg: Goal, ctx: &mut Self::Context) {
+        self.goal = Some(msg.0);
+        self.check(ctx);
     }
 }
 
@@ -67,45 +121,98 @@ pub async fn run_sync(job: SyncJob, stats: Arc<Stats>) -> Result<SyncReport> {
 /// [`run_sync`] with the Sender ↔ Applier links passed through `taps`.
 pub async fn run_sync_with(job: SyncJob, stats: Arc<Stats>, taps: LinkTaps) -> Result<SyncReport> {
     let (tx, rx) = oneshot::channel();
-    let completion = Completion { done: Some(tx) }.start();
+    let completion = Completion::new(tx).start();
     let pipeline = Pipeline::start_with(
         &job,
         None,
         stats.clone(),
         completion.clone().recipient(),
-        completion.recipient(),
+        completion.clone().recipient(),
         taps,
     )
     .await?;
-    finish(pipeline, rx, stats).await
+    finish(pipeline, completion, rx, stats).await
 }
 
 /// [`run_sync`] towards the target `spec` names (`job.target` is used only when local).
 pub async fn run_sync_to(job: SyncJob, spec: &TargetSpec, stats: Arc<Stats>) -> Result<SyncReport> {
+    run_sync_kept(job, spec, stats, None).await
+}
+
+/// [`run_sync_to`], loading what `kept` holds and saving to it. A run that ends well
+/// saves everything before it returns, and marks the saved index complete (a clean stop).
+pub async fn run_sync_kept(
+    job: SyncJob,
+    spec: &TargetSpec,
+    stats: Arc<Stats>,
+    kept: Option<Kept>,
+) -> Result<SyncReport> {
     let (tx, rx) = oneshot::channel();
-    let completion = Completion { done: Some(tx) }.start();
-    let pipeline = Pipeline::start_to(
+    let completion = Completion::new(tx).start();
+    let (store, target_store) = match kept {
+        Some(k) => (Some(k.source), k.target),
+        None => (None, None),
+    };
+    let keeps = store.is_some();
+    let pipeline = Pipeline::start_kept_with_target(
         &job,
         spec,
         None,
         stats.clone(),
         completion.clone().recipient(),
-        completion.recipient(),
+        completion.clone().recipient(),
+        store,
+        target_store,
     )
     .await?;
-    finish(pipeline, rx, stats).await
+    let outcome = outcome(&pipeline, completion, rx).await;
+    if keeps && matches!(outcome, Ok(Ok(_))) {
+        // Both answer once what they queued is on disk.
+        let _ = pipeline.differ.send(FinishSaving).await;
+        if let Some(applier) = &pipeline.applier {
+            let _ = applier.send(Retire).await;
+        }
+    }
+    report(pipeline, outcome, stats)
 }
 
 /// Waits for the run's end, stops its actors and reports.
 async fn finish(
     pipeline: Pipeline,
+    completion: Addr<Completion>,
     rx: oneshot::Receiver<std::result::Result<Applied, String>>,
     stats: Arc<Stats>,
 ) -> Result<SyncReport> {
-    let outcome = rx
-        .await
-        .map_err(|_| Error::Stopped("the pipeline stopped without acknowledging".into()))?;
+    let outcome = outcome(&pipeline, completion, rx).await;
+    report(pipeline, outcome, stats)
+}
+
+/// How the run ends. The Differ answers `CurrentSeq` only once its first scan is done (the
+/// scan holds its mailbox), with the sequence that scan reached: the goal.
+async fn outcome(
+    pipeline: &Pipeline,
+    completion: Addr<Completion>,
+    rx: oneshot::Receiver<std::result::Result<Applied, String>>,
+) -> std::result::Result<std::result::Result<Applied, String>, oneshot::error::RecvError> {
+    let differ = pipeline.differ.clone();
+    actix::spawn(async move {
+        // A Differ that stops first reports why through `Failed`.
+        if let Ok(seq) = differ.send(CurrentSeq).await {
+            completion.do_send(Goal(seq));
+        }
+    });
+    rx.await
+}
+
+/// Stops the actors and reports how the run ended.
+fn report(
+    pipeline: Pipeline,
+    outcome: std::result::Result<std::result::Result<Applied, String>, oneshot::error::RecvError>,
+    stats: Arc<Stats>,
+) -> Result<SyncReport> {
     pipeline.stop();
+    let outcome =
+        outcome.map_err(|_| Error::Stopped("the pipeline stopped without acknowledging".into()))?;
     match outcome {
         Ok(applied) => Ok(SyncReport {
             stats: stats.snapshot(),
@@ -113,5 +220,53 @@ async fn finish(
             plan: applied.dry_run_plan,
         }),
         Err(reason) => Err(Error::Stopped(reason)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::FolderId;
+
+    fn applied(seq: u64) -> Applied {
+        Applied {
+            folder: FolderId::new("f").unwrap(),
+            seq: Seq(seq),
+            skipped: Vec::new(),
+            dry_run_plan: None,
+            counts: Default::default(),
+        }
+    }
+
+    /// Feeds `steps` to a Completion; the sequence it ended with, if it did.
+    fn ends_with(steps: Vec<Result<u64, u64>>) -> Option<u64> {
+        actix::System::new().block_on(async move {
+            let (tx, mut rx) = oneshot::channel();
+            let c = Completion::new(tx).start();
+            for step in steps {
+                match step {
+                    Ok(seq) => c.send(applied(seq)).await,
+                    Err(goal) => c.send(Goal(Seq(goal))).await,
+                }
+                .ok();
+            }
+            rx.try_recv().ok().map(|r| r.unwrap().seq.0)
+        })
+    }
+
+    #[test]
+    fn an_acknowledgement_before_the_goal_is_known_does_not_end_the_run() {
+        // A remote target states its resume point (21) before the scan found a change (22).
+        assert_eq!(ends_with(vec![Ok(21), Err(22)]), None);
+        assert_eq!(ends_with(vec![Ok(21), Err(22), Ok(22)]), Some(22));
+        // Nothing new since the resume point: its statement is the end.
+        assert_eq!(ends_with(vec![Ok(21), Err(21)]), Some(21));
+    }
+
+    #[test]
+    fn the_run_ends_at_the_first_acknowledgement_that_reaches_the_goal() {
+        assert_eq!(ends_with(vec![Err(5), Ok(3)]), None);
+        assert_eq!(ends_with(vec![Err(5), Ok(3), Ok(6)]), Some(6));
+        assert_eq!(ends_with(vec![Err(5), Ok(5), Ok(6)]), Some(5));
     }
 }

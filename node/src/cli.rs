@@ -164,4 +164,10 @@ pub struct SyncArgs {
     /// read too): not copied, and not touched in the target.
     #[arg(long = "ignore", value_name = "PATTERN")]
     pub ignore: Vec<String>,
+    /// Keep the source index and the target's chunk lists in DIR/state.redb between runs:
+    /// a repeat sync of the same SRC and DST rehashes only files whose stat changed and
+    /// reads no target file that is as it was left. DIR is created if missing; a dry run
+    /// neither reads nor writes it.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
 }

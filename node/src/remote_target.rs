@@ -34,6 +34,8 @@ pub struct Wanted {
     pub ignore: IgnoreRules,
     /// Keep retrying (a live mirror) or give up soon (a one-shot sync).
     pub retry: Retry,
+    /// The epoch of a source index kept between runs (`None`: a new one for this process).
+    pub epoch: Option<u64>,
 }
 
 /// The target spec of a pipeline replicating to `url`, authenticated as this node.
@@ -55,7 +57,7 @@ pub fn spec(
         link: LinkOptions::default(),
         retry: wanted.retry,
         stats,
-        epoch: None,
+        epoch: wanted.epoch,
     };
     Ok(TargetSpec::Linked(remote.connector()))
 }

@@ -4,13 +4,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use ferry_actors::{run_sync_to, FolderId, Stats, SyncJob, SyncReport, TargetSpec};
+use ferry_actors::persist::{SourceStore, TargetStore};
+use ferry_actors::{run_sync_kept, FolderId, Kept, Stats, SyncJob, SyncReport, TargetSpec};
 use ferry_engine::IgnoreRules;
 use ferry_node::remote::client::Retry;
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
 use crate::progress::Progress;
+use ferry_node::runtime::state::{DbSource, DbTarget};
 
 /// How a finished sync ended, mapped to the exit code.
 pub enum Outcome {
@@ -169,6 +171,10 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
         None => FolderId::new("sync").map_err(anyhow::Error::msg)?,
     };
     let ignore = IgnoreRules::with_file(&args.ignore, &src).context("invalid ignore rules")?;
+    let target_name = match &remote {
+        Some(url) => url.to_string(),
+        None => dst.display().to_string(),
+    };
     let job = SyncJob {
         folder,
         source: src,
@@ -179,6 +185,14 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
         params: args.chunk_sizes,
         ignore: ignore.clone(),
         remote: false,
+    };
+    // A dry run writes nothing, state included.
+    let (kept, epoch) = match args.state.as_deref().filter(|_| !args.dry_run) {
+        Some(dir) => {
+            let (kept, epoch) = open_kept(dir, &job.source, &target_name, remote.is_none())?;
+            (Some(kept), Some(epoch))
+        }
+        None => (None, None),
     };
     let stats = Arc::new(Stats::default());
     let spec = match remote {
@@ -192,6 +206,7 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
                     first: false,
                     max_failures: Some(8),
                 },
+                epoch,
             };
             crate::remote_target::spec(url, home, wanted, stats.clone())?
         }
@@ -199,7 +214,7 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
     };
     let progress = Progress::start(stats.clone(), !quiet && !args.json && !args.dry_run);
     let system = actix::System::new();
-    let report = system.block_on(run_sync_to(job, &spec, stats));
+    let report = system.block_on(run_sync_kept(job, &spec, stats, kept));
     // A remote target's link closes its TLS session as its pipeline winds down; let it,
     // so the server sees a clean end (bounded: a dead peer does not hold the exit up).
     system.block_on(ferry_node::remote::client::links_closed(
@@ -219,6 +234,25 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
     } else {
         Outcome::Partial
     })
+}
+
+/// The stores of `--state DIR` for the sync of `src` to `target` (a local directory when
+/// `local`), and the kept source index's epoch.
+fn open_kept(dir: &Path, src: &Path, target: &str, local: bool) -> Result<(Kept, u64)> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    let db = ferry_node::runtime::open_state(dir)
+        .with_context(|| format!("cannot open the state in {}", dir.display()))?;
+    let key = format!("sync/{}/{target}", src.display());
+    let (source, epoch) = DbSource::open(db.clone(), key.clone())
+        .with_context(|| format!("cannot read the state in {}", dir.display()))?;
+    let target =
+        local.then(|| Arc::new(DbTarget::new(db, format!("target/{key}"))) as Arc<dyn TargetStore>);
+    let kept = Kept {
+        source: Arc::new(source) as Arc<dyn SourceStore>,
+        target,
+    };
+    Ok((kept, epoch))
 }
 
 #[derive(Serialize)]

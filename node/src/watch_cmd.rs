@@ -72,6 +72,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
                     first: true,
                     max_failures: None,
                 },
+                epoch: None,
             };
             crate::remote_target::spec(url, home, wanted, stats.clone())?
         }

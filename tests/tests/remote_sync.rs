@@ -388,3 +388,45 @@ fn remote_dry_run_lists_changes_and_writes_nothing() {
     );
     assert_untouched(&before, &snapshot(&n.dst), "DST after a remote dry run");
 }
+
+#[test]
+fn a_repeat_sync_with_kept_state_sends_only_the_change() {
+    let n = Nodes::new();
+    // The server states what it holds as soon as the link is up, often before the second
+    // run's scan is done: a run that took that for its end would leave the change behind
+    // (`oneshot`'s unit tests hold the rule without the race).
+    for i in 0..20 {
+        write(
+            &n.src.join(format!("d{}/f{i}.txt", i % 5)),
+            format!("file {i}\n"),
+        );
+    }
+    let server = n.serve(&peer(&n.client_id(), None));
+    let url = server.url("f");
+    let state = n.base.path().join("state");
+    let state = state.to_str().unwrap();
+    let entries_sent = |run: &Output| run.report().raw["entries_sent"].as_u64().unwrap();
+
+    let first = remote_sync(&n.client, &n.src, &url, &["--json", "--state", state]);
+    first.assert_success();
+    assert_remote_mirror(&n.src, &n.dst, &first, &server);
+
+    // The kept index names the same epoch and sequences: the server, which remembers
+    // what it applied, gets only the change.
+    write(&n.src.join("d3/f3.txt"), "changed\n");
+    let second = remote_sync(&n.client, &n.src, &url, &["--json", "--state", state]);
+    second.assert_success();
+    assert_remote_mirror(&n.src, &n.dst, &second, &server);
+    assert!(
+        entries_sent(&second) <= 2,
+        "a kept index's repeat sent more than the changed file's entry: {second}"
+    );
+
+    // Without the state the run is a new epoch: a full snapshot of the index.
+    write(&n.src.join("d4/f4.txt"), "changed too\n");
+    let third = remote_sync(&n.client, &n.src, &url, &["--json"]);
+    third.assert_success();
+    assert_remote_mirror(&n.src, &n.dst, &third, &server);
+    let scanned = third.report().entries_scanned;
+    assert!(entries_sent(&third) >= scanned, "{third}");
+}

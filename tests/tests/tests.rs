@@ -37,4 +37,5 @@ mod sync_property;
 mod sync_safety;
 mod sync_skip;
 mod sync_stale;
+mod sync_state;
 mod watch_cli;

@@ -6,7 +6,7 @@
 mod error;
 mod hub;
 mod send;
-pub(crate) mod state;
+pub mod state;
 mod targets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,8 +115,9 @@ pub async fn run(
     result
 }
 
-/// Opens the state database, setting a corrupt or foreign one aside to rebuild from disk.
-fn open_state(dir: &Path) -> Result<Arc<StateDb>, RunError> {
+/// Opens the state database in `dir`, setting a corrupt or foreign one aside to rebuild
+/// from disk.
+pub fn open_state(dir: &Path) -> Result<Arc<StateDb>, RunError> {
     let path = dir.join(STATE_FILE);
     let (db, rebuilt) = StateDb::open_or_rebuild(&path)?;
     if let Some(why) = rebuilt {
