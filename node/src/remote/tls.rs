@@ -83,8 +83,21 @@ pub fn peer_id(conn: &CommonState) -> Option<NodeId> {
         .map(|cert| NodeId::of_certificate(cert))
 }
 
+/// ring's provider, offering AES-128-GCM first: with AES instructions it encrypts about a
+/// third faster than AES-256-GCM (10 rounds, not 14), and bulk data is what a link carries.
+/// AES-256-GCM and ChaCha20-Poly1305 stay on offer; only TLS 1.3 suites are used.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// A peer's certificate was valid but not the one wanted; the message names both ids.
@@ -291,6 +304,10 @@ mod tests {
         assert_eq!(
             c.get_ref().1.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        assert_eq!(
+            c.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
         );
 
         c.write_all(b"hello").await.unwrap();
