@@ -16,18 +16,27 @@
 //!    chunk list, as a watch that has been running does); then the mutator edits SRC's file
 //!    and the clock runs from the end of the edit until DST_F's file is a new inode (a new
 //!    version is installed by rename, complete). No bytes are counted here;
-//! 5. rsync: `rsync -a --delete --stats SRC/ rsync://127.0.0.1:PORT/dst/` (plain: no fsync)
+//! 5. kept (`ferry sync --state`, durable and `--no-fsync`): SRC restored to the pristine
+//!    file, DST_F empty, a fresh state directory `--work`/state; untimed,
+//!    `ferry sync --state STATE SRC DST_F --json` copies the file and saves the source index
+//!    and DST_F's chunk lists; then the mutator edits SRC's file, the page cache is prepared
+//!    as for the other one-shot runs, and the same command is timed (it rehashes only the
+//!    edited file, with its previous chunk list as a hint, and reads nothing of DST_F's
+//!    unchanged file). Bytes are counted as in 3;
+//! 6. rsync: `rsync -a --delete --stats SRC/ rsync://127.0.0.1:PORT/dst/` (plain: no fsync)
 //!    and the same with `--fsync` (rsync ≥ 3.2.4: the daemon's receiver fsyncs each file
 //!    before renaming it into place), each into a freshly restored DST_R, through
 //!    `byteproxy.py` in front of an `rsync --daemon` whose module is DST_R; bytes are the
 //!    proxy's payload counts in both directions (`--rsync-variants` chooses the baselines).
 //!
-//! Wall times are compared like for like: durable ferry (`sync` and `watch`) with
-//! `rsync --fsync`, `--no-fsync` ferry with plain rsync, each held to the wall-time target.
-//! Durable ferry against plain rsync, the only pairing before the `--fsync` baseline, is
-//! still shown, for information. Bytes are compared with plain rsync's (`--fsync` adds only
-//! its own name to the daemon's handshake), and only the durable one-shot run is held to the
-//! bytes target.
+//! Wall times are compared like for like: durable ferry (`sync`, `sync --state` and `watch`)
+//! with `rsync --fsync`, `--no-fsync` ferry with plain rsync, each held to the wall-time
+//! target. Durable ferry against plain rsync, the only pairing before the `--fsync`
+//! baseline, is still shown, for information. Bytes are compared with plain rsync's
+//! (`--fsync` adds only its own name to the daemon's handshake), and only the durable
+//! one-shot run without `--state` is held to the bytes target: its Sender, like rsync's,
+//! knows nothing of the target beforehand. The kept runs' bytes (their Sender starts from
+//! the saved chunk lists) are shown for information.
 //!
 //! Before every timed run dirty pages are flushed, the page cache is dropped (when
 //! permitted) and SRC's and the target's file are read once (warm, the default), or the page
@@ -90,8 +99,8 @@ USAGE:
 OPTIONS:
     --work DIR           working directory (default /tmp/ferry-bench-delta): the pristine file is
                          generated once into DIR/cache and reused; DIR/src, DIR/dst-ferry,
-                         DIR/dst-rsync and DIR/rsyncd are replaced, and removed at the end
-                         unless --keep or a run failed
+                         DIR/dst-rsync, DIR/rsyncd and DIR/state are replaced, and removed at
+                         the end unless --keep or a run failed
     --tools DIR          where gen_tree.py and byteproxy.py live (default /work/shared/bench)
     --ferry PATH         ferry binary (default: `ferry` next to this binary, else
                          <workspace>/target/release/ferry)
@@ -103,14 +112,16 @@ OPTIONS:
                          8K,32K,128K 16K,64K,256K 32K,128K,512K): bytes, time, chunk counts
     --variants LIST      ferry variants, comma-separated, of durable, no-fsync (`ferry sync`),
                          live and live-no-fsync (`ferry watch`, timed from the end of the
-                         edit until DST's file is replaced) (default: all four; with
-                         --sweep: durable)
+                         edit until DST's file is replaced), kept and kept-no-fsync
+                         (`ferry sync --state DIR`, timed on the sync after the edit; the
+                         first sync, into an empty DST, is untimed and saves the state)
+                         (default: all six; with --sweep: durable)
     --rsync-variants LIST
                          rsync baselines, comma-separated, of plain (no fsync) and fsync
                          (`--fsync`: the daemon fsyncs each file before renaming it into
                          place) (default: both). Wall times are judged like for like:
-                         durable and live against fsync, no-fsync and live-no-fsync against
-                         plain; durable ferry against plain rsync is shown as (info)
+                         durable, live and kept against fsync, the --no-fsync variants
+                         against plain; durable ferry against plain rsync is shown as (info)
     --cache warm|cold    warm (default): `sync`, then read SRC's and the target's file once
                          before every timed run (as the reference figures in
                          /work/shared/bench/README.md; stable to ~2 %);
@@ -121,7 +132,7 @@ OPTIONS:
     --skip-ferry         measure rsync only
     --skip-rsync         measure ferry only
     --json               print one machine-readable JSON object on stdout instead of tables
-    --keep               keep DIR/src, DIR/dst-* and DIR/rsyncd at the end
+    --keep               keep DIR/src, DIR/dst-*, DIR/rsyncd and DIR/state at the end
     -h, --help           show this help
 
 Exit status: 0 when all runs completed and every result was verified (missed targets are
@@ -216,6 +227,11 @@ enum Variant {
     Live,
     /// [`Variant::Live`] with `--no-fsync`.
     LiveNoFsync,
+    /// `ferry sync --state DIR` (durable) whose untimed first run wrote DST_F and saved the
+    /// state, timed on the run after the edit.
+    Kept,
+    /// [`Variant::Kept`] with `--no-fsync`.
+    KeptNoFsync,
 }
 
 impl Variant {
@@ -225,8 +241,11 @@ impl Variant {
             "no-fsync" => Ok(Variant::NoFsync),
             "live" => Ok(Variant::Live),
             "live-no-fsync" => Ok(Variant::LiveNoFsync),
+            "kept" => Ok(Variant::Kept),
+            "kept-no-fsync" => Ok(Variant::KeptNoFsync),
             other => Err(format!(
-                "unknown variant {other:?} (expected durable, no-fsync, live or live-no-fsync)"
+                "unknown variant {other:?} (expected durable, no-fsync, live, live-no-fsync, \
+                 kept or kept-no-fsync)"
             )),
         }
     }
@@ -237,6 +256,8 @@ impl Variant {
             Variant::NoFsync => "no-fsync",
             Variant::Live => "live",
             Variant::LiveNoFsync => "live-no-fsync",
+            Variant::Kept => "kept",
+            Variant::KeptNoFsync => "kept-no-fsync",
         }
     }
 
@@ -246,15 +267,29 @@ impl Variant {
             Variant::NoFsync => "ferry --no-fsync",
             Variant::Live => "watch",
             Variant::LiveNoFsync => "watch --no-fsync",
+            Variant::Kept => "ferry --state",
+            Variant::KeptNoFsync => "ferry --state --no-fsync",
         }
     }
 
     fn fsync(self) -> bool {
-        matches!(self, Variant::Durable | Variant::Live)
+        matches!(self, Variant::Durable | Variant::Live | Variant::Kept)
     }
 
     fn live(self) -> bool {
         matches!(self, Variant::Live | Variant::LiveNoFsync)
+    }
+
+    /// Run with `--state`: an untimed first sync saves the state the timed one uses.
+    fn kept(self) -> bool {
+        matches!(self, Variant::Kept | Variant::KeptNoFsync)
+    }
+
+    /// Whether its bytes are held to the target: only the one-shot run whose Sender, like
+    /// rsync's, starts knowing nothing of the target (a kept run starts from the saved chunk
+    /// lists; a live run counts no bytes).
+    fn bytes_judged(self) -> bool {
+        self == Variant::Durable
     }
 
     /// The rsync baseline that makes the same durability promise, whose wall time this
@@ -360,6 +395,8 @@ impl Args {
                 Variant::NoFsync,
                 Variant::Live,
                 Variant::LiveNoFsync,
+                Variant::Kept,
+                Variant::KeptNoFsync,
             ],
         }
     }
@@ -516,6 +553,8 @@ struct Layout {
     dst_f: PathBuf,
     dst_r: PathBuf,
     rsyncd: PathBuf,
+    /// The `--state` directory of the kept runs, fresh for each.
+    state: PathBuf,
 }
 
 impl Layout {
@@ -529,12 +568,19 @@ impl Layout {
             dst_f: work.join("dst-ferry"),
             dst_r: work.join("dst-rsync"),
             rsyncd: work.join("rsyncd"),
+            state: work.join("state"),
         }
     }
 
     /// The directories replaced by every invocation (removed at the end unless `--keep`).
-    fn scratch(&self) -> [&Path; 4] {
-        [&self.src, &self.dst_f, &self.dst_r, &self.rsyncd]
+    fn scratch(&self) -> [&Path; 5] {
+        [
+            &self.src,
+            &self.dst_f,
+            &self.dst_r,
+            &self.rsyncd,
+            &self.state,
+        ]
     }
 }
 
@@ -732,6 +778,8 @@ impl FerryRun {
     }
 }
 
+/// Times `ferry sync SRC DST --json`, with `--no-fsync` unless `variant` fsyncs, and
+/// `--chunk-sizes params` and `--state state` when given.
 fn run_ferry(
     what: &str,
     ferry: &Path,
@@ -739,13 +787,14 @@ fn run_ferry(
     dst: &Path,
     variant: Variant,
     params: Option<&str>,
+    state: Option<&Path>,
 ) -> Result<FerryRun> {
-    let mut args: Vec<&OsStr> = vec![
-        OsStr::new("sync"),
-        src.as_os_str(),
-        dst.as_os_str(),
-        OsStr::new("--json"),
-    ];
+    let mut args: Vec<&OsStr> = vec![OsStr::new("sync")];
+    if let Some(dir) = state {
+        args.push(OsStr::new("--state"));
+        args.push(dir.as_os_str());
+    }
+    args.extend([src.as_os_str(), dst.as_os_str(), OsStr::new("--json")]);
     if !variant.fsync() {
         args.push(OsStr::new("--no-fsync"));
     }
@@ -779,8 +828,10 @@ fn run_ferry(
     Ok(FerryRun { wall, counters })
 }
 
-/// A `ferry watch` run to time (see [`run_live`]).
-struct Live<'a> {
+/// A ferry run that writes DST_F itself from the pristine file before the edit it is timed
+/// on: a watch's initial sync (see [`run_live`]) or a kept run's first sync (see
+/// [`run_kept`]).
+struct Primed<'a> {
     ferry: &'a Path,
     variant: Variant,
     params: Option<&'a str>,
@@ -807,7 +858,7 @@ const LIVE_POLL: Duration = Duration::from_micros(200);
 /// DST_F's file is a new inode (ferry installs a new version by rename, so that is the new
 /// version, complete). Bytes are not counted (`ferry watch` prints no summary): the
 /// one-shot runs report them. The watch must exit 0 on SIGTERM and DST_F must equal SRC.
-fn run_live(ctx: &Context<'_>, what: &str, live: &Live<'_>) -> Result<FerryRun> {
+fn run_live(ctx: &Context<'_>, what: &str, live: &Primed<'_>) -> Result<FerryRun> {
     let (args, layout) = (ctx.args, ctx.layout);
     restore(&layout.pristine, live.mtime, &layout.src)?;
     fresh_dir(&layout.dst_f)?;
@@ -853,7 +904,7 @@ fn run_live(ctx: &Context<'_>, what: &str, live: &Live<'_>) -> Result<FerryRun> 
 fn time_live_edit(
     ctx: &Context<'_>,
     what: &str,
-    live: &Live<'_>,
+    live: &Primed<'_>,
     log: &Path,
     child: &mut std::process::Child,
 ) -> Result<f64> {
@@ -935,6 +986,60 @@ fn time_live_edit(
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(wall)
+}
+
+/// One `ferry sync --state STATE SRC DST_F --json` run timed on an edit: SRC holds the
+/// pristine file, DST_F starts empty and STATE (`--work`/state) is fresh, so an untimed
+/// first sync copies the file and saves the source index and DST_F's chunk lists. Then the
+/// mutator edits SRC's file, the page cache is settled as for the other one-shot runs, and
+/// the same command is timed: it rehashes only the edited file (its previous chunk list
+/// the hint) and trusts DST_F's saved chunk lists instead of reading its file. Bytes are
+/// those of the timed run's summary; DST_F must equal SRC.
+fn run_kept(ctx: &Context<'_>, what: &str, kept: &Primed<'_>) -> Result<FerryRun> {
+    let (args, tools, layout) = (ctx.args, ctx.tools, ctx.layout);
+    restore(&layout.pristine, kept.mtime, &layout.src)?;
+    fresh_dir(&layout.dst_f)?;
+    fresh_dir(&layout.state)?;
+    let first = format!("{what} (first sync, untimed)");
+    run_ferry(
+        &first,
+        kept.ferry,
+        &layout.src,
+        &layout.dst_f,
+        kept.variant,
+        kept.params,
+        Some(&layout.state),
+    )?;
+    verify(&first, &layout.src, &layout.dst_f)?;
+    mutate(args, tools, kept.mutator, &layout.src.join(FILE_NAME))?;
+    settle(kept.cache, &layout.src, &layout.dst_f)?;
+    let run = run_ferry(
+        what,
+        kept.ferry,
+        &layout.src,
+        &layout.dst_f,
+        kept.variant,
+        kept.params,
+        Some(&layout.state),
+    )?;
+    verify(what, &layout.src, &layout.dst_f)?;
+    Ok(run)
+}
+
+/// Prints one one-shot run's line of progress (wall time and bytes) on stderr.
+fn report_one_shot(variant: Variant, params: Option<&str>, run: &FerryRun) {
+    eprintln!(
+        "  {:<24} {:<14} {:>8.3} s  {:>12} (data {}, metadata {}, reused {}, chunks sent {})  \
+         [verified]",
+        variant.label(),
+        params.unwrap_or("default"),
+        run.wall,
+        kib(run.bytes().map(|b| b as f64)),
+        kib(run.counter("bytes_sent").map(|b| b as f64)),
+        kib(run.counter("bytes_metadata").map(|b| b as f64)),
+        kib(run.counter("bytes_reused").map(|b| b as f64)),
+        count(run.counter("chunks_sent").map(|c| c as f64)),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1139,8 +1244,9 @@ impl Results {
 
     /// The ferry / rsync ratios the report shows, in the order of the ferry series. Per
     /// series: bytes (one-shot runs only: a live run counts none) against plain rsync, or
-    /// `--fsync` if plain did not run (a few bytes more: the option itself), held to the target for the
-    /// durable run only, whose Sender knows nothing of the target; wall time against the
+    /// `--fsync` if plain did not run (a few bytes more: the option itself), held to the
+    /// target for the durable run without `--state` only, whose Sender knows nothing of the
+    /// target (see [`Variant::bytes_judged`]); wall time against the
     /// rsync that makes the same durability promise, held to the target; and for durable
     /// variants, wall time against plain rsync for information (the pairing before the
     /// `--fsync` baseline, kept in view so the change of baseline is plain to see).
@@ -1165,7 +1271,7 @@ impl Results {
                 } else {
                     RsyncVariant::Fsync
                 };
-                add(baseline, Measure::Bytes, s.variant.fsync());
+                add(baseline, Measure::Bytes, s.variant.bytes_judged());
             }
             add(s.variant.rsync_peer(), Measure::Wall, true);
             if s.variant.rsync_peer() != RsyncVariant::Plain {
@@ -1344,7 +1450,8 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
         "tools": {
             "ferry": ctx.tools.ferry.as_ref().map(|f| &f.0),
             "ferry_version": ctx.tools.ferry.as_ref().map(|f| &f.1),
-            "ferry_command": "ferry sync SRC DST_F --json [--no-fsync] [--chunk-sizes S]",
+            "ferry_command": "ferry sync [--state DIR] SRC DST_F --json [--no-fsync] \
+                              [--chunk-sizes S]",
             "rsync": ctx.tools.rsync.as_ref().map(|r| &r.0),
             "rsync_version": ctx.tools.rsync.as_ref().map(|r| &r.1),
             "rsync_commands": a.rsync_variants.iter()
@@ -1357,11 +1464,14 @@ fn results_json(ctx: &Context<'_>, r: &Results) -> Value {
             "rsync_bytes": "byteproxy.py payload bytes, both directions, client <-> rsync daemon",
             "cache": r.cache.describe(),
             "statistic": "median over runs",
-            "pairing": "targets: wall_ratio like for like (durable and live against rsync \
-                        --fsync, no-fsync and live-no-fsync against plain rsync: rsync_peer), \
-                        bytes_ratio of durable against plain rsync (fsync if plain did not \
-                        run). info: wall_ratio of durable and live against plain rsync, \
-                        bytes_ratio of no-fsync",
+            "kept": "kept and kept-no-fsync: ferry sync --state DIR with a fresh DIR into \
+                     an empty DST_F (untimed; saves the state), then SRC edited and the same \
+                     command timed",
+            "pairing": "targets: wall_ratio like for like (durable, live and kept against \
+                        rsync --fsync, no-fsync, live-no-fsync and kept-no-fsync against plain \
+                        rsync: rsync_peer), bytes_ratio of durable against plain rsync (fsync \
+                        if plain did not run). info: wall_ratio of durable, live and kept \
+                        against plain rsync, bytes_ratio of no-fsync, kept and kept-no-fsync",
         },
         "ferry": ferry,
         "rsync": rsync,
@@ -1385,7 +1495,8 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
     println!("work:     {}", a.work.display());
     if let Some((f, v)) = &ctx.tools.ferry {
         println!(
-            "ferry:    {} sync SRC DST_F --json [--no-fsync] [--chunk-sizes S]  ({v}; {})",
+            "ferry:    {} sync [--state DIR] SRC DST_F --json [--no-fsync] [--chunk-sizes S]  \
+             ({v}; {})",
             f.display(),
             modified(f)
         );
@@ -1412,7 +1523,7 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
 
     println!();
     println!(
-        "{:<9} {:<17} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13} {:>9} {:>9}",
+        "{:<9} {:<24} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13} {:>9} {:>9}",
         "mutator",
         "tool",
         "chunk sizes",
@@ -1427,7 +1538,7 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
     for m in &a.mutators {
         for s in r.ferry.iter().filter(|s| s.mutator == *m) {
             println!(
-                "{:<9} {:<17} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13} {:>9} {:>9}",
+                "{:<9} {:<24} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13} {:>9} {:>9}",
                 m.as_str(),
                 s.variant.label(),
                 s.params_label(),
@@ -1442,7 +1553,7 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
         }
         for s in r.rsync.iter().filter(|s| s.mutator == *m) {
             println!(
-                "{:<9} {:<17} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13}",
+                "{:<9} {:<24} {:<14} {:>10} {:>13} {:>13} {:>13} {:>13}",
                 m.as_str(),
                 s.variant.label(),
                 "-",
@@ -1469,7 +1580,7 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
                 .map(|x| format!("{:.3} s / {}", x.wall, kib(x.bytes().map(|b| b as f64))))
                 .collect();
             println!(
-                "  {:<9} {:<17} {:<14} {}",
+                "  {:<9} {:<24} {:<14} {}",
                 s.mutator.as_str(),
                 s.variant.label(),
                 s.params_label(),
@@ -1483,7 +1594,7 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
                 .map(|x| format!("{:.3} s / {}", x.wall, kib(Some(x.bytes() as f64))))
                 .collect();
             println!(
-                "  {:<9} {:<17} {:<14} {}",
+                "  {:<9} {:<24} {:<14} {}",
                 s.mutator.as_str(),
                 s.variant.label(),
                 "-",
@@ -1497,12 +1608,12 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
     }
     println!();
     println!(
-        "{:<9} {:<17} {:<14} {:<14} {:<10} {:>10} {:>10} {:>8}",
+        "{:<9} {:<24} {:<14} {:<14} {:<10} {:>10} {:>10} {:>8}",
         "mutator", "ferry", "chunk sizes", "/ rsync", "ratio", "value", "limit", "result"
     );
     for c in &comparisons {
         println!(
-            "{:<9} {:<17} {:<14} {:<14} {:<10} {:>10} {:>10} {:>8}",
+            "{:<9} {:<24} {:<14} {:<14} {:<10} {:>10} {:>10} {:>8}",
             c.ferry.mutator.as_str(),
             c.ferry.variant.label(),
             c.ferry.params_label(),
@@ -1514,11 +1625,12 @@ fn print_tables(ctx: &Context<'_>, r: &Results) {
         );
     }
     println!(
-        "(wall time is judged like for like: durable ferry and watch against rsync --fsync \
-         (its daemon fsyncs\n each file before renaming it), --no-fsync against plain rsync; \
-         durable against plain rsync, the\n comparison made before there was an --fsync \
-         baseline, is (info). Bytes are compared with plain\n rsync's (--fsync adds only its \
-         name to the handshake) and judged for the durable one-shot run only)"
+        "(wall time is judged like for like: durable ferry, ferry --state and watch against \
+         rsync --fsync (its\n daemon fsyncs each file before renaming it), --no-fsync against \
+         plain rsync; durable against plain\n rsync, the comparison made before there was an \
+         --fsync baseline, is (info). Bytes are compared with\n plain rsync's (--fsync adds \
+         only its name to the handshake) and judged for the durable one-shot run\n without \
+         --state only (ferry --state starts from the chunk lists it saved: (info)))"
     );
     if ctx.tools.ferry.is_some() {
         println!("\nevery result was verified identical to SRC (names, kinds, sizes, contents)");
@@ -1553,10 +1665,11 @@ fn run(args: Args) -> Result<()> {
         }
     } else if result.is_err() {
         eprintln!(
-            "bench_delta: left {}, {}, {} in place for inspection",
+            "bench_delta: left {}, {}, {}, {} in place for inspection",
             layout.src.display(),
             layout.dst_f.display(),
-            layout.dst_r.display()
+            layout.dst_r.display(),
+            layout.state.display()
         );
     }
     result
@@ -1605,7 +1718,7 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
                             variant.label(),
                             params.as_deref().unwrap_or("default")
                         );
-                        let live = Live {
+                        let live = Primed {
                             ferry,
                             variant,
                             params: params.as_deref(),
@@ -1615,7 +1728,7 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
                         };
                         let run = run_live(ctx, &what, &live)?;
                         eprintln!(
-                            "  {:<17} {:<14} {:>8.3} s  from the end of the edit to DST \
+                            "  {:<24} {:<14} {:>8.3} s  from the end of the edit to DST \
                              replaced  [verified]",
                             variant.label(),
                             params.as_deref().unwrap_or("default"),
@@ -1623,8 +1736,28 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
                         );
                         results.ferry_mut(mutator, params, variant).runs.push(run);
                     }
+                    for &variant in variants.iter().filter(|v| v.kept()) {
+                        let what = format!(
+                            "{tag} {} chunk sizes {}",
+                            variant.label(),
+                            params.as_deref().unwrap_or("default")
+                        );
+                        let kept = Primed {
+                            ferry,
+                            variant,
+                            params: params.as_deref(),
+                            mutator,
+                            cache,
+                            mtime,
+                        };
+                        let run = run_kept(ctx, &what, &kept)?;
+                        report_one_shot(variant, params.as_deref(), &run);
+                        results.ferry_mut(mutator, params, variant).runs.push(run);
+                    }
                 }
             }
+            // The live and kept runs above leave SRC edited from a pristine copy of their
+            // own; the runs below share this one.
             eprintln!("bench_delta: {tag}: preparing SRC");
             restore(&layout.pristine, mtime, &layout.src)?;
             let report = mutate(args, tools, mutator, &src_file)?;
@@ -1633,7 +1766,7 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
             }
             if let Some((ferry, _)) = &tools.ferry {
                 for params in &param_sets {
-                    for &variant in variants.iter().filter(|v| !v.live()) {
+                    for &variant in variants.iter().filter(|v| !v.live() && !v.kept()) {
                         let what = format!(
                             "{tag} {} chunk sizes {}",
                             variant.label(),
@@ -1648,20 +1781,10 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
                             &layout.dst_f,
                             variant,
                             params.as_deref(),
+                            None,
                         )?;
                         verify(&what, &layout.src, &layout.dst_f)?;
-                        eprintln!(
-                            "  {:<17} {:<14} {:>8.3} s  {:>12} (data {}, metadata {}, reused {}, \
-                             chunks sent {})  [verified]",
-                            variant.label(),
-                            params.as_deref().unwrap_or("default"),
-                            run.wall,
-                            kib(run.bytes().map(|b| b as f64)),
-                            kib(run.counter("bytes_sent").map(|b| b as f64)),
-                            kib(run.counter("bytes_metadata").map(|b| b as f64)),
-                            kib(run.counter("bytes_reused").map(|b| b as f64)),
-                            count(run.counter("chunks_sent").map(|c| c as f64)),
-                        );
+                        report_one_shot(variant, params.as_deref(), &run);
                         results.ferry_mut(mutator, params, variant).runs.push(run);
                     }
                 }
@@ -1681,7 +1804,7 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
                     )?;
                     verify(&what, &layout.src, &layout.dst_r)?;
                     eprintln!(
-                        "  {:<17} {:<14} {:>8.3} s  {:>12} (c→s {}, s→c {}, literal {})  \
+                        "  {:<24} {:<14} {:>8.3} s  {:>12} (c→s {}, s→c {}, literal {})  \
                          [verified]",
                         variant.label(),
                         "-",
@@ -1738,7 +1861,9 @@ mod tests {
                 Variant::Durable,
                 Variant::NoFsync,
                 Variant::Live,
-                Variant::LiveNoFsync
+                Variant::LiveNoFsync,
+                Variant::Kept,
+                Variant::KeptNoFsync
             ]
         );
         assert!(a.rsync() && a.ferry());
@@ -1761,6 +1886,18 @@ mod tests {
                 .map(Variant::rsync_peer)
                 .collect::<Vec<_>>(),
             vec![RsyncVariant::Fsync, RsyncVariant::Plain]
+        );
+        let a = parse(&["--variants", "kept-no-fsync, kept"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.variants(), vec![Variant::KeptNoFsync, Variant::Kept]);
+        assert!(a.variants().iter().all(|v| v.kept() && !v.live()));
+        assert_eq!(
+            a.variants()
+                .into_iter()
+                .map(|v| (v.fsync(), v.rsync_peer()))
+                .collect::<Vec<_>>(),
+            vec![(false, RsyncVariant::Plain), (true, RsyncVariant::Fsync)]
         );
         let a = parse(&[
             "--runs=1",
@@ -1796,6 +1933,7 @@ mod tests {
         assert!(parse(&["--chunk-sizes", "4K,8K"]).is_err());
         assert!(parse(&["--mutators", "append"]).is_err());
         assert!(parse(&["--variants", "fast"]).is_err());
+        assert!(parse(&["--variants", "kept-fsync"]).is_err());
         assert!(parse(&["--rsync-variants", "sync"]).is_err());
         assert!(parse(&["--rsync-variants", "plain,plain"]).is_err());
         assert!(parse(&["--sweep", "--skip-ferry"]).is_err());
@@ -1832,6 +1970,8 @@ mod tests {
             (Variant::LiveNoFsync, 0.5),
             (Variant::Durable, 2.0),
             (Variant::NoFsync, 1.0),
+            (Variant::Kept, 0.8),
+            (Variant::KeptNoFsync, 0.4),
         ] {
             r.ferry_mut(m, &None, v).runs.push(ferry_run(wall));
         }
@@ -1853,6 +1993,11 @@ mod tests {
                 (Variant::Durable, Plain, Wall, Some(1.0), "(info)"),
                 (Variant::NoFsync, Plain, Bytes, Some(0.25), "(info)"),
                 (Variant::NoFsync, Plain, Wall, Some(0.5), "PASS"),
+                (Variant::Kept, Plain, Bytes, Some(0.25), "(info)"),
+                (Variant::Kept, Fsync, Wall, Some(0.1), "PASS"),
+                (Variant::Kept, Plain, Wall, Some(0.4), "(info)"),
+                (Variant::KeptNoFsync, Plain, Bytes, Some(0.25), "(info)"),
+                (Variant::KeptNoFsync, Plain, Wall, Some(0.2), "PASS"),
             ]
         );
 
@@ -1870,6 +2015,9 @@ mod tests {
                 (Variant::Durable, Fsync, Bytes),
                 (Variant::Durable, Fsync, Wall),
                 (Variant::NoFsync, Fsync, Bytes),
+                (Variant::Kept, Fsync, Bytes),
+                (Variant::Kept, Fsync, Wall),
+                (Variant::KeptNoFsync, Fsync, Bytes),
             ]
         );
     }
