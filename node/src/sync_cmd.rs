@@ -241,8 +241,9 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
 fn open_kept(dir: &Path, src: &Path, target: &str, local: bool) -> Result<(Kept, u64)> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    // The error's message already names its cause; chaining it would print it twice.
     let db = ferry_node::runtime::open_state(dir)
-        .with_context(|| format!("cannot open the state in {}", dir.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot open the state in {}: {e}", dir.display()))?;
     let key = format!("sync/{}/{target}", src.display());
     let (source, epoch) = DbSource::open(db.clone(), key.clone())
         .with_context(|| format!("cannot read the state in {}", dir.display()))?;
