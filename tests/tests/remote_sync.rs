@@ -422,6 +422,11 @@ fn a_repeat_sync_with_kept_state_sends_only_the_change() {
         "a kept index's repeat sent more than the changed file's entry: {second}"
     );
 
+    // Nothing changed since: the run still ends (at the server's statement), sending nothing.
+    let idle = remote_sync(&n.client, &n.src, &url, &["--json", "--state", state]);
+    idle.assert_success();
+    assert_eq!(entries_sent(&idle), 0, "{idle}");
+
     // Without the state the run is a new epoch: a full snapshot of the index.
     write(&n.src.join("d4/f4.txt"), "changed too\n");
     let third = remote_sync(&n.client, &n.src, &url, &["--json"]);
