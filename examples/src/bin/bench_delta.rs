@@ -1712,21 +1712,23 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
             let tag = format!("{} round {round}/{}", mutator.as_str(), args.runs);
             if let Some((ferry, _)) = &tools.ferry {
                 for params in &param_sets {
-                    for &variant in variants.iter().filter(|v| v.live()) {
-                        let what = format!(
+                    let what = |variant: Variant| {
+                        format!(
                             "{tag} {} chunk sizes {}",
                             variant.label(),
                             params.as_deref().unwrap_or("default")
-                        );
-                        let live = Primed {
-                            ferry,
-                            variant,
-                            params: params.as_deref(),
-                            mutator,
-                            cache,
-                            mtime,
-                        };
-                        let run = run_live(ctx, &what, &live)?;
+                        )
+                    };
+                    let primed = |variant| Primed {
+                        ferry,
+                        variant,
+                        params: params.as_deref(),
+                        mutator,
+                        cache,
+                        mtime,
+                    };
+                    for &variant in variants.iter().filter(|v| v.live()) {
+                        let run = run_live(ctx, &what(variant), &primed(variant))?;
                         eprintln!(
                             "  {:<24} {:<14} {:>8.3} s  from the end of the edit to DST \
                              replaced  [verified]",
@@ -1737,20 +1739,7 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
                         results.ferry_mut(mutator, params, variant).runs.push(run);
                     }
                     for &variant in variants.iter().filter(|v| v.kept()) {
-                        let what = format!(
-                            "{tag} {} chunk sizes {}",
-                            variant.label(),
-                            params.as_deref().unwrap_or("default")
-                        );
-                        let kept = Primed {
-                            ferry,
-                            variant,
-                            params: params.as_deref(),
-                            mutator,
-                            cache,
-                            mtime,
-                        };
-                        let run = run_kept(ctx, &what, &kept)?;
+                        let run = run_kept(ctx, &what(variant), &primed(variant))?;
                         report_one_shot(variant, params.as_deref(), &run);
                         results.ferry_mut(mutator, params, variant).runs.push(run);
                     }
