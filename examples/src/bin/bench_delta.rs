@@ -1000,30 +1000,24 @@ fn run_kept(ctx: &Context<'_>, what: &str, kept: &Primed<'_>) -> Result<FerryRun
     restore(&layout.pristine, kept.mtime, &layout.src)?;
     fresh_dir(&layout.dst_f)?;
     fresh_dir(&layout.state)?;
-    let first = format!("{what} (first sync, untimed)");
-    run_ferry(
-        &first,
-        kept.ferry,
-        &layout.src,
-        &layout.dst_f,
-        kept.variant,
-        kept.params,
-        Some(&layout.state),
-    )?;
-    verify(&first, &layout.src, &layout.dst_f)?;
+    // The same command both times: the first saves the state the second is timed with.
+    let sync = |what: &str| {
+        let run = run_ferry(
+            what,
+            kept.ferry,
+            &layout.src,
+            &layout.dst_f,
+            kept.variant,
+            kept.params,
+            Some(&layout.state),
+        )?;
+        verify(what, &layout.src, &layout.dst_f)?;
+        Ok(run)
+    };
+    sync(&format!("{what} (first sync, untimed)"))?;
     mutate(args, tools, kept.mutator, &layout.src.join(FILE_NAME))?;
     settle(kept.cache, &layout.src, &layout.dst_f)?;
-    let run = run_ferry(
-        what,
-        kept.ferry,
-        &layout.src,
-        &layout.dst_f,
-        kept.variant,
-        kept.params,
-        Some(&layout.state),
-    )?;
-    verify(what, &layout.src, &layout.dst_f)?;
-    Ok(run)
+    sync(what)
 }
 
 /// Prints one one-shot run's line of progress (wall time and bytes) on stderr.
