@@ -28,6 +28,7 @@ pub mod applier;
 pub mod differ;
 pub mod error;
 pub mod events;
+mod firstsync;
 pub mod health;
 pub mod messages;
 pub mod oneshot;

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use crate::applier::Retire;
 use crate::differ::FinishSaving;
 use crate::error::{Error, Result};
+use crate::firstsync::FirstSync;
 use crate::messages::{Applied, CurrentSeq, Failed, SkippedPath};
 use crate::persist::{SourceStore, TargetStore};
 use crate::pipeline::{FolderJob, LinkTaps, Pipeline, TargetSpec};
@@ -40,13 +41,10 @@ pub struct SyncReport {
 }
 
 /// Hears the end of the run: the target's acknowledgement of everything the source's first
-/// scan found, or a failure. An acknowledgement can come before that scan is even done: a
-/// remote target that kept its place from an earlier run with the same saved index states
-/// it at once.
+/// scan found ([`FirstSync`]), or a failure.
 struct Completion {
     done: Option<oneshot::Sender<std::result::Result<Applied, String>>>,
-    /// The sequence the source reached with its first scan, once known.
-    goal: Option<Seq>,
+    first: FirstSync,
     /// The newest acknowledgement so far.
     last: Option<Applied>,
 }
@@ -55,20 +53,16 @@ impl Completion {
     fn new(done: oneshot::Sender<std::result::Result<Applied, String>>) -> Self {
         Completion {
             done: Some(done),
-            goal: None,
+            first: FirstSync::default(),
             last: None,
         }
     }
 
-    fn check(&mut self, ctx: &mut Context<Self>) {
-        let reached =
-            matches!((&self.goal, &self.last), (Some(goal), Some(last)) if last.seq >= *goal);
-        if reached {
-            if let (Some(tx), Some(last)) = (self.done.take(), self.last.take()) {
-                let _ = tx.send(Ok(last));
-            }
-            ctx.stop();
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        if let (Some(tx), Some(last)) = (self.done.take(), self.last.take()) {
+            let _ = tx.send(Ok(last));
         }
+        ctx.stop();
     }
 }
 
@@ -79,10 +73,13 @@ impl Actor for Completion {
 impl Handler<Applied> for Completion {
     type Result = ();
     fn handle(&mut self, msg: Applied, ctx: &mut Self::Context) {
-        if self.last.as_ref().is_none_or(|l| msg.seq >= l.seq) {
+        let seq = msg.seq;
+        if self.last.as_ref().is_none_or(|l| seq >= l.seq) {
             self.last = Some(msg);
         }
-        self.check(ctx);
+        if self.first.applied(seq) {
+            self.finish(ctx);
+        }
     }
 }
 
@@ -94,8 +91,9 @@ struct Goal(Seq);
 impl Handler<Goal> for Completion {
     type Result = ();
     fn handle(&mut self, msg: Goal, ctx: &mut Self::Context) {
-        self.goal = Some(msg.0);
-        self.check(ctx);
+        if self.first.goal(msg.0) {
+            self.finish(ctx);
+        }
     }
 }
 

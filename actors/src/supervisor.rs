@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::differ::FinishSaving;
 use crate::events::EventKind;
+use crate::firstsync::FirstSync;
 use crate::messages::{Applied, CurrentSeq, Failed, FlushNow};
 use crate::persist::{SourceStore, TargetStore};
 use crate::pipeline::{FolderJob, Pipeline, TargetSpec};
@@ -84,6 +85,8 @@ pub struct FolderSupervisor {
     generation: u64,
     restarts: VecDeque<Instant>,
     state: FolderState,
+    /// The current pipeline's first sync: `Syncing` turns `Live` when it is done.
+    first: FirstSync,
     waiters: Vec<(Seq, oneshot::Sender<()>)>,
     on_failed: Option<oneshot::Sender<String>>,
 }
@@ -156,6 +159,7 @@ impl FolderSupervisor {
             generation: 0,
             restarts: VecDeque::new(),
             state: FolderState::Starting,
+            first: FirstSync::default(),
             waiters: Vec::new(),
             on_failed,
         }
@@ -194,6 +198,7 @@ impl FolderSupervisor {
         let store = self.store.clone();
         let target_store = self.target_store.clone();
         let applied = ctx.address().recipient();
+        self.first = FirstSync::default();
         self.set_state(FolderState::Starting);
         let start = async move {
             Pipeline::start_kept_with_target(
@@ -211,11 +216,29 @@ impl FolderSupervisor {
         ctx.wait(start.into_actor(self).map(move |res, act, ctx| match res {
             Ok(p) => {
                 tracing::info!(folder = %act.job.folder, generation, "pipeline started: watcher, differ, sender, applier");
+                // The Differ answers once its first scan is done, with the sequence it reached.
+                let differ = p.differ.clone();
+                let goal = async move { differ.send(CurrentSeq).await.ok() };
+                ctx.spawn(goal.into_actor(act).map(move |seq, act, _| {
+                    if let Some(seq) = seq.filter(|_| act.generation == generation) {
+                        if act.first.goal(seq) {
+                            act.first_sync_done();
+                        }
+                    }
+                }));
                 act.pipeline = Some(p);
                 act.set_state(FolderState::Syncing);
             }
             Err(e) => act.on_failure("pipeline", e.to_string(), ctx),
         }));
+    }
+
+    /// The target holds what the first scan found: from now on the folder follows changes.
+    fn first_sync_done(&mut self) {
+        if self.state == FolderState::Syncing {
+            tracing::info!(folder = %self.job.folder, "initial sync complete; following changes");
+            self.set_state(FolderState::Live);
+        }
     }
 
     fn on_failure(&mut self, actor: &str, reason: String, ctx: &mut Context<Self>) {
@@ -302,9 +325,8 @@ impl Handler<Applied> for FolderSupervisor {
             .applied_seq
             .fetch_max(msg.seq.0, Ordering::Relaxed);
         self.stats.latency.applied(msg.seq);
-        if self.state == FolderState::Syncing {
-            tracing::info!(folder = %self.job.folder, "initial sync complete; following changes");
-            self.set_state(FolderState::Live);
+        if self.first.applied(msg.seq) {
+            self.first_sync_done();
         }
         let seq = msg.seq;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)

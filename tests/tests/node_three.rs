@@ -520,3 +520,33 @@ fn removals_beyond_the_kept_tombstones_reach_a_receiver_that_was_away() {
     a.stop();
     b.stop();
 }
+
+/// A sender restarted cleanly resumes where its receiver says it is, and that statement
+/// arrives as soon as the link is up, often before the scan found what changed while the
+/// sender was down: the folder turns live only once that change is applied.
+#[test]
+fn a_restarted_sender_turns_live_only_once_the_change_made_while_down_is_applied() {
+    let l = Layout::new();
+    mkdir(&l.folder("A", "alpha"));
+    mkdir(&l.folder("B", "alpha"));
+    fill(&l.folder("A", "alpha"), 11);
+    let (mut a, mut b) = sender_and_receiver(&l);
+    let (src, dst) = (l.folder("A", "alpha"), l.folder("B", "alpha"));
+    wait_mirror(&mut [&mut a, &mut b], &src, &dst, "the initial sync");
+    a.wait_log_count("initial sync complete", 1, DEADLINE);
+
+    a.stop();
+    write(&src.join("while-down.txt"), "created while A was down\n");
+    a.restart(None);
+    a.wait_log_count("initial sync complete", 2, DEADLINE);
+    assert_eq!(
+        std::fs::read_to_string(dst.join("while-down.txt"))
+            .ok()
+            .as_deref(),
+        Some("created while A was down\n"),
+        "A reported its initial sync complete before B had the change\n{}",
+        a.describe()
+    );
+    a.stop();
+    b.stop();
+}
