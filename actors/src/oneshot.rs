@@ -40,17 +40,20 @@ pub struct SyncReport {
     pub plan: Option<Plan>,
 }
 
+/// How a run ended: the acknowledgement that completed it, or why it failed.
+type Ending = std::result::Result<Applied, String>;
+
 /// Hears the end of the run: the target's acknowledgement of everything the source's first
 /// scan found ([`FirstSync`]), or a failure.
 struct Completion {
-    done: Option<oneshot::Sender<std::result::Result<Applied, String>>>,
+    done: Option<oneshot::Sender<Ending>>,
     first: FirstSync,
     /// The newest acknowledgement so far.
     last: Option<Applied>,
 }
 
 impl Completion {
-    fn new(done: oneshot::Sender<std::result::Result<Applied, String>>) -> Self {
+    fn new(done: oneshot::Sender<Ending>) -> Self {
         Completion {
             done: Some(done),
             first: FirstSync::default(),
@@ -178,7 +181,7 @@ pub async fn run_sync_kept(
 async fn finish(
     pipeline: Pipeline,
     completion: Addr<Completion>,
-    rx: oneshot::Receiver<std::result::Result<Applied, String>>,
+    rx: oneshot::Receiver<Ending>,
     stats: Arc<Stats>,
 ) -> Result<SyncReport> {
     let outcome = outcome(&pipeline, completion, rx).await;
@@ -190,8 +193,8 @@ async fn finish(
 async fn outcome(
     pipeline: &Pipeline,
     completion: Addr<Completion>,
-    rx: oneshot::Receiver<std::result::Result<Applied, String>>,
-) -> std::result::Result<std::result::Result<Applied, String>, oneshot::error::RecvError> {
+    rx: oneshot::Receiver<Ending>,
+) -> std::result::Result<Ending, oneshot::error::RecvError> {
     let differ = pipeline.differ.clone();
     actix::spawn(async move {
         // A Differ that stops first reports why through `Failed`.
@@ -205,7 +208,7 @@ async fn outcome(
 /// Stops the actors and reports how the run ended.
 fn report(
     pipeline: Pipeline,
-    outcome: std::result::Result<std::result::Result<Applied, String>, oneshot::error::RecvError>,
+    outcome: std::result::Result<Ending, oneshot::error::RecvError>,
     stats: Arc<Stats>,
 ) -> Result<SyncReport> {
     pipeline.stop();
