@@ -8,11 +8,11 @@ use ferry_actors::persist::{SourceStore, TargetStore};
 use ferry_actors::{run_sync_kept, FolderId, Kept, Stats, SyncJob, SyncReport, TargetSpec};
 use ferry_engine::IgnoreRules;
 use ferry_node::remote::client::Retry;
+use ferry_node::runtime::state::{DbSource, DbTarget};
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
 use crate::progress::Progress;
-use ferry_node::runtime::state::{DbSource, DbTarget};
 
 /// How a finished sync ended, mapped to the exit code.
 pub enum Outcome {
