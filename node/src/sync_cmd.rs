@@ -8,7 +8,7 @@ use ferry_actors::persist::{SourceStore, TargetStore};
 use ferry_actors::{run_sync_kept, FolderId, Kept, Stats, SyncJob, SyncReport, TargetSpec};
 use ferry_engine::IgnoreRules;
 use ferry_node::remote::client::Retry;
-use ferry_node::runtime::state::{DbSource, DbTarget};
+use ferry_node::runtime::state::replication_stores;
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
@@ -245,13 +245,11 @@ fn open_kept(dir: &Path, src: &Path, target: &str, local: bool) -> Result<(Kept,
     let db = ferry_node::runtime::open_state(dir)
         .map_err(|e| anyhow::anyhow!("cannot open the state in {}: {e}", dir.display()))?;
     let key = format!("sync/{}/{target}", src.display());
-    let (source, epoch) = DbSource::open(db.clone(), key.clone())
+    let (source, epoch, target) = replication_stores(&db, &key)
         .with_context(|| format!("cannot read the state in {}", dir.display()))?;
-    let target =
-        local.then(|| Arc::new(DbTarget::new(db, format!("target/{key}"))) as Arc<dyn TargetStore>);
     let kept = Kept {
         source: Arc::new(source) as Arc<dyn SourceStore>,
-        target,
+        target: local.then(|| Arc::new(target) as Arc<dyn TargetStore>),
     };
     Ok((kept, epoch))
 }

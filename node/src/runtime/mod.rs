@@ -32,7 +32,7 @@ use crate::remote::identity::Identity;
 use crate::remote::server::{ServeConfig, ServedFolder, Server};
 use crate::status::StatusSource;
 use send::{SendFolder, SendPlan};
-use state::{DbSource, DbTarget};
+use state::replication_stores;
 
 /// The file of the state database inside the state directory.
 pub const STATE_FILE: &str = "state.redb";
@@ -267,12 +267,11 @@ impl Node {
         let db = self.db.clone();
         let folder_key = id.to_string();
         let store_for = move |name: &TargetName| {
-            let key = name.state_key(&folder_key);
-            let (store, epoch) = DbSource::open(db.clone(), key.clone())?;
+            let (store, epoch, target) = replication_stores(&db, &name.state_key(&folder_key))?;
             Ok(Some(send::Kept {
                 source: Arc::new(store) as Arc<dyn SourceStore>,
                 epoch,
-                target: Arc::new(DbTarget::new(db.clone(), format!("target/{key}"))),
+                target: Arc::new(target),
             }))
         };
         let folder = SendFolder::start(plan, self.identity.as_ref(), &ignore, &store_for)?;

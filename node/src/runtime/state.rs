@@ -154,6 +154,17 @@ impl SourceStore for DbSource {
     }
 }
 
+/// The stores of the replication kept under `key`: its source index (with that index's
+/// epoch) and its local target's chunk lists (under `target/<key>`).
+pub fn replication_stores(
+    db: &Arc<StateDb>,
+    key: &str,
+) -> Result<(DbSource, u64, DbTarget), StoreError> {
+    let (source, epoch) = DbSource::open(db.clone(), key.to_owned())?;
+    let target = DbTarget::new(db.clone(), format!("target/{key}"));
+    Ok((source, epoch, target))
+}
+
 /// One target's chunk lists in the node's database.
 pub struct DbTarget {
     db: Arc<StateDb>,
