@@ -59,20 +59,15 @@ pub enum FrameError {
 }
 
 /// A frame ready to send: `head` (the length prefix and the CBOR), then `attached`.
-pub struct Encoded<'a> {
+struct Encoded<'a> {
     head: Vec<u8>,
     attached: Vec<&'a [u8]>,
 }
 
 impl Encoded<'_> {
     /// The bytes on the wire, length prefix included.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.head.len() + self.attached.iter().map(|a| a.len()).sum::<usize>()
-    }
-
-    /// Always false: a frame has at least its length prefix.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// The head's buffer, for the next frame.
@@ -83,7 +78,7 @@ impl Encoded<'_> {
 
 /// `frame` as it travels, its head written into `buf` (cleared first). Refuses a frame
 /// over [`MAX_FRAME`]: a peer would refuse it anyway.
-pub fn encode_into(frame: &Frame, mut buf: Vec<u8>) -> Result<Encoded<'_>, FrameError> {
+fn encode_into(frame: &Frame, mut buf: Vec<u8>) -> Result<Encoded<'_>, FrameError> {
     buf.clear();
     buf.extend_from_slice(&[0; PREFIX]);
     let malformed =
