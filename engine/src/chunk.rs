@@ -310,6 +310,15 @@ pub(crate) mod tests {
         f
     }
 
+    /// [`pseudo_random`] bytes with a run of `zeros` zero bytes inserted at `at` (clamped to
+    /// the end): content where FastCDC cuts only at the maximum size.
+    pub(crate) fn noise_with_zeros(len: usize, seed: u64, zeros: usize, at: usize) -> Vec<u8> {
+        let mut bytes = pseudo_random(len, seed);
+        let at = at.min(bytes.len());
+        bytes.splice(at..at, std::iter::repeat_n(0u8, zeros));
+        bytes
+    }
+
     /// Reproducible incompressible bytes (xorshift64), shared by the chunking tests.
     pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;

@@ -257,23 +257,28 @@ impl<'a> Window<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::tests::{file_with, pseudo_random as noise, tiny_params as small};
+    use crate::chunk::tests::{
+        file_with, noise_with_zeros, pseudo_random as noise, tiny_params as small,
+    };
     use proptest::prelude::*;
 
-    /// The walk over all of `new`, with `old`'s chunk list as the hint.
-    fn walked(old: &[u8], new: &[u8], p: &ChunkParams) -> Content {
+    /// The walk over all of `new`, with `old`'s chunk list as the hint (small parameters).
+    fn walked(old: &[u8], new: &[u8]) -> Content {
+        let p = &small();
         let previous = chunk_reader(old, p).unwrap();
         let hint = Hint::new(p, &previous).unwrap();
         Content::from_chunks(p, walk(&file_with(new), p, &hint, 0, None).unwrap())
     }
 
+    /// `bytes` chunked in one full pass (small parameters).
+    fn full(bytes: &[u8]) -> Content {
+        chunk_reader(bytes, &small()).unwrap()
+    }
+
     #[test]
     fn an_unchanged_file_gives_its_previous_chunks() {
         let bytes = noise(200_000, 1);
-        assert_eq!(
-            walked(&bytes, &bytes, &small()),
-            chunk_reader(&bytes[..], &small()).unwrap()
-        );
+        assert_eq!(walked(&bytes, &bytes), full(&bytes));
     }
 
     #[test]
@@ -295,8 +300,7 @@ mod tests {
             ("append", appended),
             ("truncate", truncated),
         ] {
-            let full = chunk_reader(&new[..], &small()).unwrap();
-            assert_eq!(walked(&old, &new, &small()), full, "{what}");
+            assert_eq!(walked(&old, &new), full(&new), "{what}");
         }
     }
 
@@ -314,8 +318,7 @@ mod tests {
         for byte in 0..=255u8 {
             let mut new = old.clone();
             new[at + c.len as usize] = byte;
-            let full = chunk_reader(&new[..], &small()).unwrap();
-            assert_eq!(walked(&old, &new, &small()), full, "byte {byte}");
+            assert_eq!(walked(&old, &new), full(&new), "byte {byte}");
         }
     }
 
@@ -326,10 +329,7 @@ mod tests {
         old.extend(noise(10_000, 7));
         let mut new = old.clone();
         new.splice(5_000..5_000, noise(300, 8));
-        assert_eq!(
-            walked(&old, &new, &small()),
-            chunk_reader(&new[..], &small()).unwrap()
-        );
+        assert_eq!(walked(&old, &new), full(&new));
     }
 
     #[test]
@@ -427,9 +427,7 @@ mod tests {
             edits in proptest::collection::vec(edit(), 0..4),
             segments in 1usize..6,
         ) {
-            let mut old = noise(len, seed);
-            let z = zeros_at.min(old.len());
-            old.splice(z..z, std::iter::repeat_n(0u8, zeros));
+            let old = noise_with_zeros(len, seed, zeros, zeros_at);
             let mut new = old.clone();
             for e in &edits {
                 apply(&mut new, e);

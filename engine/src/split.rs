@@ -247,7 +247,9 @@ impl Read for AtReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::tests::{file_with, pseudo_random as noise, tiny_params as small};
+    use crate::chunk::tests::{
+        file_with, noise_with_zeros, pseudo_random as noise, tiny_params as small,
+    };
     use proptest::prelude::*;
 
     #[test]
@@ -332,9 +334,7 @@ mod tests {
             at in 0usize..120_000,
             segments in 2usize..12,
         ) {
-            let mut bytes = noise(len, seed);
-            let at = at.min(bytes.len());
-            bytes.splice(at..at, std::iter::repeat_n(0u8, zeros));
+            let bytes = noise_with_zeros(len, seed, zeros, at);
             let f = file_with(&bytes);
             let one = chunk_reader(&bytes[..], &small()).unwrap();
             let split = chunk_split(&f, bytes.len() as u64, &small(), segments).unwrap();

@@ -424,18 +424,25 @@ fn sender_and_receiver(l: &Layout) -> (NodeProcess, NodeProcess) {
     (a, b)
 }
 
+/// [`sender_and_receiver`] for `alpha` filled with `seed`, once B mirrors A; with both
+/// folders (source, target).
+fn synced_pair(l: &Layout, seed: u64) -> (NodeProcess, NodeProcess, PathBuf, PathBuf) {
+    let (src, dst) = (l.folder("A", "alpha"), l.folder("B", "alpha"));
+    mkdir(&src);
+    mkdir(&dst);
+    fill(&src, seed);
+    let (mut a, mut b) = sender_and_receiver(l);
+    wait_mirror(&mut [&mut a, &mut b], &src, &dst, "the initial sync");
+    (a, b, src, dst)
+}
+
 /// A sender killed (no clean stop) may not have saved its last entries: after its restart
 /// a receiver must still converge, deletions made while the sender was down included,
 /// because an index from an unclean stop is not trusted for deltas.
 #[test]
 fn a_killed_sender_restarts_into_a_full_index_and_converges() {
     let l = Layout::new();
-    mkdir(&l.folder("A", "alpha"));
-    mkdir(&l.folder("B", "alpha"));
-    fill(&l.folder("A", "alpha"), 7);
-    let (mut a, mut b) = sender_and_receiver(&l);
-    let (src, dst) = (l.folder("A", "alpha"), l.folder("B", "alpha"));
-    wait_mirror(&mut [&mut a, &mut b], &src, &dst, "the initial sync");
+    let (mut a, mut b, src, dst) = synced_pair(&l, 7);
 
     // A file created and replicated just before the kill, then deleted while A is down.
     write(&src.join("short-lived.txt"), "here for a moment\n");
@@ -527,12 +534,7 @@ fn removals_beyond_the_kept_tombstones_reach_a_receiver_that_was_away() {
 #[test]
 fn a_restarted_sender_turns_live_only_once_the_change_made_while_down_is_applied() {
     let l = Layout::new();
-    mkdir(&l.folder("A", "alpha"));
-    mkdir(&l.folder("B", "alpha"));
-    fill(&l.folder("A", "alpha"), 11);
-    let (mut a, mut b) = sender_and_receiver(&l);
-    let (src, dst) = (l.folder("A", "alpha"), l.folder("B", "alpha"));
-    wait_mirror(&mut [&mut a, &mut b], &src, &dst, "the initial sync");
+    let (mut a, mut b, src, dst) = synced_pair(&l, 11);
     a.wait_log_count("initial sync complete", 1, DEADLINE);
 
     a.stop();
