@@ -6,7 +6,7 @@
 //! ends in a value or a [`FrameError`], never a panic, and memory follows the bytes that
 //! actually arrived, not the length a peer announces.
 
-use std::io;
+use std::io::{self, IoSlice};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -242,16 +242,35 @@ pub async fn write_frame_reusing<W: AsyncWrite + Unpin>(
     buf: &mut Vec<u8>,
 ) -> Result<usize, FrameError> {
     let encoded = encode_into(frame, std::mem::take(buf))?;
-    w.write_all(&encoded.head).await?;
-    for a in &encoded.attached {
-        w.write_all(a).await?;
-    }
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(&encoded.head[..])
+        .chain(encoded.attached.iter().copied())
+        .filter(|s| !s.is_empty())
+        .map(IoSlice::new)
+        .collect();
+    write_all_slices(w, &mut slices).await?;
     let len = encoded.len();
     *buf = encoded.into_buffer();
     if buf.capacity() > KEPT_BODY_CAPACITY {
         *buf = Vec::new();
     }
     Ok(len)
+}
+
+/// Writes every byte of `slices` in order. A writer that takes vectors (TLS does) gets
+/// them whole: a frame's chunks go from their own buffers into TLS records, not through a
+/// copy into `w`'s buffer first (a buffered writer passes on what it cannot hold).
+async fn write_all_slices<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let n = w.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -321,6 +340,86 @@ mod tests {
         });
         let kinds = |v: &[Frame]| v.iter().map(Frame::kind).collect::<Vec<_>>();
         assert_eq!(kinds(&read), kinds(&frames));
+    }
+
+    /// A vectored writer that takes at most `step` bytes per call, across slice boundaries.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl tokio::io::AsyncWrite for Trickle {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let mut room = self.step;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(room);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                room -= take;
+                if room == 0 {
+                    break;
+                }
+            }
+            self.calls += 1;
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn partial_vectored_writes_through_a_buffer_carry_every_byte_in_order() {
+        let frames = fuzz::sample_frames();
+        let want: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
+        for (step, capacity) in [(1, 8), (7, 64), (4096, 16), (1 << 20, 1 << 16)] {
+            let got = block_on(async {
+                let inner = Trickle {
+                    out: Vec::new(),
+                    step,
+                    calls: 0,
+                };
+                let mut w = tokio::io::BufWriter::with_capacity(capacity, inner);
+                let mut head = Vec::new();
+                for f in &frames {
+                    write_frame_reusing(&mut w, f, &mut head).await.unwrap();
+                }
+                w.flush().await.unwrap();
+                w.into_inner()
+            });
+            assert!(got.calls > 0);
+            assert_eq!(got.out.len(), want.len(), "step {step}");
+            assert!(got.out == want, "step {step}, capacity {capacity}");
+        }
     }
 
     #[test]

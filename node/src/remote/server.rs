@@ -16,6 +16,7 @@ use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, Need
 use ferry_actors::{FolderId, Stats};
 use ferry_engine::store::{ResumeHead, StateDb};
 use ferry_engine::{ChunkParams, IgnoreRules, Seq, TargetDir};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -33,7 +34,10 @@ use super::protocol::{
 use super::tls;
 use crate::runtime::state::DbTarget;
 
-type Stream = TlsStream<Metered<TcpStream>>;
+/// How much a connection reads from its socket at once.
+const READ_BUFFER: usize = 256 << 10;
+
+type Stream = TlsStream<BufReader<Metered<TcpStream>>>;
 
 /// How long a reconnecting node waits for its earlier session to end.
 const HANDOVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -387,7 +391,9 @@ impl Server {
     async fn connection(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr) {
         let _ = tcp.set_nodelay(true);
         let link = self.config.link;
-        let tcp = Metered::new(tcp, self.stats.clone());
+        // TLS reads one record (at most ~16 KiB) per call; the buffer lets one system call
+        // take whatever has arrived (a client sends up to 64 KiB of records at once).
+        let tcp = BufReader::with_capacity(READ_BUFFER, Metered::new(tcp, self.stats.clone()));
         let stream = match tokio::time::timeout(link.connect_timeout, self.acceptor.accept(tcp))
             .await
         {
