@@ -38,4 +38,5 @@ mod sync_safety;
 mod sync_skip;
 mod sync_stale;
 mod sync_state;
+mod sync_state_saved;
 mod watch_cli;
