@@ -1,8 +1,9 @@
 //! How a `Chunks` frame travels: its CBOR names each chunk's length, and the chunks' bytes
 //! follow the CBOR in the same frame, in order. Neither side pushes chunk bytes through the
-//! CBOR codec: the sender writes them from the chunks themselves, and the receiver copies
-//! each once, out of the frame, into a buffer of its exact size (ciborium would build it
-//! 4 KiB at a time, reallocating as it grows).
+//! CBOR codec: the sender writes them from the chunks themselves, and the receiver reads
+//! each into a buffer of its exact size (ciborium would build it 4 KiB at a time,
+//! reallocating as it grows): straight from the connection once the frame's head is in
+//! ([`super::codec`]), or copied out of a frame read whole.
 
 use ferry_actors::messages::{ChunkBody, ChunkData, ChunkFailure, ChunkPayload};
 use ferry_actors::FolderId;
@@ -99,50 +100,63 @@ impl<'a> ChunksOut<'a> {
 }
 
 impl ChunksIn {
-    /// The [`ChunkData`], each chunk's bytes copied out of `attached` (the bytes after the
-    /// CBOR), which the chunks must name exactly.
-    pub fn join(self, attached: &[u8]) -> Result<ChunkData, AttachError> {
-        let named: u64 = self
-            .chunks
-            .iter()
-            .map(|c| match c.body {
-                WireBody::Attached(n) => u64::from(n),
-                WireBody::Zeros(_) => 0,
-            })
-            .sum();
+    /// Checks that the chunks name exactly `attached` bytes (those after the CBOR).
+    pub fn check(&self, attached: usize) -> Result<(), AttachError> {
+        let named: u64 = self.lengths().map(|n| n as u64).sum();
         match usize::try_from(named) {
-            Ok(n) if n == attached.len() => {}
-            Ok(n) if n < attached.len() => return Err(AttachError::Extra(attached.len() - n)),
-            _ => {
-                return Err(AttachError::Short {
-                    named,
-                    attached: attached.len(),
-                })
-            }
+            Ok(n) if n == attached => Ok(()),
+            Ok(n) if n < attached => Err(AttachError::Extra(attached - n)),
+            _ => Err(AttachError::Short { named, attached }),
         }
-        let mut rest = attached;
+    }
+
+    /// The length of each attached body, in order.
+    pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.chunks.iter().filter_map(|c| match c.body {
+            // A u32 fits in usize on every platform Ferry builds for.
+            WireBody::Attached(n) => Some(n as usize),
+            WireBody::Zeros(_) => None,
+        })
+    }
+
+    /// The [`ChunkData`], with `bodies` as the attached bodies, in order, one for each of
+    /// [`ChunksIn::lengths`] and of that length (as [`ChunksIn::check`]ed bytes cut there).
+    pub fn fill(self, bodies: Vec<Vec<u8>>) -> ChunkData {
+        let mut bodies = bodies.into_iter();
         let chunks = self
             .chunks
             .into_iter()
             .map(|c| ChunkPayload {
                 id: c.id,
                 body: match c.body {
-                    WireBody::Attached(n) => {
-                        // In range: the lengths were summed and checked against the bytes.
-                        let (bytes, after) = rest.split_at(n as usize);
-                        rest = after;
-                        ChunkBody::Bytes(bytes.to_vec())
-                    }
+                    WireBody::Attached(_) => ChunkBody::Bytes(bodies.next().unwrap_or_default()),
                     WireBody::Zeros(n) => ChunkBody::Zeros(n),
                 },
             })
             .collect();
-        Ok(ChunkData {
+        ChunkData {
             folder: self.folder,
             chunks,
             failed: self.failed,
             inline: self.inline,
-        })
+        }
+    }
+
+    /// The [`ChunkData`], each chunk's bytes copied out of `attached` (the bytes after the
+    /// CBOR), which the chunks must name exactly.
+    pub fn join(self, attached: &[u8]) -> Result<ChunkData, AttachError> {
+        self.check(attached.len())?;
+        let mut rest = attached;
+        let bodies = self
+            .lengths()
+            .map(|n| {
+                // In range: the lengths were summed and checked against the bytes.
+                let (bytes, after) = rest.split_at(n);
+                rest = after;
+                bytes.to_vec()
+            })
+            .collect();
+        Ok(self.fill(bodies))
     }
 }
 

@@ -10,6 +10,8 @@ use std::io::{self, IoSlice};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use ferry_actors::messages::ChunkData;
+
 use super::attached::{AttachError, ChunksIn, ChunksOut};
 use super::protocol::{Frame, MAX_FRAME};
 
@@ -19,6 +21,18 @@ const PREFIX: usize = 4;
 /// The most a frame body's buffer holds before its bytes arrive: a peer announcing a large
 /// frame and sending little costs this much, not what it announced.
 const INITIAL_BODY_CAPACITY: usize = 64 << 10;
+
+/// How much of a frame body is read before its head is decoded: a `Chunks` frame's head
+/// fits (a few kilobytes), and its chunks' bytes are then read into their own buffers.
+const HEAD_PEEK: usize = 64 << 10;
+
+/// How a `Chunks` frame's CBOR starts: a map of one entry keyed by the variant's name.
+/// Other frames are not decoded twice (a partial index part is not worth parsing).
+const CHUNKS_TAG: &[u8] = b"\xa1\x66Chunks";
+
+/// The room a chunk's buffer gets beyond the bytes of it that arrived (every chunk of the
+/// default sizes fits at once).
+const ATTACHED_ALLOWANCE: usize = 1 << 20;
 
 /// The most capacity a connection's frame buffer keeps between frames.
 const KEPT_BODY_CAPACITY: usize = 8 << 20;
@@ -201,7 +215,26 @@ pub async fn read_frame_reusing<R: AsyncRead + Unpin>(
         return Err(FrameError::TooLarge { len, max });
     }
     body.reserve(len.min(INITIAL_BODY_CAPACITY));
-    while body.len() < len {
+    // A `Chunks` frame's head (its CBOR) is a few kilobytes: once it is in, each chunk's
+    // bytes are read straight into a buffer of their own.
+    fill(r, body, len.min(HEAD_PEEK), len).await?;
+    if body.len() < len {
+        if let Some(chunks) = read_attached(r, body, len).await? {
+            return Ok(Some(Frame::Chunks(chunks)));
+        }
+    }
+    fill(r, body, len, len).await?;
+    decode(body).map(Some)
+}
+
+/// Reads into `body` until it holds `want` bytes of a `len`-byte frame body.
+async fn fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    body: &mut Vec<u8>,
+    want: usize,
+    len: usize,
+) -> Result<(), FrameError> {
+    while body.len() < want {
         if body.len() == body.capacity() {
             // Room for at most as much again as has arrived: a peer announcing a large frame
             // and sending little costs about what it sent. (The buffer is reused, so later
@@ -209,8 +242,8 @@ pub async fn read_frame_reusing<R: AsyncRead + Unpin>(
             let more = (len - body.len()).min(body.len().max(INITIAL_BODY_CAPACITY));
             body.reserve_exact(more);
         }
-        let want = (len - body.len()) as u64;
-        match (&mut *r).take(want).read_buf(body).await {
+        let more = (want - body.len()) as u64;
+        match (&mut *r).take(more).read_buf(body).await {
             Ok(0) => {
                 return Err(FrameError::Truncated {
                     expected: len,
@@ -222,7 +255,58 @@ pub async fn read_frame_reusing<R: AsyncRead + Unpin>(
             Err(e) => return Err(e.into()),
         }
     }
-    decode(body).map(Some)
+    Ok(())
+}
+
+/// When `body`, the first bytes of a `len`-byte frame body, holds the whole head of a
+/// `Chunks` frame: that frame, its chunks' bytes taken from what follows the head in
+/// `body` and then read from `r`, each straight into its own buffer. `None` (nothing more
+/// read) for any other frame, or a head that does not fit in `body`: the caller reads the
+/// whole body and decodes it, with the errors that brings.
+async fn read_attached<R: AsyncRead + Unpin>(
+    r: &mut R,
+    body: &[u8],
+    len: usize,
+) -> Result<Option<ChunkData>, FrameError> {
+    if !body.starts_with(CHUNKS_TAG) {
+        return Ok(None);
+    }
+    let mut rest = body;
+    let Ok(Frame::Chunks(head)) = ciborium::de::from_reader_with_recursion_limit::<
+        Frame<ChunksIn>,
+        _,
+    >(&mut rest, MAX_NESTING) else {
+        return Ok(None);
+    };
+    let head_len = body.len() - rest.len();
+    head.check(len - head_len).map_err(|e| match e {
+        AttachError::Extra(n) => FrameError::Trailing(n),
+        short => FrameError::Malformed(format!("chunk bytes: {short}")),
+    })?;
+    let mut got = body.len();
+    let mut bodies = Vec::with_capacity(head.lengths().count());
+    for n in head.lengths() {
+        let (now, after) = rest.split_at(n.min(rest.len()));
+        rest = after;
+        // What arrived, and room for what may follow: a peer that names a large chunk and
+        // sends little costs at most this much more than it sent.
+        let mut bytes = Vec::with_capacity(n.min(now.len() + ATTACHED_ALLOWANCE));
+        bytes.extend_from_slice(now);
+        while bytes.len() < n {
+            if bytes.len() == bytes.capacity() {
+                bytes.reserve_exact((n - bytes.len()).min(bytes.len()));
+            }
+            let more = (n - bytes.len()) as u64;
+            match (&mut *r).take(more).read_buf(&mut bytes).await {
+                Ok(0) => return Err(FrameError::Truncated { expected: len, got }),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bodies.push(bytes);
+    }
+    Ok(Some(head.fill(bodies)))
 }
 
 /// Writes `frame` and returns the bytes written, length prefix included. Does not flush.
@@ -504,6 +588,145 @@ mod tests {
                 }
                 other => panic!("cut at {cut}: {other:?}"),
             }
+        }
+    }
+
+    /// A reader that hands over at most `step` bytes per call.
+    struct Dribble<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Dribble<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.step.min(self.bytes.len()).min(buf.remaining());
+            let (now, rest) = self.bytes.split_at(n);
+            buf.put_slice(now);
+            self.bytes = rest;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A `Chunks` frame well over [`HEAD_PEEK`]: its chunks are read after its head.
+    fn large_chunks_frame() -> Frame {
+        let chunk = |len: usize, seed: u8| {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8 ^ seed).collect();
+            ChunkPayload {
+                id: ChunkId::of(&data),
+                body: ChunkBody::Bytes(data),
+            }
+        };
+        Frame::Chunks(ChunkData {
+            folder: FolderId::new("docs").unwrap(),
+            chunks: vec![
+                chunk(100_000, 1),
+                chunk(10, 2),
+                ChunkPayload {
+                    id: ChunkId::of(&[0; 4096]),
+                    body: ChunkBody::Zeros(4096),
+                },
+                chunk(70_000, 3),
+                chunk(1_300_000, 4),
+                chunk(1, 5),
+            ],
+            failed: vec![],
+            inline: false,
+        })
+    }
+
+    fn read_dribbled(wire: &[u8], step: usize) -> Vec<Result<Option<Frame>, String>> {
+        block_on(async {
+            let mut r = Dribble { bytes: wire, step };
+            let mut body = Vec::new();
+            let mut out = Vec::new();
+            loop {
+                let next = read_frame_reusing(&mut r, MAX_FRAME, &mut body).await;
+                let end = !matches!(next, Ok(Some(_)));
+                out.push(next.map_err(|e| e.to_string()));
+                if end {
+                    return out;
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn a_chunks_frame_starts_with_its_tag_and_no_other_does() {
+        assert!(encode(&large_chunks_frame()).unwrap()[PREFIX..].starts_with(CHUNKS_TAG));
+        for f in fuzz::sample_frames() {
+            let is_chunks = matches!(f, Frame::Chunks(_));
+            assert_eq!(
+                encode(&f).unwrap()[PREFIX..].starts_with(CHUNKS_TAG),
+                is_chunks,
+                "{}",
+                f.kind()
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_chunks_frame_is_read_whatever_pieces_its_bytes_arrive_in() {
+        let frame = large_chunks_frame();
+        let one = encode(&frame).unwrap();
+        assert!(one.len() > 2 * HEAD_PEEK);
+        // Followed by a small frame: a chunk read never takes bytes of the next frame.
+        let mut wire = one.clone();
+        wire.extend(encode(&Frame::Ping(9)).unwrap());
+        for step in [13, 4099, HEAD_PEEK + 1, 1 << 22] {
+            let read = read_dribbled(&wire, step);
+            assert_eq!(read.len(), 3, "step {step}: {read:?}");
+            let first = read[0].as_ref().unwrap().as_ref().unwrap();
+            assert_eq!(encode(first).unwrap(), one, "step {step}");
+            assert!(matches!(read[1], Ok(Some(Frame::Ping(9)))), "step {step}");
+            assert!(matches!(read[2], Ok(None)), "step {step}");
+        }
+        // Its chunks went straight into their own buffers, not through the frame buffer.
+        let body = block_on(async {
+            let mut body = Vec::new();
+            read_frame_reusing(&mut &one[..], MAX_FRAME, &mut body)
+                .await
+                .unwrap();
+            body
+        });
+        assert!(body.capacity() <= 2 * HEAD_PEEK, "{}", body.capacity());
+    }
+
+    #[test]
+    fn a_large_chunks_frame_cut_in_its_chunks_is_truncated() {
+        let wire = encode(&large_chunks_frame()).unwrap();
+        let len = wire.len() - PREFIX;
+        for cut in [HEAD_PEEK + 10, 150_000, wire.len() - 1] {
+            match read_all(&wire[..cut], MAX_FRAME) {
+                Err(FrameError::Truncated { expected, got }) => {
+                    assert_eq!((expected, got), (len, cut - PREFIX), "cut at {cut}");
+                }
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_chunks_frame_must_hold_exactly_the_bytes_its_chunks_name() {
+        let wire = encode(&large_chunks_frame()).unwrap();
+        let with_len = |body: &[u8]| {
+            let mut w = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+            w.extend_from_slice(body);
+            w
+        };
+        let mut longer = wire[PREFIX..].to_vec();
+        longer.extend_from_slice(&[7; 5]);
+        assert!(matches!(
+            read_all(&with_len(&longer), MAX_FRAME),
+            Err(FrameError::Trailing(5))
+        ));
+        let shorter = &wire[PREFIX..wire.len() - 2];
+        match read_all(&with_len(shorter), MAX_FRAME) {
+            Err(FrameError::Malformed(m)) => assert!(m.contains("chunk bytes"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 
