@@ -317,6 +317,23 @@ pub fn sample_frames() -> Vec<Frame> {
             failed: vec![],
             inline: true,
         }),
+        // Larger than the part of a frame read before its head is decoded: its chunks are
+        // read after the head, straight from the connection.
+        Frame::Chunks(ChunkData {
+            folder: folder.clone(),
+            chunks: [70_000usize, 20_000]
+                .into_iter()
+                .map(|len| {
+                    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                    ChunkPayload {
+                        id: ChunkId::of(&bytes),
+                        body: ChunkBody::Bytes(bytes),
+                    }
+                })
+                .collect(),
+            failed: vec![],
+            inline: false,
+        }),
         Frame::Groups(GroupData {
             folder: folder.clone(),
             path: path("big.bin"),
