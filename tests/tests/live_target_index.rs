@@ -1,79 +1,25 @@
 //! The Applier's target chunk index kept across restarts: a restarted Applier reuses the
 //! saved chunk lists of target files whose stat did not change, instead of reading them.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes};
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use ferry_actors::applier::Retire;
 use ferry_actors::messages::{Applied, Failed};
 use ferry_actors::persist::TargetStore;
 use ferry_actors::{FolderId, FolderJob, Pipeline, Stats, TargetSpec};
-use ferry_engine::{ChunkParams, Content, IgnoreRules, RelPath, StatKey};
+use ferry_engine::{ChunkParams, IgnoreRules};
 use tokio::sync::oneshot;
 
 use crate::util::live::{get, mirror_diff, DEADLINE};
+use crate::util::stores::MemStore;
 use crate::util::*;
 
 const MIB: u64 = 1 << 20;
-
-/// A target store in memory, counting what is asked of it.
-#[derive(Default)]
-struct MemStore {
-    rows: Mutex<BTreeMap<RelPath, (StatKey, Content)>>,
-    loads: AtomicU64,
-    writes: AtomicU64,
-    /// The paths the last load returned.
-    loaded: Mutex<Vec<RelPath>>,
-}
-
-impl MemStore {
-    fn row(&self, path: &str) -> Option<(StatKey, Content)> {
-        let path = RelPath::new(path).expect("a valid relative path");
-        self.rows.lock().expect("store lock").get(&path).cloned()
-    }
-}
-
-impl TargetStore for MemStore {
-    fn load(&self) -> Result<Vec<(RelPath, StatKey, Content)>, String> {
-        self.loads.fetch_add(1, Ordering::Relaxed);
-        let rows = self.rows.lock().expect("store lock");
-        *self.loaded.lock().expect("store lock") = rows.keys().cloned().collect();
-        Ok(rows
-            .iter()
-            .map(|(p, (s, c))| (p.clone(), *s, c.clone()))
-            .collect())
-    }
-
-    fn write(
-        &self,
-        upserts: &[(RelPath, StatKey, Content)],
-        removed: &[RelPath],
-        full: bool,
-    ) -> Result<(), String> {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        let mut rows = self.rows.lock().expect("store lock");
-        if full {
-            rows.clear();
-        }
-        for p in removed {
-            rows.remove(p);
-        }
-        for (p, s, c) in upserts {
-            rows.insert(p.clone(), (*s, c.clone()));
-        }
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        "memory".into()
-    }
-}
 
 /// Hears the Applier's first acknowledgement (of the snapshot) or a failure.
 struct Completion {

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_actors::persist::{IndexWrite, SavedIndex, SourceStore, TargetStore};
+use ferry_actors::persist::{IndexWrite, SavedIndex, SourceStore};
 use ferry_actors::{run_sync_kept, Kept, Stats, TargetSpec};
-use ferry_engine::{ChunkParams, Content, RelPath, Seq, StatKey};
+use ferry_engine::{ChunkParams, RelPath, Seq};
 
+use crate::util::stores::MemStore;
 use crate::util::*;
 
 /// How long each write to a slow store takes: far longer than a run needs to stop its
@@ -63,41 +64,6 @@ impl SourceStore for SlowSource {
     }
 }
 
-/// A target chunk-list store in memory, each write taking `delay`.
-#[derive(Default)]
-struct SlowTarget {
-    delay: Duration,
-    saved: Mutex<BTreeSet<RelPath>>,
-}
-
-impl TargetStore for SlowTarget {
-    fn load(&self) -> Result<Vec<(RelPath, StatKey, Content)>, String> {
-        Ok(Vec::new())
-    }
-
-    fn write(
-        &self,
-        upserts: &[(RelPath, StatKey, Content)],
-        removed: &[RelPath],
-        full: bool,
-    ) -> Result<(), String> {
-        std::thread::sleep(self.delay);
-        let mut saved = self.saved.lock().expect("store lock");
-        if full {
-            saved.clear();
-        }
-        for p in removed {
-            saved.remove(p);
-        }
-        saved.extend(upserts.iter().map(|(p, _, _)| p.clone()));
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        "slow memory".into()
-    }
-}
-
 fn paths(names: &[&str]) -> BTreeSet<RelPath> {
     names
         .iter()
@@ -109,7 +75,7 @@ const FILES: [&str; 3] = ["a.txt", "d/b.bin", "d/e/c.bin"];
 
 /// Runs a kept sync of three files into an empty target with the two stores, checking the
 /// mirror as soon as the run returns.
-async fn kept_sync(source: &Arc<SlowSource>, target: &Arc<SlowTarget>) {
+async fn kept_sync(source: &Arc<SlowSource>, target: &Arc<MemStore>) {
     let src = tempdir();
     let dst = tempdir();
     write(&src.path().join(FILES[0]), "alpha");
@@ -137,7 +103,7 @@ async fn a_kept_sync_returns_once_its_source_index_is_saved_and_marked_complete(
         delay: SLOW_WRITE,
         ..SlowSource::default()
     });
-    let target = Arc::new(SlowTarget::default());
+    let target = Arc::new(MemStore::default());
 
     kept_sync(&source, &target).await;
 
@@ -157,15 +123,15 @@ async fn a_kept_sync_returns_once_its_source_index_is_saved_and_marked_complete(
 #[actix_rt::test]
 async fn a_kept_sync_returns_once_the_targets_chunk_lists_are_saved() {
     let source = Arc::new(SlowSource::default());
-    let target = Arc::new(SlowTarget {
+    let target = Arc::new(MemStore {
         delay: SLOW_WRITE,
-        ..SlowTarget::default()
+        ..MemStore::default()
     });
 
     kept_sync(&source, &target).await;
 
     assert!(source.complete.load(Ordering::SeqCst));
-    let chunk_lists = target.saved.lock().expect("store lock").clone();
+    let chunk_lists: BTreeSet<RelPath> = target.paths().into_iter().collect();
     assert_eq!(
         chunk_lists,
         paths(&FILES),

@@ -23,6 +23,7 @@ pub mod http;
 pub mod live;
 pub mod node;
 pub mod remote;
+pub mod stores;
 
 // ---------------------------------------------------------------------------------------------
 // Running the binary
