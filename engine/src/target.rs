@@ -189,6 +189,7 @@ impl TargetDir {
             file: File::from(fd),
             committed: false,
             kept: std::sync::atomic::AtomicBool::new(false),
+            len: AtomicU64::new(0),
         })
     }
 
@@ -396,19 +397,22 @@ fn remove_leftover_temps(dir: &impl AsFd, name: &str) -> rustix::io::Result<()> 
     Ok(())
 }
 
-/// A random tag per process: temp files are kept across runs now (to reuse what arrived),
-/// and a new process may get the pid of the one that left them.
-static TEMP_TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+/// What every temp name of this process starts with: the pid and a random tag (temp files
+/// are kept across runs, to reuse what arrived, and a new process may get the pid of the
+/// one that left them). Made once: the pid is a system call.
+static TEMP_STEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn temp_name() -> String {
     use std::hash::{BuildHasher, Hasher};
-    let tag = TEMP_TAG.get_or_init(|| {
+    let stem = TEMP_STEM.get_or_init(|| {
+        let pid = std::process::id();
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.finish() as u32
+        h.write_u32(pid);
+        let tag = h.finish() as u32;
+        format!("{TEMP_PREFIX}{pid}-{tag:08x}-")
     });
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{TEMP_PREFIX}{}-{tag:08x}-{n}", std::process::id())
+    format!("{stem}{n}")
 }
 
 fn kind_of(t: FileType) -> Option<EntryKind> {
@@ -456,6 +460,8 @@ pub struct TempFile {
     committed: bool,
     /// Left in place when dropped, for the next Applier to reuse.
     kept: std::sync::atomic::AtomicBool,
+    /// The file's length as far as this handle made it: the end of the furthest write.
+    len: AtomicU64,
 }
 
 impl TempFile {
@@ -474,7 +480,10 @@ impl TempFile {
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         self.file
             .write_all_at(bytes, offset)
-            .map_err(|e| Error::io("write", &self.full, e))
+            .map_err(|e| Error::io("write", &self.full, e))?;
+        self.len
+            .fetch_max(offset + bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Starts writing `len` bytes at `offset` back to disk without waiting for it. For a
@@ -500,14 +509,23 @@ impl TempFile {
     /// new name holding zeros. Only advice: where it fails (no support, no space) the writes
     /// reserve as usual and report a full disk themselves.
     pub fn preallocate(&self, len: u64) {
-        let _ = rfs::fallocate(&self.file, rfs::FallocateFlags::empty(), 0, len);
+        if rfs::fallocate(&self.file, rfs::FallocateFlags::empty(), 0, len).is_ok() {
+            self.len.fetch_max(len, Ordering::Relaxed);
+        }
     }
 
     /// Sets the length, leaving a hole where nothing was written (sparse regions of zeros).
+    /// A file already that long (its last bytes were written) is left alone: a truncate
+    /// costs a journalled inode update on ext4, per file.
     pub fn set_len(&self, len: u64) -> Result<()> {
+        if self.len.load(Ordering::Relaxed) == len {
+            return Ok(());
+        }
         self.file
             .set_len(len)
-            .map_err(|e| Error::io("truncate", &self.full, e))
+            .map_err(|e| Error::io("truncate", &self.full, e))?;
+        self.len.store(len, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sets mode and mtime, flushes the data to disk when `durable`, and renames the temp
@@ -662,6 +680,37 @@ mod tests {
         }
         assert_eq!(names(root.path()), ["sub"]);
         assert!(names(&root.path().join("sub")).is_empty());
+    }
+
+    #[test]
+    fn a_temp_file_gets_its_length_whether_its_tail_was_written_or_left_a_hole() {
+        let root = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        // (writes at offsets, the length set)
+        type Case<'a> = (&'a [(u64, &'a [u8])], u64);
+        let cases: [Case<'_>; 4] = [
+            // A tail of zeros never written: a hole up to the length.
+            (&[(0, b"head")], 4096),
+            // Written to the end, out of order: already that long.
+            (&[(4, b"tail"), (0, b"head")], 8),
+            // Nothing written at all.
+            (&[], 10),
+            (&[], 0),
+        ];
+        for (i, (writes, len)) in cases.into_iter().enumerate() {
+            let name = format!("f{i}");
+            let temp = target.create_temp(&p(&name)).unwrap();
+            for (at, bytes) in writes {
+                temp.write_at(*at, bytes).unwrap();
+            }
+            temp.set_len(len).unwrap();
+            temp.commit(0o644, MtimeNs(1_000_000_000), false).unwrap();
+            let got = fs::read(root.path().join(&name)).unwrap();
+            assert_eq!(got.len() as u64, len, "{name}");
+            for (at, bytes) in writes {
+                assert_eq!(&got[*at as usize..*at as usize + bytes.len()], *bytes);
+            }
+        }
     }
 
     #[test]
