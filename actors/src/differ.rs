@@ -324,7 +324,7 @@ fn first_scan(
     let (first, history_from) = match saved.index {
         Some((index, history_from)) => {
             tracing::info!(folder = %folder, entries = index.len(), "resuming from the saved index");
-            let found = rescan(source, opts.clone(), &index, None)?;
+            let found = rescan(source, opts.clone(), &index, None, Changing::Retry)?;
             (
                 FirstScan::Resumed {
                     index,
@@ -585,8 +585,22 @@ struct Rescanned {
     skipped: Vec<ferry_engine::Skipped>,
     /// Files that could not be hashed, with why.
     unreadable: Vec<(RelPath, String)>,
+    /// Files still being written (with [`Changing::Wait`]): left as the index has them.
+    changing: Vec<RelPath>,
     /// Bytes read to hash changed files.
     hashed: u64,
+}
+
+/// What a rescan does with a file that changes while it is hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Changing {
+    /// Hash it again, up to [`HASH_ATTEMPTS`] times, then report it skipped (a scan that
+    /// no later event follows up: the one at start).
+    Retry,
+    /// Leave it as the index has it, unreported: the change that got in the way was itself
+    /// an event, and the rescan it brings hashes the file again (live rescans). A writer
+    /// still at work costs one read per batch of its events, and no warning.
+    Wait,
 }
 
 /// Blocking: scans `scopes` (everything for `None`), compares with `old` (the index's
@@ -596,6 +610,7 @@ fn rescan(
     opts: ScanOptions,
     old: &Index,
     scopes: Option<&[RelPath]>,
+    changing_files: Changing,
 ) -> ferry_engine::Result<Rescanned> {
     let mut fresh = Vec::new();
     let mut skipped = Vec::new();
@@ -615,6 +630,7 @@ fn rescan(
     }
     let mut changes = reconcile(old, scopes, &fresh);
     let mut unreadable = Vec::new();
+    let mut changing = Vec::new();
     let mut hashed = 0;
     for c in &mut changes {
         let Change::Upsert(e, stat) = c else { continue };
@@ -626,13 +642,20 @@ fn rescan(
             .get(&e.path)
             .filter(|o| o.kind == EntryKind::File)
             .and_then(|o| o.content.as_ref());
-        match hash_settled(source, &e.path, 0, previous) {
+        let result = match changing_files {
+            Changing::Retry => hash_settled(source, &e.path, 0, previous),
+            Changing::Wait => source.hash_file_keeping(&e.path, 0, previous),
+        };
+        match result {
             Ok((content, st, _)) => {
                 hashed += st.size;
                 e.size = st.size;
                 e.mtime = ferry_engine::MtimeNs(st.mtime_ns);
                 e.content = Some(content);
                 *stat = Some(st);
+            }
+            Err(ferry_engine::Error::Changed { .. }) if changing_files == Changing::Wait => {
+                changing.push(e.path.clone());
             }
             Err(err) => {
                 unreadable.push((e.path.clone(), err.to_string()));
@@ -641,11 +664,16 @@ fn rescan(
             }
         }
     }
+    if !changing.is_empty() {
+        let waiting: HashSet<&RelPath> = changing.iter().collect();
+        changes.retain(|c| !matches!(c, Change::Upsert(e, _) if waiting.contains(&e.path)));
+    }
     Ok(Rescanned {
         hashed,
         changes,
         skipped,
         unreadable,
+        changing,
     })
 }
 
@@ -700,7 +728,7 @@ impl Differ {
         let pool = self.scan_pool.clone();
         let job = async move {
             pool.run("rescan source", move || {
-                let mut found = rescan(&source, opts, &old, scopes.as_deref())?;
+                let mut found = rescan(&source, opts, &old, scopes.as_deref(), Changing::Wait)?;
                 found.changes.extend(refresh_dirs(&source, &dirs));
                 Ok::<_, ferry_engine::Error>(found)
             })
@@ -717,6 +745,9 @@ impl Differ {
             }
             for (p, why) in &found.unreadable {
                 tracing::warn!(folder = %act.folder, path = %p, "skipped: {why}");
+            }
+            for p in &found.changing {
+                tracing::debug!(folder = %act.folder, path = %p, "still being written; hashed again at its next change");
             }
             Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
             Stats::add(&act.stats.bytes_hashed, found.hashed);

@@ -1,5 +1,5 @@
-//! Source faults during live replication, in-process: a file rewritten while it is read, files
-//! deleted between the scan and the transfer, a directory replaced by a file during the
+//! Source faults during live replication, in-process: a file rewritten while it is read, a file
+//! still being written, files deleted between the scan and the transfer, a directory replaced by a file during the
 //! initial sync, and a burst of 10,000 new files during the initial sync. Each converges to an
 //! exact mirror, and no file ever appears in the target with content the source never had.
 
@@ -152,6 +152,39 @@ async fn a_file_rewritten_while_it_is_read_lands_only_as_whole_versions() {
         .await
         .unwrap();
     wait_mirror(&t.src, &t.dst, "the last rewrite").await;
+    r.stop(Duration::from_secs(10)).await;
+}
+
+#[actix_rt::test]
+async fn a_file_still_being_written_is_waited_for_not_reported_skipped() {
+    let t = Trees::new();
+    write(&t.src.join("a.txt"), "before");
+    let r = t.start();
+    wait_mirrored(&t, BURST_DEADLINE, "the start").await;
+    // A writer appends to a new file piece by piece; hashing it meets it growing.
+    let big = t.src.join("growing.bin");
+    let writer = {
+        let big = big.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(&big).expect("create the file");
+            for i in 0..48u64 {
+                std::io::Write::write_all(&mut f, &pseudo_random(1 << 20, i))
+                    .expect("append a piece");
+                // Spacing the pieces, not synchronisation: each batch of events is hashed
+                // while the file is still growing.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    wait_mirrored(&t, BURST_DEADLINE, "the writer finished").await;
+    assert_eq!(
+        r.stats().skipped.load(Ordering::SeqCst),
+        0,
+        "a file still being written is not reported skipped"
+    );
     r.stop(Duration::from_secs(10)).await;
 }
 
