@@ -13,6 +13,7 @@ use ferry_engine::{
 };
 use futures_util::future::join_all;
 
+use crate::changing::StillChanging;
 use crate::error::Result;
 use crate::events::EventKind;
 use crate::health::Role;
@@ -87,6 +88,8 @@ pub struct Differ {
     persister: Option<Persister>,
     /// The saved index was completed for a clean stop: nothing more is recorded.
     finished: bool,
+    /// Files live rescans left alone because they changed while hashed.
+    still_changing: StillChanging,
     sender: Recipient<SourceUpdate>,
     monitor: Recipient<Failed>,
     /// Hashing requested by the Sender (run alongside other messages).
@@ -133,6 +136,7 @@ impl Differ {
             store: None,
             persister: None,
             finished: false,
+            still_changing: StillChanging::default(),
             sender,
             monitor,
             pool: Pool::new(cores),
@@ -746,8 +750,18 @@ impl Differ {
             for (p, why) in &found.unreadable {
                 tracing::warn!(folder = %act.folder, path = %p, "skipped: {why}");
             }
+            for c in &found.changes {
+                match c {
+                    Change::Upsert(e, _) => act.still_changing.settled(&e.path),
+                    Change::Remove(p) => act.still_changing.settled(p),
+                }
+            }
+            let now = Instant::now();
             for p in &found.changing {
-                tracing::debug!(folder = %act.folder, path = %p, "still being written; hashed again at its next change");
+                match act.still_changing.deferred(p, now) {
+                    Some(t) => tracing::warn!(folder = %act.folder, path = %p, "still being written after {}s: replicated once it holds still while it is read", t.as_secs()),
+                    None => tracing::debug!(folder = %act.folder, path = %p, "still being written; hashed again at its next change"),
+                }
             }
             Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
             Stats::add(&act.stats.bytes_hashed, found.hashed);

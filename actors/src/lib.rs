@@ -25,6 +25,7 @@
 //! ```
 
 pub mod applier;
+mod changing;
 pub mod differ;
 pub mod error;
 pub mod events;
