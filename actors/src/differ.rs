@@ -1,8 +1,8 @@
 //! The Differ: owns a source folder's index, scans it, and hashes files on request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ferry_engine::outline::OUTLINE_MIN_CHUNKS;
@@ -27,6 +27,9 @@ use crate::stats::Stats;
 
 /// How often hashing a file that keeps changing under us is retried before it is skipped.
 const HASH_ATTEMPTS: usize = 3;
+/// When a file a live rescan left alone (it changed while hashed) is looked at again if no
+/// event brought it up first.
+const RECHECK_AFTER: Duration = Duration::from_millis(200);
 /// Files handed to one hashing job (jobs run in parallel, one per core).
 const FILES_PER_JOB: usize = 32;
 /// The most bytes of files' content one `HashFiles` keeps (by their scanned sizes; a file
@@ -90,6 +93,9 @@ pub struct Differ {
     finished: bool,
     /// Files live rescans left alone because they changed while hashed.
     still_changing: StillChanging,
+    /// Those to look at again once [`RECHECK_AFTER`] has passed (a recheck is pending
+    /// while this is `Some`).
+    recheck: Option<BTreeSet<RelPath>>,
     sender: Recipient<SourceUpdate>,
     monitor: Recipient<Failed>,
     /// Hashing requested by the Sender (run alongside other messages).
@@ -137,6 +143,7 @@ impl Differ {
             persister: None,
             finished: false,
             still_changing: StillChanging::default(),
+            recheck: None,
             sender,
             monitor,
             pool: Pool::new(cores),
@@ -601,9 +608,10 @@ enum Changing {
     /// Hash it again, up to [`HASH_ATTEMPTS`] times, then report it skipped (a scan that
     /// no later event follows up: the one at start).
     Retry,
-    /// Leave it as the index has it, unreported: the change that got in the way was itself
-    /// an event, and the rescan it brings hashes the file again (live rescans). A writer
-    /// still at work costs one read per batch of its events, and no warning.
+    /// Leave it as the index has it, unreported, to be hashed again by the rescan its next
+    /// event brings, or by the Differ's own recheck (see [`Differ::recheck_later`]) if none
+    /// comes (live rescans). A writer still at work costs one read per batch of its events,
+    /// and no warning.
     Wait,
 }
 
@@ -763,6 +771,7 @@ impl Differ {
                     None => tracing::debug!(folder = %act.folder, path = %p, "still being written; hashed again at its next change"),
                 }
             }
+            act.recheck_later(found.changing, ctx);
             Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
             Stats::add(&act.stats.bytes_hashed, found.hashed);
             let (entries, previous) = act.record_changes(found.changes);
@@ -774,6 +783,28 @@ impl Differ {
             }
             act.send_update(false, entries, previous, ctx);
         }));
+    }
+
+    /// Looks at `paths` (files a rescan left alone because they changed while hashed) again
+    /// after [`RECHECK_AFTER`], whether or not an event brings them up first: a change can
+    /// come without an event for the path (a hard link made elsewhere moves only the
+    /// ctime, a write through a shared mapping raises none), and the file would otherwise
+    /// wait for its next event or the periodic rescan.
+    fn recheck_later(&mut self, paths: Vec<RelPath>, ctx: &mut Context<Self>) {
+        if paths.is_empty() {
+            return;
+        }
+        if let Some(pending) = &mut self.recheck {
+            pending.extend(paths);
+            return;
+        }
+        self.recheck = Some(paths.into_iter().collect());
+        ctx.run_later(RECHECK_AFTER, |act, ctx| {
+            let Some(paths) = act.recheck.take() else {
+                return;
+            };
+            act.rescan_and_send(Some(paths.into_iter().collect()), Vec::new(), None, ctx);
+        });
     }
 
     /// Applies changes to the index with fresh sequence numbers; returns the entries to send,
