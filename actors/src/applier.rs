@@ -94,8 +94,8 @@ pub struct ApplierOptions {
     /// Target entries left out of the target scan: never deleted, replaced or reused.
     pub ignore: IgnoreRules,
     /// The Sender is across a network: every chunk asked for costs a round trip, so the
-    /// Applier spends memory to ask less and sooner. Up to [`MAX_ACTIVE_FILES`] files are
-    /// assembled at once (else [`LOCAL_ACTIVE_FILES`]); into a target holding no file
+    /// Applier spends memory to ask less and sooner. Up to `MAX_ACTIVE_FILES` files are
+    /// assembled at once (else `LOCAL_ACTIVE_FILES`); into a target holding no file
     /// content at all, small files' chunks are asked for along with their chunk lists
     /// (`NeedContent::inline`: the source reads each once, no round trip per file); the
     /// chunks written last are kept for files that need them again. Costs up to about

@@ -2,7 +2,7 @@
 //! position of every value a later check may need to point at.
 //!
 //! Required keys are optional here too, so that a missing one is reported with the position
-//! of its table. Nothing here is validated beyond TOML types; [`super::validate`] turns these into the
+//! of its table. Nothing here is validated beyond TOML types; `super::validate` turns these into the
 //! checked types the rest of the node uses.
 
 use serde::Deserialize;

@@ -181,7 +181,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// [`read_frame`] reading the body into `body` (its capacity kept for the next frame,
-/// unless over [`KEPT_BODY_CAPACITY`]): a connection's frames do not each fault in fresh
+/// unless over `KEPT_BODY_CAPACITY`): a connection's frames do not each fault in fresh
 /// memory.
 pub async fn read_frame_reusing<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -318,7 +318,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 }
 
 /// [`write_frame`] encoding the frame's head into `buf` (its capacity kept for the next
-/// frame, unless over [`KEPT_BODY_CAPACITY`]). A chunk's bytes are written from the chunk
+/// frame, unless over `KEPT_BODY_CAPACITY`). A chunk's bytes are written from the chunk
 /// itself, never copied into `buf`.
 pub async fn write_frame_reusing<W: AsyncWrite + Unpin>(
     w: &mut W,
