@@ -481,8 +481,11 @@ impl TempFile {
         self.file
             .write_all_at(bytes, offset)
             .map_err(|e| Error::io("write", &self.full, e))?;
-        self.len
-            .fetch_max(offset + bytes.len() as u64, Ordering::Relaxed);
+        // An empty write extends nothing.
+        if !bytes.is_empty() {
+            self.len
+                .fetch_max(offset + bytes.len() as u64, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -688,13 +691,14 @@ mod tests {
         let target = TargetDir::open(root.path()).unwrap();
         // (writes at offsets, the length set)
         type Case<'a> = (&'a [(u64, &'a [u8])], u64);
-        let cases: [Case<'_>; 4] = [
+        let cases: [Case<'_>; 5] = [
             // A tail of zeros never written: a hole up to the length.
             (&[(0, b"head")], 4096),
             // Written to the end, out of order: already that long.
             (&[(4, b"tail"), (0, b"head")], 8),
-            // Nothing written at all.
+            // Nothing written at all, or only an empty write past the end.
             (&[], 10),
+            (&[(0, b"head"), (64, b"")], 64),
             (&[], 0),
         ];
         for (i, (writes, len)) in cases.into_iter().enumerate() {
