@@ -72,6 +72,17 @@ pub enum FrameError {
     Trailing(usize),
 }
 
+impl From<AttachError> for FrameError {
+    /// Bytes after a `Chunks` frame's chunks are trailing bytes like any frame's; too few
+    /// make the frame malformed.
+    fn from(e: AttachError) -> Self {
+        match e {
+            AttachError::Extra(n) => FrameError::Trailing(n),
+            short => FrameError::Malformed(format!("chunk bytes: {short}")),
+        }
+    }
+}
+
 /// A frame ready to send: `head` (the length prefix and the CBOR), then `attached`.
 struct Encoded<'a> {
     head: Vec<u8>,
@@ -148,12 +159,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
     if !matches!(frame, Frame::Chunks(_)) && !rest.is_empty() {
         return Err(FrameError::Trailing(rest.len()));
     }
-    frame.try_map_chunks(|head| {
-        head.join(rest).map_err(|e| match e {
-            AttachError::Extra(n) => FrameError::Trailing(n),
-            short => FrameError::Malformed(format!("chunk bytes: {short}")),
-        })
-    })
+    frame.try_map_chunks(|head| head.join(rest).map_err(FrameError::from))
 }
 
 /// A decoding error in words (ciborium's `Debug` for some variants is terse).
@@ -279,10 +285,7 @@ async fn read_attached<R: AsyncRead + Unpin>(
         return Ok(None);
     };
     let head_len = body.len() - rest.len();
-    head.check(len - head_len).map_err(|e| match e {
-        AttachError::Extra(n) => FrameError::Trailing(n),
-        short => FrameError::Malformed(format!("chunk bytes: {short}")),
-    })?;
+    head.check(len - head_len)?;
     let mut got = body.len();
     let mut bodies = Vec::with_capacity(head.lengths().count());
     for n in head.lengths() {
