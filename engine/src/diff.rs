@@ -350,7 +350,12 @@ impl<'a> Draft<'a> {
         opts: DiffOptions,
         needs: &mut ContentNeeds,
     ) {
-        if !opts.checksum && s.quick_equal(t) {
+        // The quick check stands in for content only while content is unknown: chunk lists
+        // known on both sides and different (a file renamed over another of the same size
+        // and mtime, such as two extracted from one archive) mean different bytes.
+        let known_different =
+            matches!((&s.content, &t.content), (Some(sc), Some(tc)) if sc.id != tc.id);
+        if !opts.checksum && !known_different && s.quick_equal(t) {
             if s.mode != t.mode {
                 self.content_phase
                     .push(Action::SetMeta { entry: s.clone() });
@@ -598,6 +603,29 @@ mod tests {
         assert!(ready(&index([s]), &index([same]), checksum)
             .actions
             .is_empty());
+    }
+
+    #[test]
+    fn known_different_content_is_written_whatever_the_quick_check_says() {
+        // Both chunk lists known (a rename over a same-size, same-mtime file in a live run,
+        // or lists kept by --state): the lists decide, not size and mtime.
+        let s = file("f", b"new!", 7);
+        let t = file("f", b"old!", 7);
+        let plan = ready(&index([s.clone()]), &index([t]), DiffOptions::default());
+        assert!(has(&plan, "WriteFile", "f"), "{plan:#?}");
+        // Known and equal, or unknown on one side: the quick check stands.
+        let same = file("f", b"new!", 7);
+        assert!(
+            ready(&index([s.clone()]), &index([same]), DiffOptions::default())
+                .actions
+                .is_empty()
+        );
+        let unknown = unhashed(file("f", b"old!", 7));
+        assert!(
+            ready(&index([s]), &index([unknown]), DiffOptions::default())
+                .actions
+                .is_empty()
+        );
     }
 
     #[test]

@@ -140,6 +140,39 @@ async fn files_and_dirs_are_created_changed_and_removed_step_by_step() {
     f.shutdown().await;
 }
 
+/// Files of one size and one mtime renamed over each other and swapped: the quick check
+/// (size and mtime) says nothing changed, the chunk lists both sides know say otherwise.
+#[actix_rt::test]
+async fn a_rename_over_a_file_of_the_same_size_and_mtime_is_mirrored() {
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
+    let f = LiveFolder::start(|src| {
+        for (name, text) in [
+            ("a", "AAAA\n"),
+            ("b", "BBBB\n"),
+            ("c", "CCCC\n"),
+            ("d", "DDDD\n"),
+        ] {
+            write(&src.join(name), text);
+            set_mtime(&src.join(name), mtime);
+        }
+    })
+    .await;
+    f.wait_mirror("the initial sync").await;
+
+    rename(&f.s("b"), &f.s("a"));
+    f.wait_mirror("b renamed over a").await;
+    assert_eq!(fs::read(f.d("a")).unwrap(), b"BBBB\n");
+
+    rename(&f.s("c"), &f.s("t"));
+    rename(&f.s("d"), &f.s("c"));
+    rename(&f.s("t"), &f.s("d"));
+    f.wait_mirror("c and d swapped").await;
+    assert_eq!(fs::read(f.d("c")).unwrap(), b"DDDD\n");
+    assert_eq!(fs::read(f.d("d")).unwrap(), b"CCCC\n");
+
+    f.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn a_renamed_dir_of_1000_files_is_moved_not_sent_again() {
     let f = LiveFolder::start(|src| {

@@ -90,6 +90,25 @@ fn an_edit_reuses_the_saved_target_chunk_lists() {
 }
 
 #[test]
+fn a_rename_over_a_file_of_the_same_size_and_mtime_is_mirrored() {
+    // The saved chunk lists of both sides differ where size and mtime agree: they decide.
+    let (src, dst, state) = (tempdir(), tempdir(), tempdir());
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
+    for (name, text) in [("a", "AAAA\n"), ("b", "BBBB\n")] {
+        write(&src.path().join(name), text);
+        set_mtime(&src.path().join(name), mtime);
+    }
+    sync_kept(src.path(), dst.path(), state.path(), &[]);
+    assert_mirror(src.path(), dst.path());
+
+    fs::rename(src.path().join("b"), src.path().join("a")).unwrap();
+    let (report, _) = sync_kept(src.path(), dst.path(), state.path(), &[]);
+    assert_eq!(report.updated, 1, "{}", report.raw);
+    assert_eq!(fs::read(dst.path().join("a")).unwrap(), b"BBBB\n");
+    assert_mirror(src.path(), dst.path());
+}
+
+#[test]
 fn a_target_file_changed_behind_the_state_is_read_again() {
     let (src, dst, state) = (tempdir(), tempdir(), tempdir());
     tree(src.path());
