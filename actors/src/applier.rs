@@ -258,7 +258,7 @@ impl Applier {
         let params = opts.params;
         Applier {
             folder,
-            target: Arc::new(target),
+            target: Arc::new(target.keeping(opts.ignore.clone())),
             opts,
             sender,
             stats,
@@ -759,11 +759,20 @@ impl Applier {
         let pool = self.io.clone();
         let job = async move {
             pool.run("apply actions", move || {
+                // What is at or below a path that could not be cleared is not tried: it
+                // would fail too, and the failed clear already says why.
+                let mut uncleared: Vec<RelPath> = Vec::new();
                 actions
                     .into_iter()
                     .map(|a| {
+                        if uncleared.iter().any(|u| a.path().is_within(u)) {
+                            return (a, None);
+                        }
                         let r = apply_action(&target, &a);
-                        (a, r)
+                        if r.is_err() && matches!(a, Action::Clear { .. }) {
+                            uncleared.push(a.path().clone());
+                        }
+                        (a, Some(r))
                     })
                     .collect::<Vec<_>>()
             })
@@ -772,7 +781,15 @@ impl Applier {
         ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Ok(results) => {
+                    let mut uncleared = Vec::new();
                     for (a, r) in results {
+                        let Some(r) = r else {
+                            act.stale.insert(a.path().clone());
+                            continue;
+                        };
+                        if r.is_err() && matches!(a, Action::Clear { .. }) {
+                            uncleared.push(a.path().clone());
+                        }
                         match r {
                             Ok(effect) => {
                                 if effect.wrote {
@@ -795,11 +812,32 @@ impl Applier {
                             }
                         }
                     }
+                    act.drop_files_within(&uncleared);
                 }
                 Err(e) => act.fail(e.to_string()),
             }
             then(act, ctx);
         }));
+    }
+
+    /// Takes the files not started yet at or below `paths` (which could not be cleared)
+    /// out of the plan being applied; they are looked at again at the next retry.
+    fn drop_files_within(&mut self, paths: &[RelPath]) {
+        let Some(x) = self.exec.as_mut() else { return };
+        if paths.is_empty() {
+            return;
+        }
+        let mut dropped = Vec::new();
+        x.queue.retain(|slot| {
+            let keep = !paths.iter().any(|u| slot.entry.path.is_within(u));
+            if !keep {
+                dropped.push(slot.entry.path.clone());
+            }
+            keep
+        });
+        // Ended, as a failed file is, for the progress counts.
+        Stats::add(&self.stats.files_done, dropped.len() as u64);
+        self.stale.extend(dropped);
     }
 
     fn log_change(&self, a: &Action) {

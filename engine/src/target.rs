@@ -14,6 +14,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Time
 use crate::beneath;
 use crate::entry::{EntryKind, MtimeNs};
 use crate::error::{Error, Result};
+use crate::ignore::IgnoreRules;
 use crate::relpath::RelPath;
 
 /// Prefix of the temp files the Applier assembles content in; never a final name.
@@ -49,6 +50,8 @@ pub struct TargetStat {
 pub struct TargetDir {
     root: PathBuf,
     root_fd: OwnedFd,
+    /// Entries [`TargetDir::remove_tree`] leaves in place: the ignored ones.
+    keep: IgnoreRules,
 }
 
 enum DirFd<'a> {
@@ -81,7 +84,17 @@ impl TargetDir {
         Ok(TargetDir {
             root: root.to_owned(),
             root_fd,
+            keep: IgnoreRules::default(),
         })
+    }
+
+    /// This folder, whose entries `ignore` matches are never deleted, not even with the
+    /// directory holding them (see [`TargetDir::remove_tree`]).
+    pub fn keeping(self, ignore: IgnoreRules) -> Self {
+        TargetDir {
+            keep: ignore,
+            ..self
+        }
     }
 
     /// The folder's root on the local file system.
@@ -249,11 +262,25 @@ impl TargetDir {
     }
 
     /// Removes whatever is at `path`, with everything below it if it is a directory.
-    /// Symlinks inside are removed as links; nothing outside the root is touched.
+    /// Symlinks inside are removed as links; nothing outside the root is touched. Ignored
+    /// entries below `path` (see [`TargetDir::keeping`]) are not removed: the rest is, and
+    /// then the directory still holding them is an error naming one.
     pub fn remove_tree(&self, path: &RelPath) -> Result<()> {
         let dir = self.parent(path)?;
-        remove_tree_at(&dir, std::ffi::OsStr::new(path.name()))
-            .map_err(|e| self.err("remove tree", path, e))
+        let name = std::ffi::OsStr::new(path.name());
+        if self.keep.is_empty() {
+            return remove_tree_at(&dir, name).map_err(|e| self.err("remove tree", path, e));
+        }
+        match remove_tree_keeping(&dir, name, path, &self.keep) {
+            Ok(None) => Ok(()),
+            Ok(Some(kept)) => Err(Error::Precondition {
+                path: path.clone(),
+                reason: format!(
+                    "it cannot be replaced: it holds {kept}, which is ignored and never deleted"
+                ),
+            }),
+            Err(e) => Err(self.err("remove tree", path, e)),
+        }
     }
 
     /// Sets permission bits and mtime of `path`, which must be of `kind`.
@@ -371,6 +398,50 @@ fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result
         remove_tree_at(&sub, n.as_os_str())?;
     }
     rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// [`remove_tree_at`] of the entry `name` at `rel`, leaving what `keep` ignores: returns
+/// the first entry left (and so every directory above it), or `None` when all is gone.
+fn remove_tree_keeping(
+    dir: &impl AsFd,
+    name: &std::ffi::OsStr,
+    rel: &RelPath,
+    keep: &IgnoreRules,
+) -> rustix::io::Result<Option<RelPath>> {
+    let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+    if keep.is_ignored(rel, is_dir) {
+        return Ok(Some(rel.clone()));
+    }
+    if !is_dir {
+        return rfs::unlinkat(dir, name, AtFlags::empty()).map(|()| None);
+    }
+    let sub = rfs::openat(dir, name, dir_flags(), Mode::empty())?;
+    let mut names = Vec::new();
+    for ent in rfs::Dir::read_from(&sub)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n).to_owned());
+        }
+    }
+    let mut kept = None;
+    for n in names {
+        // A name that is no valid relative path (not UTF-8) matches no rule: it goes.
+        let left = match n.to_str().and_then(|s| rel.join(s).ok()) {
+            Some(child) => remove_tree_keeping(&sub, &n, &child, keep)?,
+            None => remove_tree_at(&sub, &n).map(|()| None)?,
+        };
+        kept = kept.or(left);
+    }
+    match kept {
+        Some(k) => Ok(Some(k)),
+        None => rfs::unlinkat(dir, name, AtFlags::REMOVEDIR).map(|()| None),
+    }
 }
 
 /// Removes the temp files (never directories) that a crashed run left in directory `name`.

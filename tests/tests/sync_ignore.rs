@@ -147,6 +147,53 @@ fn sync_ignore_copies_nothing_ignored_and_leaves_the_targets_ignored_entries_alo
 }
 
 #[test]
+fn a_dir_holding_ignored_entries_is_not_replaced_by_a_file() {
+    // SRC turns two directories into a file and a symlink. DST's `pkg/` holds an ignored
+    // file, which is never deleted: `pkg` stays a directory (its other entries go, as
+    // extras) and the run says why. DST's `plain/` holds nothing ignored: it is replaced.
+    let src = tempdir();
+    let dst = tempdir();
+    write_file(&src.path().join("pkg"), "now a file\n", 0o644, time_n(1));
+    std::os::unix::fs::symlink("pkg", src.path().join("plain")).unwrap();
+    write_file(&dst.path().join("pkg/lib.txt"), "extra\n", 0o644, time_n(2));
+    write_file(
+        &dst.path().join("pkg/deep/x.tmp"),
+        "local only\n",
+        0o644,
+        time_n(3),
+    );
+    write_file(&dst.path().join("plain/a.txt"), "extra\n", 0o644, time_n(4));
+
+    let out = sync_ignoring(src.path(), dst.path().as_os_str(), &[OsStr::new("--json")]);
+    out.assert_code(3).assert_stderr_contains("pkg/deep/x.tmp");
+    let report = out.report();
+    assert_eq!(
+        report
+            .not_applied
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>(),
+        ["pkg"],
+        "{}",
+        report.raw
+    );
+    assert_eq!(
+        std::fs::read(dst.path().join("pkg/deep/x.tmp")).unwrap(),
+        b"local only\n",
+        "an ignored file was deleted to make way for a file"
+    );
+    assert!(
+        !exists(&dst.path().join("pkg/lib.txt")),
+        "an extra survived"
+    );
+    assert_eq!(
+        std::fs::read_link(dst.path().join("plain")).unwrap(),
+        Path::new("pkg"),
+        "a directory holding nothing ignored was not replaced"
+    );
+}
+
+#[test]
 fn sync_with_an_invalid_ignore_pattern_exits_1_and_writes_nothing() {
     let src = tempdir();
     let dst = tempdir();
