@@ -29,6 +29,11 @@ use crate::transfer::{
 };
 use crate::wire::encoded_len;
 
+/// Chunks the outlines a Sender across the network has pending may claim together: about
+/// what one index update can carry as whole lists (and a 1 TiB file's list at the default
+/// average chunk size). Rebuilding copies each group's chunks once per mention, so a few
+/// bytes of outline could otherwise claim any amount of memory.
+const MAX_REMOTE_OUTLINED_CHUNKS: u64 = 1 << 25;
 /// Files assembled at once, at most: small files need many in flight to keep a link busy
 /// (each costs a round trip), and each holds a temp file open (see [`file_caps`]).
 const MAX_ACTIVE_FILES: usize = 512;
@@ -127,6 +132,8 @@ struct PendingList {
     /// Groups the Sender supplied.
     supplied: HashMap<GroupId, Vec<ChunkRef>>,
     requested: bool,
+    /// Groups asked for and not supplied yet: the only ones taken from `GroupData`.
+    awaited: HashSet<GroupId>,
 }
 
 /// A plan being carried out.
@@ -1776,6 +1783,7 @@ impl Applier {
                     }
                 }
                 ListForm::Outline(outline) => {
+                    self.check_outline(e, &outline)?;
                     self.pending.insert(
                         e.path.clone(),
                         PendingList {
@@ -1784,9 +1792,47 @@ impl Applier {
                             outline,
                             supplied: HashMap::new(),
                             requested: false,
+                            awaited: HashSet::new(),
                         },
                     );
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses an outline that could not describe `e`: groups of impossible sizes, more
+    /// chunks than its size allows, or, from a Sender across the network, more chunks in
+    /// outlines being rebuilt than [`MAX_REMOTE_OUTLINED_CHUNKS`]. Checked before anything
+    /// is built from it: a group named again and again costs nothing to send, and its
+    /// chunks are copied out once per mention.
+    fn check_outline(&self, e: &FileEntry, outline: &Outline) -> Result<(), String> {
+        if !outline.is_well_formed() {
+            return Err(format!(
+                "the outline of {} has a group of impossible size",
+                e.path
+            ));
+        }
+        let claimed = outline.chunk_count();
+        let most = e.size / u64::from(self.opts.params.min.max(1)) + 2;
+        if claimed > most {
+            return Err(format!(
+                "the outline of {} claims {claimed} chunks for {} bytes",
+                e.path, e.size
+            ));
+        }
+        if self.opts.untrusted_sender {
+            let pending: u64 = self
+                .pending
+                .iter()
+                .filter(|(p, _)| **p != e.path)
+                .map(|(_, p)| p.outline.chunk_count())
+                .sum();
+            if pending + claimed > MAX_REMOTE_OUTLINED_CHUNKS {
+                return Err(format!(
+                    "the outline of {} claims {claimed} chunks, with {pending} more being rebuilt: over the limit of {MAX_REMOTE_OUTLINED_CHUNKS}",
+                    e.path
+                ));
             }
         }
         Ok(())
@@ -1815,17 +1861,6 @@ impl Applier {
             for (id, chunks) in &p.supplied {
                 known.insert(*id, chunks.as_slice());
             }
-            // An outline may not claim more chunks than the file's size allows.
-            let size = self.source.get(&path).map_or(0, |e| e.size);
-            let most = size / u64::from(self.opts.params.min.max(1)) + 2;
-            let claimed: u64 = p.outline.groups.iter().map(|g| u64::from(g.chunks)).sum();
-            if claimed > most {
-                self.pending.remove(&path);
-                self.fail(format!(
-                    "protocol error: the outline of {path} claims {claimed} chunks for {size} bytes"
-                ));
-                return false;
-            }
             match outline::resolve(&self.opts.params, p.id, &p.outline, &known) {
                 Ok(content) => {
                     self.pending.remove(&path);
@@ -1846,6 +1881,7 @@ impl Applier {
                     };
                     if let Some(p) = self.pending.get_mut(&path) {
                         p.requested = true;
+                        p.awaited = msg.groups.iter().copied().collect();
                     }
                     self.meter(&msg);
                     self.content_requests += 1;
@@ -1878,8 +1914,33 @@ impl Handler<GroupData> for Applier {
                     self.pending.remove(&msg.path);
                     self.asked.remove(&msg.path);
                 } else {
-                    p.supplied
-                        .extend(msg.groups.into_iter().map(|g| (g.id, g.chunks)));
+                    // Only groups asked for, each once, and each holding what its id
+                    // says: what is kept stays within what the outline claims.
+                    let mut wrong = 0;
+                    for g in msg.groups {
+                        let fits = p.awaited.contains(&g.id)
+                            && p.outline
+                                .groups
+                                .iter()
+                                .find(|o| o.id == g.id)
+                                .is_some_and(|o| o.holds(&g.chunks));
+                        if fits {
+                            p.awaited.remove(&g.id);
+                            p.supplied.insert(g.id, g.chunks);
+                        } else {
+                            wrong += 1;
+                        }
+                    }
+                    if wrong > 0 {
+                        if self.opts.untrusted_sender {
+                            self.fail(format!(
+                                "protocol error: {wrong} group(s) of {} not asked for or not matching their ids",
+                                msg.path
+                            ));
+                            return;
+                        }
+                        tracing::debug!(folder = %self.folder, path = %msg.path, wrong, "groups not asked for or not matching their ids ignored");
+                    }
                 }
             }
             _ => {

@@ -34,11 +34,33 @@ pub struct Group {
     pub chunks: u32,
 }
 
+impl Group {
+    /// True when `chunks` are this group's: as many as it holds, with its id.
+    pub fn holds(&self, chunks: &[ChunkRef]) -> bool {
+        chunks.len() == self.chunks as usize && group_id(chunks) == self.id
+    }
+}
+
 /// A chunk list as its groups.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outline {
     /// The groups in file order.
     pub groups: Vec<Group>,
+}
+
+impl Outline {
+    /// The number of chunks the groups claim together.
+    pub fn chunk_count(&self) -> u64 {
+        self.groups.iter().map(|g| u64::from(g.chunks)).sum()
+    }
+
+    /// True when every group holds between 1 and [`GROUP_MAX`] chunks, as [`outline`] cuts
+    /// them; an outline received that is not is malformed.
+    pub fn is_well_formed(&self) -> bool {
+        self.groups
+            .iter()
+            .all(|g| (1..=GROUP_MAX).contains(&(g.chunks as usize)))
+    }
 }
 
 fn group_id(chunks: &[ChunkRef]) -> GroupId {
@@ -113,10 +135,12 @@ pub fn resolve(
     outline: &Outline,
     known: &HashMap<GroupId, &[ChunkRef]>,
 ) -> Result<Content, Unresolved> {
+    // Each missing group once, though the outline may name it again and again.
+    let mut seen = std::collections::HashSet::new();
     let missing: Vec<GroupId> = outline
         .groups
         .iter()
-        .filter(|g| !known.contains_key(&g.id))
+        .filter(|g| !known.contains_key(&g.id) && seen.insert(g.id))
         .map(|g| g.id)
         .collect();
     if !missing.is_empty() {
@@ -150,6 +174,28 @@ mod tests {
                 len: 1000 + i as u32,
             })
             .collect()
+    }
+
+    #[test]
+    fn groups_check_their_chunks_and_outlines_their_shape() {
+        let p = ChunkParams::default();
+        let content = Content::from_chunks(&p, refs(1000, 3));
+        let o = outline(&content);
+        assert!(o.is_well_formed());
+        assert_eq!(o.chunk_count(), 1000);
+        let (first, _) = &groups(&content.chunks)[0];
+        let g = o.groups[0];
+        assert!(g.holds(&content.chunks[first.clone()]));
+        // One chunk too few, or other chunks of the same count, are not the group.
+        assert!(!g.holds(&content.chunks[first.start..first.end - 1]));
+        let other = refs(first.len(), 4);
+        assert!(!g.holds(&other));
+        let mut empty = o.clone();
+        empty.groups[0].chunks = 0;
+        assert!(!empty.is_well_formed());
+        let mut huge = o;
+        huge.groups[0].chunks = GROUP_MAX as u32 + 1;
+        assert!(!huge.is_well_formed());
     }
 
     #[test]

@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ciborium::value::Value;
-use ferry_actors::messages::{ChunkBody, ChunkData, ChunkPayload, IndexDelta};
+use ferry_actors::messages::{
+    ChunkBody, ChunkData, ChunkList, ChunkPayload, GroupData, GroupList, IndexDelta, ListForm,
+};
 use ferry_actors::FolderId;
+use ferry_engine::outline::{outline, Group, Outline};
 use ferry_engine::{
-    chunk_reader, ChunkId, ChunkParams, EntryKind, EntryState, FileEntry, MtimeNs, RelPath, Seq,
-    VersionVector,
+    chunk_reader, ChunkId, ChunkParams, ContentId, EntryKind, EntryState, FileEntry, MtimeNs,
+    RelPath, Seq, VersionVector,
 };
 use ferry_node::remote::codec::{read_frame, write_frame};
 use ferry_node::remote::identity::Identity;
@@ -1107,5 +1110,143 @@ fn a_folder_not_shared_with_the_peer_is_refused() {
         snapshot(&other).is_empty(),
         "the unshared folder was written"
     );
+    fix.assert_still_serves_and_nothing_escaped();
+}
+
+/// A snapshot with one file entry whose chunk list travels as `outline` (the entry says
+/// `size` bytes, and `id` is the content the rebuilt list must have).
+fn outlined_frame(path: &str, size: u64, id: ContentId, outline: Outline) -> Frame {
+    let entry = FileEntry {
+        size,
+        mode: 0o644,
+        ..entry(path, EntryKind::File, 1)
+    };
+    let Frame::Index(mut part) = index_frame(true, vec![entry]) else {
+        unreachable!("index_frame makes an Index frame")
+    };
+    part.delta.lists = vec![ChunkList {
+        path: rel(path),
+        id,
+        form: ListForm::Outline(outline),
+    }];
+    Frame::Index(part)
+}
+
+#[test]
+fn outlines_claiming_impossible_lists_are_refused_before_they_are_built() {
+    let fix = Fixture::new();
+    let content = chunk_reader(
+        pseudo_random(300 * KIB as usize, 11).as_slice(),
+        &ChunkParams::default(),
+    )
+    .expect("chunk in memory");
+    let group = outline(&content).groups[0];
+
+    // One group named 200,000 times over: 13 MB of frame for 40 million chunks (1.4 GB
+    // rebuilt), under a size claim that allows them.
+    let repeated = Outline {
+        groups: vec![
+            Group {
+                id: group.id,
+                chunks: 200
+            };
+            200_000
+        ],
+    };
+    let mark = fix.log_mark();
+    let closed = block_on(async {
+        let mut s = fix.open().await;
+        send(
+            &mut s,
+            &outlined_frame("huge", u64::MAX / 2, content.id, repeated),
+        )
+        .await;
+        until_closed(&mut s).await
+    });
+    fix.wait_log_since(mark, "over the limit");
+    closed.assert_refused("over the limit");
+
+    // A group of more chunks than any outline cuts.
+    let oversized = Outline {
+        groups: vec![Group {
+            id: group.id,
+            chunks: 100_000,
+        }],
+    };
+    let mark = fix.log_mark();
+    let closed = block_on(async {
+        let mut s = fix.open().await;
+        send(
+            &mut s,
+            &outlined_frame("odd", 1 << 40, content.id, oversized),
+        )
+        .await;
+        until_closed(&mut s).await
+    });
+    fix.wait_log_since(mark, "impossible size");
+    closed.assert_refused("impossible size");
+    fix.assert_dst_empty();
+    fix.assert_still_serves_and_nothing_escaped();
+}
+
+#[test]
+fn groups_not_asked_for_or_not_matching_their_ids_are_refused() {
+    let fix = Fixture::new();
+    let data = pseudo_random(2 << 20, 12);
+    let content = chunk_reader(data.as_slice(), &ChunkParams::default()).expect("chunk in memory");
+    let o = outline(&content);
+    let other = chunk_reader(
+        pseudo_random(2 << 20, 13).as_slice(),
+        &ChunkParams::default(),
+    )
+    .expect("chunk in memory");
+
+    for (case, needle) in [
+        ("unasked", "not asked for or not matching"),
+        ("forged", "not asked for or not matching"),
+    ] {
+        let mark = fix.log_mark();
+        let closed = block_on(async {
+            let mut s = fix.open().await;
+            send(
+                &mut s,
+                &outlined_frame("f", data.len() as u64, content.id, o.clone()),
+            )
+            .await;
+            let need = match recv(&mut s).await {
+                Frame::NeedGroups(n) => n,
+                other => panic!("the target holds nothing, so NeedGroups was due, got {other:?}"),
+            };
+            assert_eq!(need.groups.len(), o.groups.len(), "{need:?}");
+            let groups = match case {
+                // A group of another file, under its own (true) id: never asked for.
+                "unasked" => vec![GroupList {
+                    id: outline(&other).groups[0].id,
+                    chunks: other.chunks[..outline(&other).groups[0].chunks as usize].to_vec(),
+                }],
+                // The id asked for, with other chunks (of the same count) under it.
+                _ => vec![GroupList {
+                    id: need.groups[0],
+                    chunks: other.chunks[..o.groups[0].chunks as usize].to_vec(),
+                }],
+            };
+            send(
+                &mut s,
+                &Frame::Groups(GroupData {
+                    folder: folder_id(FOLDER),
+                    path: rel("f"),
+                    id: content.id,
+                    groups,
+                    stale: false,
+                }),
+            )
+            .await;
+            until_closed(&mut s).await
+        });
+        eprintln!("{case}: {closed:?}");
+        fix.wait_log_since(mark, needle);
+        closed.assert_refused(needle);
+    }
+    fix.assert_dst_empty();
     fix.assert_still_serves_and_nothing_escaped();
 }
