@@ -48,6 +48,15 @@ pub enum IgnoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Every pattern is valid alone, but together they do not compile (too many or too
+    /// complex for the matcher).
+    #[error("the {count} ignore patterns do not compile together: {reason}")]
+    TooMany {
+        /// How many patterns there were.
+        count: usize,
+        /// What the matcher said.
+        reason: String,
+    },
     /// The ignore file exists but could not be read.
     #[error("cannot read ignore file {path}: {source}")]
     ReadFile {
@@ -108,8 +117,8 @@ impl IgnoreRules {
         if kept.is_empty() {
             return Ok(IgnoreRules::default());
         }
-        let matcher = builder.build().map_err(|e| IgnoreError::InvalidPattern {
-            pattern: kept.join("\n"),
+        let matcher = builder.build().map_err(|e| IgnoreError::TooMany {
+            count: kept.len(),
             reason: e.to_string(),
         })?;
         Ok(IgnoreRules(Some(Arc::new(Rules {

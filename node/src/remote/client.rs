@@ -22,7 +22,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::codec::{read_frame, read_frame_reusing, write_frame, write_frame_reusing};
-use super::metered::Metered;
+use super::metered::{unless_silent, Metered, Stamp};
 use super::parts::split_index;
 use super::protocol::{Frame, Hello, Open, INDEX_PART_BYTES, MAX_FRAME, PROTOCOL_VERSION};
 use super::tls;
@@ -206,6 +206,7 @@ impl RemoteTarget {
         let url = &self.spec.url;
         tracing::info!(folder = %self.folder(), node = %url.node, host = %url.host, port = url.port, applied = applied.0, "link up");
         let (tx, rx) = mpsc::channel(16);
+        let heard = stream.get_ref().0.heard();
         let (r, w) = tokio::io::split(stream);
         let me = ctx.address().downgrade();
         let generation = self.generation;
@@ -221,7 +222,7 @@ impl RemoteTarget {
         let report_r = report.clone();
         let stats = self.spec.stats.clone();
         self.tasks.push(actix::spawn(async move {
-            report_r(read_loop(r, folder, side, pongs, link, stats).await);
+            report_r(read_loop(r, heard, folder, side, pongs, link, stats).await);
         }));
         let open = WriterOpen::new();
         self.tasks.push(actix::spawn(async move {
@@ -408,6 +409,7 @@ fn refuses_certificate(alert: rustls::AlertDescription) -> bool {
 /// Reads the server's frames and hands them to the Sender until the link fails.
 async fn read_loop(
     mut r: ReadHalf<Stream>,
+    heard: Stamp,
     folder: FolderId,
     side: SenderSide,
     out: mpsc::Sender<Frame>,
@@ -420,15 +422,15 @@ async fn read_loop(
     let mut body = Vec::new();
     loop {
         let read = read_frame_reusing(&mut r, MAX_FRAME, &mut body);
-        let frame = match tokio::time::timeout(link.timeout, read).await {
-            Err(_) => {
+        let frame = match unless_silent(read, &heard, link.timeout).await {
+            None => {
                 return LinkDown::transient(format!(
                     "nothing heard from the server for {:?}",
                     link.timeout
                 ))
             }
-            Ok(Ok(Some(f))) => f,
-            other => return unexpected(other.unwrap_or(Ok(None)), "a message"),
+            Some(Ok(Some(f))) => f,
+            Some(other) => return unexpected(other, "a message"),
         };
         let wrong_folder = |f: &FolderId| {
             LinkDown::permanent(format!(
@@ -593,20 +595,6 @@ pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     }
 }
 
-/// When a writer last made progress.
-#[derive(Clone)]
-struct Stamp(Arc<std::sync::Mutex<std::time::Instant>>);
-
-impl Stamp {
-    fn touch(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
-    }
-
-    fn idle(&self) -> Duration {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
-    }
-}
-
 /// A writer that stamps the time of every write that takes bytes.
 struct Progress<W> {
     inner: W,
@@ -617,7 +605,7 @@ impl<W> Progress<W> {
     fn new(inner: W) -> Self {
         Progress {
             inner,
-            stamp: Stamp(Arc::new(std::sync::Mutex::new(std::time::Instant::now()))),
+            stamp: Stamp::new(),
         }
     }
 }

@@ -23,8 +23,11 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// most 4 MiB plus one chunk of at most 16 MiB; index updates are split to stay below).
 pub const MAX_FRAME: usize = 32 << 20;
 
-/// The largest greeting frame (`Hello`, `Open`) a server accepts before a folder is open.
+/// The largest `Hello` either side accepts.
 pub const MAX_GREETING: usize = 64 << 10;
+
+/// The largest `Open` a server accepts (it carries the folder's ignore patterns).
+pub const MAX_OPEN: usize = 1 << 20;
 
 /// Index updates are split into parts of about this many bytes.
 pub const INDEX_PART_BYTES: usize = 4 << 20;

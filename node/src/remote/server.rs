@@ -25,11 +25,11 @@ use tokio_rustls::TlsAcceptor;
 use super::client::{write_loop, LinkOptions};
 use super::codec::{read_frame, read_frame_reusing, FrameError};
 use super::identity::Identity;
-use super::metered::Metered;
+use super::metered::{unless_silent, Metered};
 use super::nodeid::NodeId;
 use super::parts::{IndexJoiner, MAX_INDEX_ENTRIES};
 use super::protocol::{
-    Frame, Hello, Open, Opened, Refusal, MAX_FRAME, MAX_GREETING, PROTOCOL_VERSION,
+    Frame, Hello, Open, Opened, Refusal, MAX_FRAME, MAX_GREETING, MAX_OPEN, PROTOCOL_VERSION,
 };
 use super::tls;
 use crate::runtime::state::DbTarget;
@@ -416,6 +416,7 @@ impl Server {
     /// Greets the peer, opens the folder it asks for and serves it until the link ends.
     async fn session(&self, stream: Stream, peer: NodeId) -> Result<(), Ended> {
         let link = self.config.link;
+        let heard = stream.get_ref().0.get_ref().heard();
         let (mut r, w) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(16);
         let writer = actix::spawn(write_loop(w, rx, link));
@@ -448,7 +449,7 @@ impl Server {
         }
         let _ = tx.send(Frame::Hello(Hello::ours())).await;
         let open =
-            match tokio::time::timeout(link.connect_timeout, read_frame(&mut r, MAX_FRAME)).await {
+            match tokio::time::timeout(link.connect_timeout, read_frame(&mut r, MAX_OPEN)).await {
                 Ok(Ok(Some(Frame::Open(o)))) => o,
                 other => {
                     let why = describe(other, "Open", link);
@@ -557,7 +558,7 @@ impl Server {
         let mut body = Vec::new();
         let ended = loop {
             let frame = tokio::select! {
-                f = tokio::time::timeout(link.timeout, read_frame_reusing(&mut r, MAX_FRAME, &mut body)) => f,
+                f = unless_silent(read_frame_reusing(&mut r, MAX_FRAME, &mut body), &heard, link.timeout) => f,
                 why = stop_rx.recv() => break Ended::closed(why.unwrap_or_else(|| "asked to end".into())),
                 Some(why) = fatal_rx.recv() => break Ended { reason: why, tainted: true },
                 w = &mut writer => {
@@ -566,8 +567,8 @@ impl Server {
                 }
             };
             let frame = match frame {
-                Ok(Ok(Some(f))) => f,
-                Ok(Ok(None)) => break Ended::closed("the peer closed the connection"),
+                Some(Ok(Some(f))) => f,
+                Some(Ok(None)) => break Ended::closed("the peer closed the connection"),
                 other => break ended_by(other, link),
             };
             let folder_ok = |f: &FolderId| f == &open.folder;
@@ -821,21 +822,18 @@ fn describe(
 }
 
 /// How a failed read ends a session.
-fn ended_by(
-    got: Result<Result<Option<Frame>, FrameError>, tokio::time::error::Elapsed>,
-    link: LinkOptions,
-) -> Ended {
+fn ended_by(got: Option<Result<Option<Frame>, FrameError>>, link: LinkOptions) -> Ended {
     match got {
-        Err(_) => Ended::closed(format!(
+        None => Ended::closed(format!(
             "nothing heard from the peer for {:?}",
             link.timeout
         )),
-        Ok(Err(FrameError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+        Some(Err(FrameError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             Ended::closed("the peer closed the connection without a TLS close")
         }
-        Ok(Err(FrameError::Io(e))) => Ended::closed(format!("connection lost: {e}")),
-        Ok(Err(e)) => Ended::protocol(e.to_string()),
-        Ok(Ok(_)) => Ended::closed("the peer closed the connection"),
+        Some(Err(FrameError::Io(e))) => Ended::closed(format!("connection lost: {e}")),
+        Some(Err(e)) => Ended::protocol(e.to_string()),
+        Some(Ok(_)) => Ended::closed("the peer closed the connection"),
     }
 }
 
