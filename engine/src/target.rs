@@ -292,30 +292,62 @@ impl TargetDir {
         mtime: MtimeNs,
     ) -> Result<()> {
         let dir = self.parent(path)?;
-        let st = rfs::statat(&dir, path.name(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.err("stat", path, e))?;
-        if kind_of(FileType::from_raw_mode(st.st_mode)) != Some(kind) {
-            return Err(Error::Precondition {
-                path: path.clone(),
-                reason: format!("expected a {kind:?} to update"),
-            });
-        }
-        if kind != EntryKind::Symlink {
-            rfs::chmodat(
+        let wrong_kind = || Error::Precondition {
+            path: path.clone(),
+            reason: format!("expected a {kind:?} to update"),
+        };
+        if kind == EntryKind::Symlink {
+            let st = rfs::statat(&dir, path.name(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.err("stat", path, e))?;
+            if kind_of(FileType::from_raw_mode(st.st_mode)) != Some(kind) {
+                return Err(wrong_kind());
+            }
+            return rfs::utimensat(
                 &dir,
                 path.name(),
-                Mode::from_raw_mode(mode & 0o7777),
-                AtFlags::empty(),
+                &timestamps(mtime),
+                AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| self.err("chmod", path, e))?;
+            .map_err(|e| self.err("set mtime of", path, e));
         }
-        rfs::utimensat(
+        // The entry itself, pinned: checked and changed through the same descriptor, so a
+        // symlink swapped in after the check is never followed (chmod has no no-follow flag).
+        let pinned = rfs::openat(
             &dir,
             path.name(),
-            &timestamps(mtime),
-            AtFlags::SYMLINK_NOFOLLOW,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
         )
-        .map_err(|e| self.err("set mtime of", path, e))
+        .map_err(|e| self.err("open", path, e))?;
+        let st = rfs::fstat(&pinned).map_err(|e| self.err("stat", path, e))?;
+        if kind_of(FileType::from_raw_mode(st.st_mode)) != Some(kind) {
+            return Err(wrong_kind());
+        }
+        let mode = Mode::from_raw_mode(mode & 0o7777);
+        match set_meta_pinned(&pinned, mode, mtime) {
+            // No /proc: the entry opened for real, if it is still the one checked.
+            Err(rustix::io::Errno::NOENT) => {
+                let flags = match kind {
+                    EntryKind::Dir => OFlags::RDONLY | OFlags::DIRECTORY,
+                    _ => OFlags::RDONLY | OFlags::NONBLOCK,
+                };
+                let fd = rfs::openat(
+                    &dir,
+                    path.name(),
+                    flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.err("open", path, e))?;
+                let now = rfs::fstat(&fd).map_err(|e| self.err("stat", path, e))?;
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                    return Err(wrong_kind());
+                }
+                rfs::fchmod(&fd, mode).map_err(|e| self.err("chmod", path, e))?;
+                rfs::futimens(&fd, &timestamps(mtime))
+                    .map_err(|e| self.err("set mtime of", path, e))
+            }
+            other => other.map_err(|e| self.err("set metadata of", path, e)),
+        }
     }
 
     /// Opens the regular file at `path` for reading, refusing a symlink.
@@ -374,6 +406,21 @@ impl TargetDir {
             )
         })
     }
+}
+
+/// Sets the mode and mtime of the entry `pinned` (an `O_PATH` descriptor of a file or
+/// directory) through its `/proc/self/fd` link, which names that inode whatever happens to
+/// its path meanwhile. `NOENT` when `/proc` is not mounted.
+fn set_meta_pinned(pinned: &OwnedFd, mode: Mode, mtime: MtimeNs) -> rustix::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let link = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+    rfs::chmod(link.as_str(), mode)?;
+    rfs::utimensat(
+        rfs::CWD,
+        link.as_str(),
+        &timestamps(mtime),
+        AtFlags::empty(),
+    )
 }
 
 fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result<()> {
@@ -719,6 +766,57 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn metadata_set_through_a_pinned_entry_never_reaches_a_symlink_swapped_in() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        fs::write(&secret, "x").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        fs::write(root.path().join("f"), "mine").unwrap();
+        let pinned = rfs::openat(
+            &target.root_fd,
+            "f",
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        // Between the check and the change, f becomes a symlink out of the root.
+        fs::rename(root.path().join("f"), root.path().join("g")).unwrap();
+        symlink(&secret, root.path().join("f")).unwrap();
+        set_meta_pinned(&pinned, Mode::from_raw_mode(0o644), MtimeNs(1_000_000_000)).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&secret), 0o600, "the symlink was followed");
+        assert_eq!(
+            mode(&root.path().join("g")),
+            0o644,
+            "the pinned file was not changed"
+        );
+        // And through the public call: a symlink where a file is expected is refused.
+        let err = target
+            .set_meta(&p("f"), EntryKind::File, 0o644, MtimeNs(0))
+            .unwrap_err();
+        assert!(matches!(err, Error::Precondition { .. }), "{err}");
+        assert_eq!(mode(&secret), 0o600);
+        target
+            .set_meta(&p("g"), EntryKind::File, 0o640, MtimeNs(2_000_000_000))
+            .unwrap();
+        assert_eq!(mode(&root.path().join("g")), 0o640);
+        let dir = root.path().join("d");
+        fs::create_dir(&dir).unwrap();
+        target
+            .set_meta(&p("d"), EntryKind::Dir, 0o750, MtimeNs(3_000_000_000))
+            .unwrap();
+        assert_eq!(mode(&dir), 0o750);
+        let mtime = fs::metadata(&dir).unwrap().modified().unwrap();
+        assert_eq!(
+            mtime,
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(3)
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod attached;
 pub mod client;
 pub mod codec;
+pub mod fit;
 pub mod fuzz;
 pub mod identity;
 pub mod metered;

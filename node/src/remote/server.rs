@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::client::{write_loop, LinkOptions};
 use super::codec::{read_frame, read_frame_reusing, FrameError};
+use super::fit::fit_applied;
 use super::identity::Identity;
 use super::metered::{unless_silent, Metered};
 use super::nodeid::NodeId;
@@ -44,6 +45,8 @@ const HANDOVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60
 
 /// The largest index update (all its parts) accepted, in encoded bytes.
 const MAX_INDEX_BYTES: u64 = 1 << 30;
+/// The most an acknowledgement may take of a frame (see [`fit_applied`]), with room to spare.
+const APPLIED_BUDGET: u64 = MAX_FRAME as u64 / 2;
 
 /// A folder this node receives into.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -886,7 +889,7 @@ impl Handler<Applied> for Outbound {
     fn handle(&mut self, msg: Applied, _: &mut Self::Context) -> Self::Result {
         self.applied.fetch_max(msg.seq.0, Ordering::Relaxed);
         self.acknowledged.store(true, Ordering::Relaxed);
-        self.queue(Frame::Applied(msg))
+        self.queue(Frame::Applied(fit_applied(msg, APPLIED_BUDGET)))
     }
 }
 
