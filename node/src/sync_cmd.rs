@@ -195,6 +195,7 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
         None => (None, None),
     };
     let stats = Arc::new(Stats::default());
+    let is_remote = remote.is_some();
     let spec = match remote {
         Some(url) => {
             let wanted = crate::remote_target::Wanted {
@@ -228,6 +229,12 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
             args.dst.display()
         )
     })?;
+    if is_remote && !args.json {
+        // A local Applier logs each as it happens; a remote one logs on its own node.
+        for s in &report.skipped {
+            tracing::warn!(path = %s.path, "not applied at the target: {}", s.reason);
+        }
+    }
     print_report(args, &report)?;
     Ok(if report.skipped.is_empty() && report.stats.skipped == 0 {
         Outcome::Complete

@@ -302,3 +302,46 @@ fn remote_sync_ignore_keeps_the_servers_ignored_entries() {
     );
     assert_mirror_except(&src, &dst, &IGNORED);
 }
+
+#[test]
+fn a_remote_dir_holding_ignored_entries_is_kept_and_the_client_says_why() {
+    // As `a_dir_holding_ignored_entries_is_not_replaced_by_a_file`, into `ferry serve`: the
+    // path not applied is logged on the server, and the client's run names it too.
+    let base = tempdir();
+    let (client, server_home) = (base.path().join("client"), base.path().join("server"));
+    let (src, dst) = (base.path().join("src"), base.path().join("dst"));
+    mkdir(&src);
+    write_file(&src.join("pkg"), "now a file\n", 0o644, time_n(1));
+    write_file(
+        &dst.join("pkg/deep/x.tmp"),
+        "local only\n",
+        0o644,
+        time_n(3),
+    );
+    let args = [
+        "--folder".to_owned(),
+        format!("f={}", dir_arg(&dst)),
+        "--peer".to_owned(),
+        node_id(&client),
+    ];
+    let server = ServeProcess::spawn(
+        &server_home,
+        "127.0.0.1:0",
+        &args,
+        &base.path().join("serve.log"),
+    );
+    let url = server.url("f");
+    let run = sync_ignoring(
+        &src,
+        OsStr::new(&url),
+        &["--home".as_ref(), client.as_os_str()],
+    );
+    run.assert_code(3)
+        .assert_stderr_contains("not applied at the target")
+        .assert_stderr_contains("pkg/deep/x.tmp");
+    assert_eq!(
+        std::fs::read(dst.join("pkg/deep/x.tmp")).unwrap(),
+        b"local only\n",
+        "an ignored file on the server was deleted to make way for a file"
+    );
+}
