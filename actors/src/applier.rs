@@ -1,7 +1,7 @@
 //! The Applier: owns a target folder; turns source entries into a plan, fetches only the
 //! chunks it cannot find locally, assembles files in temp files and installs them atomically.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -11,7 +11,7 @@ use ferry_engine::target::TEMP_PREFIX;
 use ferry_engine::{
     apply_action, diff_within, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef,
     ContentId, DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, IgnoreRules, Index,
-    Plan, RelPath, ScanOptions, Seq, TargetDir, TargetIndex,
+    MtimeNs, Plan, RelPath, ScanOptions, Seq, TargetDir, TargetIndex,
 };
 
 use crate::events::EventKind;
@@ -653,16 +653,31 @@ impl Applier {
     }
 
     /// Removes the temp files a cut transfer left, once a plan that could copy from them
-    /// has been applied. Runs in this actor's context, so a retired Applier's removal never
+    /// has been applied (before it is acknowledged, so a run that ends there leaves none),
+    /// then `then`. Runs in this actor's context, so a retired Applier's removal never
     /// starts after its successor has scanned (and may be copying from) the same files.
-    fn remove_leftovers(&mut self, ctx: &mut Context<Self>) {
-        let Some(index) = self.target_index.as_mut() else {
-            return;
+    fn remove_leftovers(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
+        let doomed = match self.target_index.as_mut() {
+            Some(index) => index.take_leftovers(),
+            None => Vec::new(),
         };
-        let doomed = index.take_leftovers();
         if doomed.is_empty() {
-            return;
+            return then(self, ctx);
         }
+        // A removal moves its directory's mtime, which the plan already set to the
+        // source's: it is set again after.
+        let dirs: BTreeMap<RelPath, (u32, MtimeNs)> = doomed
+            .iter()
+            .filter_map(|p| p.parent())
+            .filter_map(|d| {
+                let e = self.source.get(&d)?;
+                (e.kind == EntryKind::Dir && e.is_present()).then_some((d, (e.mode, e.mtime)))
+            })
+            .collect();
         let target = self.target.clone();
         let folder = self.folder.clone();
         let pool = self.io.clone();
@@ -675,13 +690,18 @@ impl Applier {
                             Err(e) => tracing::warn!(folder = %folder, path = %p, "cannot remove leftover temp file: {e}"),
                         }
                     }
+                    for (d, (mode, mtime)) in dirs {
+                        if let Err(e) = target.set_meta(&d, EntryKind::Dir, mode, mtime) {
+                            tracing::warn!(folder = %folder, path = %d, "cannot set the directory's metadata again after removing a leftover temp file: {e}");
+                        }
+                    }
                 })
                 .await;
             if let Err(e) = r {
                 tracing::warn!("{e}");
             }
         };
-        ctx.spawn(job.into_actor(self));
+        ctx.spawn(job.into_actor(self).map(move |(), act, ctx| then(act, ctx)));
     }
 
     fn count(&self, change: Option<ChangeKind>) {
@@ -1222,12 +1242,23 @@ impl Applier {
     }
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
-        let Some(x) = self.exec.take() else { return };
         // With a file withdrawn, the target does not mirror `x.seq` yet: the next plan
         // (which fetches that file's new content) acknowledges.
+        let acknowledges = self
+            .exec
+            .as_ref()
+            .is_some_and(|x| !x.withdrawn && !x.partial);
+        if acknowledges {
+            self.remove_leftovers(ctx, Self::finish_plan);
+        } else {
+            self.finish_plan(ctx);
+        }
+    }
+
+    fn finish_plan(&mut self, ctx: &mut Context<Self>) {
+        let Some(x) = self.exec.take() else { return };
         if !x.withdrawn && !x.partial {
             self.acknowledge(x.seq, None);
-            self.remove_leftovers(ctx);
         }
         if !x.partial && self.content_requests == 0 {
             // Every file has been planned: what is still kept was not needed after all

@@ -184,3 +184,35 @@ fn stale_dst_with_everything_removed_from_src_ends_empty() {
     assert!(report.removed > 0, "{}", report.raw);
     assert!(outside.path().join("target.txt").is_file());
 }
+
+#[test]
+fn a_leftover_temp_file_is_removed_without_moving_its_directorys_mtime() {
+    // A crashed run left a temp file in sub/. The next run removes it once the plan is
+    // applied, after it set sub/'s mtime: that mtime must still be the source's.
+    let (src, dst) = (tempdir(), tempdir());
+    write_file(&src.path().join("sub/f.txt"), "f\n", 0o644, time_n(1));
+    set_mtime(&src.path().join("sub"), time_n(2));
+    sync_ok(src.path(), dst.path(), &[]);
+    write_file(
+        &dst.path().join("sub/.ferry-tmp-999-deadbeef-0"),
+        pseudo_random(10_000, 5),
+        0o600,
+        time_n(3),
+    );
+    set_mtime(&dst.path().join("sub"), time_n(2));
+    write_file(&src.path().join("sub/new.txt"), "new\n", 0o644, time_n(4));
+    set_mtime(&src.path().join("sub"), time_n(5));
+
+    sync_ok(src.path(), dst.path(), &[]);
+    assert!(!exists(&dst.path().join("sub/.ferry-tmp-999-deadbeef-0")));
+    let mtime = |root: &Path| {
+        std::fs::metadata(root.join("sub"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    assert_eq!(mtime(dst.path()), mtime(src.path()), "sub/'s mtime");
+    assert_mirror(src.path(), dst.path());
+    // And a second run finds nothing to do.
+    sync_ok(src.path(), dst.path(), &[]).assert_nothing_changed();
+}
