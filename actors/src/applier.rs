@@ -163,6 +163,9 @@ struct Execution {
     /// A plan made while content was still being hashed at the source: it only adds, and
     /// what it leaves out follows, so it acknowledges nothing.
     partial: bool,
+    /// Every file started (gone once it ends), for [`Retire`] to keep their temp files
+    /// whatever job holds them; pruned as it doubles.
+    started: Vec<std::sync::Weak<Slot>>,
 }
 
 /// Applies a source folder's index to one target folder.
@@ -765,6 +768,7 @@ impl Applier {
             sealed_bytes: 0,
             withdrawn: false,
             partial,
+            started: Vec::new(),
         });
         self.run_actions(pre, ctx, |act, ctx| {
             if let Some(x) = act.exec.as_mut() {
@@ -959,6 +963,10 @@ impl Applier {
                 break;
             };
             x.active += 1;
+            if x.started.len() >= 64 && x.started.len() == x.started.capacity() {
+                x.started.retain(|w| w.strong_count() > 0);
+            }
+            x.started.push(Arc::downgrade(&slot));
             // Planned now, not with the plan: files finished since are chunk sources too.
             let plan = match (&slot.entry.content, &self.target_index) {
                 (Some(c), Some(t)) => {
@@ -1994,13 +2002,15 @@ impl Handler<Retire> for Applier {
         });
         // Files being assembled are left for the next Applier, which copies what already
         // arrived instead of fetching it again.
+        // (Wherever they are: waiting for chunks, in a write or copy job, or sealed.)
         if let Some(x) = &self.exec {
-            let assembling = x.waiting.values().flatten().map(|(slot, _)| slot);
-            for slot in assembling.chain(&x.sealed) {
-                slot.keep_temp();
+            for slot in x.started.iter().filter_map(std::sync::Weak::upgrade) {
+                if !slot.is_finished() {
+                    slot.keep_temp();
+                }
             }
         }
-        let (io, hasher) = (self.io.clone(), self.hasher.clone());
+        let (io, hasher, copier) = (self.io.clone(), self.hasher.clone(), self.copier.clone());
         // What this Applier queued is saved before a successor loads the store. What it
         // learned since its last acknowledgement is not: a file being replaced may look
         // unchanged to the check at saving time.
@@ -2009,6 +2019,7 @@ impl Handler<Retire> for Applier {
         Box::pin(async move {
             io.drained().await;
             hasher.drained().await;
+            copier.drained().await;
             if let Some(saver) = saver {
                 if let Err(e) = io.run("finish saving chunk lists", || saver.finish()).await {
                     tracing::warn!("{e}");
