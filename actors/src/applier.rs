@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use ferry_engine::assemble::{chunk_tasks, Assembly, ChunkTask};
 use ferry_engine::outline::{self, GroupId, Outline, Unresolved};
-use ferry_engine::target::TEMP_PREFIX;
+use ferry_engine::target::is_temp_name;
 use ferry_engine::{
     apply_action, diff_within, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef,
     ContentId, DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, IgnoreRules, Index,
@@ -1456,14 +1456,12 @@ impl Handler<IndexDelta> for Applier {
         // A source never sends Ferry's own temp names (its scan skips them); a remote one that
         // does would have them taken for leftovers and removed, or collide with transfers.
         if self.opts.untrusted_sender {
-            if let Some(e) = entries.iter().find(|e| {
-                e.path
-                    .as_str()
-                    .split('/')
-                    .any(|c| c.starts_with(TEMP_PREFIX))
-            }) {
+            if let Some(e) = entries
+                .iter()
+                .find(|e| e.path.as_str().split('/').any(is_temp_name))
+            {
                 return self.fail(format!(
-                    "protocol error: {} uses the reserved temp-file prefix {TEMP_PREFIX}",
+                    "protocol error: {} has the name of a Ferry temp file",
                     e.path
                 ));
             }
@@ -2125,7 +2123,7 @@ fn take_leftovers(
 ) -> Vec<(RelPath, ferry_engine::Content)> {
     let temps: Vec<RelPath> = index
         .iter()
-        .filter(|e| e.kind == EntryKind::File && e.path.name().starts_with(TEMP_PREFIX))
+        .filter(|e| e.kind == EntryKind::File && is_temp_name(e.path.name()))
         .map(|e| e.path.clone())
         .collect();
     let mut out = Vec::new();

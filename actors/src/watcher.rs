@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ferry_engine::target::TEMP_PREFIX;
+use ferry_engine::target::is_temp_name;
 use ferry_engine::{IgnoreRules, RelPath};
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
@@ -348,7 +348,7 @@ impl Watcher {
                     continue;
                 }
             };
-            if rel.name().starts_with(TEMP_PREFIX) {
+            if is_temp_name(rel.name()) {
                 continue;
             }
             // Only a create, a removal or a rename can make a directory appear or vanish;

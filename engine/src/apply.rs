@@ -1026,7 +1026,7 @@ mod tests {
         // What a crash between creating a temp file and committing it leaves behind.
         fs::write(
             dst.join("gone")
-                .join(format!("{}1-0", crate::target::TEMP_PREFIX)),
+                .join(format!("{}1-0badc0de-0", crate::target::TEMP_PREFIX)),
             b"torn",
         )
         .unwrap();

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ignore::IgnoreRules;
 use crate::index::{Index, StatKey};
 use crate::relpath::RelPath;
-use crate::target::TEMP_PREFIX;
+use crate::target::is_temp_name;
 
 /// Why an entry was passed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
             format!("cannot stat: {e}"),
         ),
         Ok(md) => {
-            if w.opts.skip_temp_files && path.name().starts_with(TEMP_PREFIX) {
+            if w.opts.skip_temp_files && is_temp_name(path.name()) {
                 // The Applier's own temp files are never entries.
             } else if w
                 .opts
@@ -267,7 +267,7 @@ impl Walk<'_> {
             );
             return None;
         };
-        if self.opts.skip_temp_files && name.starts_with(TEMP_PREFIX) {
+        if self.opts.skip_temp_files && is_temp_name(name) {
             return None;
         }
         let path = match dir {

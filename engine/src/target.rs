@@ -17,8 +17,28 @@ use crate::error::{Error, Result};
 use crate::ignore::IgnoreRules;
 use crate::relpath::RelPath;
 
-/// Prefix of the temp files the Applier assembles content in; never a final name.
+/// Prefix of the temp files the Applier assembles content in (see [`is_temp_name`]).
 pub const TEMP_PREFIX: &str = ".ferry-tmp-";
+
+/// True for the name of one of Ferry's temp files, `.ferry-tmp-PID-TAG-N` (PID and N
+/// decimal, TAG eight hex digits): never a final name, so scans leave it out and leftovers
+/// are removed. Other names with the prefix (`.ferry-tmp-notes`) are ordinary entries.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+        return false;
+    };
+    let decimal = |s: &str| (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = rest.split('-');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(pid), Some(tag), Some(n), None) => {
+            decimal(pid)
+                && tag.len() == 8
+                && tag.bytes().all(|b| b.is_ascii_hexdigit())
+                && decimal(n)
+        }
+        _ => false,
+    }
+}
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -497,11 +517,7 @@ fn remove_leftover_temps(dir: &impl AsFd, name: &str) -> rustix::io::Result<()> 
     let mut temps = Vec::new();
     for ent in rfs::Dir::read_from(&sub)? {
         let ent = ent?;
-        if ent
-            .file_name()
-            .to_bytes()
-            .starts_with(TEMP_PREFIX.as_bytes())
-        {
+        if ent.file_name().to_str().is_ok_and(is_temp_name) {
             temps.push(ent.file_name().to_owned());
         }
     }
@@ -766,6 +782,25 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn temp_names_are_only_those_ferry_makes() {
+        assert!(is_temp_name(&temp_name()));
+        assert!(is_temp_name(".ferry-tmp-123-0badc0de-7"));
+        for other in [
+            ".ferry-tmp-project",
+            ".ferry-tmp-",
+            ".ferry-tmp-1-0badc0de",
+            ".ferry-tmp-1-0badc0de-0-more",
+            ".ferry-tmp--0badc0de-0",
+            ".ferry-tmp-1-0badc0dx-0",
+            ".ferry-tmp-1-badc0de-0",
+            ".ferry-tmp-1-0badc0de-",
+            "ferry-tmp-1-0badc0de-0",
+        ] {
+            assert!(!is_temp_name(other), "{other}");
+        }
     }
 
     #[test]

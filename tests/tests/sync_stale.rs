@@ -216,3 +216,48 @@ fn a_leftover_temp_file_is_removed_without_moving_its_directorys_mtime() {
     // And a second run finds nothing to do.
     sync_ok(src.path(), dst.path(), &[]).assert_nothing_changed();
 }
+
+#[test]
+fn names_like_ferrys_temp_files_are_ordinary_entries_unless_they_are_one() {
+    // Only `.ferry-tmp-PID-TAG-N` is Ferry's: a user's `.ferry-tmp-notes` is replicated
+    // (it was left out without a word), a target's own one is an extra like any other.
+    let (src, dst) = (tempdir(), tempdir());
+    write_file(
+        &src.path().join(".ferry-tmp-notes"),
+        "mine\n",
+        0o644,
+        time_n(1),
+    );
+    write_file(
+        &src.path().join(".ferry-tmp-project/a.txt"),
+        "a\n",
+        0o644,
+        time_n(2),
+    );
+    write_file(
+        &dst.path().join(".ferry-tmp-extra"),
+        "extra\n",
+        0o644,
+        time_n(3),
+    );
+    // A temp file of a Ferry writing into SRC (a chained replica) is not replicated.
+    write_file(
+        &src.path().join(".ferry-tmp-5-0badc0de-1"),
+        "part",
+        0o600,
+        time_n(4),
+    );
+
+    sync_ok(src.path(), dst.path(), &[]);
+    assert_eq!(
+        std::fs::read(dst.path().join(".ferry-tmp-notes")).unwrap(),
+        b"mine\n"
+    );
+    assert!(exists(&dst.path().join(".ferry-tmp-project/a.txt")));
+    assert!(
+        !exists(&dst.path().join(".ferry-tmp-extra")),
+        "an extra survived"
+    );
+    assert!(!exists(&dst.path().join(".ferry-tmp-5-0badc0de-1")));
+    assert_mirror_except(src.path(), dst.path(), &[".ferry-tmp-5-0badc0de-1"]);
+}
