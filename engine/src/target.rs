@@ -179,7 +179,9 @@ impl TargetDir {
     /// writable while it is filled).
     pub fn make_dir(&self, path: &RelPath) -> Result<()> {
         let dir = self.parent(path)?;
-        match rfs::mkdirat(&dir, path.name(), Mode::from_raw_mode(0o700)) {
+        match loosening(&[&dir], || {
+            rfs::mkdirat(&dir, path.name(), Mode::from_raw_mode(0o700))
+        }) {
             Ok(()) => Ok(()),
             Err(e) if e == rustix::io::Errno::EXIST => {
                 let st = rfs::statat(&dir, path.name(), AtFlags::SYMLINK_NOFOLLOW)
@@ -207,12 +209,14 @@ impl TargetDir {
             DirFd::Owned(fd) => fd,
         };
         let tmp_name = temp_name();
-        let fd = rfs::openat(
-            &dir,
-            tmp_name.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
+        let fd = loosening(&[&dir], || {
+            rfs::openat(
+                &dir,
+                tmp_name.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })
         .map_err(|e| self.err("create temp file for", path, e))?;
         Ok(TempFile {
             dir,
@@ -230,7 +234,7 @@ impl TargetDir {
     pub fn symlink(&self, path: &RelPath, link_target: &str) -> Result<()> {
         let dir = self.parent(path)?;
         let tmp = temp_name();
-        rfs::symlinkat(link_target, &dir, tmp.as_str())
+        loosening(&[&dir], || rfs::symlinkat(link_target, &dir, tmp.as_str()))
             .map_err(|e| self.err("create symlink", path, e))?;
         rfs::renameat(&dir, tmp.as_str(), &dir, path.name()).map_err(|e| {
             let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
@@ -242,8 +246,10 @@ impl TargetDir {
     pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<()> {
         let a = self.parent(from)?;
         let b = self.parent(to)?;
-        rfs::renameat_with(&a, from.name(), &b, to.name(), RenameFlags::NOREPLACE)
-            .map_err(|e| self.err("rename", from, e))
+        loosening(&[&a, &b], || {
+            rfs::renameat_with(&a, from.name(), &b, to.name(), RenameFlags::NOREPLACE)
+        })
+        .map_err(|e| self.err("rename", from, e))
     }
 
     /// Removes the entry at `path`, which must be of `kind` (a directory must be empty).
@@ -266,7 +272,7 @@ impl TargetDir {
         } else {
             AtFlags::empty()
         };
-        match rfs::unlinkat(&dir, path.name(), flags) {
+        match loosening(&[&dir], || rfs::unlinkat(&dir, path.name(), flags)) {
             // Scans hide the temp files a crash may leave behind, so no plan removes them;
             // they must not keep their directory alive forever.
             Err(e)
@@ -450,9 +456,11 @@ fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result
         Err(e) => return Err(e),
     };
     if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-        return rfs::unlinkat(dir, name, AtFlags::empty());
+        return loosening(&[dir], || rfs::unlinkat(dir, name, AtFlags::empty()));
     }
-    let sub = rfs::openat(dir, name, dir_flags(), Mode::empty())?;
+    let sub = loosening(&[dir], || {
+        rfs::openat(dir, name, dir_flags(), Mode::empty())
+    })?;
     let mut names = Vec::new();
     for ent in rfs::Dir::read_from(&sub)? {
         let ent = ent?;
@@ -464,7 +472,43 @@ fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result
     for n in names {
         remove_tree_at(&sub, n.as_os_str())?;
     }
-    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+    loosening(&[dir], || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR))
+}
+
+/// Runs `op`, a change to the entries of `dirs`; when it is refused for want of permission
+/// and one of them is ours without owner write and search bits, adds those and runs it
+/// again. A read-only source directory is mirrored read-only, so its next change would
+/// otherwise fail for every user but root (rsync does the same). Every directory whose
+/// entries a plan changes gets a `SetDirMeta` at its end, which sets the mode back.
+fn loosening<T>(
+    dirs: &[&dyn AsFd],
+    mut op: impl FnMut() -> rustix::io::Result<T>,
+) -> rustix::io::Result<T> {
+    match op() {
+        Err(rustix::io::Errno::ACCESS) => {
+            let mut loosened = false;
+            for d in dirs {
+                loosened |= make_writable(d)?;
+            }
+            if loosened {
+                op()
+            } else {
+                Err(rustix::io::Errno::ACCESS)
+            }
+        }
+        other => other,
+    }
+}
+
+/// Adds owner write and search to directory `dir` when it is ours and lacks them.
+fn make_writable(dir: &impl AsFd) -> rustix::io::Result<bool> {
+    let st = rfs::fstat(dir)?;
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid != rustix::process::geteuid().as_raw() || mode & 0o300 == 0o300 {
+        return Ok(false);
+    }
+    rfs::fchmod(dir, Mode::from_raw_mode(mode | 0o300))?;
+    Ok(true)
 }
 
 /// [`remove_tree_at`] of the entry `name` at `rel`, leaving what `keep` ignores: returns
@@ -485,9 +529,11 @@ fn remove_tree_keeping(
         return Ok(Some(rel.clone()));
     }
     if !is_dir {
-        return rfs::unlinkat(dir, name, AtFlags::empty()).map(|()| None);
+        return loosening(&[dir], || rfs::unlinkat(dir, name, AtFlags::empty())).map(|()| None);
     }
-    let sub = rfs::openat(dir, name, dir_flags(), Mode::empty())?;
+    let sub = loosening(&[dir], || {
+        rfs::openat(dir, name, dir_flags(), Mode::empty())
+    })?;
     let mut names = Vec::new();
     for ent in rfs::Dir::read_from(&sub)? {
         let ent = ent?;
@@ -507,7 +553,7 @@ fn remove_tree_keeping(
     }
     match kept {
         Some(k) => Ok(Some(k)),
-        None => rfs::unlinkat(dir, name, AtFlags::REMOVEDIR).map(|()| None),
+        None => loosening(&[dir], || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)).map(|()| None),
     }
 }
 
@@ -522,7 +568,9 @@ fn remove_leftover_temps(dir: &impl AsFd, name: &str) -> rustix::io::Result<()> 
         }
     }
     for t in temps {
-        match rfs::unlinkat(&sub, t.as_c_str(), AtFlags::empty()) {
+        match loosening(&[&sub], || {
+            rfs::unlinkat(&sub, t.as_c_str(), AtFlags::empty())
+        }) {
             // A directory with a temp-like name is not ours: leave it, and let the caller fail.
             Ok(()) | Err(rustix::io::Errno::NOENT | rustix::io::Errno::ISDIR) => {}
             Err(e) => return Err(e),

@@ -5,6 +5,7 @@
 //! `.ferry-tmp-*` file is left behind, the failure is named (path and reason), everything
 //! else is synced, and once the fault is gone the next run (or the next change, live) mirrors.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -441,13 +442,23 @@ fn unwritable_target_subdirectory_is_reported_and_everything_else_syncs() {
     write_file(&src.join("other/new.txt"), "other new\n", 0o644, time_n(10));
     write_file(&src.join("fresh/f.txt"), "fresh\n", 0o644, time_n(11));
     open_up_tree(&src);
-    set_mode(&dst.join("locked"), 0o555);
+    // Another user's directory: one of its own that lacks write permission Ferry makes
+    // writable for the change (as rsync does), so this needs root to hand it to root.
+    if !is_root() {
+        eprintln!("SKIPPED {test}: only root can give a directory to another user");
+        return;
+    }
+    let locked = dst.join("locked");
+    let owner = std::fs::metadata(&locked).expect("stat locked/").uid();
+    std::os::unix::fs::chown(&locked, Some(0), Some(0)).expect("chown locked/ to root");
+    set_mode(&locked, 0o755);
     let before = snapshot(&dst);
 
     let out = sync_unprivileged(&src, &dst, &["--json"]);
     // Whatever the run did to its mode, give the directory back for the checks and clean-up.
     let locked_mode_after = snapshot(&dst)[Path::new("locked")].mode;
-    set_mode(&dst.join("locked"), 0o777);
+    std::os::unix::fs::chown(&locked, Some(owner), Some(owner)).expect("chown locked/ back");
+    set_mode(&locked, 0o777);
 
     out.assert_code(3);
     let report = out.report();
@@ -468,8 +479,8 @@ fn unwritable_target_subdirectory_is_reported_and_everything_else_syncs() {
         report
             .not_applied
             .iter()
-            .all(|(p, _)| p.starts_with("locked/")),
-        "only entries in locked/ may fail: {:?}\n{out}",
+            .all(|(p, _)| p == "locked" || p.starts_with("locked/")),
+        "only locked/ (root's: its metadata cannot be set) and entries in it may fail: {:?}\n{out}",
         report.not_applied
     );
     // Nothing under locked/ is torn: each file is its old version or its new one, whole.
@@ -486,7 +497,7 @@ fn unwritable_target_subdirectory_is_reported_and_everything_else_syncs() {
     assert!(!exists(&dst.join("locked/new.txt")));
     mirror_except(&src, &dst, &["locked"])
         .unwrap_or_else(|d| panic!("entries outside locked/ were not synced:\n{d}\n{out}"));
-    eprintln!("locked/ had mode {locked_mode_after:04o} after the run (0555 before it)");
+    eprintln!("locked/ had mode {locked_mode_after:04o} after the run (0755, root's, before it)");
 
     // Writable again, the next run finishes the job.
     let again = sync_unprivileged(&src, &dst, &[]);

@@ -204,3 +204,47 @@ fn file_moved_to_another_dir_is_renamed_in_dst() {
         "the DST file was copied, not moved"
     );
 }
+
+#[test]
+fn read_only_source_dirs_are_mirrored_and_still_updated_without_root() {
+    // A read-only directory (a Go module cache, a release tree) is mirrored read-only;
+    // without root, a later change inside it needs the directory made writable for the
+    // change and read-only again after (it failed on every run, forever).
+    if !can_drop_privileges("read_only_source_dirs_are_mirrored_and_still_updated_without_root") {
+        return;
+    }
+    let base = tempdir();
+    set_mode(base.path(), 0o755);
+    let (src, dst) = (base.path().join("src"), base.path().join("dst"));
+    write_file(&src.join("d/a.txt"), "a\n", 0o644, time_n(1));
+    write_file(&src.join("d/e/old.txt"), "old\n", 0o644, time_n(2));
+    set_mode(&src, 0o755);
+    set_mode(&src.join("d/e"), 0o555);
+    set_mode(&src.join("d"), 0o555);
+    mkdir(&dst);
+    make_world_accessible(&dst);
+    let run = |step: &str| {
+        let out = sync_unprivileged(&src, &dst, &[]);
+        assert_eq!(out.code, 0, "{step}\n{out}");
+    };
+    run("the first sync");
+    assert_mirror(&src, &dst);
+
+    // A file added, one renamed, and a read-only subdirectory removed, all inside d/.
+    set_mode(&src.join("d"), 0o755);
+    set_mode(&src.join("d/e"), 0o755);
+    std::fs::remove_dir_all(src.join("d/e")).unwrap();
+    write_file(&src.join("d/b.txt"), "b\n", 0o644, time_n(3));
+    std::fs::rename(src.join("d/a.txt"), src.join("d/c.txt")).unwrap();
+    set_mode(&src.join("d"), 0o555);
+    set_mtime(&src.join("d"), time_n(4));
+    run("changes inside read-only directories");
+    assert_mirror(&src, &dst);
+    let mode = std::fs::metadata(dst.join("d")).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o555,
+        "d/ was left writable"
+    );
+    set_mode(&dst.join("d"), 0o755);
+}
