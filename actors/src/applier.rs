@@ -11,7 +11,7 @@ use ferry_engine::target::is_temp_name;
 use ferry_engine::{
     apply_action, diff_within, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef,
     ContentId, DiffOptions, DiffOutcome, EntryKind, EntryState, FileEntry, IgnoreRules, Index,
-    MtimeNs, Plan, RelPath, ScanOptions, Seq, TargetDir, TargetIndex,
+    MtimeNs, Plan, RelPath, ScanOptions, Seq, SkipKind, TargetDir, TargetIndex,
 };
 
 use crate::events::EventKind;
@@ -1375,25 +1375,55 @@ impl Handler<Start> for Applier {
         let target = self.target.clone();
         let store = self.target_store.clone();
         let folder = self.folder.to_string();
+        let dry_run = self.opts.dry_run;
         let job = async move {
             pool.run("scan target", move || {
                 let mut outcome = ferry_engine::scan(&root, opts.clone())?;
                 let leftovers = take_leftovers(&target, &mut outcome.index, &opts.params);
-                let skipped = std::mem::take(&mut outcome.skipped);
+                let mut skipped = std::mem::take(&mut outcome.skipped);
+                // Special files are never replicated, so one in the target is extraneous, as
+                // any other extra: removed now, so that nothing is in the way of the plan (a
+                // fifo where the source has a directory) and a directory that held one can
+                // go. (A name that is not UTF-8 is left: the source may hold it too, skipped
+                // there with a warning, and a target copy is not deleted for that.)
+                let unmirrorable = |s: &ferry_engine::Skipped| s.kind == SkipKind::Special;
+                let removed: Vec<_> = skipped
+                    .iter()
+                    .filter(|s| unmirrorable(s))
+                    .map(|s| {
+                        let done = (!dry_run).then(|| target.remove_unmirrorable(&s.path));
+                        (s.path.clone(), done)
+                    })
+                    .collect();
+                skipped.retain(|s| !unmirrorable(s));
                 let mut index = TargetIndex::new(outcome.index);
                 let saved = store.map(|store| {
                     let reused = attach_saved(&mut index, store.as_ref(), &opts.params, &folder);
                     let saver = TargetPersister::new(store, root, folder);
                     (reused, saver)
                 });
-                Ok::<_, ferry_engine::Error>((index, skipped, leftovers, saved))
+                Ok::<_, ferry_engine::Error>((index, skipped, leftovers, saved, removed))
             })
             .await
         };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok((mut index, skipped, leftovers, saved))) => {
+            Ok(Ok((mut index, skipped, leftovers, saved, removed))) => {
                 for s in &skipped {
-                    tracing::debug!(folder = %act.folder, path = %s.path.display(), "target entry not indexed: {}", s.reason);
+                    if s.kind == SkipKind::Unrepresentable {
+                        tracing::warn!(folder = %act.folder, path = %s.path.display(), "left in the target as it is: {}", s.reason);
+                    } else {
+                        tracing::debug!(folder = %act.folder, path = %s.path.display(), "target entry not indexed: {}", s.reason);
+                    }
+                }
+                for (path, r) in removed {
+                    match r {
+                        None => tracing::info!(folder = %act.folder, path = %path.display(), "would be removed (it cannot be mirrored)"),
+                        Some(Ok(())) => {
+                            Stats::add(&act.stats.removed, 1);
+                            tracing::info!(target: "ferry::changes", folder = %act.folder, path = %path.display(), "removed (it cannot be mirrored)");
+                        }
+                        Some(Err(e)) => tracing::warn!(folder = %act.folder, path = %path.display(), "cannot remove an entry that cannot be mirrored: {e}"),
+                    }
                 }
                 for (path, content) in leftovers {
                     tracing::info!(folder = %act.folder, path = %path, bytes = content.len(), "reusing the chunks of a leftover temp file");

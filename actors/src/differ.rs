@@ -8,8 +8,7 @@ use actix::prelude::*;
 use ferry_engine::outline::OUTLINE_MIN_CHUNKS;
 use ferry_engine::{reconcile, Change, Content};
 use ferry_engine::{
-    EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, Seq, SkipKind, SourceDir,
-    StatKey,
+    EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, Seq, SourceDir, StatKey,
 };
 use futures_util::future::join_all;
 
@@ -368,11 +367,7 @@ impl Differ {
         for s in &outcome.skipped {
             tracing::warn!(folder = %self.folder, path = %s.path.display(), "skipped: {}", s.reason);
         }
-        let gaps = outcome
-            .skipped
-            .iter()
-            .filter(|s| s.kind == SkipKind::Unreadable)
-            .count();
+        let gaps = outcome.skipped.iter().filter(|s| s.kind.is_gap()).count();
         Stats::add(&self.stats.skipped, gaps as u64);
         Stats::add(&self.stats.entries_scanned, outcome.index.len() as u64);
         self.history_from = self.seq.next();

@@ -22,8 +22,18 @@ use crate::target::is_temp_name;
 pub enum SkipKind {
     /// A fifo, socket or device: by design not replicated.
     Special,
-    /// Could not be read, listed or named: data that is not mirrored.
+    /// Could not be read or listed: data that is not mirrored.
     Unreadable,
+    /// A name or symlink target that is no valid relative path or string (not UTF-8):
+    /// data that is not mirrored, and that no source entry can ever be.
+    Unrepresentable,
+}
+
+impl SkipKind {
+    /// True for what leaves a gap in the mirror (not a special file, skipped by design).
+    pub fn is_gap(self) -> bool {
+        self != SkipKind::Special
+    }
 }
 
 /// An entry the scan passed over, and why.
@@ -262,7 +272,7 @@ impl Walk<'_> {
         let Some(name) = name.to_str() else {
             self.skip(
                 item.path(),
-                SkipKind::Unreadable,
+                SkipKind::Unrepresentable,
                 "name is not valid UTF-8".into(),
             );
             return None;
@@ -277,7 +287,7 @@ impl Walk<'_> {
         let path = match path {
             Ok(p) => p,
             Err(e) => {
-                self.skip(item.path(), SkipKind::Unreadable, e.to_string());
+                self.skip(item.path(), SkipKind::Unrepresentable, e.to_string());
                 return None;
             }
         };
@@ -324,7 +334,7 @@ pub fn entry_from_metadata(
             .map_err(|e| (SkipKind::Unreadable, format!("cannot read link: {e}")))?;
         let t = t.into_os_string().into_string().map_err(|_| {
             (
-                SkipKind::Unreadable,
+                SkipKind::Unrepresentable,
                 "symlink target is not valid UTF-8".to_owned(),
             )
         })?;

@@ -309,6 +309,36 @@ impl TargetDir {
         }
     }
 
+    /// Removes the entry at `full` (as a scan of this folder reported it: under the root, its
+    /// directories valid relative paths, its own name possibly not), with everything below it
+    /// if it is a directory: for a special file, which no source entry can ever be.
+    pub fn remove_unmirrorable(&self, full: &Path) -> Result<()> {
+        let outside = || {
+            Error::io(
+                "remove",
+                full,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not an entry of the target folder",
+                ),
+            )
+        };
+        let rel = full.strip_prefix(&self.root).map_err(|_| outside())?;
+        let name = rel.file_name().ok_or_else(outside)?;
+        let dir = match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            None => DirFd::Root(self.root_fd.as_fd()),
+            Some(p) => {
+                // The directory itself, opened as the parent of an entry inside it.
+                let inside = p
+                    .to_str()
+                    .and_then(|p| RelPath::new(format!("{p}/x")).ok())
+                    .ok_or_else(outside)?;
+                self.parent(&inside)?
+            }
+        };
+        remove_tree_at(&dir, name).map_err(|e| Error::io("remove", full, e.into()))
+    }
+
     /// Sets permission bits and mtime of `path`, which must be of `kind`.
     pub fn set_meta(
         &self,

@@ -76,6 +76,37 @@ fn non_utf8_name_is_skipped_with_warning_and_exit_3() {
     assert!(diffs.is_empty(), "the rest did not sync: {diffs:#?}");
 }
 
+#[test]
+fn special_files_in_dst_are_removed_as_extras_and_stand_in_no_ones_way() {
+    // The source never replicates special files, so DST's are extras: removed, and not in
+    // the way of what the source has at their paths. (They were left forever: a directory
+    // holding one was "kept", and a fifo where SRC has a directory failed every run.)
+    let src = tempdir();
+    ordinary_files(src.path());
+    write_file(&src.path().join("was-fifo/f.txt"), "f\n", 0o644, time_n(5));
+    let dst = tempdir();
+    mkdir(&dst.path().join("gone"));
+    mkfifo(&dst.path().join("gone/pipe.fifo"));
+    mkfifo(&dst.path().join("was-fifo"));
+    mkdir(&dst.path().join("sub"));
+    mkfifo(&dst.path().join("sub/pipe.fifo"));
+    // A name that is not UTF-8 is left (SRC may hold it, skipped there), with a warning.
+    let bad = PathBuf::from(OsStr::from_bytes(b"odd-\xff-name.txt"));
+    write_file(&dst.path().join(&bad), "theirs\n", 0o644, time_n(6));
+
+    let out = sync(src.path(), dst.path(), &[]);
+    out.assert_success().assert_stderr_contains("odd-");
+    for gone in ["gone", "sub/pipe.fifo"] {
+        assert!(!exists(&dst.path().join(gone)), "{gone} survived\n{out}");
+    }
+    assert!(
+        exists(&dst.path().join(&bad)),
+        "a non-UTF-8 name was deleted"
+    );
+    std::fs::remove_file(dst.path().join(&bad)).unwrap();
+    assert_mirror(src.path(), dst.path());
+}
+
 /// A world-accessible base directory holding `src/` (synced once, as the unprivileged user,
 /// into `dst/`), or `None` when the test cannot run here.
 fn unprivileged_setup(
