@@ -34,6 +34,8 @@ use crate::wire::encoded_len;
 /// average chunk size). Rebuilding copies each group's chunks once per mention, so a few
 /// bytes of outline could otherwise claim any amount of memory.
 const MAX_REMOTE_OUTLINED_CHUNKS: u64 = 1 << 25;
+/// Mode bits a Sender across the network never sets here: set-user-ID and set-group-ID.
+const REMOTE_MODE_DROPPED: u32 = 0o6000;
 /// Files assembled at once, at most: small files need many in flight to keep a link busy
 /// (each costs a round trip), and each holds a temp file open (see [`file_caps`]).
 const MAX_ACTIVE_FILES: usize = 512;
@@ -1494,6 +1496,11 @@ impl Handler<IndexDelta> for Applier {
                     "protocol error: {} has the name of a Ferry temp file",
                     e.path
                 ));
+            }
+            // A peer may replicate into this node's folder, not plant programs that run
+            // with the rights of whoever owns them here (root, when serving as root).
+            for e in entries.iter_mut() {
+                e.mode &= !REMOTE_MODE_DROPPED;
             }
         }
         if msg.snapshot {

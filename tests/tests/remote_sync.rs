@@ -435,3 +435,33 @@ fn a_repeat_sync_with_kept_state_sends_only_the_change() {
     let scanned = third.report().entries_scanned;
     assert!(entries_sent(&third) >= scanned, "{third}");
 }
+
+#[test]
+fn a_remote_peer_never_sets_setuid_or_setgid_bits_on_the_server() {
+    // A peer may write into a shared folder, not plant a program that runs as the
+    // server's user (root, often): those two bits are dropped; the rest of the mode stays.
+    use std::os::unix::fs::PermissionsExt as _;
+    let n = Nodes::new();
+    write_file(&n.src.join("tool"), "#!/bin/sh\n", 0o755, time_n(1));
+    set_mode(&n.src.join("tool"), 0o6755);
+    write_file(&n.src.join("plain"), "x\n", 0o640, time_n(2));
+    let server = n.serve(&peer(&n.client_id(), None));
+
+    for run in 1..=2 {
+        let out = remote_sync(&n.client, &n.src, &server.url("f"), &["--json"]);
+        out.assert_success();
+        let mode = |p: &str| {
+            std::fs::metadata(n.dst.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("tool"), 0o755, "run {run}");
+        assert_eq!(mode("plain"), 0o640, "run {run}");
+        if run == 2 {
+            // Nothing planned again for the bits it will never set.
+            out.report().assert_nothing_changed();
+        }
+    }
+}

@@ -479,7 +479,14 @@ impl Server {
         let resume = {
             let mut saved = slot.resume.lock().unwrap_or_else(|p| p.into_inner());
             match saved.take() {
-                Some(r) if r.peer == peer && r.epoch == open.epoch => Some(r),
+                // A view cut with other chunker parameters is not the peer's view now.
+                Some(r)
+                    if r.peer == peer
+                        && r.epoch == open.epoch
+                        && r.view.index.params() == &params =>
+                {
+                    Some(r)
+                }
                 _ => None,
             }
         };
