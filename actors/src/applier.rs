@@ -29,11 +29,13 @@ use crate::transfer::{
 };
 use crate::wire::encoded_len;
 
-/// Chunks the outlines a Sender across the network has pending may claim together: about
-/// what one index update can carry as whole lists (and a 1 TiB file's list at the default
-/// average chunk size). Rebuilding copies each group's chunks once per mention, so a few
-/// bytes of outline could otherwise claim any amount of memory.
-const MAX_REMOTE_OUTLINED_CHUNKS: u64 = 1 << 25;
+/// Chunks the outlines a Sender across the network has pending may claim together (about
+/// 5 GiB of chunk lists: 4 TiB of large files at the default average chunk size, in one
+/// update). Rebuilding copies each group's chunks once per mention, so a few bytes of
+/// outline could otherwise claim any amount of memory; an update outlining more than that
+/// is refused, for now, as the price of the bound (a configured memory budget would be
+/// the better one).
+const MAX_REMOTE_OUTLINED_CHUNKS: u64 = 1 << 27;
 /// Mode bits a Sender across the network never sets here: set-user-ID and set-group-ID.
 const REMOTE_MODE_DROPPED: u32 = 0o6000;
 /// Files assembled at once, at most: small files need many in flight to keep a link busy
@@ -1829,6 +1831,8 @@ impl Applier {
         if lists.is_empty() {
             return Ok(());
         }
+        // Chunks the outlines pending claim, kept up to date as this update adds its own.
+        let mut outlined: u64 = self.pending.values().map(|p| p.outline.chunk_count()).sum();
         let mut by_path: HashMap<RelPath, usize> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             by_path.insert(e.path.clone(), i);
@@ -1857,7 +1861,7 @@ impl Applier {
                     }
                 }
                 ListForm::Outline(outline) => {
-                    self.check_outline(e, &outline)?;
+                    self.check_outline(e, &outline, &mut outlined)?;
                     self.pending.insert(
                         e.path.clone(),
                         PendingList {
@@ -1880,7 +1884,12 @@ impl Applier {
     /// outlines being rebuilt than [`MAX_REMOTE_OUTLINED_CHUNKS`]. Checked before anything
     /// is built from it: a group named again and again costs nothing to send, and its
     /// chunks are copied out once per mention.
-    fn check_outline(&self, e: &FileEntry, outline: &Outline) -> Result<(), String> {
+    fn check_outline(
+        &self,
+        e: &FileEntry,
+        outline: &Outline,
+        outlined: &mut u64,
+    ) -> Result<(), String> {
         if !outline.is_well_formed() {
             return Err(format!(
                 "the outline of {} has a group of impossible size",
@@ -1895,20 +1904,19 @@ impl Applier {
                 e.path, e.size
             ));
         }
-        if self.opts.untrusted_sender {
-            let pending: u64 = self
-                .pending
-                .iter()
-                .filter(|(p, _)| **p != e.path)
-                .map(|(_, p)| p.outline.chunk_count())
-                .sum();
-            if pending + claimed > MAX_REMOTE_OUTLINED_CHUNKS {
-                return Err(format!(
-                    "the outline of {} claims {claimed} chunks, with {pending} more being rebuilt: over the limit of {MAX_REMOTE_OUTLINED_CHUNKS}",
-                    e.path
-                ));
-            }
+        // It replaces the one pending for the same path, if any.
+        let replaced = self
+            .pending
+            .get(&e.path)
+            .map_or(0, |p| p.outline.chunk_count());
+        let others = outlined.saturating_sub(replaced);
+        if self.opts.untrusted_sender && others + claimed > MAX_REMOTE_OUTLINED_CHUNKS {
+            return Err(format!(
+                "the outline of {} claims {claimed} chunks, with {others} more being rebuilt: over the limit of {MAX_REMOTE_OUTLINED_CHUNKS}",
+                e.path
+            ));
         }
+        *outlined = others + claimed;
         Ok(())
     }
 
@@ -1989,9 +1997,14 @@ impl Handler<GroupData> for Applier {
                     self.asked.remove(&msg.path);
                 } else {
                     // Only groups asked for, each once, and each holding what its id
-                    // says: what is kept stays within what the outline claims.
+                    // says: what is kept stays within what the outline claims. A group the
+                    // outline names more than once (runs of zeros) may come once per
+                    // mention: the copies of one already taken are passed over.
                     let mut wrong = 0;
                     for g in msg.groups {
+                        if p.supplied.contains_key(&g.id) {
+                            continue;
+                        }
                         let fits = p.awaited.contains(&g.id)
                             && p.outline
                                 .groups

@@ -326,15 +326,16 @@ impl Handler<NeedGroups> for Sender {
                     actor: "differ",
                     source,
                 })?;
-            let wanted: std::collections::HashSet<_> = msg.groups.iter().copied().collect();
+            let mut wanted: std::collections::HashSet<_> = msg.groups.iter().copied().collect();
             let reply = match current.filter(|c| c.id == msg.id) {
                 Some(c) => GroupData {
                     folder,
                     path: msg.path,
                     id: msg.id,
+                    // Each once, though the list may hold it many times (runs of zeros).
                     groups: groups(&c.chunks)
                         .into_iter()
-                        .filter(|(_, id)| wanted.contains(id))
+                        .filter(|(_, id)| wanted.remove(id))
                         .map(|(r, id)| GroupList {
                             id,
                             chunks: c.chunks[r].to_vec(),

@@ -236,8 +236,13 @@ impl TargetDir {
         let tmp = temp_name();
         loosening(&[&dir], || rfs::symlinkat(link_target, &dir, tmp.as_str()))
             .map_err(|e| self.err("create symlink", path, e))?;
-        rfs::renameat(&dir, tmp.as_str(), &dir, path.name()).map_err(|e| {
-            let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+        loosening(&[&dir], || {
+            rfs::renameat(&dir, tmp.as_str(), &dir, path.name())
+        })
+        .map_err(|e| {
+            let _ = loosening(&[&dir], || {
+                rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty())
+            });
             self.err("install symlink", path, e)
         })
     }
@@ -506,39 +511,51 @@ fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result
 }
 
 /// Runs `op`, a change to the entries of `dirs`; when it is refused for want of permission
-/// and one of them is ours without owner write and search bits, adds those and runs it
-/// again. A read-only source directory is mirrored read-only, so its next change would
-/// otherwise fail for every user but root (rsync does the same). Every directory whose
-/// entries a plan changes gets a `SetDirMeta` at its end, which sets the mode back.
+/// and one of them is ours without owner write and search bits, adds those, runs it again,
+/// and sets the modes back. A read-only source directory is mirrored read-only, so its next
+/// change would otherwise fail for every user but root (rsync does the same).
 fn loosening<T>(
     dirs: &[&dyn AsFd],
     mut op: impl FnMut() -> rustix::io::Result<T>,
 ) -> rustix::io::Result<T> {
     match op() {
         Err(rustix::io::Errno::ACCESS) => {
-            let mut loosened = false;
+            let mut loosened = Vec::new();
+            let mut failed = None;
             for d in dirs {
-                loosened |= make_writable(d)?;
+                match make_writable(d) {
+                    Ok(Some(mode)) => loosened.push((d, mode)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
             }
-            if loosened {
-                op()
-            } else {
-                Err(rustix::io::Errno::ACCESS)
+            let r = match failed {
+                Some(e) => Err(e),
+                None if loosened.is_empty() => Err(rustix::io::Errno::ACCESS),
+                None => op(),
+            };
+            for (d, mode) in loosened {
+                let _ = rfs::fchmod(d, Mode::from_raw_mode(mode));
             }
+            r
         }
         other => other,
     }
 }
 
-/// Adds owner write and search to directory `dir` when it is ours and lacks them.
-fn make_writable(dir: &impl AsFd) -> rustix::io::Result<bool> {
+/// Adds owner write and search to directory `dir` when it is ours and lacks them; returns
+/// the mode it had.
+fn make_writable(dir: &impl AsFd) -> rustix::io::Result<Option<u32>> {
     let st = rfs::fstat(dir)?;
     let mode = st.st_mode & 0o7777;
     if st.st_uid != rustix::process::geteuid().as_raw() || mode & 0o300 == 0o300 {
-        return Ok(false);
+        return Ok(None);
     }
     rfs::fchmod(dir, Mode::from_raw_mode(mode | 0o300))?;
-    Ok(true)
+    Ok(Some(mode))
 }
 
 /// [`remove_tree_at`] of the entry `name` at `rel`, leaving what `keep` ignores: returns
@@ -808,12 +825,14 @@ impl TempFile {
 
     /// The rename of [`TempFile::install`].
     fn rename_into_place(mut self) -> Result<()> {
-        rfs::renameat(
-            &self.dir,
-            self.tmp_name.as_str(),
-            &self.dir,
-            self.path.name(),
-        )
+        loosening(&[&self.dir], || {
+            rfs::renameat(
+                &self.dir,
+                self.tmp_name.as_str(),
+                &self.dir,
+                self.path.name(),
+            )
+        })
         .map_err(|e| Error::io("rename into place", &self.full, e.into()))?;
         self.committed = true;
         Ok(())
@@ -838,7 +857,9 @@ fn frees_removed_files_quietly(dir: &OwnedFd) -> bool {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.committed && !self.kept.load(Ordering::Relaxed) {
-            let _ = rfs::unlinkat(&self.dir, self.tmp_name.as_str(), AtFlags::empty());
+            let _ = loosening(&[&self.dir], || {
+                rfs::unlinkat(&self.dir, self.tmp_name.as_str(), AtFlags::empty())
+            });
         }
     }
 }

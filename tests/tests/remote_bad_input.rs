@@ -1142,15 +1142,15 @@ fn outlines_claiming_impossible_lists_are_refused_before_they_are_built() {
     .expect("chunk in memory");
     let group = outline(&content).groups[0];
 
-    // One group named 200,000 times over: 13 MB of frame for 40 million chunks (1.4 GB
+    // One group named 600,000 times over: 19 MB of frame for 154 million chunks (5.5 GB
     // rebuilt), under a size claim that allows them.
     let repeated = Outline {
         groups: vec![
             Group {
                 id: group.id,
-                chunks: 200
+                chunks: 256
             };
-            200_000
+            600_000
         ],
     };
     let mark = fix.log_mark();
@@ -1248,5 +1248,62 @@ fn groups_not_asked_for_or_not_matching_their_ids_are_refused() {
         closed.assert_refused(needle);
     }
     fix.assert_dst_empty();
+    fix.assert_still_serves_and_nothing_escaped();
+}
+
+#[test]
+fn a_group_named_twice_in_an_outline_may_be_supplied_twice() {
+    // A file of one 8 KiB block over and over (as runs of zeros are): its outline names
+    // one group twice, and a Sender (one of an earlier version) answers with a copy per
+    // mention. The copy is no protocol error: the file is written.
+    let fix = Fixture::new();
+    let params = ChunkParams::default();
+    let (block, content) = (1u64..)
+        .find_map(|seed| {
+            let block = pseudo_random(8 * KIB as usize, seed);
+            let one = chunk_reader(block.as_slice(), &params).expect("chunk in memory");
+            let content = ferry_engine::Content::from_chunks(&params, vec![one.chunks[0]; 512]);
+            let o = outline(&content);
+            (o.groups.len() == 2 && o.groups[0].id == o.groups[1].id).then_some((block, content))
+        })
+        .expect("a block whose id does not end a group");
+    let data: Vec<u8> = block.repeat(512);
+    let o = outline(&content);
+
+    let closed = block_on(async {
+        let mut s = fix.open().await;
+        send(
+            &mut s,
+            &outlined_frame("r", data.len() as u64, content.id, o.clone()),
+        )
+        .await;
+        let need = match recv(&mut s).await {
+            Frame::NeedGroups(n) => n,
+            other => panic!("the target holds nothing, so NeedGroups was due, got {other:?}"),
+        };
+        assert_eq!(
+            need.groups,
+            vec![o.groups[0].id],
+            "each missing group asked for once"
+        );
+        let group = GroupList {
+            id: o.groups[0].id,
+            chunks: content.chunks[..256].to_vec(),
+        };
+        send(
+            &mut s,
+            &Frame::Groups(GroupData {
+                folder: folder_id(FOLDER),
+                path: rel("r"),
+                id: content.id,
+                groups: vec![group.clone(), group],
+                stale: false,
+            }),
+        )
+        .await;
+        answer_until_applied(&mut s, &[("r", &data)], 1).await
+    });
+    assert!(closed.is_none(), "the session ended: {closed:?}");
+    assert_eq!(std::fs::read(fix.dst.join("r")).unwrap(), data);
     fix.assert_still_serves_and_nothing_escaped();
 }

@@ -465,3 +465,25 @@ fn a_remote_peer_never_sets_setuid_or_setgid_bits_on_the_server() {
         }
     }
 }
+
+#[test]
+fn a_file_with_long_runs_of_zeros_syncs_to_a_remote_target() {
+    // 100 MiB of zeros between two 1 MiB blocks: the outline names one group of zero
+    // chunks three times over (each group is asked for once and sent once).
+    let n = Nodes::new();
+    let path = n.src.join("disk.img");
+    let mut bytes = pseudo_random(MIB as usize, 31);
+    bytes.resize((101 * MIB) as usize, 0);
+    bytes.extend(pseudo_random(MIB as usize, 32));
+    write_file(&path, &bytes, 0o644, time_n(1));
+    let server = n.serve(&peer(&n.client_id(), None));
+
+    let run = remote_sync(&n.client, &n.src, &server.url("f"), &[]);
+    if run.code != 0 {
+        panic!(
+            "the sync failed\n{run}\n--- server log ---\n{}",
+            server.stderr()
+        );
+    }
+    assert_remote_mirror(&n.src, &n.dst, &run, &server);
+}
