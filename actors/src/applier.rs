@@ -843,6 +843,10 @@ impl Applier {
                             }
                             Err(e) => {
                                 act.stale.insert(a.path().clone());
+                                // A rename may have happened before what failed after it.
+                                if let Action::Rename { from, .. } = &a {
+                                    act.stale.insert(from.clone());
+                                }
                                 act.skip(a.path(), e.to_string());
                             }
                         }
