@@ -528,6 +528,18 @@ fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result
     if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
         return loosening(&[dir], || rfs::unlinkat(dir, name, AtFlags::empty()));
     }
+    let (sub, names) = open_listed(dir, name)?;
+    for n in names {
+        remove_tree_at(&sub, n.as_os_str())?;
+    }
+    loosening(&[dir], || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR))
+}
+
+/// The directory `name` in `dir`, opened, with the names of its entries.
+fn open_listed(
+    dir: &impl AsFd,
+    name: &std::ffi::OsStr,
+) -> rustix::io::Result<(OwnedFd, Vec<std::ffi::OsString>)> {
     let sub = loosening(&[dir], || {
         rfs::openat(dir, name, dir_flags(), Mode::empty())
     })?;
@@ -539,10 +551,7 @@ fn remove_tree_at(dir: &impl AsFd, name: &std::ffi::OsStr) -> rustix::io::Result
             names.push(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n).to_owned());
         }
     }
-    for n in names {
-        remove_tree_at(&sub, n.as_os_str())?;
-    }
-    loosening(&[dir], || rfs::unlinkat(dir, name, AtFlags::REMOVEDIR))
+    Ok((sub, names))
 }
 
 /// Runs `op`, a change to the entries of `dirs`; when it is refused for want of permission
@@ -613,17 +622,7 @@ fn remove_tree_keeping(
     if !is_dir {
         return loosening(&[dir], || rfs::unlinkat(dir, name, AtFlags::empty())).map(|()| None);
     }
-    let sub = loosening(&[dir], || {
-        rfs::openat(dir, name, dir_flags(), Mode::empty())
-    })?;
-    let mut names = Vec::new();
-    for ent in rfs::Dir::read_from(&sub)? {
-        let ent = ent?;
-        let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n).to_owned());
-        }
-    }
+    let (sub, names) = open_listed(dir, name)?;
     let mut kept = None;
     for n in names {
         // A name that is no valid relative path (not UTF-8) matches no rule: it goes.

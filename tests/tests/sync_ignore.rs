@@ -97,6 +97,18 @@ fn sync_ignoring(src: &Path, dst: &OsStr, extra: &[&OsStr]) -> Output {
     ferry(args)
 }
 
+/// `ferry serve` (home `server_home`, logging to `base`/serve.log) serving `dst` as folder
+/// `f` to the node whose home is `client`.
+fn serve_dst(base: &Path, server_home: &Path, dst: &Path, client: &Path) -> ServeProcess {
+    let args = [
+        "--folder".to_owned(),
+        format!("f={}", dir_arg(dst)),
+        "--peer".to_owned(),
+        node_id(client),
+    ];
+    ServeProcess::spawn(server_home, "127.0.0.1:0", &args, &base.join("serve.log"))
+}
+
 #[test]
 fn sync_ignore_copies_nothing_ignored_and_leaves_the_targets_ignored_entries_alone() {
     let src = tempdir();
@@ -269,18 +281,7 @@ fn remote_sync_ignore_keeps_the_servers_ignored_entries() {
     source(&src);
     target(&dst);
     let before = ignored_part(&dst);
-    let args = [
-        "--folder".to_owned(),
-        format!("f={}", dir_arg(&dst)),
-        "--peer".to_owned(),
-        node_id(&client),
-    ];
-    let server = ServeProcess::spawn(
-        &server_home,
-        "127.0.0.1:0",
-        &args,
-        &base.path().join("serve.log"),
-    );
+    let server = serve_dst(base.path(), &server_home, &dst, &client);
 
     let url = server.url("f");
     let run = sync_ignoring(
@@ -318,18 +319,7 @@ fn a_remote_dir_holding_ignored_entries_is_kept_and_the_client_says_why() {
         0o644,
         time_n(3),
     );
-    let args = [
-        "--folder".to_owned(),
-        format!("f={}", dir_arg(&dst)),
-        "--peer".to_owned(),
-        node_id(&client),
-    ];
-    let server = ServeProcess::spawn(
-        &server_home,
-        "127.0.0.1:0",
-        &args,
-        &base.path().join("serve.log"),
-    );
+    let server = serve_dst(base.path(), &server_home, &dst, &client);
     let url = server.url("f");
     let run = sync_ignoring(
         &src,
