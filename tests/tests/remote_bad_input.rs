@@ -24,7 +24,8 @@ use ferry_node::remote::codec::{read_frame, write_frame};
 use ferry_node::remote::identity::Identity;
 use ferry_node::remote::nodeid::NodeId;
 use ferry_node::remote::protocol::{
-    Frame, Hello, IndexPart, Open, Opened, Refusal, MAX_FRAME, MAX_GREETING, PROTOCOL_VERSION,
+    Frame, Hello, IndexPart, Open, Opened, Refusal, MAX_FRAME, MAX_GREETING, MAX_OPEN,
+    PROTOCOL_VERSION,
 };
 use ferry_node::remote::tls;
 use tempfile::TempDir;
@@ -705,8 +706,10 @@ fn garbage_after_the_handshake_is_a_protocol_error() {
 fn a_frame_over_the_size_limit_is_refused_before_its_body() {
     let fix = Fixture::new();
     let over = u32::try_from(MAX_FRAME + 1).expect("the limit fits in a prefix");
+    let over_open = u32::try_from(MAX_OPEN + 1).expect("the limit fits in a prefix");
     for (stage, len, limit) in [
         (Stage::Connected, u32::MAX, MAX_GREETING),
+        (Stage::Greeted, over_open, MAX_OPEN),
         (Stage::Opened, over, MAX_FRAME),
     ] {
         let mark = fix.log_mark();
