@@ -1310,3 +1310,47 @@ fn a_group_named_twice_in_an_outline_may_be_supplied_twice() {
     assert_eq!(std::fs::read(fix.dst.join("r")).unwrap(), data);
     fix.assert_still_serves_and_nothing_escaped();
 }
+
+/// Greets and opens the folder with `params` (epoch 7, as `open_frame`), waiting while the
+/// server still holds the folder for a session that just ended; returns the stream and
+/// the sequence the server says it applied for that epoch.
+async fn open_with(fix: &Fixture, params: ChunkParams) -> (Tls, Seq) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut s = fix.at(Stage::Greeted).await;
+        let Frame::Open(mut open) = open_frame(FOLDER) else {
+            unreachable!("open_frame makes an Open")
+        };
+        open.params = params;
+        send(&mut s, &Frame::Open(open)).await;
+        match recv(&mut s).await {
+            Frame::Opened(o) => return (s, o.applied),
+            Frame::Refused(r) if !r.permanent && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the server answered Open with {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_resume_point_serves_only_the_chunker_parameters_it_was_made_with() {
+    // A session applies seq 1 and ends: the next one of the same epoch resumes after it,
+    // but not one whose chunk lists are cut otherwise (its view would not match them).
+    let fix = Fixture::new();
+    let data = pseudo_random(20 * KIB as usize, 40);
+    block_on(async {
+        let (mut s, applied) = open_with(&fix, ChunkParams::default()).await;
+        assert_eq!(applied, Seq(0));
+        send(&mut s, &index_frame(true, vec![file_entry("f", &data, 1)])).await;
+        assert!(answer_until_applied(&mut s, &[("f", &data)], 1)
+            .await
+            .is_none());
+    });
+    let resumed = block_on(async { open_with(&fix, ChunkParams::default()).await.1 });
+    assert_eq!(resumed, Seq(1), "the same parameters resume");
+    let other = ChunkParams::new(4 * 1024, 16 * 1024, 64 * 1024).expect("valid sizes");
+    let resumed = block_on(async { open_with(&fix, other).await.1 });
+    assert_eq!(resumed, Seq(0), "other parameters must start afresh");
+    fix.assert_still_serves_and_nothing_escaped();
+}
