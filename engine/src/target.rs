@@ -384,9 +384,6 @@ impl TargetDir {
         if kind_of(FileType::from_raw_mode(st.st_mode)) != Some(kind) {
             return Err(wrong_kind());
         }
-        if kind == EntryKind::File && st.st_nlink > 1 {
-            return self.set_meta_of_a_copy(path, &dir, &st, mode, mtime);
-        }
         let mode = Mode::from_raw_mode(mode & 0o7777);
         match set_meta_pinned(&pinned, mode, mtime) {
             // No /proc: the entry opened for real, if it is still the one checked.
@@ -412,38 +409,6 @@ impl TargetDir {
             }
             other => other.map_err(|e| self.err("set metadata of", path, e)),
         }
-    }
-
-    /// [`TargetDir::set_meta`] of a file with other names (hard links, here or outside the
-    /// root, such as a snapshot made with `cp -al`): its metadata is theirs too, so the file
-    /// is copied and the copy, with the new metadata, renamed over this name alone. (Set in
-    /// place, two names whose sources differ would take turns at every run, and a snapshot
-    /// would change.)
-    fn set_meta_of_a_copy(
-        &self,
-        path: &RelPath,
-        dir: &impl AsFd,
-        checked: &rfs::Stat,
-        mode: u32,
-        mtime: MtimeNs,
-    ) -> Result<()> {
-        let fd = rfs::openat(
-            dir,
-            path.name(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| self.err("open", path, e))?;
-        let st = rfs::fstat(&fd).map_err(|e| self.err("stat", path, e))?;
-        if (st.st_dev, st.st_ino) != (checked.st_dev, checked.st_ino) {
-            return Err(Error::Precondition {
-                path: path.clone(),
-                reason: "the file changed while its metadata was set".into(),
-            });
-        }
-        let temp = self.create_temp(path)?;
-        temp.copy_from(&File::from(fd), st.st_size as u64)?;
-        temp.commit(mode, mtime, true)
     }
 
     /// Opens the regular file at `path` for reading, refusing a symlink.
@@ -791,42 +756,6 @@ impl TempFile {
             .set_len(len)
             .map_err(|e| Error::io("truncate", &self.full, e))?;
         self.len.store(len, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Fills the temp file with the first `len` bytes of `src` (in the kernel where it can).
-    pub fn copy_from(&self, src: &File, len: u64) -> Result<()> {
-        let err = |e: io::Error| Error::io("copy into", &self.full, e);
-        let (mut off_in, mut off_out) = (0u64, 0u64);
-        while off_in < len {
-            let want = usize::try_from(len - off_in)
-                .unwrap_or(usize::MAX)
-                .min(1 << 30);
-            match rfs::copy_file_range(src, Some(&mut off_in), &self.file, Some(&mut off_out), want)
-            {
-                Ok(0) => return Err(err(io::ErrorKind::UnexpectedEof.into())),
-                Ok(_) => {}
-                // Not between these files here: by hand.
-                Err(
-                    rustix::io::Errno::XDEV
-                    | rustix::io::Errno::NOSYS
-                    | rustix::io::Errno::INVAL
-                    | rustix::io::Errno::OPNOTSUPP,
-                ) => {
-                    let mut buf = vec![0u8; 1 << 20];
-                    while off_in < len {
-                        let n = buf
-                            .len()
-                            .min(usize::try_from(len - off_in).unwrap_or(usize::MAX));
-                        src.read_exact_at(&mut buf[..n], off_in).map_err(err)?;
-                        self.file.write_all_at(&buf[..n], off_in).map_err(err)?;
-                        off_in += n as u64;
-                    }
-                }
-                Err(e) => return Err(err(e.into())),
-            }
-        }
-        self.len.fetch_max(len, Ordering::Relaxed);
         Ok(())
     }
 

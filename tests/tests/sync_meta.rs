@@ -248,25 +248,3 @@ fn read_only_source_dirs_are_mirrored_and_still_updated_without_root() {
     );
     set_mode(&dst.join("d"), 0o755);
 }
-
-#[test]
-fn a_metadata_change_to_a_hard_linked_file_leaves_its_other_names_alone() {
-    // DST's b is a hard link to a, and a snapshot outside DST links a too (`cp -al`). SRC
-    // has a and b apart, with other modes and mtimes. Set in place, the metadata of one
-    // name was the other's: they took turns at every run, and the snapshot changed.
-    let (src, dst, snap) = (tempdir(), tempdir(), tempdir());
-    write_file(&src.path().join("a"), "same\n", 0o644, time_n(1));
-    write_file(&src.path().join("b"), "same\n", 0o600, time_n(2));
-    sync_ok(src.path(), dst.path(), &[]);
-    std::fs::remove_file(dst.path().join("b")).unwrap();
-    std::fs::hard_link(dst.path().join("a"), dst.path().join("b")).unwrap();
-    std::fs::hard_link(dst.path().join("a"), snap.path().join("a")).unwrap();
-    set_mode(&dst.path().join("a"), 0o640);
-    let before = snapshot(snap.path());
-
-    sync_ok(src.path(), dst.path(), &[]);
-    assert_mirror(src.path(), dst.path());
-    assert_untouched(&before, &snapshot(snap.path()), "the snapshot outside DST");
-    sync_ok(src.path(), dst.path(), &[]).assert_nothing_changed();
-    assert_mirror(src.path(), dst.path());
-}
