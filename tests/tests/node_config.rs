@@ -85,6 +85,49 @@ fn invalid_configs_are_refused_with_their_line_and_key() {
 }
 
 #[test]
+fn node_directories_and_symlinked_targets_are_checked_for_overlaps() {
+    let dir = tempdir();
+    mkdir(&dir.path().join("photos"));
+    mkdir(&dir.path().join("docs"));
+    // A target that is a symlink to another folder's source: a mirror of photos would
+    // delete docs' files there.
+    std::os::unix::fs::symlink("docs", dir.path().join("backup")).unwrap();
+    let folder = |id: &str, targets: &str| {
+        format!("\n[[folder]]\nid = \"{id}\"\npath = \"{id}\"\nrole = \"send\"\ntargets = [\"{targets}\"]\n")
+    };
+    let text = format!(
+        "{NODE}{}{}",
+        folder("docs", "m2"),
+        folder("photos", "backup")
+    );
+    assert_invalid(
+        &check(dir.path(), &text),
+        15,
+        &["`targets` entry", "is the same directory as folder \"docs\"'s `path`"],
+    );
+    // The node's state inside a target (deleted there as an extra), and its home inside a
+    // folder (replicated, keys and all).
+    let text = format!(
+        "[node]\nname = \"laptop\"\nhome = \"home\"\nstate_dir = \"m/.state\"\n{}",
+        folder("photos", "m")
+    );
+    assert_invalid(
+        &check(dir.path(), &text),
+        10,
+        &["`targets` entry", "contains [node]'s `state_dir`"],
+    );
+    let text = format!(
+        "[node]\nname = \"laptop\"\nhome = \"photos/.ferry\"\n{}",
+        folder("photos", "m")
+    );
+    assert_invalid(
+        &check(dir.path(), &text),
+        7,
+        &["`path`", "contains [node]'s `home`"],
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let dir = tempdir();
     let text = format!(

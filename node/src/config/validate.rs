@@ -887,8 +887,13 @@ impl Checker<'_> {
                 return None;
             }
         };
-        let target = parent.join(name);
+        let mut target = parent.join(name);
         if let Ok(m) = std::fs::metadata(&target) {
+            // An existing target is compared by where it really is: a symlink to another
+            // folder's directory must not pass the overlap check.
+            if let Ok(real) = target.canonicalize() {
+                target = real;
+            }
             if !m.is_dir() {
                 let message =
                     format!("{ctx}: `targets` entry {shown:?} exists and is not a directory");
@@ -909,6 +914,10 @@ impl Checker<'_> {
     fn overlaps(&mut self, places: &[Place]) {
         for (j, later) in places.iter().enumerate() {
             for earlier in &places[..j] {
+                // The node's home may hold its state_dir (it does by default).
+                if earlier.key.starts_with("node.") && later.key.starts_with("node.") {
+                    continue;
+                }
                 let relation = if later.path == earlier.path {
                     "is the same directory as"
                 } else if later.path.starts_with(&earlier.path) {
@@ -932,7 +941,7 @@ impl Checker<'_> {
                     earlier.path.display(),
                     self.line(&earlier.span),
                 );
-                self.report(ProblemKind::Overlap, later.span.clone(), later.key, message, "folder paths and targets must not contain each other (a target inside a watched folder would copy itself forever): pick separate directories");
+                self.report(ProblemKind::Overlap, later.span.clone(), later.key, message, "folder paths, targets and the node's home and state_dir must not contain each other (a target inside a watched folder would copy itself forever; a state_dir inside a target would be deleted as an extra): pick separate directories");
                 break;
             }
         }
@@ -943,6 +952,51 @@ impl Checker<'_> {
 struct PeerInfo {
     line: usize,
     has_address: bool,
+}
+
+/// The node's own directories, for the overlap check: a `home` or `state_dir` inside a
+/// folder or target would be replicated (keys included) or deleted as an extra.
+fn node_places(raw: Option<&Spanned<RawNode>>, node: Option<&NodeSettings>) -> Vec<Place> {
+    let (Some(raw), Some(node)) = (raw, node) else {
+        return Vec::new();
+    };
+    let table = raw.get_ref();
+    let span_of = |v: &Option<Spanned<String>>| v.as_ref().map_or(raw.span(), |v| v.span());
+    vec![
+        Place {
+            path: real_path(&node.home),
+            span: span_of(&table.home),
+            key: "node.home",
+            noun: "`home`",
+            ctx: "[node]".into(),
+        },
+        Place {
+            path: real_path(&node.state_dir),
+            span: span_of(&table.state_dir),
+            key: "node.state_dir",
+            noun: "`state_dir`",
+            ctx: "[node]".into(),
+        },
+    ]
+}
+
+/// `path` with its deepest existing ancestor resolved (symlinks followed) and the rest, not
+/// created yet, appended.
+fn real_path(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return path.to_owned(),
+        }
+    }
 }
 
 /// A directory a folder owns (its path or a target), for the overlap check.
@@ -1011,7 +1065,7 @@ pub(super) fn validate(
         .as_ref()
         .is_some_and(|n| n.get_ref().listen.is_some());
     let mut seen = HashMap::new();
-    let mut places = Vec::new();
+    let mut places = node_places(raw.node.as_ref(), node.as_ref());
     let folders: Vec<Option<FolderConfig>> = raw
         .folder
         .iter()
