@@ -65,6 +65,8 @@ pub struct Watcher {
     root_watched: bool,
     /// Set when inotify could not watch everything: periodic rescans cover the gap.
     degraded: bool,
+    /// The periodic rescans of a degraded watch are running.
+    polling: bool,
     pending: BTreeSet<RelPath>,
     /// Directories whose own metadata changed (an entry in them was created, removed or renamed).
     touched: BTreeSet<RelPath>,
@@ -144,6 +146,7 @@ impl Watcher {
             watched: BTreeSet::new(),
             root_watched: false,
             degraded: false,
+            polling: false,
             pending: BTreeSet::new(),
             touched: BTreeSet::new(),
             full_rescan: None,
@@ -368,16 +371,20 @@ impl Watcher {
                 self.touched.insert(parent);
             }
             // Watch a new directory before it is scanned, so nothing written into it is missed.
+            // Afresh even if it was watched: notify drops the watches of a path (and below)
+            // by itself when it reads that it moved away or was deleted, though a directory
+            // may be back under that name by the time the event is handled (`mv a b; mv b
+            // a`, or a directory replaced by another of the same name).
             match std::fs::symlink_metadata(path) {
                 Ok(md) if md.is_dir() => {
-                    if !self.watched.contains(&rel) {
-                        self.watch_tree(&rel);
-                    }
+                    self.unwatch_tree(&rel);
+                    self.watch_tree(&rel);
                 }
                 _ => self.unwatch_tree(&rel),
             }
             self.pending.insert(rel);
         }
+        self.poll_if_degraded(ctx);
         self.publish_watches();
         self.arm(ctx);
     }
@@ -507,7 +514,14 @@ impl Watcher {
         ctx.add_stream(stream);
         self.barrier = self.make_barrier();
         self.watch_all();
-        if self.degraded {
+        self.poll_if_degraded(ctx);
+    }
+
+    /// Starts the periodic rescans the log promises once inotify cannot watch everything,
+    /// whenever that happens (at start, or when a new directory hits the watch limit).
+    fn poll_if_degraded(&mut self, ctx: &mut Context<Self>) {
+        if self.degraded && !self.polling {
+            self.polling = true;
             self.poll_every(
                 self.opts.fallback_poll,
                 "inotify cannot watch the whole folder",

@@ -65,10 +65,16 @@ pub fn reconcile(
         }
         let mut entry = new.clone();
         if entry.kind == EntryKind::File && entry.state == EntryState::Present {
+            // At the same path, a ctime that moved without a mode change (a chmod's) may be a
+            // write whose mtime was set back (`touch -r`, `rsync --inplace -t`): read again.
             let carried = old
                 .filter(|o| o.kind == EntryKind::File)
                 .and_then(|o| Some((o, index.stat(&o.path)?)))
-                .filter(|(_, st)| stat.as_ref().is_some_and(|s| same_bytes(st, s)))
+                .filter(|(o, st)| {
+                    stat.as_ref().is_some_and(|s| {
+                        same_bytes(st, s) && (st.ctime_ns == s.ctime_ns || o.mode != new.mode)
+                    })
+                })
                 .map(|(o, _)| o)
                 .or_else(|| {
                     let s = stat.as_ref()?;
@@ -164,6 +170,23 @@ mod tests {
             vec![("b".to_owned(), false), ("c".to_owned(), true)]
         );
         assert!(changes.contains(&Change::Remove(RelPath::new("a").unwrap())));
+    }
+
+    #[test]
+    fn a_ctime_that_moved_without_a_chmod_means_read_again() {
+        // Same inode, size and mtime, but a new ctime: with the mode unchanged it may be a
+        // write whose mtime was set back, so the content is not carried; with a new mode
+        // it is the chmod's own ctime.
+        let idx = index(vec![file("a", 1, 5, true)]);
+        let (e, st) = file("a", 1, 5, false);
+        let st = st.map(|s| StatKey { ctime_ns: 9, ..s });
+        let carried = |changes: Vec<Change>| match &changes[..] {
+            [Change::Upsert(e, _)] => e.content.is_some(),
+            other => panic!("{other:?}"),
+        };
+        assert!(!carried(reconcile(&idx, None, &[(e.clone(), st)])));
+        let chmod = FileEntry { mode: 0o600, ..e };
+        assert!(carried(reconcile(&idx, None, &[(chmod, st)])));
     }
 
     #[test]

@@ -173,6 +173,34 @@ async fn a_rename_over_a_file_of_the_same_size_and_mtime_is_mirrored() {
     f.shutdown().await;
 }
 
+/// A directory replaced by another under the same name, and one moved away and back, in
+/// quick succession: changes written into it afterwards must still be seen (the watches
+/// of the old path were dropped by notify while the name was a directory again).
+#[actix_rt::test]
+async fn a_directory_replaced_in_quick_succession_stays_watched() {
+    let f = LiveFolder::start(|src| {
+        write(&src.join("site/index.html"), "v0\n");
+        write(&src.join("a/sub/f"), "f0\n");
+    })
+    .await;
+    f.wait_mirror("the initial sync").await;
+    for i in 1..=6 {
+        write(&f.s("site.new/index.html"), format!("v{i}\n"));
+        rename(&f.s("site"), &f.s("site.old"));
+        rename(&f.s("site.new"), &f.s("site"));
+        remove_tree(&f.s("site.old"));
+        rename(&f.s("a"), &f.s("b"));
+        rename(&f.s("b"), &f.s("a"));
+        f.wait_mirror(&format!("round {i}: the swaps")).await;
+        // Written after the swaps were replicated: only a watch on the new directory sees it.
+        write(&f.s("site/index.html"), format!("v{i}, edited later\n"));
+        write(&f.s("a/sub/f"), format!("f{i}, edited later\n"));
+        f.wait_mirror(&format!("round {i}: writes into the swapped directories"))
+            .await;
+    }
+    f.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn a_renamed_dir_of_1000_files_is_moved_not_sent_again() {
     let f = LiveFolder::start(|src| {

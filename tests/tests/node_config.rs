@@ -103,7 +103,10 @@ fn node_directories_and_symlinked_targets_are_checked_for_overlaps() {
     assert_invalid(
         &check(dir.path(), &text),
         15,
-        &["`targets` entry", "is the same directory as folder \"docs\"'s `path`"],
+        &[
+            "`targets` entry",
+            "is the same directory as folder \"docs\"'s `path`",
+        ],
     );
     // The node's state inside a target (deleted there as an extra), and its home inside a
     // folder (replicated, keys and all).
