@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ferry_engine::target::is_temp_name;
 use ferry_engine::{IgnoreRules, RelPath};
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, oneshot};
 
@@ -327,7 +327,18 @@ impl Watcher {
             EventKind::Access(_) => return,
             _ => {}
         }
-        for path in &ev.paths {
+        for (i, path) in ev.paths.iter().enumerate() {
+            // notify drops the watches of a path (and below) by itself when it reads that it
+            // was deleted or moved away, even when a directory is back under that name by
+            // the time the event is handled (`mv a b; mv b a`, a directory replaced by
+            // another of the same name): then it must be watched afresh.
+            let left = match ev.kind {
+                EventKind::Remove(_) => true,
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => i == 0,
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)) => false,
+                EventKind::Modify(ModifyKind::Name(_)) => true,
+                _ => false,
+            };
             if self.barrier.as_ref().is_some_and(|b| path.starts_with(b)) {
                 self.on_barrier(path, ctx);
                 continue;
@@ -371,14 +382,14 @@ impl Watcher {
                 self.touched.insert(parent);
             }
             // Watch a new directory before it is scanned, so nothing written into it is missed.
-            // Afresh even if it was watched: notify drops the watches of a path (and below)
-            // by itself when it reads that it moved away or was deleted, though a directory
-            // may be back under that name by the time the event is handled (`mv a b; mv b
-            // a`, or a directory replaced by another of the same name).
             match std::fs::symlink_metadata(path) {
                 Ok(md) if md.is_dir() => {
-                    self.unwatch_tree(&rel);
-                    self.watch_tree(&rel);
+                    if left {
+                        self.unwatch_tree(&rel);
+                    }
+                    if !self.watched.contains(&rel) {
+                        self.watch_tree(&rel);
+                    }
                 }
                 _ => self.unwatch_tree(&rel),
             }
