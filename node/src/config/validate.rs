@@ -941,7 +941,7 @@ impl Checker<'_> {
                     earlier.path.display(),
                     self.line(&earlier.span),
                 );
-                self.report(ProblemKind::Overlap, later.span.clone(), later.key, message, "folder paths, targets and the node's home and state_dir must not contain each other (a target inside a watched folder would copy itself forever; a state_dir inside a target would be deleted as an extra): pick separate directories");
+                self.report(ProblemKind::Overlap, later.span.clone(), later.key, message, "folder paths, targets and the node's home and state_dir must not contain each other (a target inside a watched folder would copy itself forever; a state_dir inside a target would be deleted as an extra): pick separate directories (the node's: `home` and `state_dir` in [node], or FERRY_HOME)");
                 break;
             }
         }
