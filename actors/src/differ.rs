@@ -593,6 +593,9 @@ struct Rescanned {
     unreadable: Vec<(RelPath, String)>,
     /// Files still being written (with [`Changing::Wait`]): left as the index has them.
     changing: Vec<RelPath>,
+    /// Files rewritten in place that have other names (hard links), with their inode: the
+    /// write changed those names too, though inotify reported only the one written.
+    linked: Vec<(RelPath, (u64, u64))>,
     /// Bytes read to hash changed files.
     hashed: u64,
 }
@@ -638,6 +641,7 @@ fn rescan(
     let mut changes = reconcile(old, scopes, &fresh);
     let mut unreadable = Vec::new();
     let mut changing = Vec::new();
+    let mut linked = Vec::new();
     let mut hashed = 0;
     for c in &mut changes {
         let Change::Upsert(e, stat) = c else { continue };
@@ -655,6 +659,9 @@ fn rescan(
         };
         match result {
             Ok((content, st, _)) => {
+                if previous.is_some() && has_other_names(source, &e.path) {
+                    linked.push((e.path.clone(), (st.dev, st.ino)));
+                }
                 hashed += st.size;
                 e.size = st.size;
                 e.mtime = ferry_engine::MtimeNs(st.mtime_ns);
@@ -681,7 +688,14 @@ fn rescan(
         skipped,
         unreadable,
         changing,
+        linked,
     })
+}
+
+/// True when the file at `path` has more than one name.
+fn has_other_names(source: &SourceDir, path: &RelPath) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path.under(source.root())).is_ok_and(|m| m.nlink() > 1)
 }
 
 /// Blocking: the directories in `dirs` whose own mode or mtime changed, as upserts. A
@@ -767,6 +781,8 @@ impl Differ {
                 }
             }
             act.recheck_later(found.changing, ctx);
+            let others = act.other_names(&found.linked);
+            act.recheck_later(others, ctx);
             Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
             Stats::add(&act.stats.bytes_hashed, found.hashed);
             let (entries, previous) = act.record_changes(found.changes);
@@ -780,7 +796,32 @@ impl Differ {
         }));
     }
 
-    /// Looks at `paths` (files a rescan left alone because they changed while hashed) again
+    /// The paths of the index that are other names (the same inode) of the files in
+    /// `linked`. A look through the whole index, made only for a file rewritten in place
+    /// that has other names.
+    fn other_names(&self, linked: &[(RelPath, (u64, u64))]) -> Vec<RelPath> {
+        let Some(index) = &self.index else {
+            return Vec::new();
+        };
+        if linked.is_empty() {
+            return Vec::new();
+        }
+        let inodes: HashSet<(u64, u64)> = linked.iter().map(|(_, i)| *i).collect();
+        let written: HashSet<&RelPath> = linked.iter().map(|(p, _)| p).collect();
+        index
+            .iter()
+            .filter(|e| e.kind == EntryKind::File && !written.contains(&e.path))
+            .filter(|e| {
+                index
+                    .stat(&e.path)
+                    .is_some_and(|s| inodes.contains(&(s.dev, s.ino)))
+            })
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    /// Looks at `paths` (files a rescan left alone because they changed while hashed, or
+    /// other names of a file rewritten in place) again
     /// after [`RECHECK_AFTER`], whether or not an event brings them up first: a change can
     /// come without an event for the path (a hard link made elsewhere moves only the
     /// ctime, a write through a shared mapping raises none), and the file would otherwise

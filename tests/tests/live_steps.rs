@@ -201,6 +201,23 @@ async fn a_directory_replaced_in_quick_succession_stays_watched() {
     f.shutdown().await;
 }
 
+/// A write through one name of a file with two (a hard link): inotify reports it under
+/// the name written only, but the other name holds the new bytes too.
+#[actix_rt::test]
+async fn a_write_through_one_hard_link_reaches_the_other_name() {
+    let f = LiveFolder::start(|src| {
+        write(&src.join("g"), "one\n");
+        mkdir(&src.join("sub"));
+        std::fs::hard_link(src.join("g"), src.join("sub/h")).unwrap();
+    })
+    .await;
+    f.wait_mirror("the initial sync").await;
+    append(&f.s("sub/h"), "two");
+    f.wait_mirror("a write through the second name").await;
+    assert_eq!(fs::read(f.d("g")).unwrap(), b"one\ntwo\n");
+    f.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn a_renamed_dir_of_1000_files_is_moved_not_sent_again() {
     let f = LiveFolder::start(|src| {
