@@ -123,6 +123,22 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
     while let Some(a) = ancestor {
         match fs::symlink_metadata(a.under(root)) {
             Ok(m) if m.is_dir() => {}
+            // Gone or not a directory: nothing there. Anything else (a path too long, no
+            // permission) is said, as a full scan would.
+            Err(e)
+                if e.kind() != io::ErrorKind::NotFound
+                    && e.kind() != io::ErrorKind::NotADirectory =>
+            {
+                w.skip(
+                    a.under(root),
+                    SkipKind::Unreadable,
+                    format!("cannot stat: {e}"),
+                );
+                return Ok(ScanOutcome {
+                    index: Index::new(params),
+                    skipped: w.skipped,
+                });
+            }
             _ => return Ok(nothing()),
         }
         ancestor = a.parent();
@@ -370,4 +386,37 @@ pub fn entry_from_metadata(
         version: VersionVector::default(),
     };
     Ok((entry, stat))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subtree_whose_path_cannot_be_looked_at_is_reported_not_passed_over() {
+        // Under a root whose own path is long, a relative path of 4,000 bytes is longer
+        // than PATH_MAX: no stat of it can succeed, and a live rescan said nothing.
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("r".repeat(200));
+        fs::create_dir(&root).unwrap();
+        let deep = vec!["d".repeat(250); 16].join("/");
+        let path = RelPath::new(format!("{deep}/f")).unwrap();
+        let opts = ScanOptions {
+            params: ChunkParams::default(),
+            skip_temp_files: true,
+            ignore: IgnoreRules::default(),
+        };
+        let out = scan_subtree(&root, &path, opts.clone()).unwrap();
+        assert_eq!(out.index.len(), 0);
+        assert_eq!(out.skipped.len(), 1, "{:?}", out.skipped);
+        assert_eq!(out.skipped[0].kind, SkipKind::Unreadable);
+        assert!(
+            out.skipped[0].reason.contains("cannot stat"),
+            "{:?}",
+            out.skipped
+        );
+        // A path that simply is not there is nothing, and no warning.
+        let gone = scan_subtree(&root, &RelPath::new("a/b").unwrap(), opts).unwrap();
+        assert!(gone.skipped.is_empty() && gone.index.is_empty());
+    }
 }
