@@ -961,22 +961,22 @@ fn node_places(raw: Option<&Spanned<RawNode>>, node: Option<&NodeSettings>) -> V
         return Vec::new();
     };
     let table = raw.get_ref();
-    let span_of = |v: &Option<Spanned<String>>| v.as_ref().map_or(raw.span(), |v| v.span());
+    // At the key's value when the file sets it, else at the [node] table.
+    let place = |path: &Path, value: &Option<Spanned<String>>, key, noun| Place {
+        path: real_path(path),
+        span: value.as_ref().map_or(raw.span(), |v| v.span()),
+        key,
+        noun,
+        ctx: "[node]".into(),
+    };
     vec![
-        Place {
-            path: real_path(&node.home),
-            span: span_of(&table.home),
-            key: "node.home",
-            noun: "`home`",
-            ctx: "[node]".into(),
-        },
-        Place {
-            path: real_path(&node.state_dir),
-            span: span_of(&table.state_dir),
-            key: "node.state_dir",
-            noun: "`state_dir`",
-            ctx: "[node]".into(),
-        },
+        place(&node.home, &table.home, "node.home", "`home`"),
+        place(
+            &node.state_dir,
+            &table.state_dir,
+            "node.state_dir",
+            "`state_dir`",
+        ),
     ]
 }
 
