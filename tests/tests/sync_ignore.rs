@@ -3,7 +3,7 @@
 //! as it is, by `ferry sync`, `ferry watch` and a remote `ferry serve` target alike.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::util::live::{wait_until_blocking, WatchProcess};
@@ -97,16 +97,51 @@ fn sync_ignoring(src: &Path, dst: &OsStr, extra: &[&OsStr]) -> Output {
     ferry(args)
 }
 
-/// `ferry serve` (home `server_home`, logging to `base`/serve.log) serving `dst` as folder
-/// `f` to the node whose home is `client`.
-fn serve_dst(base: &Path, server_home: &Path, dst: &Path, client: &Path) -> ServeProcess {
-    let args = [
-        "--folder".to_owned(),
-        format!("f={}", dir_arg(dst)),
-        "--peer".to_owned(),
-        node_id(client),
-    ];
-    ServeProcess::spawn(server_home, "127.0.0.1:0", &args, &base.join("serve.log"))
+/// A client's home, SRC and DST (both created empty), for runs into `ferry serve`.
+struct Remote {
+    base: tempfile::TempDir,
+    client: PathBuf,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        let base = tempdir();
+        let r = Remote {
+            client: base.path().join("client"),
+            src: base.path().join("src"),
+            dst: base.path().join("dst"),
+            base,
+        };
+        mkdir(&r.src);
+        mkdir(&r.dst);
+        r
+    }
+
+    /// Starts `ferry serve` with DST as folder `f` for this client, runs
+    /// `ferry sync FLAGS… SRC ferry://…/f` into it, and returns the run and the server.
+    fn sync(&self) -> (Output, ServeProcess) {
+        let args = [
+            "--folder".to_owned(),
+            format!("f={}", dir_arg(&self.dst)),
+            "--peer".to_owned(),
+            node_id(&self.client),
+        ];
+        let server = ServeProcess::spawn(
+            &self.base.path().join("server"),
+            "127.0.0.1:0",
+            &args,
+            &self.base.path().join("serve.log"),
+        );
+        let url = server.url("f");
+        let run = sync_ignoring(
+            &self.src,
+            OsStr::new(&url),
+            &["--home".as_ref(), self.client.as_os_str()],
+        );
+        (run, server)
+    }
 }
 
 #[test]
@@ -273,22 +308,12 @@ fn live_watch_replicates_a_new_file_but_not_a_new_ignored_one() {
 
 #[test]
 fn remote_sync_ignore_keeps_the_servers_ignored_entries() {
-    let base = tempdir();
-    let (client, server_home) = (base.path().join("client"), base.path().join("server"));
-    let (src, dst) = (base.path().join("src"), base.path().join("dst"));
-    mkdir(&src);
-    mkdir(&dst);
-    source(&src);
-    target(&dst);
-    let before = ignored_part(&dst);
-    let server = serve_dst(base.path(), &server_home, &dst, &client);
-
-    let url = server.url("f");
-    let run = sync_ignoring(
-        &src,
-        OsStr::new(&url),
-        &["--home".as_ref(), client.as_os_str()],
-    );
+    let r = Remote::new();
+    let (src, dst) = (&r.src, &r.dst);
+    source(src);
+    target(dst);
+    let before = ignored_part(dst);
+    let (run, server) = r.sync();
     if run.code != 0 {
         panic!(
             "the remote sync failed\n{run}\n--- server log ---\n{}",
@@ -296,22 +321,20 @@ fn remote_sync_ignore_keeps_the_servers_ignored_entries() {
         );
     }
 
-    assert_untouched(&before, &ignored_part(&dst), "the server's ignored entries");
+    assert_untouched(&before, &ignored_part(dst), "the server's ignored entries");
     assert!(
         !exists(&dst.join("extra.txt")),
         "a non-ignored extra survived"
     );
-    assert_mirror_except(&src, &dst, &IGNORED);
+    assert_mirror_except(src, dst, &IGNORED);
 }
 
 #[test]
 fn a_remote_dir_holding_ignored_entries_is_kept_and_the_client_says_why() {
     // As `a_dir_holding_ignored_entries_is_not_replaced_by_a_file`, into `ferry serve`: the
     // path not applied is logged on the server, and the client's run names it too.
-    let base = tempdir();
-    let (client, server_home) = (base.path().join("client"), base.path().join("server"));
-    let (src, dst) = (base.path().join("src"), base.path().join("dst"));
-    mkdir(&src);
+    let r = Remote::new();
+    let (src, dst) = (&r.src, &r.dst);
     write_file(&src.join("pkg"), "now a file\n", 0o644, time_n(1));
     write_file(
         &dst.join("pkg/deep/x.tmp"),
@@ -319,13 +342,7 @@ fn a_remote_dir_holding_ignored_entries_is_kept_and_the_client_says_why() {
         0o644,
         time_n(3),
     );
-    let server = serve_dst(base.path(), &server_home, &dst, &client);
-    let url = server.url("f");
-    let run = sync_ignoring(
-        &src,
-        OsStr::new(&url),
-        &["--home".as_ref(), client.as_os_str()],
-    );
+    let (run, _server) = r.sync();
     run.assert_code(3)
         .assert_stderr_contains("not applied at the target")
         .assert_stderr_contains("pkg/deep/x.tmp");
