@@ -135,7 +135,6 @@ struct PendingList {
     outline: Outline,
     /// Groups the Sender supplied.
     supplied: HashMap<GroupId, Vec<ChunkRef>>,
-    requested: bool,
     /// Groups asked for and not supplied yet: the only ones taken from `GroupData`.
     awaited: HashSet<GroupId>,
 }
@@ -1873,7 +1872,6 @@ impl Applier {
                             id: list.id,
                             outline,
                             supplied: HashMap::new(),
-                            requested: false,
                             awaited: HashSet::new(),
                         },
                     );
@@ -1958,7 +1956,18 @@ impl Applier {
                         }
                     }
                 }
-                Err(Unresolved::Missing(groups)) if !p.requested => {
+                Err(Unresolved::Missing(groups)) => {
+                    // Groups already asked for are awaited, not asked for again: the list
+                    // is rebuilt on every planning pass, also while other lists' groups
+                    // arrive. A group not yet asked for (the first pass, or one the target's
+                    // own version held when the others were asked for) is asked for now.
+                    let groups: Vec<GroupId> = groups
+                        .into_iter()
+                        .filter(|g| !p.awaited.contains(g))
+                        .collect();
+                    if groups.is_empty() {
+                        continue;
+                    }
                     let msg = NeedGroups {
                         folder: self.folder.clone(),
                         path: path.clone(),
@@ -1966,8 +1975,7 @@ impl Applier {
                         groups,
                     };
                     if let Some(p) = self.pending.get_mut(&path) {
-                        p.requested = true;
-                        p.awaited = msg.groups.iter().copied().collect();
+                        p.awaited.extend(msg.groups.iter().copied());
                     }
                     self.meter(&msg);
                     self.content_requests += 1;

@@ -211,6 +211,27 @@ fn remote_initial_sync_into_empty_target_makes_exact_mirror() {
     );
 }
 
+/// Several files whose chunk lists travel as outlines, in one remote run: each list is
+/// rebuilt as its groups arrive (the server once failed the session as a protocol error).
+#[test]
+fn several_outlined_files_reach_a_remote_target_in_one_run() {
+    let n = Nodes::new();
+    for i in 0..6u64 {
+        write_file(
+            &n.src.join(format!("big{i}.bin")),
+            pseudo_random(6 * MIB as usize + 1000 * i as usize, 300 + i),
+            0o644,
+            time_n(i),
+        );
+    }
+    let server = n.serve(&peer(&n.client_id(), None));
+
+    let run = remote_sync(&n.client, &n.src, &server.url("f"), &["--no-fsync"]);
+    run.assert_success();
+
+    assert_remote_mirror(&n.src, &n.dst, &run, &server);
+}
+
 #[test]
 fn a_finished_one_shot_run_closes_its_tls_session_cleanly() {
     let n = Nodes::new();

@@ -180,3 +180,23 @@ fn initial_sync_without_fsync_makes_the_same_mirror() {
 
     assert_mirror(src.path(), dst.path());
 }
+
+/// Several files large enough that their chunk lists travel as outlines (128 chunks or
+/// more), in one run: the Applier asks for each list's groups and rebuilds each list as its
+/// groups arrive, waiting for the others meanwhile (it once took a list whose groups were
+/// still on their way for one that could not be rebuilt, and failed the run).
+#[test]
+fn several_outlined_files_in_one_run_are_all_rebuilt() {
+    let src = tempdir();
+    let dst = tempdir();
+    for i in 0..6u64 {
+        write_file(
+            &src.path().join(format!("big{i}.bin")),
+            pseudo_random(24 * MIB as usize + 1000 * i as usize, 200 + i),
+            0o644,
+            time_n(i),
+        );
+    }
+    sync_ok(src.path(), dst.path(), &["--no-fsync"]);
+    assert_mirror(src.path(), dst.path());
+}
