@@ -83,6 +83,9 @@ pub struct FolderSupervisor {
     target_store: Option<Arc<dyn TargetStore>>,
     pipeline: Option<Pipeline>,
     generation: u64,
+    /// The last generation whose failure was handled: one failing pipeline is one restart,
+    /// however many of its actors or files report a failure before it is stopped.
+    failed: Option<u64>,
     restarts: VecDeque<Instant>,
     state: FolderState,
     /// The current pipeline's first sync: `Syncing` turns `Live` when it is done.
@@ -157,6 +160,7 @@ impl FolderSupervisor {
             target_store: None,
             pipeline: None,
             generation: 0,
+            failed: None,
             restarts: VecDeque::new(),
             state: FolderState::Starting,
             first: FirstSync::default(),
@@ -245,6 +249,11 @@ impl FolderSupervisor {
         if matches!(self.state, FolderState::Failed(_) | FolderState::Stopped) {
             return;
         }
+        if self.failed == Some(self.generation) {
+            tracing::info!(folder = %self.job.folder, actor, "also failed, restart already under way: {reason}");
+            return;
+        }
+        self.failed = Some(self.generation);
         tracing::error!(folder = %self.job.folder, actor, "failed: {reason}");
         if let Some(p) = self.pipeline.take() {
             p.stop();
@@ -441,6 +450,32 @@ impl Handler<InjectOverflow> for FolderSupervisor {
     fn handle(&mut self, _: InjectOverflow, _: &mut Self::Context) {
         if let Some(w) = self.pipeline.as_ref().and_then(|p| p.watcher.clone()) {
             w.do_send(SimulateOverflow);
+        }
+    }
+}
+
+/// Test support: the current pipeline reports `count` failures at once, as an Applier does
+/// when several files fail in one pass.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectFailures {
+    /// How many failures the pipeline reports.
+    pub count: u32,
+}
+
+impl Handler<InjectFailures> for FolderSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InjectFailures, ctx: &mut Self::Context) {
+        for i in 0..msg.count {
+            ctx.address().do_send(Tagged {
+                generation: self.generation,
+                failed: Failed {
+                    actor: "applier",
+                    folder: self.job.folder.clone(),
+                    reason: format!("injected failure {}", i + 1),
+                },
+            });
         }
     }
 }

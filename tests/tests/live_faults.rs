@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use ferry_actors::supervisor::{InjectOverflow, InjectPanic};
+use ferry_actors::supervisor::{InjectFailures, InjectOverflow, InjectPanic};
 use ferry_actors::FolderState;
 
 use crate::util::live::{equals, get, wait_until, LiveFolder, DEADLINE};
@@ -115,5 +115,25 @@ async fn a_panic_in_the_hashing_pool_restarts_the_pipeline() {
     f.settle("changes after the restart").await;
 
     assert_eq!(get(&f.stats.restarts), 1, "no further restarts");
+    f.shutdown().await;
+}
+
+/// Several failures reported by one pipeline (an Applier failing on two files in one pass)
+/// are one restart: the restart budget counts restarts, not reports.
+#[actix_rt::test]
+async fn several_failures_of_one_pipeline_are_one_restart() {
+    let f = LiveFolder::start(|src| write(&src.join("before.txt"), "before\n")).await;
+    assert_eq!(get(&f.stats.restarts), 0);
+
+    f.sup.do_send(InjectFailures { count: 3 });
+    wait_until(DEADLINE, "the supervisor restarted the pipeline", || {
+        equals(&f.stats.restarts, 1)
+    })
+    .await;
+    f.wait_state(FolderState::Live).await;
+    write(&f.s("after.txt"), "after the restart\n");
+    f.settle("a change after the restart").await;
+
+    assert_eq!(get(&f.stats.restarts), 1, "three reports, one restart");
     f.shutdown().await;
 }
