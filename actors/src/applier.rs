@@ -85,6 +85,10 @@ const IO_JOBS: usize = 16;
 const REGION_BYTES: u64 = 16 << 20;
 /// A file whose source keeps changing while it is sent is tried this many times, then skipped.
 const REFETCHES: u32 = 3;
+/// Groups asked for in one `NeedGroups`: the reply holds at most this many groups of at
+/// most 256 chunks (~12 KB each encoded), ~6 MB, well within a frame whatever the file's
+/// size (a 1 TiB file at the default sizes has ~500 such requests).
+const GROUPS_PER_REQUEST: usize = 512;
 
 /// How an Applier decides and writes.
 #[derive(Clone, Debug)]
@@ -1865,14 +1869,20 @@ impl Applier {
                 }
                 ListForm::Outline(outline) => {
                     self.check_outline(e, &outline, &mut outlined)?;
+                    // The same list outlined again (a file touched while its groups were on
+                    // their way): the groups asked for and those supplied still count.
+                    let (supplied, awaited) = match self.pending.remove(&e.path) {
+                        Some(p) if p.id == list.id => (p.supplied, p.awaited),
+                        _ => Default::default(),
+                    };
                     self.pending.insert(
                         e.path.clone(),
                         PendingList {
                             seq: e.seq,
                             id: list.id,
                             outline,
-                            supplied: HashMap::new(),
-                            awaited: HashSet::new(),
+                            supplied,
+                            awaited,
                         },
                     );
                 }
@@ -1968,19 +1978,22 @@ impl Applier {
                     if groups.is_empty() {
                         continue;
                     }
-                    let msg = NeedGroups {
-                        folder: self.folder.clone(),
-                        path: path.clone(),
-                        id: p.id,
-                        groups,
-                    };
+                    let id = p.id;
                     if let Some(p) = self.pending.get_mut(&path) {
-                        p.awaited.extend(msg.groups.iter().copied());
+                        p.awaited.extend(groups.iter().copied());
                     }
-                    self.meter(&msg);
-                    self.content_requests += 1;
-                    let request = self.sender.need_groups.send(msg);
-                    self.deliver_to_sender(request, ctx);
+                    for part in groups.chunks(GROUPS_PER_REQUEST) {
+                        let msg = NeedGroups {
+                            folder: self.folder.clone(),
+                            path: path.clone(),
+                            id,
+                            groups: part.to_vec(),
+                        };
+                        self.meter(&msg);
+                        self.content_requests += 1;
+                        let request = self.sender.need_groups.send(msg);
+                        self.deliver_to_sender(request, ctx);
+                    }
                 }
                 Err(_) => {
                     self.pending.remove(&path);

@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::outline::{groups, outline, OUTLINE_MIN_CHUNKS};
+use ferry_engine::outline::{groups, outline, Outline, OUTLINE_MIN_CHUNKS};
+use ferry_engine::patch::ContentPatch;
 use ferry_engine::{
     patch, ChunkId, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile,
 };
@@ -131,7 +132,7 @@ impl Sender {
                 .get(&e.path)
                 .filter(|p| self.sent.get(&e.path).is_some_and(|(_, id)| *id == p.id));
             let form = match base {
-                Some(base) => ListForm::Patch(patch::between(base, c)),
+                Some(base) => smaller(patch::between(base, c), outline(c)),
                 None => ListForm::Outline(outline(c)),
             };
             tracing::debug!(folder = %self.folder, path = %e.path, chunks = c.chunks.len(), patch = matches!(form, ListForm::Patch(_)), "chunk list sent compact");
@@ -303,6 +304,21 @@ impl Handler<NeedContent> for Sender {
                 act.forward_index(delta, &HashMap::new(), ctx);
             }));
         }));
+    }
+}
+
+/// A patch encoded larger than this travels as an outline instead, when that is smaller.
+/// A patch carries every chunk it inserts: one that rewrites gigabytes of a file would make
+/// an index message too large for a frame, while an outline's groups are asked for in parts.
+/// Below it the patch is kept, as it saves the round trip for groups.
+const PATCH_MAX_BYTES: u64 = 4 << 20;
+
+/// The patch, unless it is over [`PATCH_MAX_BYTES`] and the outline is smaller.
+fn smaller(patch: ContentPatch, outline: Outline) -> ListForm {
+    if encoded_len(&patch) <= PATCH_MAX_BYTES.max(encoded_len(&outline)) {
+        ListForm::Patch(patch)
+    } else {
+        ListForm::Outline(outline)
     }
 }
 
@@ -536,5 +552,44 @@ impl Handler<crate::messages::Stop> for Sender {
 
     fn handle(&mut self, _: crate::messages::Stop, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_engine::{ChunkParams, ChunkRef};
+
+    use super::*;
+
+    /// `n` distinct chunks of 32 KiB, numbered from `from`.
+    fn content(from: u64, n: u64) -> Content {
+        let chunks = (from..from + n)
+            .map(|i| ChunkRef {
+                id: ChunkId::of(&i.to_le_bytes()),
+                len: 32 << 10,
+            })
+            .collect();
+        Content::from_chunks(&ChunkParams::default(), chunks)
+    }
+
+    #[test]
+    fn a_small_edit_travels_as_a_patch_and_a_rewrite_as_an_outline() {
+        let old = content(0, 200_000);
+        // One chunk replaced in the middle: a patch of one chunk.
+        let mut edited = old.chunks.clone();
+        edited[100_000] = content(1 << 40, 1).chunks[0];
+        let edited = Content::from_chunks(&ChunkParams::default(), edited);
+        assert!(matches!(
+            smaller(patch::between(&old, &edited), outline(&edited)),
+            ListForm::Patch(_)
+        ));
+        // Every chunk new (~6 GiB rewritten): the patch would be ~9 MB, the outline ~0.1 MB.
+        let rewritten = content(1 << 41, 200_000);
+        let patch = patch::between(&old, &rewritten);
+        assert!(encoded_len(&patch) > PATCH_MAX_BYTES);
+        assert!(matches!(
+            smaller(patch, outline(&rewritten)),
+            ListForm::Outline(_)
+        ));
     }
 }
