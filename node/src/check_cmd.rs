@@ -61,7 +61,7 @@ fn summary(config: &Config) -> String {
 pub fn run(args: &CheckArgs) -> Result<()> {
     match config::load(&args.config) {
         Ok(config) => {
-            print!("{}", summary(&config));
+            crate::stdout::print(&summary(&config))?;
             Ok(())
         }
         Err(ConfigError::Invalid(errors)) => {

@@ -60,18 +60,72 @@ impl<'a> MakeWriter<'a> for LogFile {
     }
 }
 
+/// A text log writer that shows control characters as escapes (`\n`, `\x1b`): a file
+/// name holding a newline cannot forge a log line, nor an escape sequence drive the
+/// terminal. Each write is one formatted event; only its final newline is kept.
+struct Escaping<M>(M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Escaping<M> {
+    type Writer = EscapingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EscapingWriter(self.0.make_writer())
+    }
+}
+
+/// The writer of [`Escaping`].
+struct EscapingWriter<W>(W);
+
+impl<W: Write> Write for EscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !body.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.push(b),
+                b if b.is_ascii_control() => {
+                    out.extend_from_slice(format!("\\x{b:02x}").as_bytes())
+                }
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(end);
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 fn layer<W>(format: LogFormat, writer: W, ansi: bool) -> BoxedLayer
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let base = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(ansi);
+    let base = tracing_subscriber::fmt::layer().with_ansi(ansi);
     match format {
-        LogFormat::Text => base.with_target(false).boxed(),
-        LogFormat::Json => base.json().with_current_span(false).boxed(),
+        LogFormat::Text => base
+            .with_writer(Escaping(writer))
+            .with_target(false)
+            .boxed(),
+        // JSON escapes control characters itself.
+        LogFormat::Json => base
+            .with_writer(writer)
+            .json()
+            .with_current_span(false)
+            .boxed(),
     }
 }
 

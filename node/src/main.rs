@@ -12,6 +12,7 @@ mod progress;
 mod remote_target;
 mod run_cmd;
 mod serve_cmd;
+mod stdout;
 mod sync_cmd;
 mod watch_cmd;
 

@@ -1,5 +1,6 @@
 //! `ferry sync SRC DST`: checks the arguments, runs the one-shot pipeline and reports.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 use crate::cli::SyncArgs;
 use crate::progress::Progress;
+use crate::stdout;
 
 /// How a finished sync ended, mapped to the exit code.
 pub enum Outcome {
@@ -286,48 +288,64 @@ fn print_report(args: &SyncArgs, report: &SyncReport) -> Result<()> {
             })
             .collect()
     });
+    // A dry run applies nothing: its counts are those of the changes it lists.
+    let mut stats = report.stats.clone();
+    if let (true, Some(changes)) = (args.dry_run, &changes) {
+        let count = |kind: &str| changes.iter().filter(|c| c.change == kind).count() as u64;
+        stats.created = count("created");
+        stats.updated = count("updated");
+        stats.metadata_only = count("metadata");
+        stats.renamed = count("renamed");
+        stats.removed = count("removed");
+    }
+    let mut out = String::new();
     if args.json {
         let j = JsonReport {
             dry_run: args.dry_run,
-            stats: &report.stats,
+            stats: &stats,
             not_applied: &report.skipped,
             changes,
         };
-        println!("{}", serde_json::to_string(&j)?);
+        writeln!(out, "{}", serde_json::to_string(&j)?)?;
+        stdout::print(&out)?;
         return Ok(());
     }
     if let Some(changes) = &changes {
         for c in changes {
-            println!("{:<9} {}", c.change, c.path);
+            writeln!(out, "{:<9} {}", c.change, stdout::shown(c.path))?;
         }
     }
     if args.stats {
-        let s = &report.stats;
-        println!("entries scanned:     {}", s.entries_scanned);
-        println!("created:             {}", s.created);
-        println!("updated:             {}", s.updated);
-        println!("metadata only:       {}", s.metadata_only);
-        println!("renamed:             {}", s.renamed);
-        println!("removed:             {}", s.removed);
-        println!("skipped:             {}", s.skipped);
-        println!("bytes written:       {}", s.bytes_written);
-        println!(
+        let s = &stats;
+        writeln!(out, "entries scanned:     {}", s.entries_scanned)?;
+        writeln!(out, "created:             {}", s.created)?;
+        writeln!(out, "updated:             {}", s.updated)?;
+        writeln!(out, "metadata only:       {}", s.metadata_only)?;
+        writeln!(out, "renamed:             {}", s.renamed)?;
+        writeln!(out, "removed:             {}", s.removed)?;
+        writeln!(out, "skipped:             {}", s.skipped)?;
+        writeln!(out, "bytes written:       {}", s.bytes_written)?;
+        writeln!(
+            out,
             "chunk data sent:     {} ({} chunks)",
             s.bytes_sent, s.chunks_sent
-        );
-        println!("metadata sent:       {}", s.bytes_metadata);
-        println!(
+        )?;
+        writeln!(out, "metadata sent:       {}", s.bytes_metadata)?;
+        writeln!(
+            out,
             "bytes reused:        {} ({} chunks)",
             s.bytes_reused, s.chunks_reused
-        );
-        println!("zero runs (not sent): {}", s.bytes_zero);
+        )?;
+        writeln!(out, "zero runs (not sent): {}", s.bytes_zero)?;
         if s.wire_bytes_out + s.wire_bytes_in > 0 {
-            println!(
+            writeln!(
+                out,
                 "wire bytes out / in: {} / {}",
                 s.wire_bytes_out, s.wire_bytes_in
-            );
-            println!("reconnects:          {}", s.reconnects);
+            )?;
+            writeln!(out, "reconnects:          {}", s.reconnects)?;
         }
     }
+    stdout::print(&out)?;
     Ok(())
 }

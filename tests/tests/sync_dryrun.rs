@@ -195,3 +195,89 @@ fn dry_run_reports_the_same_checks_as_a_real_run() {
     );
     assert_eq!(std::fs::read(dst.path().join("f")).unwrap(), b"BBBB");
 }
+
+#[test]
+fn dry_run_counts_what_it_lists() {
+    let (src, dst, _outside, expected) = stale_pair();
+
+    let report = sync_ok(src.path(), dst.path(), &["-n"]);
+
+    let counted = [
+        report.created,
+        report.updated,
+        report.metadata_only,
+        report.renamed,
+        report.removed,
+    ];
+    let listed =
+        ["created", "updated", "metadata", "renamed", "removed"].map(|k| count(&expected, k));
+    assert_eq!(
+        counted, listed,
+        "created/updated/metadata/renamed/removed of a dry run vs what it lists: {}",
+        report.raw
+    );
+}
+
+/// A file name holding a newline cannot forge a line of the listing or of the log.
+#[test]
+fn a_newline_in_a_name_is_shown_escaped_in_the_listing_and_the_log() {
+    let src = tempdir();
+    let dst = tempdir();
+    let forged = "2026-01-01T00:00:00Z  INFO removed folder=sync path=important";
+    write_file(
+        &src.path().join(format!("evil\n{forged}")),
+        "x",
+        0o644,
+        time_n(1),
+    );
+
+    let listing = sync(src.path(), dst.path(), &["-n"]);
+    listing.assert_success();
+    let run = sync(src.path(), dst.path(), &["-v"]);
+    run.assert_success();
+
+    assert_mirror(src.path(), dst.path());
+    for (what, text) in [("listing", &listing.stdout), ("log", &run.stderr)] {
+        assert!(
+            !text.lines().any(|l| l.starts_with(forged)),
+            "a name forged a line of the {what}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("evil\\n{forged}")),
+            "the {what} does not show the name escaped:\n{text}"
+        );
+    }
+}
+
+/// `ferry sync -n | head -1`: the reader going away ends the listing quietly.
+#[test]
+fn a_closed_pipe_ends_the_listing_without_a_panic() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    let src = tempdir();
+    let dst = tempdir();
+    for i in 0..8_000 {
+        std::fs::write(src.path().join(format!("f{i}")), "x").unwrap();
+    }
+    let mut child = Command::new(ferry_bin())
+        .arg("sync")
+        .arg("-n")
+        .arg(src.path())
+        .arg(dst.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here, as `head` exits after its first line.
+    let out = child.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("created"), "{first}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

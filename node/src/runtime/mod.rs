@@ -321,7 +321,11 @@ impl Node {
         let new = match config::load(path) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!("config not reloaded, the node goes on unchanged:\n{e}");
+                // One event per line: the text log escapes newlines inside an event.
+                tracing::error!("config not reloaded, the node goes on unchanged:");
+                for line in e.to_string().lines() {
+                    tracing::error!("{line}");
+                }
                 return;
             }
         };
