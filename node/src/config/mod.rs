@@ -912,6 +912,20 @@ peers = ["phone", "nas"]
             "folder.ignore",
             "gitignore",
         );
+        // A pattern gitignore cannot compile (a lone backslash) is refused here, not when
+        // the folder starts.
+        let text = format!(
+            "{NODE}{}ignore = [\"*.tmp\", \"\\\\\"]\n",
+            local_folder("x", "a", "m")
+        );
+        let p = one(
+            &text,
+            ProblemKind::BadIgnore,
+            "ignore",
+            "folder.ignore",
+            "gitignore",
+        );
+        assert!(p.message.contains("invalid ignore pattern"), "{p:#?}");
         let text = "[node]\nname = \" \"\nhome = \"h\"\n";
         one(text, ProblemKind::BadName, "name", "node.name", "name = ");
     }

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use ferry_actors::FolderId;
+use ferry_engine::IgnoreRules;
 use toml::Spanned;
 
 use super::error::{Problem, ProblemKind};
@@ -741,6 +742,11 @@ impl Checker<'_> {
             let p = pattern.get_ref();
             if p.trim().is_empty() || p.contains(['\n', '\r']) {
                 let message = format!("{ctx}: `ignore` pattern {p:?} is empty or spans lines");
+                self.report(ProblemKind::BadIgnore, pattern.span(), "folder.ignore", message, "write one gitignore pattern per string, e.g. ignore = [\"*.tmp\", \"/cache/\"]");
+            } else if let Err(e) = IgnoreRules::new(std::slice::from_ref(p)) {
+                // Compiled here too, so that `ferry check` and a reload refuse it instead of
+                // the folder failing when it starts.
+                let message = format!("{ctx}: {e}");
                 self.report(ProblemKind::BadIgnore, pattern.span(), "folder.ignore", message, "write one gitignore pattern per string, e.g. ignore = [\"*.tmp\", \"/cache/\"]");
             } else {
                 ignore.push(p.clone());
