@@ -451,12 +451,28 @@ impl TargetDir {
     }
 
     /// Flushes directory `path` (the root when `None`) so that renames in it are durable.
+    /// A directory no longer there (removed after its entries changed, or replaced by a
+    /// file) has nothing to flush: its removal is made durable by flushing its parent.
     pub fn sync_dir(&self, path: Option<&RelPath>) -> Result<()> {
         let res = match path {
             None => rfs::fsync(&self.root_fd),
             Some(p) => {
-                let dir = self.parent(p)?;
-                rfs::openat(&dir, p.name(), dir_flags(), Mode::empty()).and_then(rfs::fsync)
+                let dir = match self.parent(p) {
+                    Ok(dir) => dir,
+                    Err(Error::Precondition { .. }) => return Ok(()),
+                    Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                        return Ok(())
+                    }
+                    Err(e) => return Err(e),
+                };
+                match rfs::openat(&dir, p.name(), dir_flags(), Mode::empty()) {
+                    Err(
+                        rustix::io::Errno::NOENT
+                        | rustix::io::Errno::NOTDIR
+                        | rustix::io::Errno::LOOP,
+                    ) => return Ok(()),
+                    opened => opened.and_then(rfs::fsync),
+                }
             }
         };
         res.map_err(|e| {

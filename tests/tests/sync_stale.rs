@@ -261,3 +261,26 @@ fn names_like_ferrys_temp_files_are_ordinary_entries_unless_they_are_one() {
     assert!(!exists(&dst.path().join(".ferry-tmp-5-0badc0de-1")));
     assert_mirror_except(src.path(), dst.path(), &[".ferry-tmp-5-0badc0de-1"]);
 }
+
+/// Directories removed or renamed in SRC are removed in DST without a word: their removal is
+/// made durable through their parent, not by flushing the directory that is gone.
+#[test]
+fn removing_and_renaming_directories_warns_about_nothing() {
+    let src = tempdir();
+    let dst = tempdir();
+    write_file(&src.path().join("x/f"), "1\n", 0o644, time_n(1));
+    write_file(&src.path().join("y/sub/g"), "2\n", 0o644, time_n(2));
+    sync_ok(src.path(), dst.path(), &[]);
+
+    std::fs::remove_dir_all(src.path().join("x")).unwrap();
+    std::fs::rename(src.path().join("y"), src.path().join("z")).unwrap();
+    let run = sync(src.path(), dst.path(), &[]);
+
+    run.assert_success();
+    assert_mirror(src.path(), dst.path());
+    assert!(
+        !run.stderr.contains("WARN"),
+        "a warning for a directory removed on purpose:\n{}",
+        run.stderr
+    );
+}
