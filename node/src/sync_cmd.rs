@@ -40,15 +40,7 @@ fn check(args: &SyncArgs) -> Result<Checked> {
 
 /// Validates SRC and DST (creating DST when its parent exists, unless `dry_run`).
 pub fn check_paths(src_arg: &Path, dst_arg: &Path, dry_run: bool) -> Result<Checked> {
-    let src = std::fs::canonicalize(src_arg).with_context(|| {
-        format!(
-            "source {} does not exist or cannot be reached",
-            src_arg.display()
-        )
-    })?;
-    if !src.is_dir() {
-        bail!("source {} is not a directory", src_arg.display());
-    }
+    let src = check_source(src_arg)?;
     let mut missing = false;
     let dst = match std::fs::symlink_metadata(dst_arg) {
         Ok(_) => {
@@ -141,7 +133,8 @@ fn check_writable(dst: &Path) -> Result<()> {
         .with_context(|| format!("target {} is not writable", dst.display()))
 }
 
-/// Validates SRC alone (the target is on another node).
+/// Validates SRC: an existing directory this process can list (alone when the target is on
+/// another node).
 pub fn check_source(src_arg: &Path) -> Result<PathBuf> {
     let src = std::fs::canonicalize(src_arg).with_context(|| {
         format!(
@@ -152,6 +145,8 @@ pub fn check_source(src_arg: &Path) -> Result<PathBuf> {
     if !src.is_dir() {
         bail!("source {} is not a directory", src_arg.display());
     }
+    // Before anything is created: a source that cannot be listed mirrors nothing.
+    std::fs::read_dir(&src).with_context(|| format!("cannot read source {}", src_arg.display()))?;
     Ok(src)
 }
 

@@ -186,6 +186,39 @@ fn unwritable_dst_is_refused() {
     assert_untouched(&before, &snapshot(&dst), "the unwritable DST");
 }
 
+/// A source that cannot be listed is named as the problem, before DST is created.
+#[test]
+fn unreadable_src_is_refused_before_dst_is_created() {
+    if !can_drop_privileges("unreadable_src_is_refused_before_dst_is_created") {
+        return;
+    }
+    let base = tempdir();
+    make_world_accessible(base.path());
+    if !reachable_by_others(base.path()) {
+        eprintln!("SKIPPED unreadable_src_is_refused_before_dst_is_created: the temporary directory is not reachable by other users");
+        return;
+    }
+    let src = base.path().join("src");
+    small_tree(&src);
+    let dst = base.path().join("dst");
+    // Owned by root when root (so nobody cannot list it), unlistable for its owner otherwise.
+    set_mode(&src, if is_root() { 0o700 } else { 0o300 });
+
+    let out = sync_unprivileged(&src, &dst, &[]);
+    set_mode(&src, 0o755);
+
+    out.assert_code(1)
+        .assert_stderr_contains("cannot read source");
+    assert!(
+        !out.stderr.contains("ignore"),
+        "the error blames the ignore rules:\n{out}"
+    );
+    assert!(
+        !exists(&dst),
+        "DST was created for a source that cannot be read"
+    );
+}
+
 #[test]
 fn unknown_flag_is_a_usage_error() {
     let src = tempdir();
