@@ -9,3 +9,4 @@ pub mod duration;
 pub mod remote;
 pub mod runtime;
 pub mod status;
+pub mod stopping;

@@ -11,6 +11,7 @@ use ferry_actors::{
 };
 use ferry_engine::IgnoreRules;
 use ferry_node::remote::client::Retry;
+use ferry_node::stopping::{unless_signalled_again, Stopped};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -95,12 +96,25 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
         if let Some(why) = failure {
             bail!("replication of {} stopped: {why}", src.display());
         }
-        tracing::info!("signal received: finishing the change in flight");
-        sup.send(Shutdown {
+        tracing::info!(
+            "signal received: finishing the change in flight (a second signal stops at once)"
+        );
+        let shutdown = sup.send(Shutdown {
             deadline: SHUTDOWN_DEADLINE,
-        })
-        .await
-        .context("the folder supervisor is gone")?;
-        Ok(())
+        });
+        let mut gone = None;
+        let finish = async { gone = shutdown.await.err() };
+        match unless_signalled_again(finish)
+            .await
+            .context("cannot listen for signals")?
+        {
+            Stopped::Finished => match gone {
+                Some(e) => Err(e).context("the folder supervisor is gone"),
+                None => Ok(()),
+            },
+            Stopped::Cut => bail!(
+                "second signal: stopped at once; files being written are finished by the next run"
+            ),
+        }
     })
 }

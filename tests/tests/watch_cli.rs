@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::util::live::{mirror_diff, WatchProcess};
+use crate::util::live::{mirror_diff, wait_until_blocking, WatchProcess};
 use crate::util::*;
 
 /// How long a process may take to exit after SIGTERM.
@@ -66,6 +66,50 @@ fn live_changes_replicate_and_sigterm_finishes_the_change_in_flight() {
             "stderr has no `created` line for {path}\n{stderr}"
         );
     }
+}
+
+/// Ctrl-C during a long initial sync, then Ctrl-C again: the second stops at once (exit 1,
+/// saying so) instead of waiting for the whole initial copy; the next run converges.
+#[test]
+fn live_a_second_sigint_stops_at_once() {
+    let base = tempdir();
+    let src = base.path().join("src");
+    let dst = base.path().join("dst");
+    for i in 0..8u64 {
+        write_file(
+            &src.join(format!("big{i}.bin")),
+            pseudo_random(16 * MIB as usize, 400 + i),
+            0o644,
+            time_n(i),
+        );
+    }
+    let mut p = WatchProcess::spawn(&src, &dst, &[], &base.path().join("stderr.txt"));
+    let logged = |p: &WatchProcess, what: &str| {
+        let text = p.stderr();
+        if text.contains(what) {
+            Ok(())
+        } else {
+            Err(format!("no {what:?} in the log yet:\n{text}"))
+        }
+    };
+    wait_until_blocking(EXIT_DEADLINE, "ferry watch starts", || {
+        logged(&p, "watching")
+    });
+    p.interrupt();
+    wait_until_blocking(EXIT_DEADLINE, "the first SIGINT is taken", || {
+        logged(&p, "signal received")
+    });
+    p.interrupt();
+    let (status, stderr) = p.wait_exit(EXIT_DEADLINE);
+
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a second SIGINT should stop ferry watch at once, with exit 1 ({status})\n{stderr}"
+    );
+    assert!(stderr.contains("second signal"), "{stderr}");
+    sync_ok(&src, &dst, &[]);
+    assert_mirror(&src, &dst);
 }
 
 #[test]

@@ -58,4 +58,7 @@ pub enum RunError {
     /// Signals could not be set up.
     #[error("cannot listen for signals: {0}")]
     Signals(#[source] std::io::Error),
+    /// A second signal stopped the node before the changes in flight were finished.
+    #[error("second signal: stopped at once; files being written are finished by the next run")]
+    Cut,
 }

@@ -31,6 +31,7 @@ use crate::remote::client::LinkOptions;
 use crate::remote::identity::Identity;
 use crate::remote::server::{ServeConfig, ServedFolder, Server};
 use crate::status::StatusSource;
+use crate::stopping::{unless_signalled_again, Stopped};
 use send::{SendFolder, SendPlan};
 use state::replication_stores;
 
@@ -108,7 +109,11 @@ pub async fn run(
     tracing::info!(node = %node.config.node.name, folders = node.config.folders.len(), "node running");
     announce.line("ready");
     let result = node.serve_signals(path, reopen_logs).await;
-    node.stop_all().await;
+    match unless_signalled_again(node.stop_all()).await {
+        Ok(Stopped::Finished) => {}
+        Ok(Stopped::Cut) => return result.and(Err(RunError::Cut)),
+        Err(e) => return Err(RunError::Signals(e)),
+    }
     if let Some(d) = dashboard {
         d.stop().await;
     }
@@ -310,7 +315,9 @@ impl Node {
                 }
             }
         }
-        tracing::info!("signal received: finishing the changes in flight");
+        tracing::info!(
+            "signal received: finishing the changes in flight (a second signal stops at once)"
+        );
         Ok(())
     }
 
