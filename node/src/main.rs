@@ -74,7 +74,12 @@ fn main() -> ExitCode {
     match result {
         Ok(sync_cmd::Outcome::Complete) => ExitCode::SUCCESS,
         Ok(sync_cmd::Outcome::Partial) => {
-            eprintln!("ferry: finished, but some entries were skipped (see the warnings above)");
+            let see = if cli.quiet {
+                "run without -q to see which"
+            } else {
+                "see the warnings above"
+            };
+            eprintln!("ferry: finished, but some entries were skipped ({see})");
             ExitCode::from(3)
         }
         Err(e) => {

@@ -16,9 +16,7 @@ pub fn parse(dst: &Path) -> Result<Option<RemoteUrl>> {
     let Some(s) = dst.to_str().filter(|s| is_remote(s)) else {
         return Ok(None);
     };
-    let url = s
-        .parse::<RemoteUrl>()
-        .with_context(|| format!("invalid remote target {s}"))?;
+    let url = s.parse::<RemoteUrl>().context("invalid remote target")?;
     Ok(Some(url))
 }
 
