@@ -60,6 +60,25 @@ fn count(changes: &[Change], kind: &str) -> u64 {
     changes.iter().filter(|c| c.change == kind).count() as u64
 }
 
+/// Panics unless the run's created/updated/metadata/renamed/removed counts are those of
+/// `listed`.
+#[track_caller]
+fn assert_counts(report: &Report, listed: &[Change], what: &str) {
+    let counted = [
+        report.created,
+        report.updated,
+        report.metadata_only,
+        report.renamed,
+        report.removed,
+    ];
+    let listed = ["created", "updated", "metadata", "renamed", "removed"].map(|k| count(listed, k));
+    assert_eq!(
+        counted, listed,
+        "created/updated/metadata/renamed/removed {what}: {}",
+        report.raw
+    );
+}
+
 #[test]
 fn dry_run_lists_changes_and_writes_nothing() {
     let (src, dst, _outside, expected) = stale_pair();
@@ -97,20 +116,7 @@ fn real_run_after_dry_run_does_what_it_listed() {
         report.raw
     );
     assert!(!report.dry_run);
-    let counted = [
-        report.created,
-        report.updated,
-        report.metadata_only,
-        report.renamed,
-        report.removed,
-    ];
-    let listed =
-        ["created", "updated", "metadata", "renamed", "removed"].map(|k| count(&expected, k));
-    assert_eq!(
-        counted, listed,
-        "created/updated/metadata/renamed/removed done vs listed by the dry run: {}",
-        report.raw
-    );
+    assert_counts(&report, &expected, "done vs listed by the dry run");
 }
 
 #[test]
@@ -202,20 +208,7 @@ fn dry_run_counts_what_it_lists() {
 
     let report = sync_ok(src.path(), dst.path(), &["-n"]);
 
-    let counted = [
-        report.created,
-        report.updated,
-        report.metadata_only,
-        report.renamed,
-        report.removed,
-    ];
-    let listed =
-        ["created", "updated", "metadata", "renamed", "removed"].map(|k| count(&expected, k));
-    assert_eq!(
-        counted, listed,
-        "created/updated/metadata/renamed/removed of a dry run vs what it lists: {}",
-        report.raw
-    );
+    assert_counts(&report, &expected, "of a dry run vs what it lists");
 }
 
 /// A file name holding a newline cannot forge a line of the listing or of the log.
