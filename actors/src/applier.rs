@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use ferry_engine::assemble::{chunk_tasks, Assembly, ChunkTask};
-use ferry_engine::outline::{self, GroupId, Outline, Unresolved};
+use ferry_engine::outline::{self, Group, GroupId, Outline, Unresolved};
 use ferry_engine::target::is_temp_name;
 use ferry_engine::{
     apply_action, diff_within, patch, Action, ChangeKind, ChunkId, ChunkParams, ChunkRef,
@@ -87,7 +87,7 @@ const REGION_BYTES: u64 = 16 << 20;
 const REFETCHES: u32 = 3;
 /// Groups asked for in one `NeedGroups`: the reply holds at most this many groups of at
 /// most 256 chunks (~12 KB each encoded), ~6 MB, well within a frame whatever the file's
-/// size (a 1 TiB file at the default sizes has ~500 such requests).
+/// size (a 1 TiB file at the default sizes has ~1,000 such requests).
 const GROUPS_PER_REQUEST: usize = 512;
 
 /// How an Applier decides and writes.
@@ -139,8 +139,13 @@ struct PendingList {
     outline: Outline,
     /// Groups the Sender supplied.
     supplied: HashMap<GroupId, Vec<ChunkRef>>,
-    /// Groups asked for and not supplied yet: the only ones taken from `GroupData`.
+    /// The number of chunks of each group the outline names.
+    sizes: HashMap<GroupId, u32>,
+    /// Groups asked for and not supplied yet.
     awaited: HashSet<GroupId>,
+    /// Group requests sent and not answered yet: when the last is answered and a group
+    /// asked for is still missing, the Sender did not supply it.
+    parts: u32,
 }
 
 /// A plan being carried out.
@@ -1871,18 +1876,21 @@ impl Applier {
                     self.check_outline(e, &outline, &mut outlined)?;
                     // The same list outlined again (a file touched while its groups were on
                     // their way): the groups asked for and those supplied still count.
-                    let (supplied, awaited) = match self.pending.remove(&e.path) {
-                        Some(p) if p.id == list.id => (p.supplied, p.awaited),
+                    let (supplied, awaited, parts) = match self.pending.remove(&e.path) {
+                        Some(p) if p.id == list.id => (p.supplied, p.awaited, p.parts),
                         _ => Default::default(),
                     };
+                    let sizes = outline.groups.iter().map(|g| (g.id, g.chunks)).collect();
                     self.pending.insert(
                         e.path.clone(),
                         PendingList {
                             seq: e.seq,
                             id: list.id,
                             outline,
+                            sizes,
                             supplied,
                             awaited,
+                            parts,
                         },
                     );
                 }
@@ -1981,6 +1989,7 @@ impl Applier {
                     let id = p.id;
                     if let Some(p) = self.pending.get_mut(&path) {
                         p.awaited.extend(groups.iter().copied());
+                        p.parts += groups.len().div_ceil(GROUPS_PER_REQUEST) as u32;
                     }
                     for part in groups.chunks(GROUPS_PER_REQUEST) {
                         let msg = NeedGroups {
@@ -2021,21 +2030,20 @@ impl Handler<GroupData> for Applier {
                     self.pending.remove(&msg.path);
                     self.asked.remove(&msg.path);
                 } else {
-                    // Only groups asked for, each once, and each holding what its id
-                    // says: what is kept stays within what the outline claims. A group the
-                    // outline names more than once (runs of zeros) may come once per
+                    p.parts = p.parts.saturating_sub(1);
+                    // Only groups the outline names, each once, and each holding what its
+                    // id says: what is kept stays within what the outline claims. A group
+                    // the outline names more than once (runs of zeros) may come once per
                     // mention: the copies of one already taken are passed over.
                     let mut wrong = 0;
                     for g in msg.groups {
                         if p.supplied.contains_key(&g.id) {
                             continue;
                         }
-                        let fits = p.awaited.contains(&g.id)
-                            && p.outline
-                                .groups
-                                .iter()
-                                .find(|o| o.id == g.id)
-                                .is_some_and(|o| o.holds(&g.chunks));
+                        let fits = p
+                            .sizes
+                            .get(&g.id)
+                            .is_some_and(|&chunks| Group { id: g.id, chunks }.holds(&g.chunks));
                         if fits {
                             p.awaited.remove(&g.id);
                             p.supplied.insert(g.id, g.chunks);
@@ -2046,12 +2054,19 @@ impl Handler<GroupData> for Applier {
                     if wrong > 0 {
                         if self.opts.untrusted_sender {
                             self.fail(format!(
-                                "protocol error: {wrong} group(s) of {} not asked for or not matching their ids",
+                                "protocol error: {wrong} group(s) of {} not in its outline or not matching their ids",
                                 msg.path
                             ));
                             return;
                         }
-                        tracing::debug!(folder = %self.folder, path = %msg.path, wrong, "groups not asked for or not matching their ids ignored");
+                        tracing::debug!(folder = %self.folder, path = %msg.path, wrong, "groups not in the outline or not matching their ids ignored");
+                    }
+                    if p.parts == 0 && !p.awaited.is_empty() {
+                        // Every request answered, and still groups missing: rather than
+                        // wait for them forever, the whole list is asked for again.
+                        tracing::debug!(folder = %self.folder, path = %msg.path, missing = p.awaited.len(), "groups asked for were not supplied; asking for the list again");
+                        self.pending.remove(&msg.path);
+                        self.asked.remove(&msg.path);
                     }
                 }
             }

@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::outline::{groups, outline, Outline, OUTLINE_MIN_CHUNKS};
+use ferry_engine::outline::{groups, outline, GroupId, OUTLINE_MIN_CHUNKS};
 use ferry_engine::patch::ContentPatch;
 use ferry_engine::{
-    patch, ChunkId, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile,
+    patch, ChunkId, ChunkRef, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile,
 };
 
 use crate::differ::Differ;
@@ -61,6 +61,35 @@ pub struct Sender {
     inlined: HashSet<ChunkId>,
     /// Inline content requests being hashed.
     inline_busy: usize,
+    /// The groups of the list last asked for by groups, for the next part of the same
+    /// request (one list is held until another file's groups are asked for).
+    group_cache: Arc<std::sync::Mutex<Option<Arc<GroupCache>>>>,
+}
+
+/// One file version's chunk list cut into its outline's groups, kept between the parts of
+/// a group request (the Applier asks for a large list's groups a few hundred at a time):
+/// each part is then served in proportion to its size, not to the file's.
+struct GroupCache {
+    path: RelPath,
+    id: ContentId,
+    chunks: Vec<ChunkRef>,
+    /// Where each group lies in `chunks` (a group named many times: its first place).
+    ranges: HashMap<GroupId, std::ops::Range<usize>>,
+}
+
+impl GroupCache {
+    fn new(path: RelPath, content: Content) -> Self {
+        let mut ranges = HashMap::new();
+        for (r, id) in groups(&content.chunks) {
+            ranges.entry(id).or_insert(r);
+        }
+        GroupCache {
+            path,
+            id: content.id,
+            chunks: content.chunks,
+            ranges,
+        }
+    }
 }
 
 /// Wires a Sender to its Differ and target once all three exist.
@@ -94,6 +123,7 @@ impl Sender {
             sent: HashMap::new(),
             inlined: HashSet::new(),
             inline_busy: 0,
+            group_cache: Arc::default(),
         }
     }
 
@@ -132,7 +162,7 @@ impl Sender {
                 .get(&e.path)
                 .filter(|p| self.sent.get(&e.path).is_some_and(|(_, id)| *id == p.id));
             let form = match base {
-                Some(base) => smaller(patch::between(base, c), outline(c)),
+                Some(base) => smaller(patch::between(base, c), c),
                 None => ListForm::Outline(outline(c)),
             };
             tracing::debug!(folder = %self.folder, path = %e.path, chunks = c.chunks.len(), patch = matches!(form, ListForm::Patch(_)), "chunk list sent compact");
@@ -313,9 +343,14 @@ impl Handler<NeedContent> for Sender {
 /// Below it the patch is kept, as it saves the round trip for groups.
 const PATCH_MAX_BYTES: u64 = 4 << 20;
 
-/// The patch, unless it is over [`PATCH_MAX_BYTES`] and the outline is smaller.
-fn smaller(patch: ContentPatch, outline: Outline) -> ListForm {
-    if encoded_len(&patch) <= PATCH_MAX_BYTES.max(encoded_len(&outline)) {
+/// The patch, unless it is over [`PATCH_MAX_BYTES`] and the outline of `content` is smaller.
+fn smaller(patch: ContentPatch, content: &Content) -> ListForm {
+    let size = encoded_len(&patch);
+    if size <= PATCH_MAX_BYTES {
+        return ListForm::Patch(patch);
+    }
+    let outline = outline(content);
+    if size <= encoded_len(&outline) {
         ListForm::Patch(patch)
     } else {
         ListForm::Outline(outline)
@@ -332,33 +367,56 @@ impl Handler<NeedGroups> for Sender {
         };
         let folder = self.folder.clone();
         let stats = self.stats.clone();
+        let cache = self.group_cache.clone();
         let work = async move {
-            let current = differ
-                .send(GetContent {
-                    path: msg.path.clone(),
-                })
-                .await
-                .map_err(|source| crate::Error::Mailbox {
-                    actor: "differ",
-                    source,
-                })?;
-            let mut wanted: std::collections::HashSet<_> = msg.groups.iter().copied().collect();
-            let reply = match current.filter(|c| c.id == msg.id) {
-                Some(c) => GroupData {
-                    folder,
-                    path: msg.path,
-                    id: msg.id,
-                    // Each once, though the list may hold it many times (runs of zeros).
-                    groups: groups(&c.chunks)
-                        .into_iter()
-                        .filter(|(_, id)| wanted.remove(id))
-                        .map(|(r, id)| GroupList {
-                            id,
-                            chunks: c.chunks[r].to_vec(),
+            let cached = cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .filter(|c| c.path == msg.path && c.id == msg.id);
+            let found = match cached {
+                // The groups of that version, whether or not it is still current: they are
+                // what the list with this id holds.
+                Some(c) => Some(c),
+                None => {
+                    let current = differ
+                        .send(GetContent {
+                            path: msg.path.clone(),
                         })
-                        .collect(),
-                    stale: false,
-                },
+                        .await
+                        .map_err(|source| crate::Error::Mailbox {
+                            actor: "differ",
+                            source,
+                        })?;
+                    current.filter(|c| c.id == msg.id).map(|c| {
+                        let c = Arc::new(GroupCache::new(msg.path.clone(), c));
+                        *cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+                        c
+                    })
+                }
+            };
+            let reply = match found {
+                Some(c) => {
+                    // Each once, though the list may hold it many times (runs of zeros).
+                    let mut seen = HashSet::new();
+                    GroupData {
+                        folder,
+                        path: msg.path,
+                        id: msg.id,
+                        groups: msg
+                            .groups
+                            .iter()
+                            .filter(|id| seen.insert(**id))
+                            .filter_map(|id| {
+                                c.ranges.get(id).map(|r| GroupList {
+                                    id: *id,
+                                    chunks: c.chunks[r.clone()].to_vec(),
+                                })
+                            })
+                            .collect(),
+                        stale: false,
+                    }
+                }
                 None => GroupData {
                     folder,
                     path: msg.path,
@@ -557,7 +615,7 @@ impl Handler<crate::messages::Stop> for Sender {
 
 #[cfg(test)]
 mod tests {
-    use ferry_engine::{ChunkParams, ChunkRef};
+    use ferry_engine::ChunkParams;
 
     use super::*;
 
@@ -580,16 +638,13 @@ mod tests {
         edited[100_000] = content(1 << 40, 1).chunks[0];
         let edited = Content::from_chunks(&ChunkParams::default(), edited);
         assert!(matches!(
-            smaller(patch::between(&old, &edited), outline(&edited)),
+            smaller(patch::between(&old, &edited), &edited),
             ListForm::Patch(_)
         ));
         // Every chunk new (~6 GiB rewritten): the patch would be ~9 MB, the outline ~0.1 MB.
         let rewritten = content(1 << 41, 200_000);
         let patch = patch::between(&old, &rewritten);
         assert!(encoded_len(&patch) > PATCH_MAX_BYTES);
-        assert!(matches!(
-            smaller(patch, outline(&rewritten)),
-            ListForm::Outline(_)
-        ));
+        assert!(matches!(smaller(patch, &rewritten), ListForm::Outline(_)));
     }
 }

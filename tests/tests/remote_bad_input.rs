@@ -1193,7 +1193,7 @@ fn outlines_claiming_impossible_lists_are_refused_before_they_are_built() {
 }
 
 #[test]
-fn groups_not_asked_for_or_not_matching_their_ids_are_refused() {
+fn groups_not_in_the_outline_or_not_matching_their_ids_are_refused() {
     let fix = Fixture::new();
     let data = pseudo_random(2 << 20, 12);
     let content = chunk_reader(data.as_slice(), &ChunkParams::default()).expect("chunk in memory");
@@ -1205,8 +1205,8 @@ fn groups_not_asked_for_or_not_matching_their_ids_are_refused() {
     .expect("chunk in memory");
 
     for (case, needle) in [
-        ("unasked", "not asked for or not matching"),
-        ("forged", "not asked for or not matching"),
+        ("unasked", "not in its outline or not matching"),
+        ("forged", "not in its outline or not matching"),
     ] {
         let mark = fix.log_mark();
         let closed = block_on(async {
@@ -1251,6 +1251,54 @@ fn groups_not_asked_for_or_not_matching_their_ids_are_refused() {
         closed.assert_refused(needle);
     }
     fix.assert_dst_empty();
+    fix.assert_still_serves_and_nothing_escaped();
+}
+
+/// A reply that leaves out groups asked for: once every request is answered, the server
+/// asks for the file's content again instead of waiting for them forever, without a word.
+#[test]
+fn groups_left_out_of_a_reply_are_asked_for_again() {
+    let fix = Fixture::new();
+    let data = pseudo_random(2 << 20, 14);
+    let content = chunk_reader(data.as_slice(), &ChunkParams::default()).expect("chunk in memory");
+    let o = outline(&content);
+
+    block_on(async {
+        let mut s = fix.open().await;
+        send(
+            &mut s,
+            &outlined_frame("f", data.len() as u64, content.id, o.clone()),
+        )
+        .await;
+        let need = match recv(&mut s).await {
+            Frame::NeedGroups(n) => n,
+            other => panic!("the target holds nothing, so NeedGroups was due, got {other:?}"),
+        };
+        assert!(need.groups.len() > 1, "{need:?}");
+        // Only the first group: the others are left out.
+        let first = GroupList {
+            id: o.groups[0].id,
+            chunks: content.chunks[..o.groups[0].chunks as usize].to_vec(),
+        };
+        send(
+            &mut s,
+            &Frame::Groups(GroupData {
+                folder: folder_id(FOLDER),
+                path: rel("f"),
+                id: content.id,
+                groups: vec![first],
+                stale: false,
+            }),
+        )
+        .await;
+        match recv(&mut s).await {
+            Frame::NeedContent(n) => assert!(
+                n.paths.iter().any(|p| p.as_str() == "f"),
+                "the content asked for again is another file's: {n:?}"
+            ),
+            other => panic!("the server should ask for f's content again, got {other:?}"),
+        }
+    });
     fix.assert_still_serves_and_nothing_escaped();
 }
 
