@@ -1,6 +1,7 @@
 //! Logging: `tracing` output on stderr (human-readable or JSON lines) at the level -v/-q
 //! choose, and optionally every line at info and above appended to a log file.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -60,7 +61,7 @@ impl<'a> MakeWriter<'a> for LogFile {
     }
 }
 
-/// A text log writer that shows control characters as escapes (`\n`, `\x1b`): a file
+/// A text log writer that shows control characters as escapes (`\n`, `\u{1b}`): a file
 /// name holding a newline cannot forge a log line, nor an escape sequence drive the
 /// terminal. Each write is one formatted event; only its final newline is kept.
 struct Escaping<M>(M);
@@ -82,24 +83,17 @@ impl<W: Write> Write for EscapingWriter<W> {
             Some(body) => (body, &b"\n"[..]),
             None => (buf, &b""[..]),
         };
-        if !body.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
-            self.0.write_all(buf)?;
-            return Ok(buf.len());
-        }
-        let mut out = Vec::with_capacity(buf.len() + 16);
-        for &b in body {
-            match b {
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.push(b),
-                b if b.is_ascii_control() => {
-                    out.extend_from_slice(format!("\\x{b:02x}").as_bytes())
-                }
-                b => out.push(b),
+        // tracing formats text: anything else is shown as text too.
+        let text = String::from_utf8_lossy(body);
+        match crate::stdout::shown(&text) {
+            Cow::Borrowed(_) if matches!(text, Cow::Borrowed(_)) => self.0.write_all(buf)?,
+            shown => {
+                let mut out = Vec::with_capacity(shown.len() + end.len());
+                out.extend_from_slice(shown.as_bytes());
+                out.extend_from_slice(end);
+                self.0.write_all(&out)?;
             }
         }
-        out.extend_from_slice(end);
-        self.0.write_all(&out)?;
         Ok(buf.len())
     }
 

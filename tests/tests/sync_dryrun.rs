@@ -211,14 +211,15 @@ fn dry_run_counts_what_it_lists() {
     assert_counts(&report, &expected, "of a dry run vs what it lists");
 }
 
-/// A file name holding a newline cannot forge a line of the listing or of the log.
+/// A file name holding a newline cannot forge a line of the listing or of the log, nor a
+/// C1 control (CSI) reach the terminal.
 #[test]
 fn a_newline_in_a_name_is_shown_escaped_in_the_listing_and_the_log() {
     let src = tempdir();
     let dst = tempdir();
     let forged = "2026-01-01T00:00:00Z  INFO removed folder=sync path=important";
     write_file(
-        &src.path().join(format!("evil\n{forged}")),
+        &src.path().join(format!("evil\u{9b}2J\n{forged}")),
         "x",
         0o644,
         time_n(1),
@@ -236,7 +237,7 @@ fn a_newline_in_a_name_is_shown_escaped_in_the_listing_and_the_log() {
             "a name forged a line of the {what}:\n{text}"
         );
         assert!(
-            text.contains(&format!("evil\\n{forged}")),
+            text.contains(&format!("evil\\u{{9b}}2J\\n{forged}")),
             "the {what} does not show the name escaped:\n{text}"
         );
     }
