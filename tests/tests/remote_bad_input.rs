@@ -1135,6 +1135,22 @@ fn outlined_frame(path: &str, size: u64, id: ContentId, outline: Outline) -> Fra
     Frame::Index(part)
 }
 
+/// Sends `path` (of `size` bytes, content `id`) outlined as `o` to a target holding nothing,
+/// and returns the groups it asks for.
+async fn outline_and_take_request(
+    s: &mut Tls,
+    path: &str,
+    size: u64,
+    id: ContentId,
+    o: &Outline,
+) -> ferry_actors::messages::NeedGroups {
+    send(s, &outlined_frame(path, size, id, o.clone())).await;
+    match recv(s).await {
+        Frame::NeedGroups(n) => n,
+        other => panic!("the target holds nothing, so NeedGroups was due, got {other:?}"),
+    }
+}
+
 #[test]
 fn outlines_claiming_impossible_lists_are_refused_before_they_are_built() {
     let fix = Fixture::new();
@@ -1211,15 +1227,8 @@ fn groups_not_in_the_outline_or_not_matching_their_ids_are_refused() {
         let mark = fix.log_mark();
         let closed = block_on(async {
             let mut s = fix.open().await;
-            send(
-                &mut s,
-                &outlined_frame("f", data.len() as u64, content.id, o.clone()),
-            )
-            .await;
-            let need = match recv(&mut s).await {
-                Frame::NeedGroups(n) => n,
-                other => panic!("the target holds nothing, so NeedGroups was due, got {other:?}"),
-            };
+            let need =
+                outline_and_take_request(&mut s, "f", data.len() as u64, content.id, &o).await;
             assert_eq!(need.groups.len(), o.groups.len(), "{need:?}");
             let groups = match case {
                 // A group of another file, under its own (true) id: never asked for.
@@ -1265,15 +1274,7 @@ fn groups_left_out_of_a_reply_are_asked_for_again() {
 
     block_on(async {
         let mut s = fix.open().await;
-        send(
-            &mut s,
-            &outlined_frame("f", data.len() as u64, content.id, o.clone()),
-        )
-        .await;
-        let need = match recv(&mut s).await {
-            Frame::NeedGroups(n) => n,
-            other => panic!("the target holds nothing, so NeedGroups was due, got {other:?}"),
-        };
+        let need = outline_and_take_request(&mut s, "f", data.len() as u64, content.id, &o).await;
         assert!(need.groups.len() > 1, "{need:?}");
         // Only the first group: the others are left out.
         let first = GroupList {
@@ -1323,15 +1324,7 @@ fn a_group_named_twice_in_an_outline_may_be_supplied_twice() {
 
     let closed = block_on(async {
         let mut s = fix.open().await;
-        send(
-            &mut s,
-            &outlined_frame("r", data.len() as u64, content.id, o.clone()),
-        )
-        .await;
-        let need = match recv(&mut s).await {
-            Frame::NeedGroups(n) => n,
-            other => panic!("the target holds nothing, so NeedGroups was due, got {other:?}"),
-        };
+        let need = outline_and_take_request(&mut s, "r", data.len() as u64, content.id, &o).await;
         assert_eq!(
             need.groups,
             vec![o.groups[0].id],
