@@ -1954,6 +1954,11 @@ impl Applier {
                 self.pending.remove(&path);
                 continue;
             }
+            // Groups still on their way: rebuilt once the last request is answered, not at
+            // every reply (each rebuild walks the whole list).
+            if p.parts > 0 {
+                continue;
+            }
             let own = self
                 .target_index
                 .as_ref()
