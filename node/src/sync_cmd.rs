@@ -243,6 +243,12 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
 /// The stores of `--state DIR` for the sync of `src` to `target` (a local directory when
 /// `local`), and the kept source index's epoch.
 fn open_kept(dir: &Path, src: &Path, target: &str, local: bool) -> Result<(Kept, u64)> {
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        bail!(
+            "cannot create the state directory {}: a file is there, not a directory",
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     // The error's message already names its cause; chaining it would print it twice.

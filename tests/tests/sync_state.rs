@@ -180,5 +180,7 @@ fn a_state_path_that_is_a_file_is_a_clear_error() {
         &["--state", state.to_str().unwrap()],
     );
     out.assert_code(1)
-        .assert_stderr_contains("cannot create the state directory");
+        .assert_stderr_contains("cannot create the state directory")
+        .assert_stderr_contains("not a directory");
+    assert_eq!(std::fs::read(&state).unwrap(), b"x", "the file was changed");
 }
