@@ -1151,6 +1151,18 @@ async fn outline_and_take_request(
     }
 }
 
+/// Answers a group request for `path` (content `id`) with `groups`.
+async fn send_groups(s: &mut Tls, path: &str, id: ContentId, groups: Vec<GroupList>) {
+    let reply = GroupData {
+        folder: folder_id(FOLDER),
+        path: rel(path),
+        id,
+        groups,
+        stale: false,
+    };
+    send(s, &Frame::Groups(reply)).await;
+}
+
 #[test]
 fn outlines_claiming_impossible_lists_are_refused_before_they_are_built() {
     let fix = Fixture::new();
@@ -1242,17 +1254,7 @@ fn groups_not_in_the_outline_or_not_matching_their_ids_are_refused() {
                     chunks: other.chunks[..o.groups[0].chunks as usize].to_vec(),
                 }],
             };
-            send(
-                &mut s,
-                &Frame::Groups(GroupData {
-                    folder: folder_id(FOLDER),
-                    path: rel("f"),
-                    id: content.id,
-                    groups,
-                    stale: false,
-                }),
-            )
-            .await;
+            send_groups(&mut s, "f", content.id, groups).await;
             until_closed(&mut s).await
         });
         eprintln!("{case}: {closed:?}");
@@ -1281,17 +1283,7 @@ fn groups_left_out_of_a_reply_are_asked_for_again() {
             id: o.groups[0].id,
             chunks: content.chunks[..o.groups[0].chunks as usize].to_vec(),
         };
-        send(
-            &mut s,
-            &Frame::Groups(GroupData {
-                folder: folder_id(FOLDER),
-                path: rel("f"),
-                id: content.id,
-                groups: vec![first],
-                stale: false,
-            }),
-        )
-        .await;
+        send_groups(&mut s, "f", content.id, vec![first]).await;
         match recv(&mut s).await {
             Frame::NeedContent(n) => assert!(
                 n.paths.iter().any(|p| p.as_str() == "f"),
@@ -1334,17 +1326,7 @@ fn a_group_named_twice_in_an_outline_may_be_supplied_twice() {
             id: o.groups[0].id,
             chunks: content.chunks[..256].to_vec(),
         };
-        send(
-            &mut s,
-            &Frame::Groups(GroupData {
-                folder: folder_id(FOLDER),
-                path: rel("r"),
-                id: content.id,
-                groups: vec![group.clone(), group],
-                stale: false,
-            }),
-        )
-        .await;
+        send_groups(&mut s, "r", content.id, vec![group.clone(), group]).await;
         answer_until_applied(&mut s, &[("r", &data)], 1).await
     });
     assert!(closed.is_none(), "the session ended: {closed:?}");
