@@ -81,7 +81,7 @@ pub(super) struct Execution {
     /// A plan made while content was still being hashed at the source: it only adds, and
     /// what it leaves out follows, so it acknowledges nothing.
     partial: bool,
-    /// Every file started (gone once it ends), for [`Retire`] to keep their temp files
+    /// Every file started (gone once it ends), for [`Retire`](super::Retire) to keep their temp files
     /// whatever job holds them; pruned as it doubles.
     pub(super) started: Vec<std::sync::Weak<Slot>>,
 }
