@@ -1,4 +1,4 @@
-//! Raw → checked: turns the [`raw`](super::raw) structs into [`Config`](super::Config)'s
+//! Raw → checked: turns the [`raw`] structs into [`Config`](super::Config)'s
 //! types, collecting every problem (with its position, key and hint) instead of stopping at
 //! the first.
 
