@@ -64,6 +64,10 @@ pub struct Dirty {
     /// Directories an entry appeared in, vanished from or was renamed in: their own
     /// metadata (the mtime) changed, but not the rest of what they hold.
     pub touched: Vec<RelPath>,
+    /// Files written to (a modify or close-after-write event): read again even where their
+    /// stat says the bytes cannot have changed (a write whose mtime was set back, in the
+    /// same batch as a chmod or a rename of the file).
+    pub written: Vec<RelPath>,
     /// When the first of these changes was seen.
     pub since: std::time::Instant,
 }

@@ -70,6 +70,8 @@ pub struct Watcher {
     pending: BTreeSet<RelPath>,
     /// Directories whose own metadata changed (an entry in them was created, removed or renamed).
     touched: BTreeSet<RelPath>,
+    /// Files written to since the last flush (see [`Dirty::written`]).
+    written: BTreeSet<RelPath>,
     full_rescan: Option<String>,
     first_event: Option<Instant>,
     last_event: Instant,
@@ -149,6 +151,7 @@ impl Watcher {
             polling: false,
             pending: BTreeSet::new(),
             touched: BTreeSet::new(),
+            written: BTreeSet::new(),
             full_rescan: None,
             first_event: None,
             last_event: Instant::now(),
@@ -365,6 +368,13 @@ impl Watcher {
             if is_temp_name(rel.name()) {
                 continue;
             }
+            if matches!(
+                ev.kind,
+                EventKind::Modify(ModifyKind::Data(_))
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            ) {
+                self.written.insert(rel.clone());
+            }
             // Only a create, a removal or a rename can make a directory appear or vanish;
             // a write to a file (most events) needs no look at the disk here.
             let may_move_dirs = matches!(
@@ -448,6 +458,7 @@ impl Watcher {
         if let Some(reason) = self.full_rescan.take() {
             self.pending.clear();
             self.touched.clear();
+            self.written.clear();
             // `send` queues the message now, so anything sent to the Differ after this
             // flush (a shutdown's `CurrentSeq`) is handled after it.
             self.stats.actors.queued(Role::Differ);
@@ -468,10 +479,12 @@ impl Watcher {
             .into_iter()
             .filter(|d| !paths.iter().any(|p| d.is_within(p)))
             .collect();
+        let written = std::mem::take(&mut self.written).into_iter().collect();
         self.stats.actors.queued(Role::Differ);
         let request = self.differ.send(Dirty {
             paths,
             touched,
+            written,
             since,
         });
         ctx.spawn(request.into_actor(self).map(|r, act, ctx| act.sent(r, ctx)));

@@ -5,7 +5,7 @@ use crate::entry::{EntryKind, FileEntry};
 use crate::error::{Error, Result};
 use crate::plan::{Action, Plan};
 use crate::relpath::RelPath;
-use crate::target::TargetDir;
+use crate::target::{check_seen, TargetDir};
 
 /// What applying one action did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,8 +39,9 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
             target.make_dir(path)?;
             Ok(wrote)
         }
-        Action::Rename { from, entry } => {
-            expect_kind(target, from, EntryKind::File)?;
+        Action::Rename { from, entry, seen } => {
+            let st = expect_kind(target, from, EntryKind::File)?;
+            check_seen(from, &st, *seen)?;
             target.rename(from, &entry.path)?;
             target.set_meta(&entry.path, EntryKind::File, entry.mode, entry.mtime)?;
             Ok(wrote)
@@ -57,8 +58,8 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
             target.set_meta(&entry.path, EntryKind::Symlink, entry.mode, entry.mtime)?;
             Ok(wrote)
         }
-        Action::SetMeta { entry } => {
-            target.set_meta(&entry.path, entry.kind, entry.mode, entry.mtime)?;
+        Action::SetMeta { entry, seen } => {
+            target.update_meta(&entry.path, entry.kind, entry.mode, entry.mtime, *seen)?;
             Ok(wrote)
         }
         Action::Remove { path, kind } => match target.remove(path, *kind) {
@@ -1007,6 +1008,37 @@ mod tests {
             mismatches(&source_tree, &read_tree(&dst)),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_file_changed_since_the_plan_is_not_renamed_as_a_copy_of_the_source() {
+        let (_tmp, src, dst) = dirs_for_a_run();
+        let data = bytes(50_000, 6);
+        let file = |data: Vec<u8>, mtime| Node::File {
+            data,
+            mode: 0o644,
+            mtime,
+        };
+        materialize(&src, &Tree::from([(p("new"), file(data.clone(), 2_000))]));
+        materialize(&dst, &Tree::from([(p("old"), file(data, 1_000))]));
+        let (plan, _) = make_plan(&src, &dst, DiffOptions::default());
+        let rename = plan
+            .actions
+            .iter()
+            .find(|a| matches!(a, Action::Rename { .. }))
+            .unwrap_or_else(|| panic!("no rename planned: {plan:#?}"));
+        // Rewritten behind our back after the plan was made: same size, another mtime.
+        materialize(
+            &dst,
+            &Tree::from([(p("old"), file(bytes(50_000, 7), 1_500))]),
+        );
+        let target = TargetDir::open(&dst).unwrap();
+        let err = apply_action(&target, rename).unwrap_err();
+        assert!(
+            matches!(&err, Error::Precondition { path, .. } if *path == p("old")),
+            "{err}"
+        );
+        assert!(dst.join("old").exists() && !dst.join("new").exists());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use crate::chunk::ContentId;
 use crate::entry::{EntryKind, EntryState, FileEntry};
 use crate::index::Index;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, Seen};
 use crate::relpath::RelPath;
 
 /// New files at least this large make the target's files of the same size get hashed, as
@@ -103,7 +103,10 @@ pub fn diff_within(
                     });
                     d.touch_parent(&s.path);
                 } else if s.mtime != t.mtime {
-                    d.content_phase.push(Action::SetMeta { entry: s.clone() });
+                    d.content_phase.push(Action::SetMeta {
+                        entry: s.clone(),
+                        seen: None,
+                    });
                 }
             }
             (_, EntryKind::Dir) => {
@@ -212,6 +215,7 @@ pub fn diff_within(
                 renames.push(Action::Rename {
                     from: from.path.clone(),
                     entry,
+                    seen: Seen::of(from),
                 });
             }
             _ => writes.push(Action::WriteFile {
@@ -357,8 +361,10 @@ impl<'a> Draft<'a> {
             matches!((&s.content, &t.content), (Some(sc), Some(tc)) if sc.id != tc.id);
         if !opts.checksum && !known_different && s.quick_equal(t) {
             if s.mode != t.mode {
-                self.content_phase
-                    .push(Action::SetMeta { entry: s.clone() });
+                self.content_phase.push(Action::SetMeta {
+                    entry: s.clone(),
+                    seen: Some(Seen::of(t)),
+                });
             }
             return;
         }
@@ -375,8 +381,10 @@ impl<'a> Draft<'a> {
         };
         if sc.id == tc.id {
             if s.mode != t.mode || s.mtime != t.mtime {
-                self.content_phase
-                    .push(Action::SetMeta { entry: s.clone() });
+                self.content_phase.push(Action::SetMeta {
+                    entry: s.clone(),
+                    seen: Some(Seen::of(t)),
+                });
             }
         } else {
             self.touch_parent(&s.path);
@@ -632,9 +640,12 @@ mod tests {
     fn a_mode_change_alone_is_a_metadata_update() {
         let s = with_mode(unhashed(file("f", b"abc", 7)), 0o600);
         let t = unhashed(file("f", b"abc", 7));
+        let seen = Some(Seen::of(&t));
         let plan = ready(&index([s]), &index([t]), DiffOptions::default());
         assert_eq!(plan.actions.len(), 1, "{plan:#?}");
-        assert!(matches!(&plan.actions[0], Action::SetMeta { entry } if entry.mode == 0o600));
+        assert!(
+            matches!(&plan.actions[0], Action::SetMeta { entry, seen: s } if entry.mode == 0o600 && *s == seen)
+        );
     }
 
     #[test]
@@ -651,8 +662,10 @@ mod tests {
         let plan = ready(&source, &target, DiffOptions::default());
         assert_eq!(count(&plan, "WriteFile"), 0, "{plan:#?}");
         assert_eq!(plan.actions.len(), 1, "{plan:#?}");
+        // Checked against what the target index knows of the target file, not the source.
+        let seen = Some(Seen::of(&t));
         assert!(
-            matches!(&plan.actions[0], Action::SetMeta { entry } if entry.mtime == MtimeNs(20))
+            matches!(&plan.actions[0], Action::SetMeta { entry, seen: s } if entry.mtime == MtimeNs(20) && *s == seen)
         );
     }
 
@@ -757,7 +770,7 @@ mod tests {
         let plan = ready(&source, &target, DiffOptions::default());
         let r = at(&plan, "Rename", "d/new");
         assert!(
-            matches!(&plan.actions[r], Action::Rename { from, entry } if *from == p("old") && entry.mtime == MtimeNs(5))
+            matches!(&plan.actions[r], Action::Rename { from, entry, .. } if *from == p("old") && entry.mtime == MtimeNs(5))
         );
         assert!(at(&plan, "MakeDir", "d") < r);
         assert!(!has(&plan, "WriteFile", "d/new"));

@@ -45,7 +45,7 @@ pub use entry::{EntryKind, EntryState, FileEntry, MtimeNs, Seq, VersionVector};
 pub use error::{Error, Result};
 pub use ignore::{IgnoreError, IgnoreRules, IGNORE_FILE};
 pub use index::{Index, StatKey};
-pub use plan::{Action, ChangeKind, Plan};
+pub use plan::{Action, ChangeKind, Plan, Seen};
 pub use reconcile::{reconcile, Change};
 pub use relpath::RelPath;
 pub use scan::{scan, scan_subtree, ScanOptions, ScanOutcome, SkipKind, Skipped};

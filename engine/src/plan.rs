@@ -31,6 +31,8 @@ pub enum Action {
         from: RelPath,
         /// The source entry it becomes.
         entry: FileEntry,
+        /// The target file as the target index knows it: renamed only if it still is.
+        seen: Seen,
     },
     /// Write a file's content under a temp name and rename it over the final name.
     WriteFile {
@@ -52,6 +54,9 @@ pub enum Action {
     SetMeta {
         /// The source entry.
         entry: FileEntry,
+        /// For a file, the target file as the target index knows it: updated only if it
+        /// still is (its content was judged equal by what the index knows).
+        seen: Option<Seen>,
     },
     /// Remove an extraneous entry (a directory is empty by then: its children come first).
     Remove {
@@ -125,7 +130,7 @@ impl Action {
             Action::Rename { entry, .. }
             | Action::WriteFile { entry, .. }
             | Action::Symlink { entry, .. }
-            | Action::SetMeta { entry } => &entry.path,
+            | Action::SetMeta { entry, .. } => &entry.path,
         }
     }
 
@@ -146,6 +151,27 @@ impl Action {
             Action::SetMeta { .. } => Some(ChangeKind::Metadata),
             Action::Remove { .. } => Some(ChangeKind::Removed),
             Action::SetDirMeta { differs, .. } => differs.then_some(ChangeKind::Metadata),
+        }
+    }
+}
+
+/// A target file as the target index last saw it. An action that keeps a file's content (a
+/// metadata update, a rename) checks it first: a file changed behind Ferry's back since is
+/// read again, never stamped with the source's metadata as if it were a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: MtimeNs,
+}
+
+impl Seen {
+    /// What `entry` (a target index's entry) says of its file.
+    pub fn of(entry: &FileEntry) -> Seen {
+        Seen {
+            size: entry.size,
+            mtime: entry.mtime,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::beneath;
 use crate::entry::{EntryKind, MtimeNs};
 use crate::error::{Error, Result};
 use crate::ignore::IgnoreRules;
+use crate::plan::Seen;
 use crate::relpath::RelPath;
 
 /// Prefix of the temp files the Applier assembles content in (see [`is_temp_name`]).
@@ -352,6 +353,19 @@ impl TargetDir {
         mode: u32,
         mtime: MtimeNs,
     ) -> Result<()> {
+        self.update_meta(path, kind, mode, mtime, None)
+    }
+
+    /// [`TargetDir::set_meta`], for a file only if it is still as `seen` (else
+    /// [`Error::Precondition`]: it changed behind Ferry's back, and is to be read again).
+    pub fn update_meta(
+        &self,
+        path: &RelPath,
+        kind: EntryKind,
+        mode: u32,
+        mtime: MtimeNs,
+        seen: Option<Seen>,
+    ) -> Result<()> {
         let dir = self.parent(path)?;
         let wrong_kind = || Error::Precondition {
             path: path.clone(),
@@ -383,6 +397,9 @@ impl TargetDir {
         let st = rfs::fstat(&pinned).map_err(|e| self.err("stat", path, e))?;
         if kind_of(FileType::from_raw_mode(st.st_mode)) != Some(kind) {
             return Err(wrong_kind());
+        }
+        if let Some(seen) = seen {
+            check_seen(path, &to_stat(&st), seen)?;
         }
         let mode = Mode::from_raw_mode(mode & 0o7777);
         match set_meta_pinned(&pinned, mode, mtime) {
@@ -659,6 +676,21 @@ fn temp_name() -> String {
     format!("{stem}{n}")
 }
 
+/// Fails unless the target file `st` (at `path`) is still as the target index `seen` it.
+pub(crate) fn check_seen(path: &RelPath, st: &TargetStat, seen: Seen) -> Result<()> {
+    if st.size == seen.size && st.mtime == seen.mtime {
+        return Ok(());
+    }
+    Err(Error::Precondition {
+        path: path.clone(),
+        reason: format!(
+            "changed in the target since Ferry last saw it ({} bytes, mtime {} instead of \
+             {} bytes, mtime {}): it is read again",
+            st.size, st.mtime.0, seen.size, seen.mtime.0
+        ),
+    })
+}
+
 fn kind_of(t: FileType) -> Option<EntryKind> {
     match t {
         FileType::RegularFile => Some(EntryKind::File),
@@ -915,6 +947,48 @@ mod tests {
         ] {
             assert!(!is_temp_name(other), "{other}");
         }
+    }
+
+    #[test]
+    fn metadata_is_set_only_on_a_file_still_as_it_was_seen() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        let f = root.path().join("f");
+        fs::write(&f, "as written").unwrap();
+        let st = target.stat(&p("f")).unwrap().unwrap();
+        let seen = Seen {
+            size: st.size,
+            mtime: st.mtime,
+        };
+        let later = MtimeNs(st.mtime.0 + 1_000_000_000);
+        // Changed behind our back, same size: refused, nothing changed.
+        fs::write(&f, "AS WRITTEN").unwrap();
+        let moved = fs::File::options().write(true).open(&f).unwrap();
+        moved
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(7))
+            .unwrap();
+        drop(moved);
+        let err = target
+            .update_meta(&p("f"), EntryKind::File, 0o600, later, Some(seen))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Precondition { reason, .. } if reason.contains("changed in the target")),
+            "{err}"
+        );
+        let mode = fs::metadata(&f).unwrap().permissions().mode() & 0o7777;
+        assert_ne!(mode, 0o600, "the mode was changed anyway");
+        // As seen now: set.
+        let st = target.stat(&p("f")).unwrap().unwrap();
+        let seen = Seen {
+            size: st.size,
+            mtime: st.mtime,
+        };
+        target
+            .update_meta(&p("f"), EntryKind::File, 0o600, later, Some(seen))
+            .unwrap();
+        let now = target.stat(&p("f")).unwrap().unwrap();
+        assert_eq!((now.mode, now.mtime), (0o600, later));
     }
 
     #[test]

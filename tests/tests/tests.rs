@@ -14,6 +14,7 @@ mod fault_disk;
 mod fault_kill;
 mod fault_link;
 mod fault_source;
+mod live_behind;
 mod live_faults;
 mod live_steps;
 mod live_target_index;

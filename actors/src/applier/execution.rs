@@ -272,7 +272,7 @@ impl Applier {
     fn record(&mut self, a: &Action) {
         match a {
             Action::SetDirMeta { .. } | Action::MakeDir { .. } => {}
-            Action::Rename { from, entry } => {
+            Action::Rename { from, entry, .. } => {
                 self.learn(from);
                 self.learn(&entry.path);
             }
@@ -286,14 +286,14 @@ impl Applier {
             Action::Remove { path, .. } => {
                 index.remove(path);
             }
-            Action::Rename { from, entry } => {
+            Action::Rename { from, entry, .. } => {
                 index.remove(from);
                 index.insert(entry.clone());
             }
             Action::WriteFile { entry, .. } | Action::Symlink { entry, .. } => {
                 index.insert(entry.clone());
             }
-            Action::SetMeta { entry } => {
+            Action::SetMeta { entry, .. } => {
                 // The content did not change: keep the chunk list the target index knows
                 // when the source entry came without one.
                 let mut e = entry.clone();

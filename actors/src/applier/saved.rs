@@ -66,7 +66,7 @@ impl Applier {
         let mut paths: BTreeSet<RelPath> = BTreeSet::new();
         let touched = actions
             .flat_map(|a| match a {
-                Action::Rename { from, entry } => vec![from, &entry.path],
+                Action::Rename { from, entry, .. } => vec![from, &entry.path],
                 _ => vec![a.path()],
             })
             .chain(files.iter().map(|s| &s.entry.path));

@@ -1,6 +1,6 @@
 //! The Differ: owns a source folder's index, scans it, and hashes files on request.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -56,9 +56,10 @@ pub struct Differ {
     finished: bool,
     /// Files live rescans left alone because they changed while hashed.
     still_changing: StillChanging,
-    /// Those to look at again once [`RECHECK_AFTER`](rescan::RECHECK_AFTER) has passed (a recheck is pending
-    /// while this is `Some`).
-    recheck: Option<BTreeSet<RelPath>>,
+    /// Those to look at again once [`RECHECK_AFTER`](rescan::RECHECK_AFTER) has passed, each
+    /// with whether it is read again whatever its stat says (a recheck is pending while
+    /// this is `Some`).
+    recheck: Option<BTreeMap<RelPath, bool>>,
     sender: Recipient<SourceUpdate>,
     monitor: Recipient<Failed>,
     /// Hashing requested by the Sender (run alongside other messages).
@@ -298,7 +299,14 @@ fn first_scan(
     let (first, history_from) = match saved.index {
         Some((index, history_from)) => {
             tracing::info!(folder = %folder, entries = index.len(), "resuming from the saved index");
-            let found = rescan::rescan(source, opts.clone(), &index, None, Changing::Retry)?;
+            let found = rescan::rescan(
+                source,
+                opts.clone(),
+                &index,
+                None,
+                &BTreeSet::new(),
+                Changing::Retry,
+            )?;
             (
                 FirstScan::Resumed {
                     index,

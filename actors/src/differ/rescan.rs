@@ -2,7 +2,7 @@
 //! with its index: renames carried over by inode, files that change while hashed looked at
 //! again later.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -29,8 +29,9 @@ pub(super) struct Rescanned {
     pub(super) unreadable: Vec<(RelPath, String)>,
     /// Files still being written (with [`Changing::Wait`]): left as the index has them.
     changing: Vec<RelPath>,
-    /// Files rewritten in place that have other names (hard links), with their inode: the
-    /// write changed those names too, though inotify reported only the one written.
+    /// Changed files that have other names (hard links), with their inode: a write or a
+    /// chmod through one name changes them all, though inotify reports only the name used
+    /// (and a new link, only the new name).
     linked: Vec<(RelPath, (u64, u64))>,
     /// Bytes read to hash changed files.
     pub(super) hashed: u64,
@@ -50,12 +51,14 @@ pub(super) enum Changing {
 }
 
 /// Blocking: scans `scopes` (everything for `None`), compares with `old` (the index's
-/// entries there), and hashes the files whose content is new.
+/// entries there), and hashes the files whose content is new, and the changed files in
+/// `written` whatever their stat says.
 pub(super) fn rescan(
     source: &SourceDir,
     opts: ScanOptions,
     old: &Index,
     scopes: Option<&[RelPath]>,
+    written: &BTreeSet<RelPath>,
     changing_files: Changing,
 ) -> ferry_engine::Result<Rescanned> {
     let mut fresh = Vec::new();
@@ -75,6 +78,15 @@ pub(super) fn rescan(
         }
     }
     let mut changes = reconcile(old, scopes, &fresh);
+    // The stat alone cannot tell a write whose mtime was set back from a chmod or a rename
+    // of the file in the same batch (all move the ctime): the write event can.
+    for c in &mut changes {
+        if let Change::Upsert(e, _) = c {
+            if e.kind == EntryKind::File && written.contains(&e.path) {
+                e.content = None;
+            }
+        }
+    }
     let mut unreadable = Vec::new();
     let mut changing = Vec::new();
     let mut linked = Vec::new();
@@ -95,9 +107,6 @@ pub(super) fn rescan(
         };
         match result {
             Ok((content, st, _)) => {
-                if previous.is_some() && has_other_names(source, &e.path) {
-                    linked.push((e.path.clone(), (st.dev, st.ino)));
-                }
                 hashed += st.size;
                 e.size = st.size;
                 e.mtime = ferry_engine::MtimeNs(st.mtime_ns);
@@ -117,6 +126,13 @@ pub(super) fn rescan(
     if !changing.is_empty() {
         let waiting: HashSet<&RelPath> = changing.iter().collect();
         changes.retain(|c| !matches!(c, Change::Upsert(e, _) if waiting.contains(&e.path)));
+    }
+    for c in &changes {
+        if let Change::Upsert(e, Some(st)) = c {
+            if e.kind == EntryKind::File && e.is_present() && has_other_names(source, &e.path) {
+                linked.push((e.path.clone(), (st.dev, st.ino)));
+            }
+        }
     }
     Ok(Rescanned {
         hashed,
@@ -162,6 +178,7 @@ impl Differ {
         &mut self,
         scopes: Option<Vec<RelPath>>,
         touched: Vec<RelPath>,
+        written: BTreeSet<RelPath>,
         since: Option<Instant>,
         ctx: &mut Context<Self>,
     ) {
@@ -185,7 +202,14 @@ impl Differ {
         let pool = self.scan_pool.clone();
         let job = async move {
             pool.run("rescan source", move || {
-                let mut found = rescan(&source, opts, &old, scopes.as_deref(), Changing::Wait)?;
+                let mut found = rescan(
+                    &source,
+                    opts,
+                    &old,
+                    scopes.as_deref(),
+                    &written,
+                    Changing::Wait,
+                )?;
                 found.changes.extend(refresh_dirs(&source, &dirs));
                 Ok::<_, ferry_engine::Error>(found)
             })
@@ -216,9 +240,10 @@ impl Differ {
                     None => tracing::debug!(folder = %act.folder, path = %p, "still being written; hashed again at its next change"),
                 }
             }
-            act.recheck_later(found.changing, ctx);
+            // Still being written: read again whatever the stat says by then.
+            act.recheck_later(found.changing, true, ctx);
             let others = act.other_names(&found.linked);
-            act.recheck_later(others, ctx);
+            act.recheck_later(others, false, ctx);
             Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
             Stats::add(&act.stats.bytes_hashed, found.hashed);
             let (entries, previous) = act.record_changes(found.changes);
@@ -233,8 +258,8 @@ impl Differ {
     }
 
     /// The paths of the index that are other names (the same inode) of the files in
-    /// `linked`. A look through the whole index, made only for a file rewritten in place
-    /// that has other names.
+    /// `linked`. A look through the whole index, made only when a changed file has other
+    /// names.
     fn other_names(&self, linked: &[(RelPath, (u64, u64))]) -> Vec<RelPath> {
         let Some(index) = &self.index else {
             return Vec::new();
@@ -257,25 +282,34 @@ impl Differ {
     }
 
     /// Looks at `paths` (files a rescan left alone because they changed while hashed, or
-    /// other names of a file rewritten in place) again
-    /// after [`RECHECK_AFTER`], whether or not an event brings them up first: a change can
-    /// come without an event for the path (a hard link made elsewhere moves only the
-    /// ctime, a write through a shared mapping raises none), and the file would otherwise
-    /// wait for its next event or the periodic rescan.
-    fn recheck_later(&mut self, paths: Vec<RelPath>, ctx: &mut Context<Self>) {
+    /// other names of a changed file) again after [`RECHECK_AFTER`], whether or not an
+    /// event brings them up first: a change can come without an event for the path (a hard
+    /// link made elsewhere moves only the ctime, a write through a shared mapping raises
+    /// none), and the file would otherwise wait for its next event or the periodic rescan.
+    /// `written`: they were being written, so they are read again whatever their stat says.
+    fn recheck_later(&mut self, paths: Vec<RelPath>, written: bool, ctx: &mut Context<Self>) {
         if paths.is_empty() {
             return;
         }
-        if let Some(pending) = &mut self.recheck {
-            pending.extend(paths);
+        let armed = self.recheck.is_some();
+        let pending = self.recheck.get_or_insert_with(BTreeMap::new);
+        for p in paths {
+            *pending.entry(p).or_default() |= written;
+        }
+        if armed {
             return;
         }
-        self.recheck = Some(paths.into_iter().collect());
         ctx.run_later(RECHECK_AFTER, |act, ctx| {
-            let Some(paths) = act.recheck.take() else {
+            let Some(pending) = act.recheck.take() else {
                 return;
             };
-            act.rescan_and_send(Some(paths.into_iter().collect()), Vec::new(), None, ctx);
+            let written = pending
+                .iter()
+                .filter(|(_, w)| **w)
+                .map(|(p, _)| p.clone())
+                .collect();
+            let paths = pending.into_keys().collect();
+            act.rescan_and_send(Some(paths), Vec::new(), written, None, ctx);
         });
     }
 
@@ -347,7 +381,8 @@ impl Handler<Dirty> for Differ {
 
     fn handle(&mut self, msg: Dirty, ctx: &mut Self::Context) {
         self.stats.actors.handled(Role::Differ);
-        self.rescan_and_send(Some(msg.paths), msg.touched, Some(msg.since), ctx);
+        let written = msg.written.into_iter().collect();
+        self.rescan_and_send(Some(msg.paths), msg.touched, written, Some(msg.since), ctx);
     }
 }
 
@@ -357,6 +392,6 @@ impl Handler<Rescan> for Differ {
     fn handle(&mut self, msg: Rescan, ctx: &mut Self::Context) {
         self.stats.actors.handled(Role::Differ);
         tracing::info!(folder = %self.folder, "rescanning: {}", msg.reason);
-        self.rescan_and_send(None, Vec::new(), None, ctx);
+        self.rescan_and_send(None, Vec::new(), BTreeSet::new(), None, ctx);
     }
 }
