@@ -22,6 +22,31 @@ pub struct StatKey {
     pub mtime_ns: i64,
     /// Status change time, ns: catches a rewrite that restored the old mtime.
     pub ctime_ns: i64,
+    /// Birth time, ns, or 0 where the file system records none: tells a new file that got
+    /// a deleted one's inode number from the same file renamed or chmodded.
+    pub btime_ns: i64,
+}
+
+impl StatKey {
+    /// The stat of `md` (of a file at any path: none is read).
+    pub fn of(md: &std::fs::Metadata) -> StatKey {
+        use std::os::unix::fs::MetadataExt as _;
+        StatKey {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            btime_ns: md
+                .created()
+                .map_or(0, |t| match t.duration_since(std::time::UNIX_EPOCH) {
+                    Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+                    Err(before) => {
+                        i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n)
+                    }
+                }),
+        }
+    }
 }
 
 /// A folder's entries and their stat cache, with the chunker parameters they were built with.

@@ -18,9 +18,15 @@ pub enum Change {
 }
 
 /// The inode identity that proves a file's bytes did not change: a rename keeps it,
-/// a `chmod` keeps it, any write changes the mtime or size.
+/// a `chmod` keeps it, any write changes the mtime or size. The birth time tells the same
+/// file from a new one given a deleted file's inode number (ext4 reuses them at once) with
+/// the same size and mtime (`tar`, `cp -p`, a build with a fixed `SOURCE_DATE_EPOCH`).
 fn same_bytes(a: &StatKey, b: &StatKey) -> bool {
-    a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns
+    a.dev == b.dev
+        && a.ino == b.ino
+        && a.size == b.size
+        && a.mtime_ns == b.mtime_ns
+        && a.btime_ns == b.btime_ns
 }
 
 /// Compares `fresh` (the scans of `scopes`; `None` = the whole folder) with `index`.
@@ -131,6 +137,7 @@ mod tests {
             size: 10,
             mtime_ns: mtime,
             ctime_ns: mtime,
+            btime_ns: 1,
         };
         (e, Some(st))
     }
@@ -187,6 +194,37 @@ mod tests {
         assert!(!carried(reconcile(&idx, None, &[(e.clone(), st)])));
         let chmod = FileEntry { mode: 0o600, ..e };
         assert!(carried(reconcile(&idx, None, &[(chmod, st)])));
+    }
+
+    #[test]
+    fn a_new_file_on_a_reused_inode_number_is_read_not_carried() {
+        // a deleted and b created with a's inode number, size and mtime (ext4 reuses inode
+        // numbers at once; tar and cp -p keep mtimes): only the birth time tells them apart.
+        let idx = index(vec![file("a", 1, 5, true)]);
+        let scopes = [RelPath::new("a").unwrap(), RelPath::new("b").unwrap()];
+        let reborn =
+            |(e, st): (FileEntry, Option<StatKey>)| (e, st.map(|s| StatKey { btime_ns: 2, ..s }));
+        let carried = |changes: &[Change], path: &str| {
+            changes.iter().find_map(|c| match c {
+                Change::Upsert(e, _) if e.path.as_str() == path => Some(e.content.is_some()),
+                _ => None,
+            })
+        };
+        let fresh = [reborn(file("b", 1, 5, false))];
+        assert_eq!(
+            carried(&reconcile(&idx, Some(&scopes), &fresh), "b"),
+            Some(false)
+        );
+        // The same with the new file at the old path and another mode (the chmod-like case).
+        let (e, st) = reborn(file("a", 1, 5, false));
+        let fresh = [(FileEntry { mode: 0o600, ..e }, st)];
+        assert_eq!(carried(&reconcile(&idx, None, &fresh), "a"), Some(false));
+        // The same file renamed keeps its birth time: carried.
+        let fresh = [file("b", 1, 5, false)];
+        assert_eq!(
+            carried(&reconcile(&idx, Some(&scopes), &fresh), "b"),
+            Some(true)
+        );
     }
 
     #[test]

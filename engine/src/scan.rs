@@ -362,13 +362,7 @@ pub fn entry_from_metadata(
         ));
     };
     let mtime = MtimeNs(md.mtime() * 1_000_000_000 + md.mtime_nsec());
-    let stat = StatKey {
-        dev: md.dev(),
-        ino: md.ino(),
-        size: md.size(),
-        mtime_ns: mtime.0,
-        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
-    };
+    let stat = StatKey::of(md);
     let entry = FileEntry {
         path: path.clone(),
         kind,

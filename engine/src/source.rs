@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::chunk::{chunk_stream, ChunkId, ChunkParams, Content};
@@ -113,13 +113,7 @@ impl SourceFile {
             .file
             .metadata()
             .map_err(|e| Error::io("stat", &self.full, e))?;
-        Ok(StatKey {
-            dev: md.dev(),
-            ino: md.ino(),
-            size: md.size(),
-            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
-        })
+        Ok(StatKey::of(&md))
     }
 
     /// Reads the chunk `id` of `len` bytes at `offset`, verifying that the bytes still hash

@@ -46,7 +46,7 @@ pub use source::{SavedSource, SourceHead};
 use tables::{ensure_tables, At, META};
 
 /// The layout version of the tables and rows; a database with another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The value of the `magic` row of the `meta` table.
 const MAGIC: &[u8] = b"ferry-state";

@@ -253,6 +253,7 @@ pub(super) mod tests {
             size: 303,
             mtime_ns: 1,
             ctime_ns: 2,
+            btime_ns: 3,
         }
     }
 

@@ -120,19 +120,20 @@ pub(super) fn row_path(s: &str) -> Result<RelPath, String> {
     RelPath::new(s).map_err(|e| e.to_string())
 }
 
-type StatRow = (u64, u64, u64, i64, i64);
+type StatRow = (u64, u64, u64, i64, i64, i64);
 
 fn stat_row(s: &StatKey) -> StatRow {
-    (s.dev, s.ino, s.size, s.mtime_ns, s.ctime_ns)
+    (s.dev, s.ino, s.size, s.mtime_ns, s.ctime_ns, s.btime_ns)
 }
 
-fn stat_of((dev, ino, size, mtime_ns, ctime_ns): StatRow) -> StatKey {
+fn stat_of((dev, ino, size, mtime_ns, ctime_ns, btime_ns): StatRow) -> StatKey {
     StatKey {
         dev,
         ino,
         size,
         mtime_ns,
         ctime_ns,
+        btime_ns,
     }
 }
 
@@ -314,6 +315,7 @@ mod tests {
             size: 3,
             mtime_ns: -1,
             ctime_ns: i64::MAX,
+            btime_ns: i64::MIN,
         };
         let mut buf = Vec::new();
         for s in [None, Some(&stat)] {
@@ -337,6 +339,7 @@ mod tests {
             size: 3,
             mtime_ns: 4,
             ctime_ns: 5,
+            btime_ns: 6,
         };
         let mut buf = Vec::new();
         encode_target(&stat, &content, &mut buf, Path::new("db")).unwrap();
