@@ -51,6 +51,33 @@ fn peer(arg: &str) -> Result<(NodeId, Option<Vec<FolderId>>)> {
     Ok((id, names))
 }
 
+/// Refuses a served folder that contains the node's home or lies inside it: a peer's mirror
+/// would delete the key and certificate there as extras (or replicate into them). Checked
+/// before the identity is loaded, so nothing is created inside a folder.
+fn refuse_home_overlap(home: &Path, folders: &[ServedFolder]) -> Result<()> {
+    let absolute = std::path::absolute(home)
+        .with_context(|| format!("cannot resolve the home directory {}", home.display()))?;
+    let real = ferry_node::config::real_path(&absolute);
+    for f in folders {
+        let relation = if real.starts_with(&f.path) {
+            "is inside"
+        } else if f.path.starts_with(&real) {
+            "contains"
+        } else {
+            continue;
+        };
+        bail!(
+            "this node's home {} (its key and certificate) {relation} served folder {} ({}): \
+             a peer's mirror would delete or overwrite them; pick separate directories \
+             (--home or FERRY_HOME)",
+            real.display(),
+            f.name,
+            f.path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Builds the server's configuration from the flags.
 fn config(args: &ServeArgs, home: Option<&Path>) -> Result<ServeConfig> {
     let mut folders: BTreeMap<FolderId, PathBuf> = BTreeMap::new();
@@ -86,7 +113,7 @@ fn config(args: &ServeArgs, home: Option<&Path>) -> Result<ServeConfig> {
             }
         }
     }
-    let folders = folders
+    let folders: Vec<ServedFolder> = folders
         .into_iter()
         .map(|(name, path)| {
             let mut allowed = everywhere.clone();
@@ -98,7 +125,9 @@ fn config(args: &ServeArgs, home: Option<&Path>) -> Result<ServeConfig> {
             }
         })
         .collect();
-    let identity = crate::id_cmd::load(&crate::id_cmd::home(home)?)?;
+    let home = crate::id_cmd::home(home)?;
+    refuse_home_overlap(&home, &folders)?;
+    let identity = crate::id_cmd::load(&home)?;
     Ok(ServeConfig {
         identity,
         peers,

@@ -18,6 +18,7 @@ mod live_behind;
 mod live_faults;
 mod live_steps;
 mod live_target_index;
+mod node_cli;
 mod node_config;
 mod node_dashboard;
 mod node_run;

@@ -38,6 +38,7 @@ use ferry_actors::FolderId;
 use crate::remote::nodeid::NodeId;
 
 pub use error::{ConfigError, ConfigErrors, Problem, ProblemKind};
+pub use validate::real_path;
 
 /// A validated config file.
 #[derive(Clone, Debug, PartialEq)]

@@ -988,7 +988,7 @@ fn node_places(raw: Option<&Spanned<RawNode>>, node: Option<&NodeSettings>) -> V
 
 /// `path` with its deepest existing ancestor resolved (symlinks followed) and the rest, not
 /// created yet, appended.
-fn real_path(path: &Path) -> PathBuf {
+pub fn real_path(path: &Path) -> PathBuf {
     let mut rest = Vec::new();
     let mut at = path;
     loop {
