@@ -407,7 +407,11 @@ impl Watcher {
         }
         self.poll_if_degraded(ctx);
         self.publish_watches();
-        self.arm(ctx);
+        // Events that added nothing (temp names, barriers, the root's own metadata) start
+        // no batch: its latency is measured from its first real change.
+        if !self.pending.is_empty() {
+            self.arm(ctx);
+        }
     }
 
     fn need_rescan(&mut self, reason: String, ctx: &mut Context<Self>) {
@@ -450,7 +454,12 @@ impl Watcher {
     /// With `force`, sends even while an earlier batch is still being delivered (a
     /// shutdown must not leave anything pending behind it).
     fn flush_inner(&mut self, force: bool, ctx: &mut Context<Self>) {
-        if (self.sending && !force) || (self.pending.is_empty() && self.full_rescan.is_none()) {
+        if self.pending.is_empty() && self.full_rescan.is_none() {
+            // Nothing to send: the next batch's `since` is its own first event, not this one's.
+            self.first_event = None;
+            return;
+        }
+        if self.sending && !force {
             return;
         }
         let since = self.first_event.take().unwrap_or_else(Instant::now);
@@ -741,5 +750,72 @@ mod tests {
         assert!(!dead.exists(), "a dead process's barrier is left");
         assert!(alive.exists(), "a live process's barrier was removed");
         std::fs::remove_dir_all(&alive).unwrap();
+    }
+
+    /// Stands in for the Differ: hands every `Dirty` batch to the test.
+    struct Collector(mpsc::UnboundedSender<Dirty>);
+
+    impl Actor for Collector {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Dirty> for Collector {
+        type Result = ();
+        fn handle(&mut self, d: Dirty, _: &mut Self::Context) {
+            let _ = self.0.send(d);
+        }
+    }
+
+    impl Handler<Rescan> for Collector {
+        type Result = ();
+        fn handle(&mut self, _: Rescan, _: &mut Self::Context) {}
+    }
+
+    impl Handler<Failed> for Collector {
+        type Result = ();
+        fn handle(&mut self, f: Failed, _: &mut Self::Context) {
+            panic!("the watcher failed: {}", f.reason);
+        }
+    }
+
+    /// How long a batch may take to reach the Differ.
+    const BATCH_DEADLINE: Duration = Duration::from_secs(20);
+
+    #[actix_rt::test]
+    async fn a_batch_is_timed_from_its_own_first_change_not_from_earlier_events_that_sent_nothing()
+    {
+        let src = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let collector = Collector(tx).start();
+        let watcher = Watcher::new(
+            FolderId::new("f").unwrap(),
+            src.path().to_owned(),
+            WatchOptions::default(),
+            collector.clone().recipient(),
+            collector.clone().recipient(),
+            collector.recipient(),
+            Arc::default(),
+        )
+        .start();
+        // Answered once the watches are placed; its barrier events send nothing.
+        watcher.send(FlushNow).await.unwrap();
+        // An event that sends nothing (one of the Applier's temp names), handled by the time
+        // the flush answers.
+        std::fs::write(src.path().join(".ferry-tmp-1-0123abcd-1"), "x").unwrap();
+        watcher.send(FlushNow).await.unwrap();
+        // An idle spell (the condition under test, not a wait for anything).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = Instant::now();
+        std::fs::write(src.path().join("real"), "y").unwrap();
+        let batch = tokio::time::timeout(BATCH_DEADLINE, rx.recv())
+            .await
+            .expect("a batch within the deadline")
+            .expect("the collector is running");
+        assert_eq!(batch.paths, vec![RelPath::new("real").unwrap()]);
+        assert!(
+            batch.since >= before,
+            "the batch is timed from {:?} before its first change",
+            before - batch.since
+        );
     }
 }
