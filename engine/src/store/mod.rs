@@ -110,7 +110,22 @@ impl StateDb {
                 path: path.to_owned(),
             };
             db.validate()?;
-            Ok(db)
+            // redb verifies its page checksums only when it repairs a file that was not
+            // closed cleanly: damage to one that was would surface later, as a panic in the
+            // middle of a read. Checked here (once the file is known to be Ferry's: the check
+            // may write), such a file is set aside like any corrupt one.
+            let StateDb { mut db, path: p } = db;
+            match db.check_integrity() {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_owned(),
+                        detail: "its pages failed redb's integrity check".into(),
+                    })
+                }
+                Err(e) => return Err(open_error(path, &sniff, e)),
+            }
+            Ok(StateDb { db, path: p })
         }));
         opened.unwrap_or_else(|panic| {
             let what = panic

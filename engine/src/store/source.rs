@@ -11,7 +11,7 @@ use super::tables::{
     SOURCE_EPOCH, SOURCE_HEAD,
 };
 use super::{StateDb, StoreError};
-use crate::chunk::ChunkParams;
+use crate::chunk::{ChunkParams, Content};
 use crate::entry::{FileEntry, Seq};
 use crate::index::{Index, StatKey};
 use crate::relpath::RelPath;
@@ -40,6 +40,27 @@ pub struct SavedSource {
     pub index: Index,
 }
 
+/// Why a saved entry's chunk list cannot be the file's, if it cannot: it must hash to its
+/// content id (the id covers the chunk ids and lengths) and add up to the file's size. A
+/// damaged row that still decodes would otherwise be sent as the file's content.
+fn untrustworthy(e: &FileEntry, params: &ChunkParams) -> Option<String> {
+    let c = e.content.as_ref()?;
+    if Content::id_of(params, &c.chunks) != c.id {
+        return Some(format!(
+            "entry {:?}: its chunk list does not match its content id",
+            e.path.as_str()
+        ));
+    }
+    (c.len() != e.size).then(|| {
+        format!(
+            "entry {:?}: its chunk list holds {} bytes, its size is {}",
+            e.path.as_str(),
+            c.len(),
+            e.size
+        )
+    })
+}
+
 impl StateDb {
     /// The saved index of replication `key`, or `None` if none was written (or it was dropped).
     /// A row that does not decode is a [`StoreError::Decode`]: drop the key and rebuild.
@@ -62,6 +83,9 @@ impl StateDb {
                 let (k, v) = row.at(path)?;
                 let entry = decode_entry(k.value().1, v.value())
                     .map_err(|e| StoreError::decode(path, key, e))?;
+                if let Some(why) = untrustworthy(&entry.0, &head.params) {
+                    return Err(StoreError::decode(path, key, why));
+                }
                 entries.push(entry);
             }
             Ok(Some(SavedSource {
@@ -205,8 +229,13 @@ pub(super) mod tests {
     use crate::entry::{EntryKind, EntryState, MtimeNs, VersionVector};
     use std::path::Path;
 
+    /// The chunker parameters of the saved indexes in these tests.
+    fn params() -> ChunkParams {
+        ChunkParams::new(1024, 4096, 16384).unwrap()
+    }
+
     pub(in crate::store) fn entry(path: &str, seq: u64) -> FileEntry {
-        let params = ChunkParams::default();
+        let params = params();
         let chunks = (0..3u32)
             .map(|i| ChunkRef {
                 id: ChunkId::of(format!("{path}{i}").as_bytes()),
@@ -259,7 +288,7 @@ pub(super) mod tests {
 
     fn head(seq: u64) -> SourceHead {
         SourceHead {
-            params: ChunkParams::new(1024, 4096, 16384).unwrap(),
+            params: params(),
             seq: Seq(seq),
             history_from: Seq(1),
             complete: true,
@@ -405,6 +434,36 @@ pub(super) mod tests {
         assert_ne!(e2, e);
         assert_eq!(e2 & 1, 1);
         assert_eq!(db.epoch("j").unwrap(), other);
+    }
+
+    #[test]
+    fn a_chunk_list_that_no_longer_matches_its_entry_is_a_decode_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let db = StateDb::open(&path).unwrap();
+        db.write_source("k", &head(1), &[(entry("a", 1), None)], &[], true)
+            .unwrap();
+        assert!(db.load_source("k").unwrap().is_some());
+        // Damage that still decodes: a chunk's length, then (id fixed up) the size.
+        let mut bent = entry("a", 1);
+        bent.content.as_mut().unwrap().chunks[1].len += 1;
+        let mut short = entry("a", 1);
+        short.size -= 1;
+        for (damaged, says) in [(bent, "content id"), (short, "its size is")] {
+            let mut buf = Vec::new();
+            encode_entry(&damaged, None, &mut buf, &path).unwrap();
+            db.write(|tx| {
+                let mut t = tx.open_table(SOURCE_ENTRY).unwrap();
+                t.insert(("k", "a"), buf.as_slice()).unwrap();
+                Ok(())
+            })
+            .unwrap();
+            let err = db.load_source("k").unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Decode { detail, .. } if detail.contains(says)),
+                "{err}"
+            );
+        }
     }
 
     #[test]
