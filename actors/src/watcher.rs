@@ -365,7 +365,11 @@ impl Watcher {
                     continue;
                 }
             };
-            if is_temp_name(rel.name()) {
+            // Ferry's temp files (a Ferry writing into SRC) are never entries; a directory
+            // so named is not one of them.
+            if is_temp_name(rel.name())
+                && !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+            {
                 continue;
             }
             if matches!(

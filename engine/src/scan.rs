@@ -152,7 +152,7 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
             format!("cannot stat: {e}"),
         ),
         Ok(md) => {
-            if w.opts.skip_temp_files && is_temp_name(path.name()) {
+            if w.opts.skip_temp_files && !md.is_dir() && is_temp_name(path.name()) {
                 // The Applier's own temp files are never entries.
             } else if w
                 .opts
@@ -293,7 +293,10 @@ impl Walk<'_> {
             );
             return None;
         };
-        if self.opts.skip_temp_files && is_temp_name(name) {
+        if self.opts.skip_temp_files
+            && is_temp_name(name)
+            && !item.file_type().is_ok_and(|t| t.is_dir())
+        {
             return None;
         }
         let path = match dir {
@@ -412,5 +415,33 @@ mod tests {
         // A path that simply is not there is nothing, and no warning.
         let gone = scan_subtree(&root, &RelPath::new("a/b").unwrap(), opts).unwrap();
         assert!(gone.skipped.is_empty() && gone.index.is_empty());
+    }
+
+    #[test]
+    fn only_files_named_like_ferrys_temp_files_are_left_out() {
+        let root = tempfile::tempdir().unwrap();
+        let temp = ".ferry-tmp-5-0badc0de-5";
+        fs::write(root.path().join(temp), "half a transfer").unwrap();
+        fs::create_dir(root.path().join("d")).unwrap();
+        fs::create_dir(root.path().join(format!("d/{temp}"))).unwrap();
+        fs::write(root.path().join(format!("d/{temp}/kept")), "x").unwrap();
+        let opts = ScanOptions {
+            skip_temp_files: true,
+            ..ScanOptions::default()
+        };
+        let names = |index: &Index| -> Vec<String> {
+            index.iter().map(|e| e.path.as_str().to_owned()).collect()
+        };
+        let want = vec![
+            "d".to_owned(),
+            format!("d/{temp}"),
+            format!("d/{temp}/kept"),
+        ];
+        assert_eq!(names(&scan(root.path(), opts.clone()).unwrap().index), want);
+        // A live rescan of the very paths finds the same.
+        for (p, found) in [(temp.to_owned(), 0), (format!("d/{temp}"), 2)] {
+            let out = scan_subtree(root.path(), &RelPath::new(&p).unwrap(), opts.clone()).unwrap();
+            assert_eq!(out.index.len(), found, "{p}: {:?}", names(&out.index));
+        }
     }
 }

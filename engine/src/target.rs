@@ -22,8 +22,9 @@ use crate::relpath::RelPath;
 pub const TEMP_PREFIX: &str = ".ferry-tmp-";
 
 /// True for the name of one of Ferry's temp files, `.ferry-tmp-PID-TAG-N` (PID and N
-/// decimal, TAG eight hex digits): never a final name, so scans leave it out and leftovers
-/// are removed. Other names with the prefix (`.ferry-tmp-notes`) are ordinary entries.
+/// decimal, TAG eight lowercase hex digits, as Ferry writes them): never a final name, so
+/// scans leave such files out and leftovers are removed. Other names with the prefix
+/// (`.ferry-tmp-notes`), and directories (Ferry makes none), are ordinary entries.
 pub fn is_temp_name(name: &str) -> bool {
     let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
         return false;
@@ -34,7 +35,9 @@ pub fn is_temp_name(name: &str) -> bool {
         (Some(pid), Some(tag), Some(n), None) => {
             decimal(pid)
                 && tag.len() == 8
-                && tag.bytes().all(|b| b.is_ascii_hexdigit())
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
                 && decimal(n)
         }
         _ => false,
@@ -944,6 +947,7 @@ mod tests {
             ".ferry-tmp-1-badc0de-0",
             ".ferry-tmp-1-0badc0de-",
             "ferry-tmp-1-0badc0de-0",
+            ".ferry-tmp-1-0BADC0DE-0",
         ] {
             assert!(!is_temp_name(other), "{other}");
         }
