@@ -117,8 +117,8 @@ pub struct WatchArgs {
     /// Do not fsync files and directories.
     #[arg(long)]
     pub no_fsync: bool,
-    /// Quiet time that closes a burst of changes (e.g. 2ms, 20ms).
-    #[arg(long, default_value = "2ms", value_parser = ferry_node::duration::parse)]
+    /// Quiet time that closes a burst of changes (e.g. 2ms, 20ms; at most 1h).
+    #[arg(long, default_value = "2ms", value_parser = ferry_node::duration::parse_debounce)]
     pub debounce: std::time::Duration,
     /// Full rescan as a safety net every so often (e.g. 1h, 10m; 0 turns it off).
     #[arg(long, default_value = "1h", value_parser = ferry_node::duration::parse)]

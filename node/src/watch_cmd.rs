@@ -56,7 +56,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
     };
     let watch = WatchOptions {
         debounce: args.debounce,
-        max_delay: (args.debounce * 10).max(Duration::from_millis(50)),
+        max_delay: ferry_node::duration::batch_deadline(args.debounce),
         rescan_every: (!args.rescan_interval.is_zero()).then_some(args.rescan_interval),
         poll: args.poll,
         ..WatchOptions::default()

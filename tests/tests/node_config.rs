@@ -73,6 +73,11 @@ fn invalid_configs_are_refused_with_their_line_and_key() {
             vec!["peer \"nas\": `id`", "ferry id"],
         ),
         (
+            format!("{NODE}{folder}targets = [\"m\"]\ndebounce = \"99999999999999d\"\n"),
+            10,
+            vec!["`debounce` = \"99999999999999d\" is longer", "at most 1h"],
+        ),
+        (
             format!("{NODE}{folder}"),
             8,
             vec!["no `peers` and no `targets`", "targets = "],

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::util::live::{mirror_diff, wait_until_blocking, WatchProcess};
+use crate::util::node::ferry_exits_within;
 use crate::util::*;
 
 /// How long a process may take to exit after SIGTERM.
@@ -166,4 +167,23 @@ fn live_watch_with_a_bad_debounce_exits_2() {
     ])
     .assert_code(2)
     .assert_stderr_contains("nonsense");
+}
+
+#[test]
+fn live_watch_with_a_debounce_over_an_hour_exits_2() {
+    let base = tempdir();
+    mkdir(&base.path().join("src"));
+    // Bounded: a watch that accepted it would run until killed.
+    ferry_exits_within(
+        base.path(),
+        &["watch", "src", "dst", "--debounce", "99999999999999d"],
+        EXIT_DEADLINE,
+    )
+    .assert_code(2)
+    .assert_stderr_contains("99999999999999d")
+    .assert_stderr_contains("1h");
+    assert!(
+        !exists(&base.path().join("dst")),
+        "a refused watch creates no DST"
+    );
 }

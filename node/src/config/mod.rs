@@ -764,6 +764,25 @@ peers = ["phone", "nas"]
     }
 
     #[test]
+    fn a_debounce_over_an_hour_is_refused() {
+        let text = format!(
+            "{NODE}{}debounce = \"99999999999999d\"\n",
+            local_folder("x", "a", "m")
+        );
+        let p = one(
+            &text,
+            ProblemKind::BadDuration,
+            "debounce",
+            "folder.debounce",
+            "at most 1h",
+        );
+        assert!(p.message.contains("99999999999999d"), "{p:#?}");
+        let text = format!("{NODE}{}debounce = \"1h\"\n", local_folder("x", "a", "m"));
+        let config = parse_in(fixture().path(), &text).expect("an hour is allowed");
+        assert_eq!(config.folders[0].debounce, Duration::from_secs(3600));
+    }
+
+    #[test]
     fn bad_node_id() {
         let mut id = node_id("nas");
         let typo = if id.starts_with('A') { "B" } else { "A" };

@@ -91,7 +91,7 @@ targets = ["documents-mirror"]
 # rescan_interval = "1h"
 # false: no inotify, only the periodic rescans find changes (NFS, FUSE).
 # watch = true
-# The quiet time that closes a burst of changes.
+# The quiet time that closes a burst of changes (at most 1h).
 # debounce = "2ms"
 # Compare contents even when size and mtime agree.
 # checksum = false

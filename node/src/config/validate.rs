@@ -767,6 +767,20 @@ impl Checker<'_> {
             f.debounce.as_ref(),
             DEFAULT_DEBOUNCE,
         );
+        let debounce = match (crate::duration::check_debounce(debounce), &f.debounce) {
+            (Err(e), Some(value)) => {
+                let message = format!("{ctx}: `debounce` = {:?} {e}", value.get_ref());
+                self.report(
+                    ProblemKind::BadDuration,
+                    value.span(),
+                    "folder.debounce",
+                    message,
+                    "a debounce is a short quiet time that closes a burst of changes, e.g. \"20ms\"; at most 1h",
+                );
+                DEFAULT_DEBOUNCE
+            }
+            _ => debounce,
+        };
         let watch = f.watch.as_ref().is_none_or(|w| *w.get_ref());
         if let Some(w) = f
             .watch

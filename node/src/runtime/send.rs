@@ -186,7 +186,7 @@ fn watch_options(f: &FolderConfig) -> WatchOptions {
     let every = (!f.rescan_interval.is_zero()).then_some(f.rescan_interval);
     WatchOptions {
         debounce: f.debounce,
-        max_delay: (f.debounce * 10).max(Duration::from_millis(50)),
+        max_delay: crate::duration::batch_deadline(f.debounce),
         rescan_every: if f.watch { every } else { None },
         poll: if f.watch { None } else { every },
         ..WatchOptions::default()
