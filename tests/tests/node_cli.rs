@@ -1,7 +1,8 @@
 //! What the node's commands refuse at start, and how they say it: `ferry serve` with its home
-//! inside a served folder (or the other way round), and similar mistakes caught before
-//! anything runs.
+//! inside a served folder (or the other way round), ports already in use, and similar
+//! mistakes caught before anything runs.
 
+use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
@@ -66,4 +67,43 @@ fn serve_refuses_a_served_folder_inside_its_home() {
     out.assert_stderr_contains(&home.display().to_string())
         .assert_stderr_contains(&format!("({})", folder.display()))
         .assert_stderr_contains("contains served folder f");
+}
+
+/// Asserts that stderr names `reason` exactly once (each cause is printed once).
+#[track_caller]
+fn assert_said_once(out: &Output, reason: &str) {
+    let times = out.stderr.matches(reason).count();
+    assert_eq!(times, 1, "{reason:?} is said {times} times\n{out}");
+}
+
+#[test]
+fn run_says_once_why_its_listen_and_dashboard_ports_cannot_be_used() {
+    let base = tempdir();
+    let dir = base.path();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port on 127.0.0.1");
+    let addr = taken.local_addr().expect("its address");
+    let peer = node_id(&dir.join("peer-home"));
+    mkdir(&dir.join("r"));
+    mkdir(&dir.join("s"));
+    let node = "[node]\nname = \"n\"\nhome = \"home\"\n";
+    let cases = [
+        (
+            format!(
+                "{node}dashboard = \"off\"\nlisten = \"{addr}\"\n\n[[peer]]\nname = \"p\"\nid = \"{peer}\"\n\n[[folder]]\nid = \"r\"\npath = \"r\"\nrole = \"receive\"\npeers = [\"p\"]\n"
+            ),
+            format!("cannot listen on {addr}: "),
+        ),
+        (
+            format!(
+                "{node}dashboard = \"{addr}\"\n\n[[folder]]\nid = \"s\"\npath = \"s\"\nrole = \"send\"\ntargets = [\"t\"]\n"
+            ),
+            format!("cannot start the dashboard on {addr}: "),
+        ),
+    ];
+    for (text, what) in &cases {
+        write(&dir.join("ferry.toml"), text);
+        let out = ferry_exits_within(dir, &["run", "--config", "ferry.toml"], REFUSE_DEADLINE);
+        out.assert_code(1).assert_stderr_contains(what);
+        assert_said_once(&out, "Address already in use");
+    }
 }

@@ -113,17 +113,17 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Why a config file could not be loaded.
+/// Why a config file could not be loaded. A cause is part of the message, not also a
+/// `source`, so a printer of the whole chain shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read the config file {}: {source}", path.display())]
+    #[error("cannot read the config file {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The file was read but is not a valid config. (Not a `#[source]`: the problems are
     /// this error's own text, and error-chain printers would show them twice.)

@@ -210,9 +210,9 @@ impl FolderConfig {
 /// Reads and validates the config file at `path`. Messages name `path` as given;
 /// relative paths in the file are resolved against its directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let read_error = |source| ConfigError::Read {
+    let read_error = |error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     };
     let text = std::fs::read_to_string(path).map_err(read_error)?;
     let absolute = std::path::absolute(path).map_err(read_error)?;
@@ -753,14 +753,67 @@ peers = ["phone", "nas"]
 
     #[test]
     fn bad_durations() {
-        let text = format!("{NODE}{}debounce = \"fast\"\n", local_folder("x", "a", "m"));
+        let text = format!(
+            "{NODE}{}rescan_interval = \"fast\"\n",
+            local_folder("x", "a", "m")
+        );
         one(
+            &text,
+            ProblemKind::BadDuration,
+            "rescan_interval",
+            "folder.rescan_interval",
+            "500ms, 30s",
+        );
+    }
+
+    #[test]
+    fn a_bad_debounce_is_not_hinted_about_rescans() {
+        let text = format!("{NODE}{}debounce = \"soon\"\n", local_folder("x", "a", "m"));
+        let p = one(
             &text,
             ProblemKind::BadDuration,
             "debounce",
             "folder.debounce",
-            "500ms, 30s",
+            "2ms",
         );
+        assert!(!p.hint.contains("rescan"), "{p:#?}");
+    }
+
+    #[test]
+    fn top_level_tables_written_the_wrong_way_are_named_as_such() {
+        let node = one(
+            "[[node]]\nname = \"laptop\"\n",
+            ProblemKind::WrongType,
+            "[[node]]",
+            "node",
+            "[node]",
+        );
+        assert!(
+            node.message.contains(
+                "`node` must be one table, written [node], not an array of tables [[node]]"
+            ),
+            "{node:#?}"
+        );
+        let not_table = one(
+            "node = \"laptop\"\n",
+            ProblemKind::WrongType,
+            "node =",
+            "node",
+            "[node]",
+        );
+        assert!(
+            not_table.message.contains("must be a table"),
+            "{not_table:#?}"
+        );
+        let text = format!("{NODE}\n[folder]\nid = \"x\"\n");
+        let folder = one(
+            &text,
+            ProblemKind::WrongType,
+            "[folder]",
+            "folder",
+            "[[folder]]",
+        );
+        assert!(folder.message.contains("not [folder]"), "{folder:#?}");
     }
 
     #[test]

@@ -21,9 +21,12 @@ use super::{
 use crate::remote::identity::default_home;
 use crate::remote::nodeid::NodeId;
 
-/// The hint for every bad duration.
-const DURATION_HINT: &str =
-    "use a number and a unit: 500ms, 30s, 10m, 1h, 2d (0 turns rescans off)";
+/// The hint for a bad `rescan_interval`.
+const RESCAN_HINT: &str = "use a number and a unit: 500ms, 30s, 10m, 1h, 2d (0 turns rescans off)";
+
+/// The hint for a bad `debounce`.
+const DEBOUNCE_HINT: &str =
+    "use a number and a unit: 2ms, 20ms, 500ms, 1s (a short quiet time that closes a burst of changes; at most 1h)";
 
 /// Turns a byte offset into a 1-based line and column (in characters).
 struct Locator<'a> {
@@ -54,21 +57,69 @@ impl<'a> Locator<'a> {
 /// value of the wrong type becomes the one problem reported.
 pub(super) fn read_raw(text: &str) -> Result<RawConfig, Problem> {
     let locator = Locator::new(text);
-    if let Err(e) = toml::de::DeTable::parse(text) {
-        let (line, column) = locator.at(e.span().map_or(0, |s| s.start));
-        let message = e.message().trim().replace('\n', "; ");
-        return Err(Problem {
-            kind: ProblemKind::Syntax,
-            line,
-            column,
-            key: String::new(),
-            message: format!("this is not valid TOML: {message}"),
-            hint: "write key = value with strings in quotes (name = \"laptop\"), tables as \
+    let table = match toml::de::DeTable::parse(text) {
+        Ok(table) => table,
+        Err(e) => {
+            let (line, column) = locator.at(e.span().map_or(0, |s| s.start));
+            let message = e.message().trim().replace('\n', "; ");
+            return Err(Problem {
+                kind: ProblemKind::Syntax,
+                line,
+                column,
+                key: String::new(),
+                message: format!("this is not valid TOML: {message}"),
+                hint: "write key = value with strings in quotes (name = \"laptop\"), tables as \
                    [node] and repeated tables as [[folder]]"
-                .to_owned(),
-        });
+                    .to_owned(),
+            });
+        }
+    };
+    if let Some(p) = shape_problem(&table, &locator) {
+        return Err(p);
     }
     toml::from_str(text).map_err(|e| serde_problem(&e, &locator))
+}
+
+/// A top-level table written the wrong way (`[[node]]`, `[folder]`, `node = "x"`), said
+/// plainly: serde's message for it names the first field it tried, not the shape.
+fn shape_problem(table: &Spanned<toml::de::DeTable<'_>>, locator: &Locator<'_>) -> Option<Problem> {
+    use toml::de::DeValue;
+    for (name, single) in [("node", true), ("peer", false), ("folder", false)] {
+        let Some(value) = table.get_ref().get(name) else {
+            continue;
+        };
+        let (message, hint) = match (value.get_ref(), single) {
+            (DeValue::Table(_), true) | (DeValue::Array(_), false) => continue,
+            (DeValue::Array(_), true) => (
+                "`node` must be one table, written [node], not an array of tables [[node]]"
+                    .to_owned(),
+                "write [node] (single brackets) once; [[...]] is for [[peer]] and [[folder]]"
+                    .to_owned(),
+            ),
+            (_, true) => (
+                "`node` must be a table, written [node]".to_owned(),
+                "write [node] on its own line, then its keys (name = \"laptop\", ...)".to_owned(),
+            ),
+            (DeValue::Table(_), false) => (
+                format!("`{name}` must be an array of tables, written [[{name}]], not [{name}]"),
+                format!("write [[{name}]] (double brackets) before each {name}"),
+            ),
+            (_, false) => (
+                format!("`{name}` must be an array of tables, written [[{name}]]"),
+                format!("write [[{name}]] (double brackets) before each {name}, then its keys"),
+            ),
+        };
+        let (line, column) = locator.at(value.span().start);
+        return Some(Problem {
+            kind: ProblemKind::WrongType,
+            line,
+            column,
+            key: name.to_owned(),
+            message,
+            hint,
+        });
+    }
+    None
 }
 
 /// The keys leading to a deserialisation error (`["folder", "peers"]`), read from its
@@ -307,12 +358,11 @@ impl Checker<'_> {
         }
     }
 
-    /// A duration value, or `default` when absent.
+    /// A duration value, or `default` when absent; `hint` says what a good one looks like.
     fn duration(
         &mut self,
         ctx: &str,
-        key: &str,
-        name: &str,
+        (key, name, hint): (&str, &str, &str),
         value: Option<&Spanned<String>>,
         default: Duration,
     ) -> Duration {
@@ -321,13 +371,7 @@ impl Checker<'_> {
             Ok(d) => d,
             Err(_) => {
                 let message = format!("{ctx}: `{name}` = {:?} is not a duration", value.get_ref());
-                self.report(
-                    ProblemKind::BadDuration,
-                    value.span(),
-                    key,
-                    message,
-                    DURATION_HINT,
-                );
+                self.report(ProblemKind::BadDuration, value.span(), key, message, hint);
                 default
             }
         }
@@ -755,15 +799,13 @@ impl Checker<'_> {
 
         let rescan_interval = self.duration(
             &ctx,
-            "folder.rescan_interval",
-            "rescan_interval",
+            ("folder.rescan_interval", "rescan_interval", RESCAN_HINT),
             f.rescan_interval.as_ref(),
             DEFAULT_RESCAN_INTERVAL,
         );
         let debounce = self.duration(
             &ctx,
-            "folder.debounce",
-            "debounce",
+            ("folder.debounce", "debounce", DEBOUNCE_HINT),
             f.debounce.as_ref(),
             DEFAULT_DEBOUNCE,
         );
@@ -775,7 +817,7 @@ impl Checker<'_> {
                     value.span(),
                     "folder.debounce",
                     message,
-                    "a debounce is a short quiet time that closes a burst of changes, e.g. \"20ms\"; at most 1h",
+                    DEBOUNCE_HINT,
                 );
                 DEFAULT_DEBOUNCE
             }

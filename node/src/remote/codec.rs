@@ -42,12 +42,13 @@ const KEPT_BODY_CAPACITY: usize = 8 << 20;
 /// that nests deeper (inside a field serde skips, say) from exhausting a small task stack.
 const MAX_NESTING: usize = 64;
 
-/// Why a frame could not be written or read.
+/// Why a frame could not be written or read (a cause is part of the message, not also a
+/// `source`).
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The connection failed.
     #[error("connection error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The frame is larger than the limit (announced by a peer, or about to be sent).
     #[error("frame of {len} bytes is over the {max}-byte limit")]
     TooLarge {
@@ -70,6 +71,12 @@ pub enum FrameError {
     /// The body holds a whole frame and then more bytes.
     #[error("frame has {0} bytes after its message")]
     Trailing(usize),
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        FrameError::Io(e)
+    }
 }
 
 impl From<AttachError> for FrameError {

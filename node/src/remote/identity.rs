@@ -24,19 +24,19 @@ pub const KEY_FILE: &str = "node.key";
 /// The certificate's file name in the node's home (PEM).
 pub const CERT_FILE: &str = "node.crt";
 
-/// Why the node's identity could not be loaded or created.
+/// Why the node's identity could not be loaded or created. A cause is part of the message,
+/// not also a `source`, so a printer of the whole chain shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// Reading, writing or inspecting a file failed.
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}: {error}")]
     Io {
         /// What was being done (`read`, `create`, ...).
         op: &'static str,
         /// The file or directory involved.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The key file can be read or written by users other than its owner.
     #[error(
@@ -90,18 +90,18 @@ pub enum IdentityError {
     },
     /// Generating the key or certificate failed.
     #[error("cannot generate a node identity: {0}")]
-    Generate(#[source] rcgen::Error),
+    Generate(rcgen::Error),
     /// No environment variable says where the node's home is.
     #[error("cannot find the node's home directory: set FERRY_HOME (or XDG_DATA_HOME or HOME)")]
     NoHome,
 }
 
 impl IdentityError {
-    fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
+    fn io(op: &'static str, path: &Path, error: io::Error) -> Self {
         IdentityError::Io {
             op,
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }

@@ -20,12 +20,13 @@ use rustls::{
 use super::identity::Identity;
 use super::nodeid::NodeId;
 
-/// Why a TLS configuration could not be built.
+/// Why a TLS configuration could not be built (rustls's reason is part of the message, not
+/// also a `source`).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// rustls refused the configuration (for instance a key it cannot use).
     #[error("cannot build the TLS configuration: {0}")]
-    Config(#[source] rustls::Error),
+    Config(rustls::Error),
 }
 
 impl From<rustls::Error> for TlsError {

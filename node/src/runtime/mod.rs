@@ -73,9 +73,9 @@ pub async fn run(
     let identity = if config.needs_identity() {
         let home = config.node.home.clone();
         let (identity, created) =
-            Identity::load_or_create(&home).map_err(|source| RunError::Identity {
+            Identity::load_or_create(&home).map_err(|error| RunError::Identity {
                 home: home.clone(),
-                source,
+                error,
             })?;
         if created {
             tracing::warn!(home = %home.display(), node = %identity.id(), "created a new node identity");
@@ -149,7 +149,7 @@ async fn start_dashboard(
     });
     let d = dashboard::start(addr, hub as Arc<dyn StatusSource>)
         .await
-        .map_err(|source| RunError::Dashboard { addr, source })?;
+        .map_err(|error| RunError::Dashboard { addr, error })?;
     tracing::info!(addr = %d.local_addr, "dashboard listening");
     announce.line(&format!("dashboard http://{}/", d.local_addr));
     Ok(d)
@@ -214,10 +214,10 @@ impl Node {
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| RunError::Listen { addr, source })?;
+            .map_err(|error| RunError::Listen { addr, error })?;
         let local = listener
             .local_addr()
-            .map_err(|source| RunError::Listen { addr, source })?;
+            .map_err(|error| RunError::Listen { addr, error })?;
         let (peers, folders) = self.served();
         for f in &folders {
             tracing::info!(folder = %f.name, path = %f.path.display(), "serving folder");
