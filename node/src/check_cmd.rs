@@ -1,6 +1,7 @@
 //! `ferry check`: validates a config file and prints a short summary of what it sets up.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use ferry_node::config::{self, Config, ConfigError, Role};
@@ -20,8 +21,9 @@ fn summary(config: &Config) -> String {
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
     let _ = writeln!(
         out,
-        "node {}: {listen}, dashboard {dashboard}, state in {}, fsync {}",
+        "node {}: {listen}, dashboard {dashboard}, home {}, state in {}, fsync {}",
         n.name,
+        n.home.display(),
         n.state_dir.display(),
         if n.fsync { "on" } else { "off" }
     );
@@ -58,8 +60,9 @@ fn summary(config: &Config) -> String {
 }
 
 /// Runs `ferry check`: the summary on stdout, or every problem on stderr and an error.
-pub fn run(args: &CheckArgs) -> Result<()> {
-    match config::load(&args.config) {
+/// `home` (`--home`) replaces the config's `home`, as for `ferry run`.
+pub fn run(args: &CheckArgs, home: Option<&Path>) -> Result<()> {
+    match config::load_with_home(&args.config, home) {
         Ok(config) => {
             crate::stdout::print(&summary(&config))?;
             Ok(())

@@ -15,7 +15,8 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Where this node keeps its key and certificate (default: $FERRY_HOME, else
-    /// $XDG_DATA_HOME/ferry, else ~/.local/share/ferry).
+    /// $XDG_DATA_HOME/ferry, else ~/.local/share/ferry). For `run` and `check` it takes the
+    /// place of `home` in the config's [node] (and so of the default state_dir, DIR/state).
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// Log format, on the console and in --log-file.

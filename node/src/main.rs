@@ -66,9 +66,11 @@ fn main() -> ExitCode {
         cli::Command::Init(args) => {
             init_cmd::run(args, cli.home.as_deref()).map(|()| sync_cmd::Outcome::Complete)
         }
-        cli::Command::Check(args) => check_cmd::run(args).map(|()| sync_cmd::Outcome::Complete),
+        cli::Command::Check(args) => {
+            check_cmd::run(args, cli.home.as_deref()).map(|()| sync_cmd::Outcome::Complete)
+        }
         cli::Command::Run(args) => {
-            run_cmd::run(args, log_file).map(|()| sync_cmd::Outcome::Complete)
+            run_cmd::run(args, cli.home.as_deref(), log_file).map(|()| sync_cmd::Outcome::Complete)
         }
     };
     match result {

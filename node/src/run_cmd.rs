@@ -1,6 +1,7 @@
 //! `ferry run --config FILE`: a node from its config file, until SIGINT or SIGTERM.
 
 use std::io::Write as _;
+use std::path::Path;
 
 use anyhow::Result;
 use ferry_node::runtime;
@@ -9,7 +10,8 @@ use crate::cli::RunArgs;
 use crate::logging::LogFile;
 
 /// Runs the node; lines for scripts (`listening …`, `dashboard …`, `ready`) go to stdout.
-pub fn run(args: &RunArgs, log_file: Option<LogFile>) -> Result<()> {
+/// `home` (`--home`) replaces the config's `home`.
+pub fn run(args: &RunArgs, home: Option<&Path>, log_file: Option<LogFile>) -> Result<()> {
     let system = actix::System::new();
     system.block_on(async move {
         let announce = |line: &str| {
@@ -22,7 +24,7 @@ pub fn run(args: &RunArgs, log_file: Option<LogFile>) -> Result<()> {
                 f.reopen();
             }
         };
-        runtime::run(&args.config, &announce, &reopen).await?;
+        runtime::run(&args.config, home, &announce, &reopen).await?;
         Ok(())
     })
 }

@@ -210,6 +210,13 @@ impl FolderConfig {
 /// Reads and validates the config file at `path`. Messages name `path` as given;
 /// relative paths in the file are resolved against its directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_home(path, None)
+}
+
+/// [`load`], with the node's home given on the command line (`--home`): it takes the place
+/// of `home` in `[node]` (and of the default), so `state_dir` defaults to `<it>/state` and
+/// the overlap checks see it. A relative `home` is relative to the current directory.
+pub fn load_with_home(path: &Path, home: Option<&Path>) -> Result<Config, ConfigError> {
     let read_error = |error| ConfigError::Read {
         path: path.to_owned(),
         error,
@@ -217,7 +224,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(read_error)?;
     let absolute = std::path::absolute(path).map_err(read_error)?;
     let base = absolute.parent().unwrap_or(Path::new("/"));
-    let mut config = parse(&text, path, base)?;
+    let mut config = parse_with_home(&text, path, base, home)?;
     config.file = absolute;
     Ok(config)
 }
@@ -230,13 +237,25 @@ pub fn parse(
     path_for_messages: &Path,
     base_dir: &Path,
 ) -> Result<Config, ConfigErrors> {
+    parse_with_home(text, path_for_messages, base_dir, None)
+}
+
+/// [`parse`], with the node's home given on the command line (see [`load_with_home`]).
+pub fn parse_with_home(
+    text: &str,
+    path_for_messages: &Path,
+    base_dir: &Path,
+    home: Option<&Path>,
+) -> Result<Config, ConfigErrors> {
     let errors = |problems| ConfigErrors {
         file: path_for_messages.to_owned(),
         problems,
     };
     let base = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_owned());
     let raw = validate::read_raw(text).map_err(|p| errors(vec![p]))?;
-    let (node, peers, folders) = validate::validate(raw, text, &base).map_err(errors)?;
+    let home = home.map(|h| std::path::absolute(h).unwrap_or_else(|_| h.to_owned()));
+    let (node, peers, folders) =
+        validate::validate(raw, text, &base, home.as_deref()).map_err(errors)?;
     Ok(Config {
         file: path_for_messages.to_owned(),
         node,

@@ -279,6 +279,8 @@ fn resolve(base: &Path, text: &str) -> Result<PathBuf, &'static str> {
 struct Checker<'a> {
     locator: Locator<'a>,
     base: &'a Path,
+    /// The node's home from the command line (`--home`, absolute): it replaces the file's.
+    home: Option<&'a Path>,
     problems: Vec<Problem>,
 }
 
@@ -448,9 +450,10 @@ impl Checker<'_> {
             }
             None => Some(DEFAULT_DASHBOARD),
         };
-        let home = match &raw.home {
-            Some(v) => self.path(ctx, "node.home", "home", v),
-            None => match default_home() {
+        let home = match (self.home, &raw.home) {
+            (Some(flag), _) => Some(flag.to_owned()),
+            (None, Some(v)) => self.path(ctx, "node.home", "home", v),
+            (None, None) => match default_home() {
                 Ok(h) => Some(h),
                 Err(e) => {
                     self.report(
@@ -1018,11 +1021,21 @@ struct PeerInfo {
 
 /// The node's own directories, for the overlap check: a `home` or `state_dir` inside a
 /// folder or target would be replicated (keys included) or deleted as an extra.
-fn node_places(raw: Option<&Spanned<RawNode>>, node: Option<&NodeSettings>) -> Vec<Place> {
+/// With `home_flag`, the home came from `--home`, not from the file.
+fn node_places(
+    raw: Option<&Spanned<RawNode>>,
+    node: Option<&NodeSettings>,
+    home_flag: bool,
+) -> Vec<Place> {
     let (Some(raw), Some(node)) = (raw, node) else {
         return Vec::new();
     };
     let table = raw.get_ref();
+    let (home_value, home_noun) = if home_flag {
+        (&None, "`home` (--home)")
+    } else {
+        (&table.home, "`home`")
+    };
     // At the key's value when the file sets it, else at the [node] table.
     let place = |path: &Path, value: &Option<Spanned<String>>, key, noun| Place {
         path: real_path(path),
@@ -1032,7 +1045,7 @@ fn node_places(raw: Option<&Spanned<RawNode>>, node: Option<&NodeSettings>) -> V
         ctx: "[node]".into(),
     };
     vec![
-        place(&node.home, &table.home, "node.home", "`home`"),
+        place(&node.home, home_value, "node.home", home_noun),
         place(
             &node.state_dir,
             &table.state_dir,
@@ -1114,10 +1127,12 @@ pub(super) fn validate(
     raw: RawConfig,
     text: &str,
     base: &Path,
+    home: Option<&Path>,
 ) -> Result<(NodeSettings, Vec<Peer>, Vec<FolderConfig>), Vec<Problem>> {
     let mut c = Checker {
         locator: Locator::new(text),
         base,
+        home,
         problems: Vec::new(),
     };
     let node = c.node(raw.node.as_ref());
@@ -1127,7 +1142,7 @@ pub(super) fn validate(
         .as_ref()
         .is_some_and(|n| n.get_ref().listen.is_some());
     let mut seen = HashMap::new();
-    let mut places = node_places(raw.node.as_ref(), node.as_ref());
+    let mut places = node_places(raw.node.as_ref(), node.as_ref(), home.is_some());
     let folders: Vec<Option<FolderConfig>> = raw
         .folder
         .iter()

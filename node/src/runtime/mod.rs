@@ -61,15 +61,17 @@ struct Node {
 }
 
 /// Runs the node configured in `path` until SIGINT or SIGTERM. Must run inside an actix
-/// system.
+/// system. `home` (`--home`) takes the place of the file's `home` (see
+/// [`config::load_with_home`]), at start and at every reload.
 /// `reopen_logs` is called on SIGHUP, before the config is reloaded, so a log file
 /// renamed away for rotation is replaced by a new one.
 pub async fn run(
     path: &Path,
+    home: Option<&Path>,
     announce: &dyn Announce,
     reopen_logs: &dyn Fn(),
 ) -> Result<(), RunError> {
-    let config = config::load(path)?;
+    let config = config::load_with_home(path, home)?;
     let identity = if config.needs_identity() {
         let home = config.node.home.clone();
         let (identity, created) =
@@ -108,7 +110,7 @@ pub async fn run(
     };
     tracing::info!(node = %node.config.node.name, folders = node.config.folders.len(), "node running");
     announce.line("ready");
-    let result = node.serve_signals(path, reopen_logs).await;
+    let result = node.serve_signals(path, home, reopen_logs).await;
     match unless_signalled_again(node.stop_all()).await {
         Ok(Stopped::Finished) => {}
         Ok(Stopped::Cut) => return result.and(Err(RunError::Cut)),
@@ -302,7 +304,12 @@ impl Node {
     }
 
     /// Waits for signals: SIGHUP reloads, SIGINT and SIGTERM stop.
-    async fn serve_signals(&mut self, path: &Path, reopen_logs: &dyn Fn()) -> Result<(), RunError> {
+    async fn serve_signals(
+        &mut self,
+        path: &Path,
+        home: Option<&Path>,
+        reopen_logs: &dyn Fn(),
+    ) -> Result<(), RunError> {
         let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
         let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
         loop {
@@ -311,7 +318,7 @@ impl Node {
                 _ = term.recv() => break,
                 _ = hup.recv() => {
                     reopen_logs();
-                    self.reload(path).await;
+                    self.reload(path, home).await;
                 }
             }
         }
@@ -323,9 +330,9 @@ impl Node {
 
     /// Reads the config again and applies what changed; a config that does not validate
     /// is reported and the node goes on as it was.
-    async fn reload(&mut self, path: &Path) {
+    async fn reload(&mut self, path: &Path, home: Option<&Path>) {
         tracing::info!(file = %path.display(), "reloading the config (SIGHUP)");
-        let new = match config::load(path) {
+        let new = match config::load_with_home(path, home) {
             Ok(c) => c,
             Err(e) => {
                 // One event per line: the text log escapes newlines inside an event.
