@@ -100,6 +100,15 @@ async fn a_write_with_its_mtime_set_back_is_seen_beside_a_chmod_or_a_rename() {
 
     f.wait_mirror("rewriting files in place, mtime set back, with a chmod and a rename")
         .await;
+
+    // The other order: written (mtime set back), then renamed; the write event names the
+    // file as it was.
+    let t = mtime(&f.s("chmodded.txt"));
+    overwrite_in_place(&f.s("chmodded.txt"), b"VERSION 3!!\n");
+    set_mtime(&f.s("chmodded.txt"), t);
+    fs::rename(f.s("chmodded.txt"), f.s("renamed-3.txt")).expect("rename in SRC");
+    f.wait_mirror("rewriting a file in place, mtime set back, then renaming it")
+        .await;
     f.shutdown().await;
 }
 
@@ -129,5 +138,33 @@ async fn a_change_through_one_hard_link_reaches_the_files_other_names() {
     drop(w);
     f.wait_mirror("linking a/f2 as b/link2 and appending through it")
         .await;
+
+    // A write with its mtime set back and a chmod, through one name: the other name's stat
+    // moved like a chmod's alone, but its bytes changed too.
+    let t = mtime(&f.s("a/f1"));
+    chmod(&f.s("a/f1"), 0o640);
+    overwrite_in_place(&f.s("a/f1"), b"SHARED BYTES\n");
+    set_mtime(&f.s("a/f1"), t);
+    f.wait_mirror("a write with the mtime set back and a chmod through a/f1")
+        .await;
+    f.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_directory_named_like_a_temp_file_is_replicated_and_removed() {
+    let f = LiveFolder::start(|src| {
+        write(&src.join("keep.txt"), "kept\n");
+    })
+    .await;
+    let dir = ".ferry-tmp-2-0badc0de-0";
+    write(&f.s(&format!("{dir}/inside.txt")), "inside\n");
+    f.settle("creating a directory named like a temp file")
+        .await;
+    fs::rename(f.s(dir), f.s("renamed")).expect("rename in SRC");
+    f.settle("renaming it away").await;
+    fs::rename(f.s("renamed"), f.s(dir)).expect("rename in SRC");
+    f.settle("renaming it back").await;
+    fs::remove_dir_all(f.s(dir)).expect("rm -r in SRC");
+    f.settle("removing it").await;
     f.shutdown().await;
 }

@@ -211,6 +211,21 @@ fn remote_initial_sync_into_empty_target_makes_exact_mirror() {
     );
 }
 
+/// A directory named like one of Ferry's temp files is an ordinary directory: a remote
+/// target takes it (only files so named are refused, as no source sends them).
+#[test]
+fn a_directory_named_like_a_temp_file_reaches_a_remote_target() {
+    let n = Nodes::new();
+    write(&n.src.join("x/.ferry-tmp-1-0badc0de-0/kept"), "kept\n");
+    write(&n.src.join("f"), "f\n");
+    let server = n.serve(&peer(&n.client_id(), None));
+
+    let run = remote_sync(&n.client, &n.src, &server.url("f"), &["--no-fsync"]);
+    run.assert_success();
+
+    assert_remote_mirror(&n.src, &n.dst, &run, &server);
+}
+
 /// Several files whose chunk lists travel as outlines, in one remote run: each list is
 /// rebuilt as its groups arrive (the server once failed the session as a protocol error).
 #[test]

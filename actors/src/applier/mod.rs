@@ -442,12 +442,13 @@ impl Handler<IndexDelta> for Applier {
         {
             return self.fail(format!("protocol error: {reason}"));
         }
-        // A source never sends Ferry's own temp names (its scan skips them); a remote one that
-        // does would have them taken for leftovers and removed, or collide with transfers.
+        // A source never sends a file or symlink named as Ferry names its temp files (its scan
+        // skips them; a directory so named is an ordinary one); a remote one that does would
+        // have them taken for leftovers and removed, or collide with transfers.
         if self.opts.untrusted_sender {
             if let Some(e) = entries
                 .iter()
-                .find(|e| e.path.as_str().split('/').any(is_temp_name))
+                .find(|e| e.kind != EntryKind::Dir && is_temp_name(e.path.name()))
             {
                 return self.fail(format!(
                     "protocol error: {} has the name of a Ferry temp file",

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ferry_engine::outline::OUTLINE_MIN_CHUNKS;
 use ferry_engine::{reconcile, Change, Content};
-use ferry_engine::{EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, SourceDir};
+use ferry_engine::{
+    EntryKind, EntryState, FileEntry, Index, RelPath, ScanOptions, SourceDir, StatKey,
+};
 
 use crate::health::Role;
 use crate::messages::{Dirty, Rescan};
@@ -29,10 +31,10 @@ pub(super) struct Rescanned {
     pub(super) unreadable: Vec<(RelPath, String)>,
     /// Files still being written (with [`Changing::Wait`]): left as the index has them.
     changing: Vec<RelPath>,
-    /// Changed files that have other names (hard links), with their inode: a write or a
-    /// chmod through one name changes them all, though inotify reports only the name used
-    /// (and a new link, only the new name).
-    linked: Vec<(RelPath, (u64, u64))>,
+    /// Changed files that have other names (hard links), with their inode and whether they
+    /// were written: a write or a chmod through one name changes them all, though inotify
+    /// reports only the name used (and a new link, only the new name).
+    linked: Vec<(RelPath, (u64, u64), bool)>,
     /// Bytes read to hash changed files.
     pub(super) hashed: u64,
 }
@@ -79,10 +81,22 @@ pub(super) fn rescan(
     }
     let mut changes = reconcile(old, scopes, &fresh);
     // The stat alone cannot tell a write whose mtime was set back from a chmod or a rename
-    // of the file in the same batch (all move the ctime): the write event can.
+    // of the file in the same batch (all move the ctime): the write event can. It names the
+    // file as it was when written: a file written, then renamed, is found by its inode.
+    let written_inodes: HashSet<(u64, u64)> = written
+        .iter()
+        .filter_map(|p| old.stat(p))
+        .map(|s| (s.dev, s.ino))
+        .collect();
+    let was_written = |path: &RelPath, stat: &Option<StatKey>| {
+        written.contains(path)
+            || stat
+                .as_ref()
+                .is_some_and(|s| written_inodes.contains(&(s.dev, s.ino)))
+    };
     for c in &mut changes {
-        if let Change::Upsert(e, _) = c {
-            if e.kind == EntryKind::File && written.contains(&e.path) {
+        if let Change::Upsert(e, stat) = c {
+            if e.kind == EntryKind::File && was_written(&e.path, stat) {
                 e.content = None;
             }
         }
@@ -128,9 +142,10 @@ pub(super) fn rescan(
         changes.retain(|c| !matches!(c, Change::Upsert(e, _) if waiting.contains(&e.path)));
     }
     for c in &changes {
-        if let Change::Upsert(e, Some(st)) = c {
+        if let Change::Upsert(e, stat @ Some(st)) = c {
             if e.kind == EntryKind::File && e.is_present() && has_other_names(source, &e.path) {
-                linked.push((e.path.clone(), (st.dev, st.ino)));
+                let written = was_written(&e.path, stat);
+                linked.push((e.path.clone(), (st.dev, st.ino), written));
             }
         }
     }
@@ -242,8 +257,9 @@ impl Differ {
             }
             // Still being written: read again whatever the stat says by then.
             act.recheck_later(found.changing, true, ctx);
-            let others = act.other_names(&found.linked);
-            act.recheck_later(others, false, ctx);
+            for (others, written) in act.other_names(&found.linked) {
+                act.recheck_later(others, written, ctx);
+            }
             Stats::add(&act.stats.skipped, found.unreadable.len() as u64);
             Stats::add(&act.stats.bytes_hashed, found.hashed);
             let (entries, previous) = act.record_changes(found.changes);
@@ -258,27 +274,34 @@ impl Differ {
     }
 
     /// The paths of the index that are other names (the same inode) of the files in
-    /// `linked`. A look through the whole index, made only when a changed file has other
-    /// names.
-    fn other_names(&self, linked: &[(RelPath, (u64, u64))]) -> Vec<RelPath> {
+    /// `linked`, split by whether that file was written (then they are read again whatever
+    /// their stat says: a write with its mtime set back and a chmod look alike). A look
+    /// through the whole index, made only when a changed file has other names.
+    fn other_names(&self, linked: &[(RelPath, (u64, u64), bool)]) -> [(Vec<RelPath>, bool); 2] {
+        let mut out = [(Vec::new(), true), (Vec::new(), false)];
         let Some(index) = &self.index else {
-            return Vec::new();
+            return out;
         };
         if linked.is_empty() {
-            return Vec::new();
+            return out;
         }
-        let inodes: HashSet<(u64, u64)> = linked.iter().map(|(_, i)| *i).collect();
-        let written: HashSet<&RelPath> = linked.iter().map(|(p, _)| p).collect();
-        index
+        let mut inodes: HashMap<(u64, u64), bool> = HashMap::new();
+        for (_, inode, written) in linked {
+            *inodes.entry(*inode).or_default() |= written;
+        }
+        let changed: HashSet<&RelPath> = linked.iter().map(|(p, _, _)| p).collect();
+        for e in index
             .iter()
-            .filter(|e| e.kind == EntryKind::File && !written.contains(&e.path))
-            .filter(|e| {
-                index
-                    .stat(&e.path)
-                    .is_some_and(|s| inodes.contains(&(s.dev, s.ino)))
-            })
-            .map(|e| e.path.clone())
-            .collect()
+            .filter(|e| e.kind == EntryKind::File && !changed.contains(&e.path))
+        {
+            let Some(s) = index.stat(&e.path) else {
+                continue;
+            };
+            if let Some(written) = inodes.get(&(s.dev, s.ino)) {
+                out[usize::from(!written)].0.push(e.path.clone());
+            }
+        }
+        out
     }
 
     /// Looks at `paths` (files a rescan left alone because they changed while hashed, or

@@ -112,8 +112,9 @@ impl StateDb {
             db.validate()?;
             // redb verifies its page checksums only when it repairs a file that was not
             // closed cleanly: damage to one that was would surface later, as a panic in the
-            // middle of a read. Checked here (once the file is known to be Ferry's: the check
-            // may write), such a file is set aside like any corrupt one.
+            // middle of a read. Checked here (once the file is known to be Ferry's, so that
+            // one of another program is set aside untouched), such a file is set aside like
+            // any corrupt one. A repair redb had to make counts as damage too.
             let StateDb { mut db, path: p } = db;
             match db.check_integrity() {
                 Ok(true) => {}
@@ -479,6 +480,38 @@ mod tests {
             },
             "corrupt",
         );
+    }
+
+    #[test]
+    fn damaged_pages_of_a_cleanly_closed_database_are_found_at_open() {
+        // redb checks page checksums only when it repairs an uncleanly closed file: without
+        // the check at open, this file opened fine and a later read panicked.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let db = StateDb::open(&path).unwrap();
+        let rows: Vec<_> = (0..3000u64)
+            .map(|i| (source::tests::entry(&format!("f{i}"), i), None))
+            .collect();
+        let head = SourceHead {
+            params: crate::ChunkParams::new(1024, 4096, 16384).unwrap(),
+            seq: crate::Seq(1),
+            history_from: crate::Seq(1),
+            complete: true,
+        };
+        db.write_source("k", &head, &rows, &[], true).unwrap();
+        drop(db);
+        let mut b = std::fs::read(&path).unwrap();
+        // One bit in the middle of every page past the header's.
+        for page in (4096..b.len()).step_by(4096) {
+            b[page + 2048] ^= 0x10;
+        }
+        std::fs::write(&path, &b).unwrap();
+        let err = StateDb::open(&path).unwrap_err();
+        assert!(err.is_rebuildable(), "{err}");
+        let (db, reason) = StateDb::open_or_rebuild(&path).unwrap();
+        let reason = reason.expect("the damaged file is set aside");
+        assert_eq!(bad_files(dir.path()).len(), 1, "{reason}");
+        assert!(db.load_source("k").unwrap().is_none());
     }
 
     #[test]
