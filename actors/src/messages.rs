@@ -19,16 +19,24 @@ use crate::error::Result;
 pub struct FolderId(String);
 
 impl TryFrom<String> for FolderId {
-    type Error = String;
+    type Error = InvalidFolderId;
 
-    fn try_from(s: String) -> Result<Self, String> {
+    fn try_from(s: String) -> Result<Self, InvalidFolderId> {
         FolderId::new(s)
     }
 }
 
+/// Why a text is not a [`FolderId`]; the message names it and says what an id may hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid folder id {id:?}: use 1-64 characters of letters, digits, '.', '_' or '-'")]
+pub struct InvalidFolderId {
+    /// The text given.
+    pub id: String,
+}
+
 impl FolderId {
     /// A folder id: non-empty, at most 64 characters of `[A-Za-z0-9._-]`.
-    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+    pub fn new(s: impl Into<String>) -> Result<Self, InvalidFolderId> {
         let s = s.into();
         let ok = !s.is_empty()
             && s.len() <= 64
@@ -37,9 +45,7 @@ impl FolderId {
         if ok {
             Ok(FolderId(s))
         } else {
-            Err(format!(
-                "invalid folder id {s:?}: use 1-64 characters of letters, digits, '.', '_' or '-'"
-            ))
+            Err(InvalidFolderId { id: s })
         }
     }
 

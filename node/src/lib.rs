@@ -6,6 +6,7 @@
 pub mod config;
 pub mod dashboard;
 pub mod duration;
+mod readme;
 pub mod remote;
 pub mod runtime;
 pub mod status;

@@ -165,7 +165,7 @@ pub fn run(args: &SyncArgs, home: Option<&Path>, quiet: bool) -> Result<Outcome>
     };
     let folder = match &remote {
         Some(url) => url.folder.clone(),
-        None => FolderId::new("sync").map_err(anyhow::Error::msg)?,
+        None => FolderId::new("sync")?,
     };
     let ignore = IgnoreRules::with_file(&args.ignore, &src).context("invalid ignore rules")?;
     let target_name = match &remote {

@@ -36,7 +36,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
     };
     let folder = match &remote {
         Some(url) => url.folder.clone(),
-        None => FolderId::new("watch").map_err(anyhow::Error::msg)?,
+        None => FolderId::new("watch")?,
     };
     let shown_dst = match &remote {
         Some(url) => url.to_string(),

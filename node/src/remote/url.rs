@@ -153,9 +153,9 @@ impl FromStr for RemoteUrl {
         if name.is_empty() {
             return Err(UrlError::MissingFolder { url: owned() });
         }
-        let folder = FolderId::new(name).map_err(|reason| UrlError::InvalidFolder {
+        let folder = FolderId::new(name).map_err(|e| UrlError::InvalidFolder {
             url: owned(),
-            reason,
+            reason: e.to_string(),
         })?;
 
         Ok(RemoteUrl {
