@@ -146,6 +146,31 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
+fn unknown_keys_are_reported_with_every_other_problem() {
+    let dir = tempdir();
+    mkdir(&dir.path().join("a"));
+    let text = format!(
+        "bogus = 1\n{NODE}nmae = \"x\"\n\n[[folder]]\nid = \"a\"\npath = \"missing\"\nrole = \"send\"\ntargets = [\"m\"]\nrescan_interval = \"5 parsecs\"\nwacth = true\n"
+    );
+    let out = check(dir.path(), &text);
+    assert_invalid(
+        &out,
+        1,
+        &[
+            "ferry.toml:1:1: unknown key `bogus` in the top level",
+            "ferry.toml:5:1: unknown key `nmae` in [node]",
+            "did you mean `name`?",
+            "ferry.toml:9:",
+            "does not exist",
+            "ferry.toml:12:",
+            "is not a duration",
+            "ferry.toml:13:1: unknown key `wacth` in [[folder]]",
+            "5 problems",
+        ],
+    );
+}
+
+#[test]
 fn a_valid_config_is_summarised() {
     let dir = tempdir();
     mkdir(&dir.path().join("photos"));

@@ -2,7 +2,9 @@
 //! TOML is read into [`raw`] structs, then validated once into the checked types here.
 //!
 //! Every problem is reported with the file, line, column and key, and a hint; all the
-//! problems a file has are reported together, not just the first.
+//! problems a file has are reported together, not just the first, except that TOML that
+//! does not parse, a top-level table of the wrong shape or a value of the wrong type is
+//! reported (with any unknown keys) before the rest is checked.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -252,10 +254,10 @@ pub fn parse_with_home(
         problems,
     };
     let base = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_owned());
-    let raw = validate::read_raw(text).map_err(|p| errors(vec![p]))?;
+    let (raw, unknown) = validate::read_raw(text).map_err(errors)?;
     let home = home.map(|h| std::path::absolute(h).unwrap_or_else(|_| h.to_owned()));
     let (node, peers, folders) =
-        validate::validate(raw, text, &base, home.as_deref()).map_err(errors)?;
+        validate::validate(raw, text, &base, home.as_deref(), unknown).map_err(errors)?;
     Ok(Config {
         file: path_for_messages.to_owned(),
         node,

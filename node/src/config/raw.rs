@@ -1,5 +1,6 @@
-//! The config file exactly as written: serde structs that reject unknown keys and keep the
-//! position of every value a later check may need to point at.
+//! The config file exactly as written: serde structs that keep the position of every value
+//! a later check may need to point at. They ignore unknown keys, which `super::validate`
+//! finds in the parsed TOML and reports alongside every other problem.
 //!
 //! Required keys are optional here too, so that a missing one is reported with the position
 //! of its table. Nothing here is validated beyond TOML types; `super::validate` turns these into the
@@ -33,7 +34,6 @@ pub const TOP_KEYS: &[&str] = &["node", "peer", "folder"];
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `[node]`.
     pub node: Option<Spanned<RawNode>>,
@@ -47,7 +47,6 @@ pub struct RawConfig {
 
 /// `[node]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawNode {
     /// The node's name, shown to people (required).
     pub name: Option<Spanned<String>>,
@@ -65,7 +64,6 @@ pub struct RawNode {
 
 /// One `[[peer]]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPeer {
     /// The name folders refer to it by (required).
     pub name: Option<Spanned<String>>,
@@ -77,7 +75,6 @@ pub struct RawPeer {
 
 /// One `[[folder]]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawFolder {
     /// The folder id (required).
     pub id: Option<Spanned<String>>,

@@ -53,16 +53,17 @@ impl<'a> Locator<'a> {
     }
 }
 
-/// Reads `text` into the raw structs: a TOML syntax error, an unknown or missing key, or a
-/// value of the wrong type becomes the one problem reported.
-pub(super) fn read_raw(text: &str) -> Result<RawConfig, Problem> {
+/// Reads `text` into the raw structs, with a problem for every unknown key (the raw structs
+/// ignore them, so checking goes on). A TOML syntax error, a top-level table of the wrong
+/// shape, or a value of the wrong type stops here: it is reported with the unknown keys.
+pub(super) fn read_raw(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
     let locator = Locator::new(text);
     let table = match toml::de::DeTable::parse(text) {
         Ok(table) => table,
         Err(e) => {
             let (line, column) = locator.at(e.span().map_or(0, |s| s.start));
             let message = e.message().trim().replace('\n', "; ");
-            return Err(Problem {
+            return Err(vec![Problem {
                 kind: ProblemKind::Syntax,
                 line,
                 column,
@@ -71,13 +72,83 @@ pub(super) fn read_raw(text: &str) -> Result<RawConfig, Problem> {
                 hint: "write key = value with strings in quotes (name = \"laptop\"), tables as \
                    [node] and repeated tables as [[folder]]"
                     .to_owned(),
-            });
+            }]);
         }
     };
     if let Some(p) = shape_problem(&table, &locator) {
-        return Err(p);
+        return Err(vec![p]);
     }
-    toml::from_str(text).map_err(|e| serde_problem(&e, &locator))
+    let mut unknown = unknown_keys(&table, &locator);
+    match toml::from_str(text) {
+        Ok(raw) => Ok((raw, unknown)),
+        Err(e) => {
+            unknown.push(serde_problem(&e, &locator));
+            unknown.sort_by_key(|p| (p.line, p.column));
+            Err(unknown)
+        }
+    }
+}
+
+/// A problem for every key no table of the format has (`[node]`, each `[[peer]]` and
+/// `[[folder]]`, and the top level), in file order.
+fn unknown_keys(table: &Spanned<toml::de::DeTable<'_>>, locator: &Locator<'_>) -> Vec<Problem> {
+    use toml::de::DeValue;
+    let mut problems = Vec::new();
+    let mut check = |section: &str, table: &toml::de::DeTable<'_>| {
+        for key in table.keys() {
+            if !raw::keys_of(section).contains(&key.get_ref().as_ref()) {
+                let (line, column) = locator.at(key.span().start);
+                problems.push(unknown_key(section, key.get_ref(), line, column));
+            }
+        }
+    };
+    check("", table.get_ref());
+    for section in ["node", "peer", "folder"] {
+        let tables: Vec<&toml::de::DeTable<'_>> =
+            match table.get_ref().get(section).map(Spanned::get_ref) {
+                Some(DeValue::Table(t)) => vec![t],
+                Some(DeValue::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| match v.get_ref() {
+                        DeValue::Table(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+        for t in tables {
+            check(section, t);
+        }
+    }
+    problems
+}
+
+/// The problem for key `named`, which `section` (`""`: the top level) does not have, with
+/// the closest valid key as a suggestion.
+fn unknown_key(section: &str, named: &str, line: usize, column: usize) -> Problem {
+    let valid = raw::keys_of(section);
+    let close = valid
+        .iter()
+        .filter(|k| edit_distance(k, named) <= 2)
+        .min_by_key(|k| edit_distance(k, named));
+    let list = valid.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>();
+    let hint = match close {
+        Some(k) => format!("did you mean `{k}`? valid keys here: {}", list.join(", ")),
+        None => format!("valid keys here: {}", list.join(", ")),
+    };
+    let key = if section.is_empty() {
+        named.to_owned()
+    } else {
+        format!("{section}.{named}")
+    };
+    Problem {
+        kind: ProblemKind::UnknownKey,
+        line,
+        column,
+        key,
+        message: format!("unknown key `{named}` in {}", table_name(section)),
+        hint,
+    }
 }
 
 /// A top-level table written the wrong way (`[[node]]`, `[folder]`, `node = "x"`), said
@@ -189,26 +260,6 @@ fn serde_problem(e: &toml::de::Error, locator: &Locator<'_>) -> Problem {
         message,
         hint,
     };
-    if msg.starts_with("unknown field") {
-        let section = keys.first().map_or("", String::as_str);
-        let valid = raw::keys_of(section);
-        let close = valid
-            .iter()
-            .filter(|k| edit_distance(k, &named) <= 2)
-            .min_by_key(|k| edit_distance(k, &named));
-        let list = valid.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>();
-        let hint = match close {
-            Some(k) => format!("did you mean `{k}`? valid keys here: {}", list.join(", ")),
-            None => format!("valid keys here: {}", list.join(", ")),
-        };
-        let key = if section.is_empty() {
-            named.clone()
-        } else {
-            format!("{section}.{named}")
-        };
-        let message = format!("unknown key `{named}` in {}", table_name(section));
-        return problem(ProblemKind::UnknownKey, key, message, hint);
-    }
     if msg.starts_with("missing field") {
         let section = keys.first().map_or("", String::as_str);
         let key = if section.is_empty() {
@@ -1122,18 +1173,20 @@ fn parse_host_port(text: &str) -> Result<PeerAddress, &'static str> {
     }
 }
 
-/// Validates the whole file, returning every problem sorted by position.
+/// Validates the whole file, returning every problem sorted by position (`problems`
+/// already found, unknown keys, among them).
 pub(super) fn validate(
     raw: RawConfig,
     text: &str,
     base: &Path,
     home: Option<&Path>,
+    problems: Vec<Problem>,
 ) -> Result<(NodeSettings, Vec<Peer>, Vec<FolderConfig>), Vec<Problem>> {
     let mut c = Checker {
         locator: Locator::new(text),
         base,
         home,
-        problems: Vec::new(),
+        problems,
     };
     let node = c.node(raw.node.as_ref());
     let (peers, known) = c.peers(&raw.peer);
