@@ -361,8 +361,21 @@ impl Handler<GetState> for FolderSupervisor {
     }
 }
 
+/// How often a shutdown waiting for the target's acknowledgement looks whether its link
+/// went down (then nothing in flight can be acknowledged).
+const LINK_CHECK: Duration = Duration::from_millis(50);
+
+/// Resolves once the link to a remote target is down (at once if it is down now); never
+/// for a local target, whose link is never down.
+async fn link_down(stats: Arc<Stats>) {
+    while stats.link.down_reason().is_none() {
+        tokio::time::sleep(LINK_CHECK).await;
+    }
+}
+
 /// Finishes the change in flight (everything the watcher has seen is applied), then stops
-/// the pipeline. Answers once done, or after `deadline`.
+/// the pipeline. Answers once done, after `deadline`, or as soon as the link to a remote
+/// target is down: an offline target has nothing in flight to wait for.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown {
@@ -395,9 +408,16 @@ impl Handler<Shutdown> for FolderSupervisor {
                     let _ = tx.send(());
                 }
             }
+            let stats = act.stats.clone();
             async move {
-                if tokio::time::timeout(msg.deadline, rx).await.is_err() {
-                    tracing::warn!(folder = %folder, "shutdown: the target did not acknowledge in time");
+                tokio::select! {
+                    acked = tokio::time::timeout(msg.deadline, rx) => if acked.is_err() {
+                        tracing::warn!(folder = %folder, "shutdown: the target did not acknowledge in time");
+                    },
+                    () = link_down(stats.clone()) => {
+                        let why = stats.link.down_reason().unwrap_or_default();
+                        tracing::info!(folder = %folder, "shutdown: the target is offline ({why}); not waiting for it");
+                    }
                 }
             }
             .into_actor(act)

@@ -187,3 +187,39 @@ fn live_watch_with_a_debounce_over_an_hour_exits_2() {
         "a refused watch creates no DST"
     );
 }
+
+/// How long `ferry watch` may take to exit on SIGTERM when its server is down: nothing is
+/// in flight on a link that is not up, so well under the 60 s a target that is up gets.
+const OFFLINE_EXIT_DEADLINE: Duration = Duration::from_secs(10);
+
+#[test]
+fn live_watch_to_an_unreachable_server_exits_promptly_on_sigterm() {
+    let base = tempdir();
+    let src = base.path().join("src");
+    write(&src.join("a.txt"), "a\n");
+    let home = base.path().join("home");
+    let server = crate::util::remote::node_id(&base.path().join("server-home"));
+    // A port nothing listens on: bound, read, released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port();
+    let url = crate::util::remote::url(&server, &format!("127.0.0.1:{port}"), "f");
+    let mut p = WatchProcess::spawn(
+        &src,
+        url.as_ref(),
+        &["--home", home.to_str().expect("UTF-8 temp path")],
+        &base.path().join("stderr.txt"),
+    );
+    wait_until_blocking(EXIT_DEADLINE, "the pipeline has started", || {
+        p.assert_running();
+        let stderr = p.stderr();
+        match stderr.contains("pipeline started") && stderr.contains("retrying in") {
+            true => Ok(()),
+            false => Err(format!("not yet\n{stderr}")),
+        }
+    });
+    p.terminate();
+    let (status, stderr) = p.wait_exit(OFFLINE_EXIT_DEADLINE);
+    assert_eq!(status.code(), Some(0), "exit status {status}\n{stderr}");
+}

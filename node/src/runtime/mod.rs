@@ -296,11 +296,17 @@ impl Node {
         Ok(())
     }
 
-    async fn stop_send(&mut self, id: &FolderId) {
-        if let Some(folder) = self.send.remove(id) {
-            self.hub.forget(id.as_str());
-            folder.stop().await;
+    /// Stops the send folders `ids`, all at once: one waiting for its target does not hold
+    /// up the others.
+    async fn stop_sends(&mut self, ids: &[FolderId]) {
+        let mut stops = Vec::new();
+        for id in ids {
+            if let Some(folder) = self.send.remove(id) {
+                self.hub.forget(id.as_str());
+                stops.push(folder.stop());
+            }
         }
+        futures_util::future::join_all(stops).await;
     }
 
     /// Waits for signals: SIGHUP reloads, SIGINT and SIGTERM stop.
@@ -377,12 +383,15 @@ impl Node {
             .into_iter()
             .map(|p| (p.folder.id.clone(), p))
             .collect();
-        for (id, old) in &old_plans {
-            if new_plans.get(id) != Some(old) {
-                tracing::info!(folder = %id, "folder removed or changed: stopping it");
-                self.stop_send(id).await;
-            }
+        let gone: Vec<FolderId> = old_plans
+            .iter()
+            .filter(|(id, old)| new_plans.get(*id) != Some(*old))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            tracing::info!(folder = %id, "folder removed or changed: stopping it");
         }
+        self.stop_sends(&gone).await;
         let keep: Vec<String> = new_plans.keys().map(|id| id.to_string()).collect();
         self.hub.retain(&keep);
         for (id, plan) in new_plans {
