@@ -50,6 +50,25 @@ impl<F: Fn(&str)> Announce for F {
     }
 }
 
+/// The signals a node answers: SIGINT and SIGTERM stop it, SIGHUP reloads its config.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts listening (from here on none of them kills the process).
+    fn new() -> Result<Self, RunError> {
+        let on = |kind| signal(kind).map_err(RunError::Signals);
+        Ok(Signals {
+            int: on(SignalKind::interrupt())?,
+            term: on(SignalKind::terminate())?,
+            hup: on(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// A running node.
 struct Node {
     config: Config,
@@ -72,6 +91,9 @@ pub async fn run(
     reopen_logs: &dyn Fn(),
 ) -> Result<(), RunError> {
     let config = config::load_with_home(path, home)?;
+    // Listened for before anything is announced: a SIGTERM sent on `ready` (or earlier) stops
+    // the node gracefully instead of killing it.
+    let mut signals = Signals::new()?;
     let identity = if config.needs_identity() {
         let home = config.node.home.clone();
         let (identity, created) =
@@ -110,7 +132,9 @@ pub async fn run(
     };
     tracing::info!(node = %node.config.node.name, folders = node.config.folders.len(), "node running");
     announce.line("ready");
-    let result = node.serve_signals(path, home, reopen_logs).await;
+    let result = node
+        .serve_signals(&mut signals, path, home, reopen_logs)
+        .await;
     match unless_signalled_again(node.stop_all()).await {
         Ok(Stopped::Finished) => {}
         Ok(Stopped::Cut) => return result.and(Err(RunError::Cut)),
@@ -312,17 +336,16 @@ impl Node {
     /// Waits for signals: SIGHUP reloads, SIGINT and SIGTERM stop.
     async fn serve_signals(
         &mut self,
+        signals: &mut Signals,
         path: &Path,
         home: Option<&Path>,
         reopen_logs: &dyn Fn(),
     ) -> Result<(), RunError> {
-        let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
-                _ = hup.recv() => {
+                _ = signals.int.recv() => break,
+                _ = signals.term.recv() => break,
+                _ = signals.hup.recv() => {
                     reopen_logs();
                     self.reload(path, home).await;
                 }
