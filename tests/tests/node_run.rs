@@ -3,6 +3,7 @@
 //! dashboard page in a headless Chromium, a corrupt state database set aside, log rotation
 //! by SIGHUP, and a SIGHUP reload that restarts only the folders it changed.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use prometheus_parse::{Scrape, Value as Metric};
@@ -489,5 +490,55 @@ fn sighup_restarts_only_the_folders_that_changed() {
         !exists(&root.join("change-mirror/c.tmp")),
         "an ignored file was replicated after the reload"
     );
+    node.stop();
+}
+
+#[test]
+fn sighup_restarts_a_replication_that_gave_up() {
+    let base = tempdir();
+    let root = base.path().canonicalize().expect("canonical temp dir");
+    let s = |p: &Path| p.to_str().expect("UTF-8 temp path").to_owned();
+    let (src, away, mirror) = (root.join("s"), root.join("s.away"), root.join("s-mirror"));
+    write(&src.join("a.txt"), "a\n");
+    let text = format!(
+        "[node]\nname = \"gaveup\"\nhome = \"{}\"\nstate_dir = \"{}\"\ndashboard = \"127.0.0.1:0\"\nfsync = false\n\n\
+         [[folder]]\nid = \"s\"\npath = \"{}\"\nrole = \"send\"\ntargets = [\"{}\"]\n",
+        s(&root.join("home")),
+        s(&root.join("state")),
+        s(&src),
+        s(&mirror),
+    );
+    let mut node = NodeProcess::start(&root.join("conf"), "gaveup", &text, &[]);
+    node.wait_status(DEADLINE, "the folder in sync", |st| all_in_sync(st, "send"));
+    let target_state = |st: &Value| -> Result<String, String> {
+        let t = crate::util::node::target(st, "s", &s(&mirror))?;
+        Ok(crate::util::node::state_of(t).to_owned())
+    };
+
+    // The source gone for longer than the restart budget lasts: the replication gives up.
+    fs::rename(&src, &away).expect("move the source away");
+    node.wait_status(DEADLINE, "the replication gave up", |st| {
+        let state = target_state(st)?;
+        (state == "failed").then_some(()).ok_or(state)
+    });
+    fs::rename(&away, &src).expect("move the source back");
+    write(&src.join("b.txt"), "b\n");
+    let status = node.wait_status(DEADLINE, "status", |_| Ok(()));
+    assert_eq!(
+        target_state(&status).as_deref(),
+        Ok("failed"),
+        "a replication that gave up came back by itself"
+    );
+
+    node.sighup();
+    wait_mirror(
+        &mut [&mut node],
+        &src,
+        &mirror,
+        "SIGHUP after the source came back",
+    );
+    node.wait_status(DEADLINE, "the folder in sync again", |st| {
+        all_in_sync(st, "send")
+    });
     node.stop();
 }

@@ -1,7 +1,7 @@
 //! `ferry run`: a node from its config file. Send folders replicate to their peers and local
 //! targets, receive folders are served to their peers, the dashboard shows it all, and
 //! SIGHUP reloads the file: folders added, removed or changed start and stop without
-//! disturbing the others.
+//! disturbing the others, and folders with a replication that gave up start afresh.
 
 mod error;
 mod hub;
@@ -406,13 +406,24 @@ impl Node {
             .into_iter()
             .map(|p| (p.folder.id.clone(), p))
             .collect();
-        let gone: Vec<FolderId> = old_plans
-            .iter()
-            .filter(|(id, old)| new_plans.get(*id) != Some(*old))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &gone {
-            tracing::info!(folder = %id, "folder removed or changed: stopping it");
+        let mut gone = Vec::new();
+        for (id, old) in &old_plans {
+            if new_plans.get(id) != Some(old) {
+                tracing::info!(folder = %id, "folder removed or changed: stopping it");
+                gone.push(id.clone());
+                continue;
+            }
+            // A replication that gave up is given a fresh start (a reload is how an operator
+            // says the cause is fixed), with the rest of its folder.
+            let failed = match self.send.get(id) {
+                Some(f) => f.failed().await,
+                None => Vec::new(),
+            };
+            if !failed.is_empty() {
+                let names: Vec<String> = failed.iter().map(ToString::to_string).collect();
+                tracing::info!(folder = %id, targets = %names.join(", "), "replication failed before: restarting the folder");
+                gone.push(id.clone());
+            }
         }
         self.stop_sends(&gone).await;
         let keep: Vec<String> = new_plans.keys().map(|id| id.to_string()).collect();

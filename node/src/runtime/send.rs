@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_actors::persist::{SourceStore, TargetStore};
-use ferry_actors::{Replication, Stats, TargetSpec, WatchOptions};
+use ferry_actors::{FolderState, Replication, Stats, TargetSpec, WatchOptions};
 use ferry_engine::{ChunkParams, IgnoreRules};
 
 use super::error::RunError;
@@ -165,6 +165,17 @@ impl SendFolder {
             stats,
             replication,
         })
+    }
+
+    /// The targets whose replication has given up (past its restart budget).
+    pub async fn failed(&self) -> Vec<TargetName> {
+        let mut failed = Vec::new();
+        for t in &self.targets {
+            if matches!(t.replication.state().await, FolderState::Failed(_)) {
+                failed.push(t.name.clone());
+            }
+        }
+        failed
     }
 
     /// Finishes the change in flight on every target, then stops them all.
