@@ -31,6 +31,9 @@ pub struct RestartPolicy {
     pub backoff: Duration,
     /// The longest delay.
     pub max_backoff: Duration,
+    /// After giving up, start afresh (with a new restart budget) this long later, in case
+    /// the cause went away; `None`: stay failed.
+    pub retry_failed_after: Option<Duration>,
 }
 
 impl Default for RestartPolicy {
@@ -40,6 +43,7 @@ impl Default for RestartPolicy {
             window: Duration::from_secs(60),
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            retry_failed_after: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -245,6 +249,23 @@ impl FolderSupervisor {
         }
     }
 
+    /// Schedules a fresh start of a folder given up on, after `retry_failed_after`; a
+    /// shutdown or another start in the meantime cancels it.
+    fn retry_later(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.policy.retry_failed_after else {
+            return;
+        };
+        tracing::warn!(folder = %self.job.folder, "trying this folder again in {after:?}");
+        let generation = self.generation;
+        ctx.run_later(after, move |act, ctx| {
+            if act.generation == generation && matches!(act.state, FolderState::Failed(_)) {
+                tracing::info!(folder = %act.job.folder, "trying again after giving up");
+                act.restarts.clear();
+                act.launch(ctx);
+            }
+        });
+    }
+
     fn on_failure(&mut self, actor: &str, reason: String, ctx: &mut Context<Self>) {
         if matches!(self.state, FolderState::Failed(_) | FolderState::Stopped) {
             return;
@@ -278,6 +299,7 @@ impl FolderSupervisor {
             if let Some(tx) = self.on_failed.take() {
                 let _ = tx.send(why);
             }
+            self.retry_later(ctx);
             return;
         }
         let n = self.restarts.len() as u32;

@@ -16,6 +16,7 @@ mod fault_link;
 mod fault_source;
 mod live_behind;
 mod live_faults;
+mod live_retry;
 mod live_steps;
 mod live_target_index;
 mod node_cli;
