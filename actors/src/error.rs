@@ -9,13 +9,12 @@ pub enum Error {
     #[error(transparent)]
     Engine(#[from] ferry_engine::Error),
     /// An actor this one talks to has stopped (its mailbox is closed).
-    #[error("{actor} is gone: {source}")]
+    #[error("{actor} is gone: {error}")]
     Mailbox {
         /// Which actor could not be reached.
         actor: &'static str,
-        /// The mailbox error.
-        #[source]
-        source: actix::MailboxError,
+        /// The mailbox error (in the message only, so a chain shows it once).
+        error: actix::MailboxError,
     },
     /// CPU or I/O work panicked; the panic was caught and turned into this error.
     #[error("{task} panicked: {message}")]

@@ -293,7 +293,7 @@ impl Pipeline {
             None => differ,
         }
         .start();
-        let mailbox = |actor| move |source| Error::Mailbox { actor, source };
+        let mailbox = |actor| move |error| Error::Mailbox { actor, error };
         sender
             .send(Connect {
                 differ: differ.clone(),

@@ -386,7 +386,7 @@ impl Handler<NeedGroups> for Sender {
                         .await
                         .map_err(|source| crate::Error::Mailbox {
                             actor: "differ",
-                            source,
+                            error: source,
                         })?;
                     current.filter(|c| c.id == msg.id).map(|c| {
                         let c = Arc::new(GroupCache::new(msg.path.clone(), c));
@@ -433,7 +433,7 @@ impl Handler<NeedGroups> for Sender {
                 .await
                 .map_err(|source| crate::Error::Mailbox {
                     actor: "applier",
-                    source,
+                    error: source,
                 })
         };
         ctx.spawn(work.into_actor(self).map(|res, act, _| {
@@ -492,7 +492,7 @@ async fn deliver(target: &TargetLink, batch: ChunkData, stats: &Stats) -> crate:
         .await
         .map_err(|source| crate::Error::Mailbox {
             actor: "applier",
-            source,
+            error: source,
         })?;
     Stats::add(&stats.bytes_sent, data);
     Stats::add(&stats.chunks_sent, chunks);

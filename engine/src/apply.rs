@@ -65,9 +65,9 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
         Action::Remove { path, kind } => match target.remove(path, *kind) {
             // Entries the target index never held (ignored ones) keep their directory: it
             // is left in place rather than their being deleted or the plan failing.
-            Err(Error::Io { source, .. })
+            Err(Error::Io { error, .. })
                 if *kind == EntryKind::Dir
-                    && source.kind() == std::io::ErrorKind::DirectoryNotEmpty =>
+                    && error.kind() == std::io::ErrorKind::DirectoryNotEmpty =>
             {
                 tracing::debug!(path = %path, "directory kept: it holds entries not replicated");
                 Ok(Effect::default())

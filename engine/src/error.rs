@@ -9,15 +9,15 @@ use crate::relpath::RelPath;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O operation on a path failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         /// What the engine was doing (`open`, `read`, `rename`, ...).
         op: &'static str,
         /// The path involved, as the user would recognise it.
         path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
+        /// The operating system's error (in the message, so not also a `source`: a printer
+        /// of the whole chain shows it once).
+        error: io::Error,
     },
     /// A path received or built does not satisfy [`RelPath`]'s rules.
     #[error("invalid relative path {path:?}: {reason}")]
@@ -57,7 +57,7 @@ impl Error {
         Error::Io {
             op,
             path: path.into(),
-            source,
+            error: source,
         }
     }
 
@@ -65,8 +65,8 @@ impl Error {
     /// (a file changed under us, a disk that was full, a busy resource).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Io { source, .. } => matches!(
-                source.kind(),
+            Error::Io { error, .. } => matches!(
+                error.kind(),
                 io::ErrorKind::Interrupted
                     | io::ErrorKind::WouldBlock
                     | io::ErrorKind::TimedOut
@@ -84,3 +84,21 @@ impl Error {
 
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_says_its_cause_once_in_a_printed_chain() {
+        let e = Error::io(
+            "open",
+            "/x/y",
+            io::Error::new(io::ErrorKind::NotFound, "No such file"),
+        );
+        // A printer of the whole chain (anyhow's `{:#}`, a `source()` walk) adds each
+        // source after the message: the cause is in the message, so there is none.
+        assert_eq!(e.to_string(), "open /x/y: No such file");
+        assert!(std::error::Error::source(&e).is_none());
+    }
+}

@@ -58,13 +58,12 @@ pub enum IgnoreError {
         reason: String,
     },
     /// The ignore file exists but could not be read.
-    #[error("cannot read ignore file {path}: {source}")]
+    #[error("cannot read ignore file {path}: {error}")]
     ReadFile {
         /// The file.
         path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
+        /// The operating system's error (in the message only, so a chain shows it once).
+        error: io::Error,
     },
 }
 
@@ -91,7 +90,7 @@ impl IgnoreRules {
         let file = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(IgnoreError::ReadFile { path, source }),
+            Err(error) => return Err(IgnoreError::ReadFile { path, error }),
         };
         Self::build(patterns.iter().map(String::as_str).chain(file.lines()))
     }

@@ -167,7 +167,7 @@ impl TargetDir {
         let dir = match self.parent(path) {
             Ok(d) => d,
             Err(Error::Precondition { .. }) => return Ok(None),
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(Error::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
                 return Ok(None)
             }
             Err(e) => return Err(e),
@@ -480,7 +480,7 @@ impl TargetDir {
                 let dir = match self.parent(p) {
                     Ok(dir) => dir,
                     Err(Error::Precondition { .. }) => return Ok(()),
-                    Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    Err(Error::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
                         return Ok(())
                     }
                     Err(e) => return Err(e),

@@ -162,9 +162,9 @@ impl Differ {
             // Gone since the scan (or its directory replaced by a file): the file is not
             // there to mirror, so it is removed, not kept as unreadable (which would protect
             // a stale copy at the target).
-            Err(ferry_engine::Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound
-                    || source.kind() == std::io::ErrorKind::NotADirectory =>
+            Err(ferry_engine::Error::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::NotFound
+                    || error.kind() == std::io::ErrorKind::NotADirectory =>
             {
                 tracing::debug!(folder = %self.folder, path = %path, "gone before it was hashed");
                 if entry.state != EntryState::Deleted {

@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Reading or writing the file or its directory failed.
-    #[error("state database {}: {source}", path.display())]
+    #[error("state database {}: {error}", path.display())]
     Io {
         /// The database file.
         path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
+        /// The operating system's error (in the message only, so a chain shows it once).
+        error: io::Error,
     },
     /// Another process holds the database's lock.
     #[error(
@@ -105,7 +104,7 @@ impl StoreError {
     pub(crate) fn io(path: &Path, source: io::Error) -> Self {
         StoreError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         }
     }
 
@@ -123,7 +122,7 @@ impl StoreError {
         let path = path.to_owned();
         match e.into() {
             redb::Error::DatabaseAlreadyOpen => StoreError::InUse { path },
-            redb::Error::Io(source) => StoreError::Io { path, source },
+            redb::Error::Io(error) => StoreError::Io { path, error },
             redb::Error::Corrupted(detail) => StoreError::Corrupt { path, detail },
             e @ (redb::Error::RepairAborted
             | redb::Error::TableTypeMismatch { .. }
