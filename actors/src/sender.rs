@@ -11,7 +11,6 @@ use ferry_engine::{
 };
 
 use crate::differ::Differ;
-use crate::events::EventKind;
 use crate::health::Role;
 use crate::messages::{
     Applied, ApplyFailed, ChunkBody, ChunkData, ChunkFailure, ChunkList, ChunkPayload,
@@ -210,19 +209,11 @@ impl Actor for Sender {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        tracing::info!(actor = "sender", folder = %self.folder, "started");
-        self.stats.actors.started("sender");
-        self.stats
-            .events
-            .publish(&self.folder, EventKind::ActorStarted { actor: "sender" });
+        self.stats.actor_started(&self.folder, "sender");
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        tracing::info!(actor = "sender", folder = %self.folder, "stopped");
-        self.stats.actors.stopped("sender");
-        self.stats
-            .events
-            .publish(&self.folder, EventKind::ActorStopped { actor: "sender" });
+        self.stats.actor_stopped(&self.folder, "sender");
     }
 }
 

@@ -4,8 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::events::Events;
+use crate::events::{EventKind, Events};
 use crate::health::{ActorBoard, Latency, LinkState};
+use crate::messages::FolderId;
 
 /// Live counters of one replication (shared by its actors through an `Arc`).
 #[derive(Debug, Default)]
@@ -76,6 +77,22 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Records that `actor` of `folder` started: logged, on the actor board, and published.
+    pub(crate) fn actor_started(&self, folder: &FolderId, actor: &'static str) {
+        tracing::info!(actor, folder = %folder, "started");
+        self.actors.started(actor);
+        self.events
+            .publish(folder, EventKind::ActorStarted { actor });
+    }
+
+    /// Records that `actor` of `folder` stopped: logged, on the actor board, and published.
+    pub(crate) fn actor_stopped(&self, folder: &FolderId, actor: &'static str) {
+        tracing::info!(actor, folder = %folder, "stopped");
+        self.actors.stopped(actor);
+        self.events
+            .publish(folder, EventKind::ActorStopped { actor });
+    }
+
     /// The Applier's share of these counters.
     pub fn apply_counts(&self) -> crate::messages::ApplyCounts {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -626,12 +626,7 @@ impl Actor for Watcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::info!(actor = "watcher", folder = %self.folder, "started");
-        self.stats.actors.started("watcher");
-        self.stats.events.publish(
-            &self.folder,
-            crate::events::EventKind::ActorStarted { actor: "watcher" },
-        );
+        self.stats.actor_started(&self.folder, "watcher");
         match self.opts.poll {
             Some(every) => self.poll_every(every, "periodic scan (--poll)", ctx),
             None => self.start_inotify(ctx),
@@ -653,12 +648,7 @@ impl Actor for Watcher {
         self.stats
             .watches
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(actor = "watcher", folder = %self.folder, "stopped");
-        self.stats.actors.stopped("watcher");
-        self.stats.events.publish(
-            &self.folder,
-            crate::events::EventKind::ActorStopped { actor: "watcher" },
-        );
+        self.stats.actor_stopped(&self.folder, "watcher");
     }
 }
 

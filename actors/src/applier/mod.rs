@@ -304,19 +304,11 @@ impl Actor for Applier {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        tracing::info!(actor = "applier", folder = %self.folder, "started");
-        self.stats.actors.started("applier");
-        self.stats
-            .events
-            .publish(&self.folder, EventKind::ActorStarted { actor: "applier" });
+        self.stats.actor_started(&self.folder, "applier");
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        tracing::info!(actor = "applier", folder = %self.folder, "stopped");
-        self.stats.actors.stopped("applier");
-        self.stats
-            .events
-            .publish(&self.folder, EventKind::ActorStopped { actor: "applier" });
+        self.stats.actor_stopped(&self.folder, "applier");
     }
 }
 

@@ -8,7 +8,6 @@ use ferry_engine::Content;
 use ferry_engine::{EntryState, FileEntry, Index, RelPath, ScanOptions, Seq, SourceDir, StatKey};
 
 use crate::changing::StillChanging;
-use crate::events::EventKind;
 use crate::health::Role;
 use crate::messages::{CurrentSeq, Failed, FolderId, GetContent, Resend, SourceUpdate, Start};
 use crate::persist::{IndexWrite, Persister, SavedIndex, SourceStore, SEQ_BLOCK};
@@ -208,19 +207,11 @@ impl Actor for Differ {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        tracing::info!(actor = "differ", folder = %self.folder, "started");
-        self.stats.actors.started("differ");
-        self.stats
-            .events
-            .publish(&self.folder, EventKind::ActorStarted { actor: "differ" });
+        self.stats.actor_started(&self.folder, "differ");
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        tracing::info!(actor = "differ", folder = %self.folder, "stopped");
-        self.stats.actors.stopped("differ");
-        self.stats
-            .events
-            .publish(&self.folder, EventKind::ActorStopped { actor: "differ" });
+        self.stats.actor_stopped(&self.folder, "differ");
     }
 }
 
