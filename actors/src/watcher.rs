@@ -368,6 +368,7 @@ impl Watcher {
             // Ferry's temp files (a Ferry writing into SRC) are never entries; a directory
             // so named is not one of them, nor is a name gone by now (a directory so named,
             // removed or renamed away: its rescan finds the removal, or nothing).
+            // (The stat only for such a name: most events need none.)
             if is_temp_name(rel.name())
                 && std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir())
             {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ignore::IgnoreRules;
 use crate::index::{Index, StatKey};
 use crate::relpath::RelPath;
-use crate::target::is_temp_name;
+use crate::target::is_temp_entry;
 
 /// Why an entry was passed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,7 +152,7 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
             format!("cannot stat: {e}"),
         ),
         Ok(md) => {
-            if w.opts.skip_temp_files && !md.is_dir() && is_temp_name(path.name()) {
+            if w.opts.skip_temp_files && is_temp_entry(path.name(), md.is_dir()) {
                 // The Applier's own temp files are never entries.
             } else if w
                 .opts
@@ -293,10 +293,8 @@ impl Walk<'_> {
             );
             return None;
         };
-        if self.opts.skip_temp_files
-            && is_temp_name(name)
-            && !item.file_type().is_ok_and(|t| t.is_dir())
-        {
+        let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+        if self.opts.skip_temp_files && is_temp_entry(name, is_dir) {
             return None;
         }
         let path = match dir {

@@ -44,6 +44,12 @@ pub fn is_temp_name(name: &str) -> bool {
     }
 }
 
+/// True for an entry that is one of Ferry's temp files: named so, and not a directory
+/// (Ferry makes none; a directory so named is an ordinary entry).
+pub fn is_temp_entry(name: &str, is_dir: bool) -> bool {
+    !is_dir && is_temp_name(name)
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The process's current (soft) limit on open files; `u64::MAX` when unlimited. The

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use ferry_engine::target::is_temp_name;
+use ferry_engine::target::is_temp_entry;
 use ferry_engine::{
     ChunkParams, EntryKind, EntryState, IgnoreRules, Index, RelPath, ScanOptions, Seq, SkipKind,
     TargetDir, TargetIndex,
@@ -440,7 +440,7 @@ impl Handler<IndexDelta> for Applier {
         if self.opts.untrusted_sender {
             if let Some(e) = entries
                 .iter()
-                .find(|e| e.kind != EntryKind::Dir && is_temp_name(e.path.name()))
+                .find(|e| is_temp_entry(e.path.name(), e.kind == EntryKind::Dir))
             {
                 return self.fail(format!(
                     "protocol error: {} has the name of a Ferry temp file",
