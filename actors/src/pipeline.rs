@@ -250,6 +250,13 @@ impl Pipeline {
             store,
         } = side_of_source;
         let source = SourceDir::new(job.source.clone(), job.params);
+        // A live source hashes the same large files again and again: the prints of their
+        // chunks make that cheap (a one-shot run hashes each file once).
+        let source = if watch.is_some() {
+            source.keeping_prints()
+        } else {
+            source
+        };
         let sender = Sender::new(
             job.folder.clone(),
             source.clone(),

@@ -27,6 +27,7 @@ pub mod index;
 pub mod outline;
 pub mod patch;
 pub mod plan;
+pub mod prints;
 pub mod reconcile;
 pub mod rehash;
 pub mod relpath;

@@ -17,17 +17,21 @@
 //!
 //! The previous list is trusted to come from this chunker with these parameters (the
 //! Differ's own index); only the parameters are checked, by its `ContentId`.
+//!
+//! Whether a previous chunk is in place is checked against its id (blake3), or, when the
+//! previous chunks' prints are known ([`crate::prints`]), against its print, at memory speed.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::chunk::{chunk_reader, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
-use crate::split::{segments_for, split_at, Found, SplitTurn};
+use crate::chunk::{chunk_reader, chunk_stream, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
+use crate::prints::ChunkPrint;
+use crate::split::{chunk_file_printed, segments_for, split_at, Found, SplitTurn};
 
 /// Files shorter than this are chunked in one full pass.
-const WALK_MIN: u64 = 4 << 20;
+pub(crate) const WALK_MIN: u64 = 4 << 20;
 
 /// Chunks `file` (from offset 0 to its end) like [`crate::split::chunk_file`], taking the
 /// cuts of `previous` (an earlier chunk list of the same file, from this chunker) wherever
@@ -39,21 +43,77 @@ pub fn chunk_file_again(
     params: &ChunkParams,
     previous: &Content,
 ) -> io::Result<Content> {
+    again(file, size, params, previous, None, false).map(|(content, _)| content)
+}
+
+/// [`chunk_file_again`], also giving the print of every chunk (see [`crate::prints`]).
+/// With `prints`, those of `previous`'s chunks (one each, in order), a previous chunk is
+/// found in place by its print instead of its id.
+pub(crate) fn chunk_file_again_printed(
+    file: &File,
+    size: u64,
+    params: &ChunkParams,
+    previous: &Content,
+    prints: Option<&[ChunkPrint]>,
+) -> io::Result<(Content, Vec<ChunkPrint>)> {
+    again(file, size, params, previous, prints, true)
+}
+
+/// [`chunk_file_again`] and [`chunk_file_again_printed`]: prints given back only if `print`.
+fn again(
+    file: &File,
+    size: u64,
+    params: &ChunkParams,
+    previous: &Content,
+    prints: Option<&[ChunkPrint]>,
+    print: bool,
+) -> io::Result<(Content, Vec<ChunkPrint>)> {
     // A small file gains little and would cost the walk's window (zeroed afresh per call,
     // where `chunk_reader` reuses its buffer) and the hint's index.
     if size < WALK_MIN {
-        return chunk_reader(file, params);
+        if !print {
+            return Ok((chunk_reader(file, params)?, Vec::new()));
+        }
+        let mut out = Vec::new();
+        let content = chunk_stream(file, params, |_, bytes, _| {
+            out.push(ChunkPrint::of(bytes));
+            Ok(())
+        })?;
+        return Ok((content, out));
     }
-    let Some(hint) = Hint::new(params, previous) else {
-        return crate::split::chunk_file(file, size, params);
+    let Some(hint) = Hint::new(params, previous, prints) else {
+        return if print {
+            chunk_file_printed(file, size, params)
+        } else {
+            Ok((crate::split::chunk_file(file, size, params)?, Vec::new()))
+        };
     };
     let segments = segments_for(size, params);
     let turn = (segments >= 2).then(SplitTurn::take).flatten();
     if turn.is_none() {
-        let chunks = walk(file, params, &hint, 0, None)?;
-        return Ok(Content::from_chunks(params, chunks));
+        let found = walk(file, params, &hint, 0, None, print)?;
+        return Ok((Content::from_chunks(params, found.chunks), found.prints));
     }
-    split_walk(file, params, &hint, &segment_starts(&hint, size, segments))
+    split_walk(
+        file,
+        params,
+        &hint,
+        &segment_starts(&hint, size, segments),
+        print,
+    )
+}
+
+/// The walk in segments starting at `starts`, each on a thread, joined.
+fn split_walk(
+    file: &File,
+    params: &ChunkParams,
+    hint: &Hint<'_>,
+    starts: &[u64],
+    print: bool,
+) -> io::Result<(Content, Vec<ChunkPrint>)> {
+    split_at(file, params, starts, print, |start, end| {
+        walk(file, params, hint, start, end, print)
+    })
 }
 
 /// Where the segments of a file of `size` bytes start: where previous chunks did, so that,
@@ -71,21 +131,11 @@ fn segment_starts(hint: &Hint<'_>, size: u64, segments: usize) -> Vec<u64> {
     starts
 }
 
-/// The walk in segments starting at `starts`, each on a thread, joined.
-fn split_walk(
-    file: &File,
-    params: &ChunkParams,
-    hint: &Hint<'_>,
-    starts: &[u64],
-) -> io::Result<Content> {
-    split_at(file, params, starts, |start, end| {
-        walk(file, params, hint, start, end).map(|chunks| Found { start, chunks })
-    })
-}
-
 /// A file's previous chunk list, indexed for the walk.
 struct Hint<'a> {
     chunks: &'a [ChunkRef],
+    /// The chunks' prints, one each, when known.
+    prints: Option<&'a [ChunkPrint]>,
     /// Where each previous chunk started, then the previous length.
     starts: Vec<u64>,
     /// The first previous chunk with each id.
@@ -93,9 +143,13 @@ struct Hint<'a> {
 }
 
 impl<'a> Hint<'a> {
-    /// The hint for `previous`, or None when it was not cut with `params` (its id covers
-    /// them).
-    fn new(params: &ChunkParams, previous: &'a Content) -> Option<Self> {
+    /// The hint for `previous` (with its chunks' `prints`, used if there is one per chunk),
+    /// or None when it was not cut with `params` (its id covers them).
+    fn new(
+        params: &ChunkParams,
+        previous: &'a Content,
+        prints: Option<&'a [ChunkPrint]>,
+    ) -> Option<Self> {
         if Content::id_of(params, &previous.chunks) != previous.id {
             return None;
         }
@@ -113,9 +167,25 @@ impl<'a> Hint<'a> {
         }
         Some(Hint {
             chunks,
+            prints: prints.filter(|p| p.len() == chunks.len()),
             starts,
             by_id,
         })
+    }
+
+    /// True when `bytes` are those of previous chunk `j`: by its print when known, else by
+    /// its id.
+    fn holds(&self, j: usize, bytes: &[u8]) -> bool {
+        match self.prints {
+            Some(prints) => ChunkPrint::of(bytes) == prints[j],
+            None => self.chunks[j].id.matches(bytes),
+        }
+    }
+
+    /// The print of previous chunk `j`, whose bytes are `bytes`.
+    fn print(&self, j: usize, bytes: &[u8]) -> ChunkPrint {
+        self.prints
+            .map_or_else(|| ChunkPrint::of(bytes), |prints| prints[j])
     }
 
     /// The previous chunk that started at `offset`, if one did.
@@ -148,19 +218,22 @@ impl<'a> Hint<'a> {
 }
 
 /// The chunks of `file` from `start` on, as if one started there, until one ends at or past
-/// `end` (None: the file's end). Each is the chunk a full pass from `start` cuts.
+/// `end` (None: the file's end). Each is the chunk a full pass from `start` cuts. With
+/// `print`, each one's print too.
 fn walk(
     file: &File,
     params: &ChunkParams,
     hint: &Hint<'_>,
     start: u64,
     end: Option<u64>,
-) -> io::Result<Vec<ChunkRef>> {
+    print: bool,
+) -> io::Result<Found> {
     let max = params.max as usize;
     // The read buffer `split::segments_for` budgets per thread (`4 × max`, here at least
     // 2 MiB), and at least twice what one step asks for (`2 × max + 1`).
     let mut window = Window::new(file, start, (4 * max).max(2 << 20));
     let mut chunks = Vec::new();
+    let mut prints = Vec::new();
     let mut at = start;
     // The previous chunk expected at `at`, and whether its bytes were already found there
     // (as the successor of the chunk before).
@@ -171,15 +244,18 @@ fn walk(
             let here = window.bytes(at, 2 * max + 1)?;
             let c = hint.chunks[j];
             let len = c.len as usize;
-            let in_place = here.len() > max && (found_already || c.id.matches(&here[..len]));
+            let in_place = here.len() > max && (found_already || hint.holds(j, &here[..len]));
             let next_in_place = in_place
                 && len < max
                 && hint.chunks.get(j + 1).is_some_and(|n| {
                     let to = len + n.len as usize;
-                    to <= here.len() && n.id.matches(&here[len..to])
+                    to <= here.len() && hint.holds(j + 1, &here[len..to])
                 });
             if in_place && (len == max || next_in_place) {
                 chunks.push(c);
+                if print {
+                    prints.push(hint.print(j, &here[..len]));
+                }
                 at += u64::from(c.len);
                 expected = Some(j + 1);
                 found_already = next_in_place;
@@ -196,11 +272,18 @@ fn walk(
             id,
             len: len as u32,
         });
+        if print {
+            prints.push(ChunkPrint::of(&here[..len]));
+        }
         at += len as u64;
         expected = hint.successor_of(&id);
         found_already = false;
     }
-    Ok(chunks)
+    Ok(Found {
+        start,
+        chunks,
+        prints,
+    })
 }
 
 /// A moving window on `file`, read with positional reads (threads share the file).
@@ -266,8 +349,20 @@ mod tests {
     fn walked(old: &[u8], new: &[u8]) -> Content {
         let p = &small();
         let previous = chunk_reader(old, p).unwrap();
-        let hint = Hint::new(p, &previous).unwrap();
-        Content::from_chunks(p, walk(&file_with(new), p, &hint, 0, None).unwrap())
+        let hint = Hint::new(p, &previous, None).unwrap();
+        let found = walk(&file_with(new), p, &hint, 0, None, false).unwrap();
+        Content::from_chunks(p, found.chunks)
+    }
+
+    /// `bytes` chunked in one full pass, with each chunk's print.
+    fn printed(bytes: &[u8], p: &ChunkParams) -> (Content, Vec<ChunkPrint>) {
+        let mut prints = Vec::new();
+        let content = chunk_stream(bytes, p, |_, b, _| {
+            prints.push(ChunkPrint::of(b));
+            Ok(())
+        })
+        .unwrap();
+        (content, prints)
     }
 
     /// `bytes` chunked in one full pass (small parameters).
@@ -333,11 +428,43 @@ mod tests {
     }
 
     #[test]
+    fn a_large_file_edited_is_chunked_again_by_prints_like_a_full_pass() {
+        let p = ChunkParams::default();
+        let old = noise((WALK_MIN + (1 << 20)) as usize, 14);
+        let mut new = old.clone();
+        new[3 << 20..(3 << 20) + 4096].fill(9);
+        let (previous, prints) = printed(&old, &p);
+        let f = file_with(&new);
+        let (got, got_prints) =
+            chunk_file_again_printed(&f, new.len() as u64, &p, &previous, Some(&prints)).unwrap();
+        assert_eq!((got, got_prints), printed(&new, &p));
+    }
+
+    #[test]
+    fn a_chunk_whose_print_differs_is_cut_again_even_if_its_id_matches() {
+        // The prints decide alone: proof that they are what the walk checks (a print that
+        // is not the chunk's makes it cut that chunk afresh, which gives the same chunks).
+        let p = small();
+        let bytes = noise(200_000, 15);
+        let (previous, mut prints) = printed(&bytes, &p);
+        let hint = Hint::new(&p, &previous, Some(&prints)).unwrap();
+        let first = &bytes[..previous.chunks[0].len as usize];
+        assert!(hint.holds(0, first));
+        prints[0] = ChunkPrint::of(b"not these bytes");
+        let hint = Hint::new(&p, &previous, Some(&prints)).unwrap();
+        assert!(!hint.holds(0, first));
+        assert!(previous.chunks[0].id.matches(first));
+        let found = walk(&file_with(&bytes), &p, &hint, 0, None, true).unwrap();
+        assert_eq!(Content::from_chunks(&p, found.chunks), previous);
+        assert_eq!(found.prints[0], ChunkPrint::of(first));
+    }
+
+    #[test]
     fn a_hint_cut_with_other_parameters_is_not_used() {
         let bytes = noise(50_000, 9);
         let other = ChunkParams::new(512, 2048, 8192).unwrap();
         let previous = chunk_reader(&bytes[..], &other).unwrap();
-        assert!(Hint::new(&small(), &previous).is_none());
+        assert!(Hint::new(&small(), &previous, None).is_none());
         let f = file_with(&bytes);
         assert_eq!(
             chunk_file_again(&f, bytes.len() as u64, &small(), &previous).unwrap(),
@@ -353,13 +480,13 @@ mod tests {
         new[300_000..300_050].fill(0);
         let p = small();
         let previous = chunk_reader(&old[..], &p).unwrap();
-        let hint = Hint::new(&p, &previous).unwrap();
+        let hint = Hint::new(&p, &previous, None).unwrap();
         let f = file_with(&new);
         let full = chunk_reader(&new[..], &p).unwrap();
         for segments in [2, 3, 8] {
             let starts = segment_starts(&hint, new.len() as u64, segments);
             assert_eq!(starts.len(), segments);
-            let got = split_walk(&f, &p, &hint, &starts).unwrap();
+            let (got, _) = split_walk(&f, &p, &hint, &starts, false).unwrap();
             assert_eq!(got, full, "{segments} segments");
         }
     }
@@ -426,6 +553,7 @@ mod tests {
             zeros_at in 0usize..150_000,
             edits in proptest::collection::vec(edit(), 0..4),
             segments in 1usize..6,
+            by_print: bool,
         ) {
             let old = noise_with_zeros(len, seed, zeros, zeros_at);
             let mut new = old.clone();
@@ -433,12 +561,14 @@ mod tests {
                 apply(&mut new, e);
             }
             let p = small();
-            let previous = chunk_reader(&old[..], &p).unwrap();
-            let hint = Hint::new(&p, &previous).unwrap();
+            let (previous, old_prints) = printed(&old, &p);
+            let hint = Hint::new(&p, &previous, by_print.then_some(&old_prints[..])).unwrap();
             let f = file_with(&new);
             let starts = segment_starts(&hint, new.len() as u64, segments);
-            let got = split_walk(&f, &p, &hint, &starts).unwrap();
-            prop_assert_eq!(got, chunk_reader(&new[..], &p).unwrap());
+            let (got, prints) = split_walk(&f, &p, &hint, &starts, true).unwrap();
+            let (full, full_prints) = printed(&new, &p);
+            prop_assert_eq!(got, full);
+            prop_assert_eq!(prints, full_prints);
         }
     }
 }

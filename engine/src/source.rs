@@ -5,19 +5,23 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::chunk::{chunk_stream, ChunkId, ChunkParams, Content};
 use crate::error::{Error, Result};
 use crate::index::StatKey;
-use crate::rehash::chunk_file_again;
+use crate::prints::{PrintCache, Prints};
+use crate::rehash::{chunk_file_again, chunk_file_again_printed, WALK_MIN};
 use crate::relpath::RelPath;
-use crate::split::chunk_file;
+use crate::split::{chunk_file, chunk_file_printed};
 
 /// A source folder opened for reading.
 #[derive(Clone, Debug)]
 pub struct SourceDir {
     root: PathBuf,
     params: ChunkParams,
+    /// The prints of the large files hashed last, when kept (see [`Self::keeping_prints`]).
+    prints: Option<Arc<PrintCache>>,
 }
 
 impl SourceDir {
@@ -26,7 +30,17 @@ impl SourceDir {
         SourceDir {
             root: root.into(),
             params,
+            prints: None,
         }
+    }
+
+    /// The same folder, keeping the prints of the large files it hashes (shared by its
+    /// clones), so that one hashed again after an edit has its unchanged chunks found by
+    /// their prints ([`crate::prints`]): for a live source, whose files change again and
+    /// again. It costs 16 bytes per chunk of those files, up to 16 MiB.
+    pub fn keeping_prints(mut self) -> Self {
+        self.prints = Some(Arc::default());
+        self
     }
 
     /// The chunker parameters files are cut with.
@@ -71,10 +85,27 @@ impl SourceDir {
         let f = self.open(path)?;
         let before = f.stat()?;
         let mut bytes = Vec::new();
+        // The prints of a large file, when kept: those of `previous` to check its chunks
+        // with, and the new ones to keep.
+        let cache = self.prints.as_ref().filter(|_| before.size >= WALK_MIN);
+        let mut printed = None;
         let content = if before.size <= keep {
             chunk_stream(&f.file, &self.params, |_, b, _| {
                 bytes.push(b.to_vec());
                 Ok(())
+            })
+        } else if let Some(cache) = cache {
+            let result = match previous {
+                Some(p) => {
+                    let known = cache.get(path, p);
+                    let prints = known.as_ref().and_then(|k| k.of(p));
+                    chunk_file_again_printed(&f.file, before.size, &self.params, p, prints)
+                }
+                None => chunk_file_printed(&f.file, before.size, &self.params),
+            };
+            result.map(|(content, prints)| {
+                printed = Prints::new(&content, prints);
+                content
             })
         } else if let Some(previous) = previous {
             chunk_file_again(&f.file, before.size, &self.params, previous)
@@ -85,6 +116,9 @@ impl SourceDir {
         let after = f.stat()?;
         if before != after || content.len() != after.size {
             return Err(Error::Changed { path: path.clone() });
+        }
+        if let (Some(cache), Some(printed)) = (cache, printed) {
+            cache.put(path, printed);
         }
         Ok((content, after, bytes))
     }
@@ -135,5 +169,52 @@ impl SourceFile {
             });
         }
         Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::tests::pseudo_random as noise;
+
+    #[test]
+    fn a_source_keeping_prints_hashes_edited_files_as_one_that_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChunkParams::default();
+        let path = RelPath::new("big").unwrap();
+        let full = dir.path().join("big");
+        let mut bytes = noise((WALK_MIN + (3 << 20)) as usize, 21);
+        std::fs::write(&full, &bytes).unwrap();
+        let kept = SourceDir::new(dir.path(), params).keeping_prints();
+        let plain = SourceDir::new(dir.path(), params);
+        let cache = kept.prints.clone().unwrap();
+
+        let (mut previous, _) = kept.hash_file(&path).unwrap();
+        assert!(
+            cache.get(&path, &previous).is_some(),
+            "the first hash keeps prints"
+        );
+        // An overwrite in the middle, an insertion near the start, a cut at the end.
+        for edit in ["overwrite", "insert", "truncate"] {
+            match edit {
+                "overwrite" => bytes[4 << 20..(4 << 20) + 4096].fill(3),
+                "insert" => drop(bytes.splice(1 << 20..1 << 20, noise(1024, 22))),
+                _ => bytes.truncate(bytes.len() - 70_000),
+            }
+            std::fs::write(&full, &bytes).unwrap();
+            let (again, _, _) = kept.hash_file_keeping(&path, 0, Some(&previous)).unwrap();
+            let (fresh, _) = plain.hash_file(&path).unwrap();
+            assert_eq!(again, fresh);
+            assert!(
+                cache.get(&path, &again).is_some(),
+                "each hash keeps its prints"
+            );
+            previous = again;
+        }
+        // A small file keeps none.
+        let small = RelPath::new("small").unwrap();
+        std::fs::write(dir.path().join("small"), noise(100_000, 23)).unwrap();
+        let (content, _) = kept.hash_file(&small).unwrap();
+        assert!(cache.get(&small, &content).is_none());
     }
 }

@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::chunk::{chunk_reader, chunk_stream, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
+use crate::prints::ChunkPrint;
 
 /// Files shorter than this are chunked on the calling thread.
 pub const SPLIT_MIN: u64 = 32 << 20;
@@ -42,7 +43,26 @@ pub fn chunk_file(file: &File, size: u64, params: &ChunkParams) -> io::Result<Co
     let Some(_turn) = SplitTurn::take() else {
         return chunk_reader(file, params);
     };
-    chunk_split(file, size, params, segments)
+    chunk_split(file, size, params, segments, false).map(|(content, _)| content)
+}
+
+/// [`chunk_file`], also giving the print of every chunk (see [`crate::prints`]).
+pub(crate) fn chunk_file_printed(
+    file: &File,
+    size: u64,
+    params: &ChunkParams,
+) -> io::Result<(Content, Vec<ChunkPrint>)> {
+    let segments = segments_for(size, params);
+    let turn = (segments >= 2).then(SplitTurn::take).flatten();
+    if turn.is_none() {
+        let mut prints = Vec::new();
+        let content = chunk_stream(file, params, |_, bytes, _| {
+            prints.push(ChunkPrint::of(bytes));
+            Ok(())
+        })?;
+        return Ok((content, prints));
+    }
+    chunk_split(file, size, params, segments, true)
 }
 
 /// How many segments a file of `size` bytes is cut into (below 2: none, it is chunked on
@@ -78,10 +98,12 @@ impl Drop for SplitTurn {
     }
 }
 
-/// The chunks one thread found in its segment, starting at `start`.
+/// The chunks one thread found in its segment, starting at `start` (with their prints when
+/// the split is asked for them; else none).
 pub(crate) struct Found {
     pub(crate) start: u64,
     pub(crate) chunks: Vec<ChunkRef>,
+    pub(crate) prints: Vec<ChunkPrint>,
 }
 
 /// [`chunk_file`] with `segments` segments of a file of (about) `size` bytes.
@@ -90,24 +112,27 @@ fn chunk_split(
     size: u64,
     params: &ChunkParams,
     segments: usize,
-) -> io::Result<Content> {
+    print: bool,
+) -> io::Result<(Content, Vec<ChunkPrint>)> {
     let step = size / segments as u64;
     let starts: Vec<u64> = (0..segments as u64).map(|k| k * step).collect();
-    split_at(file, params, &starts, |start, end| {
-        chunk_segment(file, params, start, end)
+    split_at(file, params, &starts, print, |start, end| {
+        chunk_segment(file, params, start, end, print)
     })
 }
 
 /// Chunks `file` in segments starting at `starts` (increasing, the first 0), each on a
 /// thread of its own: `segment(start, end)` finds the chunks from `start` as if one started
 /// there, at least up to `end` (the next segment's start; None for the last, which goes on to
-/// the file's end). The join makes them the chunk list of one pass.
+/// the file's end). The join makes them the chunk list of one pass, with the chunks' prints
+/// when `print` (each segment's then holds its own).
 pub(crate) fn split_at(
     file: &File,
     params: &ChunkParams,
     starts: &[u64],
+    print: bool,
     segment: impl Fn(u64, Option<u64>) -> io::Result<Found> + Sync,
-) -> io::Result<Content> {
+) -> io::Result<(Content, Vec<ChunkPrint>)> {
     let bounds = |k: usize| (starts[k], starts.get(k + 1).copied());
     let segment = &segment;
     let found: Vec<io::Result<Found>> = std::thread::scope(|s| {
@@ -128,17 +153,25 @@ pub(crate) fn split_at(
             Err(_) => Ok(Found {
                 start,
                 chunks: Vec::new(),
+                prints: Vec::new(),
             }),
         }));
         found
     });
-    join(file, params, found)
+    join(file, params, found, print)
 }
 
-/// The chunk list of `file` from what its segments' threads `found`, in file order.
-fn join(file: &File, params: &ChunkParams, found: Vec<io::Result<Found>>) -> io::Result<Content> {
+/// The chunk list of `file` from what its segments' threads `found`, in file order, with
+/// the chunks' prints when `print`.
+fn join(
+    file: &File,
+    params: &ChunkParams,
+    found: Vec<io::Result<Found>>,
+    print: bool,
+) -> io::Result<(Content, Vec<ChunkPrint>)> {
     let mut bridge = vec![0u8; params.max as usize];
     let mut chunks: Vec<ChunkRef> = Vec::new();
+    let mut prints: Vec<ChunkPrint> = Vec::new();
     let mut pos = 0u64;
     for seg in found {
         let seg = seg?;
@@ -154,13 +187,19 @@ fn join(file: &File, params: &ChunkParams, found: Vec<io::Result<Found>>) -> io:
         while pos < seg_end {
             if let Ok(i) = starts.binary_search(&pos) {
                 chunks.extend_from_slice(&seg.chunks[i..]);
+                if print {
+                    prints.extend_from_slice(&seg.prints[i..]);
+                }
                 pos = seg_end;
                 break;
             }
             match bridge_chunk(file, params, pos, &mut bridge)? {
-                Some(c) => {
+                Some((c, p)) => {
                     pos += u64::from(c.len);
                     chunks.push(c);
+                    if print {
+                        prints.push(p);
+                    }
                 }
                 None => break,
             }
@@ -168,42 +207,58 @@ fn join(file: &File, params: &ChunkParams, found: Vec<io::Result<Found>>) -> io:
     }
     // After the last segment: the file's end (reached when the last segment was joined),
     // or more bytes the bridge chunks on its own (never joined, or the file grew).
-    while let Some(c) = bridge_chunk(file, params, pos, &mut bridge)? {
+    while let Some((c, p)) = bridge_chunk(file, params, pos, &mut bridge)? {
         pos += u64::from(c.len);
         chunks.push(c);
+        if print {
+            prints.push(p);
+        }
     }
-    Ok(Content::from_chunks(params, chunks))
+    Ok((Content::from_chunks(params, chunks), prints))
 }
 
 /// The chunks of `file` from `start` as if one started there. With `end`, reading stops
 /// there and the last chunk (cut by that artificial end) is left out; without it, the file
-/// is read to its end.
+/// is read to its end. With `print`, each chunk's print too.
 fn chunk_segment(
     file: &File,
     params: &ChunkParams,
     start: u64,
     end: Option<u64>,
+    print: bool,
 ) -> io::Result<Found> {
     let reader = AtReader {
         file,
         pos: start,
         end: end.unwrap_or(u64::MAX),
     };
-    let mut chunks = chunk_stream(reader, params, |_, _, _| Ok(()))?.chunks;
+    let mut prints = Vec::new();
+    let mut chunks = chunk_stream(reader, params, |_, bytes, _| {
+        if print {
+            prints.push(ChunkPrint::of(bytes));
+        }
+        Ok(())
+    })?
+    .chunks;
     if end.is_some() {
         chunks.pop();
+        prints.pop();
     }
-    Ok(Found { start, chunks })
+    Ok(Found {
+        start,
+        chunks,
+        prints,
+    })
 }
 
-/// The one chunk of `file` starting at `at` (None at the end of the file), read through
-/// `buf` (`max` bytes long).
+/// The one chunk of `file` starting at `at`, with its print (None at the end of the file),
+/// read through `buf` (`max` bytes long).
 fn bridge_chunk(
     file: &File,
     params: &ChunkParams,
     at: u64,
     buf: &mut [u8],
-) -> io::Result<Option<ChunkRef>> {
+) -> io::Result<Option<(ChunkRef, ChunkPrint)>> {
     let mut got = 0;
     while got < buf.len() {
         match file.read_at(&mut buf[got..], at + got as u64) {
@@ -218,10 +273,13 @@ fn bridge_chunk(
     }
     let bytes = &buf[..got];
     let len = cut_at(bytes, params);
-    Ok(Some(ChunkRef {
-        id: ChunkId::of(&bytes[..len]),
-        len: len as u32,
-    }))
+    Ok(Some((
+        ChunkRef {
+            id: ChunkId::of(&bytes[..len]),
+            len: len as u32,
+        },
+        ChunkPrint::of(&bytes[..len]),
+    )))
 }
 
 /// Reads `file` from `pos` up to `end` with positional reads (threads share the file).
@@ -258,7 +316,8 @@ mod tests {
         let f = file_with(&bytes);
         let one = chunk_reader(&bytes[..], &small()).unwrap();
         for segments in [2, 3, 7, 50] {
-            let split = chunk_split(&f, bytes.len() as u64, &small(), segments).unwrap();
+            let (split, _) =
+                chunk_split(&f, bytes.len() as u64, &small(), segments, false).unwrap();
             assert_eq!(split, one, "{segments} segments");
         }
     }
@@ -273,7 +332,8 @@ mod tests {
         let f = file_with(&bytes);
         let one = chunk_reader(&bytes[..], &small()).unwrap();
         for segments in [2, 4, 9] {
-            let split = chunk_split(&f, bytes.len() as u64, &small(), segments).unwrap();
+            let (split, _) =
+                chunk_split(&f, bytes.len() as u64, &small(), segments, false).unwrap();
             assert_eq!(split, one, "{segments} segments");
         }
     }
@@ -284,7 +344,7 @@ mod tests {
         let f = file_with(&bytes);
         let one = chunk_reader(&bytes[..], &small()).unwrap();
         // Split as if it were 60,000 bytes long: the rest is read by the last segment.
-        let split = chunk_split(&f, 60_000, &small(), 4).unwrap();
+        let (split, _) = chunk_split(&f, 60_000, &small(), 4, false).unwrap();
         assert_eq!(split, one);
     }
 
@@ -294,9 +354,10 @@ mod tests {
         let bytes = noise((SPLIT_MIN + (1 << 20)) as usize, 5);
         let f = file_with(&bytes);
         let params = ChunkParams::default();
-        let split = chunk_split(&f, bytes.len() as u64, &params, 2).unwrap();
+        let (split, prints) = chunk_split(&f, bytes.len() as u64, &params, 2, true).unwrap();
         let one = chunk_reader(&bytes[..], &params).unwrap();
         assert_eq!(split, one);
+        assert_eq!(prints, prints_of(&bytes, &one));
         assert_eq!(chunk_file(&f, bytes.len() as u64, &params).unwrap(), one);
     }
 
@@ -315,13 +376,38 @@ mod tests {
                     Ok(Found {
                         start: k * step,
                         chunks: Vec::new(),
+                        prints: Vec::new(),
                     })
                 } else {
-                    chunk_segment(&f, &p, k * step, end)
+                    chunk_segment(&f, &p, k * step, end, true)
                 }
             })
             .collect();
-        assert_eq!(join(&f, &p, found).unwrap(), one);
+        let (content, prints) = join(&f, &p, found, true).unwrap();
+        assert_eq!(content, one);
+        assert_eq!(prints, prints_of(&bytes, &one));
+    }
+
+    /// The print of each chunk of `content`, cut from `bytes`.
+    fn prints_of(bytes: &[u8], content: &Content) -> Vec<ChunkPrint> {
+        content
+            .with_offsets()
+            .map(|(at, c)| ChunkPrint::of(&bytes[at as usize..at as usize + c.len as usize]))
+            .collect()
+    }
+
+    #[test]
+    fn a_large_file_printed_gives_the_same_chunks_and_each_ones_print() {
+        let bytes = noise(3 * SEGMENT_MIN as usize + 12_345, 11);
+        let f = file_with(&bytes);
+        let p = ChunkParams::default();
+        let (content, prints) = chunk_file_printed(&f, bytes.len() as u64, &p).unwrap();
+        assert_eq!(content, chunk_reader(&bytes[..], &p).unwrap());
+        assert_eq!(prints, prints_of(&bytes, &content));
+        let small = &bytes[..SEGMENT_MIN as usize];
+        let (content, prints) =
+            chunk_file_printed(&file_with(small), small.len() as u64, &p).unwrap();
+        assert_eq!(prints, prints_of(small, &content));
     }
 
     proptest! {
@@ -337,7 +423,8 @@ mod tests {
             let bytes = noise_with_zeros(len, seed, zeros, at);
             let f = file_with(&bytes);
             let one = chunk_reader(&bytes[..], &small()).unwrap();
-            let split = chunk_split(&f, bytes.len() as u64, &small(), segments).unwrap();
+            let (split, prints) = chunk_split(&f, bytes.len() as u64, &small(), segments, true).unwrap();
+            prop_assert_eq!(&prints, &prints_of(&bytes, &one));
             prop_assert_eq!(split, one);
         }
     }

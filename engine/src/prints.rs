@@ -1,0 +1,191 @@
+//! Chunk prints: a keyed 128-bit xxh3 of each chunk of a large file, kept by a live source
+//! beside the file's chunk list, so that chunking the file again after an edit
+//! ([`crate::rehash`]) finds its unchanged chunks at memory speed instead of hashing each
+//! with blake3 (which costs about 0.25 CPU-seconds per GiB here, most of what a small edit
+//! to a large file costs the source).
+//!
+//! A print only ever says "these are the bytes this process hashed to that chunk id": the
+//! chunk ids that travel, are stored and are verified remain blake3. The key is drawn at
+//! random when the process starts and never leaves it, so nobody can aim bytes at a print,
+//! and two different chunks share one by chance with a probability of about 2^-128 (the
+//! stat check that lets an unchanged file go unread altogether is far weaker).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::chunk::{Content, ContentId};
+use crate::relpath::RelPath;
+
+/// The keyed 128-bit xxh3 of one chunk's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPrint(u128);
+
+impl ChunkPrint {
+    /// The print of `bytes` under this process's key.
+    pub fn of(bytes: &[u8]) -> Self {
+        ChunkPrint(xxhash_rust::xxh3::xxh3_128_with_seed(bytes, key()))
+    }
+}
+
+/// This process's key, drawn once.
+fn key() -> u64 {
+    static KEY: OnceLock<u64> = OnceLock::new();
+    *KEY.get_or_init(rand::random)
+}
+
+/// The prints of every chunk of one version of a file, in order.
+#[derive(Clone, Debug)]
+pub struct Prints {
+    /// The content they are the prints of.
+    content: ContentId,
+    prints: Arc<[ChunkPrint]>,
+}
+
+impl Prints {
+    /// The prints of `content`'s chunks, in order; None when there is not one per chunk.
+    pub fn new(content: &Content, prints: Vec<ChunkPrint>) -> Option<Self> {
+        (prints.len() == content.chunks.len()).then(|| Prints {
+            content: content.id,
+            prints: prints.into(),
+        })
+    }
+
+    /// The prints, if they are those of `content`.
+    pub fn of(&self, content: &Content) -> Option<&[ChunkPrint]> {
+        (self.content == content.id && self.prints.len() == content.chunks.len())
+            .then_some(&self.prints[..])
+    }
+}
+
+/// Prints kept at most, over all files: 16 bytes each, so 16 MiB, which covers 32 GiB of
+/// large files at the default 32 KiB average chunk.
+const KEPT_PRINTS: usize = 1 << 20;
+
+/// The prints of the large files a source hashed last, by path, up to [`KEPT_PRINTS`]
+/// (the files hashed longest ago are forgotten first). Shared by the clones of a
+/// [`crate::SourceDir`].
+#[derive(Debug, Default)]
+pub struct PrintCache {
+    inner: Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    by_path: HashMap<RelPath, (u64, Prints)>,
+    /// Paths in the order they were stored, with the stamp they were stored under (an
+    /// entry whose stamp differs was stored again later and is skipped).
+    order: VecDeque<(RelPath, u64)>,
+    next_stamp: u64,
+    total: usize,
+}
+
+impl PrintCache {
+    /// The prints kept for `path`, if they are those of `content`.
+    pub fn get(&self, path: &RelPath, content: &Content) -> Option<Prints> {
+        let kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, prints) = kept.by_path.get(path)?;
+        prints.of(content).is_some().then(|| prints.clone())
+    }
+
+    /// Keeps `prints` as those of the file at `path` (replacing any it had), forgetting
+    /// the oldest while there are more than [`KEPT_PRINTS`].
+    pub fn put(&self, path: &RelPath, prints: Prints) {
+        let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = &mut *kept;
+        kept.next_stamp += 1;
+        let stamp = kept.next_stamp;
+        kept.total += prints.prints.len();
+        if let Some((_, old)) = kept.by_path.insert(path.clone(), (stamp, prints)) {
+            kept.total -= old.prints.len();
+        }
+        kept.order.push_back((path.clone(), stamp));
+        while kept.total > KEPT_PRINTS {
+            let Some((p, s)) = kept.order.pop_front() else {
+                break;
+            };
+            if kept.by_path.get(&p).is_some_and(|(at, _)| *at == s) {
+                if let Some((_, old)) = kept.by_path.remove(&p) {
+                    kept.total -= old.prints.len();
+                }
+            }
+        }
+        // Stale entries (paths stored again since) are dropped once they are half the queue.
+        if kept.order.len() > 2 * kept.by_path.len() + 64 {
+            let by_path = &kept.by_path;
+            kept.order
+                .retain(|(p, s)| by_path.get(p).is_some_and(|(at, _)| at == s));
+        }
+    }
+
+    /// Forgets the prints of `path`.
+    pub fn forget(&self, path: &RelPath) {
+        let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = kept.by_path.remove(path) {
+            kept.total -= old.prints.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{ChunkId, ChunkParams, ChunkRef};
+
+    fn content(n: usize, salt: u8) -> Content {
+        let chunks = (0..n)
+            .map(|i| ChunkRef {
+                id: ChunkId::of(&[salt, i as u8]),
+                len: 1,
+            })
+            .collect();
+        Content::from_chunks(&ChunkParams::default(), chunks)
+    }
+
+    fn prints_of(c: &Content) -> Prints {
+        let p = (0..c.chunks.len())
+            .map(|i| ChunkPrint::of(&[i as u8]))
+            .collect();
+        Prints::new(c, p).unwrap()
+    }
+
+    #[test]
+    fn prints_depend_on_every_byte() {
+        let a = vec![7u8; 100_000];
+        let mut b = a.clone();
+        b[54_321] = 8;
+        assert_ne!(ChunkPrint::of(&a), ChunkPrint::of(&b));
+        assert_eq!(ChunkPrint::of(&a), ChunkPrint::of(&a.clone()));
+    }
+
+    #[test]
+    fn prints_are_given_only_for_the_content_they_were_made_from() {
+        let (c, other) = (content(3, 1), content(3, 2));
+        assert!(Prints::new(&c, vec![ChunkPrint::of(b"x")]).is_none());
+        let cache = PrintCache::default();
+        let path = RelPath::new("f").unwrap();
+        cache.put(&path, prints_of(&c));
+        assert!(cache.get(&path, &c).is_some());
+        assert!(cache.get(&path, &other).is_none());
+        assert!(cache.get(&RelPath::new("g").unwrap(), &c).is_none());
+        cache.forget(&path);
+        assert!(cache.get(&path, &c).is_none());
+    }
+
+    #[test]
+    fn the_files_hashed_longest_ago_are_forgotten_first() {
+        let cache = PrintCache::default();
+        let big = content(KEPT_PRINTS / 2, 1);
+        let (a, b, c) = (
+            RelPath::new("a").unwrap(),
+            RelPath::new("b").unwrap(),
+            RelPath::new("c").unwrap(),
+        );
+        cache.put(&a, prints_of(&big));
+        cache.put(&b, prints_of(&big));
+        // `a` again: now `b` is the oldest.
+        cache.put(&a, prints_of(&big));
+        cache.put(&c, prints_of(&big));
+        assert!(cache.get(&b, &big).is_none());
+        assert!(cache.get(&a, &big).is_some() && cache.get(&c, &big).is_some());
+    }
+}
