@@ -116,14 +116,6 @@ impl PrintCache {
                 .retain(|(p, s)| by_path.get(p).is_some_and(|(at, _)| at == s));
         }
     }
-
-    /// Forgets the prints of `path`.
-    pub fn forget(&self, path: &RelPath) {
-        let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, old)) = kept.by_path.remove(path) {
-            kept.total -= old.prints.len();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -167,8 +159,6 @@ mod tests {
         assert!(cache.get(&path, &c).is_some());
         assert!(cache.get(&path, &other).is_none());
         assert!(cache.get(&RelPath::new("g").unwrap(), &c).is_none());
-        cache.forget(&path);
-        assert!(cache.get(&path, &c).is_none());
     }
 
     #[test]
