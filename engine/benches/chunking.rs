@@ -1,15 +1,16 @@
-//! Chunking throughput, split into its two costs (FastCDC cut points, blake3 per chunk), and
-//! the cost of `diff` on a pair of 10k-entry indexes.
+//! Chunking throughput, split into its two costs (FastCDC cut points, blake3 per chunk), a
+//! file hashed again after a small edit (by blake3, and by the prints a live source keeps),
+//! and the cost of `diff` on a pair of 10k-entry indexes.
 //!
 //! Run with `cargo bench -p ferry-engine --bench chunking`.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ferry_engine::chunk::cut_at;
 use ferry_engine::{
     chunk_reader, diff, ChunkId, ChunkParams, ChunkRef, Content, DiffOptions, DiffOutcome,
-    EntryKind, EntryState, FileEntry, Index, MtimeNs, RelPath, Seq, VersionVector,
+    EntryKind, EntryState, FileEntry, Index, MtimeNs, RelPath, Seq, SourceDir, VersionVector,
 };
 
 const MIB: usize = 1 << 20;
@@ -74,6 +75,45 @@ fn chunking(c: &mut Criterion) {
     });
     g.bench_function("blake3 only (whole buffer)", |b| {
         b.iter(|| blake3::hash(black_box(&data)))
+    });
+    g.finish();
+}
+
+/// A 256 MiB file with 4 KiB overwritten in the middle, hashed again knowing its previous
+/// chunk list: the Differ's work for a live edit. With prints the unchanged chunks are
+/// found by xxh3 instead of blake3 (the file is in the page cache, as after an edit).
+fn hash_again(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = RelPath::new("big").unwrap();
+    let full = dir.path().join("big");
+    let old = pseudo_random(256 * MIB, 7);
+    let mut new = old.clone();
+    new[128 * MIB..128 * MIB + 4096].fill(1);
+    let params = ChunkParams::default();
+    let plain = SourceDir::new(dir.path(), params);
+    std::fs::write(&full, &old).unwrap();
+    let (previous, _) = plain.hash_file(&path).unwrap();
+
+    let mut g = c.benchmark_group("hash again 256 MiB after a 4 KiB edit");
+    g.throughput(Throughput::Bytes(new.len() as u64));
+    g.sample_size(10);
+    g.bench_function("by blake3", |b| {
+        std::fs::write(&full, &new).unwrap();
+        b.iter(|| plain.hash_file_keeping(&path, 0, Some(&previous)).unwrap())
+    });
+    g.bench_function("by prints", |b| {
+        b.iter_batched(
+            || {
+                // The prints are those of the version hashed last: hash the old one first.
+                let kept = SourceDir::new(dir.path(), params).keeping_prints();
+                std::fs::write(&full, &old).unwrap();
+                kept.hash_file(&path).unwrap();
+                std::fs::write(&full, &new).unwrap();
+                kept
+            },
+            |kept| kept.hash_file_keeping(&path, 0, Some(&previous)).unwrap(),
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }
@@ -166,5 +206,5 @@ fn diff_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunking, diff_bench);
+criterion_group!(benches, chunking, hash_again, diff_bench);
 criterion_main!(benches);
