@@ -5,16 +5,23 @@
 //! to a large file costs the source).
 //!
 //! A print only ever says "these are the bytes this process hashed to that chunk id": the
-//! chunk ids that travel, are stored and are verified remain blake3. The key is drawn at
-//! random when the process starts and never leaves it, so nobody can aim bytes at a print,
-//! and two different chunks share one by chance with a probability of about 2^-128 (the
-//! stat check that lets an unchanged file go unread altogether is far weaker).
+//! chunk ids that travel, are stored and are verified remain blake3. Two different chunks
+//! share a print by chance with a probability of about 2^-128 (the stat check that lets an
+//! unchanged file go unread altogether is far weaker). The seed is drawn at random when the
+//! process starts and never leaves it, but xxh3 is not a MAC: pairs of short inputs (up to
+//! 240 bytes) are known to collide whatever the seed, so a chunk that short is never taken
+//! on its print ([`PRINT_MIN`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::chunk::{Content, ContentId};
 use crate::relpath::RelPath;
+
+/// Chunks shorter than this are checked by their id, never by their print: xxh3's
+/// collisions that hold for any seed are in inputs of up to 240 bytes.
+pub const PRINT_MIN: usize = 256;
 
 /// The keyed 128-bit xxh3 of one chunk's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +58,7 @@ impl Prints {
     }
 
     /// The prints, if they are those of `content`.
-    pub fn of(&self, content: &Content) -> Option<&[ChunkPrint]> {
+    pub fn for_content(&self, content: &Content) -> Option<&[ChunkPrint]> {
         (self.content == content.id && self.prints.len() == content.chunks.len())
             .then_some(&self.prints[..])
     }
@@ -64,12 +71,23 @@ const KEPT_PRINTS: usize = 1 << 20;
 /// The prints of the large files a source hashed last, by path, up to [`KEPT_PRINTS`]
 /// (the files hashed longest ago are forgotten first). Shared by the clones of a
 /// [`crate::SourceDir`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PrintCache {
     inner: Mutex<Kept>,
 }
 
-#[derive(Debug, Default)]
+impl fmt::Debug for PrintCache {
+    /// Counts only: the prints themselves are up to 16 MiB.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("PrintCache")
+            .field("files", &kept.by_path.len())
+            .field("prints", &kept.total)
+            .finish()
+    }
+}
+
+#[derive(Default)]
 struct Kept {
     by_path: HashMap<RelPath, (u64, Prints)>,
     /// Paths in the order they were stored, with the stamp they were stored under (an
@@ -84,14 +102,24 @@ impl PrintCache {
     pub fn get(&self, path: &RelPath, content: &Content) -> Option<Prints> {
         let kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (_, prints) = kept.by_path.get(path)?;
-        prints.of(content).is_some().then(|| prints.clone())
+        prints
+            .for_content(content)
+            .is_some()
+            .then(|| prints.clone())
     }
 
     /// Keeps `prints` as those of the file at `path` (replacing any it had), forgetting
-    /// the oldest while there are more than [`KEPT_PRINTS`].
+    /// the oldest while there are more than [`KEPT_PRINTS`]. A file with more prints than
+    /// that on its own is not kept (it would push out every other file, then itself).
     pub fn put(&self, path: &RelPath, prints: Prints) {
         let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let kept = &mut *kept;
+        if prints.prints.len() > KEPT_PRINTS {
+            if let Some((_, old)) = kept.by_path.remove(path) {
+                kept.total -= old.prints.len();
+            }
+            return;
+        }
         kept.next_stamp += 1;
         let stamp = kept.next_stamp;
         kept.total += prints.prints.len();
@@ -177,5 +205,18 @@ mod tests {
         cache.put(&c, prints_of(&big));
         assert!(cache.get(&b, &big).is_none());
         assert!(cache.get(&a, &big).is_some() && cache.get(&c, &big).is_some());
+    }
+
+    #[test]
+    fn a_file_with_more_prints_than_are_kept_pushes_out_nothing() {
+        let cache = PrintCache::default();
+        let (small, huge) = (content(3, 1), content(KEPT_PRINTS + 1, 2));
+        let (a, b) = (RelPath::new("a").unwrap(), RelPath::new("b").unwrap());
+        cache.put(&a, prints_of(&small));
+        cache.put(&b, prints_of(&small));
+        cache.put(&b, prints_of(&huge));
+        assert!(cache.get(&a, &small).is_some());
+        assert!(cache.get(&b, &huge).is_none() && cache.get(&b, &small).is_none());
+        assert_eq!(format!("{cache:?}"), "PrintCache { files: 1, prints: 3 }");
     }
 }

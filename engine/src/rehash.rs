@@ -27,7 +27,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use crate::chunk::{chunk_reader, chunk_stream, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
-use crate::prints::ChunkPrint;
+use crate::prints::{ChunkPrint, Prints, PRINT_MIN};
 use crate::split::{chunk_file_printed, segments_for, split_at, Found, SplitTurn};
 
 /// Files shorter than this are chunked in one full pass.
@@ -47,31 +47,33 @@ pub fn chunk_file_again(
 }
 
 /// [`chunk_file_again`], also giving the print of every chunk (see [`crate::prints`]).
-/// With `prints`, those of `previous`'s chunks (one each, in order), a previous chunk is
-/// found in place by its print instead of its id.
+/// With `prints`, if they are those of `previous`, a previous chunk is found in place by
+/// its print instead of its id.
 pub(crate) fn chunk_file_again_printed(
     file: &File,
     size: u64,
     params: &ChunkParams,
     previous: &Content,
-    prints: Option<&[ChunkPrint]>,
+    prints: Option<&Prints>,
 ) -> io::Result<(Content, Vec<ChunkPrint>)> {
+    let prints = prints.and_then(|p| p.for_content(previous));
     again(file, size, params, previous, prints, true)
 }
 
-/// [`chunk_file_again`] and [`chunk_file_again_printed`]: prints given back only if `print`.
+/// [`chunk_file_again`] and [`chunk_file_again_printed`]: `prints` are those of
+/// `previous`'s chunks; the new chunks' prints are given back only if `want_prints`.
 fn again(
     file: &File,
     size: u64,
     params: &ChunkParams,
     previous: &Content,
     prints: Option<&[ChunkPrint]>,
-    print: bool,
+    want_prints: bool,
 ) -> io::Result<(Content, Vec<ChunkPrint>)> {
     // A small file gains little and would cost the walk's window (zeroed afresh per call,
     // where `chunk_reader` reuses its buffer) and the hint's index.
     if size < WALK_MIN {
-        if !print {
+        if !want_prints {
             return Ok((chunk_reader(file, params)?, Vec::new()));
         }
         let mut out = Vec::new();
@@ -82,7 +84,7 @@ fn again(
         return Ok((content, out));
     }
     let Some(hint) = Hint::new(params, previous, prints) else {
-        return if print {
+        return if want_prints {
             chunk_file_printed(file, size, params)
         } else {
             Ok((crate::split::chunk_file(file, size, params)?, Vec::new()))
@@ -91,7 +93,7 @@ fn again(
     let segments = segments_for(size, params);
     let turn = (segments >= 2).then(SplitTurn::take).flatten();
     if turn.is_none() {
-        let found = walk(file, params, &hint, 0, None, print)?;
+        let found = walk(file, params, &hint, 0, None, want_prints)?;
         return Ok((Content::from_chunks(params, found.chunks), found.prints));
     }
     split_walk(
@@ -99,7 +101,7 @@ fn again(
         params,
         &hint,
         &segment_starts(&hint, size, segments),
-        print,
+        want_prints,
     )
 }
 
@@ -173,12 +175,12 @@ impl<'a> Hint<'a> {
         })
     }
 
-    /// True when `bytes` are those of previous chunk `j`: by its print when known, else by
-    /// its id.
+    /// True when `bytes` are those of previous chunk `j`: by its print when known (and the
+    /// chunk is not too short to trust one, see [`PRINT_MIN`]), else by its id.
     fn holds(&self, j: usize, bytes: &[u8]) -> bool {
         match self.prints {
-            Some(prints) => ChunkPrint::of(bytes) == prints[j],
-            None => self.chunks[j].id.matches(bytes),
+            Some(prints) if bytes.len() >= PRINT_MIN => ChunkPrint::of(bytes) == prints[j],
+            _ => self.chunks[j].id.matches(bytes),
         }
     }
 
@@ -435,6 +437,7 @@ mod tests {
         new[3 << 20..(3 << 20) + 4096].fill(9);
         let (previous, prints) = printed(&old, &p);
         let f = file_with(&new);
+        let prints = Prints::new(&previous, prints).unwrap();
         let (got, got_prints) =
             chunk_file_again_printed(&f, new.len() as u64, &p, &previous, Some(&prints)).unwrap();
         assert_eq!((got, got_prints), printed(&new, &p));
@@ -457,6 +460,24 @@ mod tests {
         let found = walk(&file_with(&bytes), &p, &hint, 0, None, true).unwrap();
         assert_eq!(Content::from_chunks(&p, found.chunks), previous);
         assert_eq!(found.prints[0], ChunkPrint::of(first));
+    }
+
+    #[test]
+    fn a_chunk_too_short_to_trust_a_print_is_checked_by_its_id() {
+        let p = ChunkParams::new(64, 256, 1024).unwrap();
+        let bytes = noise(50_000, 16);
+        let (previous, mut prints) = printed(&bytes, &p);
+        let j = previous
+            .chunks
+            .iter()
+            .position(|c| (c.len as usize) < PRINT_MIN)
+            .unwrap();
+        let at = previous.with_offsets().nth(j).unwrap().0 as usize;
+        let own = &bytes[at..at + previous.chunks[j].len as usize];
+        prints[j] = ChunkPrint::of(b"not these bytes");
+        let hint = Hint::new(&p, &previous, Some(&prints)).unwrap();
+        assert!(hint.holds(j, own), "taken by its id, whatever its print");
+        assert!(!hint.holds(j, &own[1..]));
     }
 
     #[test]

@@ -98,8 +98,7 @@ impl SourceDir {
             let result = match previous {
                 Some(p) => {
                     let known = cache.get(path, p);
-                    let prints = known.as_ref().and_then(|k| k.of(p));
-                    chunk_file_again_printed(&f.file, before.size, &self.params, p, prints)
+                    chunk_file_again_printed(&f.file, before.size, &self.params, p, known.as_ref())
                 }
                 None => chunk_file_printed(&f.file, before.size, &self.params),
             };

@@ -193,13 +193,11 @@ fn join(
                 pos = seg_end;
                 break;
             }
-            match bridge_chunk(file, params, pos, &mut bridge)? {
+            match bridge_chunk(file, params, pos, &mut bridge, print)? {
                 Some((c, p)) => {
                     pos += u64::from(c.len);
                     chunks.push(c);
-                    if print {
-                        prints.push(p);
-                    }
+                    prints.extend(p);
                 }
                 None => break,
             }
@@ -207,12 +205,10 @@ fn join(
     }
     // After the last segment: the file's end (reached when the last segment was joined),
     // or more bytes the bridge chunks on its own (never joined, or the file grew).
-    while let Some((c, p)) = bridge_chunk(file, params, pos, &mut bridge)? {
+    while let Some((c, p)) = bridge_chunk(file, params, pos, &mut bridge, print)? {
         pos += u64::from(c.len);
         chunks.push(c);
-        if print {
-            prints.push(p);
-        }
+        prints.extend(p);
     }
     Ok((Content::from_chunks(params, chunks), prints))
 }
@@ -251,14 +247,15 @@ fn chunk_segment(
     })
 }
 
-/// The one chunk of `file` starting at `at`, with its print (None at the end of the file),
-/// read through `buf` (`max` bytes long).
+/// The one chunk of `file` starting at `at`, with its print if `print` (None at the end of
+/// the file), read through `buf` (`max` bytes long).
 fn bridge_chunk(
     file: &File,
     params: &ChunkParams,
     at: u64,
     buf: &mut [u8],
-) -> io::Result<Option<(ChunkRef, ChunkPrint)>> {
+    print: bool,
+) -> io::Result<Option<(ChunkRef, Option<ChunkPrint>)>> {
     let mut got = 0;
     while got < buf.len() {
         match file.read_at(&mut buf[got..], at + got as u64) {
@@ -278,7 +275,7 @@ fn bridge_chunk(
             id: ChunkId::of(&bytes[..len]),
             len: len as u32,
         },
-        ChunkPrint::of(&bytes[..len]),
+        print.then(|| ChunkPrint::of(&bytes[..len])),
     )))
 }
 
