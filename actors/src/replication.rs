@@ -232,10 +232,19 @@ impl ReplicationBuilder {
     }
 
     /// Checks the description and starts the replication. Must be called inside a running
-    /// actix system.
+    /// actix system (an error, not a panic, otherwise).
     pub fn start(self) -> Result<Replication> {
         let invalid =
             |why: String| Error::Stopped(format!("replication of {}: {why}", self.folder));
+        // Starting an actor outside a running system panics inside actix: say so instead.
+        if actix::System::try_current().is_none() || tokio::runtime::Handle::try_current().is_err()
+        {
+            return Err(invalid(
+                "`start` was called outside a running actix system: call it inside \
+                 `actix::System::new().block_on(..)` or an `#[actix::main]` function"
+                    .into(),
+            ));
+        }
         let Some((target, spec)) = self.target else {
             return Err(invalid(
                 "no target: call `to_dir` or `to_target` before `start`".into(),
@@ -330,6 +339,28 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         true
+    }
+
+    #[test]
+    fn starting_outside_an_actix_system_is_an_error_not_a_panic() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let start = || {
+            Replication::builder(FolderId::new("f").unwrap(), src.path())
+                .to_dir(dst.path())
+                .start()
+        };
+        // No runtime at all, then a system made but not running.
+        let err = start().err().expect("no system: an error");
+        assert!(
+            err.to_string().contains("outside a running actix system"),
+            "{err}"
+        );
+        let _system = actix::System::new();
+        let err = start().err().expect("a system not running: an error");
+        assert!(
+            err.to_string().contains("outside a running actix system"),
+            "{err}"
+        );
     }
 
     #[actix_rt::test]
