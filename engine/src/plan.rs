@@ -134,6 +134,14 @@ impl Action {
         }
     }
 
+    /// Where a renamed file comes from (None for every other action).
+    pub fn renamed_from(&self) -> Option<&RelPath> {
+        match self {
+            Action::Rename { from, .. } => Some(from),
+            _ => None,
+        }
+    }
+
     /// How the action is itemised, or `None` for a step that is part of another change
     /// (clearing the way, revisiting a directory whose metadata already matches).
     pub fn change(&self) -> Option<ChangeKind> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _, Result};
 use ferry_actors::persist::{SourceStore, TargetStore};
 use ferry_actors::{run_sync_kept, FolderId, Kept, Stats, SyncJob, SyncReport, TargetSpec};
-use ferry_engine::IgnoreRules;
+use ferry_engine::{IgnoreRules, RelPath};
 use ferry_node::remote::client::Retry;
 use ferry_node::runtime::state::replication_stores;
 use serde::Serialize;
@@ -268,6 +268,9 @@ fn open_kept(dir: &Path, src: &Path, target: &str, local: bool) -> Result<(Kept,
 struct Change<'a> {
     change: &'static str,
     path: &'a str,
+    /// A renamed file's old path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -282,10 +285,14 @@ struct JsonReport<'a> {
 
 fn print_report(args: &SyncArgs, report: &SyncReport) -> Result<()> {
     let changes: Option<Vec<Change<'_>>> = report.plan.as_ref().map(|plan| {
-        plan.itemize()
-            .map(|(c, p)| Change {
-                change: c.as_str(),
-                path: p.as_str(),
+        plan.actions
+            .iter()
+            .filter_map(|a| {
+                a.change().map(|c| Change {
+                    change: c.as_str(),
+                    path: a.path().as_str(),
+                    from: a.renamed_from().map(RelPath::as_str),
+                })
             })
             .collect()
     });
@@ -313,7 +320,16 @@ fn print_report(args: &SyncArgs, report: &SyncReport) -> Result<()> {
     }
     if let Some(changes) = &changes {
         for c in changes {
-            writeln!(out, "{:<9} {}", c.change, stdout::shown(c.path))?;
+            match c.from {
+                Some(from) => writeln!(
+                    out,
+                    "{:<9} {} (from {})",
+                    c.change,
+                    stdout::shown(c.path),
+                    stdout::shown(from)
+                )?,
+                None => writeln!(out, "{:<9} {}", c.change, stdout::shown(c.path))?,
+            }
         }
     }
     if args.stats {

@@ -40,7 +40,7 @@ fn stale_pair() -> (
         time_n(204),
     );
 
-    let expected = changes(&[
+    let mut expected = changes(&[
         ("created", "new.txt"),
         ("created", "newdir"),
         ("created", "newdir/x"),
@@ -53,6 +53,11 @@ fn stale_pair() -> (
         ("removed", "dst-only/junk"),
         ("removed", "dst-only"),
     ]);
+    for c in &mut expected {
+        if c.change == "renamed" {
+            c.from = Some("big.bin".into());
+        }
+    }
     (src, dst, outside, expected)
 }
 
@@ -128,10 +133,16 @@ fn dry_run_without_json_itemizes_on_stdout() {
 
     out.assert_success();
     for c in &expected {
-        let listed = out.stdout.lines().any(|l| {
-            l.split_whitespace().collect::<Vec<_>>() == [c.change.as_str(), c.path.as_str()]
-        });
-        assert!(listed, "`{} {}` is not listed\n{out}", c.change, c.path);
+        // A rename names where the file comes from: `renamed   NEW (from OLD)`.
+        let mut line = vec![c.change.clone(), c.path.clone()];
+        if let Some(from) = &c.from {
+            line.extend(["(from".to_owned(), format!("{from})")]);
+        }
+        let listed = out
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == line);
+        assert!(listed, "`{}` is not listed\n{out}", line.join(" "));
     }
     assert_untouched(&dst_before, &snapshot(dst.path()), "DST after a dry run");
 }

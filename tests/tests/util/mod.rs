@@ -242,6 +242,8 @@ pub struct Change {
     pub change: String,
     /// The path relative to the folder root.
     pub path: String,
+    /// A renamed file's old path (the key is there for renames only).
+    pub from: Option<String>,
 }
 
 /// The object `ferry sync --json` prints; every documented key must be present.
@@ -319,9 +321,14 @@ impl Report {
                     .ok_or("key \"changes\" is not a list")?
                     .iter()
                     .map(|v| {
+                        let from = match v.get("from") {
+                            None => None,
+                            Some(_) => Some(text(v, "from")?),
+                        };
                         Ok(Change {
                             change: text(v, "change")?,
                             path: text(v, "path")?,
+                            from,
                         })
                     })
                     .collect::<Result<Vec<_>, String>>()?;
@@ -373,6 +380,7 @@ pub fn changes(items: &[(&str, &str)]) -> Vec<Change> {
         .map(|(c, p)| Change {
             change: (*c).to_owned(),
             path: (*p).to_owned(),
+            from: None,
         })
         .collect();
     v.sort();
