@@ -399,8 +399,8 @@ fn write_config_of(node: &NodeProcess, text: &str) {
     write(&node.config, text);
 }
 
-/// A sends `alpha` to B (dashboard on A); B is started first, and its config rewritten with
-/// the port it got so that a restart keeps it.
+/// A sends `alpha` to B (dashboard on both); B is started first, and its config rewritten
+/// with the port it got so that a restart keeps it.
 fn sender_and_receiver(l: &Layout) -> (NodeProcess, NodeProcess) {
     let ids = Ids {
         a: node_id(&l.home("A")),
@@ -409,7 +409,7 @@ fn sender_and_receiver(l: &Layout) -> (NodeProcess, NodeProcess) {
     };
     let conf = l.conf();
     let b_text = |port: u16| {
-        let mut text = node_table(l, "B", Some(&format!("127.0.0.1:{port}")), "off");
+        let mut text = node_table(l, "B", Some(&format!("127.0.0.1:{port}")), "127.0.0.1:0");
         text += &peer_table("A", &ids.a, None);
         text += &folder_table(l, "B", "alpha", "receive", &["A"]);
         text
@@ -548,6 +548,59 @@ fn a_restarted_sender_turns_live_only_once_the_change_made_while_down_is_applied
         Some("created while A was down\n"),
         "A reported its initial sync complete before B had the change\n{}",
         a.describe()
+    );
+    a.stop();
+    b.stop();
+}
+
+/// A receive folder's counters are summed over its sessions: a sender that reconnects opens
+/// a new session (with new counters) on the receiver, and the receiver's status and
+/// `/metrics` still count what the earlier session wrote, never dropping.
+#[test]
+fn a_receivers_counters_outlive_the_senders_reconnection() {
+    let l = Layout::new();
+    let (mut a, mut b, src, dst) = synced_pair(&l, 13);
+    let entries = snapshot(&src).len() as u64;
+    let counts = |s: &Value| -> Result<(u64, u64), String> {
+        let c = &target(s, "alpha", "A")?["counters"];
+        Ok((
+            c["files_created"].as_u64().unwrap_or(0),
+            c["bytes_written"].as_u64().unwrap_or(0),
+        ))
+    };
+    let status = b.wait_status(DEADLINE, "B counts every entry A sent", |s| {
+        all_in_sync(s, "receive")?;
+        match counts(s)? {
+            (created, _) if created == entries => Ok(()),
+            (created, _) => Err(format!("{created} of {entries} entries created")),
+        }
+    });
+    let (created, written) = counts(&status).unwrap();
+    assert!(written > 0, "{}", brief_status(&status));
+
+    a.stop();
+    let late = "written while A was down\n";
+    write(&src.join("while-down.txt"), late);
+    a.restart(None);
+    wait_mirror(&mut [&mut a, &mut b], &src, &dst, "A's restart");
+    let want = (created + 1, written + late.len() as u64);
+    b.wait_status(DEADLINE, "B's counters include both sessions", |s| {
+        all_in_sync(s, "receive")?;
+        let have = counts(s)?;
+        if have == want {
+            Ok(())
+        } else {
+            Err(format!("(created, bytes written) {have:?}, want {want:?}"))
+        }
+    });
+    let metrics = b.get("/metrics");
+    let line = format!(
+        "ferry_files_total{{folder=\"alpha\",target=\"A\",action=\"created\"}} {}",
+        want.0
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line:?} in /metrics:\n{metrics}"
     );
     a.stop();
     b.stop();

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
 use ferry_actors::applier::{Applier, ApplierOptions, Retire, SenderLink, SourceView};
-use ferry_actors::health::Role;
+use ferry_actors::health::{LatencySnapshot, Role};
 use ferry_actors::messages::{Applied, ApplyFailed, NeedChunks, NeedContent, NeedGroups, Start};
-use ferry_actors::{FolderId, Stats};
+use ferry_actors::{FolderId, Stats, StatsSnapshot};
 use ferry_engine::store::{ResumeHead, StateDb};
 use ferry_engine::{ChunkParams, IgnoreRules, Seq, TargetDir};
 use tokio::io::BufReader;
@@ -145,6 +145,96 @@ pub struct SessionView {
     pub ended: Option<String>,
     /// Whether its Applier has acknowledged a plan in this session.
     pub acknowledged: Arc<AtomicBool>,
+    /// What the folder's earlier sessions counted, summed (see [`SessionView::totals`]).
+    pub earlier: Totals,
+}
+
+impl SessionView {
+    /// The folder's counts over every session it has had since it was first served: the
+    /// earlier ones and this one. They only grow while the node runs, however often the
+    /// sender reconnects.
+    pub fn totals(&self) -> Totals {
+        let mut totals = self.earlier.clone();
+        totals.add(&Totals::of(&self.stats));
+        totals
+    }
+}
+
+/// Counters that only grow, read from one or more [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    /// The counts.
+    pub counts: StatsSnapshot,
+    /// The change-to-applied latency histogram.
+    pub latency: LatencySnapshot,
+}
+
+impl Totals {
+    /// What `stats` has counted so far.
+    pub fn of(stats: &Stats) -> Totals {
+        Totals {
+            counts: stats.snapshot(),
+            latency: stats.latency.snapshot(),
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Totals) {
+        // Taken apart field by field so that a counter added to `StatsSnapshot` cannot be
+        // left out of the sum unnoticed.
+        let StatsSnapshot {
+            entries_scanned,
+            created,
+            updated,
+            metadata_only,
+            removed,
+            renamed,
+            skipped,
+            bytes_written,
+            bytes_sent,
+            chunks_sent,
+            bytes_metadata,
+            bytes_reused,
+            chunks_reused,
+            bytes_zero,
+            wire_bytes_out,
+            wire_bytes_in,
+            reconnects,
+            bytes_hashed,
+            entries_sent,
+        } = &other.counts;
+        let c = &mut self.counts;
+        c.entries_scanned += entries_scanned;
+        c.created += created;
+        c.updated += updated;
+        c.metadata_only += metadata_only;
+        c.removed += removed;
+        c.renamed += renamed;
+        c.skipped += skipped;
+        c.bytes_written += bytes_written;
+        c.bytes_sent += bytes_sent;
+        c.chunks_sent += chunks_sent;
+        c.bytes_metadata += bytes_metadata;
+        c.bytes_reused += bytes_reused;
+        c.chunks_reused += chunks_reused;
+        c.bytes_zero += bytes_zero;
+        c.wire_bytes_out += wire_bytes_out;
+        c.wire_bytes_in += wire_bytes_in;
+        c.reconnects += reconnects;
+        c.bytes_hashed += bytes_hashed;
+        c.entries_sent += entries_sent;
+        // Every histogram has the same bounds; an empty (default) one takes them on.
+        let l = &mut self.latency;
+        if l.counts.len() < other.latency.counts.len() {
+            l.bounds_ms.clone_from(&other.latency.bounds_ms);
+            l.counts.resize(other.latency.counts.len(), 0);
+        }
+        for (mine, theirs) in l.counts.iter_mut().zip(&other.latency.counts) {
+            *mine += theirs;
+        }
+        l.sum_ms += other.latency.sum_ms;
+        l.count += other.latency.count;
+    }
 }
 
 impl FolderSlot {
@@ -535,12 +625,22 @@ impl Server {
         if let Some(observe) = observer {
             observe(&open.folder, &peer, &session_stats);
         }
-        *slot.seen() = Some(SessionView {
-            peer,
-            stats: session_stats.clone(),
-            ended: None,
-            acknowledged,
-        });
+        {
+            let mut seen = slot.seen();
+            // The session shown until now has ended and its Applier has retired (`claim`
+            // waited for that), so its counts are final: they move into `earlier` in the
+            // same step that replaces its view, and a reader counts them exactly once. A
+            // folder removed by a reload and served again, or changed, has a new slot and
+            // starts from zero, like a send folder's new pipeline: it is another replication.
+            let earlier = seen.as_ref().map(SessionView::totals).unwrap_or_default();
+            *seen = Some(SessionView {
+                peer,
+                stats: session_stats.clone(),
+                ended: None,
+                acknowledged,
+                earlier,
+            });
+        }
         let board = session_stats.clone();
         let mut applier = Applier::new(open.folder.clone(), target, opts, sender, session_stats);
         let db = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -910,5 +1010,38 @@ impl Handler<ApplyFailed> for Outbound {
             let _ = tx.send(Frame::ApplyFailed(msg)).await;
             let _ = fatal.try_send(reason);
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counted(created: u64, bytes_written: u64) -> Arc<Stats> {
+        let stats = Arc::new(Stats::default());
+        Stats::add(&stats.created, created);
+        Stats::add(&stats.bytes_written, bytes_written);
+        stats
+    }
+
+    fn view(stats: Arc<Stats>, earlier: Totals) -> SessionView {
+        SessionView {
+            peer: NodeId::from_bytes([7; 32]),
+            stats,
+            ended: None,
+            acknowledged: Arc::new(AtomicBool::new(false)),
+            earlier,
+        }
+    }
+
+    #[test]
+    fn totals_add_the_earlier_sessions_to_the_current_one() {
+        let first = view(counted(3, 100), Totals::default());
+        let second = view(counted(1, 10), first.totals());
+        let totals = second.totals();
+        assert_eq!(totals.counts.created, 4);
+        assert_eq!(totals.counts.bytes_written, 110);
+        // The histogram keeps its buckets through sums that start from an empty one.
+        assert_eq!(totals.latency, Totals::of(&Stats::default()).latency);
     }
 }

@@ -11,7 +11,7 @@ use ferry_actors::health::ActorView;
 use ferry_actors::{Event, EventKind, Stats};
 use tokio::sync::broadcast;
 
-use crate::remote::server::Server;
+use crate::remote::server::{Server, Totals};
 use crate::status::{
     ActorStatus, Counters, EventRecord, FolderStatus, Histogram, NodeStatus, Sample, StatusSource,
     SyncState, TargetStatus,
@@ -203,15 +203,13 @@ impl Hub {
 
     /// Takes a throughput and latency sample; called once a second.
     pub fn sample(&self) {
-        let all = self.all_stats();
         let (mut bytes, mut files, mut sum, mut count) = (0u64, 0u64, 0f64, 0u64);
-        for s in &all {
-            let snap = s.snapshot();
-            bytes += snap.bytes_written;
-            files += snap.created + snap.updated + snap.removed + snap.renamed;
-            let l = s.latency.snapshot();
-            sum += l.sum_ms;
-            count += l.count;
+        for t in self.all_totals() {
+            let c = t.counts;
+            bytes += c.bytes_written;
+            files += c.created + c.updated + c.removed + c.renamed;
+            sum += t.latency.sum_ms;
+            count += t.latency.count;
         }
         let now = Instant::now();
         let mut prev = lock(&self.previous);
@@ -240,17 +238,19 @@ impl Hub {
         };
     }
 
-    fn all_stats(&self) -> Vec<Arc<Stats>> {
-        let mut all: Vec<Arc<Stats>> = lock(&self.followed)
+    /// Every replication's counts; a receive folder's over all its sessions, so that a
+    /// sender reconnecting does not show as a drop.
+    fn all_totals(&self) -> Vec<Totals> {
+        let mut all: Vec<Totals> = lock(&self.followed)
             .iter()
-            .map(|f| f.stats.clone())
+            .map(|f| Totals::of(&f.stats))
             .collect();
         if let Some(server) = lock(&self.server).as_ref() {
             all.extend(
                 server
                     .sessions()
                     .into_iter()
-                    .filter_map(|(_, s)| s.map(|s| s.stats)),
+                    .filter_map(|(_, s)| s.map(|s| s.totals())),
             );
         }
         all
@@ -261,7 +261,7 @@ impl Hub {
         for f in lock(&self.followed).iter() {
             let (word, reason) = lock(&f.state).clone();
             let state = send_state(&word, reason, &f.stats);
-            let target = target_status(&f.target, f.kind, state, &f.stats);
+            let target = target_status(&f.target, f.kind, state, &f.stats, Totals::of(&f.stats));
             match folders.iter_mut().find(|s| s.id == f.folder) {
                 Some(s) => s.targets.push(target),
                 None => folders.push(FolderStatus {
@@ -292,7 +292,13 @@ impl Hub {
                         state: SyncState::Offline {
                             reason: "no sender has connected yet".into(),
                         },
-                        ..target_status("-", "incoming", SyncState::Stopped, &Stats::default())
+                        ..target_status(
+                            "-",
+                            "incoming",
+                            SyncState::Stopped,
+                            &Stats::default(),
+                            Totals::default(),
+                        )
                     }],
                     Some(s) => {
                         let state = match &s.ended {
@@ -310,7 +316,14 @@ impl Hub {
                             None => progress_state(&s.stats).unwrap_or(SyncState::InSync),
                         };
                         let name = self.peer_name(&s.peer.to_string());
-                        vec![target_status(&name, "incoming", state, &s.stats)]
+                        // Counts over every session; state and progress are this one's.
+                        vec![target_status(
+                            &name,
+                            "incoming",
+                            state,
+                            &s.stats,
+                            s.totals(),
+                        )]
                     }
                 };
                 FolderStatus {
@@ -361,9 +374,16 @@ fn send_state(word: &str, reason: Option<String>, stats: &Stats) -> SyncState {
     }
 }
 
-fn target_status(name: &str, kind: &str, state: SyncState, stats: &Stats) -> TargetStatus {
-    let s = stats.snapshot();
-    let l = stats.latency.snapshot();
+/// A target as the status shows it: its counters and latency from `totals`, the rest from
+/// its current `stats`.
+fn target_status(
+    name: &str,
+    kind: &str,
+    state: SyncState,
+    stats: &Stats,
+    totals: Totals,
+) -> TargetStatus {
+    let (s, l) = (totals.counts, totals.latency);
     TargetStatus {
         name: name.to_owned(),
         kind: kind.to_owned(),
