@@ -41,7 +41,7 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
         }
         Action::Rename { from, entry, seen } => {
             let st = expect_kind(target, from, EntryKind::File)?;
-            check_seen(from, &st, *seen)?;
+            check_seen(from, &st, *seen, target.mtime_window())?;
             target.rename(from, &entry.path)?;
             target.set_meta(&entry.path, EntryKind::File, entry.mode, entry.mtime)?;
             Ok(wrote)
@@ -78,7 +78,7 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
             path, mode, mtime, ..
         } => {
             let st = expect_kind(target, path, EntryKind::Dir)?;
-            if st.mode == *mode && st.mtime == *mtime {
+            if st.mode == *mode && st.mtime.near(*mtime, target.mtime_window()) {
                 return Ok(Effect::default());
             }
             target.set_meta(path, EntryKind::Dir, *mode, *mtime)?;
@@ -842,7 +842,10 @@ mod tests {
             interrupt in prop::option::weighted(0.25, 0usize..6),
             checksum: bool,
         ) {
-            let opts = DiffOptions { checksum };
+            let opts = DiffOptions {
+                checksum,
+                ..DiffOptions::default()
+            };
             let source_tree = build(&a);
             let target_tree = muts.as_deref().map_or_else(Tree::new, |m| mutate(source_tree.clone(), m, checksum));
             let (_tmp, src, dst) = dirs_for_a_run();

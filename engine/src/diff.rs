@@ -17,6 +17,9 @@ pub const COPY_SOURCE_MIN: u64 = 1 << 20;
 pub struct DiffOptions {
     /// Compare content even when size and mtime agree (rsync's `--checksum`).
     pub checksum: bool,
+    /// Source and target mtimes closer than this many nanoseconds are equal: the step the
+    /// target keeps file times in (0: exact; see [`crate::TargetDir::probe_mtime_window`]).
+    pub mtime_window: u64,
 }
 
 /// Files whose chunk lists must be known before a plan can be made.
@@ -90,7 +93,7 @@ pub fn diff_within(
         };
         match (s.kind, t.kind) {
             (EntryKind::Dir, EntryKind::Dir) => {
-                if s.mode != t.mode || s.mtime != t.mtime {
+                if s.mode != t.mode || !s.mtime.near(t.mtime, opts.mtime_window) {
                     d.dir_meta.insert(s.path.clone(), true);
                 }
             }
@@ -102,7 +105,7 @@ pub fn diff_within(
                         replaces: true,
                     });
                     d.touch_parent(&s.path);
-                } else if s.mtime != t.mtime {
+                } else if !s.mtime.near(t.mtime, opts.mtime_window) {
                     d.content_phase.push(Action::SetMeta {
                         entry: s.clone(),
                         seen: None,
@@ -359,7 +362,7 @@ impl<'a> Draft<'a> {
         // and mtime, such as two extracted from one archive) mean different bytes.
         let known_different =
             matches!((&s.content, &t.content), (Some(sc), Some(tc)) if sc.id != tc.id);
-        if !opts.checksum && !known_different && s.quick_equal(t) {
+        if !opts.checksum && !known_different && s.quick_equal(t, opts.mtime_window) {
             if s.mode != t.mode {
                 self.content_phase.push(Action::SetMeta {
                     entry: s.clone(),
@@ -380,7 +383,7 @@ impl<'a> Draft<'a> {
             return;
         };
         if sc.id == tc.id {
-            if s.mode != t.mode || s.mtime != t.mtime {
+            if s.mode != t.mode || !s.mtime.near(t.mtime, opts.mtime_window) {
                 self.content_phase.push(Action::SetMeta {
                     entry: s.clone(),
                     seen: Some(Seen::of(t)),
@@ -590,6 +593,40 @@ mod tests {
     }
 
     #[test]
+    fn mtimes_within_the_targets_window_are_equal_and_farther_ones_are_not() {
+        const SEC: i64 = 1_000_000_000;
+        let window = DiffOptions {
+            mtime_window: SEC as u64,
+            ..DiffOptions::default()
+        };
+        // The target cut the source's 7.9 s to 7 s: no change with the window, one without.
+        let s = file("f", b"same", 7 * SEC + 900_000_000);
+        let cut = file("f", b"same", 7 * SEC);
+        let (source, target) = (index([unhashed(s.clone())]), index([unhashed(cut)]));
+        assert!(ready(&source, &target, window).actions.is_empty());
+        assert_eq!(
+            needs(&source, &target, DiffOptions::default()).source,
+            paths(&["f"])
+        );
+        // A second or more apart is a change even with the window.
+        let older = file("f", b"same", 6 * SEC + 900_000_000);
+        let target = index([unhashed(older)]);
+        assert_eq!(needs(&source, &target, window).source, paths(&["f"]));
+        // Directories and symlinks compare their mtimes the same way.
+        let (d, dcut) = (dir("d", 5 * SEC + 1), dir("d", 5 * SEC));
+        assert!(ready(&index([d.clone()]), &index([dcut.clone()]), window)
+            .actions
+            .is_empty());
+        assert!(!ready(&index([d]), &index([dcut]), DiffOptions::default())
+            .actions
+            .is_empty());
+        let (l, lcut) = (symlink("l", "t", 3 * SEC + 5), symlink("l", "t", 3 * SEC));
+        assert!(ready(&index([l]), &index([lcut]), window)
+            .actions
+            .is_empty());
+    }
+
+    #[test]
     fn equal_size_and_mtime_is_unchanged_unless_checksum() {
         let s = file("f", b"new!", 7);
         let t = file("f", b"old!", 7);
@@ -599,7 +636,10 @@ mod tests {
             .actions
             .is_empty());
 
-        let checksum = DiffOptions { checksum: true };
+        let checksum = DiffOptions {
+            checksum: true,
+            ..DiffOptions::default()
+        };
         let n = needs(&source, &target, checksum);
         assert_eq!(n.source, paths(&["f"]));
         assert_eq!(n.target, paths(&["f"]));

@@ -53,6 +53,26 @@ pub struct VersionVector(pub BTreeMap<String, u64>);
 )]
 pub struct MtimeNs(pub i64);
 
+/// A time step in ns, as people write it: `100 ns`, `1 µs`, `1 ms`, `2 s`.
+pub fn show_step(ns: u64) -> String {
+    match ns {
+        n if n >= 1_000_000_000 && n % 1_000_000_000 == 0 => format!("{} s", n / 1_000_000_000),
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{} ms", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{} µs", n / 1_000),
+        n => format!("{n} ns"),
+    }
+}
+
+impl MtimeNs {
+    /// True when the two times are closer than `window` nanoseconds, or equal when
+    /// `window` is 0: a target that keeps file times coarser than a nanosecond (one second
+    /// on ext4 with small inodes, two on FAT) stores the source's mtime cut to its step,
+    /// and that copy is not a change.
+    pub fn near(self, other: MtimeNs, window: u64) -> bool {
+        self == other || self.0.abs_diff(other.0) < window
+    }
+}
+
 /// Everything a folder knows about one path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -102,8 +122,32 @@ impl FileEntry {
         self.state == EntryState::Present
     }
 
-    /// True when size and mtime agree: rsync's quick check for "unchanged".
-    pub fn quick_equal(&self, other: &FileEntry) -> bool {
-        self.size == other.size && self.mtime == other.mtime
+    /// True when size and mtime agree (mtimes within `window` ns, see [`MtimeNs::near`]):
+    /// rsync's quick check for "unchanged".
+    pub fn quick_equal(&self, other: &FileEntry, window: u64) -> bool {
+        self.size == other.size && self.mtime.near(other.mtime, window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_near_within_the_window_only() {
+        let t = MtimeNs(10_000_000_000);
+        assert!(t.near(t, 0));
+        assert!(!t.near(MtimeNs(t.0 + 1), 0), "no window: exact");
+        assert!(t.near(MtimeNs(t.0 + 999_999_999), 1_000_000_000));
+        assert!(t.near(MtimeNs(t.0 - 999_999_999), 1_000_000_000));
+        assert!(!t.near(MtimeNs(t.0 + 1_000_000_000), 1_000_000_000));
+        assert!(MtimeNs(i64::MIN).near(MtimeNs(i64::MIN), 5));
+        assert!(!MtimeNs(i64::MIN).near(MtimeNs(i64::MAX), u64::MAX - 1));
+    }
+
+    #[test]
+    fn steps_are_shown_in_their_unit() {
+        let shown = [100, 1_000, 1_000_000, 1_000_000_000, 2_000_000_000].map(show_step);
+        assert_eq!(shown, ["100 ns", "1 µs", "1 ms", "1 s", "2 s"]);
     }
 }

@@ -82,7 +82,19 @@ pub struct TargetDir {
     root_fd: OwnedFd,
     /// Entries [`TargetDir::remove_tree`] leaves in place: the ignored ones.
     keep: IgnoreRules,
+    /// The step the file system keeps file times in, in ns (0: exact or not probed); see
+    /// [`TargetDir::probe_mtime_window`].
+    mtime_window: AtomicU64,
 }
+
+/// The mtime [`TargetDir::probe_mtime_window`] sets: an odd second and an odd nanosecond,
+/// so that any step coarser than a nanosecond (even FAT's two seconds) moves it.
+const PROBE_MTIME: MtimeNs = MtimeNs(1_600_000_001_123_456_789);
+
+/// The steps file systems keep times in that the probe recognises (ns): NTFS's 100 ns and
+/// anything finer than a microsecond count as a microsecond; then a millisecond, a second
+/// (ext4 with 128-byte inodes, HFS+, many network shares) and FAT's two seconds.
+const MTIME_STEPS: [u64; 4] = [1_000, 1_000_000, 1_000_000_000, 2_000_000_000];
 
 enum DirFd<'a> {
     Root(BorrowedFd<'a>),
@@ -115,7 +127,38 @@ impl TargetDir {
             root: root.to_owned(),
             root_fd,
             keep: IgnoreRules::default(),
+            mtime_window: AtomicU64::new(0),
         })
+    }
+
+    /// Finds the step this file system keeps file times in, by setting a temp file's mtime
+    /// and reading it back, and from then on takes mtimes closer than it as equal (see
+    /// [`MtimeNs::near`]). Returns the step (0: exact). Without this, every file copied to
+    /// a target that cuts times (FAT, ext4 with small inodes, some network shares) would
+    /// look changed at every run and be read again, like rsync without `--modify-window`.
+    /// A file system that does not keep the time set at all (off by two seconds or more)
+    /// gets no window: such times are never taken as equal.
+    pub fn probe_mtime_window(&self) -> Result<u64> {
+        let probe = self.create_temp(&RelPath::new(".ferry-probe").expect("a valid name"))?;
+        rfs::futimens(&probe.file, &timestamps(PROBE_MTIME))
+            .map_err(|e| Error::io("set mtime of", &probe.full, e.into()))?;
+        let st = rfs::fstat(&probe.file).map_err(|e| Error::io("stat", &probe.full, e.into()))?;
+        let off = to_stat(&st).mtime.0.abs_diff(PROBE_MTIME.0);
+        let window = if off == 0 {
+            0
+        } else {
+            MTIME_STEPS
+                .into_iter()
+                .find(|&step| off < step)
+                .unwrap_or(0)
+        };
+        self.mtime_window.store(window, Ordering::Relaxed);
+        Ok(window)
+    }
+
+    /// The step file times are compared with (see [`TargetDir::probe_mtime_window`]).
+    pub fn mtime_window(&self) -> u64 {
+        self.mtime_window.load(Ordering::Relaxed)
     }
 
     /// This folder, whose entries `ignore` matches are never deleted, not even with the
@@ -408,7 +451,7 @@ impl TargetDir {
             return Err(wrong_kind());
         }
         if let Some(seen) = seen {
-            check_seen(path, &to_stat(&st), seen)?;
+            check_seen(path, &to_stat(&st), seen, self.mtime_window())?;
         }
         let mode = Mode::from_raw_mode(mode & 0o7777);
         match set_meta_pinned(&pinned, mode, mtime) {
@@ -685,9 +728,10 @@ fn temp_name() -> String {
     format!("{stem}{n}")
 }
 
-/// Fails unless the target file `st` (at `path`) is still as the target index `seen` it.
-pub(crate) fn check_seen(path: &RelPath, st: &TargetStat, seen: Seen) -> Result<()> {
-    if st.size == seen.size && st.mtime == seen.mtime {
+/// Fails unless the target file `st` (at `path`) is still as the target index `seen` it
+/// (its mtime within `window` ns, see [`TargetDir::probe_mtime_window`]).
+pub(crate) fn check_seen(path: &RelPath, st: &TargetStat, seen: Seen, window: u64) -> Result<()> {
+    if st.size == seen.size && st.mtime.near(seen.mtime, window) {
         return Ok(());
     }
     Err(Error::Precondition {
@@ -928,6 +972,38 @@ mod tests {
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_file_system_keeping_nanoseconds_gets_no_window_and_the_probe_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        assert_eq!(target.probe_mtime_window().unwrap(), 0);
+        assert_eq!(target.mtime_window(), 0);
+        assert_eq!(
+            fs::read_dir(root.path()).unwrap().count(),
+            0,
+            "the probe is gone"
+        );
+    }
+
+    #[test]
+    fn a_target_seen_within_the_window_is_still_as_seen() {
+        let st = TargetStat {
+            kind: Some(EntryKind::File),
+            size: 4,
+            mode: 0o644,
+            mtime: MtimeNs(7_000_000_000),
+            ino: 1,
+        };
+        let seen = Seen {
+            size: 4,
+            mtime: MtimeNs(7_400_000_000),
+        };
+        assert!(check_seen(&p("f"), &st, seen, 1_000_000_000).is_ok());
+        assert!(check_seen(&p("f"), &st, seen, 0).is_err());
+        let grown = Seen { size: 5, ..seen };
+        assert!(check_seen(&p("f"), &st, grown, 1_000_000_000).is_err());
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -28,6 +28,7 @@ mod remote_bad_input;
 mod remote_resume;
 mod remote_sync;
 mod remote_watch;
+mod sync_coarse_times;
 mod sync_dryrun;
 mod sync_errors;
 mod sync_ignore;

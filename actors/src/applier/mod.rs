@@ -329,6 +329,13 @@ impl Handler<Start> for Applier {
         let dry_run = self.opts.dry_run;
         let job = async move {
             pool.run("scan target", move || {
+                // The step the target keeps file times in, before the scan (the probe is a
+                // temp file, gone again). A dry run writes nothing, so it compares exactly.
+                let window = if dry_run {
+                    Ok(0)
+                } else {
+                    target.probe_mtime_window()
+                };
                 let mut outcome = ferry_engine::scan(&root, opts.clone())?;
                 let leftovers = take_leftovers(&target, &mut outcome.index, &opts.params);
                 let mut skipped = std::mem::take(&mut outcome.skipped);
@@ -353,12 +360,18 @@ impl Handler<Start> for Applier {
                     let saver = TargetPersister::new(store, root, folder);
                     (reused, saver)
                 });
-                Ok::<_, ferry_engine::Error>((index, skipped, leftovers, saved, removed))
+                Ok::<_, ferry_engine::Error>((index, skipped, leftovers, saved, removed, window))
             })
             .await
         };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok((mut index, skipped, leftovers, saved, removed))) => {
+            Ok(Ok((mut index, skipped, leftovers, saved, removed, window))) => {
+                match window {
+                    Ok(0) => {}
+                    Ok(step) => tracing::info!(folder = %act.folder, "the target keeps file times in steps of {}: times closer than that count as equal", ferry_engine::entry::show_step(step)),
+                    // Not fatal: the plan finds out for itself whether the target is writable.
+                    Err(e) => tracing::debug!(folder = %act.folder, "cannot probe how the target keeps file times: {e}"),
+                }
                 for s in &skipped {
                     if s.kind == SkipKind::Unrepresentable {
                         tracing::warn!(folder = %act.folder, path = %s.path.display(), "left in the target as it is: {}", s.reason);

@@ -52,6 +52,7 @@ impl Applier {
         };
         let opts = DiffOptions {
             checksum: self.opts.checksum,
+            mtime_window: self.target.mtime_window(),
         };
         let none = HashSet::new();
         let pending = if partial { &self.in_flight } else { &none };
