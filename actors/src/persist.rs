@@ -214,11 +214,14 @@ struct TargetBatch {
 }
 
 impl TargetPersister {
-    /// A writer to `store` for the target directory `root`; `folder` names it in logs.
+    /// A writer to `store` for the target directory `root`, whose file system keeps file
+    /// times in steps of `mtime_step` ns (see [`ferry_engine::TargetDir::probe_mtime_step`]);
+    /// `folder` names it in logs.
     pub fn new(
         store: Arc<dyn TargetStore>,
         root: PathBuf,
         folder: String,
+        mtime_step: u64,
     ) -> std::io::Result<TargetPersister> {
         let (tx, rx) = mpsc::channel::<TargetBatch>();
         let thread = std::thread::Builder::new()
@@ -239,7 +242,7 @@ impl TargetPersister {
                     if broken {
                         continue;
                     }
-                    let (upserts, removed) = check_changes(&root, batch.changes);
+                    let (upserts, removed) = check_changes(&root, batch.changes, mtime_step);
                     if let Err(e) = store.write(&upserts, &removed, batch.full) {
                         // Rows saved by a failed write may be half there: clear them all, so
                         // the next start reads the files it needs instead.
@@ -285,6 +288,7 @@ impl TargetPersister {
 fn check_changes(
     root: &Path,
     changes: BTreeMap<RelPath, TargetChange>,
+    mtime_step: u64,
 ) -> (Vec<(RelPath, StatKey, Content)>, Vec<RelPath>) {
     let mut upserts = Vec::new();
     let mut removed = Vec::new();
@@ -304,7 +308,9 @@ fn check_changes(
             .filter(|(e, _)| {
                 e.kind == EntryKind::File
                     && e.size == size
-                    && e.mtime == mtime
+                    // Written by Ferry, the index holds the source's time; the disk, that
+                    // time as the file system keeps it.
+                    && mtime.kept_as(e.mtime, mtime_step)
                     && content.len() == size
             });
         match stat {
@@ -390,7 +396,7 @@ mod tests {
             (rel("gone"), gone),
             (rel("forgotten"), TargetChange::Forgotten),
         ]);
-        let (upserts, removed) = check_changes(root, changes);
+        let (upserts, removed) = check_changes(root, changes, 0);
         assert_eq!(upserts.len(), 1);
         let (p, stat, content) = &upserts[0];
         assert_eq!(p, &rel("same"));
@@ -404,7 +410,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_owned();
         let store = Arc::new(Recorder::default());
-        let saver = TargetPersister::new(store.clone(), root.clone(), "t".into()).unwrap();
+        let saver = TargetPersister::new(store.clone(), root.clone(), "t".into(), 0).unwrap();
         saver.save(vec![(rel("a"), known(&root, "a", b"a"))], true);
         saver.save(vec![(rel("a"), TargetChange::Forgotten)], false);
         saver.save(Vec::new(), false);
@@ -419,7 +425,7 @@ mod tests {
             fail: true,
             ..Recorder::default()
         });
-        let saver = TargetPersister::new(failing.clone(), root.clone(), "t".into()).unwrap();
+        let saver = TargetPersister::new(failing.clone(), root.clone(), "t".into(), 0).unwrap();
         saver.save(vec![(rel("b"), known(&root, "b", b"b"))], false);
         saver.finish();
         let writes = failing.writes.lock().unwrap().clone();

@@ -41,7 +41,7 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
         }
         Action::Rename { from, entry, seen } => {
             let st = expect_kind(target, from, EntryKind::File)?;
-            check_seen(from, &st, *seen, target.mtime_window())?;
+            check_seen(from, &st, *seen, target.mtime_step())?;
             target.rename(from, &entry.path)?;
             target.set_meta(&entry.path, EntryKind::File, entry.mode, entry.mtime)?;
             Ok(wrote)
@@ -78,7 +78,7 @@ pub fn apply_action(target: &TargetDir, action: &Action) -> Result<Effect> {
             path, mode, mtime, ..
         } => {
             let st = expect_kind(target, path, EntryKind::Dir)?;
-            if st.mode == *mode && st.mtime.near(*mtime, target.mtime_window()) {
+            if st.mode == *mode && mtime.kept_as(st.mtime, target.mtime_step()) {
                 return Ok(Effect::default());
             }
             target.set_meta(path, EntryKind::Dir, *mode, *mtime)?;

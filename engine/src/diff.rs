@@ -18,8 +18,8 @@ pub struct DiffOptions {
     /// Compare content even when size and mtime agree (rsync's `--checksum`).
     pub checksum: bool,
     /// Source and target mtimes closer than this many nanoseconds are equal: the step the
-    /// target keeps file times in (0: exact; see [`crate::TargetDir::probe_mtime_window`]).
-    pub mtime_window: u64,
+    /// target keeps file times in (0: exact; see [`crate::TargetDir::probe_mtime_step`]).
+    pub mtime_step: u64,
 }
 
 /// Files whose chunk lists must be known before a plan can be made.
@@ -93,7 +93,7 @@ pub fn diff_within(
         };
         match (s.kind, t.kind) {
             (EntryKind::Dir, EntryKind::Dir) => {
-                if s.mode != t.mode || !s.mtime.near(t.mtime, opts.mtime_window) {
+                if s.mode != t.mode || !s.mtime.kept_as(t.mtime, opts.mtime_step) {
                     d.dir_meta.insert(s.path.clone(), true);
                 }
             }
@@ -105,7 +105,7 @@ pub fn diff_within(
                         replaces: true,
                     });
                     d.touch_parent(&s.path);
-                } else if !s.mtime.near(t.mtime, opts.mtime_window) {
+                } else if !s.mtime.kept_as(t.mtime, opts.mtime_step) {
                     d.content_phase.push(Action::SetMeta {
                         entry: s.clone(),
                         seen: None,
@@ -362,7 +362,12 @@ impl<'a> Draft<'a> {
         // and mtime, such as two extracted from one archive) mean different bytes.
         let known_different =
             matches!((&s.content, &t.content), (Some(sc), Some(tc)) if sc.id != tc.id);
-        if !opts.checksum && !known_different && s.quick_equal(t, opts.mtime_window) {
+        // On a target that cuts times, a source file rewritten within the step of the copy's
+        // time looks unchanged by size and time. Where the source's content is known (a live
+        // change, a kept index) and the target's is not, it is read rather than trusted: the
+        // quick check's blind spot stays that of a one-shot run, which knows neither.
+        let cut_only = s.mtime != t.mtime && s.content.is_some() && t.content.is_none();
+        if !opts.checksum && !known_different && !cut_only && s.quick_equal(t, opts.mtime_step) {
             if s.mode != t.mode {
                 self.content_phase.push(Action::SetMeta {
                     entry: s.clone(),
@@ -383,7 +388,7 @@ impl<'a> Draft<'a> {
             return;
         };
         if sc.id == tc.id {
-            if s.mode != t.mode || !s.mtime.near(t.mtime, opts.mtime_window) {
+            if s.mode != t.mode || !s.mtime.kept_as(t.mtime, opts.mtime_step) {
                 self.content_phase.push(Action::SetMeta {
                     entry: s.clone(),
                     seen: Some(Seen::of(t)),
@@ -593,17 +598,25 @@ mod tests {
     }
 
     #[test]
-    fn mtimes_within_the_targets_window_are_equal_and_farther_ones_are_not() {
+    fn a_time_the_target_cut_to_its_step_is_equal_and_any_other_is_not() {
         const SEC: i64 = 1_000_000_000;
         let window = DiffOptions {
-            mtime_window: SEC as u64,
+            mtime_step: SEC as u64,
             ..DiffOptions::default()
         };
         // The target cut the source's 7.9 s to 7 s: no change with the window, one without.
         let s = file("f", b"same", 7 * SEC + 900_000_000);
         let cut = file("f", b"same", 7 * SEC);
-        let (source, target) = (index([unhashed(s.clone())]), index([unhashed(cut)]));
+        let (source, target) = (index([unhashed(s.clone())]), index([unhashed(cut.clone())]));
         assert!(ready(&source, &target, window).actions.is_empty());
+        // With the source's content known (a live change, a kept index) and the target's
+        // not, a cut time proves nothing: the target file is read and compared.
+        let hashed = index([s.clone()]);
+        assert_eq!(needs(&hashed, &target, window).target, paths(&["f"]));
+        let other_bytes = file("f", b"diff", 7 * SEC);
+        let plan = ready(&hashed, &index([other_bytes]), window);
+        assert!(has(&plan, "WriteFile", "f"), "{plan:#?}");
+        assert!(ready(&hashed, &index([cut]), window).actions.is_empty());
         assert_eq!(
             needs(&source, &target, DiffOptions::default()).source,
             paths(&["f"])

@@ -64,12 +64,17 @@ pub fn show_step(ns: u64) -> String {
 }
 
 impl MtimeNs {
-    /// True when the two times are closer than `window` nanoseconds, or equal when
-    /// `window` is 0: a target that keeps file times coarser than a nanosecond (one second
-    /// on ext4 with small inodes, two on FAT) stores the source's mtime cut to its step,
-    /// and that copy is not a change.
-    pub fn near(self, other: MtimeNs, window: u64) -> bool {
-        self == other || self.0.abs_diff(other.0) < window
+    /// True when `kept` is this time as a file system keeping times in steps of `step` ns
+    /// stores it: equal, or this time cut down to its step (0: exact). A target that keeps
+    /// file times coarser than a nanosecond (one second on ext4 with small inodes, two on
+    /// FAT) stores the source's mtime so, and that copy is not a change; any other time,
+    /// even one step away, is.
+    pub fn kept_as(self, kept: MtimeNs, step: u64) -> bool {
+        self == kept
+            || i64::try_from(step)
+                .ok()
+                .filter(|&s| s > 0)
+                .is_some_and(|s| kept.0 == self.0 - self.0.rem_euclid(s))
     }
 }
 
@@ -122,10 +127,10 @@ impl FileEntry {
         self.state == EntryState::Present
     }
 
-    /// True when size and mtime agree (mtimes within `window` ns, see [`MtimeNs::near`]):
-    /// rsync's quick check for "unchanged".
-    pub fn quick_equal(&self, other: &FileEntry, window: u64) -> bool {
-        self.size == other.size && self.mtime.near(other.mtime, window)
+    /// True when size and mtime agree (`other`'s mtime is this one as kept in steps of
+    /// `step` ns, see [`MtimeNs::kept_as`]): rsync's quick check for "unchanged".
+    pub fn quick_equal(&self, other: &FileEntry, step: u64) -> bool {
+        self.size == other.size && self.mtime.kept_as(other.mtime, step)
     }
 }
 
@@ -134,15 +139,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_are_near_within_the_window_only() {
-        let t = MtimeNs(10_000_000_000);
-        assert!(t.near(t, 0));
-        assert!(!t.near(MtimeNs(t.0 + 1), 0), "no window: exact");
-        assert!(t.near(MtimeNs(t.0 + 999_999_999), 1_000_000_000));
-        assert!(t.near(MtimeNs(t.0 - 999_999_999), 1_000_000_000));
-        assert!(!t.near(MtimeNs(t.0 + 1_000_000_000), 1_000_000_000));
-        assert!(MtimeNs(i64::MIN).near(MtimeNs(i64::MIN), 5));
-        assert!(!MtimeNs(i64::MIN).near(MtimeNs(i64::MAX), u64::MAX - 1));
+    fn a_time_is_kept_as_itself_or_cut_down_to_the_step_only() {
+        const SEC: i64 = 1_000_000_000;
+        let t = MtimeNs(10 * SEC + 900_000_000);
+        assert!(t.kept_as(t, 0) && t.kept_as(t, SEC as u64));
+        assert!(!t.kept_as(MtimeNs(10 * SEC), 0), "no step: exact");
+        assert!(t.kept_as(MtimeNs(10 * SEC), SEC as u64));
+        // Not the step above, nor the one below, nor anything between.
+        assert!(!t.kept_as(MtimeNs(11 * SEC), SEC as u64));
+        assert!(!t.kept_as(MtimeNs(9 * SEC), SEC as u64));
+        assert!(!t.kept_as(MtimeNs(10 * SEC + 1), SEC as u64));
+        // FAT's two seconds; and times before 1970 cut down too.
+        assert!(t.kept_as(MtimeNs(10 * SEC), 2 * SEC as u64));
+        assert!(MtimeNs(11 * SEC).kept_as(MtimeNs(10 * SEC), 2 * SEC as u64));
+        assert!(MtimeNs(-SEC / 2).kept_as(MtimeNs(-SEC), SEC as u64));
+        // At the bounds of the type, and a step too large for it.
+        assert!(MtimeNs(i64::MIN).kept_as(MtimeNs(i64::MIN), 5));
+        assert!(MtimeNs(i64::MAX).kept_as(MtimeNs(i64::MAX - 7), 10));
+        assert!(!MtimeNs(5).kept_as(MtimeNs(0), u64::MAX));
     }
 
     #[test]

@@ -83,18 +83,25 @@ pub struct TargetDir {
     /// Entries [`TargetDir::remove_tree`] leaves in place: the ignored ones.
     keep: IgnoreRules,
     /// The step the file system keeps file times in, in ns (0: exact or not probed); see
-    /// [`TargetDir::probe_mtime_window`].
-    mtime_window: AtomicU64,
+    /// [`TargetDir::probe_mtime_step`].
+    mtime_step: AtomicU64,
 }
 
-/// The mtime [`TargetDir::probe_mtime_window`] sets: an odd second and an odd nanosecond,
+/// The mtime [`TargetDir::probe_mtime_step`] sets: an odd second and an odd nanosecond,
 /// so that any step coarser than a nanosecond (even FAT's two seconds) moves it.
 const PROBE_MTIME: MtimeNs = MtimeNs(1_600_000_001_123_456_789);
 
-/// The steps file systems keep times in that the probe recognises (ns): NTFS's 100 ns and
-/// anything finer than a microsecond count as a microsecond; then a millisecond, a second
-/// (ext4 with 128-byte inodes, HFS+, many network shares) and FAT's two seconds.
-const MTIME_STEPS: [u64; 4] = [1_000, 1_000_000, 1_000_000_000, 2_000_000_000];
+/// The steps file systems keep times in that the probe recognises (ns), finest first:
+/// NTFS's 100 ns, a microsecond, a millisecond, exFAT's 10 ms, a second (ext4 with 128-byte
+/// inodes, HFS+, many network shares) and FAT's two seconds.
+const MTIME_STEPS: [u64; 6] = [
+    100,
+    1_000,
+    1_000_000,
+    10_000_000,
+    1_000_000_000,
+    2_000_000_000,
+];
 
 enum DirFd<'a> {
     Root(BorrowedFd<'a>),
@@ -127,38 +134,47 @@ impl TargetDir {
             root: root.to_owned(),
             root_fd,
             keep: IgnoreRules::default(),
-            mtime_window: AtomicU64::new(0),
+            mtime_step: AtomicU64::new(0),
         })
     }
 
     /// Finds the step this file system keeps file times in, by setting a temp file's mtime
-    /// and reading it back, and from then on takes mtimes closer than it as equal (see
-    /// [`MtimeNs::near`]). Returns the step (0: exact). Without this, every file copied to
-    /// a target that cuts times (FAT, ext4 with small inodes, some network shares) would
-    /// look changed at every run and be read again, like rsync without `--modify-window`.
-    /// A file system that does not keep the time set at all (off by two seconds or more)
-    /// gets no window: such times are never taken as equal.
-    pub fn probe_mtime_window(&self) -> Result<u64> {
+    /// and reading it back, and from then on takes a time cut down to that step as equal to
+    /// the time (see [`MtimeNs::kept_as`]). Returns the step (0: exact). Without this, every
+    /// file copied to a target that cuts times (FAT, ext4 with small inodes, some network
+    /// shares) would look changed at every run and be read again, like rsync without
+    /// `--modify-window`. A time read back that is not the one set cut down to a known step
+    /// (a file system that rounds, or does not keep the time at all) is an error, and times
+    /// stay compared exactly.
+    pub fn probe_mtime_step(&self) -> Result<u64> {
         let probe = self.create_temp(&RelPath::new(".ferry-probe").expect("a valid name"))?;
         rfs::futimens(&probe.file, &timestamps(PROBE_MTIME))
             .map_err(|e| Error::io("set mtime of", &probe.full, e.into()))?;
         let st = rfs::fstat(&probe.file).map_err(|e| Error::io("stat", &probe.full, e.into()))?;
-        let off = to_stat(&st).mtime.0.abs_diff(PROBE_MTIME.0);
-        let window = if off == 0 {
-            0
+        let kept = to_stat(&st).mtime;
+        let step = if kept == PROBE_MTIME {
+            Some(0)
         } else {
             MTIME_STEPS
                 .into_iter()
-                .find(|&step| off < step)
-                .unwrap_or(0)
+                .find(|&step| PROBE_MTIME.kept_as(kept, step))
         };
-        self.mtime_window.store(window, Ordering::Relaxed);
-        Ok(window)
+        let Some(step) = step else {
+            return Err(Error::Precondition {
+                path: probe.path.clone(),
+                reason: format!(
+                    "the file time {} ns was kept as {} ns, not cut down to a step Ferry knows",
+                    PROBE_MTIME.0, kept.0
+                ),
+            });
+        };
+        self.mtime_step.store(step, Ordering::Relaxed);
+        Ok(step)
     }
 
-    /// The step file times are compared with (see [`TargetDir::probe_mtime_window`]).
-    pub fn mtime_window(&self) -> u64 {
-        self.mtime_window.load(Ordering::Relaxed)
+    /// The step file times are compared with (see [`TargetDir::probe_mtime_step`]).
+    pub fn mtime_step(&self) -> u64 {
+        self.mtime_step.load(Ordering::Relaxed)
     }
 
     /// This folder, whose entries `ignore` matches are never deleted, not even with the
@@ -451,7 +467,7 @@ impl TargetDir {
             return Err(wrong_kind());
         }
         if let Some(seen) = seen {
-            check_seen(path, &to_stat(&st), seen, self.mtime_window())?;
+            check_seen(path, &to_stat(&st), seen, self.mtime_step())?;
         }
         let mode = Mode::from_raw_mode(mode & 0o7777);
         match set_meta_pinned(&pinned, mode, mtime) {
@@ -729,9 +745,9 @@ fn temp_name() -> String {
 }
 
 /// Fails unless the target file `st` (at `path`) is still as the target index `seen` it
-/// (its mtime within `window` ns, see [`TargetDir::probe_mtime_window`]).
-pub(crate) fn check_seen(path: &RelPath, st: &TargetStat, seen: Seen, window: u64) -> Result<()> {
-    if st.size == seen.size && st.mtime.near(seen.mtime, window) {
+/// (its mtime as kept in steps of `step` ns, see [`TargetDir::probe_mtime_step`]).
+pub(crate) fn check_seen(path: &RelPath, st: &TargetStat, seen: Seen, step: u64) -> Result<()> {
+    if st.size == seen.size && seen.mtime.kept_as(st.mtime, step) {
         return Ok(());
     }
     Err(Error::Precondition {
@@ -978,8 +994,8 @@ mod tests {
     fn a_file_system_keeping_nanoseconds_gets_no_window_and_the_probe_leaves_nothing() {
         let root = tempfile::tempdir().unwrap();
         let target = TargetDir::open(root.path()).unwrap();
-        assert_eq!(target.probe_mtime_window().unwrap(), 0);
-        assert_eq!(target.mtime_window(), 0);
+        assert_eq!(target.probe_mtime_step().unwrap(), 0);
+        assert_eq!(target.mtime_step(), 0);
         assert_eq!(
             fs::read_dir(root.path()).unwrap().count(),
             0,
@@ -988,7 +1004,7 @@ mod tests {
     }
 
     #[test]
-    fn a_target_seen_within_the_window_is_still_as_seen() {
+    fn a_target_file_holding_the_seen_time_cut_to_the_step_is_still_as_seen() {
         let st = TargetStat {
             kind: Some(EntryKind::File),
             size: 4,
@@ -1004,6 +1020,12 @@ mod tests {
         assert!(check_seen(&p("f"), &st, seen, 0).is_err());
         let grown = Seen { size: 5, ..seen };
         assert!(check_seen(&p("f"), &st, grown, 1_000_000_000).is_err());
+        // Touched behind Ferry's back to the next second: not the time it saw, cut.
+        let touched = TargetStat {
+            mtime: MtimeNs(8_000_000_000),
+            ..st
+        };
+        assert!(check_seen(&p("f"), &touched, seen, 1_000_000_000).is_err());
     }
 
     fn names(dir: &Path) -> Vec<String> {

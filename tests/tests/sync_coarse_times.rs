@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use crate::util::live::{wait_until_blocking, WatchProcess};
 use crate::util::*;
 
 /// A small ext4 image with 128-byte inodes (whole-second times), loop-mounted for one test;
@@ -138,4 +139,92 @@ fn a_target_keeping_whole_seconds_is_in_sync_after_one_run_and_still_gets_change
             "{name}"
         );
     }
+}
+
+/// Rewrites `path` with `content` (the same size as before) and an mtime in the same second
+/// as `like`, so that a target keeping whole seconds holds the old copy's time exactly.
+fn rewrite_within_the_second(path: &Path, content: &str, like: SystemTime) {
+    let since = like.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let same_second = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(since.as_secs())
+        + Duration::from_nanos(999_000_000);
+    assert_ne!(same_second, like);
+    write_file(path, content, 0o644, same_second);
+}
+
+#[test]
+fn a_same_size_edit_within_the_copys_second_is_seen_with_state() {
+    let base = tempdir();
+    let Some(fs) = CoarseFs::mount(
+        "a_same_size_edit_within_the_copys_second_is_seen_with_state",
+        base.path(),
+    ) else {
+        return;
+    };
+    let (src, state) = (tempdir(), tempdir());
+    let s = src.path();
+    write_file(&s.join("f"), "AAAA\n", 0o644, time_n(1));
+    let dst = fs.dir.join("dst");
+    let state_flag = format!("--state={}", state.path().display());
+    sync_ok(s, &dst, &[&state_flag]);
+    let again = sync_ok(s, &dst, &[&state_flag]);
+    assert_eq!(
+        again.bytes_written + again.metadata_only,
+        0,
+        "{}",
+        again.raw
+    );
+
+    rewrite_within_the_second(&s.join("f"), "BBBB\n", time_n(1));
+    let edited = sync_ok(s, &dst, &[&state_flag]);
+    assert_eq!(
+        std::fs::read(dst.join("f")).unwrap(),
+        b"BBBB\n",
+        "{}",
+        edited.raw
+    );
+}
+
+#[test]
+fn a_same_size_edit_within_the_copys_second_is_seen_live() {
+    let base = tempdir();
+    let Some(fs) = CoarseFs::mount(
+        "a_same_size_edit_within_the_copys_second_is_seen_live",
+        base.path(),
+    ) else {
+        return;
+    };
+    let src = tempdir();
+    let s = src.path();
+    write_file(&s.join("f"), "AAAA\n", 0o644, time_n(1));
+    write_file(&s.join("g"), "GGGG\n", 0o644, time_n(2));
+    let dst = fs.dir.join("dst");
+    // In sync before the watch starts: its target index knows no content.
+    sync_ok(s, &dst, &[]);
+    let log = base.path().join("watch.log");
+    let mut watch = WatchProcess::spawn(s, &dst, &[], &log);
+    wait_until_blocking(Duration::from_secs(30), "the watch's initial sync", || {
+        watch.assert_running();
+        if watch.stderr().contains("initial sync complete") {
+            Ok(())
+        } else {
+            Err(watch.stderr())
+        }
+    });
+    rewrite_within_the_second(&s.join("f"), "BBBB\n", time_n(1));
+    wait_until_blocking(
+        Duration::from_secs(30),
+        "the edit reaches DST",
+        || match std::fs::read(dst.join("f")) {
+            Ok(b) if b == b"BBBB\n" => Ok(()),
+            other => Err(format!("DST holds {other:?}\n{}", watch.stderr())),
+        },
+    );
+    watch.terminate();
+    let (status, stderr) = watch.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("changed in the target"),
+        "no false alarm: {stderr}"
+    );
 }

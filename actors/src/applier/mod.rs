@@ -330,11 +330,12 @@ impl Handler<Start> for Applier {
         let job = async move {
             pool.run("scan target", move || {
                 // The step the target keeps file times in, before the scan (the probe is a
-                // temp file, gone again). A dry run writes nothing, so it compares exactly.
-                let window = if dry_run {
+                // temp file, gone again). A dry run writes nothing, so it compares exactly
+                // (on a target that cuts times it lists metadata updates a run would skip).
+                let step = if dry_run {
                     Ok(0)
                 } else {
-                    target.probe_mtime_window()
+                    target.probe_mtime_step()
                 };
                 let mut outcome = ferry_engine::scan(&root, opts.clone())?;
                 let leftovers = take_leftovers(&target, &mut outcome.index, &opts.params);
@@ -357,20 +358,22 @@ impl Handler<Start> for Applier {
                 let mut index = TargetIndex::new(outcome.index);
                 let saved = store.map(|store| {
                     let reused = attach_saved(&mut index, store.as_ref(), &opts.params, &folder);
-                    let saver = TargetPersister::new(store, root, folder);
+                    let kept_step = *step.as_ref().unwrap_or(&0);
+                    let saver = TargetPersister::new(store, root, folder, kept_step);
                     (reused, saver)
                 });
-                Ok::<_, ferry_engine::Error>((index, skipped, leftovers, saved, removed, window))
+                Ok::<_, ferry_engine::Error>((index, skipped, leftovers, saved, removed, step))
             })
             .await
         };
         ctx.spawn(job.into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok((mut index, skipped, leftovers, saved, removed, window))) => {
-                match window {
+            Ok(Ok((mut index, skipped, leftovers, saved, removed, step))) => {
+                match step {
                     Ok(0) => {}
-                    Ok(step) => tracing::info!(folder = %act.folder, "the target keeps file times in steps of {}: times closer than that count as equal", ferry_engine::entry::show_step(step)),
-                    // Not fatal: the plan finds out for itself whether the target is writable.
-                    Err(e) => tracing::debug!(folder = %act.folder, "cannot probe how the target keeps file times: {e}"),
+                    Ok(step) => tracing::info!(folder = %act.folder, "the target keeps file times in steps of {}: a source time cut down to that counts as equal", ferry_engine::entry::show_step(step)),
+                    // Not fatal: times are compared exactly, and the plan finds out for
+                    // itself whether the target is writable.
+                    Err(e) => tracing::warn!(folder = %act.folder, "cannot find how the target keeps file times ({e}): times are compared exactly"),
                 }
                 for s in &skipped {
                     if s.kind == SkipKind::Unrepresentable {

@@ -52,7 +52,7 @@ impl Applier {
         };
         let opts = DiffOptions {
             checksum: self.opts.checksum,
-            mtime_window: self.target.mtime_window(),
+            mtime_step: self.target.mtime_step(),
         };
         let none = HashSet::new();
         let pending = if partial { &self.in_flight } else { &none };
