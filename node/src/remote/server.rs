@@ -370,10 +370,11 @@ impl Server {
             slot.stop_session("the folder is no longer served as it was")
                 .await;
         }
-        self.retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(ended);
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        // A retired slot whose session has ended needs no waiting at shutdown: let it go,
+        // or every reload that changes a folder would keep one more for the node's life.
+        retired.retain(|slot| slot.active.try_lock().map_or(true, |a| a.is_some()));
+        retired.extend(ended);
     }
 
     /// Keeps what sessions leave to resume from in `db`, and takes back what an earlier run
@@ -1016,6 +1017,32 @@ impl Handler<ApplyFailed> for Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reloads_that_change_a_folder_do_not_pile_up_retired_slots() {
+        let home = tempfile::tempdir().unwrap();
+        let (identity, _) = super::super::identity::Identity::load_or_create(home.path()).unwrap();
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let served = |k: usize| ServedFolder {
+            name: FolderId::new("f").unwrap(),
+            path: dirs[k % 2].path().to_owned(),
+            peers: None,
+        };
+        let config = ServeConfig {
+            identity,
+            peers: BTreeSet::new(),
+            folders: vec![served(0)],
+            durable: false,
+            link: LinkOptions::default(),
+        };
+        let server = Server::new(config, Arc::new(Stats::default())).unwrap();
+        for k in 1..=6 {
+            // Each reload moves the folder: its slot is ended and retired.
+            server.reconfigure(BTreeSet::new(), vec![served(k)]).await;
+        }
+        let retired = server.retired.lock().unwrap().len();
+        assert!(retired <= 1, "{retired} retired slots kept after 6 reloads");
+    }
 
     fn counted(created: u64, bytes_written: u64) -> Arc<Stats> {
         let stats = Arc::new(Stats::default());
