@@ -74,7 +74,8 @@ impl MtimeNs {
             || i64::try_from(step)
                 .ok()
                 .filter(|&s| s > 0)
-                .is_some_and(|s| kept.0 == self.0 - self.0.rem_euclid(s))
+                .and_then(|s| self.0.checked_sub(self.0.rem_euclid(s)))
+                .is_some_and(|cut| kept.0 == cut)
     }
 }
 
@@ -155,6 +156,10 @@ mod tests {
         assert!(MtimeNs(-SEC / 2).kept_as(MtimeNs(-SEC), SEC as u64));
         // At the bounds of the type, and a step too large for it.
         assert!(MtimeNs(i64::MIN).kept_as(MtimeNs(i64::MIN), 5));
+        assert!(
+            !MtimeNs(i64::MIN + 1).kept_as(MtimeNs(0), 10),
+            "no overflow below"
+        );
         assert!(MtimeNs(i64::MAX).kept_as(MtimeNs(i64::MAX - 7), 10));
         assert!(!MtimeNs(5).kept_as(MtimeNs(0), u64::MAX));
     }

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use crate::util::live::{wait_until_blocking, WatchProcess};
 use crate::util::*;
 
-/// A small ext4 image with 128-byte inodes (whole-second times), loop-mounted for one test;
-/// lazily unmounted on drop.
+/// A small ext4 image with 128-byte inodes (whole-second times), loop-mounted for one test
+/// with `strictatime` (so a file read shows in its atime); lazily unmounted on drop.
 struct CoarseFs {
     dir: PathBuf,
 }
@@ -52,7 +52,7 @@ impl CoarseFs {
             && run(
                 "mount -o loop",
                 Command::new("mount")
-                    .args(["-o", "loop"])
+                    .args(["-o", "loop,strictatime"])
                     .arg(&image)
                     .arg(&dir),
             );
@@ -173,6 +173,16 @@ fn a_same_size_edit_within_the_copys_second_is_seen_with_state() {
         0,
         "{}",
         again.raw
+    );
+    // A kept run with nothing changed reads neither side: the saved lists decide.
+    let atime = |p: &Path| std::fs::metadata(p).unwrap().accessed().unwrap();
+    let read_before = atime(&dst.join("f"));
+    let idle = sync_ok(s, &dst, &[&state_flag]);
+    assert_eq!(idle.raw["bytes_hashed"], 0, "{}", idle.raw);
+    assert_eq!(
+        atime(&dst.join("f")),
+        read_before,
+        "the target file was read"
     );
 
     rewrite_within_the_second(&s.join("f"), "BBBB\n", time_n(1));
