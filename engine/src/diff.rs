@@ -17,8 +17,9 @@ pub const COPY_SOURCE_MIN: u64 = 1 << 20;
 pub struct DiffOptions {
     /// Compare content even when size and mtime agree (rsync's `--checksum`).
     pub checksum: bool,
-    /// Source and target mtimes closer than this many nanoseconds are equal: the step the
-    /// target keeps file times in (0: exact; see [`crate::TargetDir::probe_mtime_step`]).
+    /// The step, in nanoseconds, the target keeps file times in: a target mtime that is the
+    /// source's cut down to it is equal (0: exact; see [`crate::TargetDir::probe_mtime_step`]
+    /// and [`crate::MtimeNs::kept_as`]).
     pub mtime_step: u64,
 }
 
@@ -600,43 +601,41 @@ mod tests {
     #[test]
     fn a_time_the_target_cut_to_its_step_is_equal_and_any_other_is_not() {
         const SEC: i64 = 1_000_000_000;
-        let window = DiffOptions {
+        let step = DiffOptions {
             mtime_step: SEC as u64,
             ..DiffOptions::default()
         };
-        // The target cut the source's 7.9 s to 7 s: no change with the window, one without.
+        // The target cut the source's 7.9 s to 7 s: no change with the step, one without.
         let s = file("f", b"same", 7 * SEC + 900_000_000);
         let cut = file("f", b"same", 7 * SEC);
         let (source, target) = (index([unhashed(s.clone())]), index([unhashed(cut.clone())]));
-        assert!(ready(&source, &target, window).actions.is_empty());
+        assert!(ready(&source, &target, step).actions.is_empty());
         // With the source's content known (a live change, a kept index) and the target's
         // not, a cut time proves nothing: the target file is read and compared.
         let hashed = index([s.clone()]);
-        assert_eq!(needs(&hashed, &target, window).target, paths(&["f"]));
+        assert_eq!(needs(&hashed, &target, step).target, paths(&["f"]));
         let other_bytes = file("f", b"diff", 7 * SEC);
-        let plan = ready(&hashed, &index([other_bytes]), window);
+        let plan = ready(&hashed, &index([other_bytes]), step);
         assert!(has(&plan, "WriteFile", "f"), "{plan:#?}");
-        assert!(ready(&hashed, &index([cut]), window).actions.is_empty());
+        assert!(ready(&hashed, &index([cut]), step).actions.is_empty());
         assert_eq!(
             needs(&source, &target, DiffOptions::default()).source,
             paths(&["f"])
         );
-        // A second or more apart is a change even with the window.
+        // A second or more apart is a change even with the step.
         let older = file("f", b"same", 6 * SEC + 900_000_000);
         let target = index([unhashed(older)]);
-        assert_eq!(needs(&source, &target, window).source, paths(&["f"]));
+        assert_eq!(needs(&source, &target, step).source, paths(&["f"]));
         // Directories and symlinks compare their mtimes the same way.
         let (d, dcut) = (dir("d", 5 * SEC + 1), dir("d", 5 * SEC));
-        assert!(ready(&index([d.clone()]), &index([dcut.clone()]), window)
+        assert!(ready(&index([d.clone()]), &index([dcut.clone()]), step)
             .actions
             .is_empty());
         assert!(!ready(&index([d]), &index([dcut]), DiffOptions::default())
             .actions
             .is_empty());
         let (l, lcut) = (symlink("l", "t", 3 * SEC + 5), symlink("l", "t", 3 * SEC));
-        assert!(ready(&index([l]), &index([lcut]), window)
-            .actions
-            .is_empty());
+        assert!(ready(&index([l]), &index([lcut]), step).actions.is_empty());
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Prints {
 /// large files at the default 32 KiB average chunk.
 const KEPT_PRINTS: usize = 1 << 20;
 
-/// The prints of the large files a source hashed last, by path, up to [`KEPT_PRINTS`]
+/// The prints of the large files a source hashed last, by path, up to `KEPT_PRINTS`
 /// (the files hashed longest ago are forgotten first). Shared by the clones of a
 /// [`crate::SourceDir`].
 #[derive(Default)]
@@ -109,7 +109,7 @@ impl PrintCache {
     }
 
     /// Keeps `prints` as those of the file at `path` (replacing any it had), forgetting
-    /// the oldest while there are more than [`KEPT_PRINTS`]. A file with more prints than
+    /// the oldest while there are more than `KEPT_PRINTS`. A file with more prints than
     /// that on its own is not kept (it would push out every other file, then itself).
     pub fn put(&self, path: &RelPath, prints: Prints) {
         let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());

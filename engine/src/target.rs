@@ -991,7 +991,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_system_keeping_nanoseconds_gets_no_window_and_the_probe_leaves_nothing() {
+    fn a_file_system_keeping_nanoseconds_gets_no_step_and_the_probe_leaves_nothing() {
         let root = tempfile::tempdir().unwrap();
         let target = TargetDir::open(root.path()).unwrap();
         assert_eq!(target.probe_mtime_step().unwrap(), 0);
