@@ -16,7 +16,7 @@ pub struct Cli {
     pub quiet: bool,
     /// Where this node keeps its key and certificate (default: $FERRY_HOME, else
     /// $XDG_DATA_HOME/ferry, else ~/.local/share/ferry). For `run` and `check` it takes the
-    /// place of `home` in the config's [node] (and so of the default state_dir, DIR/state).
+    /// place of `home` in the config's `[node]` (and so of the default state_dir, DIR/state).
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// Log format, on the console and in --log-file.
