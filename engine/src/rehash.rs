@@ -26,9 +26,11 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::chunk::{chunk_reader, chunk_stream, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
+use crate::chunk::{chunk_reader, cut_at, ChunkId, ChunkParams, ChunkRef, Content};
 use crate::prints::{ChunkPrint, Prints, PRINT_MIN};
-use crate::split::{chunk_file_printed, segments_for, split_at, Found, SplitTurn};
+use crate::split::{
+    chunk_file_printed, chunk_reader_printed, segments_for, split_at, Found, SplitTurn,
+};
 
 /// Files shorter than this are chunked in one full pass.
 pub(crate) const WALK_MIN: u64 = 4 << 20;
@@ -76,12 +78,7 @@ fn again(
         if !want_prints {
             return Ok((chunk_reader(file, params)?, Vec::new()));
         }
-        let mut out = Vec::new();
-        let content = chunk_stream(file, params, |_, bytes, _| {
-            out.push(ChunkPrint::of(bytes));
-            Ok(())
-        })?;
-        return Ok((content, out));
+        return chunk_reader_printed(file, params);
     }
     let Some(hint) = Hint::new(params, previous, prints) else {
         return if want_prints {
@@ -358,13 +355,7 @@ mod tests {
 
     /// `bytes` chunked in one full pass, with each chunk's print.
     fn printed(bytes: &[u8], p: &ChunkParams) -> (Content, Vec<ChunkPrint>) {
-        let mut prints = Vec::new();
-        let content = chunk_stream(bytes, p, |_, b, _| {
-            prints.push(ChunkPrint::of(b));
-            Ok(())
-        })
-        .unwrap();
-        (content, prints)
+        chunk_reader_printed(bytes, p).unwrap()
     }
 
     /// `bytes` chunked in one full pass (small parameters).

@@ -55,14 +55,22 @@ pub(crate) fn chunk_file_printed(
     let segments = segments_for(size, params);
     let turn = (segments >= 2).then(SplitTurn::take).flatten();
     if turn.is_none() {
-        let mut prints = Vec::new();
-        let content = chunk_stream(file, params, |_, bytes, _| {
-            prints.push(ChunkPrint::of(bytes));
-            Ok(())
-        })?;
-        return Ok((content, prints));
+        return chunk_reader_printed(file, params);
     }
     chunk_split(file, size, params, segments, true)
+}
+
+/// [`chunk_reader`] on the calling thread, also giving the print of every chunk.
+pub(crate) fn chunk_reader_printed<R: Read>(
+    reader: R,
+    params: &ChunkParams,
+) -> io::Result<(Content, Vec<ChunkPrint>)> {
+    let mut prints = Vec::new();
+    let content = chunk_stream(reader, params, |_, bytes, _| {
+        prints.push(ChunkPrint::of(bytes));
+        Ok(())
+    })?;
+    Ok((content, prints))
 }
 
 /// How many segments a file of `size` bytes is cut into (below 2: none, it is chunked on
