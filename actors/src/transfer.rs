@@ -65,10 +65,43 @@ pub(crate) enum SlotEvent {
     /// The file is installed under its final name.
     Committed(Arc<Slot>),
     /// The file could not be completed; its temp file is gone.
-    Failed(Arc<Slot>, String),
+    Failed(Arc<Slot>, Failure),
     /// The file was given up for now because its source changed while it was sent; its
     /// temp file is gone and its content will be asked for again.
     Withdrawn(Arc<Slot>),
+}
+
+/// Why a file could not be completed.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    pub(crate) reason: String,
+    /// The file system (or the quota) was full: the file may fit once the other files
+    /// being written, or the entries the plan removes, have given their space back.
+    pub(crate) no_space: bool,
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Failure {
+            no_space: e.is_no_space(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Failure {
+            reason,
+            no_space: false,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(reason: &str) -> Self {
+        Failure::from(reason.to_owned())
+    }
 }
 
 /// The outcome of writing one batch of chunk data.
@@ -170,10 +203,10 @@ impl Slot {
     }
 
     /// Drops the temp file (removing it) after a failure.
-    fn abort(self: &Arc<Self>, reason: String) -> Option<SlotEvent> {
+    fn abort(self: &Arc<Self>, why: impl Into<Failure>) -> Option<SlotEvent> {
         self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.finish()
-            .then(|| SlotEvent::Failed(self.clone(), reason))
+            .then(|| SlotEvent::Failed(self.clone(), why.into()))
     }
 
     /// Drops the temp file to try the file again later with fresh content.
@@ -202,7 +235,7 @@ impl Slot {
                 self.sealed.store(true, Ordering::Release);
                 Some(SlotEvent::Sealed(self.clone()))
             }
-            Err(e) => self.abort(e.to_string()),
+            Err(e) => self.abort(e),
         }
     }
 
@@ -210,8 +243,7 @@ impl Slot {
     fn install(self: &Arc<Self>) -> Option<SlotEvent> {
         let temp = self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(temp) = temp.and_then(|t| Arc::try_unwrap(t).ok()) else {
-            return self
-                .abort("the temp file was lost or still in use when it was installed".into());
+            return self.abort("the temp file was lost or still in use when it was installed");
         };
         let installed = if self.base.as_ref().is_some_and(|b| b.len() >= RELEASE_APART) {
             temp.install_holding_old().map(|old| {
@@ -228,7 +260,7 @@ impl Slot {
         };
         match installed {
             Ok(()) => self.finish().then(|| SlotEvent::Committed(self.clone())),
-            Err(e) => self.abort(e.to_string()),
+            Err(e) => self.abort(e),
         }
     }
 
@@ -261,7 +293,7 @@ impl Slot {
                 };
                 (copy, event)
             }
-            Err(e) => (LocalCopy::default(), self.abort(e.to_string())),
+            Err(e) => (LocalCopy::default(), self.abort(e)),
         }
     }
 }
@@ -303,7 +335,7 @@ pub(crate) fn write_chunks(batch: Vec<(ChunkBody, ChunkId, Waiters)>) -> WriteOu
                     wrote = true;
                     slot.written(1)
                 }
-                Err(e) => slot.abort(e.to_string()),
+                Err(e) => slot.abort(e),
             };
             out.events.extend(event);
         }
@@ -332,7 +364,7 @@ pub(crate) fn withdraw_slots(waiters: Waiters) -> Vec<SlotEvent> {
 pub(crate) fn fail_slots(waiters: Waiters, reason: &str) -> Vec<SlotEvent> {
     waiters
         .into_iter()
-        .filter_map(|(slot, _)| slot.abort(reason.to_owned()))
+        .filter_map(|(slot, _)| slot.abort(reason))
         .collect()
 }
 
@@ -346,19 +378,19 @@ const SYNCFS_FROM: usize = 8;
 pub(crate) fn install_batch(target: &TargetDir, slots: Vec<Arc<Slot>>) -> Vec<SlotEvent> {
     let mut events = Vec::new();
     let durable = slots.iter().filter(|s| s.durable).count();
-    let whole = (durable >= SYNCFS_FROM).then(|| target.sync_all().map_err(|e| e.to_string()));
+    let whole = (durable >= SYNCFS_FROM).then(|| target.sync_all().map_err(Failure::from));
     let ready: Vec<Arc<Slot>> = slots
         .into_iter()
         .filter(|s| {
             let synced = match (s.durable, &whole) {
                 (false, _) => Ok(()),
                 (true, Some(whole)) => whole.clone(),
-                (true, None) => s.sync().map_err(|e| e.to_string()),
+                (true, None) => s.sync().map_err(Failure::from),
             };
             match synced {
                 Ok(()) => true,
-                Err(reason) => {
-                    events.extend(s.abort(reason));
+                Err(why) => {
+                    events.extend(s.abort(why));
                     false
                 }
             }

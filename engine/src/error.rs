@@ -61,6 +61,17 @@ impl Error {
         }
     }
 
+    /// True when the file system (or the user's quota on it) was full: the operation may
+    /// succeed once other writes in flight are done or something is removed.
+    pub fn is_no_space(&self) -> bool {
+        use rustix::io::Errno;
+        matches!(self, Error::Io { error, .. }
+        if error.kind() == io::ErrorKind::StorageFull
+            || error.raw_os_error().is_some_and(|n| {
+                n == Errno::NOSPC.raw_os_error() || n == Errno::DQUOT.raw_os_error()
+            }))
+    }
+
     /// True when the same operation may succeed if tried again later
     /// (a file changed under us, a disk that was full, a busy resource).
     pub fn is_transient(&self) -> bool {
@@ -88,6 +99,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_or_quota_is_no_space_and_nothing_else_is() {
+        let io_err = |n| Error::io("write", "/x", io::Error::from_raw_os_error(n));
+        assert!(io_err(rustix::io::Errno::NOSPC.raw_os_error()).is_no_space());
+        assert!(io_err(rustix::io::Errno::DQUOT.raw_os_error()).is_no_space());
+        assert!(!io_err(rustix::io::Errno::IO.raw_os_error()).is_no_space());
+        assert!(!io_err(rustix::io::Errno::ACCESS.raw_os_error()).is_no_space());
+        let changed = Error::Changed {
+            path: RelPath::new("a").unwrap(),
+        };
+        assert!(!changed.is_no_space());
+    }
 
     #[test]
     fn an_io_error_says_its_cause_once_in_a_printed_chain() {

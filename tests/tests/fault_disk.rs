@@ -294,6 +294,46 @@ fn disk_full_while_replacing_a_file_keeps_the_old_version_whole() {
     assert_no_temp_files(&dst, "after the run with space");
 }
 
+#[test]
+fn a_disk_full_of_entries_the_run_removes_does_not_fail_the_files_that_fit_once_they_are_gone() {
+    let test =
+        "a_disk_full_of_entries_the_run_removes_does_not_fail_the_files_that_fit_once_they_are_gone";
+    let base = tempdir();
+    let src = base.path().join("src");
+    let dst = base.path().join("dst");
+    write_file(&src.join("a.txt"), "small\n", 0o644, time_n(1));
+    write_file(
+        &src.join("new/big.bin"),
+        pseudo_random(4 * 1024 * 1024 + 5, 3),
+        0o644,
+        time_n(2),
+    );
+    let Some(_fs) = Tmpfs::mount(test, &dst, SMALL_FS) else {
+        return;
+    };
+    // Stale content the source no longer has fills most of the disk: the new file fits only
+    // once it is removed, and removals run after every file is written.
+    write_file(
+        &dst.join("old/stale.bin"),
+        pseudo_random(6 * 1024 * 1024, 4),
+        0o644,
+        time_n(3),
+    );
+
+    // -v: the log says what was held back.
+    let out = sync(&src, &dst, &["-v"]);
+
+    out.assert_code(0);
+    assert_mirror(&src, &dst);
+    assert_no_temp_files(&dst, "after the run");
+    assert!(
+        lines_with(&out.stderr, "tried again")
+            .iter()
+            .any(|l| l.contains("new/big.bin")),
+        "the log does not say new/big.bin was held back for lack of space\n{out}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Disk full, live
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use ferry_engine::{
 use crate::events::EventKind;
 use crate::messages::{ChunkBody, ChunkRequest, NeedChunks};
 use crate::stats::Stats;
-use crate::transfer::{install_batch, Slot, SlotEvent, Waiters};
+use crate::transfer::{install_batch, Failure, Slot, SlotEvent, Waiters};
 
 use super::{Applier, RETRY_FIRST, RETRY_MAX};
 
@@ -84,6 +84,11 @@ pub(super) struct Execution {
     /// Every file started (gone once it ends), for [`Retire`](super::Retire) to keep their temp files
     /// whatever job holds them; pruned as it doubles.
     pub(super) started: Vec<std::sync::Weak<Slot>>,
+    /// Files that found the disk full while space was still to come back: tried again
+    /// once nothing else is being written and the plan's removals are done.
+    deferred: Vec<Arc<Slot>>,
+    /// Files tried again for that reason in this plan (a second full disk fails them).
+    retried: HashSet<RelPath>,
 }
 
 impl Applier {
@@ -137,6 +142,8 @@ impl Applier {
             withdrawn: false,
             partial,
             started: Vec::new(),
+            deferred: Vec::new(),
+            retried: HashSet::new(),
         });
         self.run_actions(pre, ctx, |act, ctx| {
             if let Some(x) = act.exec.as_mut() {
@@ -537,14 +544,78 @@ impl Applier {
                     self.slot_left(&slot);
                     self.refetch(&slot.entry.path, slot.entry.seq);
                 }
-                SlotEvent::Failed(slot, reason) => {
-                    Stats::add(&self.stats.files_done, 1);
+                SlotEvent::Failed(slot, why) => {
                     self.slot_left(&slot);
+                    if self.defer_if_space_may_come(&slot, &why) {
+                        continue;
+                    }
+                    Stats::add(&self.stats.files_done, 1);
                     self.stale.insert(slot.entry.path.clone());
-                    self.skip(&slot.entry.path, reason);
+                    self.skip(&slot.entry.path, why.reason);
                 }
             }
         }
+    }
+
+    /// Holds back a file that found the disk full while space was still to come back: the
+    /// other files being written hold theirs in temp files until they are installed or
+    /// fail, and the plan's removals run only after every file is written. It is tried
+    /// again once when both are done (see [`Applier::retry_deferred`]); a second full disk
+    /// fails it. True if it was held back.
+    fn defer_if_space_may_come(&mut self, slot: &Slot, why: &Failure) -> bool {
+        let Some(x) = self.exec.as_mut() else {
+            return false;
+        };
+        let removals = x.post.iter().any(|a| matches!(a, Action::Remove { .. }));
+        let busy = x.active > 0 || x.jobs > 0 || !x.sealed.is_empty() || !x.queue.is_empty();
+        if !why.no_space || !(busy || removals) || x.retried.contains(&slot.entry.path) {
+            return false;
+        }
+        tracing::info!(
+            folder = %self.folder,
+            path = %slot.entry.path,
+            "no space left on the target; tried again once the files being written and the removals are done ({})",
+            why.reason
+        );
+        x.deferred.push(Slot::new(
+            slot.entry.clone(),
+            slot.base.clone(),
+            slot.replaces,
+            self.target.clone(),
+            self.opts.durable,
+            &self.opts.params,
+        ));
+        true
+    }
+
+    /// Once nothing is being written: runs the plan's removals (they may be what gives the
+    /// space back), then starts the files held back for lack of space again. The rest of
+    /// the plan's closing actions (directory metadata) wait until those are done. False if
+    /// no file was held back.
+    fn retry_deferred(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(x) = self.exec.as_mut() else {
+            return false;
+        };
+        if x.deferred.is_empty() {
+            return false;
+        }
+        let (removals, rest): (Vec<Action>, Vec<Action>) = std::mem::take(&mut x.post)
+            .into_iter()
+            .partition(|a| matches!(a, Action::Remove { .. }));
+        x.post = rest;
+        for slot in std::mem::take(&mut x.deferred) {
+            x.retried.insert(slot.entry.path.clone());
+            x.queue.push_back(slot);
+        }
+        x.jobs += 1;
+        self.run_actions(removals, ctx, |act, ctx| {
+            if let Some(x) = act.exec.as_mut() {
+                x.jobs -= 1;
+            }
+            act.pump_files(ctx);
+            act.check_done(ctx);
+        });
+        true
     }
 
     /// Makes the sealed files durable and installs them, in one batch, once the batch is
@@ -585,6 +656,10 @@ impl Applier {
         if x.jobs > 0 || x.active > 0 || !x.queue.is_empty() || !x.sealed.is_empty() {
             return;
         }
+        if self.retry_deferred(ctx) {
+            return;
+        }
+        let Some(x) = self.exec.as_mut() else { return };
         x.jobs += 1;
         let post = std::mem::take(&mut x.post);
         let durable = self.opts.durable;
