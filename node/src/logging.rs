@@ -123,6 +123,15 @@ where
     }
 }
 
+/// The filter for `level`: notify logs a harmless internal race at info (a watch already
+/// gone when it is removed, at every shutdown), so below debug only its warnings show.
+fn filter_for(level: &str) -> EnvFilter {
+    match level {
+        "info" => EnvFilter::new("info,notify=warn"),
+        other => EnvFilter::new(other),
+    }
+}
+
 /// Installs the global subscriber. `FERRY_LOG` (an `EnvFilter` directive) overrides the
 /// console level. Returns the log file, if any, for reopening.
 pub fn init(
@@ -137,8 +146,7 @@ pub fn init(
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let console_filter =
-        EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let console_filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| filter_for(level));
     let mut layers: Vec<BoxedLayer> = vec![layer(format, io::stderr, false)
         .with_filter(console_filter)
         .boxed()];
@@ -155,10 +163,58 @@ pub fn init(
         let filter = if verbose > 1 { "debug" } else { "info" };
         layers.push(
             layer(format, f, false)
-                .with_filter(EnvFilter::new(filter))
+                .with_filter(filter_for(filter))
                 .boxed(),
         );
     }
     tracing_subscriber::registry().with(layers).init();
     Ok(log_file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `level`'s filter lets through of an info line from notify and one from Ferry.
+    fn shown(level: &str) -> String {
+        let out = Captured::default();
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || sink.clone())
+                .with_filter(filter_for(level)),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "notify::inotify", "unable to remove watch descriptor");
+            tracing::info!(target: "ferry_actors::applier", "created");
+        });
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn notifys_info_lines_are_hidden_below_debug_and_ferrys_are_not() {
+        let info = shown("info");
+        assert!(info.contains("created"), "{info}");
+        assert!(!info.contains("watch descriptor"), "{info}");
+        let debug = shown("debug");
+        assert!(
+            debug.contains("created") && debug.contains("watch descriptor"),
+            "{debug}"
+        );
+    }
 }
