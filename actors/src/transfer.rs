@@ -169,6 +169,14 @@ impl Slot {
         let temp = {
             let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
             if guard.is_none() {
+                // Given up (failed or withdrawn) while another job still worked on it: no
+                // new temp file, which would hold its space until the slot is dropped.
+                if self.is_finished() {
+                    return Err(EngineError::Precondition {
+                        path: self.entry.path.clone(),
+                        reason: "the file was given up while it was written".into(),
+                    });
+                }
                 let temp = self.target.create_temp(&self.entry.path)?;
                 if let Some(len) = self.preallocate {
                     temp.preallocate(len);
@@ -204,15 +212,21 @@ impl Slot {
 
     /// Drops the temp file (removing it) after a failure.
     fn abort(self: &Arc<Self>, why: impl Into<Failure>) -> Option<SlotEvent> {
-        self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.finish()
+        self.give_up()
             .then(|| SlotEvent::Failed(self.clone(), why.into()))
+    }
+
+    /// Drops the temp file and marks the slot finished, under the temp file's lock (so no
+    /// job starts another, see `with_temp`); true for the caller that did so first.
+    fn give_up(&self) -> bool {
+        let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
+        guard.take();
+        self.finish()
     }
 
     /// Drops the temp file to try the file again later with fresh content.
     fn withdraw(self: &Arc<Self>) -> Option<SlotEvent> {
-        self.temp.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.finish().then(|| SlotEvent::Withdrawn(self.clone()))
+        self.give_up().then(|| SlotEvent::Withdrawn(self.clone()))
     }
 
     /// Counts `n` chunks as written; seals the file when none remain.

@@ -186,6 +186,12 @@ impl TargetDir {
         }
     }
 
+    /// The room left on the target's file system.
+    pub fn free_space(&self) -> Result<crate::space::FreeSpace> {
+        crate::space::FreeSpace::of(&self.root_fd)
+            .map_err(|e| Error::io("measure the free space of", &self.root, e))
+    }
+
     /// The folder's root on the local file system.
     pub fn root(&self) -> &Path {
         &self.root

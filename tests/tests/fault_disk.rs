@@ -334,6 +334,54 @@ fn a_disk_full_of_entries_the_run_removes_does_not_fail_the_files_that_fit_once_
     );
 }
 
+#[test]
+fn a_file_held_back_for_lack_of_space_that_still_does_not_fit_is_not_sent_again() {
+    let test = "a_file_held_back_for_lack_of_space_that_still_does_not_fit_is_not_sent_again";
+    let base = tempdir();
+    let src = base.path().join("src");
+    let dst = base.path().join("dst");
+    write_file(&src.join("a.txt"), "small\n", 0o644, time_n(1));
+    write_file(
+        &src.join("m-big.bin"),
+        pseudo_random(9 * 1024 * 1024, 5),
+        0o644,
+        time_n(2),
+    );
+    let Some(_fs) = Tmpfs::mount(test, &dst, SMALL_FS) else {
+        return;
+    };
+    // A stale file the run removes: the big file that found the disk full is held back
+    // until it is gone, and still does not fit in the 8 MiB then.
+    write_file(
+        &dst.join("stale.bin"),
+        pseudo_random(1024 * 1024, 6),
+        0o644,
+        time_n(3),
+    );
+
+    let out = sync(&src, &dst, &["--json", "-v"]);
+
+    out.assert_code(3);
+    let report = out.report();
+    let (_, reason) = report
+        .not_applied
+        .iter()
+        .find(|(p, _)| p == "m-big.bin")
+        .unwrap_or_else(|| panic!("m-big.bin is not among the actions not applied\n{out}"));
+    assert!(
+        reason.contains(NO_SPACE) && reason.contains("not tried again: it needs 9437184 bytes"),
+        "the reason does not say the disk is full and how much the file needs: {reason:?}\n{out}"
+    );
+    assert!(
+        !exists(&dst.join("stale.bin")),
+        "the stale file was not removed\n{out}"
+    );
+    assert!(!exists(&dst.join("m-big.bin")));
+    assert_no_temp_files(&dst, "after the run");
+    mirror_except(&src, &dst, &["m-big.bin"])
+        .unwrap_or_else(|d| panic!("the rest was not synced:\n{d}\n{out}"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Disk full, live
 // ---------------------------------------------------------------------------------------------

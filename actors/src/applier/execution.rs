@@ -7,8 +7,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use ferry_engine::assemble::{chunk_tasks, Assembly, ChunkTask};
 use ferry_engine::{
-    apply_action, Action, ChangeKind, ChunkId, EntryKind, FileEntry, Plan, RelPath, ScanOptions,
-    Seq,
+    apply_action, Action, ChangeKind, ChunkId, EntryKind, FileEntry, FreeSpace, Plan, RelPath,
+    ScanOptions, Seq,
 };
 
 use crate::events::EventKind;
@@ -84,9 +84,9 @@ pub(super) struct Execution {
     /// Every file started (gone once it ends), for [`Retire`](super::Retire) to keep their temp files
     /// whatever job holds them; pruned as it doubles.
     pub(super) started: Vec<std::sync::Weak<Slot>>,
-    /// Files that found the disk full while space was still to come back: tried again
-    /// once nothing else is being written and the plan's removals are done.
-    deferred: Vec<Arc<Slot>>,
+    /// Files that found the disk full while space was still to come back, with why: tried
+    /// again once nothing else is being written and the plan's removals are done.
+    deferred: Vec<(Arc<Slot>, String)>,
     /// Files tried again for that reason in this plan (a second full disk fails them).
     retried: HashSet<RelPath>,
 }
@@ -560,8 +560,8 @@ impl Applier {
     /// Holds back a file that found the disk full while space was still to come back: the
     /// other files being written hold theirs in temp files until they are installed or
     /// fail, and the plan's removals run only after every file is written. It is tried
-    /// again once when both are done (see [`Applier::retry_deferred`]); a second full disk
-    /// fails it. True if it was held back.
+    /// again once when both are done, if the free space then holds it (see
+    /// [`Applier::retry_deferred`]); a second full disk fails it. True if it was held back.
     fn defer_if_space_may_come(&mut self, slot: &Slot, why: &Failure) -> bool {
         let Some(x) = self.exec.as_mut() else {
             return false;
@@ -571,27 +571,34 @@ impl Applier {
         if !why.no_space || !(busy || removals) || x.retried.contains(&slot.entry.path) {
             return false;
         }
+        let waits_for = if removals {
+            "the files being written and the entries this run removes have given their space back"
+        } else {
+            "the files being written have given their space back"
+        };
         tracing::info!(
             folder = %self.folder,
             path = %slot.entry.path,
-            "no space left on the target; tried again once the files being written and the removals are done ({})",
+            "no space left on the target; tried again once {waits_for} ({})",
             why.reason
         );
-        x.deferred.push(Slot::new(
+        let again = Slot::new(
             slot.entry.clone(),
             slot.base.clone(),
             slot.replaces,
             self.target.clone(),
             self.opts.durable,
             &self.opts.params,
-        ));
+        );
+        x.deferred.push((again, why.reason.clone()));
         true
     }
 
     /// Once nothing is being written: runs the plan's removals (they may be what gives the
-    /// space back), then starts the files held back for lack of space again. The rest of
-    /// the plan's closing actions (directory metadata) wait until those are done. False if
-    /// no file was held back.
+    /// space back), measures the free space, and starts again the files held back for
+    /// lack of it that it holds, smallest first; the others fail now, without being sent
+    /// again. The rest of the plan's closing actions (directory metadata) wait until the
+    /// files started are done. False if no file was held back.
     fn retry_deferred(&mut self, ctx: &mut Context<Self>) -> bool {
         let Some(x) = self.exec.as_mut() else {
             return false;
@@ -603,19 +610,67 @@ impl Applier {
             .into_iter()
             .partition(|a| matches!(a, Action::Remove { .. }));
         x.post = rest;
-        for slot in std::mem::take(&mut x.deferred) {
-            x.retried.insert(slot.entry.path.clone());
-            x.queue.push_back(slot);
-        }
+        // Kept aside (not queued) until the removals are done: chunks still arriving for
+        // the first tries start queued files.
+        let deferred = std::mem::take(&mut x.deferred);
         x.jobs += 1;
-        self.run_actions(removals, ctx, |act, ctx| {
-            if let Some(x) = act.exec.as_mut() {
-                x.jobs -= 1;
-            }
-            act.pump_files(ctx);
-            act.check_done(ctx);
+        self.run_actions(removals, ctx, move |act, ctx| {
+            let target = act.target.clone();
+            let pool = act.io.clone();
+            let job =
+                async move { pool.run("measure free space", move || target.free_space()).await };
+            ctx.spawn(job.into_actor(act).map(move |res, act, ctx| {
+                let room = match res {
+                    Ok(Ok(room)) => Some(room),
+                    Ok(Err(e)) => {
+                        tracing::warn!(folder = %act.folder, "{e}; every file held back is tried again");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(folder = %act.folder, "{e}; every file held back is tried again");
+                        None
+                    }
+                };
+                act.admit_deferred(deferred, room);
+                if let Some(x) = act.exec.as_mut() {
+                    x.jobs -= 1;
+                }
+                act.pump_files(ctx);
+                act.check_done(ctx);
+            }));
         });
         true
+    }
+
+    /// Queues the files held back that fit in `room` (all of them if it is unknown),
+    /// smallest first, and fails the others with the reason they were held back for.
+    fn admit_deferred(&mut self, mut deferred: Vec<(Arc<Slot>, String)>, room: Option<FreeSpace>) {
+        deferred.sort_by_key(|(slot, _)| slot.entry.size);
+        let mut room = room;
+        for (slot, reason) in deferred {
+            let size = slot.entry.size;
+            let short = room.as_mut().and_then(|r| {
+                let free = r.bytes;
+                (!r.take(size)).then(|| (r.taken_by(size), free))
+            });
+            match (self.exec.as_mut(), short) {
+                (Some(x), None) => {
+                    x.retried.insert(slot.entry.path.clone());
+                    x.queue.push_back(slot);
+                }
+                (_, short) => {
+                    let reason = match short {
+                        Some((need, free)) => format!(
+                            "{reason} (not tried again: it needs {need} bytes, {free} were free once the other files and removals were done)"
+                        ),
+                        None => reason,
+                    };
+                    Stats::add(&self.stats.files_done, 1);
+                    self.stale.insert(slot.entry.path.clone());
+                    self.skip(&slot.entry.path, reason);
+                }
+            }
+        }
     }
 
     /// Makes the sealed files durable and installs them, in one batch, once the batch is
