@@ -469,4 +469,35 @@ mod tests {
         assert!(replacing.durable);
         assert_eq!(replacing.preallocate, Some(entry.size));
     }
+
+    #[test]
+    fn a_slot_given_up_starts_no_new_temp_file_for_a_job_still_working_on_it() {
+        let p = ChunkParams::default();
+        let c = content(&[(4, ChunkId::of(b"data"))]);
+        let entry = FileEntry {
+            size: c.len(),
+            content: Some(c),
+            ..FileEntry::new(
+                ferry_engine::RelPath::new("f").unwrap(),
+                ferry_engine::EntryKind::File,
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(TargetDir::open(dir.path()).unwrap());
+        let slot = Slot::new(entry, None, false, target, false, &p);
+        let names = || std::fs::read_dir(dir.path()).unwrap().count();
+        slot.with_temp(|_| Ok(())).unwrap();
+        assert_eq!(names(), 1, "the temp file is made on first use");
+        let failed = slot.abort("the disk failed");
+        assert!(matches!(failed, Some(SlotEvent::Failed(_, ref f)) if !f.no_space));
+        assert_eq!(names(), 0, "giving up removes the temp file");
+        // Another copy job of the same file, still running, writes its next stretch.
+        assert!(slot.with_temp(|t| t.write_at(0, b"data")).is_err());
+        assert_eq!(
+            names(),
+            0,
+            "no new temp file holds space for a file given up"
+        );
+        assert!(slot.abort("again").is_none(), "a slot fails once");
+    }
 }
