@@ -620,12 +620,11 @@ impl Applier {
             let job =
                 async move { pool.run("measure free space", move || target.free_space()).await };
             ctx.spawn(job.into_actor(act).map(move |res, act, ctx| {
-                let room = match res {
-                    Ok(Ok(room)) => Some(room),
-                    Ok(Err(e)) => {
-                        tracing::warn!(folder = %act.folder, "{e}; every file held back is tried again");
-                        None
-                    }
+                let measured = res
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                let room = match measured {
+                    Ok(room) => Some(room),
                     Err(e) => {
                         tracing::warn!(folder = %act.folder, "{e}; every file held back is tried again");
                         None
