@@ -427,6 +427,25 @@ mod tests {
         Content::from_chunks(&ChunkParams::default(), chunks)
     }
 
+    /// A regular file entry at `path` with `content`.
+    fn file(path: &str, content: Content) -> FileEntry {
+        FileEntry {
+            size: content.len(),
+            content: Some(content),
+            ..FileEntry::new(
+                ferry_engine::RelPath::new(path).unwrap(),
+                ferry_engine::EntryKind::File,
+            )
+        }
+    }
+
+    /// A target folder in a fresh temp dir (kept alive by the returned guard).
+    fn target_dir() -> (tempfile::TempDir, Arc<TargetDir>) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(TargetDir::open(dir.path()).unwrap());
+        (dir, target)
+    }
+
     #[test]
     fn only_large_content_without_runs_of_zeros_is_preallocated() {
         let p = ChunkParams::default();
@@ -446,17 +465,8 @@ mod tests {
         // under the new name after a power loss.
         let p = ChunkParams::default();
         let big = (PREALLOCATE_FROM / u64::from(p.max) + 1) as usize;
-        let c = content(&vec![(p.max, ChunkId::of(b"data")); big]);
-        let entry = FileEntry {
-            size: c.len(),
-            content: Some(c),
-            ..FileEntry::new(
-                ferry_engine::RelPath::new("big").unwrap(),
-                ferry_engine::EntryKind::File,
-            )
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let target = Arc::new(TargetDir::open(dir.path()).unwrap());
+        let entry = file("big", content(&vec![(p.max, ChunkId::of(b"data")); big]));
+        let (_dir, target) = target_dir();
         let slot = |durable, replaces| {
             Slot::new(entry.clone(), None, replaces, target.clone(), durable, &p)
         };
@@ -473,17 +483,8 @@ mod tests {
     #[test]
     fn a_slot_given_up_starts_no_new_temp_file_for_a_job_still_working_on_it() {
         let p = ChunkParams::default();
-        let c = content(&[(4, ChunkId::of(b"data"))]);
-        let entry = FileEntry {
-            size: c.len(),
-            content: Some(c),
-            ..FileEntry::new(
-                ferry_engine::RelPath::new("f").unwrap(),
-                ferry_engine::EntryKind::File,
-            )
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let target = Arc::new(TargetDir::open(dir.path()).unwrap());
+        let entry = file("f", content(&[(4, ChunkId::of(b"data"))]));
+        let (dir, target) = target_dir();
         let slot = Slot::new(entry, None, false, target, false, &p);
         let names = || std::fs::read_dir(dir.path()).unwrap().count();
         slot.with_temp(|_| Ok(())).unwrap();
