@@ -216,12 +216,16 @@ impl Slot {
             .then(|| SlotEvent::Failed(self.clone(), why.into()))
     }
 
-    /// Drops the temp file and marks the slot finished, under the temp file's lock (so no
-    /// job starts another, see `with_temp`); true for the caller that did so first.
+    /// Takes the temp file and marks the slot finished under the temp file's lock (so no
+    /// job starts another, see `with_temp`), then drops it (removing it) outside the lock;
+    /// true for the caller that did so first.
     fn give_up(&self) -> bool {
-        let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
-        guard.take();
-        self.finish()
+        let (temp, first) = {
+            let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
+            (guard.take(), self.finish())
+        };
+        drop(temp);
+        first
     }
 
     /// Drops the temp file to try the file again later with fresh content.

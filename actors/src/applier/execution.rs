@@ -84,11 +84,33 @@ pub(super) struct Execution {
     /// Every file started (gone once it ends), for [`Retire`](super::Retire) to keep their temp files
     /// whatever job holds them; pruned as it doubles.
     pub(super) started: Vec<std::sync::Weak<Slot>>,
-    /// Files that found the disk full while space was still to come back, with why: tried
-    /// again once nothing else is being written and the plan's removals are done.
-    deferred: Vec<(Arc<Slot>, String)>,
+    /// Files that found the disk full while space was still to come back: tried again
+    /// once nothing else is being written and the plan's removals are done.
+    deferred: Vec<Arc<Slot>>,
     /// Files tried again for that reason in this plan (a second full disk fails them).
     retried: HashSet<RelPath>,
+}
+
+impl Execution {
+    /// Queues, smallest first, the files held back that fit in `room` together (all of
+    /// them if it is unknown), and at least one; the others stay held back for the next
+    /// round.
+    fn admit_deferred(&mut self, room: Option<FreeSpace>) {
+        self.deferred
+            .sort_by_key(|slot| std::cmp::Reverse(slot.entry.size));
+        let mut room = room;
+        let mut admitted = 0;
+        while let Some(slot) = self.deferred.pop() {
+            let fits = room.as_mut().is_none_or(|r| r.take(slot.entry.size));
+            if !fits && admitted > 0 {
+                self.deferred.push(slot);
+                break;
+            }
+            self.retried.insert(slot.entry.path.clone());
+            self.queue.push_back(slot);
+            admitted += 1;
+        }
+    }
 }
 
 impl Applier {
@@ -560,15 +582,17 @@ impl Applier {
     /// Holds back a file that found the disk full while space was still to come back: the
     /// other files being written hold theirs in temp files until they are installed or
     /// fail, and the plan's removals run only after every file is written. It is tried
-    /// again once when both are done, if the free space then holds it (see
-    /// [`Applier::retry_deferred`]); a second full disk fails it. True if it was held back.
+    /// again once, after both (see [`Applier::retry_deferred`]); a second full disk fails
+    /// it. True if it was held back.
     fn defer_if_space_may_come(&mut self, slot: &Slot, why: &Failure) -> bool {
         let Some(x) = self.exec.as_mut() else {
             return false;
         };
         let removals = x.post.iter().any(|a| matches!(a, Action::Remove { .. }));
-        let busy = x.active > 0 || x.jobs > 0 || !x.sealed.is_empty() || !x.queue.is_empty();
-        if !why.no_space || !(busy || removals) || x.retried.contains(&slot.entry.path) {
+        // Files still being assembled or installed hold temp files, whose space comes back
+        // if they fail (this one's own job may still count in `jobs`: not a reason).
+        let others = x.active > 0 || !x.sealed.is_empty();
+        if !why.no_space || !(others || removals) || x.retried.contains(&slot.entry.path) {
             return false;
         }
         let waits_for = if removals {
@@ -582,23 +606,24 @@ impl Applier {
             "no space left on the target; tried again once {waits_for} ({})",
             why.reason
         );
-        let again = Slot::new(
+        x.deferred.push(Slot::new(
             slot.entry.clone(),
             slot.base.clone(),
             slot.replaces,
             self.target.clone(),
             self.opts.durable,
             &self.opts.params,
-        );
-        x.deferred.push((again, why.reason.clone()));
+        ));
         true
     }
 
     /// Once nothing is being written: runs the plan's removals (they may be what gives the
-    /// space back), measures the free space, and starts again the files held back for
-    /// lack of it that it holds, smallest first; the others fail now, without being sent
-    /// again. The rest of the plan's closing actions (directory metadata) wait until the
-    /// files started are done. False if no file was held back.
+    /// space back), then starts again, smallest first, as many of the files held back as
+    /// the free space measured then holds, and at least one: the measure is only a guide
+    /// (XFS and btrfs free a removed file's blocks later, a sparse file needs less than its
+    /// size, a mount point below the root has space of its own). The others wait for the
+    /// next round, when these are done. The plan's other closing actions (directory
+    /// metadata) wait until every file held back has been tried. False if none was.
     fn retry_deferred(&mut self, ctx: &mut Context<Self>) -> bool {
         let Some(x) = self.exec.as_mut() else {
             return false;
@@ -610,9 +635,6 @@ impl Applier {
             .into_iter()
             .partition(|a| matches!(a, Action::Remove { .. }));
         x.post = rest;
-        // Kept aside (not queued) until the removals are done: chunks still arriving for
-        // the first tries start queued files.
-        let deferred = std::mem::take(&mut x.deferred);
         x.jobs += 1;
         self.run_actions(removals, ctx, move |act, ctx| {
             let target = act.target.clone();
@@ -626,50 +648,19 @@ impl Applier {
                 let room = match measured {
                     Ok(room) => Some(room),
                     Err(e) => {
-                        tracing::warn!(folder = %act.folder, "{e}; every file held back is tried again");
+                        tracing::warn!(folder = %act.folder, "{e}; the files held back are tried again all at once");
                         None
                     }
                 };
-                act.admit_deferred(deferred, room);
                 if let Some(x) = act.exec.as_mut() {
                     x.jobs -= 1;
+                    x.admit_deferred(room);
                 }
                 act.pump_files(ctx);
                 act.check_done(ctx);
             }));
         });
         true
-    }
-
-    /// Queues the files held back that fit in `room` (all of them if it is unknown),
-    /// smallest first, and fails the others with the reason they were held back for.
-    fn admit_deferred(&mut self, mut deferred: Vec<(Arc<Slot>, String)>, room: Option<FreeSpace>) {
-        deferred.sort_by_key(|(slot, _)| slot.entry.size);
-        let mut room = room;
-        for (slot, reason) in deferred {
-            let size = slot.entry.size;
-            let short = room.as_mut().and_then(|r| {
-                let free = r.bytes;
-                (!r.take(size)).then(|| (r.taken_by(size), free))
-            });
-            match (self.exec.as_mut(), short) {
-                (Some(x), None) => {
-                    x.retried.insert(slot.entry.path.clone());
-                    x.queue.push_back(slot);
-                }
-                (_, short) => {
-                    let reason = match short {
-                        Some((need, free)) => format!(
-                            "{reason} (not tried again: it needs {need} bytes, {free} were free once the other files and removals were done)"
-                        ),
-                        None => reason,
-                    };
-                    Stats::add(&self.stats.files_done, 1);
-                    self.stale.insert(slot.entry.path.clone());
-                    self.skip(&slot.entry.path, reason);
-                }
-            }
-        }
     }
 
     /// Makes the sealed files durable and installs them, in one batch, once the batch is
