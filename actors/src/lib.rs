@@ -36,6 +36,7 @@ pub mod oneshot;
 pub mod persist;
 pub mod pipeline;
 pub mod pool;
+mod release;
 pub mod replication;
 pub mod sender;
 mod stash;

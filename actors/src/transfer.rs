@@ -266,11 +266,7 @@ impl Slot {
         let installed = if self.base.as_ref().is_some_and(|b| b.len() >= RELEASE_APART) {
             temp.install_holding_old().map(|old| {
                 if let Some(old) = old {
-                    // Its pages are freed where it is dropped: not here, unless no thread
-                    // can be started (then here, later than hoped but no less correct).
-                    let _ = std::thread::Builder::new()
-                        .name("ferry-release".into())
-                        .spawn(move || drop(old));
+                    crate::release::release_apart(old);
                 }
             })
         } else {

@@ -51,6 +51,10 @@ fn file_caps() -> (usize, usize) {
     })
 }
 
+/// How long the free space measured for files held back waits for replaced files still
+/// being freed (about 0.2 s per GiB).
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A file's local chunks are copied by one job per region of this many bytes.
 const REGION_BYTES: u64 = 16 << 20;
 
@@ -76,6 +80,8 @@ pub(super) struct Execution {
     /// Complete files waiting to be made durable and installed as a batch.
     sealed: Vec<Arc<Slot>>,
     sealed_bytes: u64,
+    /// Files in install batches running now.
+    installing: usize,
     /// Some file was withdrawn to be sent again: the plan's sequence is not reached yet.
     pub(super) withdrawn: bool,
     /// A plan made while content was still being hashed at the source: it only adds, and
@@ -161,6 +167,7 @@ impl Applier {
             dirs: BTreeSet::new(),
             sealed: Vec::new(),
             sealed_bytes: 0,
+            installing: 0,
             withdrawn: false,
             partial,
             started: Vec::new(),
@@ -590,8 +597,12 @@ impl Applier {
         };
         let removals = x.post.iter().any(|a| matches!(a, Action::Remove { .. }));
         // Files still being assembled or installed hold temp files, whose space comes back
-        // if they fail (this one's own job may still count in `jobs`: not a reason).
-        let others = x.active > 0 || !x.sealed.is_empty();
+        // if they fail, and installing a file frees the version it replaces (this file's
+        // own job may still count in `jobs`: not a reason).
+        let others = x.active > 0 || !x.sealed.is_empty() || x.installing > 0;
+        // A file held back already gave its temp file's space back: this one may fit now
+        // (several failing at once are handled one after the other).
+        let others = others || !x.deferred.is_empty();
         if !why.no_space || !(others || removals) || x.retried.contains(&slot.entry.path) {
             return false;
         }
@@ -639,8 +650,12 @@ impl Applier {
         self.run_actions(removals, ctx, move |act, ctx| {
             let target = act.target.clone();
             let pool = act.io.clone();
-            let job =
-                async move { pool.run("measure free space", move || target.free_space()).await };
+            // Replaced files freed on threads of their own count as free once they are.
+            let measure = move || {
+                crate::release::wait_for_releases(RELEASE_WAIT);
+                target.free_space()
+            };
+            let job = async move { pool.run("measure free space", measure).await };
             ctx.spawn(job.into_actor(act).map(move |res, act, ctx| {
                 let measured = res
                     .map_err(|e| e.to_string())
@@ -673,6 +688,8 @@ impl Applier {
         }
         let batch = std::mem::take(&mut x.sealed);
         x.sealed_bytes = 0;
+        let files = batch.len();
+        x.installing += files;
         x.jobs += 1;
         let target = self.target.clone();
         let pool = self.io.clone();
@@ -680,7 +697,10 @@ impl Applier {
             pool.run("install files", move || install_batch(&target, batch))
                 .await
         };
-        ctx.spawn(job.into_actor(self).map(|res, act, ctx| {
+        ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+            if let Some(x) = act.exec.as_mut() {
+                x.installing -= files;
+            }
             match res {
                 Ok(events) => act.on_events(events),
                 Err(e) => act.fail(e.to_string()),
