@@ -24,7 +24,7 @@ impl FreeSpace {
     }
 
     /// The bytes a file of `len` bytes takes, in whole blocks.
-    pub fn taken_by(&self, len: u64) -> u64 {
+    fn taken_by(&self, len: u64) -> u64 {
         len.div_ceil(self.block).saturating_mul(self.block)
     }
 

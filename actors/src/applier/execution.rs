@@ -592,18 +592,18 @@ impl Applier {
     /// again once, after both (see [`Applier::retry_deferred`]); a second full disk fails
     /// it. True if it was held back.
     fn defer_if_space_may_come(&mut self, slot: &Slot, why: &Failure) -> bool {
-        let Some(x) = self.exec.as_mut() else {
+        let Some(x) = self.exec.as_mut().filter(|_| why.no_space) else {
             return false;
         };
         let removals = x.post.iter().any(|a| matches!(a, Action::Remove { .. }));
-        // Files still being assembled or installed hold temp files, whose space comes back
-        // if they fail, and installing a file frees the version it replaces (this file's
-        // own job may still count in `jobs`: not a reason).
-        let others = x.active > 0 || !x.sealed.is_empty() || x.installing > 0;
-        // A file held back already gave its temp file's space back: this one may fit now
-        // (several failing at once are handled one after the other).
-        let others = others || !x.deferred.is_empty();
-        if !why.no_space || !(others || removals) || x.retried.contains(&slot.entry.path) {
+        // Space may come back from files still being assembled or installed (their temp
+        // files, if they fail; the versions they replace, once installed) and from files
+        // held back already (their temp files are gone: several failing at once are held
+        // back one after the other). This file's own job may still count in `jobs`: not a
+        // reason.
+        let others =
+            x.active > 0 || !x.sealed.is_empty() || x.installing > 0 || !x.deferred.is_empty();
+        if !(others || removals) || x.retried.contains(&slot.entry.path) {
             return false;
         }
         let waits_for = if removals {
