@@ -6,6 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use crate::aligned::AlignedWrites;
 use crate::chunk::{ChunkRef, Content};
 use crate::chunkindex::ChunkIndex;
 use crate::error::{Error, Result};
@@ -147,13 +148,16 @@ pub struct LocalCopy {
 /// must not run the process out of descriptors).
 const MAX_OPEN: usize = 32;
 
-/// Consecutive chunks that lie back to back in one source file are read (and written) with
-/// one call, up to this many bytes.
-const RUN_BYTES: u64 = 128 << 10;
+/// Consecutive chunks that lie back to back in one source file are read with one call, up
+/// to this many bytes: few calls, yet the bytes stay in the CPU's cache from the read
+/// through their verification to the write. (The 1 GiB live edit, `--no-fsync`, medians
+/// of 6 with aligned writes: 128 KiB 0.47 s and 0.69 CPU-s, 512 KiB 0.46 s and 0.65 CPU-s;
+/// 4 MiB, out of cache, took twice as long.)
+const RUN_BYTES: u64 = 512 << 10;
 
 /// Copies the local chunks of `plan` into `temp`, verifying each against its id. Chunks
-/// that lie back to back in their source are read with one call and written with one call
-/// for every stretch of them that is verified and not all zeros. With `writeback`, the
+/// that lie back to back in their source are read with one call, and every stretch of them
+/// that is verified and not all zeros is written in aligned pieces ([`AlignedWrites`]). With `writeback`, the
 /// disk is set to work on what was written before returning (see
 /// [`TempFile::start_writeback`]).
 pub fn copy_local_chunks(
@@ -166,6 +170,7 @@ pub fn copy_local_chunks(
     // Each source opened once, lazily; one that cannot be opened serves nothing.
     let mut open: HashMap<usize, Option<File>> = HashMap::new();
     let mut buf = Vec::new();
+    let mut writes = AlignedWrites::new(temp);
     let mut rest = &plan.tasks[..];
     while let Some(first) = rest.first() {
         let ChunkOrigin::Local { source, at } = first.origin else {
@@ -203,7 +208,7 @@ pub fn copy_local_chunks(
                 });
             let bytes = &buf[range.clone()];
             if !(read && t.chunk.id.matches(bytes)) {
-                flush(temp, &buf, pending.take())?;
+                flush(&mut writes, &buf, pending.take())?;
                 out.remote.push(ChunkTask {
                     origin: ChunkOrigin::Remote,
                     ..*t
@@ -214,7 +219,7 @@ pub fn copy_local_chunks(
             out.chunks += 1;
             if bytes.iter().all(|&b| b == 0) {
                 // The temp file is new: a run of zeros is left as a hole.
-                flush(temp, &buf, pending.take())?;
+                flush(&mut writes, &buf, pending.take())?;
             } else {
                 pending = match pending.take() {
                     Some((o, r)) => Some((o, r.start..range.end)),
@@ -222,8 +227,9 @@ pub fn copy_local_chunks(
                 };
             }
         }
-        flush(temp, &buf, pending)?;
+        flush(&mut writes, &buf, pending)?;
     }
+    writes.finish()?;
     if let (true, Some(first), Some(last)) = (writeback, plan.tasks.first(), plan.tasks.last()) {
         let end = last.offset + u64::from(last.chunk.len);
         temp.start_writeback(first.offset, end - first.offset);
@@ -253,12 +259,12 @@ fn local_run(tasks: &[ChunkTask], source: usize, at: u64) -> usize {
 
 /// Writes one stretch of verified chunk bytes at its offset in the new file.
 fn flush(
-    temp: &TempFile,
+    writes: &mut AlignedWrites<'_>,
     buf: &[u8],
     stretch: Option<(u64, std::ops::Range<usize>)>,
 ) -> Result<()> {
     match stretch {
-        Some((offset, range)) => temp.write_at(offset, &buf[range]),
+        Some((offset, range)) => writes.write(offset, &buf[range]),
         None => Ok(()),
     }
 }
@@ -360,7 +366,9 @@ mod tests {
         let tasks = [local(0, 0), local(0, 1000), local(0, 5000), local(1, 6000)];
         assert_eq!(local_run(&tasks, 0, 0), 2);
         assert_eq!(local_run(&tasks[2..], 0, 5000), 1);
-        let long: Vec<ChunkTask> = (0..300).map(|i| local(0, i * 1000)).collect();
+        let long: Vec<ChunkTask> = (0..2 * RUN_BYTES / 1000)
+            .map(|i| local(0, i * 1000))
+            .collect();
         assert_eq!(local_run(&long, 0, 0) as u64, RUN_BYTES / 1000);
         // Back to back in the source but not in the new file: two runs.
         let gap = [

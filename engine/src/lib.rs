@@ -14,6 +14,7 @@
 //! assert!(matches!(diff(&source, &target, DiffOptions::default()), DiffOutcome::NeedContent(_)));
 //! ```
 
+pub mod aligned;
 pub mod apply;
 pub mod assemble;
 mod beneath;

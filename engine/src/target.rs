@@ -2,7 +2,7 @@
 //! and never following a symlink (every step is an `*at` call with `O_NOFOLLOW`).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
 use std::num::NonZeroU64;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
@@ -836,6 +836,34 @@ impl TempFile {
         if !bytes.is_empty() {
             self.len
                 .fetch_max(offset + bytes.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes `head` then `tail` back to back at `offset` with one call where the kernel
+    /// takes them whole, so the page cache sees one write of both (see
+    /// [`crate::aligned`]).
+    pub fn write_pair_at(&self, offset: u64, head: &[u8], tail: &[u8]) -> Result<()> {
+        let total = head.len() + tail.len();
+        let mut done = 0usize;
+        while done < total {
+            let slices = if done < head.len() {
+                [IoSlice::new(&head[done..]), IoSlice::new(tail)]
+            } else {
+                [IoSlice::new(&tail[done - head.len()..]), IoSlice::new(&[])]
+            };
+            match rustix::io::pwritev(&self.file, &slices, offset + done as u64) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "wrote nothing");
+                    return Err(Error::io("write", &self.full, e));
+                }
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::io("write", &self.full, e.into())),
+            }
+        }
+        if total > 0 {
+            self.len.fetch_max(offset + total as u64, Ordering::Relaxed);
         }
         Ok(())
     }
