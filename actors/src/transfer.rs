@@ -312,57 +312,147 @@ impl Slot {
     }
 }
 
+/// Chunk data verified, then written, this many bytes at a time: small enough that the
+/// bytes are still in the CPU's cache when written, large enough that the chunks of one
+/// file go to the kernel as one write (see `ferry_engine::aligned`).
+const WRITE_WINDOW: u64 = 512 << 10;
+
 /// Blocking: verifies each chunk once and writes it to every slot waiting for it,
-/// committing the files that become complete. An all-zero chunk is not written: the temp
-/// file is new, so the range stays a hole that reads as zeros.
+/// committing the files that become complete. The chunks of one file that follow each other
+/// are written with one call. An all-zero chunk is not written: the temp file is new, so
+/// the range stays a hole that reads as zeros.
 pub(crate) fn write_chunks(batch: Vec<(ChunkBody, ChunkId, Waiters)>) -> WriteOutcome {
     let mut out = WriteOutcome::default();
-    for (body, id, waiters) in batch {
+    let mut items = batch.into_iter().peekable();
+    loop {
+        let mut window = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(item) =
+            items.next_if(|(body, _, _)| window.is_empty() || bytes + body.len() <= WRITE_WINDOW)
+        {
+            bytes += item.0.len();
+            window.push(item);
+        }
+        if window.is_empty() {
+            return out;
+        }
+        write_window(window, &mut out);
+    }
+}
+
+/// A verified chunk of a window and the slots waiting for it.
+struct Verified {
+    id: ChunkId,
+    data: Vec<u8>,
+    zeros: bool,
+    waiters: Waiters,
+}
+
+/// A slot's share of a window: where each piece goes, and which verified chunk it is.
+type Pieces = Vec<(ChunkTask, usize)>;
+
+/// [`write_chunks`] for one window of chunks.
+fn write_window(window: Vec<(ChunkBody, ChunkId, Waiters)>, out: &mut WriteOutcome) {
+    let mut good = Vec::with_capacity(window.len());
+    for (body, id, waiters) in window {
         let (data, zeros) = match body {
             ChunkBody::Bytes(data) => (data, false),
             ChunkBody::Zeros(len) => (vec![0u8; len as usize], true),
         };
-        let mut wrote = false;
-        if !id.matches(&data) {
+        if id.matches(&data) {
+            good.push(Verified {
+                id,
+                data,
+                zeros,
+                waiters,
+            });
+        } else {
             out.bad.push((id, waiters));
-            continue;
-        }
-        for (slot, task) in waiters {
-            if slot.is_finished() {
-                continue;
-            }
-            // The bytes were verified once above for every slot waiting for them.
-            let res = if data.len() != task.chunk.len as usize {
-                Err(EngineError::ChunkMismatch {
-                    path: slot.entry.path.clone(),
-                    offset: task.offset,
-                })
-            } else if zeros {
-                out.zero_bytes += data.len() as u64;
-                // Opens the temp file (so even an all-zero file exists) without writing.
-                slot.with_temp(|_| Ok(()))
-            } else {
-                slot.with_temp(|temp| temp.write_at(task.offset, &data))
-            };
-            let event = match res {
-                Ok(()) => {
-                    wrote = true;
-                    slot.written(1)
-                }
-                Err(e) => slot.abort(e),
-            };
-            out.events.extend(event);
-        }
-        if wrote {
-            let body = if zeros {
-                ChunkBody::Zeros(data.len() as u32)
-            } else {
-                ChunkBody::Bytes(data)
-            };
-            out.written.push((id, body));
         }
     }
-    out
+    // Each slot with its pieces from this window.
+    let mut slots: Vec<(Arc<Slot>, Pieces)> = Vec::new();
+    for (i, v) in good.iter().enumerate() {
+        for (slot, task) in &v.waiters {
+            match slots.iter_mut().find(|(s, _)| Arc::ptr_eq(s, slot)) {
+                Some((_, pieces)) => pieces.push((*task, i)),
+                None => slots.push((slot.clone(), vec![(*task, i)])),
+            }
+        }
+    }
+    let mut wrote = vec![false; good.len()];
+    for (slot, mut pieces) in slots {
+        if slot.is_finished() {
+            continue;
+        }
+        pieces.sort_unstable_by_key(|(task, _)| task.offset);
+        let event = match write_pieces(&slot, &pieces, &good) {
+            Ok(zero_bytes) => {
+                out.zero_bytes += zero_bytes;
+                for (_, i) in &pieces {
+                    wrote[*i] = true;
+                }
+                slot.written(pieces.len())
+            }
+            Err(e) => slot.abort(e),
+        };
+        out.events.extend(event);
+    }
+    for (v, wrote) in good.into_iter().zip(wrote) {
+        if wrote {
+            let body = if v.zeros {
+                ChunkBody::Zeros(v.data.len() as u32)
+            } else {
+                ChunkBody::Bytes(v.data)
+            };
+            out.written.push((v.id, body));
+        }
+    }
+}
+
+/// Writes one slot's pieces (in file order), those that follow each other with one call;
+/// returns the bytes of all-zero pieces left as holes. The bytes were verified once for
+/// every slot waiting for them.
+fn write_pieces(
+    slot: &Slot,
+    pieces: &[(ChunkTask, usize)],
+    good: &[Verified],
+) -> Result<u64, EngineError> {
+    if let Some((task, _)) = pieces
+        .iter()
+        .find(|(task, i)| good[*i].data.len() != task.chunk.len as usize)
+    {
+        return Err(EngineError::ChunkMismatch {
+            path: slot.entry.path.clone(),
+            offset: task.offset,
+        });
+    }
+    // Opened even when every piece is zeros, so an all-zero file exists.
+    slot.with_temp(|temp| {
+        let mut zero_bytes = 0u64;
+        let mut run: Vec<&[u8]> = Vec::new();
+        let (mut start, mut end) = (0u64, 0u64);
+        for (task, i) in pieces {
+            let v = &good[*i];
+            if v.zeros {
+                zero_bytes += v.data.len() as u64;
+                continue;
+            }
+            if !run.is_empty() && task.offset != end {
+                temp.write_parts_at(start, &run)?;
+                run.clear();
+            }
+            if run.is_empty() {
+                start = task.offset;
+            }
+            run.push(&v.data);
+            end = task.offset + v.data.len() as u64;
+        }
+        if !run.is_empty() {
+            temp.write_parts_at(start, &run)?;
+        }
+        Ok(zero_bytes)
+    })
 }
 
 /// Withdraws every slot waiting for a chunk the sender could not supply (its source file
@@ -478,6 +568,132 @@ mod tests {
         let replacing = slot(false, true);
         assert!(replacing.durable);
         assert_eq!(replacing.preallocate, Some(entry.size));
+    }
+
+    /// Where `task` puts chunk `id` of `len` bytes at `offset`, fetched.
+    fn task(offset: u64, len: u32, id: ChunkId) -> ChunkTask {
+        ChunkTask {
+            offset,
+            chunk: ChunkRef { id, len },
+            origin: ferry_engine::assemble::ChunkOrigin::Remote,
+        }
+    }
+
+    /// Installs every sealed slot among `events` and returns how many there were.
+    fn install_sealed(target: &TargetDir, events: Vec<SlotEvent>) -> usize {
+        let sealed: Vec<Arc<Slot>> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                SlotEvent::Sealed(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let n = sealed.len();
+        for e in install_batch(target, sealed) {
+            assert!(matches!(e, SlotEvent::Committed(_)));
+        }
+        n
+    }
+
+    #[test]
+    fn chunks_shared_by_files_zeros_and_a_corrupt_one_are_each_handled_in_one_batch() {
+        let p = ChunkParams::default();
+        let (x, y, z) = (b"hello".to_vec(), b"world!".to_vec(), vec![0u8; 4]);
+        let (ix, iy, iz) = (ChunkId::of(&x), ChunkId::of(&y), ChunkId::of(&z));
+        let corrupt_id = ChunkId::of(b"yes!");
+        let (dir, target) = target_dir();
+        let a = Slot::new(
+            file("a", content(&[(5, ix), (4, iz), (6, iy)])),
+            None,
+            false,
+            target.clone(),
+            false,
+            &p,
+        );
+        let b = Slot::new(
+            file("b", content(&[(6, iy), (5, ix)])),
+            None,
+            false,
+            target.clone(),
+            false,
+            &p,
+        );
+        let c = Slot::new(
+            file("c", content(&[(4, corrupt_id)])),
+            None,
+            false,
+            target.clone(),
+            false,
+            &p,
+        );
+        let batch = vec![
+            (
+                ChunkBody::Bytes(x),
+                ix,
+                vec![(a.clone(), task(0, 5, ix)), (b.clone(), task(6, 5, ix))],
+            ),
+            (
+                ChunkBody::Bytes(y),
+                iy,
+                vec![(a.clone(), task(9, 6, iy)), (b.clone(), task(0, 6, iy))],
+            ),
+            (ChunkBody::Zeros(4), iz, vec![(a.clone(), task(5, 4, iz))]),
+            (
+                ChunkBody::Bytes(b"nope".to_vec()),
+                corrupt_id,
+                vec![(c.clone(), task(0, 4, corrupt_id))],
+            ),
+        ];
+        let out = write_chunks(batch);
+        assert_eq!(out.bad.len(), 1);
+        assert_eq!(out.bad[0].0, corrupt_id);
+        assert!(
+            !c.is_finished(),
+            "a corrupt chunk is asked for again, not failed"
+        );
+        assert_eq!(out.zero_bytes, 4);
+        let written: Vec<ChunkId> = out.written.iter().map(|(id, _)| *id).collect();
+        assert_eq!(written, [ix, iy, iz]);
+        assert_eq!(install_sealed(&target, out.events), 2);
+        let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+        assert_eq!(read("a"), b"hello\0\0\0\0world!");
+        assert_eq!(read("b"), b"world!hello");
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_window_is_written_whole_in_any_order() {
+        let p = ChunkParams::default();
+        // Five chunks of 300 KiB: the batch spans several windows, and comes out of order.
+        let chunks: Vec<Vec<u8>> = (1..=5u8)
+            .map(|k| (0..300u32 << 10).map(|i| (i % 253) as u8 ^ k).collect())
+            .collect();
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
+        let len = chunks[0].len() as u32;
+        let list: Vec<(u32, ChunkId)> = ids.iter().map(|id| (len, *id)).collect();
+        let (dir, target) = target_dir();
+        let slot = Slot::new(
+            file("f", content(&list)),
+            None,
+            false,
+            target.clone(),
+            false,
+            &p,
+        );
+        let batch = [3usize, 4, 0, 1, 2]
+            .into_iter()
+            .map(|k| {
+                let at = k as u64 * u64::from(len);
+                let waiters = vec![(slot.clone(), task(at, len, ids[k]))];
+                (ChunkBody::Bytes(chunks[k].clone()), ids[k], waiters)
+            })
+            .collect();
+        let out = write_chunks(batch);
+        assert!(out.bad.is_empty());
+        assert_eq!(install_sealed(&target, out.events), 1);
+        assert_eq!(
+            std::fs::read(dir.path().join("f")).unwrap(),
+            chunks.concat()
+        );
     }
 
     #[test]

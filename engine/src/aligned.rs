@@ -13,14 +13,14 @@ use crate::error::Result;
 use crate::target::TempFile;
 
 /// Where the pieces go: a temp file, or a recorder in tests.
-pub trait PairWriter {
-    /// Writes `head` then `tail` back to back at `offset`.
-    fn write_pair_at(&self, offset: u64, head: &[u8], tail: &[u8]) -> Result<()>;
+pub trait PartsWriter {
+    /// Writes `parts` back to back from `offset`.
+    fn write_parts_at(&self, offset: u64, parts: &[&[u8]]) -> Result<()>;
 }
 
-impl PairWriter for TempFile {
-    fn write_pair_at(&self, offset: u64, head: &[u8], tail: &[u8]) -> Result<()> {
-        TempFile::write_pair_at(self, offset, head, tail)
+impl PartsWriter for TempFile {
+    fn write_parts_at(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+        TempFile::write_parts_at(self, offset, parts)
     }
 }
 
@@ -30,14 +30,14 @@ pub const ALIGN: u64 = 64 << 10;
 /// Writes to one temp file, holding back the unaligned end of each contiguous stretch
 /// until the next piece shows whether it continues. [`AlignedWrites::finish`] writes what
 /// is held back; a piece that does not follow on writes it first.
-pub struct AlignedWrites<'a, W: PairWriter + ?Sized = TempFile> {
+pub struct AlignedWrites<'a, W: PartsWriter + ?Sized = TempFile> {
     out: &'a W,
     /// Bytes held back, and the file offset they start at.
     held: Vec<u8>,
     held_at: u64,
 }
 
-impl<'a, W: PairWriter + ?Sized> AlignedWrites<'a, W> {
+impl<'a, W: PartsWriter + ?Sized> AlignedWrites<'a, W> {
     /// Nothing written or held yet.
     pub fn new(out: &'a W) -> Self {
         AlignedWrites {
@@ -69,8 +69,10 @@ impl<'a, W: PairWriter + ?Sized> AlignedWrites<'a, W> {
         // The boundary lies past `held_at`; it may still fall inside what is held.
         let from_held = (cut - self.held_at).min(self.held.len() as u64) as usize;
         let from_bytes = cut.saturating_sub(offset) as usize;
-        self.out
-            .write_pair_at(self.held_at, &self.held[..from_held], &bytes[..from_bytes])?;
+        self.out.write_parts_at(
+            self.held_at,
+            &[&self.held[..from_held], &bytes[..from_bytes]],
+        )?;
         self.held.drain(..from_held);
         self.held.extend_from_slice(&bytes[from_bytes..]);
         self.held_at = cut;
@@ -80,7 +82,7 @@ impl<'a, W: PairWriter + ?Sized> AlignedWrites<'a, W> {
     /// Writes whatever is held back.
     pub fn finish(&mut self) -> Result<()> {
         if !self.held.is_empty() {
-            self.out.write_pair_at(self.held_at, &self.held, &[])?;
+            self.out.write_parts_at(self.held_at, &[&self.held])?;
             self.held.clear();
         }
         Ok(())
@@ -102,17 +104,16 @@ mod tests {
         file: RefCell<Vec<u8>>,
     }
 
-    impl PairWriter for Recorder {
-        fn write_pair_at(&self, offset: u64, head: &[u8], tail: &[u8]) -> Result<()> {
-            let len = head.len() + tail.len();
-            self.writes.borrow_mut().push((offset, len as u64));
+    impl PartsWriter for Recorder {
+        fn write_parts_at(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+            let bytes = parts.concat();
+            self.writes.borrow_mut().push((offset, bytes.len() as u64));
             let mut file = self.file.borrow_mut();
-            let end = offset as usize + len;
+            let end = offset as usize + bytes.len();
             if file.len() < end {
                 file.resize(end, 0);
             }
-            file[offset as usize..offset as usize + head.len()].copy_from_slice(head);
-            file[offset as usize + head.len()..end].copy_from_slice(tail);
+            file[offset as usize..end].copy_from_slice(&bytes);
             Ok(())
         }
     }

@@ -840,24 +840,45 @@ impl TempFile {
         Ok(())
     }
 
-    /// Writes `head` then `tail` back to back at `offset` with one call where the kernel
-    /// takes them whole, so the page cache sees one write of both (see
-    /// [`crate::aligned`]).
-    pub fn write_pair_at(&self, offset: u64, head: &[u8], tail: &[u8]) -> Result<()> {
-        let total = head.len() + tail.len();
+    /// Writes `parts` back to back from `offset`, as few calls as the kernel allows (one
+    /// where it takes them whole), so the page cache sees one large write rather than many
+    /// small ones at arbitrary offsets (see [`crate::aligned`]).
+    pub fn write_parts_at(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+        /// The most slices one `pwritev` takes (Linux's `IOV_MAX`).
+        const MAX_SLICES: usize = 1024;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0usize;
+        // The first part not yet fully written, and how much of it was.
+        let (mut part, mut within) = (0usize, 0usize);
         while done < total {
-            let slices = if done < head.len() {
-                [IoSlice::new(&head[done..]), IoSlice::new(tail)]
-            } else {
-                [IoSlice::new(&tail[done - head.len()..]), IoSlice::new(&[])]
-            };
+            while parts[part].len() == within {
+                part += 1;
+                within = 0;
+            }
+            let slices: Vec<IoSlice<'_>> = std::iter::once(&parts[part][within..])
+                .chain(parts[part + 1..].iter().copied())
+                .take(MAX_SLICES)
+                .map(IoSlice::new)
+                .collect();
             match rustix::io::pwritev(&self.file, &slices, offset + done as u64) {
                 Ok(0) => {
                     let e = io::Error::new(io::ErrorKind::WriteZero, "wrote nothing");
                     return Err(Error::io("write", &self.full, e));
                 }
-                Ok(n) => done += n,
+                Ok(mut n) => {
+                    done += n;
+                    while n > 0 {
+                        let left = parts[part].len() - within;
+                        if n < left {
+                            within += n;
+                            n = 0;
+                        } else {
+                            n -= left;
+                            part += 1;
+                            within = 0;
+                        }
+                    }
+                }
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(Error::io("write", &self.full, e.into())),
             }
@@ -1182,6 +1203,24 @@ mod tests {
             mtime,
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(3)
         );
+    }
+
+    #[test]
+    fn parts_written_together_land_back_to_back_even_more_than_one_call_takes() {
+        let root = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        let temp = target.create_temp(&p("f")).unwrap();
+        // 3,000 parts (over the 1,024 one call takes), some empty, of varied lengths.
+        let parts: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![(i % 251) as u8; (i % 7 * 3) as usize])
+            .collect();
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        temp.write_parts_at(5, &slices).unwrap();
+        temp.write_parts_at(0, &[b"ab", b"", b"cde"]).unwrap();
+        temp.install().unwrap();
+        let mut expected = b"abcde".to_vec();
+        expected.extend(parts.concat());
+        assert_eq!(fs::read(root.path().join("f")).unwrap(), expected);
     }
 
     #[test]
