@@ -112,8 +112,8 @@ pub(crate) struct WriteOutcome {
     pub(crate) bad: Vec<(ChunkId, Waiters)>,
     /// Bytes of all-zero chunks left as holes (once for every place they fill).
     pub(crate) zero_bytes: u64,
-    /// The chunks written, handed back: a file started later may need one again before
-    /// any file holding it is installed.
+    /// The verified chunks some unfinished file was waiting for, handed back: a file
+    /// started later may need one again before any file holding it is installed.
     pub(crate) written: Vec<(ChunkId, ChunkBody)>,
 }
 
@@ -380,26 +380,28 @@ fn write_window(window: Vec<(ChunkBody, ChunkId, Waiters)>, out: &mut WriteOutco
             }
         }
     }
-    let mut wrote = vec![false; good.len()];
+    let mut wanted = vec![false; good.len()];
     for (slot, mut pieces) in slots {
         if slot.is_finished() {
             continue;
         }
         pieces.sort_unstable_by_key(|(task, _)| task.offset);
+        // Verified bytes a file still wanted are handed back even if that file fails here:
+        // another one parked on the chunk can use them.
+        for (_, i) in &pieces {
+            wanted[*i] = true;
+        }
         let event = match write_pieces(&slot, &pieces, &good) {
             Ok(zero_bytes) => {
                 out.zero_bytes += zero_bytes;
-                for (_, i) in &pieces {
-                    wrote[*i] = true;
-                }
                 slot.written(pieces.len())
             }
             Err(e) => slot.abort(e),
         };
         out.events.extend(event);
     }
-    for (v, wrote) in good.into_iter().zip(wrote) {
-        if wrote {
+    for (v, wanted) in good.into_iter().zip(wanted) {
+        if wanted {
             let body = if v.zeros {
                 ChunkBody::Zeros(v.data.len() as u32)
             } else {
@@ -661,11 +663,58 @@ mod tests {
     }
 
     #[test]
+    fn a_file_failing_on_a_wrong_length_fails_alone_and_its_verified_chunks_are_handed_back() {
+        let p = ChunkParams::default();
+        let (x, y) = (b"hello".to_vec(), b"world!".to_vec());
+        let (ix, iy) = (ChunkId::of(&x), ChunkId::of(&y));
+        let (dir, target) = target_dir();
+        // `a`'s list gives y a length its bytes do not have.
+        let a = Slot::new(
+            file("a", content(&[(5, ix), (7, iy)])),
+            None,
+            false,
+            target.clone(),
+            false,
+            &p,
+        );
+        let b = Slot::new(
+            file("b", content(&[(6, iy)])),
+            None,
+            false,
+            target.clone(),
+            false,
+            &p,
+        );
+        let batch = vec![
+            (ChunkBody::Bytes(x), ix, vec![(a.clone(), task(0, 5, ix))]),
+            (
+                ChunkBody::Bytes(y),
+                iy,
+                vec![(a.clone(), task(5, 7, iy)), (b.clone(), task(0, 6, iy))],
+            ),
+        ];
+        let out = write_chunks(batch);
+        assert!(out.bad.is_empty());
+        let written: Vec<ChunkId> = out.written.iter().map(|(id, _)| *id).collect();
+        assert_eq!(written, [ix, iy], "both were verified and wanted");
+        let failed = out
+            .events
+            .iter()
+            .filter(|e| matches!(e, SlotEvent::Failed(s, _) if Arc::ptr_eq(s, &a)))
+            .count();
+        assert_eq!(failed, 1);
+        assert_eq!(install_sealed(&target, out.events), 1);
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"world!");
+        assert!(!dir.path().join("a").exists());
+    }
+
+    #[test]
     fn a_batch_larger_than_a_window_is_written_whole_in_any_order() {
         let p = ChunkParams::default();
-        // Five chunks of 300 KiB: the batch spans several windows, and comes out of order.
-        let chunks: Vec<Vec<u8>> = (1..=5u8)
-            .map(|k| (0..300u32 << 10).map(|i| (i % 253) as u8 ^ k).collect())
+        // Twelve chunks of 100 KiB, out of order: windows of up to five chunks, holding one
+        // stretch of consecutive chunks (written together), three, and two.
+        let chunks: Vec<Vec<u8>> = (1..=12u8)
+            .map(|k| (0..100u32 << 10).map(|i| (i % 253) as u8 ^ k).collect())
             .collect();
         let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
         let len = chunks[0].len() as u32;
@@ -679,7 +728,7 @@ mod tests {
             false,
             &p,
         );
-        let batch = [3usize, 4, 0, 1, 2]
+        let batch = [5usize, 6, 7, 8, 9, 0, 1, 3, 4, 10, 2, 11]
             .into_iter()
             .map(|k| {
                 let at = k as u64 * u64::from(len);
