@@ -581,6 +581,20 @@ mod tests {
         }
     }
 
+    /// A new file `path` of `chunks` (length, id), all to be fetched, neither durable nor
+    /// replacing anything.
+    fn fetched(target: &Arc<TargetDir>, path: &str, chunks: &[(u32, ChunkId)]) -> Arc<Slot> {
+        let p = ChunkParams::default();
+        Slot::new(
+            file(path, content(chunks)),
+            None,
+            false,
+            target.clone(),
+            false,
+            &p,
+        )
+    }
+
     /// Installs every sealed slot among `events` and returns how many there were.
     fn install_sealed(target: &TargetDir, events: Vec<SlotEvent>) -> usize {
         let sealed: Vec<Arc<Slot>> = events
@@ -599,35 +613,13 @@ mod tests {
 
     #[test]
     fn chunks_shared_by_files_zeros_and_a_corrupt_one_are_each_handled_in_one_batch() {
-        let p = ChunkParams::default();
         let (x, y, z) = (b"hello".to_vec(), b"world!".to_vec(), vec![0u8; 4]);
         let (ix, iy, iz) = (ChunkId::of(&x), ChunkId::of(&y), ChunkId::of(&z));
         let corrupt_id = ChunkId::of(b"yes!");
         let (dir, target) = target_dir();
-        let a = Slot::new(
-            file("a", content(&[(5, ix), (4, iz), (6, iy)])),
-            None,
-            false,
-            target.clone(),
-            false,
-            &p,
-        );
-        let b = Slot::new(
-            file("b", content(&[(6, iy), (5, ix)])),
-            None,
-            false,
-            target.clone(),
-            false,
-            &p,
-        );
-        let c = Slot::new(
-            file("c", content(&[(4, corrupt_id)])),
-            None,
-            false,
-            target.clone(),
-            false,
-            &p,
-        );
+        let a = fetched(&target, "a", &[(5, ix), (4, iz), (6, iy)]);
+        let b = fetched(&target, "b", &[(6, iy), (5, ix)]);
+        let c = fetched(&target, "c", &[(4, corrupt_id)]);
         let batch = vec![
             (
                 ChunkBody::Bytes(x),
@@ -664,27 +656,12 @@ mod tests {
 
     #[test]
     fn a_file_failing_on_a_wrong_length_fails_alone_and_its_verified_chunks_are_handed_back() {
-        let p = ChunkParams::default();
         let (x, y) = (b"hello".to_vec(), b"world!".to_vec());
         let (ix, iy) = (ChunkId::of(&x), ChunkId::of(&y));
         let (dir, target) = target_dir();
         // `a`'s list gives y a length its bytes do not have.
-        let a = Slot::new(
-            file("a", content(&[(5, ix), (7, iy)])),
-            None,
-            false,
-            target.clone(),
-            false,
-            &p,
-        );
-        let b = Slot::new(
-            file("b", content(&[(6, iy)])),
-            None,
-            false,
-            target.clone(),
-            false,
-            &p,
-        );
+        let a = fetched(&target, "a", &[(5, ix), (7, iy)]);
+        let b = fetched(&target, "b", &[(6, iy)]);
         let batch = vec![
             (ChunkBody::Bytes(x), ix, vec![(a.clone(), task(0, 5, ix))]),
             (
@@ -710,7 +687,6 @@ mod tests {
 
     #[test]
     fn a_batch_larger_than_a_window_is_written_whole_in_any_order() {
-        let p = ChunkParams::default();
         // Twelve chunks of 100 KiB, out of order: windows of up to five chunks, holding one
         // stretch of consecutive chunks (written together), three, and two.
         let chunks: Vec<Vec<u8>> = (1..=12u8)
@@ -720,14 +696,7 @@ mod tests {
         let len = chunks[0].len() as u32;
         let list: Vec<(u32, ChunkId)> = ids.iter().map(|id| (len, *id)).collect();
         let (dir, target) = target_dir();
-        let slot = Slot::new(
-            file("f", content(&list)),
-            None,
-            false,
-            target.clone(),
-            false,
-            &p,
-        );
+        let slot = fetched(&target, "f", &list);
         let batch = [5usize, 6, 7, 8, 9, 0, 1, 3, 4, 10, 2, 11]
             .into_iter()
             .map(|k| {
