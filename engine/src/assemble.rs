@@ -157,8 +157,8 @@ const RUN_BYTES: u64 = 512 << 10;
 
 /// Copies the local chunks of `plan` into `temp`, verifying each against its id. Chunks
 /// that lie back to back in their source are read with one call, and every stretch of them
-/// that is verified and not all zeros is written in aligned pieces ([`AlignedWrites`]). With `writeback`, the
-/// disk is set to work on what was written before returning (see
+/// that is verified and not all zeros is written in aligned pieces ([`AlignedWrites`]).
+/// With `writeback`, the disk is set to work on what was written before returning (see
 /// [`TempFile::start_writeback`]).
 pub fn copy_local_chunks(
     target: &TargetDir,

@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::num::NonZeroU64;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -829,15 +828,7 @@ impl TempFile {
 
     /// Writes `bytes` at `offset`.
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(bytes, offset)
-            .map_err(|e| Error::io("write", &self.full, e))?;
-        // An empty write extends nothing.
-        if !bytes.is_empty() {
-            self.len
-                .fetch_max(offset + bytes.len() as u64, Ordering::Relaxed);
-        }
-        Ok(())
+        self.write_parts_at(offset, &[bytes])
     }
 
     /// Writes `parts` back to back from `offset`, as few calls as the kernel allows (one
