@@ -2,14 +2,17 @@
 //! Applier asks for chunk lists in batches and applies a plan that only adds as soon as a
 //! batch is in. Here the second batch's answer is held back until a file of the first one
 //! is in DST; without pipelining nothing is written meanwhile and the hold times out.
+//! And a batch that comes in while such a plan waits for chunks joins it: here the first
+//! chunks sent are held back until a file of the second batch is in DST.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ferry_actors::messages::IndexDelta;
+use ferry_actors::messages::{ChunkData, IndexDelta};
 use ferry_actors::sender::TargetLink;
 use ferry_actors::{run_sync_with, LinkTaps, Stats};
 
@@ -123,6 +126,153 @@ async fn files_are_written_before_the_whole_source_is_hashed() {
     assert!(
         seen.load(Ordering::SeqCst),
         "no file was written while the second batch of chunk lists was held back"
+    );
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_mirror(src.path(), dst.path());
+}
+
+/// The joining test's large file: its chunks are the ones held back. Its path sorts first,
+/// so it is in the first batch of content requests, with small files.
+const BIG: &str = "a/big.bin";
+/// Its size: a plain chunk list (not an outline), and more than one chunk.
+const BIG_SIZE: usize = 1 << 20;
+/// A chunk larger than this is the large file's (the small files are a few bytes each).
+const SMALL_MAX: usize = 64;
+
+/// Passes index and chunk messages on; notes the paths of the second content reply, and
+/// holds the large file's first chunks until one of those files is in DST.
+struct HoldBigChunks {
+    index: Recipient<IndexDelta>,
+    chunks: Recipient<ChunkData>,
+    dst: PathBuf,
+    replies: u64,
+    second: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    held: bool,
+    written_while_held: Arc<AtomicBool>,
+}
+
+impl Actor for HoldBigChunks {
+    type Context = Context<Self>;
+}
+
+impl Handler<IndexDelta> for HoldBigChunks {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: IndexDelta, _: &mut Self::Context) -> Self::Result {
+        if msg.content_reply {
+            self.replies += 1;
+            if self.replies == 2 {
+                let mut second = self.second.lock().unwrap();
+                second.extend(msg.entries.iter().map(|e| e.path.as_str().to_owned()));
+            }
+        }
+        let next = self.index.clone();
+        Box::pin(async move {
+            if let Err(e) = next.send(msg).await {
+                eprintln!("the tap could not forward an index message: {e}");
+            }
+        })
+    }
+}
+
+impl Handler<ChunkData> for HoldBigChunks {
+    type Result = ResponseFuture<()>;
+
+    /// Forwards at once, but for the large file's chunks in the first message holding any:
+    /// those follow once a file of the second batch is in DST (or after [`HOLD`]).
+    fn handle(&mut self, mut msg: ChunkData, ctx: &mut Self::Context) -> Self::Result {
+        let next = self.chunks.clone();
+        if !self.held && msg.chunks.iter().any(|c| c.body.len() > SMALL_MAX as u64) {
+            self.held = true;
+            let (big, small): (Vec<_>, Vec<_>) = msg
+                .chunks
+                .drain(..)
+                .partition(|c| c.body.len() > SMALL_MAX as u64);
+            msg.chunks = small;
+            let held = ChunkData {
+                folder: msg.folder.clone(),
+                chunks: big,
+                failed: Vec::new(),
+                inline: false,
+            };
+            let (dst, second, seen) = (
+                self.dst.clone(),
+                self.second.clone(),
+                self.written_while_held.clone(),
+            );
+            let later = next.clone();
+            ctx.spawn(
+                async move {
+                    let start = Instant::now();
+                    while start.elapsed() < HOLD {
+                        let any = second.lock().unwrap().iter().any(|p| dst.join(p).is_file());
+                        if any {
+                            seen.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        // A condition wait bounded by HOLD; the sleep only spaces the checks.
+                        actix_rt::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if let Err(e) = later.send(held).await {
+                        eprintln!("the tap could not forward chunks: {e}");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        Box::pin(async move {
+            if let Err(e) = next.send(msg).await {
+                eprintln!("the tap could not forward chunks: {e}");
+            }
+        })
+    }
+}
+
+#[actix_rt::test]
+async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_meanwhile() {
+    let src = tempdir();
+    let dst = tempdir();
+    write(&src.path().join(BIG), pseudo_random(BIG_SIZE, 7));
+    for i in 0..FILES {
+        write(
+            &src.path().join(format!("d{}/f{i}.txt", i % 10)),
+            format!("file {i}\n"),
+        );
+    }
+    let second = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let seen = Arc::new(AtomicBool::new(false));
+    let (sec, s, d) = (second.clone(), seen.clone(), dst.path().to_owned());
+    let taps = LinkTaps {
+        to_target: Some(Box::new(move |link: TargetLink| {
+            let tap = HoldBigChunks {
+                index: link.index.clone(),
+                chunks: link.chunks.clone(),
+                dst: d,
+                replies: 0,
+                second: sec,
+                held: false,
+                written_while_held: s,
+            }
+            .start();
+            TargetLink {
+                index: tap.clone().recipient(),
+                chunks: tap.recipient(),
+                ..link
+            }
+        })),
+        to_sender: None,
+    };
+    let job = one_shot_job("joined", src.path(), dst.path());
+    let report = run_sync_with(job, Arc::new(Stats::default()), taps)
+        .await
+        .expect("the sync succeeds");
+    assert!(
+        !second.lock().unwrap().is_empty(),
+        "the content was asked for in one batch"
+    );
+    assert!(
+        seen.load(Ordering::SeqCst),
+        "no file of the second batch was installed while the first plan waited for chunks"
     );
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_mirror(src.path(), dst.path());

@@ -63,6 +63,10 @@ pub(super) struct Execution {
     seq: Seq,
     post: Vec<Action>,
     queue: VecDeque<Arc<Slot>>,
+    /// Every file this plan writes (those of plans that joined it included).
+    files: HashSet<RelPath>,
+    /// Where the plan is: only one writing files may be joined.
+    phase: Phase,
     active: usize,
     pub(super) jobs: usize,
     pub(super) waiting: HashMap<ChunkId, Waiters>,
@@ -97,7 +101,36 @@ pub(super) struct Execution {
     retried: HashSet<RelPath>,
 }
 
+/// The steps of carrying out a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The opening actions (directories made, renames, …) run.
+    Opening,
+    /// Files are written.
+    Writing,
+    /// Every file is done: the closing actions (removals, directories' metadata) and the
+    /// directories' fsync run, then the plan ends.
+    Closing,
+}
+
 impl Execution {
+    /// Whether `plan` may join this one: both are partial (they only add, and acknowledge
+    /// nothing), this one is writing files (the directories it makes are there, and its
+    /// closing actions, which end it, have not started), and `plan` only makes directories,
+    /// writes files this one does not write, and sets directories' metadata (which this
+    /// one's end then does, after every file). Anything else (a rename, a symlink, metadata
+    /// of a file) waits until this plan is done.
+    pub(super) fn can_join(&self, plan: &Plan) -> bool {
+        self.partial
+            && self.phase == Phase::Writing
+            && plan.actions.iter().all(|a| match a {
+                Action::WriteFile { entry, .. } => !self.files.contains(&entry.path),
+                Action::MakeDir { path } => !self.files.contains(path),
+                Action::SetDirMeta { .. } => true,
+                _ => false,
+            })
+    }
+
     /// Queues, smallest first, the files held back that fit in `room` together (all of
     /// them if it is unknown), and at least one; the others stay held back for the next
     /// round.
@@ -121,6 +154,74 @@ impl Execution {
 
 impl Applier {
     pub(super) fn execute(&mut self, plan: Plan, partial: bool, ctx: &mut Context<Self>) {
+        let (pre, post, queue) = self.sort_actions(plan);
+        let files = queue.iter().map(|s| s.entry.path.clone()).collect();
+        self.exec = Some(Execution {
+            seq: self.upto,
+            post,
+            queue,
+            files,
+            phase: Phase::Opening,
+            active: 0,
+            jobs: 1,
+            waiting: HashMap::new(),
+            requests: VecDeque::new(),
+            inflight: 0,
+            stashed: Vec::new(),
+            writing: HashMap::new(),
+            parked: HashSet::new(),
+            retries: HashMap::new(),
+            dirs: BTreeSet::new(),
+            sealed: Vec::new(),
+            sealed_bytes: 0,
+            installing: 0,
+            withdrawn: false,
+            partial,
+            started: Vec::new(),
+            deferred: Vec::new(),
+            retried: HashSet::new(),
+        });
+        self.run_actions(pre, ctx, |act, ctx| {
+            if let Some(x) = act.exec.as_mut() {
+                x.jobs -= 1;
+                x.phase = Phase::Writing;
+            }
+            act.pump_files(ctx);
+            // A plan made while this one opened may join it now.
+            act.try_plan(ctx);
+            act.check_done(ctx);
+        });
+    }
+
+    /// Adds a partial plan to the partial plan being applied (see [`Execution::can_join`]):
+    /// files whose content arrives while that plan waits for others (a large file's
+    /// fetched chunks, say) are written meanwhile instead of after it.
+    pub(super) fn join(&mut self, plan: Plan, ctx: &mut Context<Self>) {
+        let (pre, post, queue) = self.sort_actions(plan);
+        let Some(x) = self.exec.as_mut() else { return };
+        x.files.extend(queue.iter().map(|s| s.entry.path.clone()));
+        x.post.extend(post);
+        if pre.is_empty() {
+            x.queue.extend(queue);
+            self.pump_files(ctx);
+            return self.check_done(ctx);
+        }
+        // Its directories first; the plan cannot end meanwhile (a job is running).
+        x.jobs += 1;
+        self.run_actions(pre, ctx, move |act, ctx| {
+            if let Some(x) = act.exec.as_mut() {
+                x.jobs -= 1;
+                x.queue.extend(queue);
+            }
+            act.pump_files(ctx);
+            act.check_done(ctx);
+        });
+    }
+
+    /// Sorts a plan's actions into those run first, those run last and the files to write
+    /// (a file without a chunk list is skipped), forgetting what they touch in the saved
+    /// target index until they are done.
+    fn sort_actions(&mut self, plan: Plan) -> (Vec<Action>, Vec<Action>, VecDeque<Arc<Slot>>) {
         let mut pre = Vec::new();
         let mut post = Vec::new();
         let mut queue = VecDeque::new();
@@ -151,36 +252,7 @@ impl Applier {
             }
         }
         self.forget_saved(pre.iter().chain(&post), &queue);
-        self.exec = Some(Execution {
-            seq: self.upto,
-            post,
-            queue,
-            active: 0,
-            jobs: 1,
-            waiting: HashMap::new(),
-            requests: VecDeque::new(),
-            inflight: 0,
-            stashed: Vec::new(),
-            writing: HashMap::new(),
-            parked: HashSet::new(),
-            retries: HashMap::new(),
-            dirs: BTreeSet::new(),
-            sealed: Vec::new(),
-            sealed_bytes: 0,
-            installing: 0,
-            withdrawn: false,
-            partial,
-            started: Vec::new(),
-            deferred: Vec::new(),
-            retried: HashSet::new(),
-        });
-        self.run_actions(pre, ctx, |act, ctx| {
-            if let Some(x) = act.exec.as_mut() {
-                x.jobs -= 1;
-            }
-            act.pump_files(ctx);
-            act.check_done(ctx);
-        });
+        (pre, post, queue)
     }
 
     /// Runs plain actions in order on the I/O pool, recording their effects, then `then`.
@@ -726,6 +798,7 @@ impl Applier {
         }
         let Some(x) = self.exec.as_mut() else { return };
         x.jobs += 1;
+        x.phase = Phase::Closing;
         let post = std::mem::take(&mut x.post);
         let durable = self.opts.durable;
         self.run_actions(post, ctx, move |act, ctx| {

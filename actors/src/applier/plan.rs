@@ -28,12 +28,18 @@ impl Applier {
     /// While source content is still being hashed, a plan leaving those files out runs if
     /// it only adds (`Plan::is_additive`): an initial sync writes files as their chunk lists
     /// arrive instead of after the whole tree is hashed. It acknowledges nothing; the plan
-    /// made once all content is in does.
+    /// made once all content is in does. Such a plan made while another is being applied
+    /// joins it when it can (`Execution::can_join`), else waits for it to end.
     pub(super) fn try_plan(&mut self, ctx: &mut Context<Self>) {
-        if !self.dirty || self.exec.is_some() || !self.have_snapshot || self.target_jobs > 0 {
+        if !self.dirty || !self.have_snapshot || self.target_jobs > 0 {
             return;
         }
-        if self.content_requests == 0 {
+        let joining = self.exec.is_some();
+        if joining && (!self.pending.is_empty() || self.opts.dry_run) {
+            // A plan joining a running one must not wait for lists.
+            return;
+        }
+        if self.content_requests == 0 && !joining {
             // Paths a reply left out will not come: the next plan finds them still without
             // content and gives up on them.
             for p in std::mem::take(&mut self.in_flight) {
@@ -69,9 +75,23 @@ impl Applier {
         };
         let scope = arrived.as_ref().or(self.changed.as_ref());
         match diff_within(&self.source, target_index.index(), scope, pending, opts) {
+            // Asked for once the running plan is done (the next plan is made then).
+            DiffOutcome::NeedContent(_) if joining => {}
             DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
-            DiffOutcome::Ready(plan) if partial => {
-                self.dirty = false;
+            // With every content request answered, the additive part of the last plan
+            // still joins; the last plan itself (it removes, acknowledges) is made once the
+            // running one is done: `dirty` stays set for it.
+            DiffOutcome::Ready(plan) if partial || joining => {
+                if joining
+                    && !plan.actions.is_empty()
+                    && self.exec.as_ref().is_some_and(|x| !x.can_join(&plan))
+                {
+                    // Made again once the running plan is done.
+                    return;
+                }
+                if partial {
+                    self.dirty = false;
+                }
                 if plan.actions.is_empty() || !plan.is_additive() {
                     // Nothing to do yet, or removals that must wait for the whole source.
                     return;
@@ -83,7 +103,11 @@ impl Applier {
                 self.changed
                     .get_or_insert_with(BTreeSet::new)
                     .retain(|p| in_flight.contains(p));
-                self.execute(plan, true, ctx);
+                if joining {
+                    self.join(plan, ctx);
+                } else {
+                    self.execute(plan, true, ctx);
+                }
             }
             DiffOutcome::Ready(plan) => {
                 self.asked.clear();
