@@ -1,13 +1,17 @@
 //! The scanner: one `lstat` per entry under a root, building an `Index` of files, dirs and
 //! symlinks; special files, unreadable entries and non-UTF-8 names are skipped with a reason.
 //! Entries matching the folder's [`IgnoreRules`] are left out silently, and ignored
-//! directories are not descended into.
+//! directories are not descended into. A full scan walks subtrees on several threads
+//! (the directories near the root are listed first, in order; each one below them is a
+//! job), and puts the pieces together in the order one thread would have found them.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crate::chunk::ChunkParams;
 use crate::entry::{EntryKind, EntryState, FileEntry, MtimeNs, Seq, VersionVector};
@@ -67,10 +71,23 @@ pub struct ScanOptions {
     pub ignore: IgnoreRules,
 }
 
+/// Threads a full scan walks with, at most: listing and `lstat` are system calls that run
+/// in parallel (more help on a network file system, little on a local disk's cache).
+const SCAN_THREADS: usize = 4;
+/// Directories this many levels below the root are each walked by one job; those above
+/// them are listed (and their entries looked at) before the jobs start.
+const SPLIT_DEPTH: usize = 2;
+
 /// Scans the tree under `root` (which must be a directory) without reading file contents.
 /// Directories are listed in name order, depth first, so entries come out already in
 /// [`RelPath`] order and the index is built in one pass.
 pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    scan_with(root, opts, threads.min(SCAN_THREADS))
+}
+
+/// [`scan`] on at most `threads` threads (one: no thread is started).
+fn scan_with(root: &Path, opts: ScanOptions, threads: usize) -> Result<ScanOutcome> {
     let meta = fs::metadata(root).map_err(|e| Error::io("stat folder", root, e))?;
     if !meta.is_dir() {
         return Err(Error::io(
@@ -90,7 +107,11 @@ pub fn scan(root: &Path, opts: ScanOptions) -> Result<ScanOutcome> {
     let top = w
         .list(None)
         .map_err(|e| Error::io("list folder", root, e))?;
-    w.walk(None, top);
+    if threads > 1 {
+        w.walk_parallel(top, threads);
+    } else {
+        w.walk(None, top);
+    }
     let index = Index::from_sorted(params, w.entries);
     Ok(ScanOutcome {
         index,
@@ -185,6 +206,37 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
     })
 }
 
+/// A directory's listing entry, with its name.
+type Item = (OsString, fs::DirEntry);
+
+/// A stretch of a parallel scan's result, in order.
+enum Part {
+    /// Entries and skips found while splitting.
+    Here {
+        entries: Vec<(FileEntry, Option<StatKey>)>,
+        skipped: Vec<Skipped>,
+    },
+    /// What job `n` found.
+    Job(usize),
+}
+
+/// What one job found below its directory.
+struct Walked {
+    dir: RelPath,
+    listing: Listing,
+    entries: Vec<(FileEntry, Option<StatKey>)>,
+    skipped: Vec<Skipped>,
+}
+
+/// How a job's directory listing went.
+enum Listing {
+    Walked,
+    /// Gone (or no longer a directory): its entry goes too.
+    Gone,
+    /// There but not listable: its entry is marked unreadable.
+    Failed,
+}
+
 struct Walk<'a> {
     root: &'a Path,
     opts: ScanOptions,
@@ -247,6 +299,142 @@ impl Walk<'_> {
 
     fn skip(&mut self, path: PathBuf, kind: SkipKind, reason: String) {
         self.skipped.push(Skipped { path, kind, reason });
+    }
+
+    /// [`Walk::walk`] from the root's listing `top`, with the subtrees below
+    /// [`SPLIT_DEPTH`] walked by `threads` threads.
+    fn walk_parallel(&mut self, top: Vec<Item>, threads: usize) {
+        let mut parts = Vec::new();
+        let mut jobs = Vec::new();
+        self.split(None, top, 1, &mut parts, &mut jobs);
+        self.flush_into(&mut parts);
+        let done = self.run_jobs(jobs, threads);
+        let mut done: Vec<Option<Walked>> = done.into_iter().map(Some).collect();
+        for part in parts {
+            match part {
+                Part::Here { entries, skipped } => {
+                    self.entries.extend(entries);
+                    self.skipped.extend(skipped);
+                }
+                Part::Job(i) => {
+                    let Some(walked) = done[i].take() else {
+                        continue;
+                    };
+                    // The job's directory is the entry just before what it found.
+                    let own = self
+                        .entries
+                        .last_mut()
+                        .filter(|(e, _)| e.path == walked.dir);
+                    match (walked.listing, own) {
+                        (Listing::Gone, Some(_)) => {
+                            self.entries.pop();
+                        }
+                        (Listing::Failed, Some((e, _))) => e.state = EntryState::Unreadable,
+                        _ => {}
+                    }
+                    self.entries.extend(walked.entries);
+                    self.skipped.extend(walked.skipped);
+                }
+            }
+        }
+    }
+
+    /// Looks at `items` (the listing of `dir`, `depth` levels below the root) in order:
+    /// directories above [`SPLIT_DEPTH`] are listed and split in turn, those at it become
+    /// jobs. `parts` says where each job's entries go among those found here.
+    fn split(
+        &mut self,
+        dir: Option<RelPath>,
+        items: Vec<Item>,
+        depth: usize,
+        parts: &mut Vec<Part>,
+        jobs: &mut Vec<RelPath>,
+    ) {
+        for item in items {
+            let Some(sub) = self.visit(dir.as_ref(), &item) else {
+                continue;
+            };
+            if depth >= SPLIT_DEPTH {
+                self.flush_into(parts);
+                parts.push(Part::Job(jobs.len()));
+                jobs.push(sub);
+                continue;
+            }
+            let mut stack = Vec::new();
+            let mut dirs = Vec::new();
+            self.descend(sub, &mut stack, &mut dirs);
+            if let (Some(children), Some(sub)) = (stack.pop(), dirs.pop()) {
+                self.split(sub, children.collect(), depth + 1, parts, jobs);
+            }
+        }
+    }
+
+    /// Moves what was found here so far into a part of its own.
+    fn flush_into(&mut self, parts: &mut Vec<Part>) {
+        if !self.entries.is_empty() || !self.skipped.is_empty() {
+            parts.push(Part::Here {
+                entries: std::mem::take(&mut self.entries),
+                skipped: std::mem::take(&mut self.skipped),
+            });
+        }
+    }
+
+    /// Walks each directory of `jobs` on one of `threads` threads; the results in order.
+    fn run_jobs(&self, jobs: Vec<RelPath>, threads: usize) -> Vec<Walked> {
+        let next = AtomicUsize::new(0);
+        let done: Mutex<Vec<(usize, Walked)>> = Mutex::new(Vec::with_capacity(jobs.len()));
+        std::thread::scope(|s| {
+            for _ in 0..threads.min(jobs.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(dir) = jobs.get(i) else { break };
+                    let walked = self.walk_job(dir.clone());
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((i, walked));
+                });
+            }
+        });
+        let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+        done.sort_unstable_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, w)| w).collect()
+    }
+
+    /// Lists and walks `dir` (its own entry already recorded) on a walk of its own.
+    fn walk_job(&self, dir: RelPath) -> Walked {
+        let mut w = Walk {
+            root: self.root,
+            opts: self.opts.clone(),
+            entries: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let listing = match w.list(Some(&dir)) {
+            Ok(children) => {
+                w.walk(Some(dir.clone()), children);
+                Listing::Walked
+            }
+            // As in `descend`: gone since it was seen, or there but not listable.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
+                Listing::Gone
+            }
+            Err(e) => {
+                w.skip(
+                    dir.under(self.root),
+                    SkipKind::Unreadable,
+                    format!("cannot list directory: {e}"),
+                );
+                Listing::Failed
+            }
+        };
+        Walked {
+            dir,
+            listing,
+            entries: w.entries,
+            skipped: w.skipped,
+        }
     }
 
     /// The directory's entries in name order.
@@ -441,5 +629,116 @@ mod tests {
             let out = scan_subtree(root.path(), &RelPath::new(&p).unwrap(), opts.clone()).unwrap();
             assert_eq!(out.index.len(), found, "{p}: {:?}", names(&out.index));
         }
+    }
+
+    /// Builds a tree from `spec`: each item is (directory index, kind, name number); the
+    /// directories are made as they are named, below any earlier one.
+    fn build(root: &Path, spec: &[(usize, u8, u16)]) {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let mut dirs = vec![root.to_owned()];
+        for (i, &(parent, kind, name)) in spec.iter().enumerate() {
+            let parent = dirs[parent % dirs.len()].clone();
+            let path = parent.join(format!("n{name:03}_{i}"));
+            match kind % 6 {
+                0 | 1 => {
+                    fs::create_dir(&path).unwrap();
+                    dirs.push(path);
+                }
+                2 | 3 => fs::write(&path, vec![b'x'; usize::from(name)]).unwrap(),
+                4 => std::os::unix::fs::symlink(format!("../t{name}"), &path).unwrap(),
+                // Skipped entries: a fifo, a name that is not UTF-8.
+                _ if name % 2 == 0 => {
+                    rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        &path,
+                        rustix::fs::FileType::Fifo,
+                        rustix::fs::Mode::from_raw_mode(0o644),
+                        0,
+                    )
+                    .unwrap();
+                }
+                _ => {
+                    let mut raw = parent.into_os_string().into_vec();
+                    raw.extend_from_slice(b"/bad\xff");
+                    raw.extend_from_slice(format!("{i}").as_bytes());
+                    fs::write(std::ffi::OsStr::from_bytes(&raw), "x").unwrap();
+                }
+            }
+        }
+    }
+
+    fn summary(out: &ScanOutcome) -> (Vec<String>, Vec<String>) {
+        let entries = out
+            .index
+            .iter()
+            .map(|e| format!("{} {:?} {} {:?}", e.path, e.kind, e.size, e.state))
+            .collect();
+        let skipped = out
+            .skipped
+            .iter()
+            .map(|s| format!("{} {:?} {}", s.path.display(), s.kind, s.reason))
+            .collect();
+        (entries, skipped)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+        #[test]
+        fn a_scan_on_several_threads_finds_what_one_thread_finds(
+            spec in proptest::collection::vec((0usize..64, 0u8..6, 0u16..40), 0..160),
+            threads in 2usize..5,
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            build(root.path(), &spec);
+            let opts = ScanOptions::default();
+            let one = scan_with(root.path(), opts.clone(), 1).unwrap();
+            let many = scan_with(root.path(), opts, threads).unwrap();
+            proptest::prop_assert_eq!(summary(&one), summary(&many));
+        }
+    }
+
+    #[test]
+    fn a_deep_tree_scanned_on_several_threads_is_in_path_order_with_its_skips() {
+        let root = tempfile::tempdir().unwrap();
+        // Jobs start two levels down: put entries above, at and below that level.
+        for d in ["a", "a/b", "a/b/c", "a/b/c/d", "b", "b/a", "c"] {
+            fs::create_dir(root.path().join(d)).unwrap();
+            fs::write(root.path().join(d).join("f"), d).unwrap();
+        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.path().join("a/b/c/p"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let out = scan_with(root.path(), ScanOptions::default(), 3).unwrap();
+        let paths: Vec<&str> = out.index.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "a",
+                "a/b",
+                "a/b/c",
+                "a/b/c/d",
+                "a/b/c/d/f",
+                "a/b/c/f",
+                "a/b/f",
+                "a/f",
+                "b",
+                "b/a",
+                "b/a/f",
+                "b/f",
+                "c",
+                "c/f"
+            ]
+        );
+        assert_eq!(out.skipped.len(), 1, "{:?}", out.skipped);
+        assert_eq!(out.skipped[0].kind, SkipKind::Special);
+        assert_eq!(
+            summary(&out),
+            summary(&scan_with(root.path(), ScanOptions::default(), 1).unwrap())
+        );
     }
 }
