@@ -63,6 +63,28 @@ enum Stage {
 // The server and what must survive it
 // ---------------------------------------------------------------------------------------------
 
+/// Every path under `dir`, depth first; an entry gone between being listed and being
+/// looked at is passed over (a temp file on its way out).
+fn entries_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for item in listing.flatten() {
+        let path = item.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                found.extend(entries_under(&path));
+                found.push(path);
+            }
+            Ok(_) => found.push(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => panic!("lstat {}: {e}", path.display()),
+        }
+    }
+    found
+}
+
 /// A `ferry serve` receiving into `dst`, a sibling `outside` holding one file, a small `src`
 /// tree and a client identity the server knows; all in one temporary directory.
 struct Fixture {
@@ -207,16 +229,22 @@ impl Fixture {
         );
     }
 
-    /// Panics unless `dst` holds nothing at all.
+    /// Panics unless `dst` comes to hold nothing at all. Waited for: the Applier of a
+    /// session just refused may still be starting, and its start makes and removes a probe
+    /// file in the target; anything still there at the deadline was left.
     #[track_caller]
     fn assert_dst_empty(&self) {
-        let left = snapshot(&self.dst);
-        assert!(
-            left.is_empty(),
-            "bad input left entries in the target: {:?}\n--- server stderr ---\n{}",
-            left.keys().collect::<Vec<_>>(),
-            self.server.stderr()
-        );
+        crate::util::live::wait_until_blocking(DEADLINE, "the target holds nothing", || {
+            let left = entries_under(&self.dst);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "bad input left entries in the target: {left:?}\n--- server stderr ---\n{}",
+                    self.server.stderr()
+                ))
+            }
+        });
     }
 
     /// The end of every test: the server still runs and never panicked, a normal `ferry
