@@ -266,9 +266,11 @@ async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_mean
     let report = run_sync_with(job, Arc::new(Stats::default()), taps)
         .await
         .expect("the sync succeeds");
+    let second = second.lock().unwrap();
+    assert!(!second.is_empty(), "the content was asked for in one batch");
     assert!(
-        !second.lock().unwrap().is_empty(),
-        "the content was asked for in one batch"
+        !second.contains(BIG),
+        "the large file came in the second batch: nothing joined a plan waiting for it"
     );
     assert!(
         seen.load(Ordering::SeqCst),
@@ -276,4 +278,112 @@ async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_mean
     );
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_mirror(src.path(), dst.path());
+}
+
+/// In front of [`HoldBigChunks`]: forwards a removal of the large file (as a live delta
+/// brings one: the source deleted the file after its chunks were read) just before the
+/// second content reply, while the file is still being written.
+struct RemoveBig {
+    next: Recipient<IndexDelta>,
+    replies: u64,
+    big: Option<ferry_engine::FileEntry>,
+}
+
+impl Actor for RemoveBig {
+    type Context = Context<Self>;
+}
+
+impl Handler<IndexDelta> for RemoveBig {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: IndexDelta, _: &mut Self::Context) -> Self::Result {
+        let mut tomb = None;
+        if msg.content_reply {
+            self.replies += 1;
+            if self.replies == 1 {
+                self.big = msg.entries.iter().find(|e| e.path.as_str() == BIG).cloned();
+            }
+            if self.replies == 2 {
+                let big = self
+                    .big
+                    .clone()
+                    .expect("the large file is in the first reply");
+                let seq = ferry_engine::Seq(big.seq.0 + 1);
+                tomb = Some(IndexDelta {
+                    folder: msg.folder.clone(),
+                    snapshot: false,
+                    content_reply: false,
+                    entries: vec![ferry_engine::FileEntry {
+                        state: ferry_engine::EntryState::Deleted,
+                        content: None,
+                        size: 0,
+                        seq,
+                        ..big
+                    }],
+                    lists: Vec::new(),
+                    upto: seq,
+                });
+            }
+        }
+        let next = self.next.clone();
+        Box::pin(async move {
+            if let Some(t) = tomb {
+                next.send(t).await.expect("the removal is delivered");
+            }
+            next.send(msg).await.expect("the message is delivered");
+        })
+    }
+}
+
+#[actix_rt::test]
+async fn a_file_removed_while_a_plan_writes_it_is_removed_though_that_plan_was_joined() {
+    let src = tempdir();
+    let dst = tempdir();
+    write(&src.path().join(BIG), pseudo_random(BIG_SIZE, 7));
+    for i in 0..FILES {
+        write(
+            &src.path().join(format!("d{}/f{i}.txt", i % 10)),
+            format!("file {i}\n"),
+        );
+    }
+    let second = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let seen = Arc::new(AtomicBool::new(false));
+    let (sec, s, d) = (second.clone(), seen.clone(), dst.path().to_owned());
+    let taps = LinkTaps {
+        to_target: Some(Box::new(move |link: TargetLink| {
+            let hold = HoldBigChunks {
+                index: link.index.clone(),
+                chunks: link.chunks.clone(),
+                dst: d,
+                replies: 0,
+                second: sec,
+                held: false,
+                written_while_held: s,
+            }
+            .start();
+            let remove = RemoveBig {
+                next: hold.clone().recipient(),
+                replies: 0,
+                big: None,
+            }
+            .start();
+            TargetLink {
+                index: remove.recipient(),
+                chunks: hold.recipient(),
+                ..link
+            }
+        })),
+        to_sender: None,
+    };
+    let job = one_shot_job("joined-removal", src.path(), dst.path());
+    let report = run_sync_with(job, Arc::new(Stats::default()), taps)
+        .await
+        .expect("the sync succeeds");
+    assert!(seen.load(Ordering::SeqCst), "the second batch joined");
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_mirror_except(src.path(), dst.path(), &[BIG]);
+    assert!(
+        !dst.path().join(BIG).exists(),
+        "the Applier acknowledged the removal of {BIG} but DST still holds it"
+    );
 }

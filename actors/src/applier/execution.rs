@@ -63,10 +63,14 @@ pub(super) struct Execution {
     seq: Seq,
     post: Vec<Action>,
     queue: VecDeque<Arc<Slot>>,
-    /// Every file this plan writes (those of plans that joined it included).
+    /// The files this plan writes that are not installed yet (those of plans that joined
+    /// it included).
     files: HashSet<RelPath>,
     /// Where the plan is: only one writing files may be joined.
     phase: Phase,
+    /// Every content request was answered and the plan made then has had its look: no
+    /// other plan joins this one.
+    closed_to_joins: bool,
     active: usize,
     pub(super) jobs: usize,
     pub(super) waiting: HashMap<ChunkId, Waiters>,
@@ -131,6 +135,24 @@ impl Execution {
             })
     }
 
+    /// Whether a plan may be made now to join this one: this one is partial and writing
+    /// files, and content requests are still out (`requests_out`) or the plan made once
+    /// they were all answered has not had its look yet. Live changes arriving after that
+    /// wait for this plan's end, so that it ends and the acknowledging plan follows.
+    pub(super) fn takes_joins(&self, requests_out: bool) -> bool {
+        self.partial && self.phase == Phase::Writing && (requests_out || !self.closed_to_joins)
+    }
+
+    /// See [`Execution::takes_joins`].
+    pub(super) fn close_to_joins(&mut self) {
+        self.closed_to_joins = true;
+    }
+
+    /// The files this plan writes that are not installed yet.
+    pub(super) fn files(&self) -> &HashSet<RelPath> {
+        &self.files
+    }
+
     /// Queues, smallest first, the files held back that fit in `room` together (all of
     /// them if it is unknown), and at least one; the others stay held back for the next
     /// round.
@@ -162,6 +184,7 @@ impl Applier {
             queue,
             files,
             phase: Phase::Opening,
+            closed_to_joins: false,
             active: 0,
             jobs: 1,
             waiting: HashMap::new(),
@@ -206,14 +229,18 @@ impl Applier {
             self.pump_files(ctx);
             return self.check_done(ctx);
         }
-        // Its directories first; the plan cannot end meanwhile (a job is running).
+        // Its directories first; the plan cannot end meanwhile (a job is running), and no
+        // other plan joins until they are made (and recorded in the target index).
         x.jobs += 1;
+        x.phase = Phase::Opening;
         self.run_actions(pre, ctx, move |act, ctx| {
             if let Some(x) = act.exec.as_mut() {
                 x.jobs -= 1;
+                x.phase = Phase::Writing;
                 x.queue.extend(queue);
             }
             act.pump_files(ctx);
+            act.try_plan(ctx);
             act.check_done(ctx);
         });
     }
@@ -630,6 +657,10 @@ impl Applier {
                     self.count(Some(change));
                     Stats::add(&self.stats.files_done, 1);
                     Stats::add(&self.stats.bytes_written, slot.entry.size);
+                    if let Some(x) = self.exec.as_mut() {
+                        // In the target index from here on (recorded below).
+                        x.files.remove(&slot.entry.path);
+                    }
                     self.refetches.remove(&slot.entry.path);
                     self.announce(change, slot.entry.path.clone(), None);
                     if let Some(x) = self.exec.as_mut() {

@@ -35,9 +35,14 @@ impl Applier {
             return;
         }
         let joining = self.exec.is_some();
-        if joining && (!self.pending.is_empty() || self.opts.dry_run) {
-            // A plan joining a running one must not wait for lists.
-            return;
+        if joining {
+            // Only a plan that may join the running one is made now (and never one that
+            // waits for lists): the rest is made when the running plan moves on or ends.
+            let partial = self.content_requests > 0;
+            let takes = self.exec.as_ref().is_some_and(|x| x.takes_joins(partial));
+            if !takes || !self.pending.is_empty() || self.opts.dry_run {
+                return;
+            }
         }
         if self.content_requests == 0 && !joining {
             // Paths a reply left out will not come: the next plan finds them still without
@@ -61,7 +66,18 @@ impl Applier {
             mtime_step: self.target.mtime_step(),
         };
         let none = HashSet::new();
-        let pending = if partial { &self.in_flight } else { &none };
+        // A plan joining a running one leaves that one's files out as well: they are not in
+        // the target index until installed, so a removal of one would look like nothing to
+        // do (they stay in `changed` for the plan made once they are in).
+        let in_flight_or_written: HashSet<RelPath>;
+        let pending = match &self.exec {
+            Some(x) => {
+                in_flight_or_written = self.in_flight.union(x.files()).cloned().collect();
+                &in_flight_or_written
+            }
+            None if partial => &self.in_flight,
+            None => &none,
+        };
         // A partial plan leaves the files in flight out: it need not look at them at all
         // (they stay in `changed` for the plan made once they arrive).
         let arrived: Option<BTreeSet<RelPath>> = match &self.changed {
@@ -74,7 +90,15 @@ impl Applier {
             _ => None,
         };
         let scope = arrived.as_ref().or(self.changed.as_ref());
-        match diff_within(&self.source, target_index.index(), scope, pending, opts) {
+        let outcome = diff_within(&self.source, target_index.index(), scope, pending, opts);
+        if joining && !partial {
+            // Every content request is answered: this is the one look the running plan
+            // gets; what else comes waits for the plan made when it ends.
+            if let Some(x) = self.exec.as_mut() {
+                x.close_to_joins();
+            }
+        }
+        match outcome {
             // Asked for once the running plan is done (the next plan is made then).
             DiffOutcome::NeedContent(_) if joining => {}
             DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
@@ -99,10 +123,9 @@ impl Applier {
                 // Everything but the files in flight is planned: only they, and what
                 // arrives from now on, are left to look at (each file in flight goes back
                 // into `changed` when it leaves `in_flight`).
-                let in_flight = &self.in_flight;
                 self.changed
                     .get_or_insert_with(BTreeSet::new)
-                    .retain(|p| in_flight.contains(p));
+                    .retain(|p| pending.contains(p));
                 if joining {
                     self.join(plan, ctx);
                 } else {
