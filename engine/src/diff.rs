@@ -54,7 +54,7 @@ pub enum DiffOutcome {
 /// only in mtime, content decides, so identical bytes get a metadata update, not a rewrite.
 /// Source entries marked unreadable protect whatever the target holds at and below them.
 pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
-    diff_within(source, target, None, &HashSet::new(), opts)
+    diff_within(source, target, None, &[], opts)
 }
 
 /// Like [`diff`], but looks only at `paths` (when given), with everything below and above
@@ -62,18 +62,19 @@ pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
 /// to be mirrored already, so a live change costs what it touches, not the whole folder.
 /// (Likely copies of large new files are still looked for in the whole target.)
 ///
-/// Source entries in `pending` (content still being hashed) are left out: nothing is
-/// planned for them, and what the target holds at their paths is kept.
+/// Source entries in any set of `pending` (content still being hashed, files being
+/// written) are left out: nothing is planned for them, and what the target holds at their
+/// paths is kept.
 pub fn diff_within(
     source: &Index,
     target: &Index,
     paths: Option<&BTreeSet<RelPath>>,
-    pending: &HashSet<RelPath>,
+    pending: &[&HashSet<RelPath>],
     opts: DiffOptions,
 ) -> DiffOutcome {
     let mut sources = in_scope(source, paths);
-    if !pending.is_empty() {
-        sources.retain(|e| !pending.contains(&e.path));
+    if pending.iter().any(|set| !set.is_empty()) {
+        sources.retain(|e| !pending.iter().any(|set| set.contains(&e.path)));
     }
     let targets = in_scope(target, paths);
     let mut needs = ContentNeeds::default();
@@ -1076,7 +1077,7 @@ mod tests {
         let source = index([file("a", b"new", 1), unhashed(file("b", b"later", 2))]);
         let target = index([file("b", b"stale", 1)]);
         let pending: HashSet<RelPath> = [p("b")].into();
-        let plan = match diff_within(&source, &target, None, &pending, DiffOptions::default()) {
+        let plan = match diff_within(&source, &target, None, &[&pending], DiffOptions::default()) {
             DiffOutcome::Ready(plan) => plan,
             DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
         };
@@ -1088,7 +1089,7 @@ mod tests {
         assert!(plan.is_additive());
         // An extraneous entry makes a plan that removes, which must wait for the rest.
         let target = index([file("b", b"stale", 1), file("x", b"extra", 1)]);
-        let plan = match diff_within(&source, &target, None, &pending, DiffOptions::default()) {
+        let plan = match diff_within(&source, &target, None, &[&pending], DiffOptions::default()) {
             DiffOutcome::Ready(plan) => plan,
             DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
         };
@@ -1187,7 +1188,7 @@ mod tests {
             }
             let opts = DiffOptions::default();
             proptest::prop_assert_eq!(
-                diff_within(&source, &target, Some(&dirty), &HashSet::new(), opts),
+                diff_within(&source, &target, Some(&dirty), &[], opts),
                 diff(&source, &target, opts)
             );
         }

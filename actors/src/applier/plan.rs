@@ -65,18 +65,20 @@ impl Applier {
             checksum: self.opts.checksum,
             mtime_step: self.target.mtime_step(),
         };
-        let none = HashSet::new();
+        if joining && !partial {
+            // Every content request is answered: this is the one look the running plan
+            // gets; what else comes waits for the plan made when it ends.
+            if let Some(x) = self.exec.as_mut() {
+                x.close_to_joins();
+            }
+        }
         // A plan joining a running one leaves that one's files out as well: they are not in
         // the target index until installed, so a removal of one would look like nothing to
         // do (they stay in `changed` for the plan made once they are in).
-        let in_flight_or_written: HashSet<RelPath>;
-        let pending = match &self.exec {
-            Some(x) => {
-                in_flight_or_written = self.in_flight.union(x.files()).cloned().collect();
-                &in_flight_or_written
-            }
-            None if partial => &self.in_flight,
-            None => &none,
+        let pending: Vec<&HashSet<RelPath>> = match &self.exec {
+            Some(x) => vec![&self.in_flight, x.files()],
+            None if partial => vec![&self.in_flight],
+            None => Vec::new(),
         };
         // A partial plan leaves the files in flight out: it need not look at them at all
         // (they stay in `changed` for the plan made once they arrive).
@@ -90,15 +92,7 @@ impl Applier {
             _ => None,
         };
         let scope = arrived.as_ref().or(self.changed.as_ref());
-        let outcome = diff_within(&self.source, target_index.index(), scope, pending, opts);
-        if joining && !partial {
-            // Every content request is answered: this is the one look the running plan
-            // gets; what else comes waits for the plan made when it ends.
-            if let Some(x) = self.exec.as_mut() {
-                x.close_to_joins();
-            }
-        }
-        match outcome {
+        match diff_within(&self.source, target_index.index(), scope, &pending, opts) {
             // Asked for once the running plan is done (the next plan is made then).
             DiffOutcome::NeedContent(_) if joining => {}
             DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
@@ -125,7 +119,7 @@ impl Applier {
                 // into `changed` when it leaves `in_flight`).
                 self.changed
                     .get_or_insert_with(BTreeSet::new)
-                    .retain(|p| pending.contains(p));
+                    .retain(|p| pending.iter().any(|set| set.contains(p)));
                 if joining {
                     self.join(plan, ctx);
                 } else {
