@@ -155,6 +155,38 @@ impl Actor for HoldBigChunks {
     type Context = Context<Self>;
 }
 
+impl HoldBigChunks {
+    /// Starts one passing messages on to `link`'s index and chunk recipients.
+    fn start_on(
+        link: &TargetLink,
+        dst: PathBuf,
+        second: Arc<std::sync::Mutex<BTreeSet<String>>>,
+        written_while_held: Arc<AtomicBool>,
+    ) -> Addr<Self> {
+        HoldBigChunks {
+            index: link.index.clone(),
+            chunks: link.chunks.clone(),
+            dst,
+            replies: 0,
+            second,
+            held: false,
+            written_while_held,
+        }
+        .start()
+    }
+}
+
+/// The joining tests' source: [`BIG`] and [`FILES`] small files in ten directories.
+fn big_and_small_files(src: &Path) {
+    write(&src.join(BIG), pseudo_random(BIG_SIZE, 7));
+    for i in 0..FILES {
+        write(
+            &src.join(format!("d{}/f{i}.txt", i % 10)),
+            format!("file {i}\n"),
+        );
+    }
+}
+
 impl Handler<IndexDelta> for HoldBigChunks {
     type Result = ResponseFuture<()>;
 
@@ -230,30 +262,14 @@ impl Handler<ChunkData> for HoldBigChunks {
 
 #[actix_rt::test]
 async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_meanwhile() {
-    let src = tempdir();
-    let dst = tempdir();
-    write(&src.path().join(BIG), pseudo_random(BIG_SIZE, 7));
-    for i in 0..FILES {
-        write(
-            &src.path().join(format!("d{}/f{i}.txt", i % 10)),
-            format!("file {i}\n"),
-        );
-    }
+    let (src, dst) = (tempdir(), tempdir());
+    big_and_small_files(src.path());
     let second = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let seen = Arc::new(AtomicBool::new(false));
     let (sec, s, d) = (second.clone(), seen.clone(), dst.path().to_owned());
     let taps = LinkTaps {
         to_target: Some(Box::new(move |link: TargetLink| {
-            let tap = HoldBigChunks {
-                index: link.index.clone(),
-                chunks: link.chunks.clone(),
-                dst: d,
-                replies: 0,
-                second: sec,
-                held: false,
-                written_while_held: s,
-            }
-            .start();
+            let tap = HoldBigChunks::start_on(&link, d, sec, s);
             TargetLink {
                 index: tap.clone().recipient(),
                 chunks: tap.recipient(),
@@ -337,30 +353,14 @@ impl Handler<IndexDelta> for RemoveBig {
 
 #[actix_rt::test]
 async fn a_file_removed_while_a_plan_writes_it_is_removed_though_that_plan_was_joined() {
-    let src = tempdir();
-    let dst = tempdir();
-    write(&src.path().join(BIG), pseudo_random(BIG_SIZE, 7));
-    for i in 0..FILES {
-        write(
-            &src.path().join(format!("d{}/f{i}.txt", i % 10)),
-            format!("file {i}\n"),
-        );
-    }
+    let (src, dst) = (tempdir(), tempdir());
+    big_and_small_files(src.path());
     let second = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let seen = Arc::new(AtomicBool::new(false));
     let (sec, s, d) = (second.clone(), seen.clone(), dst.path().to_owned());
     let taps = LinkTaps {
         to_target: Some(Box::new(move |link: TargetLink| {
-            let hold = HoldBigChunks {
-                index: link.index.clone(),
-                chunks: link.chunks.clone(),
-                dst: d,
-                replies: 0,
-                second: sec,
-                held: false,
-                written_while_held: s,
-            }
-            .start();
+            let hold = HoldBigChunks::start_on(&link, d, sec, s);
             let remove = RemoveBig {
                 next: hold.clone().recipient(),
                 replies: 0,
