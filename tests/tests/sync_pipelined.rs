@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ferry_actors::messages::{ChunkData, IndexDelta};
 use ferry_actors::sender::TargetLink;
-use ferry_actors::{run_sync_with, LinkTaps, Stats};
+use ferry_actors::{run_sync_with, FolderId, LinkTaps, Stats};
+use ferry_engine::{EntryState, FileEntry, Seq};
 
 use crate::util::*;
 
@@ -139,13 +140,19 @@ const BIG_SIZE: usize = 1 << 20;
 /// A chunk larger than this is the large file's (the small files are a few bytes each).
 const SMALL_MAX: usize = 64;
 
-/// Passes index and chunk messages on; notes the paths of the second content reply, and
-/// holds the large file's first chunks until one of those files is in DST.
+/// Passes index and chunk messages on, the content reply holding [`BIG`] first (a reply
+/// for other files that comes before it waits for it: the Differ hashes batches in
+/// parallel). Notes the paths of the other replies ("the second batch"), and holds the
+/// large file's first chunks until one of those files is in DST. With `remove_big`, a
+/// removal of the large file (as a live delta brings one: the source deleted it after its
+/// chunks were read) goes just before the second batch, while the file is being written.
 struct HoldBigChunks {
     index: Recipient<IndexDelta>,
     chunks: Recipient<ChunkData>,
     dst: PathBuf,
-    replies: u64,
+    big: Option<FileEntry>,
+    early: Vec<IndexDelta>,
+    remove_big: bool,
     second: Arc<std::sync::Mutex<BTreeSet<String>>>,
     held: bool,
     written_while_held: Arc<AtomicBool>,
@@ -160,6 +167,7 @@ impl HoldBigChunks {
     fn start_on(
         link: &TargetLink,
         dst: PathBuf,
+        remove_big: bool,
         second: Arc<std::sync::Mutex<BTreeSet<String>>>,
         written_while_held: Arc<AtomicBool>,
     ) -> Addr<Self> {
@@ -167,12 +175,33 @@ impl HoldBigChunks {
             index: link.index.clone(),
             chunks: link.chunks.clone(),
             dst,
-            replies: 0,
+            big: None,
+            early: Vec::new(),
+            remove_big,
             second,
             held: false,
             written_while_held,
         }
         .start()
+    }
+
+    /// The removal of `big` the source would send next.
+    fn removal(folder: &FolderId, big: &FileEntry) -> IndexDelta {
+        let seq = Seq(big.seq.0 + 1);
+        IndexDelta {
+            folder: folder.clone(),
+            snapshot: false,
+            content_reply: false,
+            entries: vec![FileEntry {
+                state: EntryState::Deleted,
+                content: None,
+                size: 0,
+                seq,
+                ..big.clone()
+            }],
+            lists: Vec::new(),
+            upto: seq,
+        }
     }
 }
 
@@ -191,17 +220,36 @@ impl Handler<IndexDelta> for HoldBigChunks {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: IndexDelta, _: &mut Self::Context) -> Self::Result {
-        if msg.content_reply {
-            self.replies += 1;
-            if self.replies == 2 {
+        let holds_big = |m: &IndexDelta| m.entries.iter().any(|e| e.path.as_str() == BIG);
+        let mut out = Vec::new();
+        if msg.content_reply && holds_big(&msg) {
+            self.big = msg.entries.iter().find(|e| e.path.as_str() == BIG).cloned();
+            out.push(msg);
+            out.append(&mut self.early);
+        } else if msg.content_reply && self.big.is_none() {
+            self.early.push(msg);
+        } else {
+            out.push(msg);
+        }
+        let mut sends = Vec::new();
+        for m in out {
+            if m.content_reply && !holds_big(&m) {
                 let mut second = self.second.lock().unwrap();
-                second.extend(msg.entries.iter().map(|e| e.path.as_str().to_owned()));
+                if second.is_empty() && self.remove_big {
+                    if let Some(big) = &self.big {
+                        sends.push(Self::removal(&m.folder, big));
+                    }
+                }
+                second.extend(m.entries.iter().map(|e| e.path.as_str().to_owned()));
             }
+            sends.push(m);
         }
         let next = self.index.clone();
         Box::pin(async move {
-            if let Err(e) = next.send(msg).await {
-                eprintln!("the tap could not forward an index message: {e}");
+            for m in sends {
+                if let Err(e) = next.send(m).await {
+                    eprintln!("the tap could not forward an index message: {e}");
+                }
             }
         })
     }
@@ -269,7 +317,7 @@ async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_mean
     let (sec, s, d) = (second.clone(), seen.clone(), dst.path().to_owned());
     let taps = LinkTaps {
         to_target: Some(Box::new(move |link: TargetLink| {
-            let tap = HoldBigChunks::start_on(&link, d, sec, s);
+            let tap = HoldBigChunks::start_on(&link, d, false, sec, s);
             TargetLink {
                 index: tap.clone().recipient(),
                 chunks: tap.recipient(),
@@ -285,70 +333,11 @@ async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_mean
     let second = second.lock().unwrap();
     assert!(!second.is_empty(), "the content was asked for in one batch");
     assert!(
-        !second.contains(BIG),
-        "the large file came in the second batch: nothing joined a plan waiting for it"
-    );
-    assert!(
         seen.load(Ordering::SeqCst),
         "no file of the second batch was installed while the first plan waited for chunks"
     );
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_mirror(src.path(), dst.path());
-}
-
-/// In front of [`HoldBigChunks`]: forwards a removal of the large file (as a live delta
-/// brings one: the source deleted the file after its chunks were read) just before the
-/// second content reply, while the file is still being written.
-struct RemoveBig {
-    next: Recipient<IndexDelta>,
-    replies: u64,
-    big: Option<ferry_engine::FileEntry>,
-}
-
-impl Actor for RemoveBig {
-    type Context = Context<Self>;
-}
-
-impl Handler<IndexDelta> for RemoveBig {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, msg: IndexDelta, _: &mut Self::Context) -> Self::Result {
-        let mut tomb = None;
-        if msg.content_reply {
-            self.replies += 1;
-            if self.replies == 1 {
-                self.big = msg.entries.iter().find(|e| e.path.as_str() == BIG).cloned();
-            }
-            if self.replies == 2 {
-                let big = self
-                    .big
-                    .clone()
-                    .expect("the large file is in the first reply");
-                let seq = ferry_engine::Seq(big.seq.0 + 1);
-                tomb = Some(IndexDelta {
-                    folder: msg.folder.clone(),
-                    snapshot: false,
-                    content_reply: false,
-                    entries: vec![ferry_engine::FileEntry {
-                        state: ferry_engine::EntryState::Deleted,
-                        content: None,
-                        size: 0,
-                        seq,
-                        ..big
-                    }],
-                    lists: Vec::new(),
-                    upto: seq,
-                });
-            }
-        }
-        let next = self.next.clone();
-        Box::pin(async move {
-            if let Some(t) = tomb {
-                next.send(t).await.expect("the removal is delivered");
-            }
-            next.send(msg).await.expect("the message is delivered");
-        })
-    }
 }
 
 #[actix_rt::test]
@@ -360,16 +349,10 @@ async fn a_file_removed_while_a_plan_writes_it_is_removed_though_that_plan_was_j
     let (sec, s, d) = (second.clone(), seen.clone(), dst.path().to_owned());
     let taps = LinkTaps {
         to_target: Some(Box::new(move |link: TargetLink| {
-            let hold = HoldBigChunks::start_on(&link, d, sec, s);
-            let remove = RemoveBig {
-                next: hold.clone().recipient(),
-                replies: 0,
-                big: None,
-            }
-            .start();
+            let tap = HoldBigChunks::start_on(&link, d, true, sec, s);
             TargetLink {
-                index: remove.recipient(),
-                chunks: hold.recipient(),
+                index: tap.clone().recipient(),
+                chunks: tap.recipient(),
                 ..link
             }
         })),
