@@ -16,6 +16,7 @@ use ferry_actors::messages::{ChunkData, IndexDelta};
 use ferry_actors::sender::TargetLink;
 use ferry_actors::{run_sync_with, FolderId, LinkTaps, Stats};
 use ferry_engine::{EntryState, FileEntry, Seq};
+use tempfile::TempDir;
 
 use crate::util::*;
 
@@ -308,8 +309,19 @@ impl Handler<ChunkData> for HoldBigChunks {
     }
 }
 
-#[actix_rt::test]
-async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_meanwhile() {
+/// What a sync through [`HoldBigChunks`] did.
+struct HeldRun {
+    src: TempDir,
+    dst: TempDir,
+    report: ferry_actors::SyncReport,
+    /// The paths of the second batch.
+    second: BTreeSet<String>,
+    /// A file of the second batch was installed while the large file's chunks were held.
+    seen: bool,
+}
+
+/// Syncs [`big_and_small_files`] through [`HoldBigChunks`].
+async fn held_run(name: &str, remove_big: bool) -> HeldRun {
     let (src, dst) = (tempdir(), tempdir());
     big_and_small_files(src.path());
     let second = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
@@ -317,7 +329,7 @@ async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_mean
     let (sec, s, d) = (second.clone(), seen.clone(), dst.path().to_owned());
     let taps = LinkTaps {
         to_target: Some(Box::new(move |link: TargetLink| {
-            let tap = HoldBigChunks::start_on(&link, d, false, sec, s);
+            let tap = HoldBigChunks::start_on(&link, d, remove_big, sec, s);
             TargetLink {
                 index: tap.clone().recipient(),
                 chunks: tap.recipient(),
@@ -326,47 +338,43 @@ async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_mean
         })),
         to_sender: None,
     };
-    let job = one_shot_job("joined", src.path(), dst.path());
+    let job = one_shot_job(name, src.path(), dst.path());
     let report = run_sync_with(job, Arc::new(Stats::default()), taps)
         .await
         .expect("the sync succeeds");
-    let second = second.lock().unwrap();
-    assert!(!second.is_empty(), "the content was asked for in one batch");
+    let second = std::mem::take(&mut *second.lock().unwrap());
+    HeldRun {
+        src,
+        dst,
+        report,
+        second,
+        seen: seen.load(Ordering::SeqCst),
+    }
+}
+
+#[actix_rt::test]
+async fn files_whose_lists_arrive_while_a_plan_waits_for_chunks_are_written_meanwhile() {
+    let run = held_run("joined", false).await;
     assert!(
-        seen.load(Ordering::SeqCst),
+        !run.second.is_empty(),
+        "the content was asked for in one batch"
+    );
+    assert!(
+        run.seen,
         "no file of the second batch was installed while the first plan waited for chunks"
     );
-    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-    assert_mirror(src.path(), dst.path());
+    assert!(run.report.skipped.is_empty(), "{:?}", run.report.skipped);
+    assert_mirror(run.src.path(), run.dst.path());
 }
 
 #[actix_rt::test]
 async fn a_file_removed_while_a_plan_writes_it_is_removed_though_that_plan_was_joined() {
-    let (src, dst) = (tempdir(), tempdir());
-    big_and_small_files(src.path());
-    let second = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let seen = Arc::new(AtomicBool::new(false));
-    let (sec, s, d) = (second.clone(), seen.clone(), dst.path().to_owned());
-    let taps = LinkTaps {
-        to_target: Some(Box::new(move |link: TargetLink| {
-            let tap = HoldBigChunks::start_on(&link, d, true, sec, s);
-            TargetLink {
-                index: tap.clone().recipient(),
-                chunks: tap.recipient(),
-                ..link
-            }
-        })),
-        to_sender: None,
-    };
-    let job = one_shot_job("joined-removal", src.path(), dst.path());
-    let report = run_sync_with(job, Arc::new(Stats::default()), taps)
-        .await
-        .expect("the sync succeeds");
-    assert!(seen.load(Ordering::SeqCst), "the second batch joined");
-    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-    assert_mirror_except(src.path(), dst.path(), &[BIG]);
+    let run = held_run("joined-removal", true).await;
+    assert!(run.seen, "the second batch joined");
+    assert!(run.report.skipped.is_empty(), "{:?}", run.report.skipped);
+    assert_mirror_except(run.src.path(), run.dst.path(), &[BIG]);
     assert!(
-        !dst.path().join(BIG).exists(),
+        !run.dst.path().join(BIG).exists(),
         "the Applier acknowledged the removal of {BIG} but DST still holds it"
     );
 }
