@@ -10,7 +10,6 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::chunk::ChunkParams;
@@ -209,33 +208,19 @@ pub fn scan_subtree(root: &Path, path: &RelPath, opts: ScanOptions) -> Result<Sc
 /// A directory's listing entry, with its name.
 type Item = (OsString, fs::DirEntry);
 
+/// Entries found, with what was skipped.
+type Found = (Vec<(FileEntry, Option<StatKey>)>, Vec<Skipped>);
+
 /// A stretch of a parallel scan's result, in order.
 enum Part {
-    /// Entries and skips found while splitting.
-    Here {
-        entries: Vec<(FileEntry, Option<StatKey>)>,
-        skipped: Vec<Skipped>,
-    },
-    /// What job `n` found.
-    Job(usize),
+    /// Found while splitting.
+    Here(Found),
+    /// What the next job found.
+    Job,
 }
 
-/// What one job found below its directory.
-struct Walked {
-    dir: RelPath,
-    listing: Listing,
-    entries: Vec<(FileEntry, Option<StatKey>)>,
-    skipped: Vec<Skipped>,
-}
-
-/// How a job's directory listing went.
-enum Listing {
-    Walked,
-    /// Gone (or no longer a directory): its entry goes too.
-    Gone,
-    /// There but not listable: its entry is marked unreadable.
-    Failed,
-}
+/// A directory below [`SPLIT_DEPTH`], walked by one job: its parent and its listing entry.
+type Job = (Option<RelPath>, Item);
 
 struct Walk<'a> {
     root: &'a Path,
@@ -308,63 +293,49 @@ impl Walk<'_> {
         let mut jobs = Vec::new();
         self.split(None, top, 1, &mut parts, &mut jobs);
         self.flush_into(&mut parts);
-        let done = self.run_jobs(jobs, threads);
-        let mut done: Vec<Option<Walked>> = done.into_iter().map(Some).collect();
+        let mut done = self.run_jobs(jobs, threads).into_iter();
         for part in parts {
-            match part {
-                Part::Here { entries, skipped } => {
-                    self.entries.extend(entries);
-                    self.skipped.extend(skipped);
-                }
-                Part::Job(i) => {
-                    let Some(walked) = done[i].take() else {
-                        continue;
-                    };
-                    // The job's directory is the entry just before what it found.
-                    let own = self
-                        .entries
-                        .last_mut()
-                        .filter(|(e, _)| e.path == walked.dir);
-                    match (walked.listing, own) {
-                        (Listing::Gone, Some(_)) => {
-                            self.entries.pop();
-                        }
-                        (Listing::Failed, Some((e, _))) => e.state = EntryState::Unreadable,
-                        _ => {}
-                    }
-                    self.entries.extend(walked.entries);
-                    self.skipped.extend(walked.skipped);
-                }
-            }
+            let (entries, skipped) = match part {
+                Part::Here(found) => found,
+                Part::Job => done.next().expect("one result per job"),
+            };
+            self.entries.extend(entries);
+            self.skipped.extend(skipped);
         }
     }
 
     /// Looks at `items` (the listing of `dir`, `depth` levels below the root) in order:
     /// directories above [`SPLIT_DEPTH`] are listed and split in turn, those at it become
-    /// jobs. `parts` says where each job's entries go among those found here.
+    /// jobs (a job looks at the directory itself too, as [`Walk::walk`] does). `parts`
+    /// says where each job's entries go among those found here.
     fn split(
         &mut self,
         dir: Option<RelPath>,
         items: Vec<Item>,
         depth: usize,
         parts: &mut Vec<Part>,
-        jobs: &mut Vec<RelPath>,
+        jobs: &mut Vec<Job>,
     ) {
         for item in items {
+            if depth >= SPLIT_DEPTH && item.1.file_type().is_ok_and(|t| t.is_dir()) {
+                self.flush_into(parts);
+                parts.push(Part::Job);
+                jobs.push((dir.clone(), item));
+                continue;
+            }
             let Some(sub) = self.visit(dir.as_ref(), &item) else {
                 continue;
             };
-            if depth >= SPLIT_DEPTH {
-                self.flush_into(parts);
-                parts.push(Part::Job(jobs.len()));
-                jobs.push(sub);
-                continue;
-            }
             let mut stack = Vec::new();
             let mut dirs = Vec::new();
             self.descend(sub, &mut stack, &mut dirs);
             if let (Some(children), Some(sub)) = (stack.pop(), dirs.pop()) {
-                self.split(sub, children.collect(), depth + 1, parts, jobs);
+                if depth >= SPLIT_DEPTH {
+                    // Listed as something else, a directory by the time it was looked at.
+                    self.walk(sub, children.collect());
+                } else {
+                    self.split(sub, children.collect(), depth + 1, parts, jobs);
+                }
             }
         }
     }
@@ -372,69 +343,42 @@ impl Walk<'_> {
     /// Moves what was found here so far into a part of its own.
     fn flush_into(&mut self, parts: &mut Vec<Part>) {
         if !self.entries.is_empty() || !self.skipped.is_empty() {
-            parts.push(Part::Here {
-                entries: std::mem::take(&mut self.entries),
-                skipped: std::mem::take(&mut self.skipped),
-            });
+            parts.push(Part::Here((
+                std::mem::take(&mut self.entries),
+                std::mem::take(&mut self.skipped),
+            )));
         }
     }
 
-    /// Walks each directory of `jobs` on one of `threads` threads; the results in order.
-    fn run_jobs(&self, jobs: Vec<RelPath>, threads: usize) -> Vec<Walked> {
-        let next = AtomicUsize::new(0);
-        let done: Mutex<Vec<(usize, Walked)>> = Mutex::new(Vec::with_capacity(jobs.len()));
+    /// Walks each of `jobs` on one of `threads` threads, each on a walk of its own; what
+    /// they found, in the jobs' order.
+    fn run_jobs(&self, jobs: Vec<Job>, threads: usize) -> Vec<Found> {
+        let workers = threads.min(jobs.len());
+        let done = Mutex::new(Vec::with_capacity(jobs.len()));
+        let queue = Mutex::new(jobs.into_iter().enumerate());
         std::thread::scope(|s| {
-            for _ in 0..threads.min(jobs.len()) {
+            for _ in 0..workers {
                 s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(dir) = jobs.get(i) else { break };
-                    let walked = self.walk_job(dir.clone());
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some((i, (parent, item))) = next else {
+                        break;
+                    };
+                    let mut w = Walk {
+                        root: self.root,
+                        opts: self.opts.clone(),
+                        entries: Vec::new(),
+                        skipped: Vec::new(),
+                    };
+                    w.walk(parent, vec![item]);
                     done.lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push((i, walked));
+                        .push((i, (w.entries, w.skipped)));
                 });
             }
         });
         let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
         done.sort_unstable_by_key(|(i, _)| *i);
-        done.into_iter().map(|(_, w)| w).collect()
-    }
-
-    /// Lists and walks `dir` (its own entry already recorded) on a walk of its own.
-    fn walk_job(&self, dir: RelPath) -> Walked {
-        let mut w = Walk {
-            root: self.root,
-            opts: self.opts.clone(),
-            entries: Vec::new(),
-            skipped: Vec::new(),
-        };
-        let listing = match w.list(Some(&dir)) {
-            Ok(children) => {
-                w.walk(Some(dir.clone()), children);
-                Listing::Walked
-            }
-            // As in `descend`: gone since it was seen, or there but not listable.
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || e.kind() == io::ErrorKind::NotADirectory =>
-            {
-                Listing::Gone
-            }
-            Err(e) => {
-                w.skip(
-                    dir.under(self.root),
-                    SkipKind::Unreadable,
-                    format!("cannot list directory: {e}"),
-                );
-                Listing::Failed
-            }
-        };
-        Walked {
-            dir,
-            listing,
-            entries: w.entries,
-            skipped: w.skipped,
-        }
+        done.into_iter().map(|(_, found)| found).collect()
     }
 
     /// The directory's entries in name order.
