@@ -63,28 +63,6 @@ enum Stage {
 // The server and what must survive it
 // ---------------------------------------------------------------------------------------------
 
-/// Every path under `dir`, depth first; an entry gone between being listed and being
-/// looked at is passed over (a temp file on its way out).
-fn entries_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(listing) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for item in listing.flatten() {
-        let path = item.path();
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                found.extend(entries_under(&path));
-                found.push(path);
-            }
-            Ok(_) => found.push(path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => panic!("lstat {}: {e}", path.display()),
-        }
-    }
-    found
-}
-
 /// A `ferry serve` receiving into `dst`, a sibling `outside` holding one file, a small `src`
 /// tree and a client identity the server knows; all in one temporary directory.
 struct Fixture {
@@ -235,12 +213,14 @@ impl Fixture {
     #[track_caller]
     fn assert_dst_empty(&self) {
         crate::util::live::wait_until_blocking(DEADLINE, "the target holds nothing", || {
-            let left = entries_under(&self.dst);
+            // An entry gone between being listed and looked at is the probe on its way out.
+            let left = try_snapshot(&self.dst)?;
             if left.is_empty() {
                 Ok(())
             } else {
                 Err(format!(
-                    "bad input left entries in the target: {left:?}\n--- server stderr ---\n{}",
+                    "bad input left entries in the target: {:?}\n--- server stderr ---\n{}",
+                    left.keys().collect::<Vec<_>>(),
                     self.server.stderr()
                 ))
             }
