@@ -95,7 +95,15 @@ impl Applier {
         match diff_within(&self.source, target_index.index(), scope, &pending, opts) {
             // Asked for once the running plan is done (the next plan is made then).
             DiffOutcome::NeedContent(_) if joining => {}
-            DiffOutcome::NeedContent(needs) => self.resolve(needs, ctx),
+            DiffOutcome::NeedContent(needs) => {
+                self.resolve(needs, ctx);
+                // What needs no content (directories first) is made while the content is
+                // hashed, not after its first reply: an initial sync's first files then
+                // find their directories made. Once: the plan made now is partial.
+                if !partial && self.target_jobs == 0 && !self.in_flight.is_empty() {
+                    self.try_plan(ctx);
+                }
+            }
             // With every content request answered, the additive part of the last plan
             // still joins; the last plan itself (it removes, acknowledges) is made once the
             // running one is done: `dirty` stays set for it.
