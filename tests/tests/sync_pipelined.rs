@@ -3,10 +3,12 @@
 //! batch is in. Here the second batch's answer is held back until a file of the first one
 //! is in DST; without pipelining nothing is written meanwhile and the hold times out.
 //! And a batch that comes in while such a plan waits for chunks joins it: here the first
-//! chunks sent are held back until a file of the second batch is in DST.
+//! chunks sent are held back until a file of the second batch is in DST. The directories
+//! are made while the first batch is hashed: here its answer is held until they exist.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,35 +27,45 @@ const FILES: usize = 1_500;
 /// How long the second answer is held at most.
 const HOLD: Duration = Duration::from_secs(30);
 
-/// Passes index messages on; holds the second content reply until DST holds a file.
-struct HoldSecondReply {
+/// What a held content reply waits for in DST.
+type Until = Box<dyn Fn(&Path) -> bool>;
+
+/// Passes index messages on; holds the content reply numbered `nth` (from 0) until `until`
+/// holds in DST (or [`HOLD`] passed).
+struct HoldReply {
     next: Recipient<IndexDelta>,
     dst: PathBuf,
+    nth: u64,
+    until: Rc<Until>,
     replies: Arc<AtomicU64>,
-    written_while_held: Arc<AtomicBool>,
+    met_while_held: Arc<AtomicBool>,
 }
 
-impl Actor for HoldSecondReply {
+impl Actor for HoldReply {
     type Context = Context<Self>;
 }
 
-impl Handler<IndexDelta> for HoldSecondReply {
+impl Handler<IndexDelta> for HoldReply {
     type Result = ();
 
     /// Answers at once and forwards later: the Sender waits for each index message to be
     /// delivered, and must go on serving chunks while the reply is held.
     fn handle(&mut self, msg: IndexDelta, ctx: &mut Self::Context) {
         let next = self.next.clone();
-        let hold = msg.content_reply && self.replies.fetch_add(1, Ordering::SeqCst) == 1;
-        let (dst, seen) = (self.dst.clone(), self.written_while_held.clone());
+        let hold = msg.content_reply && self.replies.fetch_add(1, Ordering::SeqCst) == self.nth;
+        let (dst, until, met) = (
+            self.dst.clone(),
+            self.until.clone(),
+            self.met_while_held.clone(),
+        );
         // `wait`: later index messages stay behind the held one, in order.
         ctx.wait(
             async move {
                 if hold {
                     let start = Instant::now();
                     while start.elapsed() < HOLD {
-                        if any_file(&dst) {
-                            seen.store(true, Ordering::SeqCst);
+                        if until(&dst) {
+                            met.store(true, Ordering::SeqCst);
                             break;
                         }
                         // A condition wait bounded by HOLD; the sleep only spaces the checks.
@@ -67,6 +79,48 @@ impl Handler<IndexDelta> for HoldSecondReply {
             .into_actor(self),
         );
     }
+}
+
+/// Syncs `src` to `dst` holding content reply `nth` until `until` holds in DST; the report,
+/// the content replies seen and whether `until` held while the reply was held back.
+async fn sync_holding_reply(
+    name: &str,
+    src: &Path,
+    dst: &Path,
+    nth: u64,
+    until: Until,
+) -> (ferry_actors::SyncReport, u64, bool) {
+    let replies = Arc::new(AtomicU64::new(0));
+    let met = Arc::new(AtomicBool::new(false));
+    let (r, m, d) = (replies.clone(), met.clone(), dst.to_owned());
+    let until = Rc::new(until);
+    let taps = LinkTaps {
+        to_target: Some(Box::new(move |link: TargetLink| {
+            let tap = HoldReply {
+                next: link.index.clone(),
+                dst: d,
+                nth,
+                until,
+                replies: r,
+                met_while_held: m,
+            }
+            .start();
+            TargetLink {
+                index: tap.recipient(),
+                ..link
+            }
+        })),
+        to_sender: None,
+    };
+    let job = one_shot_job(name, src, dst);
+    let report = run_sync_with(job, Arc::new(Stats::default()), taps)
+        .await
+        .expect("the sync succeeds");
+    (
+        report,
+        replies.load(Ordering::SeqCst),
+        met.load(Ordering::SeqCst),
+    )
 }
 
 /// Whether some regular file exists under `dir`.
@@ -98,36 +152,35 @@ async fn files_are_written_before_the_whole_source_is_hashed() {
             format!("file {i}\n"),
         );
     }
-    let replies = Arc::new(AtomicU64::new(0));
-    let seen = Arc::new(AtomicBool::new(false));
-    let (r, s, d) = (replies.clone(), seen.clone(), dst.path().to_owned());
-    let taps = LinkTaps {
-        to_target: Some(Box::new(move |link: TargetLink| {
-            let tap = HoldSecondReply {
-                next: link.index.clone(),
-                dst: d,
-                replies: r,
-                written_while_held: s,
-            }
-            .start();
-            TargetLink {
-                index: tap.recipient(),
-                ..link
-            }
-        })),
-        to_sender: None,
-    };
-    let job = one_shot_job("pipelined", src.path(), dst.path());
-    let report = run_sync_with(job, Arc::new(Stats::default()), taps)
-        .await
-        .expect("the sync succeeds");
+    let (report, replies, seen) =
+        sync_holding_reply("pipelined", src.path(), dst.path(), 1, Box::new(any_file)).await;
+    assert!(replies >= 2, "the content was asked for in one batch");
     assert!(
-        replies.load(Ordering::SeqCst) >= 2,
-        "the content was asked for in one batch"
-    );
-    assert!(
-        seen.load(Ordering::SeqCst),
+        seen,
         "no file was written while the second batch of chunk lists was held back"
+    );
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_mirror(src.path(), dst.path());
+}
+
+#[actix_rt::test]
+async fn directories_are_made_while_the_first_content_is_hashed() {
+    let src = tempdir();
+    let dst = tempdir();
+    let dirs: Vec<String> = (0..10).map(|i| format!("d{i}/e{i}")).collect();
+    for (i, d) in dirs.iter().enumerate() {
+        write(
+            &src.path().join(format!("{d}/f{i}.txt")),
+            format!("file {i}\n"),
+        );
+    }
+    let made = move |dst: &Path| dirs.iter().all(|d| dst.join(d).is_dir());
+    let (report, replies, seen) =
+        sync_holding_reply("dirs-first", src.path(), dst.path(), 0, Box::new(made)).await;
+    assert!(replies >= 1);
+    assert!(
+        seen,
+        "the directories were not made until the first chunk lists came in"
     );
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_mirror(src.path(), dst.path());
