@@ -626,3 +626,65 @@ impl WatchExt for WatchProcess {
         });
     }
 }
+
+/// A directory the target will not let Ferry make is named once among the entries not
+/// applied, not once per plan that tried it (the directories-only plan made while content is
+/// hashed, then the plan made once it is in).
+#[test]
+fn a_directory_that_cannot_be_made_is_reported_once() {
+    let test = "a_directory_that_cannot_be_made_is_reported_once";
+    if !can_drop_privileges(test) {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED {test}: only root can give a directory to another user");
+        return;
+    }
+    let base = tempdir();
+    if !reachable_by_others(base.path()) {
+        eprintln!(
+            "SKIPPED {test}: {} is not reachable by other users (set TMPDIR to a world-searchable directory)",
+            base.path().display()
+        );
+        return;
+    }
+    let src = base.path().join("src");
+    let dst = base.path().join("dst");
+    write_file(&src.join("top.txt"), "top\n", 0o644, time_n(1));
+    write_file(&src.join("locked/sub/f.txt"), "f\n", 0o644, time_n(2));
+    std::fs::create_dir_all(dst.join("locked")).expect("mkdir dst/locked");
+    open_up_tree(base.path());
+    // DST's locked/ is root's (nobody cannot make sub/ in it), with SRC's metadata.
+    for d in [
+        src.join("locked/sub"),
+        src.join("locked"),
+        dst.join("locked"),
+    ] {
+        set_mode(&d, 0o755);
+        set_mtime(&d, time_n(3));
+    }
+    let out = sync_unprivileged(&src, &dst, &["--json"]);
+    out.assert_code(3);
+    let report = out.report();
+    assert!(
+        report
+            .not_applied
+            .iter()
+            .any(|(p, r)| p == "locked/sub" && r.contains("Permission denied")),
+        "locked/sub is not reported: {:?}\n{out}",
+        report.not_applied
+    );
+    let mut distinct = report.not_applied.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        report.not_applied.len(),
+        "a failure is reported more than once: {:?}\n{out}",
+        report.not_applied
+    );
+    assert_eq!(
+        std::fs::read(dst.join("top.txt")).ok(),
+        Some(b"top\n".to_vec())
+    );
+}

@@ -120,6 +120,10 @@ pub struct Applier {
     changed: Option<BTreeSet<RelPath>>,
     exec: Option<Execution>,
     skipped: Vec<SkippedPath>,
+    /// What `skipped` holds, as (path, reason): an action that fails again before the next
+    /// acknowledgement (later plans of a run make the directories it failed to make too,
+    /// until the retry looks at the target again) is reported once.
+    reported: HashSet<(RelPath, String)>,
     /// Whether a plan left paths not applied since the last retry was armed.
     failed_since_retry: bool,
     /// A retry of what was not applied is scheduled.
@@ -204,6 +208,7 @@ impl Applier {
             changed: None,
             exec: None,
             skipped: Vec::new(),
+            reported: HashSet::new(),
             failed_since_retry: false,
             retry_armed: false,
             retry_delay: RETRY_FIRST,
@@ -284,6 +289,10 @@ impl Applier {
     }
 
     fn skip(&mut self, path: &RelPath, reason: String) {
+        self.failed_since_retry = true;
+        if !self.reported.insert((path.clone(), reason.clone())) {
+            return;
+        }
         tracing::warn!(folder = %self.folder, path = %path, "not applied: {reason}");
         Stats::add(&self.stats.skipped, 1);
         self.stats.events.publish(
@@ -292,7 +301,6 @@ impl Applier {
                 message: format!("{path} not applied: {reason}"),
             },
         );
-        self.failed_since_retry = true;
         self.skipped.push(SkippedPath {
             path: path.to_string(),
             reason,

@@ -260,6 +260,7 @@ impl Applier {
     pub(super) fn acknowledge(&mut self, seq: Seq, dry_run_plan: Option<Plan>) {
         // Nothing of this plan still touches the target: what it learned can be saved.
         self.save_target_index();
+        self.reported.clear();
         let msg = Applied {
             folder: self.folder.clone(),
             seq,
