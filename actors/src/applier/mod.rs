@@ -120,10 +120,11 @@ pub struct Applier {
     changed: Option<BTreeSet<RelPath>>,
     exec: Option<Execution>,
     skipped: Vec<SkippedPath>,
-    /// What `skipped` holds, as (path, reason): an action that fails again before the next
-    /// acknowledgement (later plans of a run make the directories it failed to make too,
-    /// until the retry looks at the target again) is reported once.
-    reported: HashSet<(RelPath, String)>,
+    /// The paths `skipped` holds: a path is reported once per acknowledgement, with the
+    /// first reason it failed for. What follows from that failure is not reported again (a
+    /// directory that could not be made fails its metadata too, and later plans of the run
+    /// try to make it again until the retry looks at the target).
+    reported: HashSet<RelPath>,
     /// Whether a plan left paths not applied since the last retry was armed.
     failed_since_retry: bool,
     /// A retry of what was not applied is scheduled.
@@ -290,7 +291,7 @@ impl Applier {
 
     fn skip(&mut self, path: &RelPath, reason: String) {
         self.failed_since_retry = true;
-        if !self.reported.insert((path.clone(), reason.clone())) {
+        if !self.reported.insert(path.clone()) {
             return;
         }
         tracing::warn!(folder = %self.folder, path = %path, "not applied: {reason}");
