@@ -486,17 +486,9 @@ fn live_disk_full_is_logged_the_watcher_keeps_running_and_converges_after_space_
 #[test]
 fn unwritable_target_subdirectory_is_reported_and_everything_else_syncs() {
     let test = "unwritable_target_subdirectory_is_reported_and_everything_else_syncs";
-    if !can_drop_privileges(test) {
+    let Some(base) = unprivileged_base(test) else {
         return;
-    }
-    let base = tempdir();
-    if !reachable_by_others(base.path()) {
-        eprintln!(
-            "SKIPPED {test}: {} is not reachable by other users (set TMPDIR to a world-searchable directory)",
-            base.path().display()
-        );
-        return;
-    }
+    };
     let src = base.path().join("src");
     let dst = base.path().join("dst");
     write_file(&src.join("top.txt"), "top\n", 0o644, time_n(1));
@@ -634,21 +626,13 @@ impl WatchExt for WatchProcess {
 #[test]
 fn a_directory_that_cannot_be_made_is_reported_once() {
     let test = "a_directory_that_cannot_be_made_is_reported_once";
-    if !can_drop_privileges(test) {
-        return;
-    }
     if !is_root() {
         eprintln!("SKIPPED {test}: only root can give a directory to another user");
         return;
     }
-    let base = tempdir();
-    if !reachable_by_others(base.path()) {
-        eprintln!(
-            "SKIPPED {test}: {} is not reachable by other users (set TMPDIR to a world-searchable directory)",
-            base.path().display()
-        );
+    let Some(base) = unprivileged_base(test) else {
         return;
-    }
+    };
     let src = base.path().join("src");
     let dst = base.path().join("dst");
     write_file(&src.join("top.txt"), "top\n", 0o644, time_n(1));

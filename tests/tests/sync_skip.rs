@@ -113,17 +113,7 @@ fn unprivileged_setup(
     test: &str,
     fill: impl FnOnce(&Path),
 ) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
-    if !can_drop_privileges(test) {
-        return None;
-    }
-    let base = tempdir();
-    if !reachable_by_others(base.path()) {
-        eprintln!(
-            "SKIPPED {test}: {} is not reachable by other users (set TMPDIR to a world-searchable directory)",
-            base.path().display()
-        );
-        return None;
-    }
+    let base = unprivileged_base(test)?;
     let src = base.path().join("src");
     let dst = base.path().join("dst");
     fill(&src);

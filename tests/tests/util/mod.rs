@@ -201,6 +201,24 @@ pub fn reachable_by_others(path: &Path) -> bool {
         .all(|a| std::fs::metadata(a).is_ok_and(|m| m.mode() & 0o001 != 0))
 }
 
+/// A fresh temporary directory for a test that runs ferry unprivileged: `None` (saying why on
+/// stderr) when privileges cannot be dropped here or the directory is out of reach of other
+/// users.
+pub fn unprivileged_base(test: &str) -> Option<tempfile::TempDir> {
+    if !can_drop_privileges(test) {
+        return None;
+    }
+    let base = tempdir();
+    if !reachable_by_others(base.path()) {
+        eprintln!(
+            "SKIPPED {test}: {} is not reachable by other users (set TMPDIR to a world-searchable directory)",
+            base.path().display()
+        );
+        return None;
+    }
+    Some(base)
+}
+
 /// Runs `ferry ARGS…` as a user that permission bits apply to: as nobody (uid/gid 65534, no
 /// supplementary groups) through `setpriv` when the tests run as root, directly otherwise.
 ///
