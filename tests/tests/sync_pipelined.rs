@@ -61,16 +61,8 @@ impl Handler<IndexDelta> for HoldReply {
         // `wait`: later index messages stay behind the held one, in order.
         ctx.wait(
             async move {
-                if hold {
-                    let start = Instant::now();
-                    while start.elapsed() < HOLD {
-                        if until(&dst) {
-                            met.store(true, Ordering::SeqCst);
-                            break;
-                        }
-                        // A condition wait bounded by HOLD; the sleep only spaces the checks.
-                        actix_rt::time::sleep(Duration::from_millis(20)).await;
-                    }
+                if hold && held_until(|| until(&dst)).await {
+                    met.store(true, Ordering::SeqCst);
                 }
                 if let Err(e) = next.send(msg).await {
                     eprintln!("the tap could not forward an index message: {e}");
@@ -79,6 +71,19 @@ impl Handler<IndexDelta> for HoldReply {
             .into_actor(self),
         );
     }
+}
+
+/// Waits until `done` holds, for [`HOLD`] at most; whether it held.
+async fn held_until(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < HOLD {
+        if done() {
+            return true;
+        }
+        // A condition wait bounded by HOLD; the sleep only spaces the checks.
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// Syncs `src` to `dst` holding content reply `nth` until `until` holds in DST; the report,
@@ -337,15 +342,9 @@ impl Handler<ChunkData> for HoldBigChunks {
             let later = next.clone();
             ctx.spawn(
                 async move {
-                    let start = Instant::now();
-                    while start.elapsed() < HOLD {
-                        let any = second.lock().unwrap().iter().any(|p| dst.join(p).is_file());
-                        if any {
-                            seen.store(true, Ordering::SeqCst);
-                            break;
-                        }
-                        // A condition wait bounded by HOLD; the sleep only spaces the checks.
-                        actix_rt::time::sleep(Duration::from_millis(20)).await;
+                    let written = || second.lock().unwrap().iter().any(|p| dst.join(p).is_file());
+                    if held_until(written).await {
+                        seen.store(true, Ordering::SeqCst);
                     }
                     if let Err(e) = later.send(held).await {
                         eprintln!("the tap could not forward chunks: {e}");
