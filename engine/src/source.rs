@@ -2,8 +2,10 @@
 //! reading chunks back, re-verified, for sending.
 
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+
+use rustix::buffer::spare_capacity;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -90,7 +92,9 @@ impl SourceDir {
         let cache = self.prints.as_ref().filter(|_| before.size >= WALK_MIN);
         let mut printed = None;
         let content = if before.size <= keep {
-            chunk_stream(&f.file, &self.params, |_, b, _| {
+            // Read no further than the size seen: that spares a last read only to meet the
+            // end (a file that grew since is caught by the second look below).
+            chunk_stream((&f.file).take(before.size), &self.params, |_, b, _| {
                 bytes.push(b.to_vec());
                 Ok(())
             })
@@ -152,16 +156,22 @@ impl SourceFile {
     /// Reads the chunk `id` of `len` bytes at `offset`, verifying that the bytes still hash
     /// to `id`; a mismatch means the file changed since it was scanned.
     pub fn read_chunk(&self, offset: u64, len: u32, id: &ChunkId) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut buf, offset).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::Changed {
-                    path: self.path.clone(),
+        // Read into the new buffer's spare capacity: zeroing it first cost as much as the
+        // copy, and its fresh pages a fault each.
+        let mut buf = Vec::with_capacity(len as usize);
+        while buf.len() < len as usize {
+            let at = offset + buf.len() as u64;
+            match rustix::io::pread(&self.file, spare_capacity(&mut buf), at) {
+                Ok(0) => {
+                    return Err(Error::Changed {
+                        path: self.path.clone(),
+                    })
                 }
-            } else {
-                Error::io("read", &self.full, e)
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::io("read", &self.full, e.into())),
             }
-        })?;
+        }
         if !id.matches(&buf) {
             return Err(Error::Changed {
                 path: self.path.clone(),
@@ -215,5 +225,54 @@ mod tests {
         std::fs::write(dir.path().join("small"), noise(100_000, 23)).unwrap();
         let (content, _) = kept.hash_file(&small).unwrap();
         assert!(cache.get(&small, &content).is_none());
+    }
+
+    #[test]
+    fn kept_files_give_every_byte_and_the_chunk_list_of_a_plain_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChunkParams::default();
+        let source = SourceDir::new(dir.path(), params);
+        let min = params.min as usize;
+        for (i, size) in [0, 1, min - 1, min, min + 1, 300_000]
+            .into_iter()
+            .enumerate()
+        {
+            let path = RelPath::new(&format!("f{i}")).unwrap();
+            let bytes = noise(size, 30 + i as u64);
+            std::fs::write(dir.path().join(path.as_str()), &bytes).unwrap();
+            let (content, stat, kept) = source.hash_file_keeping(&path, 1 << 20, None).unwrap();
+            assert_eq!(kept.concat(), bytes, "{size} bytes");
+            assert_eq!(stat.size, size as u64);
+            assert_eq!(content, source.hash_file(&path).unwrap().0, "{size} bytes");
+        }
+    }
+
+    #[test]
+    fn a_chunk_is_read_whole_and_a_changed_or_shortened_file_is_reported_as_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChunkParams::default();
+        let source = SourceDir::new(dir.path(), params);
+        let path = RelPath::new("f").unwrap();
+        let full = dir.path().join("f");
+        let mut bytes = noise(400_000, 40);
+        std::fs::write(&full, &bytes).unwrap();
+        let (content, _) = source.hash_file(&path).unwrap();
+        assert!(content.chunks.len() > 2, "the test needs several chunks");
+        let (offset, last) = content.with_offsets().last().unwrap();
+        let file = source.open(&path).unwrap();
+        let got = file.read_chunk(offset, last.len, &last.id).unwrap();
+        assert_eq!(got, bytes[offset as usize..]);
+
+        // Same length, other bytes: the id no longer matches.
+        bytes[offset as usize] ^= 1;
+        std::fs::write(&full, &bytes).unwrap();
+        let err = file.read_chunk(offset, last.len, &last.id).unwrap_err();
+        assert!(matches!(err, Error::Changed { .. }), "{err}");
+
+        // Cut short: the chunk runs past the end.
+        bytes.truncate(offset as usize + 10);
+        std::fs::write(&full, &bytes).unwrap();
+        let err = file.read_chunk(offset, last.len, &last.id).unwrap_err();
+        assert!(matches!(err, Error::Changed { .. }), "{err}");
     }
 }
