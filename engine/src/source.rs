@@ -237,7 +237,7 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let path = RelPath::new(&format!("f{i}")).unwrap();
+            let path = RelPath::new(format!("f{i}")).unwrap();
             let bytes = noise(size, 30 + i as u64);
             std::fs::write(dir.path().join(path.as_str()), &bytes).unwrap();
             let (content, stat, kept) = source.hash_file_keeping(&path, 1 << 20, None).unwrap();
