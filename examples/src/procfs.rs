@@ -40,6 +40,11 @@ fn bad(what: impl Into<String>) -> io::Error {
 
 /// Parses the contents of a `/proc/PID/stat` file into its CPU ticks.
 pub fn parse_stat(stat: &str) -> io::Result<CpuTicks> {
+    stat_ticks(stat, 14, 15)
+}
+
+/// Fields `user` and `system` of a `/proc/PID/stat` text, as ticks.
+fn stat_ticks(stat: &str, user: usize, system: usize) -> io::Result<CpuTicks> {
     // The command name (field 2) is in parentheses and may contain spaces or ')': the
     // fields after the *last* ')' start with field 3 (state).
     let rest = stat
@@ -55,14 +60,55 @@ pub fn parse_stat(stat: &str) -> io::Result<CpuTicks> {
             .map_err(|e| bad(format!("/proc/PID/stat field {n} {s:?}: {e}")))
     };
     Ok(CpuTicks {
-        user: field(14)?,
-        system: field(15)?,
+        user: field(user)?,
+        system: field(system)?,
     })
 }
 
 /// CPU ticks used so far by process `pid` (all threads; children not included).
 pub fn cpu_ticks(pid: u32) -> io::Result<CpuTicks> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+/// Parses the CPU ticks of the children a process has waited for (`cutime` and `cstime`,
+/// fields 16 and 17 of `/proc/PID/stat`, which include their own waited-for children).
+pub fn parse_stat_children(stat: &str) -> io::Result<CpuTicks> {
+    stat_ticks(stat, 16, 17)
+}
+
+/// CPU ticks of the children process `pid` has waited for (see [`parse_stat_children`]).
+pub fn children_cpu_ticks(pid: u32) -> io::Result<CpuTicks> {
+    parse_stat_children(&fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+/// CPU ticks of process `pid` together with those of the children it waited for.
+pub fn cpu_ticks_with_children(pid: u32) -> io::Result<CpuTicks> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let (own, children) = (parse_stat(&stat)?, parse_stat_children(&stat)?);
+    Ok(CpuTicks {
+        user: own.user + children.user,
+        system: own.system + children.system,
+    })
+}
+
+/// The live children of process `pid` (from every thread's `/proc/PID/task/TID/children`).
+pub fn child_pids(pid: u32) -> io::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let list = match fs::read_to_string(task?.path().join("children")) {
+            Ok(l) => l,
+            // A thread that ended meanwhile has no children left.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for p in list.split_whitespace() {
+            out.push(
+                p.parse()
+                    .map_err(|e| bad(format!("child pid {p:?}: {e}")))?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Value in KiB of a `Key:   1234 kB` line of a `/proc/.../status` text (`None` if absent).
@@ -287,6 +333,32 @@ mod tests {
         );
         assert!(parse_stat("1 (x) S 1").is_err());
         assert!(parse_stat("no parens").is_err());
+        let s = "1234 (we ird) cmd)) S 1 1234 1234 0 -1 4194560 500 0 0 0 \
+                 17 4 9 2 20 0 3 0 100 1000000 250 18446744073709551615";
+        assert_eq!(
+            parse_stat_children(s).unwrap(),
+            CpuTicks { user: 9, system: 2 }
+        );
+        assert!(parse_stat_children("1 (x) S 1 1 1 0 -1 0 0 0 0 0 5 6").is_err());
+    }
+
+    #[test]
+    fn a_waited_child_is_listed_until_it_is_reaped_and_its_time_then_counts_as_ours() {
+        let me = std::process::id();
+        let before = children_cpu_ticks(me).unwrap();
+        // A child that burns about a tenth of a second of CPU (10 ticks at 100 Hz).
+        let mut child = Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        assert!(child_pids(me).unwrap().contains(&child.id()));
+        assert!(child.wait().unwrap().success());
+        assert!(!child_pids(me).unwrap().contains(&child.id()));
+        let after = children_cpu_ticks(me).unwrap();
+        assert!(
+            after.total() > before.total(),
+            "{before:?} -> {after:?}: the reaped child's CPU is not in ours"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::benchkit::{setup, Failure, Result};
+use crate::procfs::{self, CpuTicks};
 use crate::tools::{failed_message, file_tail, run_timed, run_tool};
 
 /// How long to wait for a service to come up, for the proxy to account a finished
@@ -178,6 +179,11 @@ impl ByteProxy {
         check_alive("byte proxy", &mut self.child)
     }
 
+    /// The CPU time the proxy has used so far (`None` if it cannot be read).
+    pub fn cpu(&self) -> Option<CpuTicks> {
+        procfs::cpu_ticks(self.child.id()).ok()
+    }
+
     fn read_stats(&self) -> Option<ProxyCounts> {
         ProxyCounts::parse(&fs::read(&self.stats).ok()?)
     }
@@ -237,6 +243,11 @@ pub struct Transfer {
     pub s2c: u64,
     /// The client's exit status and output.
     pub output: Output,
+    /// The CPU time the client used (see [`crate::tools::Timed::cpu`]).
+    pub cpu: Option<CpuTicks>,
+    /// The CPU time the proxy used from just before the client started until the client's
+    /// connections were all closed.
+    pub proxy_cpu: Option<CpuTicks>,
 }
 
 impl Transfer {
@@ -261,6 +272,7 @@ pub fn timed_client(
     context: impl FnOnce() -> String,
 ) -> Result<Transfer> {
     let before = proxy.settled(0)?;
+    let proxy_before = proxy.cpu();
     let mut cmd = Command::new(program);
     cmd.args(args);
     let t = run_timed(&mut cmd, deadline)
@@ -279,11 +291,14 @@ pub fn timed_client(
     }
     let after = proxy.settled(before.connections + 1)?;
     let (c2s, s2c) = after.since(&before);
+    let proxy_cpu = proxy_before.zip(proxy.cpu()).map(|(b, a)| a.since(b));
     Ok(Transfer {
         wall: t.wall,
         c2s,
         s2c,
         output: t.output,
+        cpu: t.cpu,
+        proxy_cpu,
     })
 }
 
@@ -389,6 +404,21 @@ impl RsyncService {
     pub fn check(&mut self) -> Result<()> {
         check_alive("rsync daemon", &mut self.daemon)?;
         self.proxy.check()
+    }
+
+    /// The CPU time the daemon has used so far with the connections it served: it forks a
+    /// process per connection and reaps it when it ends, so this waits (bounded) until it
+    /// has no child left. `None` if it cannot be read or a child outlives the wait.
+    pub fn served_cpu(&self) -> Option<CpuTicks> {
+        let pid = self.daemon.id();
+        let start = Instant::now();
+        while !procfs::child_pids(pid).ok()?.is_empty() {
+            if start.elapsed() > SERVICE_TIMEOUT {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        procfs::cpu_ticks_with_children(pid).ok()
     }
 
     /// Runs `rsync ARGS… SRC/ URL[SUBDIR/]` as the client (see [`timed_client`]): into the
@@ -561,6 +591,11 @@ impl FerryServer {
     /// Its log file (stderr).
     pub fn log(&self) -> &Path {
         &self.log
+    }
+
+    /// The CPU time the server has used so far (`None` if it cannot be read).
+    pub fn cpu(&self) -> Option<CpuTicks> {
+        procfs::cpu_ticks(self.child.id()).ok()
     }
 
     /// Fails (as a wrong result of ferry) if the server has exited.

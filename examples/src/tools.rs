@@ -14,7 +14,10 @@ use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use rustix::process::{WaitId, WaitIdOptions};
+
 use crate::benchkit::{self, setup, Failure, Result};
+use crate::procfs::{self, CpuTicks};
 
 /// How much of a failed program's stdout and stderr to show, in characters.
 const TAIL_CHARS: usize = 4000;
@@ -173,6 +176,9 @@ pub struct Timed {
     pub output: Output,
     /// Whether it was killed for overrunning its deadline.
     pub timed_out: bool,
+    /// The CPU time it used (all its threads, and the children it waited for), read once it
+    /// had exited and before it was reaped (10 ms ticks); `None` where that could not be read.
+    pub cpu: Option<CpuTicks>,
 }
 
 /// Runs `cmd` (stdin from /dev/null, stdout and stderr captured) and measures its wall time
@@ -207,11 +213,25 @@ pub fn run_timed(cmd: &mut Command, deadline: Duration) -> io::Result<Timed> {
             .take()
             .map(|r| Box::new(r) as Box<dyn Read + Send>),
     );
-    let (tx, rx) = mpsc::channel::<(io::Result<ExitStatus>, Instant)>();
+    let (tx, rx) = mpsc::channel::<(io::Result<ExitStatus>, Instant, Option<CpuTicks>)>();
     std::thread::spawn(move || {
+        // Exited but not yet reaped, the process still shows its CPU time in /proc.
+        let exited = loop {
+            let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+            match rustix::process::waitid(WaitId::Pid(pid), options) {
+                Err(rustix::io::Errno::INTR) => {}
+                other => break other.is_ok(),
+            }
+        };
+        let end = Instant::now();
+        let cpu = exited
+            .then(|| {
+                procfs::cpu_ticks_with_children(pid.as_raw_nonzero().get().unsigned_abs()).ok()
+            })
+            .flatten();
         let status = child.wait();
         // The receiver outlives this thread unless run_timed itself panicked.
-        let _ = tx.send((status, Instant::now()));
+        let _ = tx.send((status, end, cpu));
     });
     let (waited, timed_out) = match rx.recv_timeout(deadline) {
         Ok(w) => (w, false),
@@ -224,7 +244,7 @@ pub fn run_timed(cmd: &mut Command, deadline: Duration) -> io::Result<Timed> {
             (w, true)
         }
     };
-    let (status, end) = waited;
+    let (status, end, cpu) = waited;
     let status = status?;
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
@@ -236,6 +256,7 @@ pub fn run_timed(cmd: &mut Command, deadline: Duration) -> io::Result<Timed> {
             stderr,
         },
         timed_out,
+        cpu,
     })
 }
 
@@ -254,6 +275,22 @@ mod tests {
         assert_eq!(t.output.status.code(), Some(3));
         assert_eq!(t.output.stdout, b"out\n");
         assert_eq!(t.output.stderr, b"err\n");
+        assert!(t.cpu.is_some(), "an exited child's CPU time is read");
+    }
+
+    #[test]
+    fn timed_run_counts_the_cpu_of_the_program_and_of_its_children() {
+        // The loop runs in a child of the outer shell: only the waited-for child's time
+        // makes the total non-zero.
+        let burn = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done";
+        let t = run_timed(
+            Command::new("sh").args(["-c", &format!("sh -c '{burn}'; exit 0")]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(t.output.status.success());
+        let cpu = t.cpu.expect("read before reaping");
+        assert!(cpu.total() > 0, "{cpu:?}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `bench_remote`: the initial copy of the benchmark tree to a remote target on loopback,
 //! `ferry sync` to `ferry serve` versus `rsync -a --delete` to an rsync daemon, both behind
-//! `byteproxy.py` (wall time of the client, payload bytes on the wire both ways).
+//! `byteproxy.py` (wall time of the client, payload bytes on the wire both ways, and the CPU
+//! time of client, server and proxy: on a machine with few cores a copy that keeps them all
+//! busy is as fast as the CPU time it needs allows).
 //!
 //! The tree is generated once (the same deterministic tree as `bench_sync`, see
 //! [`ferry_examples::workload`]) and read once so the page cache is warm. Then, after one
@@ -74,7 +76,7 @@ const DEFAULT_DEADLINE_SECS: u64 = 600;
 const USAGE: &str = "\
 bench_remote: initial copy of the benchmark tree to a remote target on loopback:
 `ferry sync` to `ferry serve` versus rsync to its daemon, both behind byteproxy.py
-(wall time, bytes on the wire)
+(wall time, bytes on the wire, CPU time)
 
 USAGE:
     CARGO_TARGET_DIR=/work/target-bench cargo build --release -p ferry-node -p ferry-examples
@@ -264,12 +266,57 @@ const FERRY_COUNTERS: [&str; 5] = [
     "created",
 ];
 
+/// CPU seconds (user + system) of one run's three processes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    /// The client, from spawn to exit.
+    client: Option<f64>,
+    /// The server while the client ran (rsync: the daemon's process for the connection).
+    server: Option<f64>,
+    /// The byte proxy while the client ran.
+    proxy: Option<f64>,
+}
+
+impl Cpu {
+    fn total(&self) -> Option<f64> {
+        Some(self.client? + self.server? + self.proxy?)
+    }
+
+    /// The share of all CPUs' time the three used over `wall`.
+    fn busy(&self, wall: f64) -> Option<f64> {
+        Some(self.total()? / (wall * procfs::cpus() as f64))
+    }
+
+    fn json(&self, wall: f64) -> Value {
+        json!({ "client": self.client, "server": self.server, "proxy": self.proxy,
+                "total": self.total(), "busy": self.busy(wall) })
+    }
+}
+
+/// The medians of the runs' CPU figures, and of their share of the CPUs.
+fn median_cpu(runs: &[(f64, Cpu)]) -> (Cpu, Option<f64>) {
+    let of = |f: &dyn Fn(&Cpu) -> Option<f64>| {
+        let v: Option<Vec<f64>> = runs.iter().map(|(_, c)| f(c)).collect();
+        v.and_then(|v| median(&v))
+    };
+    let busy: Option<Vec<f64>> = runs.iter().map(|(w, c)| c.busy(*w)).collect();
+    (
+        Cpu {
+            client: of(&|c| c.client),
+            server: of(&|c| c.server),
+            proxy: of(&|c| c.proxy),
+        },
+        busy.and_then(|v| median(&v)),
+    )
+}
+
 /// One timed `ferry sync` to `ferry serve`.
 #[derive(Clone, Debug)]
 struct FerryRun {
     wall: f64,
     c2s: u64,
     s2c: u64,
+    cpu: Cpu,
     /// The [`FERRY_COUNTERS`], in order (`None` if the summary lacks one).
     counters: [Option<u64>; 5],
 }
@@ -296,6 +343,7 @@ struct RsyncRun {
     wall: f64,
     c2s: u64,
     s2c: u64,
+    cpu: Cpu,
 }
 
 impl RsyncRun {
@@ -313,9 +361,16 @@ struct Context<'a> {
     server_id: String,
     /// Remove each copy once verified (the workdir is on tmpfs, see the module doc).
     remove_copies: bool,
+    /// Clock ticks per second, the unit of the CPU times read from /proc.
+    ticks: Option<u64>,
 }
 
 impl Context<'_> {
+    /// `ticks` in seconds.
+    fn secs(&self, ticks: Option<procfs::CpuTicks>) -> Option<f64> {
+        Some(ticks?.total() as f64 / self.ticks? as f64)
+    }
+
     /// Removes a verified copy when the workdir is on tmpfs (see the module doc).
     fn done_with(&self, dst: &Path) -> Result<()> {
         if self.remove_copies {
@@ -404,6 +459,7 @@ fn run_ferry(ctx: &Context<'_>, what: &str, tag: &str) -> Result<FerryRun> {
     // Earlier writeback must not leak into the timed run.
     rustix::fs::sync();
     let log = server.log().to_path_buf();
+    let server_before = server.cpu();
     let t = timed_client(
         what,
         &mut proxy,
@@ -413,6 +469,7 @@ fn run_ferry(ctx: &Context<'_>, what: &str, tag: &str) -> Result<FerryRun> {
         true,
         || file_tail("ferry serve log", &log),
     )?;
+    let server_cpu = server_before.zip(server.cpu()).map(|(b, a)| a.since(b));
     let counters = ferry_counters(what, &t)?;
     server.check()?;
     verify(what, &layout.src, &dst)?;
@@ -422,6 +479,11 @@ fn run_ferry(ctx: &Context<'_>, what: &str, tag: &str) -> Result<FerryRun> {
         wall: t.wall.as_secs_f64(),
         c2s: t.c2s,
         s2c: t.s2c,
+        cpu: Cpu {
+            client: ctx.secs(t.cpu),
+            server: ctx.secs(server_cpu),
+            proxy: ctx.secs(t.proxy_cpu),
+        },
         counters,
     })
 }
@@ -440,6 +502,7 @@ fn run_rsync(
         return Err(Failure::Setup(format!("{} already exists", dst.display())));
     }
     rustix::fs::sync();
+    let served_before = service.served_cpu();
     let t = service.push(
         what,
         &ctx.tools.rsync,
@@ -448,12 +511,20 @@ fn run_rsync(
         Some(tag),
         ctx.args.deadline,
     )?;
+    let served = served_before
+        .zip(service.served_cpu())
+        .map(|(b, a)| a.since(b));
     verify(what, &layout.src, &dst)?;
     ctx.done_with(&dst)?;
     Ok(RsyncRun {
         wall: t.wall.as_secs_f64(),
         c2s: t.c2s,
         s2c: t.s2c,
+        cpu: Cpu {
+            client: ctx.secs(t.cpu),
+            server: ctx.secs(served),
+            proxy: ctx.secs(t.proxy_cpu),
+        },
     })
 }
 
@@ -511,7 +582,33 @@ struct Headline {
     rsync_bytes_ratio: Option<f64>,
 }
 
+/// The median CPU figures as JSON.
+fn cpu_json((cpu, busy): &(Cpu, Option<f64>)) -> Value {
+    json!({ "client": cpu.client, "server": cpu.server, "proxy": cpu.proxy,
+            "total": cpu.total(), "busy": busy })
+}
+
 impl Results {
+    fn ferry_cpu(&self) -> (Cpu, Option<f64>) {
+        median_cpu(
+            &self
+                .ferry
+                .iter()
+                .map(|r| (r.wall, r.cpu))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn rsync_cpu(&self) -> (Cpu, Option<f64>) {
+        median_cpu(
+            &self
+                .rsync
+                .iter()
+                .map(|r| (r.wall, r.cpu))
+                .collect::<Vec<_>>(),
+        )
+    }
+
     fn headline(&self, tree_bytes: u64) -> Headline {
         let tree = Some(tree_bytes as f64);
         let ferry_wall = median(&self.ferry.iter().map(|r| r.wall).collect::<Vec<_>>());
@@ -559,6 +656,11 @@ const WALL_METHOD: &str = "std::time::Instant from spawn to exit of the client p
                            (ferry sync / rsync); the server is already listening";
 const BYTES_METHOD: &str = "byteproxy.py payload bytes, both directions, client <-> server \
                             (TCP payload: TLS records for ferry; no TCP/IP headers)";
+const CPU_METHOD: &str = "user + system seconds from /proc (10 ms ticks): the client once it \
+                          has exited (before it is reaped); ferry serve, the proxy and the \
+                          rsync daemon with the connection processes it reaped, from just \
+                          before the client starts until its connection has closed; busy = \
+                          the three's total / (wall × CPUs)";
 const CACHE_METHOD: &str = "warm: SRC generated once and read once untimed; `sync` (untimed) \
                             before every timed run; every run into a new empty directory; \
                             on tmpfs each copy removed (untimed) once verified, elsewhere \
@@ -624,16 +726,19 @@ fn results_json(
             "rsync_command": rsync_command(),
         },
         "method": { "wall": WALL_METHOD, "bytes": BYTES_METHOD, "cache": CACHE_METHOD,
+                    "cpu": CPU_METHOD,
                     "statistic": "median over runs" },
         "ferry": {
             "median_wall_s": h.ferry_wall,
             "median_bytes": h.ferry_bytes,
+            "median_cpu_s": cpu_json(&r.ferry_cpu()),
             "runs": r.ferry.iter().map(|x| {
                 let mut m = serde_json::Map::new();
                 m.insert("wall_s".into(), json!(x.wall));
                 m.insert("c2s".into(), json!(x.c2s));
                 m.insert("s2c".into(), json!(x.s2c));
                 m.insert("bytes".into(), json!(x.bytes()));
+                m.insert("cpu_s".into(), x.cpu.json(x.wall));
                 for (c, v) in FERRY_COUNTERS.iter().zip(&x.counters) {
                     m.insert((*c).into(), json!(v));
                 }
@@ -643,8 +748,10 @@ fn results_json(
         "rsync": {
             "median_wall_s": h.rsync_wall,
             "median_bytes": h.rsync_bytes,
+            "median_cpu_s": cpu_json(&r.rsync_cpu()),
             "runs": r.rsync.iter().map(|x| json!({
                 "wall_s": x.wall, "c2s": x.c2s, "s2c": x.s2c, "bytes": x.bytes(),
+                "cpu_s": x.cpu.json(x.wall),
             })).collect::<Vec<_>>(),
         },
         "ratios": {
@@ -662,6 +769,55 @@ fn results_json(
         ],
         "verified": true,
     })
+}
+
+/// CPU seconds per run and tool, with the medians.
+fn print_cpu(r: &Results) {
+    let s = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.0}%", v * 100.0));
+    let row = |label: &str, f: &Cpu, fb: Option<f64>, g: &Cpu, gb: Option<f64>| {
+        println!(
+            "{label:<7} {:>7} {:>7} {:>7} {:>7} {:>6}   {:>7} {:>7} {:>7} {:>7} {:>6}",
+            s(f.client),
+            s(f.server),
+            s(f.proxy),
+            s(f.total()),
+            pct(fb),
+            s(g.client),
+            s(g.server),
+            s(g.proxy),
+            s(g.total()),
+            pct(gb),
+        );
+    };
+    println!();
+    println!("{:<7} {:^38}   {:^38}", "cpu (s)", "ferry", "rsync");
+    let names = ["client", "server", "proxy", "total", "busy"];
+    println!(
+        "{:<7} {:>7} {:>7} {:>7} {:>7} {:>6}   {:>7} {:>7} {:>7} {:>7} {:>6}",
+        "run",
+        names[0],
+        names[1],
+        names[2],
+        names[3],
+        names[4],
+        names[0],
+        names[1],
+        names[2],
+        names[3],
+        names[4],
+    );
+    for (i, (f, g)) in r.ferry.iter().zip(&r.rsync).enumerate() {
+        row(
+            &(i + 1).to_string(),
+            &f.cpu,
+            f.cpu.busy(f.wall),
+            &g.cpu,
+            g.cpu.busy(g.wall),
+        );
+    }
+    let ((f, fb), (g, gb)) = (r.ferry_cpu(), r.rsync_cpu());
+    row("median", &f, fb, &g, gb);
 }
 
 fn print_tables(ctx: &Context<'_>, workdir: &Path, env: &Environment, tree: &Tree, r: &Results) {
@@ -705,6 +861,7 @@ fn print_tables(ctx: &Context<'_>, workdir: &Path, env: &Environment, tree: &Tre
     println!("cache:    {CACHE_METHOD}");
     println!("wall:     {WALL_METHOD}");
     println!("bytes:    {BYTES_METHOD}");
+    println!("cpu:      {CPU_METHOD}");
     println!();
     println!(
         "{:<7} {:>10} {:>12} {:>12} {:>12} {:>8} {:>14} {:>10} {:>12} {:>8} {:>10}",
@@ -758,6 +915,7 @@ fn print_tables(ctx: &Context<'_>, workdir: &Path, env: &Environment, tree: &Tre
          / rsync)",
         tree.bytes
     );
+    print_cpu(r);
     println!();
     println!(
         "{:<34} {:>10} {:>10} {:>8}",
@@ -855,6 +1013,7 @@ fn bench(args: &Args, tools: &Tools, workdir: &Path) -> Result<()> {
         client_id: node_id(&tools.ferry, &layout.client_home)?,
         server_id: node_id(&tools.ferry, &layout.server_home)?,
         remove_copies: procfs::mount_of(workdir).is_some_and(|m| m.fs_type == "tmpfs"),
+        ticks: procfs::clock_ticks_per_second().ok(),
     };
     eprintln!(
         "bench_remote: client node {}, server node {}",
@@ -998,9 +1157,15 @@ mod tests {
             wall,
             c2s,
             s2c: 10,
+            cpu: Cpu::default(),
             counters: [Some(1), Some(2), None, None, None],
         };
-        let s = |wall, c2s| RsyncRun { wall, c2s, s2c: 0 };
+        let s = |wall, c2s| RsyncRun {
+            wall,
+            c2s,
+            s2c: 0,
+            cpu: Cpu::default(),
+        };
         let r = Results {
             ferry: vec![f(2.0, 990), f(1.0, 1090), f(3.0, 1040)],
             rsync: vec![s(2.0, 1000), s(4.0, 1000), s(3.0, 1000)],
@@ -1012,5 +1177,34 @@ mod tests {
         assert_eq!(h.rsync_bytes_ratio, Some(1.0));
         assert_eq!(r.ferry[0].own_bytes(), Some(3));
         assert_eq!(f(1.0, 1).counter("bytes_sent"), None);
+    }
+
+    #[test]
+    fn cpu_medians_are_per_process_and_a_run_missing_one_leaves_it_unknown() {
+        let cpu = |client, server, proxy| Cpu {
+            client: Some(client),
+            server: Some(server),
+            proxy: Some(proxy),
+        };
+        let cpus = procfs::cpus() as f64;
+        let runs = [
+            (1.0, cpu(0.5, 0.7, 0.1)),
+            (2.0, cpu(0.3, 0.9, 0.2)),
+            (1.0, cpu(0.4, 0.8, 0.3)),
+        ];
+        let (m, busy) = median_cpu(&runs);
+        assert_eq!(
+            (m.client, m.server, m.proxy),
+            (Some(0.4), Some(0.8), Some(0.2))
+        );
+        // Busy per run: 1.3, 0.7 and 1.5 CPU-seconds over 1, 2 and 1 s.
+        assert_eq!(busy, Some(1.3 / cpus));
+        assert_eq!(runs[1].1.busy(2.0), Some(1.4 / (2.0 * cpus)));
+
+        let mut partial = runs;
+        partial[2].1.server = None;
+        let (m, busy) = median_cpu(&partial);
+        assert_eq!((m.client, m.server), (Some(0.4), None));
+        assert_eq!((m.total(), busy), (None, None));
     }
 }
