@@ -208,6 +208,15 @@ impl Scale {
         }
     }
 
+    /// The size of the preset's single large file (`gen_tree.py bigfile`): 1 GiB, or 128 MiB
+    /// for the small preset.
+    pub fn big_file_size(self) -> u64 {
+        match self {
+            Scale::Full => 1024 * MIB,
+            Scale::Small => 128 * MIB,
+        }
+    }
+
     /// The preset's name (`"full"` or `"small"`).
     pub fn as_str(self) -> &'static str {
         match self {

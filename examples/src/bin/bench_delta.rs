@@ -584,17 +584,9 @@ impl Layout {
     }
 }
 
-/// The size `gen_tree.py bigfile` makes at `scale`.
-fn big_size(scale: Scale) -> u64 {
-    match scale {
-        Scale::Full => 1024 * MIB,
-        Scale::Small => 128 * MIB,
-    }
-}
-
 /// Makes sure the pristine file is cached (generating it if needed); returns its mtime.
 fn ensure_pristine(args: &Args, tools: &Tools, layout: &Layout) -> Result<SystemTime> {
-    let want = big_size(args.scale);
+    let want = args.scale.big_file_size();
     if let Ok(m) = fs::metadata(&layout.pristine) {
         if m.is_file() && m.len() == want {
             eprintln!(
@@ -911,7 +903,7 @@ fn time_live_edit(
     use std::os::unix::fs::MetadataExt as _;
     let (args, tools, layout) = (ctx.args, ctx.tools, ctx.layout);
     let target = layout.dst_f.join(FILE_NAME);
-    let size = big_size(args.scale);
+    let size = args.scale.big_file_size();
     let alive = |child: &mut std::process::Child| match child.try_wait() {
         Ok(None) => Ok(()),
         Ok(Some(status)) => Err(Failure::Wrong(format!(
@@ -1696,7 +1688,7 @@ fn bench(ctx: &Context<'_>) -> Result<()> {
     let variants = args.variants();
     let mut results = Results {
         cache,
-        file_size: big_size(args.scale),
+        file_size: args.scale.big_file_size(),
         mutations: Vec::new(),
         ferry: Vec::new(),
         rsync: Vec::new(),
