@@ -249,14 +249,10 @@ impl Pipeline {
             on_applied,
             store,
         } = side_of_source;
-        let source = SourceDir::new(job.source.clone(), job.params);
-        // A live source hashes the same large files again and again: the prints of their
-        // chunks make that cheap (a one-shot run hashes each file once).
-        let source = if watch.is_some() {
-            source.keeping_prints()
-        } else {
-            source
-        };
+        // The prints of large files' chunks: a live source hashes the same large files again
+        // and again, and any source reads a large file's chunks again to send them; prints
+        // check both at memory speed.
+        let source = SourceDir::new(job.source.clone(), job.params).keeping_prints();
         let sender = Sender::new(
             job.folder.clone(),
             source.clone(),

@@ -537,8 +537,15 @@ fn read_chunks(
                 r.len,
                 source.params().max
             )),
+            // A large file's chunk is checked by the print made when it was hashed, if the
+            // file is still the version hashed last, instead of being hashed again.
             Ok(f) => f
-                .read_chunk(r.offset, r.len, &r.id)
+                .read_chunk_printed(
+                    r.offset,
+                    r.len,
+                    &r.id,
+                    source.print_at(&r.path, r.offset, &r.id),
+                )
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.clone()),
         };

@@ -5,7 +5,10 @@
 //! to a large file costs the source).
 //!
 //! A print only ever says "these are the bytes this process hashed to that chunk id": the
-//! chunk ids that travel, are stored and are verified remain blake3. Two different chunks
+//! chunk ids that travel, are stored and are verified remain blake3. The same holds when a
+//! chunk asked for is read again to be sent ([`crate::SourceFile::read_chunk_printed`]):
+//! a print that matches shows the bytes are those hashed to the id asked for, without
+//! hashing them again. Two different chunks
 //! share a print by chance with a probability of about 2^-128 (the stat check that lets an
 //! unchanged file go unread altogether is far weaker). The seed is drawn at random when the
 //! process starts and never leaves it, but xxh3 is not a MAC: pairs of short inputs (up to
@@ -16,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::chunk::{Content, ContentId};
+use crate::chunk::{ChunkId, Content, ContentId};
 use crate::relpath::RelPath;
 
 /// Chunks shorter than this are checked by their id, never by their print: xxh3's
@@ -46,6 +49,16 @@ pub struct Prints {
     /// The content they are the prints of.
     content: ContentId,
     prints: Arc<[ChunkPrint]>,
+    /// Where each chunk starts, and the first 8 bytes of its id: a chunk asked for by
+    /// offset and id finds its print ([`Prints::at`]).
+    marks: Arc<[(u64, u64)]>,
+}
+
+/// The first 8 bytes of a chunk id.
+fn head(id: &ChunkId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.as_bytes()[..8]);
+    u64::from_le_bytes(b)
 }
 
 impl Prints {
@@ -54,7 +67,20 @@ impl Prints {
         (prints.len() == content.chunks.len()).then(|| Prints {
             content: content.id,
             prints: prints.into(),
+            marks: content
+                .with_offsets()
+                .map(|(at, c)| (at, head(&c.id)))
+                .collect(),
         })
+    }
+
+    /// The print of the chunk that starts at `offset`, if its id is `id`. (Only the head of
+    /// the id is kept: a request naming another chunk with the same first 8 bytes, which an
+    /// honest peer never makes, gets the print of the chunk there, and the bytes sent then
+    /// fail the receiver's check of the id, as any wrong data does.)
+    pub fn at(&self, offset: u64, id: &ChunkId) -> Option<ChunkPrint> {
+        let i = self.marks.binary_search_by_key(&offset, |m| m.0).ok()?;
+        (self.marks[i].1 == head(id)).then(|| self.prints[i])
     }
 
     /// The prints, if they are those of `content`.
@@ -64,8 +90,8 @@ impl Prints {
     }
 }
 
-/// Prints kept at most, over all files: 16 bytes each, so 16 MiB, which covers 32 GiB of
-/// large files at the default 32 KiB average chunk.
+/// Prints kept at most, over all files: 32 bytes each with their chunk's offset and id
+/// head, so 32 MiB, which covers 32 GiB of large files at the default 32 KiB average chunk.
 const KEPT_PRINTS: usize = 1 << 20;
 
 /// The prints of the large files a source hashed last, by path, up to `KEPT_PRINTS`
@@ -106,6 +132,13 @@ impl PrintCache {
             .for_content(content)
             .is_some()
             .then(|| prints.clone())
+    }
+
+    /// The print of the chunk `id` at `offset` of the file at `path`, if kept
+    /// ([`Prints::at`]).
+    pub fn print_at(&self, path: &RelPath, offset: u64, id: &ChunkId) -> Option<ChunkPrint> {
+        let kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        kept.by_path.get(path)?.1.at(offset, id)
     }
 
     /// Keeps `prints` as those of the file at `path` (replacing any it had), forgetting
@@ -187,6 +220,30 @@ mod tests {
         assert!(cache.get(&path, &c).is_some());
         assert!(cache.get(&path, &other).is_none());
         assert!(cache.get(&RelPath::new("g").unwrap(), &c).is_none());
+    }
+
+    #[test]
+    fn a_chunk_finds_its_print_by_offset_and_id_and_only_in_the_version_kept() {
+        let cache = PrintCache::default();
+        let path = RelPath::new("f").unwrap();
+        let (c, newer) = (content(5, 1), content(5, 2));
+        cache.put(&path, prints_of(&c));
+        // `content` makes chunks of one byte: chunk i starts at i.
+        for (i, chunk) in c.chunks.iter().enumerate() {
+            let at = cache.print_at(&path, i as u64, &chunk.id);
+            assert_eq!(at, Some(ChunkPrint::of(&[i as u8])), "chunk {i}");
+        }
+        // Another chunk's id, an offset where no chunk starts, another path.
+        assert_eq!(cache.print_at(&path, 1, &c.chunks[2].id), None);
+        assert_eq!(cache.print_at(&path, 9, &c.chunks[2].id), None);
+        assert_eq!(
+            cache.print_at(&RelPath::new("g").unwrap(), 0, &c.chunks[0].id),
+            None
+        );
+        // Once a newer version's prints are kept, the older chunks find none.
+        cache.put(&path, prints_of(&newer));
+        assert_eq!(cache.print_at(&path, 0, &c.chunks[0].id), None);
+        assert!(cache.print_at(&path, 0, &newer.chunks[0].id).is_some());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::chunk::{chunk_stream, ChunkId, ChunkParams, Content};
 use crate::error::{Error, Result};
 use crate::index::StatKey;
-use crate::prints::{PrintCache, Prints};
+use crate::prints::{ChunkPrint, PrintCache, Prints, PRINT_MIN};
 use crate::rehash::{chunk_file_again, chunk_file_again_printed, WALK_MIN};
 use crate::relpath::RelPath;
 use crate::split::{chunk_file, chunk_file_printed};
@@ -38,11 +38,19 @@ impl SourceDir {
 
     /// The same folder, keeping the prints of the large files it hashes (shared by its
     /// clones), so that one hashed again after an edit has its unchanged chunks found by
-    /// their prints ([`crate::prints`]): for a live source, whose files change again and
-    /// again. It costs 16 bytes per chunk of those files, up to 16 MiB.
+    /// their prints ([`crate::prints`]), and so that the chunks of one read again to be
+    /// sent are checked by their prints instead of hashed a second time. It costs 32 bytes
+    /// per chunk of those files, up to 32 MiB.
     pub fn keeping_prints(mut self) -> Self {
         self.prints = Some(Arc::default());
         self
+    }
+
+    /// The print this source made of the chunk `id` at `offset` of the file at `path`, when
+    /// it keeps prints and that chunk is of the version it hashed last
+    /// ([`SourceFile::read_chunk_printed`]).
+    pub fn print_at(&self, path: &RelPath, offset: u64, id: &ChunkId) -> Option<ChunkPrint> {
+        self.prints.as_ref()?.print_at(path, offset, id)
     }
 
     /// The chunker parameters files are cut with.
@@ -156,6 +164,21 @@ impl SourceFile {
     /// Reads the chunk `id` of `len` bytes at `offset`, verifying that the bytes still hash
     /// to `id`; a mismatch means the file changed since it was scanned.
     pub fn read_chunk(&self, offset: u64, len: u32, id: &ChunkId) -> Result<Vec<u8>> {
+        self.read_chunk_printed(offset, len, id, None)
+    }
+
+    /// [`SourceFile::read_chunk`], taking the bytes on `print` when it matches them: the
+    /// print this process made of the bytes it hashed to `id` ([`SourceDir::print_at`]), so
+    /// they are those bytes, checked at memory speed instead of hashed again. A print that
+    /// does not match (or a chunk too short to be taken on its print) leaves the check to
+    /// the id.
+    pub fn read_chunk_printed(
+        &self,
+        offset: u64,
+        len: u32,
+        id: &ChunkId,
+        print: Option<ChunkPrint>,
+    ) -> Result<Vec<u8>> {
         // Read into the new buffer's spare capacity: zeroing it first cost as much as the
         // copy, and its fresh pages a fault each.
         let mut buf = Vec::with_capacity(len as usize);
@@ -172,7 +195,8 @@ impl SourceFile {
                 Err(e) => return Err(Error::io("read", &self.full, e.into())),
             }
         }
-        if !id.matches(&buf) {
+        let printed = print.is_some_and(|p| buf.len() >= PRINT_MIN && ChunkPrint::of(&buf) == p);
+        if !printed && !id.matches(&buf) {
             return Err(Error::Changed {
                 path: self.path.clone(),
             });
@@ -245,6 +269,49 @@ mod tests {
             assert_eq!(stat.size, size as u64);
             assert_eq!(content, source.hash_file(&path).unwrap().0, "{size} bytes");
         }
+    }
+
+    #[test]
+    fn a_chunk_read_to_be_sent_is_taken_on_its_print_and_else_on_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChunkParams::default();
+        let source = SourceDir::new(dir.path(), params).keeping_prints();
+        let path = RelPath::new("big").unwrap();
+        let full = dir.path().join("big");
+        let mut bytes = noise((WALK_MIN + (1 << 20)) as usize, 50);
+        std::fs::write(&full, &bytes).unwrap();
+        let (content, _) = source.hash_file(&path).unwrap();
+        let (offset, chunk) = content.with_offsets().nth(3).unwrap();
+        let print = source.print_at(&path, offset, &chunk.id);
+        assert!(print.is_some(), "a large file's prints are kept");
+        assert_eq!(source.print_at(&path, offset + 1, &chunk.id), None);
+        let at = offset as usize..offset as usize + chunk.len as usize;
+        let file = source.open(&path).unwrap();
+
+        // The print matches: the bytes are taken (a wrong id shows the id was not checked).
+        let other = ChunkId::of(b"another chunk");
+        let got = file
+            .read_chunk_printed(offset, chunk.len, &other, print)
+            .unwrap();
+        assert_eq!(got, bytes[at.clone()]);
+        // A print that does not match leaves the check to the id.
+        let wrong = Some(ChunkPrint::of(b"other bytes"));
+        let got = file
+            .read_chunk_printed(offset, chunk.len, &chunk.id, wrong)
+            .unwrap();
+        assert_eq!(got, bytes[at.clone()]);
+        let err = file
+            .read_chunk_printed(offset, chunk.len, &other, wrong)
+            .unwrap_err();
+        assert!(matches!(err, Error::Changed { .. }), "{err}");
+
+        // The chunk changed since it was hashed: neither its print nor its id matches.
+        bytes[at.start + 10] ^= 1;
+        std::fs::write(&full, &bytes).unwrap();
+        let err = file
+            .read_chunk_printed(offset, chunk.len, &chunk.id, print)
+            .unwrap_err();
+        assert!(matches!(err, Error::Changed { .. }), "{err}");
     }
 
     #[test]
