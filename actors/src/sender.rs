@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use ferry_engine::outline::{groups, outline, GroupId, OUTLINE_MIN_CHUNKS};
 use ferry_engine::patch::ContentPatch;
+use ferry_engine::prints::PRINT_MIN;
 use ferry_engine::{
     patch, ChunkId, ChunkRef, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile,
 };
@@ -517,7 +518,8 @@ fn in_messages(folder: &FolderId, chunks: Vec<ChunkPayload>, inline: bool) -> Ve
     out
 }
 
-/// Reads the requested chunks, each re-verified against its id, into messages of bounded size.
+/// Reads the requested chunks, each checked to still be the chunk asked for (by its print
+/// when one is kept, else by its id), into messages of bounded size.
 fn read_chunks(
     source: &SourceDir,
     folder: &FolderId,
@@ -537,16 +539,15 @@ fn read_chunks(
                 r.len,
                 source.params().max
             )),
-            // A large file's chunk is checked by the print made when it was hashed, if the
-            // file is still the version hashed last, instead of being hashed again.
-            Ok(f) => f
-                .read_chunk_printed(
-                    r.offset,
-                    r.len,
-                    &r.id,
-                    source.print_at(&r.path, r.offset, &r.id),
-                )
-                .map_err(|e| e.to_string()),
+            // A large file's chunk is checked by the print made when it was hashed (if the
+            // prints kept for the file have this chunk there) instead of being hashed again.
+            Ok(f) => {
+                let print = (r.len as usize >= PRINT_MIN)
+                    .then(|| source.print_at(&r.path, r.offset, &r.id))
+                    .flatten();
+                f.read_chunk_printed(r.offset, r.len, &r.id, print)
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.clone()),
         };
         match read {

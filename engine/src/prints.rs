@@ -1,15 +1,15 @@
-//! Chunk prints: a keyed 128-bit xxh3 of each chunk of a large file, kept by a live source
+//! Chunk prints: a keyed 128-bit xxh3 of each chunk of a large file, kept by a source
 //! beside the file's chunk list, so that chunking the file again after an edit
 //! ([`crate::rehash`]) finds its unchanged chunks at memory speed instead of hashing each
 //! with blake3 (which costs about 0.25 CPU-seconds per GiB here, most of what a small edit
-//! to a large file costs the source).
+//! to a large file costs the source), and so that a chunk read again to be sent is checked
+//! at memory speed too ([`crate::SourceFile::read_chunk_printed`]).
 //!
 //! A print only ever says "these are the bytes this process hashed to that chunk id": the
-//! chunk ids that travel, are stored and are verified remain blake3. The same holds when a
-//! chunk asked for is read again to be sent ([`crate::SourceFile::read_chunk_printed`]):
-//! a print that matches shows the bytes are those hashed to the id asked for, without
-//! hashing them again. Two different chunks
-//! share a print by chance with a probability of about 2^-128 (the stat check that lets an
+//! chunk ids that travel, are stored and are verified remain blake3. A chunk asked for by
+//! id finds a print only if the chunk kept at that offset has that very id (the whole id is
+//! compared), so a print that matches the bytes read shows they hash to the id asked for.
+//! Two different chunks share a print by chance with a probability of about 2^-128 (the stat check that lets an
 //! unchanged file go unread altogether is far weaker). The seed is drawn at random when the
 //! process starts and never leaves it, but xxh3 is not a MAC: pairs of short inputs (up to
 //! 240 bytes) are known to collide whatever the seed, so a chunk that short is never taken
@@ -49,16 +49,9 @@ pub struct Prints {
     /// The content they are the prints of.
     content: ContentId,
     prints: Arc<[ChunkPrint]>,
-    /// Where each chunk starts, and the first 8 bytes of its id: a chunk asked for by
-    /// offset and id finds its print ([`Prints::at`]).
-    marks: Arc<[(u64, u64)]>,
-}
-
-/// The first 8 bytes of a chunk id.
-fn head(id: &ChunkId) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&id.as_bytes()[..8]);
-    u64::from_le_bytes(b)
+    /// Where each chunk starts, and its id: a chunk asked for by offset and id finds its
+    /// print ([`Prints::at`]).
+    marks: Arc<[(u64, ChunkId)]>,
 }
 
 impl Prints {
@@ -67,20 +60,14 @@ impl Prints {
         (prints.len() == content.chunks.len()).then(|| Prints {
             content: content.id,
             prints: prints.into(),
-            marks: content
-                .with_offsets()
-                .map(|(at, c)| (at, head(&c.id)))
-                .collect(),
+            marks: content.with_offsets().map(|(at, c)| (at, c.id)).collect(),
         })
     }
 
-    /// The print of the chunk that starts at `offset`, if its id is `id`. (Only the head of
-    /// the id is kept: a request naming another chunk with the same first 8 bytes, which an
-    /// honest peer never makes, gets the print of the chunk there, and the bytes sent then
-    /// fail the receiver's check of the id, as any wrong data does.)
+    /// The print of the chunk that starts at `offset`, if its id is `id`.
     pub fn at(&self, offset: u64, id: &ChunkId) -> Option<ChunkPrint> {
         let i = self.marks.binary_search_by_key(&offset, |m| m.0).ok()?;
-        (self.marks[i].1 == head(id)).then(|| self.prints[i])
+        (self.marks[i].1 == *id).then(|| self.prints[i])
     }
 
     /// The prints, if they are those of `content`.
@@ -90,8 +77,8 @@ impl Prints {
     }
 }
 
-/// Prints kept at most, over all files: 32 bytes each with their chunk's offset and id
-/// head, so 32 MiB, which covers 32 GiB of large files at the default 32 KiB average chunk.
+/// Prints kept at most, over all files: 56 bytes each with their chunk's offset and id, so
+/// 56 MiB, which covers 32 GiB of large files at the default 32 KiB average chunk.
 const KEPT_PRINTS: usize = 1 << 20;
 
 /// The prints of the large files a source hashed last, by path, up to `KEPT_PRINTS`
@@ -103,7 +90,7 @@ pub struct PrintCache {
 }
 
 impl fmt::Debug for PrintCache {
-    /// Counts only: the prints themselves are up to 16 MiB.
+    /// Counts only: the prints themselves are up to 56 MiB.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         f.debug_struct("PrintCache")

@@ -39,15 +39,15 @@ impl SourceDir {
     /// The same folder, keeping the prints of the large files it hashes (shared by its
     /// clones), so that one hashed again after an edit has its unchanged chunks found by
     /// their prints ([`crate::prints`]), and so that the chunks of one read again to be
-    /// sent are checked by their prints instead of hashed a second time. It costs 32 bytes
-    /// per chunk of those files, up to 32 MiB.
+    /// sent are checked by their prints instead of hashed a second time. It costs 56 bytes
+    /// per chunk of those files, up to 56 MiB.
     pub fn keeping_prints(mut self) -> Self {
         self.prints = Some(Arc::default());
         self
     }
 
     /// The print this source made of the chunk `id` at `offset` of the file at `path`, when
-    /// it keeps prints and that chunk is of the version it hashed last
+    /// it keeps prints and the prints it keeps for that file have chunk `id` there
     /// ([`SourceFile::read_chunk_printed`]).
     pub fn print_at(&self, path: &RelPath, offset: u64, id: &ChunkId) -> Option<ChunkPrint> {
         self.prints.as_ref()?.print_at(path, offset, id)
@@ -195,6 +195,8 @@ impl SourceFile {
                 Err(e) => return Err(Error::io("read", &self.full, e.into())),
             }
         }
+        // The capacity may exceed `len`, and the reads fill all of it.
+        buf.truncate(len as usize);
         let printed = print.is_some_and(|p| buf.len() >= PRINT_MIN && ChunkPrint::of(&buf) == p);
         if !printed && !id.matches(&buf) {
             return Err(Error::Changed {
@@ -312,6 +314,73 @@ mod tests {
             .read_chunk_printed(offset, chunk.len, &chunk.id, print)
             .unwrap_err();
         assert!(matches!(err, Error::Changed { .. }), "{err}");
+    }
+
+    /// A chunk id of the given bytes (ids are otherwise only made by hashing).
+    fn id_from(bytes: [u8; 32]) -> ChunkId {
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&serde_bytes::Bytes::new(&bytes), &mut cbor).unwrap();
+        ciborium::from_reader(&cbor[..]).unwrap()
+    }
+
+    #[test]
+    fn a_print_kept_for_another_id_at_that_offset_does_not_vouch_for_the_id_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChunkParams::default();
+        let source = SourceDir::new(dir.path(), params).keeping_prints();
+        let path = RelPath::new("f").unwrap();
+        // Version 1 had `old` at offset 0, sent under `asked`; the peer asks for it after
+        // the file was rewritten to `new` and hashed again (its prints replaced).
+        let (old, new) = (noise(1000, 60), noise(1000, 64));
+        std::fs::write(dir.path().join("f"), &new).unwrap();
+        let asked = ChunkId::of(&old);
+        // The new chunk's id as it would be if it shared all but its last byte with the
+        // one asked for (a partial collision a writer of the file could craft).
+        let mut near = *asked.as_bytes();
+        near[31] ^= 1;
+        let chunks = vec![crate::chunk::ChunkRef {
+            id: id_from(near),
+            len: 1000,
+        }];
+        let v2 = Content::from_chunks(&params, chunks);
+        let prints = Prints::new(&v2, vec![ChunkPrint::of(&new)]).unwrap();
+        source.prints.as_ref().unwrap().put(&path, prints);
+        assert_eq!(source.print_at(&path, 0, &asked), None);
+        assert!(source.print_at(&path, 0, &id_from(near)).is_some());
+        let got = source
+            .open(&path)
+            .unwrap()
+            .read_chunk_printed(0, 1000, &asked, None);
+        assert!(
+            got.is_err(),
+            "sent bytes that do not hash to the id asked for"
+        );
+    }
+
+    #[test]
+    fn a_chunk_under_print_min_or_outside_the_file_is_never_taken_on_its_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = SourceDir::new(dir.path(), ChunkParams::default());
+        let bytes = noise(PRINT_MIN - 1, 66);
+        std::fs::write(dir.path().join("f"), &bytes).unwrap();
+        let file = source.open(&RelPath::new("f").unwrap()).unwrap();
+        let other = ChunkId::of(b"another chunk");
+        let print = Some(ChunkPrint::of(&bytes));
+        let len = bytes.len() as u32;
+        assert!(file.read_chunk_printed(0, len, &other, print).is_err());
+        assert_eq!(
+            file.read_chunk_printed(0, len, &ChunkId::of(&bytes), print)
+                .unwrap(),
+            bytes
+        );
+        // Length 0, longer than the file, past any offset a file can have: refused.
+        assert!(file.read_chunk_printed(0, 0, &other, print).is_err());
+        assert!(file
+            .read_chunk_printed(0, len + 1, &ChunkId::of(&bytes), print)
+            .is_err());
+        assert!(file
+            .read_chunk_printed(u64::MAX, len, &other, print)
+            .is_err());
     }
 
     #[test]
