@@ -55,9 +55,10 @@ pub struct Prints {
 }
 
 impl Prints {
-    /// The prints of `content`'s chunks, in order; None when there is not one per chunk.
+    /// The prints of `content`'s chunks, in order; None when there is not one per chunk,
+    /// or more than are ever kept (their offsets and ids are then not gathered either).
     pub fn new(content: &Content, prints: Vec<ChunkPrint>) -> Option<Self> {
-        (prints.len() == content.chunks.len()).then(|| Prints {
+        (prints.len() == content.chunks.len() && prints.len() <= KEPT_PRINTS).then(|| Prints {
             content: content.id,
             prints: prints.into(),
             marks: content.with_offsets().map(|(at, c)| (at, c.id)).collect(),
@@ -79,7 +80,7 @@ impl Prints {
 
 /// Prints kept at most, over all files: 56 bytes each with their chunk's offset and id, so
 /// 56 MiB, which covers 32 GiB of large files at the default 32 KiB average chunk.
-const KEPT_PRINTS: usize = 1 << 20;
+pub(crate) const KEPT_PRINTS: usize = 1 << 20;
 
 /// The prints of the large files a source hashed last, by path, up to `KEPT_PRINTS`
 /// (the files hashed longest ago are forgotten first). Shared by the clones of a
@@ -188,6 +189,16 @@ mod tests {
         Prints::new(c, p).unwrap()
     }
 
+    /// Prints of `c` however many chunks it has (as [`Prints::new`] refuses to make them).
+    fn any_prints_of(c: &Content) -> Prints {
+        let prints: Vec<_> = (0..c.chunks.len()).map(|_| ChunkPrint(0)).collect();
+        Prints {
+            content: c.id,
+            prints: prints.into(),
+            marks: c.with_offsets().map(|(at, r)| (at, r.id)).collect(),
+        }
+    }
+
     #[test]
     fn prints_depend_on_every_byte() {
         let a = vec![7u8; 100_000];
@@ -258,7 +269,8 @@ mod tests {
         let (a, b) = (RelPath::new("a").unwrap(), RelPath::new("b").unwrap());
         cache.put(&a, prints_of(&small));
         cache.put(&b, prints_of(&small));
-        cache.put(&b, prints_of(&huge));
+        assert!(Prints::new(&huge, vec![ChunkPrint(0); KEPT_PRINTS + 1]).is_none());
+        cache.put(&b, any_prints_of(&huge));
         assert!(cache.get(&a, &small).is_some());
         assert!(cache.get(&b, &huge).is_none() && cache.get(&b, &small).is_none());
         assert_eq!(format!("{cache:?}"), "PrintCache { files: 1, prints: 3 }");

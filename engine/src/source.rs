@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::chunk::{chunk_stream, ChunkId, ChunkParams, Content};
 use crate::error::{Error, Result};
 use crate::index::StatKey;
-use crate::prints::{ChunkPrint, PrintCache, Prints, PRINT_MIN};
+use crate::prints::{ChunkPrint, PrintCache, Prints, KEPT_PRINTS, PRINT_MIN};
 use crate::rehash::{chunk_file_again, chunk_file_again_printed, WALK_MIN};
 use crate::relpath::RelPath;
 use crate::split::{chunk_file, chunk_file_printed};
@@ -97,7 +97,13 @@ impl SourceDir {
         let mut bytes = Vec::new();
         // The prints of a large file, when kept: those of `previous` to check its chunks
         // with, and the new ones to keep.
-        let cache = self.prints.as_ref().filter(|_| before.size >= WALK_MIN);
+        // Not for a file expected to have more chunks than are ever kept: its prints would
+        // only be gathered to be dropped.
+        let chunks = before.size / u64::from(self.params.avg);
+        let cache = self
+            .prints
+            .as_ref()
+            .filter(|_| before.size >= WALK_MIN && chunks <= KEPT_PRINTS as u64);
         let mut printed = None;
         let content = if before.size <= keep {
             // Read no further than the size seen: that spares a last read only to meet the
