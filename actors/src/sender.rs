@@ -543,7 +543,7 @@ fn read_chunks(
             // prints kept for the file have this chunk there) instead of being hashed again.
             Ok(f) => {
                 let print = (r.len as usize >= PRINT_MIN)
-                    .then(|| source.print_at(&r.path, r.offset, &r.id))
+                    .then(|| source.print_at(&r.path, r.offset, r.len, &r.id))
                     .flatten();
                 f.read_chunk_printed(r.offset, r.len, &r.id, print)
                     .map_err(|e| e.to_string())

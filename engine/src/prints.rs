@@ -6,11 +6,11 @@
 //! at memory speed too ([`crate::SourceFile::read_chunk_printed`]).
 //!
 //! A print only ever says "these are the bytes this process hashed to that chunk id": the
-//! chunk ids that travel, are stored and are verified remain blake3. A chunk asked for by
-//! id finds a print only if the chunk kept at that offset has that very id (the whole id is
-//! compared), so a print that matches the bytes read shows they hash to the id asked for.
-//! Two different chunks share a print by chance with a probability of about 2^-128 (the stat check that lets an
-//! unchanged file go unread altogether is far weaker). The seed is drawn at random when the
+//! chunk ids that travel, are stored and are verified remain blake3. A chunk asked for
+//! finds a print only if the chunk kept at that offset has that very id (the whole id is
+//! compared) and length, so a print that matches the bytes read shows they hash to the id
+//! asked for. Two different chunks share a print by chance with a probability of about
+//! 2^-128 (the stat check that lets an unchanged file go unread altogether is far weaker). The seed is drawn at random when the
 //! process starts and never leaves it, but xxh3 is not a MAC: pairs of short inputs (up to
 //! 240 bytes) are known to collide whatever the seed, so a chunk that short is never taken
 //! on its print ([`PRINT_MIN`]).
@@ -49,9 +49,11 @@ pub struct Prints {
     /// The content they are the prints of.
     content: ContentId,
     prints: Arc<[ChunkPrint]>,
-    /// Where each chunk starts, and its id: a chunk asked for by offset and id finds its
-    /// print ([`Prints::at`]).
+    /// Where each chunk starts, and its id: a chunk asked for by offset, length and id
+    /// finds its print ([`Prints::at`]).
     marks: Arc<[(u64, ChunkId)]>,
+    /// The content's length (where the last chunk ends).
+    end: u64,
 }
 
 impl Prints {
@@ -62,13 +64,17 @@ impl Prints {
             content: content.id,
             prints: prints.into(),
             marks: content.with_offsets().map(|(at, c)| (at, c.id)).collect(),
+            end: content.len(),
         })
     }
 
-    /// The print of the chunk that starts at `offset`, if its id is `id`.
-    pub fn at(&self, offset: u64, id: &ChunkId) -> Option<ChunkPrint> {
+    /// The print of the chunk that starts at `offset`, if it is `len` bytes long and its id
+    /// is `id`.
+    pub fn at(&self, offset: u64, len: u32, id: &ChunkId) -> Option<ChunkPrint> {
         let i = self.marks.binary_search_by_key(&offset, |m| m.0).ok()?;
-        (self.marks[i].1 == *id).then(|| self.prints[i])
+        let end = self.marks.get(i + 1).map_or(self.end, |m| m.0);
+        (self.marks[i].1 == *id && end.checked_sub(offset) == Some(u64::from(len)))
+            .then(|| self.prints[i])
     }
 
     /// The prints, if they are those of `content`.
@@ -122,11 +128,17 @@ impl PrintCache {
             .then(|| prints.clone())
     }
 
-    /// The print of the chunk `id` at `offset` of the file at `path`, if kept
-    /// ([`Prints::at`]).
-    pub fn print_at(&self, path: &RelPath, offset: u64, id: &ChunkId) -> Option<ChunkPrint> {
+    /// The print of the chunk `id` of `len` bytes at `offset` of the file at `path`, if
+    /// kept ([`Prints::at`]).
+    pub fn print_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        len: u32,
+        id: &ChunkId,
+    ) -> Option<ChunkPrint> {
         let kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        kept.by_path.get(path)?.1.at(offset, id)
+        kept.by_path.get(path)?.1.at(offset, len, id)
     }
 
     /// Keeps `prints` as those of the file at `path` (replacing any it had), forgetting
@@ -196,6 +208,7 @@ mod tests {
             content: c.id,
             prints: prints.into(),
             marks: c.with_offsets().map(|(at, r)| (at, r.id)).collect(),
+            end: c.len(),
         }
     }
 
@@ -221,27 +234,31 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_finds_its_print_by_offset_and_id_and_only_in_the_version_kept() {
+    fn a_chunk_finds_its_print_by_offset_length_and_id_and_only_in_the_version_kept() {
         let cache = PrintCache::default();
         let path = RelPath::new("f").unwrap();
         let (c, newer) = (content(5, 1), content(5, 2));
         cache.put(&path, prints_of(&c));
         // `content` makes chunks of one byte: chunk i starts at i.
         for (i, chunk) in c.chunks.iter().enumerate() {
-            let at = cache.print_at(&path, i as u64, &chunk.id);
+            let at = cache.print_at(&path, i as u64, 1, &chunk.id);
             assert_eq!(at, Some(ChunkPrint::of(&[i as u8])), "chunk {i}");
         }
         // Another chunk's id, an offset where no chunk starts, another path.
-        assert_eq!(cache.print_at(&path, 1, &c.chunks[2].id), None);
-        assert_eq!(cache.print_at(&path, 9, &c.chunks[2].id), None);
+        assert_eq!(cache.print_at(&path, 1, 1, &c.chunks[2].id), None);
+        assert_eq!(cache.print_at(&path, 9, 1, &c.chunks[2].id), None);
+        // Another length than the chunk's, the last chunk included.
+        assert_eq!(cache.print_at(&path, 2, 2, &c.chunks[2].id), None);
+        assert_eq!(cache.print_at(&path, 4, 2, &c.chunks[4].id), None);
+        assert!(cache.print_at(&path, 4, 1, &c.chunks[4].id).is_some());
         assert_eq!(
-            cache.print_at(&RelPath::new("g").unwrap(), 0, &c.chunks[0].id),
+            cache.print_at(&RelPath::new("g").unwrap(), 0, 1, &c.chunks[0].id),
             None
         );
         // Once a newer version's prints are kept, the older chunks find none.
         cache.put(&path, prints_of(&newer));
-        assert_eq!(cache.print_at(&path, 0, &c.chunks[0].id), None);
-        assert!(cache.print_at(&path, 0, &newer.chunks[0].id).is_some());
+        assert_eq!(cache.print_at(&path, 0, 1, &c.chunks[0].id), None);
+        assert!(cache.print_at(&path, 0, 1, &newer.chunks[0].id).is_some());
     }
 
     #[test]

@@ -46,11 +46,17 @@ impl SourceDir {
         self
     }
 
-    /// The print this source made of the chunk `id` at `offset` of the file at `path`, when
-    /// it keeps prints and the prints it keeps for that file have chunk `id` there
-    /// ([`SourceFile::read_chunk_printed`]).
-    pub fn print_at(&self, path: &RelPath, offset: u64, id: &ChunkId) -> Option<ChunkPrint> {
-        self.prints.as_ref()?.print_at(path, offset, id)
+    /// The print this source made of the chunk `id` of `len` bytes at `offset` of the file
+    /// at `path`, when it keeps prints and the prints it keeps for that file have that
+    /// chunk there ([`SourceFile::read_chunk_printed`]).
+    pub fn print_at(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        len: u32,
+        id: &ChunkId,
+    ) -> Option<ChunkPrint> {
+        self.prints.as_ref()?.print_at(path, offset, len, id)
     }
 
     /// The chunker parameters files are cut with.
@@ -290,9 +296,16 @@ mod tests {
         std::fs::write(&full, &bytes).unwrap();
         let (content, _) = source.hash_file(&path).unwrap();
         let (offset, chunk) = content.with_offsets().nth(3).unwrap();
-        let print = source.print_at(&path, offset, &chunk.id);
+        let print = source.print_at(&path, offset, chunk.len, &chunk.id);
         assert!(print.is_some(), "a large file's prints are kept");
-        assert_eq!(source.print_at(&path, offset + 1, &chunk.id), None);
+        assert_eq!(
+            source.print_at(&path, offset + 1, chunk.len, &chunk.id),
+            None
+        );
+        assert_eq!(
+            source.print_at(&path, offset, chunk.len - 1, &chunk.id),
+            None
+        );
         let at = offset as usize..offset as usize + chunk.len as usize;
         let file = source.open(&path).unwrap();
 
@@ -351,8 +364,8 @@ mod tests {
         let v2 = Content::from_chunks(&params, chunks);
         let prints = Prints::new(&v2, vec![ChunkPrint::of(&new)]).unwrap();
         source.prints.as_ref().unwrap().put(&path, prints);
-        assert_eq!(source.print_at(&path, 0, &asked), None);
-        assert!(source.print_at(&path, 0, &id_from(near)).is_some());
+        assert_eq!(source.print_at(&path, 0, 1000, &asked), None);
+        assert!(source.print_at(&path, 0, 1000, &id_from(near)).is_some());
         let got = source
             .open(&path)
             .unwrap()
