@@ -1021,11 +1021,12 @@ fn a_file_left_inside_a_directory_turned_symlink_is_never_written_through_it() {
 #[test]
 fn chunk_data_that_does_not_match_its_id_is_refused() {
     let fix = Fixture::new();
-    let data = pseudo_random(100 * KIB as usize, 10);
+    // Longer than the largest chunk, so it is cut into several (a shorter file is one).
+    let data = pseudo_random(300 * KIB as usize, 10);
     let entry = file_entry("f", &data, 1);
     assert!(
         entry.content.as_ref().expect("content").chunks.len() > 1,
-        "100 KiB should make several chunks"
+        "300 KiB should make several chunks"
     );
     let mark = fix.log_mark();
 

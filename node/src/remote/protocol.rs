@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this build speaks; a peer speaking another is refused.
 /// Version 2 added `Open::ignore`: a version-1 server would ignore the field and delete the
 /// target's ignored entries as extraneous. Version 3 moved chunk bytes out of the CBOR of a
-/// `Chunks` frame to after it (see [`super::attached`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// `Chunks` frame to after it (see [`super::attached`]). Version 4 cuts fewer than `max`
+/// bytes left in a file as one chunk ([`ferry_engine::chunk::cut_at`]): a version-3 peer
+/// would find every file of 8 KiB to 128 KiB changed and every chunk list different.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame either side sends or accepts, in bytes of CBOR (a chunk batch is at
 /// most 4 MiB plus one chunk of at most 16 MiB; index updates are split to stay below).
