@@ -294,6 +294,34 @@ pub fn cut_at(bytes: &[u8], params: &ChunkParams) -> usize {
     n
 }
 
+/// Cuts `bytes`, a whole file's content, into chunks, and hands back each chunk's bytes as
+/// a buffer of its own: the first is `bytes` itself, cut short, so a file of one chunk (any
+/// file shorter than `max`) is never copied. The same chunks as [`chunk_stream`].
+pub fn chunk_owned(mut bytes: Vec<u8>, params: &ChunkParams) -> (Content, Vec<Vec<u8>>) {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < bytes.len() {
+        let n = cut_at(&bytes[start..], params);
+        chunks.push(ChunkRef {
+            id: ChunkId::of(&bytes[start..start + n]),
+            len: n as u32,
+        });
+        start += n;
+    }
+    // Split from the end, so that each tail copied holds only its own chunk.
+    let mut owned = Vec::with_capacity(chunks.len());
+    let mut end = bytes.len();
+    for c in chunks.iter().skip(1).rev() {
+        end -= c.len as usize;
+        owned.push(bytes.split_off(end));
+    }
+    if !chunks.is_empty() {
+        owned.push(bytes);
+    }
+    owned.reverse();
+    (Content::from_chunks(params, chunks), owned)
+}
+
 /// Chunks `reader` and returns only the chunk list.
 pub fn chunk_reader<R: Read>(reader: R, params: &ChunkParams) -> io::Result<Content> {
     chunk_stream(reader, params, |_, _, _| Ok(()))
@@ -389,6 +417,33 @@ pub(crate) mod tests {
         // Random bytes of `max` and more are cut by content as before.
         let data = pseudo_random(p.max as usize * 4, 5);
         assert!(chunk_reader(&data[..], &p).unwrap().chunks.len() > 2);
+    }
+
+    #[test]
+    fn a_buffer_cut_in_place_gives_the_chunks_of_a_stream_each_in_its_own_buffer() {
+        let p = small();
+        for len in [
+            0,
+            1,
+            p.max as usize - 1,
+            p.max as usize,
+            5 * p.max as usize + 7,
+        ] {
+            let data = pseudo_random(len, 11);
+            let given = data.clone();
+            let ptr = given.as_ptr();
+            let (content, owned) = chunk_owned(given, &p);
+            assert_eq!(content, chunk_reader(&data[..], &p).unwrap(), "{len} bytes");
+            assert_eq!(owned.len(), content.chunks.len());
+            for (bytes, c) in owned.iter().zip(&content.chunks) {
+                assert_eq!(bytes.len(), c.len as usize);
+                assert_eq!(ChunkId::of(bytes), c.id);
+            }
+            assert_eq!(owned.concat(), data);
+            if let Some(first) = owned.first() {
+                assert_eq!(first.as_ptr(), ptr, "the first chunk was copied");
+            }
+        }
     }
 
     #[test]

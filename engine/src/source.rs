@@ -2,14 +2,14 @@
 //! reading chunks back, re-verified, for sending.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 
 use rustix::buffer::spare_capacity;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::chunk::{chunk_stream, ChunkId, ChunkParams, Content};
+use crate::chunk::{chunk_owned, ChunkId, ChunkParams, Content};
 use crate::error::{Error, Result};
 use crate::index::StatKey;
 use crate::prints::{ChunkPrint, PrintCache, Prints, KEPT_PRINTS, PRINT_MIN};
@@ -112,11 +112,12 @@ impl SourceDir {
             .filter(|_| before.size >= WALK_MIN && chunks <= KEPT_PRINTS as u64);
         let mut printed = None;
         let content = if before.size <= keep {
-            // Read no further than the size seen: that spares a last read only to meet the
-            // end (a file that grew since is caught by the second look below).
-            chunk_stream((&f.file).take(before.size), &self.params, |_, b, _| {
-                bytes.push(b.to_vec());
-                Ok(())
+            // The whole file in a buffer of its own, cut in place: a file of one chunk is
+            // kept as read, with no copy.
+            read_whole(&f.file, before.size).map(|whole| {
+                let (content, owned) = chunk_owned(whole, &self.params);
+                bytes = owned;
+                content
             })
         } else if let Some(cache) = cache {
             let result = match previous {
@@ -145,6 +146,27 @@ impl SourceDir {
         }
         Ok((content, after, bytes))
     }
+}
+
+/// Reads `file` from its start up to `size` bytes, or to its end if it is shorter, into a
+/// buffer of that size: no further than the size seen, which spares a last read only to
+/// meet the end (a file that grew or shrank since is caught by comparing its stat before
+/// and after), and with no zeroing of the buffer first.
+fn read_whole(file: &File, size: u64) -> io::Result<Vec<u8>> {
+    let size = usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    let mut buf = Vec::with_capacity(size);
+    while buf.len() < size {
+        let at = buf.len() as u64;
+        match rustix::io::pread(file, spare_capacity(&mut buf), at) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The capacity may exceed `size`, and the reads fill all of it.
+    buf.truncate(size);
+    Ok(buf)
 }
 
 /// Opens `path` read-only without following a final symlink.
