@@ -296,7 +296,8 @@ pub fn cut_at(bytes: &[u8], params: &ChunkParams) -> usize {
 
 /// Cuts `bytes`, a whole file's content, into chunks, and hands back each chunk's bytes as
 /// a buffer of its own: the first is `bytes` itself, cut short, so a file of one chunk (any
-/// file shorter than `max`) is never copied. The same chunks as [`chunk_stream`].
+/// file shorter than `max`) is never copied, and the others are copied once. The same
+/// chunks as [`chunk_stream`].
 pub fn chunk_owned(mut bytes: Vec<u8>, params: &ChunkParams) -> (Content, Vec<Vec<u8>>) {
     let mut chunks = Vec::new();
     let mut start = 0;
@@ -316,6 +317,9 @@ pub fn chunk_owned(mut bytes: Vec<u8>, params: &ChunkParams) -> (Content, Vec<Ve
         owned.push(bytes.split_off(end));
     }
     if !chunks.is_empty() {
+        // What was split off is not given back by `split_off`: the first chunk would hold
+        // the whole file's room.
+        bytes.shrink_to_fit();
         owned.push(bytes);
     }
     owned.reverse();
@@ -441,7 +445,14 @@ pub(crate) mod tests {
             }
             assert_eq!(owned.concat(), data);
             if let Some(first) = owned.first() {
-                assert_eq!(first.as_ptr(), ptr, "the first chunk was copied");
+                assert_eq!(
+                    first.capacity(),
+                    first.len(),
+                    "room kept past the first chunk"
+                );
+                if owned.len() == 1 {
+                    assert_eq!(first.as_ptr(), ptr, "a file of one chunk was copied");
+                }
             }
         }
     }

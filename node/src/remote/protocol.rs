@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 /// Version 2 added `Open::ignore`: a version-1 server would ignore the field and delete the
 /// target's ignored entries as extraneous. Version 3 moved chunk bytes out of the CBOR of a
 /// `Chunks` frame to after it (see [`super::attached`]). Version 4 cuts fewer than `max`
-/// bytes left in a file as one chunk ([`ferry_engine::chunk::cut_at`]): a version-3 peer
-/// would find every file of 8 KiB to 128 KiB changed and every chunk list different.
+/// bytes left in a file as one chunk ([`ferry_engine::chunk::cut_at`]): to a version-3 peer
+/// the chunk lists of files of 8 KiB to 128 KiB, and the ends of longer ones, would differ.
 pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame either side sends or accepts, in bytes of CBOR (a chunk batch is at
