@@ -114,11 +114,14 @@ impl SourceDir {
         let content = if before.size <= keep {
             // The whole file in a buffer of its own, cut in place: a file of one chunk is
             // kept as read, with no copy.
-            read_whole(&f.file, before.size).map(|whole| {
-                let (content, owned) = chunk_owned(whole, &self.params);
-                bytes = owned;
-                content
-            })
+            usize::try_from(before.size)
+                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))
+                .and_then(|size| read_at(&f.file, 0, size))
+                .map(|whole| {
+                    let (content, owned) = chunk_owned(whole, &self.params);
+                    bytes = owned;
+                    content
+                })
         } else if let Some(cache) = cache {
             let result = match previous {
                 Some(p) => {
@@ -148,15 +151,15 @@ impl SourceDir {
     }
 }
 
-/// Reads `file` from its start up to `size` bytes, or to its end if it is shorter, into a
-/// buffer of that size: no further than the size seen, which spares a last read only to
-/// meet the end (a file that grew or shrank since is caught by comparing its stat before
-/// and after), and with no zeroing of the buffer first.
-fn read_whole(file: &File, size: u64) -> io::Result<Vec<u8>> {
-    let size = usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-    let mut buf = Vec::with_capacity(size);
-    while buf.len() < size {
-        let at = buf.len() as u64;
+/// Reads `len` bytes of `file` at `offset` into a new buffer, or fewer where the file ends
+/// first, and no further: a whole file read to the size seen spares a last read only to
+/// meet its end (a file that grew since is caught by a second look at its stat). The bytes
+/// go into the buffer's spare capacity: zeroing it first cost as much as the copy, and its
+/// fresh pages a fault each.
+fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
         match rustix::io::pread(file, spare_capacity(&mut buf), at) {
             Ok(0) => break,
             Ok(_) => {}
@@ -164,8 +167,8 @@ fn read_whole(file: &File, size: u64) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e.into()),
         }
     }
-    // The capacity may exceed `size`, and the reads fill all of it.
-    buf.truncate(size);
+    // The capacity may exceed `len`, and the reads fill all of it.
+    buf.truncate(len);
     Ok(buf)
 }
 
@@ -213,24 +216,13 @@ impl SourceFile {
         id: &ChunkId,
         print: Option<ChunkPrint>,
     ) -> Result<Vec<u8>> {
-        // Read into the new buffer's spare capacity: zeroing it first cost as much as the
-        // copy, and its fresh pages a fault each.
-        let mut buf = Vec::with_capacity(len as usize);
-        while buf.len() < len as usize {
-            let at = offset + buf.len() as u64;
-            match rustix::io::pread(&self.file, spare_capacity(&mut buf), at) {
-                Ok(0) => {
-                    return Err(Error::Changed {
-                        path: self.path.clone(),
-                    })
-                }
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(Error::io("read", &self.full, e.into())),
-            }
+        let buf = read_at(&self.file, offset, len as usize)
+            .map_err(|e| Error::io("read", &self.full, e))?;
+        if buf.len() < len as usize {
+            return Err(Error::Changed {
+                path: self.path.clone(),
+            });
         }
-        // The capacity may exceed `len`, and the reads fill all of it.
-        buf.truncate(len as usize);
         let printed = print.is_some_and(|p| buf.len() >= PRINT_MIN && ChunkPrint::of(&buf) == p);
         if !printed && !id.matches(&buf) {
             return Err(Error::Changed {
