@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use ferry_engine::outline::{GroupId, Outline};
 use ferry_engine::patch::ContentPatch;
-use ferry_engine::{ChunkId, ChunkRef, Content, ContentId, FileEntry, Plan, RelPath, Seq};
+use ferry_engine::{
+    ChunkId, ChunkRef, Content, ContentId, FileEntry, Plan, PrintedChunk, RelPath, Seq,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -194,9 +196,10 @@ pub struct NeedContent {
     pub folder: FolderId,
     /// The files to hash.
     pub paths: Vec<RelPath>,
-    /// Send the chunks of the small files along, unasked ([`ChunkData::inline`]): the
-    /// target holds no file content at all, so it has nothing to reuse and would ask for
-    /// every one of them. Saves the Sender reading each file twice and a round trip per file.
+    /// Send the small files whole, unasked and unnamed ([`ChunkData::files`]): the target
+    /// holds no file content at all, so it has nothing to reuse and would ask for every
+    /// chunk. Saves the Sender reading each file twice, a round trip per file, and naming
+    /// chunks that the Applier hashes anyway to check them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inline: bool,
 }
@@ -287,10 +290,46 @@ pub struct ChunkData {
     pub chunks: Vec<ChunkPayload>,
     /// Chunks not served.
     pub failed: Vec<ChunkFailure>,
-    /// Chunks of the files of a [`NeedContent::inline`] request, sent before their entries
-    /// and unasked: the Applier keeps them (within a bound) for the files that need them.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub inline: bool,
+    /// Files of a [`NeedContent::inline`] request sent whole, before the reply's other
+    /// entries: the Applier names their chunks, and keeps them (within a bound) for the
+    /// files that need them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InlineFile>,
+}
+
+/// A file sent whole ([`ChunkData::files`]): its entry, without content, and its chunks in
+/// order, the receiver to name those sent here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineFile {
+    /// The file's entry; its content is what the pieces add up to.
+    pub entry: FileEntry,
+    /// Its chunks, in order.
+    pub pieces: Vec<InlinePiece>,
+}
+
+/// A chunk of an [`InlineFile`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InlinePiece {
+    /// Its bytes, for the receiver to name.
+    New(ChunkBody),
+    /// A chunk sent earlier in the same session (the same bytes as an earlier `New` one),
+    /// by its id.
+    Sent(ChunkRef),
+}
+
+impl InlinePiece {
+    /// The chunk's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            InlinePiece::New(body) => body.len(),
+            InlinePiece::Sent(c) => u64::from(c.len),
+        }
+    }
+
+    /// True for an empty chunk (which no file has).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A path the Applier left as it was, and why.
@@ -357,17 +396,18 @@ pub struct ApplyFailed {
 pub struct HashFiles {
     /// The files.
     pub paths: Vec<RelPath>,
-    /// Also return the chunks of files of at most this many bytes, read in the same pass.
+    /// Files of at most this many bytes are not hashed but read and cut, to be sent whole.
     pub keep: u64,
 }
 
 /// Differ → Sender: the answer to [`HashFiles`].
 #[derive(Debug, Default)]
 pub struct Hashed {
-    /// The entries, with their chunk lists.
+    /// The entries, with their chunk lists (or none: gone, unreadable).
     pub entries: Vec<FileEntry>,
-    /// The chunks kept (each id once) of the entries small enough.
-    pub chunks: Vec<ChunkPayload>,
+    /// The files small enough, with no content in their entries, and their chunks' bytes
+    /// with their prints.
+    pub kept: Vec<(FileEntry, Vec<PrintedChunk>)>,
 }
 
 /// Differ → Sender: the source index, or changes to it.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use ferry_engine::outline::{groups, outline, GroupId, OUTLINE_MIN_CHUNKS};
 use ferry_engine::patch::ContentPatch;
-use ferry_engine::prints::PRINT_MIN;
+use ferry_engine::prints::{ChunkPrint, PRINT_MIN};
 use ferry_engine::{
-    patch, ChunkId, ChunkRef, Content, ContentId, FileEntry, RelPath, Seq, SourceDir, SourceFile,
+    patch, ChunkId, ChunkRef, Content, ContentId, FileEntry, PrintedChunk, RelPath, Seq, SourceDir,
+    SourceFile,
 };
 
 use crate::differ::Differ;
@@ -16,7 +17,7 @@ use crate::health::Role;
 use crate::messages::{
     Applied, ApplyFailed, ChunkBody, ChunkData, ChunkFailure, ChunkList, ChunkPayload,
     ChunkRequest, Failed, FolderId, GetContent, GroupData, GroupList, HashFiles, IndexDelta,
-    ListForm, NeedChunks, NeedContent, NeedGroups, Resend, SourceUpdate,
+    InlineFile, InlinePiece, ListForm, NeedChunks, NeedContent, NeedGroups, Resend, SourceUpdate,
 };
 use crate::pool::Pool;
 use crate::stats::Stats;
@@ -57,8 +58,8 @@ pub struct Sender {
     /// For large files, the content the target's view of the source holds (with the
     /// sequence of that entry): what a patch may be made against.
     sent: HashMap<RelPath, (Seq, ContentId)>,
-    /// The chunks sent inline to this target (each is sent inline once).
-    inlined: HashSet<ChunkId>,
+    /// The prints of the chunks sent inline to this target (each is sent inline once).
+    inlined: HashSet<ChunkPrint>,
     /// Inline content requests being hashed.
     inline_busy: usize,
     /// The groups of the list last asked for by groups, for the next part of the same
@@ -293,17 +294,19 @@ impl Handler<NeedContent> for Sender {
                 Ok(Err(e)) => return act.fail(format!("hashing failed: {e}")),
                 Err(e) => return act.fail(format!("differ is gone: {e}")),
             };
-            // Each chunk inline once: a file met later with a chunk sent already gets it
-            // from the target's copy, or asks for it.
-            let chunks: Vec<ChunkPayload> = hashed
-                .chunks
-                .into_iter()
-                .filter(|c| act.inlined.insert(c.id))
-                .collect();
-            let messages = in_messages(&act.folder, chunks, true);
+            // The reply's sequence covers the files sent whole too.
+            let upto = hashed
+                .entries
+                .iter()
+                .chain(hashed.kept.iter().map(|(e, _)| e))
+                .map(|e| e.seq)
+                .max()
+                .unwrap_or_default();
+            let files = act.inline_files(hashed.kept);
+            let messages = files_in_messages(&act.folder, files);
             let (target, stats) = (target.clone(), act.stats.clone());
-            // The chunks go before the entries: the Applier plans these files once their
-            // entries arrive, and finds their chunks there already.
+            // The files sent whole go before the reply's other entries, which end it: the
+            // Applier has every file of the request once the reply ends.
             let sent = async move {
                 for batch in messages {
                     deliver(&target, batch, &stats).await?;
@@ -311,7 +314,7 @@ impl Handler<NeedContent> for Sender {
                 Ok::<_, crate::Error>(())
             };
             let entries = hashed.entries;
-            ctx.spawn(sent.into_actor(act).map(|res, act, ctx| {
+            ctx.spawn(sent.into_actor(act).map(move |res, act, ctx| {
                 if let Err(e) = res {
                     return act.fail(e.to_string());
                 }
@@ -319,7 +322,7 @@ impl Handler<NeedContent> for Sender {
                     folder: act.folder.clone(),
                     snapshot: false,
                     content_reply: true,
-                    upto: entries.iter().map(|e| e.seq).max().unwrap_or_default(),
+                    upto,
                     entries,
                     lists: Vec::new(),
                 };
@@ -470,8 +473,17 @@ impl Handler<NeedChunks> for Sender {
 /// Hands one message of chunk data to the target, counting what it carries.
 async fn deliver(target: &TargetLink, batch: ChunkData, stats: &Stats) -> crate::Result<()> {
     let (mut data, mut chunks) = (0u64, 0u64);
-    for c in &batch.chunks {
-        if let ChunkBody::Bytes(d) = &c.body {
+    let pieces = batch.files.iter().flat_map(|f| &f.pieces);
+    let bodies = batch
+        .chunks
+        .iter()
+        .map(|c| &c.body)
+        .chain(pieces.filter_map(|p| match p {
+            InlinePiece::New(body) => Some(body),
+            InlinePiece::Sent(_) => None,
+        }));
+    for body in bodies {
+        if let ChunkBody::Bytes(d) = body {
             data += d.len() as u64;
             chunks += 1;
         }
@@ -492,13 +504,80 @@ async fn deliver(target: &TargetLink, batch: ChunkData, stats: &Stats) -> crate:
     Ok(())
 }
 
-/// `chunks` in messages of at most about [`MAX_DATA_MESSAGE`] bytes of data each.
-fn in_messages(folder: &FolderId, chunks: Vec<ChunkPayload>, inline: bool) -> Vec<ChunkData> {
+impl Sender {
+    /// The files kept by a hash, each chunk's bytes sent once per session: a chunk whose
+    /// print matches one sent inline before goes by its id, named now from its own bytes
+    /// (the target then holds it, or asks for it; two chunks sharing a print by chance
+    /// cost a request, never a wrong byte). What the target's view held for those paths
+    /// is replaced by what it names.
+    fn inline_files(&mut self, kept: Vec<(FileEntry, Vec<PrintedChunk>)>) -> Vec<InlineFile> {
+        kept.into_iter()
+            .map(|(entry, chunks)| {
+                if self
+                    .sent
+                    .get(&entry.path)
+                    .is_none_or(|(seq, _)| *seq <= entry.seq)
+                {
+                    self.sent.remove(&entry.path);
+                }
+                let pieces = chunks
+                    .into_iter()
+                    .map(|(print, bytes)| {
+                        if self.inlined.insert(print) {
+                            InlinePiece::New(ChunkBody::of(bytes))
+                        } else {
+                            InlinePiece::Sent(ChunkRef {
+                                id: ChunkId::of(&bytes),
+                                len: bytes.len() as u32,
+                            })
+                        }
+                    })
+                    .collect();
+                InlineFile { entry, pieces }
+            })
+            .collect()
+    }
+}
+
+/// `files` in messages of at most about [`MAX_DATA_MESSAGE`] bytes of data each (a file is
+/// never split).
+fn files_in_messages(folder: &FolderId, files: Vec<InlineFile>) -> Vec<ChunkData> {
     let empty = || ChunkData {
         folder: folder.clone(),
         chunks: Vec::new(),
         failed: Vec::new(),
-        inline,
+        files: Vec::new(),
+    };
+    let mut out = Vec::new();
+    let (mut cur, mut bytes) = (empty(), 0u64);
+    for f in files {
+        bytes += f
+            .pieces
+            .iter()
+            .map(|p| match p {
+                InlinePiece::New(ChunkBody::Bytes(d)) => d.len() as u64,
+                _ => 0,
+            })
+            .sum::<u64>();
+        cur.files.push(f);
+        if bytes >= MAX_DATA_MESSAGE as u64 {
+            out.push(std::mem::replace(&mut cur, empty()));
+            bytes = 0;
+        }
+    }
+    if !cur.files.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `chunks` in messages of at most about [`MAX_DATA_MESSAGE`] bytes of data each.
+fn in_messages(folder: &FolderId, chunks: Vec<ChunkPayload>) -> Vec<ChunkData> {
+    let empty = || ChunkData {
+        folder: folder.clone(),
+        chunks: Vec::new(),
+        failed: Vec::new(),
+        files: Vec::new(),
     };
     let mut out = Vec::new();
     let (mut cur, mut bytes) = (empty(), 0usize);
@@ -562,7 +641,7 @@ fn read_chunks(
             }),
         }
     }
-    let mut out = in_messages(folder, chunks, false);
+    let mut out = in_messages(folder, chunks);
     if !failed.is_empty() {
         match out.last_mut() {
             Some(last) => last.failed = failed,
@@ -570,7 +649,7 @@ fn read_chunks(
                 folder: folder.clone(),
                 chunks: Vec::new(),
                 failed,
-                inline: false,
+                files: Vec::new(),
             }),
         }
     }

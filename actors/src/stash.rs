@@ -1,16 +1,18 @@
-//! The Applier's inline content: chunks a Sender sent unasked with their files' entries
-//! (`NeedContent::inline`), kept until a plan writes them, and the throttled content
-//! requests that bring them.
+//! The Applier's inline content: the chunks of files a Sender sent whole, unasked
+//! (`NeedContent::inline`), named by the Applier and kept until a plan writes them, and the
+//! throttled content requests that bring them.
 //!
 //! A target holding no file content at all has nothing to reuse: it would ask for every
-//! chunk of every file. Asking for small files' chunks along with their chunk lists lets
-//! the Sender read each file once (while hashing it) and saves a round trip per file. The
-//! chunks kept here are bounded: an inline request waits while a few content requests are
+//! chunk of every file. Asking for small files whole lets the Sender read each file once
+//! (and not name its chunks: the Applier names them from the bytes it is sent, which it
+//! would otherwise hash to check them) and saves a round trip per file. The chunks kept
+//! here are bounded: an inline request waits while a few content requests are
 //! out (each is answered), a request made while much is kept asks for no chunks (a plan
 //! that may not run yet, one that removes, must not stop content from coming), and what
 //! arrives beyond the hard bound (each chunk counted with its bookkeeping) is dropped and
-//! asked for later like any chunk. Nothing kept is trusted: it is verified against its id
-//! when written, and chunks arrive inline only while the Applier asks for them so.
+//! asked for later like any chunk. Every chunk kept was named or verified by the Applier
+//! itself, so it is written without a second check; a remote sender sends files whole
+//! only while the Applier asks for them so.
 //!
 //! It also keeps the chunks written last (bounded, oldest dropped first): a file started
 //! later that needs one of them again, before any file holding it is installed and can be
@@ -20,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 
 use ferry_engine::ChunkId;
 
-use crate::messages::{ChunkBody, ChunkPayload, NeedContent};
+use crate::messages::{ChunkBody, NeedContent};
 
 /// An inline request waits while this many content requests are out.
 const AHEAD: usize = 4;
@@ -88,27 +90,26 @@ impl Stash {
         self.open
     }
 
-    /// Keeps chunks that arrived inline, except those `requested` already (that request's
-    /// answer will come), empty ones or ones longer than `max` (no chunk is), and those
-    /// beyond [`HARD_BYTES`]. Returns the bytes dropped.
+    /// Keeps chunks that arrived inline, named here from their bytes, except those
+    /// `requested` already (that request's answer will come) and those beyond
+    /// [`HARD_BYTES`]. Returns the bytes dropped.
     pub(crate) fn keep(
         &mut self,
-        chunks: Vec<ChunkPayload>,
-        max: u32,
+        chunks: impl IntoIterator<Item = (ChunkId, ChunkBody)>,
         requested: impl Fn(&ChunkId) -> bool,
     ) -> u64 {
         let mut dropped = 0;
-        for c in chunks {
-            let len = c.body.len();
-            if requested(&c.id) || self.chunks.contains_key(&c.id) {
+        for (id, body) in chunks {
+            let len = body.len();
+            if requested(&id) || self.chunks.contains_key(&id) {
                 continue;
             }
-            if len == 0 || len > u64::from(max) || self.bytes + len + ENTRY_BYTES > HARD_BYTES {
+            if self.bytes + len + ENTRY_BYTES > HARD_BYTES {
                 dropped += len;
                 continue;
             }
             self.bytes += len + ENTRY_BYTES;
-            self.chunks.insert(c.id, c.body);
+            self.chunks.insert(id, body);
         }
         dropped
     }
@@ -178,12 +179,9 @@ mod tests {
         }
     }
 
-    fn chunk(n: u8, len: usize) -> ChunkPayload {
+    fn chunk(n: u8, len: usize) -> (ChunkId, ChunkBody) {
         let data = vec![n; len];
-        ChunkPayload {
-            id: ChunkId::of(&data),
-            body: ChunkBody::Bytes(data),
-        }
+        (ChunkId::of(&data), ChunkBody::Bytes(data))
     }
 
     #[test]
@@ -221,14 +219,14 @@ mod tests {
         let big = 1 << 20;
         let n = SOFT_BYTES / (big as u64 + ENTRY_BYTES) + 1;
         let chunks: Vec<_> = (0..n as u8).map(|i| chunk(i, big)).collect();
-        assert_eq!(s.keep(chunks, 1 << 24, |_| false), 0);
+        assert_eq!(s.keep(chunks, |_| false), 0);
         assert!(s.bytes() >= SOFT_BYTES);
         // Held back while a plan is applied (it takes kept chunks)...
         assert!(s.next_request(true).is_none());
         // ...not otherwise: the chunks kept may wait for a plan that waits for this content.
         assert!(s.next_request(false).is_some_and(|m| !m.inline));
-        assert!(s.take(&chunk(0, big).id).is_some());
-        assert!(s.take(&chunk(1, big).id).is_some());
+        assert!(s.take(&chunk(0, big).0).is_some());
+        assert!(s.take(&chunk(1, big).0).is_some());
         assert!(s.next_request(false).is_some_and(|m| m.inline));
     }
 
@@ -236,43 +234,22 @@ mod tests {
     fn keeps_each_chunk_once_within_the_hard_bound_and_never_a_requested_one() {
         let mut s = Stash::default();
         let a = chunk(1, 100);
-        assert_eq!(s.keep(vec![a.clone(), a.clone()], 1 << 16, |_| false), 0);
+        assert_eq!(s.keep(vec![a.clone(), a.clone()], |_| false), 0);
         assert_eq!(s.bytes(), 100 + ENTRY_BYTES);
         let b = chunk(2, 10);
-        let b_id = b.id;
-        assert_eq!(s.keep(vec![b], 1 << 16, |id| *id == b_id), 0);
+        let b_id = b.0;
+        assert_eq!(s.keep(vec![b], |id| *id == b_id), 0);
         assert!(s.take(&b_id).is_none(), "a requested chunk is not kept");
-        let huge = ChunkPayload {
-            id: ChunkId::of(b"x"),
-            body: ChunkBody::Zeros(1 << 17),
-        };
-        assert_eq!(
-            s.keep(vec![huge], 1 << 16, |_| false),
-            1 << 17,
-            "longer than a chunk"
-        );
-        let empty = ChunkPayload {
-            id: ChunkId::of(b""),
-            body: ChunkBody::Bytes(Vec::new()),
-        };
-        s.keep(vec![empty], 1 << 16, |_| false);
-        assert!(
-            s.take(&ChunkId::of(b"")).is_none(),
-            "an empty chunk is not kept"
-        );
         // Tiny chunks cost their bookkeeping: a bounded number of them is kept.
         let tiny: Vec<_> = (0..HARD_BYTES / ENTRY_BYTES)
-            .map(|i| ChunkPayload {
-                id: ChunkId::of(&i.to_le_bytes()),
-                body: ChunkBody::Zeros(1),
-            })
+            .map(|i| (ChunkId::of(&i.to_le_bytes()), ChunkBody::Zeros(1)))
             .collect();
-        assert!(s.keep(tiny, 1 << 16, |_| false) > 0);
+        assert!(s.keep(tiny, |_| false) > 0);
         assert!(s.bytes() <= HARD_BYTES);
-        assert_eq!(s.take(&a.id), Some(a.body));
+        assert_eq!(s.take(&a.0), Some(a.1));
         s.clear();
         assert_eq!(s.bytes(), 0);
-        assert!(s.take(&chunk(1, 100).id).is_none());
+        assert!(s.take(&chunk(1, 100).0).is_none());
     }
 
     #[test]
@@ -280,23 +257,16 @@ mod tests {
         let mut s = Stash::default();
         let mib = 1 << 20;
         let first = chunk(0, mib);
-        s.remember(first.id, first.body.clone());
-        assert_eq!(
-            s.take(&first.id),
-            Some(first.body.clone()),
-            "written lately"
-        );
-        assert!(s.take(&first.id).is_none(), "taken once");
+        s.remember(first.0, first.1.clone());
+        assert_eq!(s.take(&first.0), Some(first.1.clone()), "written lately");
+        assert!(s.take(&first.0).is_none(), "taken once");
         let n = (RECENT_BYTES / mib as u64) as u8 + 1;
         for i in 0..n {
             let c = chunk(i, mib);
-            s.remember(c.id, c.body);
+            s.remember(c.0, c.1);
         }
-        assert!(s.take(&first.id).is_none(), "the oldest was dropped");
-        assert!(
-            s.take(&chunk(n - 1, mib).id).is_some(),
-            "the newest is kept"
-        );
+        assert!(s.take(&first.0).is_none(), "the oldest was dropped");
+        assert!(s.take(&chunk(n - 1, mib).0).is_some(), "the newest is kept");
         assert!(s.recent_bytes <= RECENT_BYTES);
         assert_eq!(
             s.bytes(),

@@ -99,7 +99,7 @@ fn hash_again(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("by blake3", |b| {
         std::fs::write(&full, &new).unwrap();
-        b.iter(|| plain.hash_file_keeping(&path, 0, Some(&previous)).unwrap())
+        b.iter(|| plain.hash_file_again(&path, Some(&previous)).unwrap())
     });
     g.bench_function("by prints", |b| {
         b.iter_batched(
@@ -111,7 +111,7 @@ fn hash_again(c: &mut Criterion) {
                 std::fs::write(&full, &new).unwrap();
                 kept
             },
-            |kept| kept.hash_file_keeping(&path, 0, Some(&previous)).unwrap(),
+            |kept| kept.hash_file_again(&path, Some(&previous)).unwrap(),
             BatchSize::PerIteration,
         )
     });

@@ -294,36 +294,33 @@ pub fn cut_at(bytes: &[u8], params: &ChunkParams) -> usize {
     n
 }
 
-/// Cuts `bytes`, a whole file's content, into chunks, and hands back each chunk's bytes as
-/// a buffer of its own: the first is `bytes` itself, cut short, so a file of one chunk (any
-/// file shorter than `max`) is never copied, and the others are copied once. The same
-/// chunks as [`chunk_stream`].
-pub fn chunk_owned(mut bytes: Vec<u8>, params: &ChunkParams) -> (Content, Vec<Vec<u8>>) {
-    let mut chunks = Vec::new();
+/// Cuts `bytes`, a whole file's content, into chunks, each a buffer of its own, without
+/// naming them (a receiver that names what it is sent spares the sender a blake3 pass): the
+/// first is `bytes` itself, cut short, so a file of one chunk (any file shorter than `max`)
+/// is never copied, and the others are copied once. The same cuts as [`chunk_stream`].
+pub fn cut_owned(mut bytes: Vec<u8>, params: &ChunkParams) -> Vec<Vec<u8>> {
+    let mut lens = Vec::new();
     let mut start = 0;
     while start < bytes.len() {
         let n = cut_at(&bytes[start..], params);
-        chunks.push(ChunkRef {
-            id: ChunkId::of(&bytes[start..start + n]),
-            len: n as u32,
-        });
+        lens.push(n);
         start += n;
     }
     // Split from the end, so that each tail copied holds only its own chunk.
-    let mut owned = Vec::with_capacity(chunks.len());
+    let mut owned = Vec::with_capacity(lens.len());
     let mut end = bytes.len();
-    for c in chunks.iter().skip(1).rev() {
-        end -= c.len as usize;
+    for n in lens.iter().skip(1).rev() {
+        end -= n;
         owned.push(bytes.split_off(end));
     }
-    if !chunks.is_empty() {
+    if !lens.is_empty() {
         // What was split off is not given back by `split_off`: the first chunk would hold
         // the whole file's room.
         bytes.shrink_to_fit();
         owned.push(bytes);
     }
     owned.reverse();
-    (Content::from_chunks(params, chunks), owned)
+    owned
 }
 
 /// Chunks `reader` and returns only the chunk list.
@@ -436,9 +433,9 @@ pub(crate) mod tests {
             let data = pseudo_random(len, 11);
             let given = data.clone();
             let ptr = given.as_ptr();
-            let (content, owned) = chunk_owned(given, &p);
-            assert_eq!(content, chunk_reader(&data[..], &p).unwrap(), "{len} bytes");
-            assert_eq!(owned.len(), content.chunks.len());
+            let owned = cut_owned(given, &p);
+            let content = chunk_reader(&data[..], &p).unwrap();
+            assert_eq!(owned.len(), content.chunks.len(), "{len} bytes");
             for (bytes, c) in owned.iter().zip(&content.chunks) {
                 assert_eq!(bytes.len(), c.len as usize);
                 assert_eq!(ChunkId::of(bytes), c.id);

@@ -52,7 +52,7 @@ pub use plan::{Action, ChangeKind, Plan, Seen};
 pub use reconcile::{reconcile, Change};
 pub use relpath::RelPath;
 pub use scan::{scan, scan_subtree, ScanOptions, ScanOutcome, SkipKind, Skipped};
-pub use source::{SourceDir, SourceFile};
+pub use source::{PrintedChunk, SourceContent, SourceDir, SourceFile};
 pub use space::FreeSpace;
 pub use store::{ResumeHead, SavedResume, SavedSource, SourceHead, StateDb, StoreError};
 pub use target::{TargetDir, TempFile};

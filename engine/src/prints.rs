@@ -27,7 +27,7 @@ use crate::relpath::RelPath;
 pub const PRINT_MIN: usize = 256;
 
 /// The keyed 128-bit xxh3 of one chunk's bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ChunkPrint(u128);
 
 impl ChunkPrint {

@@ -9,7 +9,7 @@ use rustix::buffer::spare_capacity;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::chunk::{chunk_owned, ChunkId, ChunkParams, Content};
+use crate::chunk::{cut_owned, ChunkId, ChunkParams, Content};
 use crate::error::{Error, Result};
 use crate::index::StatKey;
 use crate::prints::{ChunkPrint, PrintCache, Prints, KEPT_PRINTS, PRINT_MIN};
@@ -83,72 +83,119 @@ impl SourceDir {
     /// Chunks the file at `path`. Fails with [`Error::Changed`] if it was modified while read,
     /// so a chunk list never describes a mix of two versions.
     pub fn hash_file(&self, path: &RelPath) -> Result<(Content, StatKey)> {
-        self.hash_file_keeping(path, 0, None)
-            .map(|(content, stat, _)| (content, stat))
+        self.hash_file_again(path, None)
     }
 
-    /// [`Self::hash_file`], also returning the bytes of each chunk, in order, when the
-    /// file is at most `keep` bytes long (read once for both; none for a longer file). The
-    /// bytes are those the chunk list was computed from: the file did not change while read.
-    /// With `previous`, the file's chunk list when it was last hashed, a longer file is
-    /// chunked again taking the cuts of the chunks still in place (see [`crate::rehash`]).
-    pub fn hash_file_keeping(
+    /// [`Self::hash_file`] given `previous`, the file's chunk list when it was last hashed:
+    /// a longer file is chunked again taking the cuts of the chunks still in place (see
+    /// [`crate::rehash`]).
+    pub fn hash_file_again(
         &self,
         path: &RelPath,
-        keep: u64,
         previous: Option<&Content>,
-    ) -> Result<(Content, StatKey, Vec<Vec<u8>>)> {
+    ) -> Result<(Content, StatKey)> {
         let f = self.open(path)?;
         let before = f.stat()?;
-        let mut bytes = Vec::new();
+        let (content, printed) = self.list(&f, before.size, path, previous)?;
+        settled(&f, before, content.len(), path)?;
+        self.keep_prints(path, printed);
+        Ok((content, before))
+    }
+
+    /// The content of the file at `path` to be sent: when it is at most `keep` bytes long,
+    /// its chunks' bytes and prints, cut as its chunk list is but not named (read once, into
+    /// a buffer of its own cut in place: a file of one chunk is kept as read, with no copy);
+    /// else its chunk list. Either describes one version of the file, as [`Self::hash_file`]'s.
+    pub fn read_for_sending(&self, path: &RelPath, keep: u64) -> Result<(SourceContent, StatKey)> {
+        let f = self.open(path)?;
+        let before = f.stat()?;
+        if before.size > keep {
+            let (content, printed) = self.list(&f, before.size, path, None)?;
+            settled(&f, before, content.len(), path)?;
+            self.keep_prints(path, printed);
+            return Ok((SourceContent::Listed(content), before));
+        }
+        let whole = usize::try_from(before.size)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))
+            .and_then(|size| read_at(&f.file, 0, size))
+            .map_err(|e| Error::io("read", &f.full, e))?;
+        settled(&f, before, whole.len() as u64, path)?;
+        // Printed now, while the bytes are still in the CPU's cache.
+        let pieces = cut_owned(whole, &self.params)
+            .into_iter()
+            .map(|bytes| (ChunkPrint::of(&bytes), bytes))
+            .collect();
+        Ok((SourceContent::Cut(pieces), before))
+    }
+
+    /// The chunk list of the open file `f` of `size` bytes (by its stat before the read),
+    /// with its prints when they are to be kept ([`Self::keep_prints`], once the read is
+    /// known to be of one version).
+    fn list(
+        &self,
+        f: &SourceFile,
+        size: u64,
+        path: &RelPath,
+        previous: Option<&Content>,
+    ) -> Result<(Content, Option<Prints>)> {
         // The prints of a large file, when kept: those of `previous` to check its chunks
         // with, and the new ones to keep.
         // Not for a file expected to have more chunks than are ever kept: its prints would
         // only be gathered to be dropped.
-        let chunks = before.size / u64::from(self.params.avg);
+        let chunks = size / u64::from(self.params.avg);
         let cache = self
             .prints
             .as_ref()
-            .filter(|_| before.size >= WALK_MIN && chunks <= KEPT_PRINTS as u64);
-        let mut printed = None;
-        let content = if before.size <= keep {
-            // The whole file in a buffer of its own, cut in place: a file of one chunk is
-            // kept as read, with no copy.
-            usize::try_from(before.size)
-                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))
-                .and_then(|size| read_at(&f.file, 0, size))
-                .map(|whole| {
-                    let (content, owned) = chunk_owned(whole, &self.params);
-                    bytes = owned;
-                    content
-                })
-        } else if let Some(cache) = cache {
+            .filter(|_| size >= WALK_MIN && chunks <= KEPT_PRINTS as u64);
+        let listed = if let Some(cache) = cache {
             let result = match previous {
                 Some(p) => {
                     let known = cache.get(path, p);
-                    chunk_file_again_printed(&f.file, before.size, &self.params, p, known.as_ref())
+                    chunk_file_again_printed(&f.file, size, &self.params, p, known.as_ref())
                 }
-                None => chunk_file_printed(&f.file, before.size, &self.params),
+                None => chunk_file_printed(&f.file, size, &self.params),
             };
             result.map(|(content, prints)| {
-                printed = Prints::new(&content, prints);
-                content
+                let printed = Prints::new(&content, prints);
+                (content, printed)
             })
         } else if let Some(previous) = previous {
-            chunk_file_again(&f.file, before.size, &self.params, previous)
+            chunk_file_again(&f.file, size, &self.params, previous).map(|c| (c, None))
         } else {
-            chunk_file(&f.file, before.size, &self.params)
-        }
-        .map_err(|e| Error::io("read", &f.full, e))?;
-        let after = f.stat()?;
-        if before != after || content.len() != after.size {
-            return Err(Error::Changed { path: path.clone() });
-        }
-        if let (Some(cache), Some(printed)) = (cache, printed) {
+            chunk_file(&f.file, size, &self.params).map(|c| (c, None))
+        };
+        listed.map_err(|e| Error::io("read", &f.full, e))
+    }
+
+    /// Keeps the prints of a file just hashed, if any were made.
+    fn keep_prints(&self, path: &RelPath, printed: Option<Prints>) {
+        if let (Some(cache), Some(printed)) = (&self.prints, printed) {
             cache.put(path, printed);
         }
-        Ok((content, after, bytes))
     }
+}
+
+/// What a file read to be sent gave ([`SourceDir::read_for_sending`]).
+#[derive(Debug)]
+pub enum SourceContent {
+    /// Its chunk list.
+    Listed(Content),
+    /// The bytes of each of its chunks, in order, with their prints (to know a chunk met
+    /// again by), not named: whoever receives them names them.
+    Cut(Vec<PrintedChunk>),
+}
+
+/// A chunk's print and bytes.
+pub type PrintedChunk = (ChunkPrint, Vec<u8>);
+
+/// Fails with [`Error::Changed`] unless the file `f`, whose stat was `before` when its
+/// `len` bytes were read, still has that stat and length: the bytes are of one version.
+fn settled(f: &SourceFile, before: StatKey, len: u64, path: &RelPath) -> Result<()> {
+    let after = f.stat()?;
+    if before != after || len != after.size {
+        return Err(Error::Changed { path: path.clone() });
+    }
+    Ok(())
 }
 
 /// Reads `len` bytes of `file` at `offset` into a new buffer, or fewer where the file ends
@@ -263,7 +310,7 @@ mod tests {
                 _ => bytes.truncate(bytes.len() - 70_000),
             }
             std::fs::write(&full, &bytes).unwrap();
-            let (again, _, _) = kept.hash_file_keeping(&path, 0, Some(&previous)).unwrap();
+            let (again, _) = kept.hash_file_again(&path, Some(&previous)).unwrap();
             let (fresh, _) = plain.hash_file(&path).unwrap();
             assert_eq!(again, fresh);
             assert!(
@@ -280,22 +327,42 @@ mod tests {
     }
 
     #[test]
-    fn kept_files_give_every_byte_and_the_chunk_list_of_a_plain_hash() {
+    fn files_read_for_sending_give_every_byte_cut_as_their_chunk_list_up_to_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let params = ChunkParams::default();
         let source = SourceDir::new(dir.path(), params);
         let min = params.min as usize;
-        for (i, size) in [0, 1, min - 1, min, min + 1, 300_000]
+        let keep = 1 << 20;
+        for (i, size) in [0, 1, min - 1, min, min + 1, 300_000, keep, keep + 1]
             .into_iter()
             .enumerate()
         {
             let path = RelPath::new(format!("f{i}")).unwrap();
             let bytes = noise(size, 30 + i as u64);
             std::fs::write(dir.path().join(path.as_str()), &bytes).unwrap();
-            let (content, stat, kept) = source.hash_file_keeping(&path, 1 << 20, None).unwrap();
-            assert_eq!(kept.concat(), bytes, "{size} bytes");
+            let (listed, _) = source.hash_file(&path).unwrap();
+            let (read, stat) = source.read_for_sending(&path, keep as u64).unwrap();
             assert_eq!(stat.size, size as u64);
-            assert_eq!(content, source.hash_file(&path).unwrap().0, "{size} bytes");
+            match read {
+                SourceContent::Cut(pieces) => {
+                    assert!(size <= keep, "{size} bytes cut, over the limit");
+                    let cut: Vec<_> = pieces
+                        .iter()
+                        .map(|(print, p)| {
+                            assert_eq!(*print, ChunkPrint::of(p));
+                            (ChunkId::of(p), p.len() as u32)
+                        })
+                        .collect();
+                    let whole: Vec<u8> = pieces.into_iter().flat_map(|(_, p)| p).collect();
+                    assert_eq!(whole, bytes, "{size} bytes");
+                    let want: Vec<_> = listed.chunks.iter().map(|c| (c.id, c.len)).collect();
+                    assert_eq!(cut, want, "{size} bytes");
+                }
+                SourceContent::Listed(content) => {
+                    assert!(size > keep, "{size} bytes listed, under the limit");
+                    assert_eq!(content, listed);
+                }
+            }
         }
     }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use ciborium::value::Value;
 use ferry_actors::messages::{
-    ChunkBody, ChunkData, ChunkList, ChunkPayload, GroupData, GroupList, IndexDelta, ListForm,
+    ChunkBody, ChunkData, ChunkList, ChunkPayload, GroupData, GroupList, IndexDelta, InlineFile,
+    InlinePiece, ListForm,
 };
 use ferry_actors::FolderId;
 use ferry_engine::outline::{outline, Group, Outline};
@@ -310,13 +311,24 @@ async fn send_raw(s: &mut Tls, bytes: &[u8]) {
 }
 
 /// Writes one frame and flushes it.
-/// Sends chunk data for the test folder (`inline`: unasked, with content replies).
-async fn send_chunks(s: &mut Tls, chunks: Vec<ChunkPayload>, inline: bool) {
+/// Sends chunk data for the test folder.
+async fn send_chunks(s: &mut Tls, chunks: Vec<ChunkPayload>) {
     let data = ChunkData {
         folder: folder_id(FOLDER),
         chunks,
         failed: Vec::new(),
-        inline,
+        files: Vec::new(),
+    };
+    send(s, &Frame::Chunks(data)).await;
+}
+
+/// Sends files whole for the test folder (as the reply to an inline content request).
+async fn send_files(s: &mut Tls, files: Vec<InlineFile>) {
+    let data = ChunkData {
+        folder: folder_id(FOLDER),
+        chunks: Vec::new(),
+        failed: Vec::new(),
+        files,
     };
     send(s, &Frame::Chunks(data)).await;
 }
@@ -539,7 +551,7 @@ async fn answer_until_applied(s: &mut Tls, files: &[(&str, &[u8])], seq: u64) ->
                     folder: folder_id(FOLDER),
                     chunks,
                     failed: Vec::new(),
-                    inline: false,
+                    files: Vec::new(),
                 };
                 send(s, &Frame::Chunks(data)).await;
             }
@@ -774,7 +786,7 @@ fn wrong_message_types_and_versions_are_refused() {
             body: ChunkBody::Bytes(b"x".to_vec()),
         }],
         failed: Vec::new(),
-        inline: false,
+        files: Vec::new(),
     });
     let opened = Frame::Opened(Opened {
         folder: folder_id(FOLDER),
@@ -1047,7 +1059,7 @@ fn chunk_data_that_does_not_match_its_id_is_refused() {
                 body: ChunkBody::Bytes(pseudo_random(c.len as usize, 99)),
             })
             .collect();
-        send_chunks(&mut s, chunks, false).await;
+        send_chunks(&mut s, chunks).await;
         (need.chunks.len(), until_closed(&mut s).await)
     });
     eprintln!("{asked} chunk(s) asked for, then: {closed:?}");
@@ -1062,26 +1074,96 @@ fn chunk_data_that_does_not_match_its_id_is_refused() {
 }
 
 #[test]
-fn chunks_sent_inline_unasked_are_refused() {
+fn files_sent_whole_unasked_are_refused() {
     let fix = Fixture::new();
     let mark = fix.log_mark();
     let closed = block_on(async {
         let mut s = fix.open().await;
-        // Nothing was asked for inline: a sender must not push chunks on the receiver.
-        let chunks = (0..64u32)
+        // Nothing was asked for inline: a sender must not push files on the receiver.
+        let files = (0..64u32)
             .map(|i| {
                 let data = pseudo_random(1_000, u64::from(i));
-                ChunkPayload {
-                    id: ferry_engine::ChunkId::of(&data),
-                    body: ChunkBody::Bytes(data),
+                let mut entry = file_entry(&format!("f{i}"), &data, u64::from(i) + 1);
+                entry.content = None;
+                InlineFile {
+                    entry,
+                    pieces: vec![InlinePiece::New(ChunkBody::Bytes(data))],
                 }
             })
             .collect();
-        send_chunks(&mut s, chunks, true).await;
+        send_files(&mut s, files).await;
         until_closed(&mut s).await
     });
-    fix.wait_log_since(mark, "chunks sent inline unasked");
-    closed.assert_refused("chunks sent inline unasked");
+    fix.wait_log_since(mark, "files sent inline unasked");
+    closed.assert_refused("files sent inline unasked");
+    fix.assert_still_serves_and_nothing_escaped();
+}
+
+#[test]
+fn files_sent_whole_whose_chunks_cannot_be_right_are_refused() {
+    let fix = Fixture::new();
+    let data = pseudo_random(300 * KIB as usize, 12);
+    let max = ChunkParams::default().max as usize;
+    let bytes =
+        |range: std::ops::Range<usize>| InlinePiece::New(ChunkBody::Bytes(data[range].to_vec()));
+    let cases: Vec<(&str, Vec<InlinePiece>, bool, &str)> = vec![
+        (
+            "short",
+            vec![bytes(0..max), bytes(max..2 * max)],
+            false,
+            "chunks add up to",
+        ),
+        (
+            "long",
+            vec![bytes(0..max + 1), bytes(max + 1..data.len())],
+            false,
+            "a chunk of",
+        ),
+        (
+            "empty",
+            vec![
+                bytes(0..0),
+                bytes(0..max),
+                bytes(max..2 * max),
+                bytes(2 * max..data.len()),
+            ],
+            false,
+            "a chunk of 0 bytes",
+        ),
+        (
+            "listed",
+            vec![
+                bytes(0..max),
+                bytes(max..2 * max),
+                bytes(2 * max..data.len()),
+            ],
+            true,
+            "sent whole with a chunk list",
+        ),
+    ];
+    for (name, pieces, listed, reason) in cases {
+        let mark = fix.log_mark();
+        let entry = file_entry(name, &data, 1);
+        let mut bare = entry.clone();
+        bare.content = None;
+        let closed = block_on(async {
+            let mut s = fix.open().await;
+            send(&mut s, &index_frame(true, vec![bare.clone()])).await;
+            match recv(&mut s).await {
+                Frame::NeedContent(n) => assert!(n.inline, "an empty target asks inline: {n:?}"),
+                other => panic!("no chunk list was sent, so NeedContent was due, got {other:?}"),
+            }
+            let entry = if listed { entry } else { bare };
+            send_files(&mut s, vec![InlineFile { entry, pieces }]).await;
+            until_closed(&mut s).await
+        });
+        fix.wait_log_since(mark, reason);
+        closed.assert_refused(reason);
+        assert!(
+            !exists(&fix.dst.join(name)),
+            "{name}: a file of chunks that cannot be right appeared in the target"
+        );
+    }
     fix.assert_still_serves_and_nothing_escaped();
 }
 

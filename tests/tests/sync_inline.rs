@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use ferry_actors::applier::SenderLink;
-use ferry_actors::messages::{ChunkData, NeedChunks, NeedContent};
+use ferry_actors::messages::{ChunkData, InlinePiece, NeedChunks, NeedContent};
 use ferry_actors::sender::TargetLink;
 use ferry_actors::{run_sync_with, LinkTaps, Stats};
 
@@ -65,8 +65,10 @@ struct Seen {
     content_inline: Mutex<Vec<bool>>,
     /// The path of every chunk asked for.
     chunk_paths: Mutex<Vec<String>>,
-    /// Messages of chunk data sent unasked.
+    /// Messages of files sent whole, unasked.
     inline_messages: AtomicU64,
+    /// Chunks of files sent whole that went by their ids (sent before).
+    inline_refs: AtomicU64,
 }
 
 /// Syncs `src` to `dst` in-process with inline content asked for as a remote target does,
@@ -98,9 +100,12 @@ async fn run_with(
         })),
         to_target: Some(Box::new(move |link: TargetLink| TargetLink {
             chunks: tap(link.chunks.clone(), move |m: &ChunkData| {
-                if m.inline {
+                if !m.files.is_empty() {
                     s2.inline_messages.fetch_add(1, Ordering::SeqCst);
                 }
+                let refs = m.files.iter().flat_map(|f| &f.pieces);
+                let refs = refs.filter(|p| matches!(p, InlinePiece::Sent(_))).count();
+                s2.inline_refs.fetch_add(refs as u64, Ordering::SeqCst);
             }),
             ..link
         })),
@@ -169,13 +174,18 @@ async fn a_chunk_in_many_small_files_travels_once() {
         write(&src.path().join(format!("f{i:04}.bin")), body);
     }
 
-    let (_, stats) = run(src.path(), dst.path()).await;
+    let (seen, stats) = run(src.path(), dst.path()).await;
 
     assert_mirror(src.path(), dst.path());
     assert_eq!(
         stats.bytes_sent.load(Ordering::SeqCst),
         unique,
         "a chunk was sent more than once"
+    );
+    let refs = seen.inline_refs.load(Ordering::SeqCst);
+    assert!(
+        refs > 0,
+        "no copy went by its id: the files were all asked for, none sent whole"
     );
 }
 
@@ -188,6 +198,10 @@ async fn a_target_holding_content_is_sent_no_chunk_unasked() {
             &src.path().join(format!("f{i}.txt")),
             format!("source file {i}\n"),
         );
+    }
+    // Empty files too: a file of no bytes is at most any size kept, yet not asked for whole.
+    for i in 0..5 {
+        write(&src.path().join(format!("empty{i}")), "");
     }
     write(
         &dst.path().join("old.txt"),

@@ -332,7 +332,7 @@ impl Handler<ChunkData> for HoldBigChunks {
                 folder: msg.folder.clone(),
                 chunks: big,
                 failed: Vec::new(),
-                inline: false,
+                files: Vec::new(),
             };
             let (dst, second, seen) = (
                 self.dst.clone(),

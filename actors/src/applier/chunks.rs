@@ -1,13 +1,14 @@
 //! The Applier receiving chunk data: verified writes, chunks asked for again when corrupt,
-//! and files withdrawn when their source changed while they were sent.
+//! files withdrawn when their source changed while they were sent, and files sent whole,
+//! whose chunks it names itself.
 
 use actix::prelude::*;
-use ferry_engine::{ChunkId, ChunkParams, FileEntry, RelPath, Seq};
+use ferry_engine::{ChunkId, ChunkParams, ChunkRef, Content, EntryKind, FileEntry, RelPath, Seq};
 
 use crate::health::Role;
-use crate::messages::{ChunkBody, ChunkData, ChunkRequest};
+use crate::messages::{ChunkBody, ChunkData, ChunkRequest, InlineFile, InlinePiece};
 use crate::stats::Stats;
-use crate::transfer::{fail_slots, withdraw_slots, write_chunks, Waiters};
+use crate::transfer::{fail_slots, withdraw_slots, write_chunks, Check, Waiters};
 
 use super::Applier;
 
@@ -21,24 +22,10 @@ impl Handler<ChunkData> for Applier {
 
     fn handle(&mut self, msg: ChunkData, ctx: &mut Self::Context) {
         self.stats.actors.handled(Role::Target);
-        if msg.inline {
-            if !self.stash.expects_inline() {
-                if self.opts.untrusted_sender {
-                    return self.fail("protocol error: chunks sent inline unasked".into());
-                }
-                tracing::debug!(folder = %self.folder, "chunks sent inline unasked ignored");
-                return;
-            }
-            let requested = |id: &ChunkId| {
-                self.exec
-                    .as_ref()
-                    .is_some_and(|x| x.waiting.contains_key(id))
-            };
-            let max = self.opts.params.max;
-            let dropped = self.stash.keep(msg.chunks, max, requested);
-            if dropped > 0 {
-                tracing::debug!(folder = %self.folder, "{dropped} bytes sent inline dropped: too much kept already");
-            }
+        if !msg.files.is_empty() {
+            self.receive_files(msg.files, ctx);
+        }
+        if msg.chunks.is_empty() && msg.failed.is_empty() {
             return;
         }
         let Some(x) = self.exec.as_mut() else {
@@ -91,19 +78,140 @@ impl Handler<ChunkData> for Applier {
         for (id, waiters) in wrong_length {
             self.retry_chunk(id, waiters);
         }
-        self.write(batch, held, ctx);
+        self.write(batch, held, Check::Verify, ctx);
         self.pump_files(ctx);
         self.check_done(ctx);
     }
 }
 
 impl Applier {
-    /// Verifies and writes chunk data on the I/O pool; `held` bytes of it were counted in
-    /// flight and are released once it is on disk.
+    /// Files sent whole ([`ChunkData::files`]): checked, their chunks named on the hashing
+    /// pool (no further message is handled meanwhile: the reply's end, which follows, must
+    /// find them in), kept for the plan while inline content is expected, and their entries
+    /// taken as part of a content reply.
+    fn receive_files(&mut self, files: Vec<InlineFile>, ctx: &mut Context<Self>) {
+        let expected = self.stash.expects_inline();
+        if !expected && self.opts.untrusted_sender {
+            return self.fail("protocol error: files sent inline unasked".into());
+        }
+        if let Some(reason) = files.iter().find_map(|f| bad_inline(f, &self.opts.params)) {
+            return self.fail(format!("protocol error: {reason}"));
+        }
+        let pool = self.hasher.clone();
+        let params = self.opts.params;
+        let job = async move {
+            pool.run("name chunks sent inline", move || {
+                name_files(files, &params)
+            })
+            .await
+        };
+        ctx.wait(job.into_actor(self).map(move |res, act, ctx| {
+            let named = match res {
+                Ok(named) => named,
+                Err(e) => return act.fail(e.to_string()),
+            };
+            let (mut entries, bodies): (Vec<FileEntry>, Vec<_>) = named.into_iter().unzip();
+            if let Err(reason) = act.check_entries(&mut entries) {
+                return act.fail(format!("protocol error: {reason}"));
+            }
+            if expected {
+                let requested = |id: &ChunkId| {
+                    act.exec
+                        .as_ref()
+                        .is_some_and(|x| x.waiting.contains_key(id))
+                };
+                let dropped = act.stash.keep(bodies.into_iter().flatten(), requested);
+                if dropped > 0 {
+                    tracing::debug!(folder = %act.folder, "{dropped} bytes sent inline dropped: too much kept already");
+                }
+            } else {
+                tracing::debug!(folder = %act.folder, "chunks sent inline unasked not kept");
+            }
+            if let Err(reason) = act.take_entries(entries, true) {
+                return act.fail(format!("protocol error: {reason}"));
+            }
+            act.dirty = true;
+            act.try_plan(ctx);
+        }));
+    }
+}
+
+/// Why a file sent whole cannot be right, if it cannot: it must be a present file with no
+/// chunk list of its own, whose chunks are each within the chunker's bounds and add up to
+/// its size.
+fn bad_inline(f: &InlineFile, params: &ChunkParams) -> Option<String> {
+    let e = &f.entry;
+    if e.kind != EntryKind::File || !e.is_present() {
+        return Some(format!(
+            "{} is sent whole but is not a present file",
+            e.path
+        ));
+    }
+    if e.content.is_some() {
+        return Some(format!("{} is sent whole with a chunk list", e.path));
+    }
+    if let Some(p) = f
+        .pieces
+        .iter()
+        .find(|p| p.is_empty() || p.len() > u64::from(params.max))
+    {
+        return Some(format!("{}: a chunk of {} bytes", e.path, p.len()));
+    }
+    let total = f
+        .pieces
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.len()));
+    (total != e.size).then(|| {
+        format!(
+            "{}: chunks add up to {total} bytes, the entry says {}",
+            e.path, e.size
+        )
+    })
+}
+
+/// Blocking: names the chunks of files sent whole. Each entry gets its chunk list, and the
+/// bytes sent come back with their ids (named here from the bytes themselves, so they
+/// need no check when written).
+fn name_files(
+    files: Vec<InlineFile>,
+    params: &ChunkParams,
+) -> Vec<(FileEntry, Vec<(ChunkId, ChunkBody)>)> {
+    files
+        .into_iter()
+        .map(|f| {
+            let mut entry = f.entry;
+            let mut chunks = Vec::with_capacity(f.pieces.len());
+            let mut bodies = Vec::new();
+            for piece in f.pieces {
+                match piece {
+                    InlinePiece::New(body) => {
+                        let id = match &body {
+                            ChunkBody::Bytes(data) => ChunkId::of(data),
+                            ChunkBody::Zeros(n) => ChunkId::of(&vec![0u8; *n as usize]),
+                        };
+                        chunks.push(ChunkRef {
+                            id,
+                            len: body.len() as u32,
+                        });
+                        bodies.push((id, body));
+                    }
+                    InlinePiece::Sent(c) => chunks.push(c),
+                }
+            }
+            entry.content = Some(Content::from_chunks(params, chunks));
+            (entry, bodies)
+        })
+        .collect()
+}
+
+impl Applier {
+    /// Verifies (as `check` says) and writes chunk data on the I/O pool; `held` bytes of it
+    /// were counted in flight and are released once it is on disk.
     pub(super) fn write(
         &mut self,
         batch: Vec<(ChunkBody, ChunkId, Waiters)>,
         held: u64,
+        check: Check,
         ctx: &mut Context<Self>,
     ) {
         if !batch.is_empty() {
@@ -114,7 +222,10 @@ impl Applier {
                 *x.writing.entry(*id).or_default() += 1;
             }
             let pool = self.io.clone();
-            let job = async move { pool.run("write chunks", move || write_chunks(batch)).await };
+            let job = async move {
+                pool.run("write chunks", move || write_chunks(batch, check))
+                    .await
+            };
             ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
                 if let Some(x) = act.exec.as_mut() {
                     x.jobs -= 1;

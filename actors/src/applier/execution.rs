@@ -14,7 +14,7 @@ use ferry_engine::{
 use crate::events::EventKind;
 use crate::messages::{ChunkBody, ChunkRequest, NeedChunks};
 use crate::stats::Stats;
-use crate::transfer::{install_batch, Failure, Slot, SlotEvent, Waiters};
+use crate::transfer::{install_batch, Check, Failure, Slot, SlotEvent, Waiters};
 
 use super::{Applier, RETRY_FIRST, RETRY_MAX};
 
@@ -545,7 +545,8 @@ impl Applier {
     }
 
     /// Writes the chunks that came inline for the files started since the last call, with
-    /// every file that waits for them.
+    /// every file that waits for them. Kept chunks were named or verified here: they are
+    /// not checked again.
     fn write_stashed(&mut self, ctx: &mut Context<Self>) {
         let Some(x) = self.exec.as_mut() else { return };
         if x.stashed.is_empty() {
@@ -574,11 +575,11 @@ impl Applier {
             job_bytes += item.0.len();
             job.push(item);
             if job_bytes >= STASHED_JOB_BYTES || job.len() >= STASHED_JOB_CHUNKS {
-                self.write(std::mem::take(&mut job), 0, ctx);
+                self.write(std::mem::take(&mut job), 0, Check::Known, ctx);
                 job_bytes = 0;
             }
         }
-        self.write(job, 0, ctx);
+        self.write(job, 0, Check::Known, ctx);
         self.pump_content(ctx);
     }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use ferry_engine::target::is_temp_entry;
 use ferry_engine::{
-    ChunkParams, EntryKind, EntryState, IgnoreRules, Index, RelPath, ScanOptions, Seq, SkipKind,
-    TargetDir, TargetIndex,
+    ChunkParams, EntryKind, EntryState, FileEntry, IgnoreRules, Index, RelPath, ScanOptions, Seq,
+    SkipKind, TargetDir, TargetIndex,
 };
 
 use crate::events::EventKind;
@@ -453,30 +453,8 @@ impl Handler<IndexDelta> for Applier {
         if let Err(reason) = self.unpack_lists(&mut entries, msg.lists) {
             return self.fail(format!("protocol error: {reason}"));
         }
-        if let Some(reason) = entries
-            .iter()
-            .find_map(|e| bad_content(e, &self.opts.params))
-        {
+        if let Err(reason) = self.check_entries(&mut entries) {
             return self.fail(format!("protocol error: {reason}"));
-        }
-        // A source never sends a file or symlink named as Ferry names its temp files (its scan
-        // skips them; a directory so named is an ordinary one); a remote one that does would
-        // have them taken for leftovers and removed, or collide with transfers.
-        if self.opts.untrusted_sender {
-            if let Some(e) = entries
-                .iter()
-                .find(|e| is_temp_entry(e.path.name(), e.kind == EntryKind::Dir))
-            {
-                return self.fail(format!(
-                    "protocol error: {} has the name of a Ferry temp file",
-                    e.path
-                ));
-            }
-            // A peer may replicate into this node's folder, not plant programs that run
-            // with the rights of whoever owns them here (root, when serving as root).
-            for e in entries.iter_mut() {
-                e.mode &= !REMOTE_MODE_DROPPED;
-            }
         }
         if msg.snapshot {
             let entries = entries
@@ -498,50 +476,95 @@ impl Handler<IndexDelta> for Applier {
                 self.content_requests = self.content_requests.saturating_sub(1);
                 self.stash.replied();
                 self.pump_content(ctx);
-                for e in &entries {
-                    if self.in_flight.remove(&e.path) {
-                        self.changed_at(&e.path);
-                    }
-                }
             }
-            let mut changed = Vec::new();
-            let mut removed = Vec::new();
-            for e in entries {
-                // Content replies and change deltas travel separately: keep the newer entry.
-                // Only a content reply can be stale for a path not held: the ordered stream
-                // of deltas and resends always carries the source's current entries (a
-                // resend may even arrive after newer live deltas, and must not be dropped).
-                let newer = match self.source.get(&e.path) {
-                    Some(old) => old.seq <= e.seq,
-                    None => !msg.content_reply || e.seq > self.forgotten,
-                };
-                if !newer {
-                    continue;
-                }
-                if let Some(c) = self.changed.as_mut() {
-                    c.insert(e.path.clone());
-                }
-                if e.state != EntryState::Deleted {
-                    changed.push(e.path.clone());
-                    self.source.insert(e, None);
-                } else {
-                    self.source.remove(&e.path);
-                    removed.push(e.seq);
-                }
-            }
-            // After the whole message: a resend lists entries in path order, not in
-            // sequence order.
-            if let Some(newest) = removed.into_iter().max() {
-                self.forgotten = self.forgotten.max(newest);
-            }
-            let fresh = changed.iter().filter_map(|p| self.source.get(p));
-            if let Some(reason) = nested_in_non_dir(&self.source, fresh) {
+            if let Err(reason) = self.take_entries(entries, msg.content_reply) {
                 return self.fail(format!("protocol error: {reason}"));
             }
         }
         self.upto = self.upto.max(msg.upto);
         self.dirty = true;
         self.try_plan(ctx);
+    }
+}
+
+impl Applier {
+    /// Checks received entries (their chunk lists already unpacked) and takes from them
+    /// what a remote source may not set; the reason when one cannot be right.
+    pub(super) fn check_entries(&self, entries: &mut [FileEntry]) -> Result<(), String> {
+        if let Some(reason) = entries
+            .iter()
+            .find_map(|e| bad_content(e, &self.opts.params))
+        {
+            return Err(reason);
+        }
+        // A source never sends a file or symlink named as Ferry names its temp files (its scan
+        // skips them; a directory so named is an ordinary one); a remote one that does would
+        // have them taken for leftovers and removed, or collide with transfers.
+        if self.opts.untrusted_sender {
+            if let Some(e) = entries
+                .iter()
+                .find(|e| is_temp_entry(e.path.name(), e.kind == EntryKind::Dir))
+            {
+                return Err(format!("{} has the name of a Ferry temp file", e.path));
+            }
+            // A peer may replicate into this node's folder, not plant programs that run
+            // with the rights of whoever owns them here (root, when serving as root).
+            for e in entries.iter_mut() {
+                e.mode &= !REMOTE_MODE_DROPPED;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes checked entries of an update (not a snapshot) into the source view, each only
+    /// if newer than the one held; those of a content reply leave the files in flight.
+    pub(super) fn take_entries(
+        &mut self,
+        entries: Vec<FileEntry>,
+        content_reply: bool,
+    ) -> Result<(), String> {
+        if content_reply {
+            for e in &entries {
+                if self.in_flight.remove(&e.path) {
+                    self.changed_at(&e.path);
+                }
+            }
+        }
+        let mut changed = Vec::new();
+        let mut removed = Vec::new();
+        for e in entries {
+            // Content replies and change deltas travel separately: keep the newer entry.
+            // Only a content reply can be stale for a path not held: the ordered stream
+            // of deltas and resends always carries the source's current entries (a
+            // resend may even arrive after newer live deltas, and must not be dropped).
+            let newer = match self.source.get(&e.path) {
+                Some(old) => old.seq <= e.seq,
+                None => !content_reply || e.seq > self.forgotten,
+            };
+            if !newer {
+                continue;
+            }
+            if let Some(c) = self.changed.as_mut() {
+                c.insert(e.path.clone());
+            }
+            if e.state != EntryState::Deleted {
+                changed.push(e.path.clone());
+                self.source.insert(e, None);
+            } else {
+                self.source.remove(&e.path);
+                removed.push(e.seq);
+            }
+        }
+        // After the whole message: a resend lists entries in path order, not in
+        // sequence order.
+        if let Some(newest) = removed.into_iter().max() {
+            self.forgotten = self.forgotten.max(newest);
+        }
+        let fresh = changed.iter().filter_map(|p| self.source.get(p));
+        match nested_in_non_dir(&self.source, fresh) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,16 +1,17 @@
-//! The Differ hashing files on request: chunk lists (and the bytes of small files) for the
-//! target, retried while a writer is still at work.
+//! The Differ hashing files on request: chunk lists (or the bytes of small files, cut but
+//! not named) for the target, retried while a writer is still at work.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use actix::prelude::*;
-use ferry_engine::Content;
-use ferry_engine::{EntryKind, EntryState, FileEntry, RelPath, Seq, SourceDir, StatKey};
+use ferry_engine::{
+    Content, EntryKind, EntryState, FileEntry, RelPath, Seq, SourceContent, StatKey,
+};
 use futures_util::future::join_all;
 
 use crate::error::Result;
 use crate::health::Role;
-use crate::messages::{ChunkBody, ChunkPayload, HashFiles, Hashed};
+use crate::messages::{HashFiles, Hashed};
 use crate::stats::Stats;
 
 use super::Differ;
@@ -25,30 +26,24 @@ const FILES_PER_JOB: usize = 32;
 /// that grew since is kept only up to the request's own limit per file).
 const KEEP_BYTES: u64 = 8 << 20;
 
-/// Hashes a source file, trying again while it changes under the read (a writer still at
-/// work), up to [`HASH_ATTEMPTS`] times.
-/// Keeps the bytes of files of at most `keep` bytes, and takes the cuts of `previous` where
-/// they still hold (see [`SourceDir::hash_file_keeping`]).
-pub(super) fn hash_settled(
-    source: &SourceDir,
-    path: &RelPath,
-    keep: u64,
-    previous: Option<&Content>,
-) -> std::result::Result<(ferry_engine::Content, StatKey, Vec<Vec<u8>>), ferry_engine::Error> {
-    let mut last = source.hash_file_keeping(path, keep, previous);
+/// `read` (a hash of a source file), tried again while the file changes under it (a
+/// writer still at work), up to [`HASH_ATTEMPTS`] times.
+pub(super) fn settled<T>(
+    mut read: impl FnMut() -> std::result::Result<T, ferry_engine::Error>,
+) -> std::result::Result<T, ferry_engine::Error> {
+    let mut last = read();
     for _ in 1..HASH_ATTEMPTS {
         match &last {
-            Err(ferry_engine::Error::Changed { .. }) => {
-                last = source.hash_file_keeping(path, keep, previous);
-            }
+            Err(ferry_engine::Error::Changed { .. }) => last = read(),
             _ => break,
         }
     }
     last
 }
-pub(super) type HashResult = (
+
+type HashResult = (
     RelPath,
-    std::result::Result<(ferry_engine::Content, StatKey, Vec<Vec<u8>>), ferry_engine::Error>,
+    std::result::Result<(SourceContent, StatKey), ferry_engine::Error>,
 );
 
 impl Handler<HashFiles> for Differ {
@@ -90,8 +85,14 @@ impl Handler<HashFiles> for Differ {
                     group
                         .into_iter()
                         .map(|(p, keep)| {
-                            let hashed = hash_settled(&source, &p, keep, None);
-                            (p, hashed)
+                            // Not even an empty file is sent whole unless asked for so.
+                            let read = if keep > 0 {
+                                settled(|| source.read_for_sending(&p, keep))
+                            } else {
+                                settled(|| source.hash_file(&p))
+                                    .map(|(c, stat)| (SourceContent::Listed(c), stat))
+                            };
+                            (p, read)
                         })
                         .collect::<Vec<HashResult>>()
                 })
@@ -101,7 +102,6 @@ impl Handler<HashFiles> for Differ {
         let all = join_all(jobs.collect::<Vec<_>>());
         Box::pin(all.into_actor(self).map(move |results, act, _| {
             let mut out = Hashed::default();
-            let mut kept = HashSet::new();
             for batch in results {
                 for (path, res) in batch? {
                     let current = act.index.as_ref().and_then(|i| i.get(&path));
@@ -112,24 +112,20 @@ impl Handler<HashFiles> for Differ {
                             out.entries.push(e.clone());
                         }
                         _ => {
-                            let (res, bytes) = match res {
-                                Ok((content, stat, bytes)) => (Ok((content, stat)), bytes),
-                                Err(e) => (Err(e), Vec::new()),
+                            let (res, pieces) = match res {
+                                Ok((SourceContent::Listed(c), stat)) => (Ok((Some(c), stat)), None),
+                                Ok((SourceContent::Cut(pieces), stat)) => {
+                                    (Ok((None, stat)), Some(pieces))
+                                }
+                                Err(e) => (Err(e), None),
                             };
                             let Some(entry) = act.record_hash(&path, res) else {
                                 continue;
                             };
-                            if let Some(content) = &entry.content {
-                                for (c, data) in content.chunks.iter().zip(bytes) {
-                                    if kept.insert(c.id) {
-                                        out.chunks.push(ChunkPayload {
-                                            id: c.id,
-                                            body: ChunkBody::of(data),
-                                        });
-                                    }
-                                }
+                            match pieces {
+                                Some(pieces) => out.kept.push((entry, pieces)),
+                                None => out.entries.push(entry),
                             }
-                            out.entries.push(entry);
                         }
                     }
                 }
@@ -140,11 +136,13 @@ impl Handler<HashFiles> for Differ {
 }
 
 impl Differ {
-    /// Stores a hashing result in the index and returns the entry to send.
+    /// Stores a hashing result in the index and returns the entry to send. A file read to
+    /// be sent whole comes with no content: its receiver names its chunks, and the index
+    /// leaves it without a chunk list (it is hashed when one is asked for).
     fn record_hash(
         &mut self,
         path: &RelPath,
-        res: std::result::Result<(ferry_engine::Content, StatKey), ferry_engine::Error>,
+        res: std::result::Result<(Option<Content>, StatKey), ferry_engine::Error>,
     ) -> Option<FileEntry> {
         let mut entry = self.index.as_ref()?.get(path)?.clone();
         let stat = match res {
@@ -156,7 +154,7 @@ impl Differ {
                     entry.mtime = ferry_engine::MtimeNs(stat.mtime_ns);
                     entry.seq = self.next_seq();
                 }
-                entry.content = Some(content);
+                entry.content = content;
                 Some(stat)
             }
             // Gone since the scan (or its directory replaced by a file): the file is not

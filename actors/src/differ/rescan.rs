@@ -16,7 +16,7 @@ use crate::health::Role;
 use crate::messages::{Dirty, Rescan};
 use crate::stats::Stats;
 
-use super::hashing::hash_settled;
+use super::hashing::settled;
 use super::Differ;
 
 /// When a file a live rescan left alone (it changed while hashed) is looked at again if no
@@ -116,11 +116,11 @@ pub(super) fn rescan(
             .filter(|o| o.kind == EntryKind::File)
             .and_then(|o| o.content.as_ref());
         let result = match changing_files {
-            Changing::Retry => hash_settled(source, &e.path, 0, previous),
-            Changing::Wait => source.hash_file_keeping(&e.path, 0, previous),
+            Changing::Retry => settled(|| source.hash_file_again(&e.path, previous)),
+            Changing::Wait => source.hash_file_again(&e.path, previous),
         };
         match result {
-            Ok((content, st, _)) => {
+            Ok((content, st)) => {
                 hashed += st.size;
                 e.size = st.size;
                 e.mtime = ferry_engine::MtimeNs(st.mtime_ns);

@@ -1,13 +1,16 @@
-//! How a `Chunks` frame travels: its CBOR names each chunk's length, and the chunks' bytes
-//! follow the CBOR in the same frame, in order. Neither side pushes chunk bytes through the
+//! How a `Chunks` frame travels: its CBOR names each chunk's length (those of its files
+//! sent whole too), and the chunks' bytes follow the CBOR in the same frame, in order (the
+//! chunks', then the files'). Neither side pushes chunk bytes through the
 //! CBOR codec: the sender writes them from the chunks themselves, and the receiver reads
 //! each into a buffer of its exact size (ciborium would build it 4 KiB at a time,
 //! reallocating as it grows): straight from the connection once the frame's head is in
 //! ([`super::codec`]), or copied out of a frame read whole.
 
-use ferry_actors::messages::{ChunkBody, ChunkData, ChunkFailure, ChunkPayload};
+use ferry_actors::messages::{
+    ChunkBody, ChunkData, ChunkFailure, ChunkPayload, InlineFile, InlinePiece,
+};
 use ferry_actors::FolderId;
-use ferry_engine::ChunkId;
+use ferry_engine::{ChunkId, ChunkRef, FileEntry};
 use serde::{Deserialize, Serialize};
 
 /// A chunk's body in its frame's CBOR.
@@ -26,14 +29,28 @@ struct PayloadOut<'a> {
     body: WireBody,
 }
 
+/// A piece of a file sent whole as its frame's CBOR names it.
+#[derive(Serialize)]
+enum PieceOut<'a> {
+    New(WireBody),
+    Sent(&'a ChunkRef),
+}
+
+/// A file sent whole as its frame's CBOR carries it.
+#[derive(Serialize)]
+struct FileOut<'a> {
+    entry: &'a FileEntry,
+    pieces: Vec<PieceOut<'a>>,
+}
+
 /// A [`ChunkData`] as its frame's CBOR carries it, borrowed from the message being sent.
 #[derive(Serialize)]
 pub struct ChunksOut<'a> {
     folder: &'a FolderId,
     chunks: Vec<PayloadOut<'a>>,
     failed: &'a [ChunkFailure],
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    inline: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    files: Vec<FileOut<'a>>,
 }
 
 /// A chunk as a received frame's CBOR names it.
@@ -43,6 +60,20 @@ struct PayloadIn {
     body: WireBody,
 }
 
+/// A piece of a file sent whole as a received frame's CBOR names it.
+#[derive(Debug, Deserialize)]
+enum PieceIn {
+    New(WireBody),
+    Sent(ChunkRef),
+}
+
+/// A file sent whole as a received frame's CBOR carries it.
+#[derive(Debug, Deserialize)]
+struct FileIn {
+    entry: FileEntry,
+    pieces: Vec<PieceIn>,
+}
+
 /// A [`ChunkData`] as a received frame's CBOR carries it, without its bytes.
 #[derive(Debug, Deserialize)]
 pub struct ChunksIn {
@@ -50,7 +81,7 @@ pub struct ChunksIn {
     chunks: Vec<PayloadIn>,
     failed: Vec<ChunkFailure>,
     #[serde(default)]
-    inline: bool,
+    files: Vec<FileIn>,
 }
 
 /// Why a received frame's attached bytes do not fit its CBOR.
@@ -75,25 +106,41 @@ impl<'a> ChunksOut<'a> {
     /// hold it, and the caller refuses frames by their whole size before sending.
     pub fn split(data: &'a ChunkData) -> (Self, Vec<&'a [u8]>) {
         let mut attached = Vec::new();
+        let mut wire = |body: &'a ChunkBody| match body {
+            ChunkBody::Bytes(bytes) => {
+                attached.push(&bytes[..]);
+                WireBody::Attached(u32::try_from(bytes.len()).unwrap_or(u32::MAX))
+            }
+            ChunkBody::Zeros(n) => WireBody::Zeros(*n),
+        };
         let chunks = data
             .chunks
             .iter()
             .map(|c| PayloadOut {
                 id: &c.id,
-                body: match &c.body {
-                    ChunkBody::Bytes(bytes) => {
-                        attached.push(&bytes[..]);
-                        WireBody::Attached(u32::try_from(bytes.len()).unwrap_or(u32::MAX))
-                    }
-                    ChunkBody::Zeros(n) => WireBody::Zeros(*n),
-                },
+                body: wire(&c.body),
+            })
+            .collect();
+        let files = data
+            .files
+            .iter()
+            .map(|f| FileOut {
+                entry: &f.entry,
+                pieces: f
+                    .pieces
+                    .iter()
+                    .map(|p| match p {
+                        InlinePiece::New(body) => PieceOut::New(wire(body)),
+                        InlinePiece::Sent(c) => PieceOut::Sent(c),
+                    })
+                    .collect(),
             })
             .collect();
         let head = ChunksOut {
             folder: &data.folder,
             chunks,
             failed: &data.failed,
-            inline: data.inline,
+            files,
         };
         (head, attached)
     }
@@ -112,33 +159,61 @@ impl ChunksIn {
 
     /// The length of each attached body, in order.
     pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
-        self.chunks.iter().filter_map(|c| match c.body {
-            // A u32 fits in usize on every platform Ferry builds for.
-            WireBody::Attached(n) => Some(n as usize),
-            WireBody::Zeros(_) => None,
-        })
+        let pieces = self
+            .files
+            .iter()
+            .flat_map(|f| &f.pieces)
+            .filter_map(|p| match p {
+                PieceIn::New(body) => Some(body),
+                PieceIn::Sent(_) => None,
+            });
+        self.chunks
+            .iter()
+            .map(|c| &c.body)
+            .chain(pieces)
+            .filter_map(|body| match body {
+                // A u32 fits in usize on every platform Ferry builds for.
+                WireBody::Attached(n) => Some(*n as usize),
+                WireBody::Zeros(_) => None,
+            })
     }
 
     /// The [`ChunkData`], with `bodies` as the attached bodies, in order, one for each of
     /// [`ChunksIn::lengths`] and of that length (as [`ChunksIn::check`]ed bytes cut there).
     pub fn fill(self, bodies: Vec<Vec<u8>>) -> ChunkData {
         let mut bodies = bodies.into_iter();
+        let mut body = |wire: WireBody| match wire {
+            WireBody::Attached(_) => ChunkBody::Bytes(bodies.next().unwrap_or_default()),
+            WireBody::Zeros(n) => ChunkBody::Zeros(n),
+        };
         let chunks = self
             .chunks
             .into_iter()
             .map(|c| ChunkPayload {
                 id: c.id,
-                body: match c.body {
-                    WireBody::Attached(_) => ChunkBody::Bytes(bodies.next().unwrap_or_default()),
-                    WireBody::Zeros(n) => ChunkBody::Zeros(n),
-                },
+                body: body(c.body),
+            })
+            .collect();
+        let files = self
+            .files
+            .into_iter()
+            .map(|f| InlineFile {
+                entry: f.entry,
+                pieces: f
+                    .pieces
+                    .into_iter()
+                    .map(|p| match p {
+                        PieceIn::New(wire) => InlinePiece::New(body(wire)),
+                        PieceIn::Sent(c) => InlinePiece::Sent(c),
+                    })
+                    .collect(),
             })
             .collect();
         ChunkData {
             folder: self.folder,
             chunks,
             failed: self.failed,
-            inline: self.inline,
+            files,
         }
     }
 
@@ -162,7 +237,7 @@ impl ChunksIn {
 
 #[cfg(test)]
 mod tests {
-    use ferry_engine::RelPath;
+    use ferry_engine::{EntryKind, RelPath};
 
     use super::*;
 
@@ -190,7 +265,20 @@ mod tests {
                 path: RelPath::new("a/b").unwrap(),
                 reason: "vanished".into(),
             }],
-            inline: true,
+            files: vec![InlineFile {
+                entry: FileEntry {
+                    size: 4 + 9 + 6,
+                    ..FileEntry::new(RelPath::new("whole").unwrap(), EntryKind::File)
+                },
+                pieces: vec![
+                    InlinePiece::New(ChunkBody::Bytes(b"file".to_vec())),
+                    InlinePiece::New(ChunkBody::Zeros(9)),
+                    InlinePiece::Sent(ChunkRef {
+                        id: ChunkId::of(b"second"),
+                        len: 6,
+                    }),
+                ],
+            }],
         }
     }
 
@@ -207,13 +295,16 @@ mod tests {
     fn split_and_join_round_trip() {
         let data = data();
         let (_, attached) = ChunksOut::split(&data);
-        assert_eq!(attached, vec![&[1u8; 300][..], &b"second"[..]]);
+        assert_eq!(
+            attached,
+            vec![&[1u8; 300][..], &b"second"[..], &b"file"[..]]
+        );
         let bytes = attached.concat();
         let back = through_cbor(&data, &bytes).unwrap();
         assert_eq!(back.folder, data.folder);
         assert_eq!(back.chunks, data.chunks);
         assert_eq!(back.failed, data.failed);
-        assert!(back.inline);
+        assert_eq!(back.files, data.files);
     }
 
     #[test]
@@ -223,8 +314,8 @@ mod tests {
         assert_eq!(
             through_cbor(&data, &bytes[..bytes.len() - 1]).unwrap_err(),
             AttachError::Short {
-                named: 306,
-                attached: 305
+                named: 310,
+                attached: 309
             }
         );
         let mut more = bytes.clone();
@@ -246,7 +337,7 @@ mod tests {
                 })
                 .collect(),
             failed: vec![],
-            inline: false,
+            files: vec![],
         };
         assert!(matches!(
             head.join(&[0; 16]),

@@ -526,7 +526,7 @@ mod tests {
                 body: ChunkBody::Bytes(data),
             }],
             failed: vec![],
-            inline: false,
+            files: vec![],
         });
         let n = encode(&frame).unwrap().len();
         assert!((1 << 20..(1 << 20) + 200).contains(&n), "{n}");
@@ -541,7 +541,7 @@ mod tests {
                 body: ChunkBody::Bytes(vec![1; MAX_FRAME]),
             }],
             failed: vec![],
-            inline: false,
+            files: vec![],
         });
         match encode(&frame) {
             Err(FrameError::TooLarge { len, max }) => {
@@ -644,7 +644,7 @@ mod tests {
                 chunk(1, 5),
             ],
             failed: vec![],
-            inline: false,
+            files: vec![],
         })
     }
 

@@ -7,8 +7,8 @@ use rand::{Rng, SeedableRng};
 
 use ferry_actors::messages::{
     Applied, ApplyFailed, ChunkBody, ChunkData, ChunkFailure, ChunkList, ChunkPayload,
-    ChunkRequest, GroupData, GroupList, IndexDelta, ListForm, NeedChunks, NeedContent, NeedGroups,
-    SkippedPath,
+    ChunkRequest, GroupData, GroupList, IndexDelta, InlineFile, InlinePiece, ListForm, NeedChunks,
+    NeedContent, NeedGroups, SkippedPath,
 };
 use ferry_actors::FolderId;
 use ferry_engine::outline::outline;
@@ -306,16 +306,28 @@ pub fn sample_frames() -> Vec<Frame> {
                 path: path("src/main.rs"),
                 reason: "the file changed while it was read".into(),
             }],
-            inline: false,
+            files: vec![],
         }),
         Frame::Chunks(ChunkData {
             folder: folder.clone(),
-            chunks: vec![ChunkPayload {
-                id: ChunkId::of(b"small\n"),
-                body: ChunkBody::Bytes(b"small\n".to_vec()),
-            }],
+            chunks: vec![],
             failed: vec![],
-            inline: true,
+            files: vec![InlineFile {
+                entry: FileEntry {
+                    path: path("small.txt"),
+                    size: 6 + 4096 + 13,
+                    content: None,
+                    ..file.clone()
+                },
+                pieces: vec![
+                    InlinePiece::New(ChunkBody::Bytes(b"small\n".to_vec())),
+                    InlinePiece::New(ChunkBody::Zeros(4096)),
+                    InlinePiece::Sent(ChunkRef {
+                        id: ChunkId::of(b"hello, world\n"),
+                        len: 13,
+                    }),
+                ],
+            }],
         }),
         // Larger than the part of a frame read before its head is decoded: its chunks are
         // read after the head, straight from the connection.
@@ -332,7 +344,7 @@ pub fn sample_frames() -> Vec<Frame> {
                 })
                 .collect(),
             failed: vec![],
-            inline: false,
+            files: vec![],
         }),
         Frame::Groups(GroupData {
             folder: folder.clone(),

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 /// `Chunks` frame to after it (see [`super::attached`]). Version 4 cuts fewer than `max`
 /// bytes left in a file as one chunk ([`ferry_engine::chunk::cut_at`]): to a version-3 peer
 /// the chunk lists of files of 8 KiB to 128 KiB, and the ends of longer ones, would differ.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5 sends the small files of an inline content request whole, their chunks named
+/// by the receiver (`ChunkData::files`), instead of as named chunks with a chunk list: a
+/// version-4 server would take them for chunks sent unasked.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest frame either side sends or accepts, in bytes of CBOR (a chunk batch is at
 /// most 4 MiB plus one chunk of at most 16 MiB; index updates are split to stay below).
