@@ -489,6 +489,8 @@ async fn deliver(target: &TargetLink, batch: ChunkData, stats: &Stats) -> crate:
         }
     }
     let metadata = encoded_len(&batch).saturating_sub(data);
+    // Files sent whole carry their entries.
+    let files = batch.files.len() as u64;
     stats.actors.queued(Role::Target);
     target
         .chunks
@@ -501,6 +503,7 @@ async fn deliver(target: &TargetLink, batch: ChunkData, stats: &Stats) -> crate:
     Stats::add(&stats.bytes_sent, data);
     Stats::add(&stats.chunks_sent, chunks);
     Stats::add(&stats.bytes_metadata, metadata);
+    Stats::add(&stats.entries_sent, files);
     Ok(())
 }
 

@@ -158,6 +158,9 @@ async fn an_initial_sync_into_an_empty_target_asks_for_no_chunk_of_a_small_file(
         total,
         "every byte sent once"
     );
+    // Each file's entry went twice: in the snapshot, and with its content (sent whole).
+    let entries = stats.entries_sent.load(Ordering::SeqCst);
+    assert!(entries >= 2 * FILES as u64, "{entries} entries counted");
 }
 
 #[actix_rt::test]
