@@ -303,7 +303,16 @@ impl Handler<NeedContent> for Sender {
                 .max()
                 .unwrap_or_default();
             let files = act.inline_files(hashed.kept);
-            let messages = files_in_messages(&act.folder, files);
+            let carried_by = |f: &InlineFile| {
+                let pieces = f.pieces.iter();
+                pieces
+                    .map(|p| match p {
+                        InlinePiece::New(body) => carried(body),
+                        InlinePiece::Sent(_) => 0,
+                    })
+                    .sum()
+            };
+            let messages = in_messages(&act.folder, files, carried_by, |m, f| m.files.push(f));
             let (target, stats) = (target.clone(), act.stats.clone());
             // The files sent whole go before the reply's other entries, which end it: the
             // Applier has every file of the request once the reply ends.
@@ -542,9 +551,15 @@ impl Sender {
     }
 }
 
-/// `files` in messages of at most about [`MAX_DATA_MESSAGE`] bytes of data each (a file is
-/// never split).
-fn files_in_messages(folder: &FolderId, files: Vec<InlineFile>) -> Vec<ChunkData> {
+/// `items` (chunks, or files sent whole, never split) in messages of at most about
+/// [`MAX_DATA_MESSAGE`] bytes of data each: `bytes` says how many an item carries, `add`
+/// puts it in a message.
+fn in_messages<T>(
+    folder: &FolderId,
+    items: Vec<T>,
+    bytes: impl Fn(&T) -> u64,
+    add: impl Fn(&mut ChunkData, T),
+) -> Vec<ChunkData> {
     let empty = || ChunkData {
         folder: folder.clone(),
         chunks: Vec::new(),
@@ -552,52 +567,28 @@ fn files_in_messages(folder: &FolderId, files: Vec<InlineFile>) -> Vec<ChunkData
         files: Vec::new(),
     };
     let mut out = Vec::new();
-    let (mut cur, mut bytes) = (empty(), 0u64);
-    for f in files {
-        bytes += f
-            .pieces
-            .iter()
-            .map(|p| match p {
-                InlinePiece::New(ChunkBody::Bytes(d)) => d.len() as u64,
-                _ => 0,
-            })
-            .sum::<u64>();
-        cur.files.push(f);
-        if bytes >= MAX_DATA_MESSAGE as u64 {
+    let (mut cur, mut held, mut any) = (empty(), 0u64, false);
+    for item in items {
+        held += bytes(&item);
+        add(&mut cur, item);
+        any = true;
+        if held >= MAX_DATA_MESSAGE as u64 {
             out.push(std::mem::replace(&mut cur, empty()));
-            bytes = 0;
+            (held, any) = (0, false);
         }
     }
-    if !cur.files.is_empty() {
+    if any {
         out.push(cur);
     }
     out
 }
 
-/// `chunks` in messages of at most about [`MAX_DATA_MESSAGE`] bytes of data each.
-fn in_messages(folder: &FolderId, chunks: Vec<ChunkPayload>) -> Vec<ChunkData> {
-    let empty = || ChunkData {
-        folder: folder.clone(),
-        chunks: Vec::new(),
-        failed: Vec::new(),
-        files: Vec::new(),
-    };
-    let mut out = Vec::new();
-    let (mut cur, mut bytes) = (empty(), 0usize);
-    for c in chunks {
-        if let ChunkBody::Bytes(d) = &c.body {
-            bytes += d.len();
-        }
-        cur.chunks.push(c);
-        if bytes >= MAX_DATA_MESSAGE {
-            out.push(std::mem::replace(&mut cur, empty()));
-            bytes = 0;
-        }
+/// The bytes a chunk's body carries (none for a run of zeros).
+fn carried(body: &ChunkBody) -> u64 {
+    match body {
+        ChunkBody::Bytes(d) => d.len() as u64,
+        ChunkBody::Zeros(_) => 0,
     }
-    if !cur.chunks.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 /// Reads the requested chunks, each checked to still be the chunk asked for (by its print
@@ -644,7 +635,12 @@ fn read_chunks(
             }),
         }
     }
-    let mut out = in_messages(folder, chunks);
+    let mut out = in_messages(
+        folder,
+        chunks,
+        |c| carried(&c.body),
+        |m, c| m.chunks.push(c),
+    );
     if !failed.is_empty() {
         match out.last_mut() {
             Some(last) => last.failed = failed,
