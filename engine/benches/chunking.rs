@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ferry_engine::chunk::cut_at;
+use ferry_engine::chunk::cut_lengths;
 use ferry_engine::{
     chunk_reader, diff, ChunkId, ChunkParams, ChunkRef, Content, DiffOptions, DiffOutcome,
     EntryKind, EntryState, FileEntry, Index, MtimeNs, RelPath, Seq, SourceDir, VersionVector,
@@ -29,22 +29,10 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// The cut points `chunk_reader` finds (the lengths of its chunks, without hashing them).
-fn cut_points(data: &[u8], p: &ChunkParams) -> Vec<usize> {
-    let mut lens = Vec::new();
-    let mut start = 0;
-    while start < data.len() {
-        let n = cut_at(&data[start..], p);
-        lens.push(n);
-        start += n;
-    }
-    lens
-}
-
 fn chunking(c: &mut Criterion) {
     let data = pseudo_random(64 * MIB, 42);
     let params = ChunkParams::default();
-    let lens = cut_points(&data, &params);
+    let lens = cut_lengths(&data, &params);
     let content = chunk_reader(&data[..], &params).unwrap();
     assert_eq!(
         content
@@ -62,7 +50,7 @@ fn chunking(c: &mut Criterion) {
         b.iter(|| chunk_reader(black_box(&data[..]), &params).unwrap())
     });
     g.bench_function("fastcdc cut only", |b| {
-        b.iter(|| cut_points(black_box(&data), &params))
+        b.iter(|| cut_lengths(black_box(&data), &params))
     });
     g.bench_function("blake3 only (same chunks)", |b| {
         b.iter(|| {

@@ -294,18 +294,25 @@ pub fn cut_at(bytes: &[u8], params: &ChunkParams) -> usize {
     n
 }
 
+/// The lengths of the chunks `data`, a whole file's content, is cut into (the cuts of
+/// [`chunk_stream`], without naming the chunks).
+pub fn cut_lengths(data: &[u8], params: &ChunkParams) -> Vec<usize> {
+    let mut lens = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let n = cut_at(&data[start..], params);
+        lens.push(n);
+        start += n;
+    }
+    lens
+}
+
 /// Cuts `bytes`, a whole file's content, into chunks, each a buffer of its own, without
 /// naming them (a receiver that names what it is sent spares the sender a blake3 pass): the
 /// first is `bytes` itself, cut short, so a file of one chunk (any file shorter than `max`)
 /// is never copied, and the others are copied once. The same cuts as [`chunk_stream`].
 pub fn cut_owned(mut bytes: Vec<u8>, params: &ChunkParams) -> Vec<Vec<u8>> {
-    let mut lens = Vec::new();
-    let mut start = 0;
-    while start < bytes.len() {
-        let n = cut_at(&bytes[start..], params);
-        lens.push(n);
-        start += n;
-    }
+    let lens = cut_lengths(&bytes, params);
     // Split from the end, so that each tail copied holds only its own chunk.
     let mut owned = Vec::with_capacity(lens.len());
     let mut end = bytes.len();

@@ -103,12 +103,6 @@ impl Applier {
             return self.fail(format!("protocol error: {reason}"));
         }
         let named = name_files(files, &self.opts.params);
-        self.take_named(named, expected, ctx);
-    }
-
-    /// Takes files sent whole, named: their chunks kept if `expected`, their entries as part
-    /// of a content reply.
-    fn take_named(&mut self, named: Vec<NamedFile>, expected: bool, ctx: &mut Context<Self>) {
         let (mut entries, bodies): (Vec<FileEntry>, Vec<_>) = named.into_iter().unzip();
         if let Err(reason) = self.check_entries(&mut entries) {
             return self.fail(format!("protocol error: {reason}"));
@@ -168,7 +162,7 @@ fn bad_inline(f: &InlineFile, params: &ChunkParams) -> Option<String> {
     })
 }
 
-/// Blocking: names the chunks of files sent whole. Each entry gets its chunk list, and the
+/// Names the chunks of files sent whole (CPU work: blake3 over their bytes). Each entry gets its chunk list, and the
 /// bytes sent come back with their ids (named here from the bytes themselves, so they
 /// need no check when written).
 fn name_files(files: Vec<InlineFile>, params: &ChunkParams) -> Vec<NamedFile> {
