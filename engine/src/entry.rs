@@ -79,8 +79,9 @@ impl MtimeNs {
     }
 }
 
-/// Everything a folder knows about one path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything a folder knows about one path. Serialised as named fields in JSON and as a
+/// compact array in CBOR (`entry_form`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
     /// Where the entry lives in its folder.
     pub path: RelPath,

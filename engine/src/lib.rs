@@ -22,6 +22,7 @@ pub mod chunk;
 pub mod chunkindex;
 pub mod diff;
 pub mod entry;
+mod entry_form;
 pub mod error;
 pub mod ignore;
 pub mod index;

@@ -13,9 +13,16 @@ use crate::error::{Error, Result};
 ///
 /// Ordering is component-wise (`a/b` sorts before `a-b`), so a directory's subtree is a
 /// contiguous range and a parent always sorts before its children.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct RelPath(String);
+
+/// Written as the string it holds (`into = "String"` would copy it for every write).
+impl Serialize for RelPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl RelPath {
     /// Parses and validates `s`.

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 /// the chunk lists of files of 8 KiB to 128 KiB, and the ends of longer ones, would differ.
 /// Version 5 sends the small files of an inline content request whole, their chunks named
 /// by the receiver (`ChunkData::files`), instead of as named chunks with a chunk list: a
-/// version-4 server would take them for chunks sent unasked.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// version-4 server would take them for chunks sent unasked. Version 6 writes each entry
+/// as an array, not a map of named fields (`ferry_engine::FileEntry`'s CBOR form).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The largest frame either side sends or accepts, in bytes of CBOR (a chunk batch is at
 /// most 4 MiB plus one chunk of at most 16 MiB; index updates are split to stay below).
