@@ -112,27 +112,7 @@ async fn a_resend_after_newer_live_removals_is_applied_in_full() {
     let dst = tempdir();
     let fake = FakeSender::default();
     let (applied, failed) = (fake.applied.clone(), fake.failed.clone());
-    let fake = fake.start();
-    let link = SenderLink {
-        need_content: fake.clone().recipient(),
-        need_chunks: fake.clone().recipient(),
-        need_groups: fake.clone().recipient(),
-        applied: fake.clone().recipient(),
-        failed: fake.recipient(),
-    };
-    let opts = ApplierOptions {
-        checksum: false,
-        dry_run: false,
-        durable: false,
-        params: Default::default(),
-        untrusted_sender: true,
-        remote: false,
-        ignore: Default::default(),
-    };
-    let target = TargetDir::open(dst.path()).unwrap();
-    let folder = FolderId::new("view").unwrap();
-    let applier = Applier::new(folder, target, opts, link, Arc::new(Stats::default())).start();
-    applier.do_send(Start);
+    let applier = applier_for(dst.path(), fake.start());
 
     // The target holds `old` and `kept`.
     let snapshot = vec![
@@ -166,4 +146,90 @@ async fn a_resend_after_newer_live_removals_is_applied_in_full() {
         "the resent creation was dropped as if it were stale"
     );
     assert!(dst.path().join("kept").is_dir());
+}
+
+/// An Applier on a fresh target with `fake` as its Sender, started.
+fn applier_for(dst: &std::path::Path, fake: Addr<FakeSender>) -> Addr<Applier> {
+    let link = SenderLink {
+        need_content: fake.clone().recipient(),
+        need_chunks: fake.clone().recipient(),
+        need_groups: fake.clone().recipient(),
+        applied: fake.clone().recipient(),
+        failed: fake.recipient(),
+    };
+    let opts = ApplierOptions {
+        checksum: false,
+        dry_run: false,
+        durable: false,
+        params: Default::default(),
+        untrusted_sender: true,
+        remote: false,
+        ignore: Default::default(),
+    };
+    let target = TargetDir::open(dst).unwrap();
+    let folder = FolderId::new("view").unwrap();
+    let applier = Applier::new(folder, target, opts, link, Arc::new(Stats::default())).start();
+    applier.do_send(Start);
+    applier
+}
+
+/// Only entries that appear or change kind are checked for nesting; one re-sent as it was
+/// is not. Its parent turned symlink in the same message is still caught, through the
+/// parent's own check, even though the child is sent unchanged in kind.
+#[actix_rt::test]
+async fn a_child_resent_unchanged_does_not_hide_its_parent_turning_symlink() {
+    let dst = tempdir();
+    let fake = FakeSender::default();
+    let (applied, failed) = (fake.applied.clone(), fake.failed.clone());
+    let applier = applier_for(dst.path(), fake.start());
+
+    applier.do_send(delta(
+        vec![
+            dir("d", 1, EntryState::Present),
+            dir("d/e", 2, EntryState::Present),
+        ],
+        2,
+        true,
+    ));
+    wait_applied(&applied, &failed, 2, 1).await;
+
+    // `d/e` again, as a directory still (a new mode): taken, and applied.
+    let mut e = dir("d/e", 3, EntryState::Present);
+    e.mode = 0o700;
+    applier.do_send(delta(vec![e], 3, false));
+    wait_applied(&applied, &failed, 3, 1).await;
+
+    // `d` turns into a symlink while `d/e` is re-sent unchanged in kind.
+    let link = FileEntry {
+        symlink_target: Some("elsewhere".into()),
+        mtime: MtimeNs(1_700_000_000_000_000_000),
+        seq: Seq(4),
+        ..FileEntry::new(RelPath::new("d").unwrap(), EntryKind::Symlink)
+    };
+    let mut e = dir("d/e", 5, EntryState::Present);
+    e.mode = 0o750;
+    applier.do_send(delta(vec![link, e], 5, false));
+    let failed_now = failed.clone();
+    wait_for(
+        Duration::from_secs(20),
+        "the Applier refuses d/e inside the symlink d",
+        move || {
+            let failed = failed_now.clone();
+            async move {
+                match failed.lock().unwrap().first() {
+                    Some(f) if f.contains("d/e lies inside d, which is not a directory") => Ok(()),
+                    other => Err(format!("failures so far: {other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        dst.path().join("d").is_dir() && !dst.path().join("d").is_symlink(),
+        "d was replaced by the symlink"
+    );
+    assert!(
+        !applied.lock().unwrap().contains(&5),
+        "the refused delta was acknowledged"
+    );
 }

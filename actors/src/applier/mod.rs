@@ -530,25 +530,33 @@ impl Applier {
                 }
             }
         }
-        let mut changed = Vec::new();
+        // Entries that appear or change kind: only they can place something inside a
+        // file or symlink. One that stays what it was (a file with its content, a
+        // directory's new mode) keeps the place in the tree the last check saw; a change
+        // around it is checked as that change.
+        let mut moved = Vec::new();
         let mut removed = Vec::new();
         for e in entries {
             // Content replies and change deltas travel separately: keep the newer entry.
             // Only a content reply can be stale for a path not held: the ordered stream
             // of deltas and resends always carries the source's current entries (a
             // resend may even arrive after newer live deltas, and must not be dropped).
-            let newer = match self.source.get(&e.path) {
+            let old = self.source.get(&e.path);
+            let newer = match old {
                 Some(old) => old.seq <= e.seq,
                 None => !content_reply || e.seq > self.forgotten,
             };
             if !newer {
                 continue;
             }
+            let stays = old.is_some_and(|old| old.is_present() && old.kind == e.kind);
             if let Some(c) = self.changed.as_mut() {
                 c.insert(e.path.clone());
             }
             if e.state != EntryState::Deleted {
-                changed.push(e.path.clone());
+                if !stays {
+                    moved.push(e.path.clone());
+                }
                 self.source.insert(e, None);
             } else {
                 self.source.remove(&e.path);
@@ -560,7 +568,7 @@ impl Applier {
         if let Some(newest) = removed.into_iter().max() {
             self.forgotten = self.forgotten.max(newest);
         }
-        let fresh = changed.iter().filter_map(|p| self.source.get(p));
+        let fresh = moved.iter().filter_map(|p| self.source.get(p));
         match nested_in_non_dir(&self.source, fresh) {
             Some(reason) => Err(reason),
             None => Ok(()),
