@@ -110,9 +110,11 @@ async fn wait_applied(
 #[actix_rt::test]
 async fn a_resend_after_newer_live_removals_is_applied_in_full() {
     let dst = tempdir();
-    let fake = FakeSender::default();
-    let (applied, failed) = (fake.applied.clone(), fake.failed.clone());
-    let applier = applier_for(dst.path(), fake.start());
+    let Started {
+        applier,
+        applied,
+        failed,
+    } = applier_for(dst.path());
 
     // The target holds `old` and `kept`.
     let snapshot = vec![
@@ -148,8 +150,18 @@ async fn a_resend_after_newer_live_removals_is_applied_in_full() {
     assert!(dst.path().join("kept").is_dir());
 }
 
-/// An Applier on a fresh target with `fake` as its Sender, started.
-fn applier_for(dst: &std::path::Path, fake: Addr<FakeSender>) -> Addr<Applier> {
+/// A started Applier and what its [`FakeSender`] records.
+struct Started {
+    applier: Addr<Applier>,
+    applied: Arc<Mutex<Vec<u64>>>,
+    failed: Arc<Mutex<Vec<String>>>,
+}
+
+/// An Applier on `dst`, started, with a [`FakeSender`] as its Sender, and what that sees.
+fn applier_for(dst: &std::path::Path) -> Started {
+    let fake = FakeSender::default();
+    let (applied, failed) = (fake.applied.clone(), fake.failed.clone());
+    let fake = fake.start();
     let link = SenderLink {
         need_content: fake.clone().recipient(),
         need_chunks: fake.clone().recipient(),
@@ -170,7 +182,11 @@ fn applier_for(dst: &std::path::Path, fake: Addr<FakeSender>) -> Addr<Applier> {
     let folder = FolderId::new("view").unwrap();
     let applier = Applier::new(folder, target, opts, link, Arc::new(Stats::default())).start();
     applier.do_send(Start);
-    applier
+    Started {
+        applier,
+        applied,
+        failed,
+    }
 }
 
 /// Only entries that appear or change kind are checked for nesting; one re-sent as it was
@@ -179,9 +195,11 @@ fn applier_for(dst: &std::path::Path, fake: Addr<FakeSender>) -> Addr<Applier> {
 #[actix_rt::test]
 async fn a_child_resent_unchanged_does_not_hide_its_parent_turning_symlink() {
     let dst = tempdir();
-    let fake = FakeSender::default();
-    let (applied, failed) = (fake.applied.clone(), fake.failed.clone());
-    let applier = applier_for(dst.path(), fake.start());
+    let Started {
+        applier,
+        applied,
+        failed,
+    } = applier_for(dst.path());
 
     applier.do_send(delta(
         vec![
