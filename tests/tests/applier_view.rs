@@ -110,11 +110,7 @@ async fn wait_applied(
 #[actix_rt::test]
 async fn a_resend_after_newer_live_removals_is_applied_in_full() {
     let dst = tempdir();
-    let Started {
-        applier,
-        applied,
-        failed,
-    } = applier_for(dst.path());
+    let (applier, applied, failed) = applier_for(dst.path());
 
     // The target holds `old` and `kept`.
     let snapshot = vec![
@@ -150,15 +146,11 @@ async fn a_resend_after_newer_live_removals_is_applied_in_full() {
     assert!(dst.path().join("kept").is_dir());
 }
 
-/// A started Applier and what its [`FakeSender`] records.
-struct Started {
-    applier: Addr<Applier>,
-    applied: Arc<Mutex<Vec<u64>>>,
-    failed: Arc<Mutex<Vec<String>>>,
-}
+/// What a [`FakeSender`] records: acknowledged sequences, or failure reasons.
+type Log<T> = Arc<Mutex<Vec<T>>>;
 
-/// An Applier on `dst`, started, with a [`FakeSender`] as its Sender, and what that sees.
-fn applier_for(dst: &std::path::Path) -> Started {
+/// An Applier on `dst`, started, with a [`FakeSender`] as its Sender, and what that records.
+fn applier_for(dst: &std::path::Path) -> (Addr<Applier>, Log<u64>, Log<String>) {
     let fake = FakeSender::default();
     let (applied, failed) = (fake.applied.clone(), fake.failed.clone());
     let fake = fake.start();
@@ -182,11 +174,7 @@ fn applier_for(dst: &std::path::Path) -> Started {
     let folder = FolderId::new("view").unwrap();
     let applier = Applier::new(folder, target, opts, link, Arc::new(Stats::default())).start();
     applier.do_send(Start);
-    Started {
-        applier,
-        applied,
-        failed,
-    }
+    (applier, applied, failed)
 }
 
 /// Only entries that appear or change kind are checked for nesting; one re-sent as it was
@@ -195,11 +183,7 @@ fn applier_for(dst: &std::path::Path) -> Started {
 #[actix_rt::test]
 async fn a_child_resent_unchanged_does_not_hide_its_parent_turning_symlink() {
     let dst = tempdir();
-    let Started {
-        applier,
-        applied,
-        failed,
-    } = applier_for(dst.path());
+    let (applier, applied, failed) = applier_for(dst.path());
 
     applier.do_send(delta(
         vec![
