@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ferry_engine::assemble::{copy_local_chunks, Assembly, ChunkTask, LocalCopy};
 use ferry_engine::{
-    ChunkId, ChunkParams, Content, Error as EngineError, FileEntry, TargetDir, TempFile,
+    ChunkId, ChunkParams, Content, Error as EngineError, FileEntry, ParentDirs, TargetDir, TempFile,
 };
 
 use crate::messages::ChunkBody;
@@ -166,6 +166,15 @@ impl Slot {
         &self,
         f: impl FnOnce(&TempFile) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
+        self.with_temp_in(&mut ParentDirs::default(), f)
+    }
+
+    /// [`Slot::with_temp`], creating the temp file through `parents`.
+    fn with_temp_in<T>(
+        &self,
+        parents: &mut ParentDirs,
+        f: impl FnOnce(&TempFile) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         let temp = {
             let mut guard = self.temp.lock().unwrap_or_else(|p| p.into_inner());
             if guard.is_none() {
@@ -177,7 +186,7 @@ impl Slot {
                         reason: "the file was given up while it was written".into(),
                     });
                 }
-                let temp = self.target.create_temp(&self.entry.path)?;
+                let temp = self.target.create_temp_in(parents, &self.entry.path)?;
                 if let Some(len) = self.preallocate {
                     temp.preallocate(len);
                 }
@@ -394,6 +403,8 @@ fn write_window(window: Vec<(ChunkBody, ChunkId, Waiters)>, check: Check, out: &
         }
     }
     let mut wanted = vec![false; good.len()];
+    // The window's files share the directories they are created in.
+    let mut parents = ParentDirs::default();
     for (slot, mut pieces) in slots {
         if slot.is_finished() {
             continue;
@@ -404,7 +415,7 @@ fn write_window(window: Vec<(ChunkBody, ChunkId, Waiters)>, check: Check, out: &
         for (_, i) in &pieces {
             wanted[*i] = true;
         }
-        let event = match write_pieces(&slot, &pieces, &good) {
+        let event = match write_pieces(&slot, &pieces, &good, &mut parents) {
             Ok(zero_bytes) => {
                 out.zero_bytes += zero_bytes;
                 slot.written(pieces.len())
@@ -432,6 +443,7 @@ fn write_pieces(
     slot: &Slot,
     pieces: &[(ChunkTask, usize)],
     good: &[Verified],
+    parents: &mut ParentDirs,
 ) -> Result<u64, EngineError> {
     if let Some((task, _)) = pieces
         .iter()
@@ -443,7 +455,7 @@ fn write_pieces(
         });
     }
     // Opened even when every piece is zeros, so an all-zero file exists.
-    slot.with_temp(|temp| {
+    slot.with_temp_in(parents, |temp| {
         let mut zero_bytes = 0u64;
         let mut run: Vec<&[u8]> = Vec::new();
         let (mut start, mut end) = (0u64, 0u64);

@@ -56,5 +56,5 @@ pub use scan::{scan, scan_subtree, ScanOptions, ScanOutcome, SkipKind, Skipped};
 pub use source::{PrintedChunk, SourceContent, SourceDir, SourceFile};
 pub use space::FreeSpace;
 pub use store::{ResumeHead, SavedResume, SavedSource, SourceHead, StateDb, StoreError};
-pub use target::{TargetDir, TempFile};
+pub use target::{ParentDirs, TargetDir, TempFile};
 pub use targetindex::TargetIndex;

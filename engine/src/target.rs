@@ -1,12 +1,14 @@
 //! `TargetDir`: the one seam through which the engine writes a folder, never leaving its root
 //! and never following a symlink (every step is an `*at` call with `O_NOFOLLOW`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::num::NonZeroU64;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 
@@ -78,7 +80,8 @@ pub struct TargetStat {
 #[derive(Debug)]
 pub struct TargetDir {
     root: PathBuf,
-    root_fd: OwnedFd,
+    /// Shared with the temp files created in the root.
+    root_fd: Arc<OwnedFd>,
     /// Entries [`TargetDir::remove_tree`] leaves in place: the ignored ones.
     keep: IgnoreRules,
     /// The step the file system keeps file times in, in ns (0: exact or not probed); see
@@ -131,7 +134,7 @@ impl TargetDir {
         .map_err(|e| Error::io("open target folder", root, e.into()))?;
         Ok(TargetDir {
             root: root.to_owned(),
-            root_fd,
+            root_fd: Arc::new(root_fd),
             keep: IgnoreRules::default(),
             mtime_step: AtomicU64::new(0),
         })
@@ -275,12 +278,28 @@ impl TargetDir {
 
     /// Opens a new temp file beside `path`, where its content is assembled.
     pub fn create_temp(&self, path: &RelPath) -> Result<TempFile> {
-        let dir = self.parent(path)?;
-        let dir = match dir {
-            DirFd::Root(fd) => fd
-                .try_clone_to_owned()
-                .map_err(|e| self.err("dup", path, e))?,
-            DirFd::Owned(fd) => fd,
+        self.create_temp_in(&mut ParentDirs::default(), path)
+    }
+
+    /// [`TargetDir::create_temp`], opening `path`'s directory only if `parents` does not
+    /// hold it yet (and keeping it there).
+    pub fn create_temp_in(&self, parents: &mut ParentDirs, path: &RelPath) -> Result<TempFile> {
+        let dir = match path.as_str().rsplit_once('/') {
+            None => self.root_fd.clone(),
+            Some((dir, _)) => {
+                let key = self.root.join(dir);
+                match parents.open.get(&key) {
+                    Some(fd) => fd.clone(),
+                    None => {
+                        let DirFd::Owned(fd) = self.parent(path)? else {
+                            unreachable!("a path with a directory part has a parent below the root")
+                        };
+                        let fd = Arc::new(fd);
+                        parents.open.insert(key, fd.clone());
+                        fd
+                    }
+                }
+            }
         };
         let tmp_name = temp_name();
         let fd = loosening(&[&dir], || {
@@ -798,11 +817,21 @@ fn timestamps(mtime: MtimeNs) -> Timestamps {
     }
 }
 
+/// Directories opened for temp files, each shared by the files then created in it (one
+/// `openat2` for a directory's files, not one each). Meant for one batch of writes: like
+/// a temp file holding its directory until it is installed, a batch writes through the
+/// descriptor it opened, so its window for a directory moved meanwhile is as short.
+#[derive(Debug, Default)]
+pub struct ParentDirs {
+    /// By the directory's path under its target's root, so one set serves any target.
+    open: HashMap<PathBuf, Arc<OwnedFd>>,
+}
+
 /// A file being assembled under a temp name beside its final path. Dropped without
 /// [`TempFile::commit`], it is removed, so no partial content ever has a final name.
 #[derive(Debug)]
 pub struct TempFile {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     tmp_name: String,
     path: RelPath,
     full: PathBuf,
@@ -1232,6 +1261,58 @@ mod tests {
         let held = rfs::fstat(&old).unwrap();
         assert_eq!(held.st_ino, rfs::fstat(&reader).unwrap().st_ino);
         assert_eq!(held.st_nlink, 0, "the replaced file has no name left");
+    }
+
+    #[test]
+    fn temp_files_created_through_parent_dirs_share_one_opened_directory_each() {
+        let root = tempfile::tempdir().unwrap();
+        for d in ["a", "a/b", "c"] {
+            fs::create_dir(root.path().join(d)).unwrap();
+        }
+        let target = TargetDir::open(root.path()).unwrap();
+        let mut parents = ParentDirs::default();
+        let paths = ["a/1", "a/b/2", "a/3", "c/4", "5", "a/b/6"];
+        let temps: Vec<TempFile> = paths
+            .iter()
+            .map(|path| {
+                let temp = target.create_temp_in(&mut parents, &p(path)).unwrap();
+                temp.write_at(0, path.as_bytes()).unwrap();
+                temp
+            })
+            .collect();
+        // One descriptor per directory below the root (the root's own is the target's).
+        let mut opened: Vec<_> = parents.open.keys().cloned().collect();
+        opened.sort();
+        let under = |d: &str| root.path().join(d);
+        assert_eq!(opened, [under("a"), under("a/b"), under("c")]);
+        assert!(Arc::ptr_eq(&temps[0].dir, &temps[2].dir));
+        assert!(Arc::ptr_eq(&temps[1].dir, &temps[5].dir));
+        assert!(Arc::ptr_eq(&temps[4].dir, &target.root_fd));
+        drop(parents);
+        for temp in temps {
+            temp.install().unwrap();
+        }
+        for path in paths {
+            assert_eq!(fs::read(root.path().join(path)).unwrap(), path.as_bytes());
+        }
+        assert_eq!(names(&under("a")), ["1", "3", "b"]);
+        assert_eq!(names(&under("a/b")), ["2", "6"]);
+        assert_eq!(names(&under("c")), ["4"]);
+    }
+
+    #[test]
+    fn parent_dirs_refuse_a_directory_turned_symlink_they_have_not_opened() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("a")).unwrap();
+        symlink(outside.path(), root.path().join("s")).unwrap();
+        let target = TargetDir::open(root.path()).unwrap();
+        let mut parents = ParentDirs::default();
+        target.create_temp_in(&mut parents, &p("a/1")).unwrap();
+        let err = target.create_temp_in(&mut parents, &p("s/2")).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert!(names(outside.path()).is_empty());
+        assert_eq!(parents.open.len(), 1, "a refused directory is not kept");
     }
 
     #[test]
