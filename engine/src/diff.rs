@@ -7,6 +7,7 @@ use crate::entry::{EntryKind, EntryState, FileEntry};
 use crate::index::Index;
 use crate::plan::{Action, Plan, Seen};
 use crate::relpath::RelPath;
+use crate::targetindex::TargetIndex;
 
 /// New files at least this large make the target's files of the same size get hashed, as
 /// likely copies whose chunks can be reused (smaller ones are cheaper to send than to look for).
@@ -54,24 +55,26 @@ pub enum DiffOutcome {
 /// only in mtime, content decides, so identical bytes get a metadata update, not a rewrite.
 /// Source entries marked unreadable protect whatever the target holds at and below them.
 pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
-    diff_within(source, target, None, &[], opts)
+    diff_within(source, &TargetIndex::new(target.clone()), None, &[], opts)
 }
 
 /// Like [`diff`], but looks only at `paths` (when given), with everything below and above
 /// them: what changed since the last plan was applied in full. Entries elsewhere are taken
 /// to be mirrored already, so a live change costs what it touches, not the whole folder.
-/// (Likely copies of large new files are still looked for in the whole target.)
+/// (Likely copies of large new files are still looked for in the whole target, among the
+/// files it has not hashed, which [`TargetIndex`] keeps by size.)
 ///
 /// Source entries in any set of `pending` (content still being hashed, files being
 /// written) are left out: nothing is planned for them, and what the target holds at their
 /// paths is kept.
 pub fn diff_within(
     source: &Index,
-    target: &Index,
+    target_index: &TargetIndex,
     paths: Option<&BTreeSet<RelPath>>,
     pending: &[&HashSet<RelPath>],
     opts: DiffOptions,
 ) -> DiffOutcome {
+    let target = target_index.index();
     let mut sources = in_scope(source, paths);
     if pending.iter().any(|set| !set.is_empty()) {
         sources.retain(|e| !pending.iter().any(|set| set.contains(&e.path)));
@@ -175,16 +178,10 @@ pub fn diff_within(
         .map(|e| e.size)
         .filter(|&n| n >= COPY_SOURCE_MIN)
         .collect();
-    if !copy_sizes.is_empty() {
-        for t in target.iter() {
-            if t.is_present()
-                && t.kind == EntryKind::File
-                && t.content.is_none()
-                && copy_sizes.contains(&t.size)
-            {
-                needs.target.push(t.path.clone());
-            }
-        }
+    for size in copy_sizes {
+        needs
+            .target
+            .extend(target_index.unhashed_of_size(size).cloned());
     }
     if !needs.is_empty() {
         needs.source.sort();
@@ -1077,7 +1074,13 @@ mod tests {
         let source = index([file("a", b"new", 1), unhashed(file("b", b"later", 2))]);
         let target = index([file("b", b"stale", 1)]);
         let pending: HashSet<RelPath> = [p("b")].into();
-        let plan = match diff_within(&source, &target, None, &[&pending], DiffOptions::default()) {
+        let plan = match diff_within(
+            &source,
+            &TargetIndex::new(target.clone()),
+            None,
+            &[&pending],
+            DiffOptions::default(),
+        ) {
             DiffOutcome::Ready(plan) => plan,
             DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
         };
@@ -1089,7 +1092,13 @@ mod tests {
         assert!(plan.is_additive());
         // An extraneous entry makes a plan that removes, which must wait for the rest.
         let target = index([file("b", b"stale", 1), file("x", b"extra", 1)]);
-        let plan = match diff_within(&source, &target, None, &[&pending], DiffOptions::default()) {
+        let plan = match diff_within(
+            &source,
+            &TargetIndex::new(target.clone()),
+            None,
+            &[&pending],
+            DiffOptions::default(),
+        ) {
             DiffOutcome::Ready(plan) => plan,
             DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
         };
@@ -1188,7 +1197,7 @@ mod tests {
             }
             let opts = DiffOptions::default();
             proptest::prop_assert_eq!(
-                diff_within(&source, &target, Some(&dirty), &[], opts),
+                diff_within(&source, &TargetIndex::new(target.clone()), Some(&dirty), &[], opts),
                 diff(&source, &target, opts)
             );
         }

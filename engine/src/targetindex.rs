@@ -1,9 +1,11 @@
 //! `TargetIndex`: a target folder's index together with its chunk index, kept in step by
 //! routing every change through one place.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::chunk::Content;
 use crate::chunkindex::ChunkIndex;
-use crate::entry::FileEntry;
+use crate::entry::{EntryKind, FileEntry};
 use crate::index::Index;
 use crate::relpath::RelPath;
 
@@ -15,22 +17,35 @@ pub struct TargetIndex {
     /// Files outside the index whose chunks may still be copied: the temp files a cut
     /// transfer left behind, until they are removed.
     leftovers: Vec<(RelPath, Content)>,
+    /// The present files not hashed yet, by size: where a diff looks for likely copies of
+    /// a large new file without going through every entry.
+    unhashed: BTreeMap<u64, BTreeSet<RelPath>>,
 }
 
 impl TargetIndex {
     /// Wraps a scanned index, indexing the chunks of every entry whose content is known.
     pub fn new(index: Index) -> Self {
         let mut chunks = ChunkIndex::new();
+        let mut unhashed: BTreeMap<u64, BTreeSet<RelPath>> = BTreeMap::new();
         for e in index.iter().filter(|e| e.is_present()) {
             if let Some(c) = &e.content {
                 chunks.add(&e.path, c);
+            }
+            if is_unhashed(e) {
+                unhashed.entry(e.size).or_default().insert(e.path.clone());
             }
         }
         TargetIndex {
             index,
             chunks,
             leftovers: Vec::new(),
+            unhashed,
         }
+    }
+
+    /// The present files of `size` bytes not hashed yet, in path order.
+    pub fn unhashed_of_size(&self, size: u64) -> impl Iterator<Item = &RelPath> {
+        self.unhashed.get(&size).into_iter().flatten()
     }
 
     /// The entries.
@@ -55,6 +70,10 @@ impl TargetIndex {
             if let Some(c) = &entry.content {
                 self.chunks.add(&entry.path, c);
             }
+        }
+        if is_unhashed(&entry) {
+            let paths = self.unhashed.entry(entry.size).or_default();
+            paths.insert(entry.path.clone());
         }
         self.index.insert(entry, None);
     }
@@ -87,6 +106,12 @@ impl TargetIndex {
             // Unreadable at the target: it will be replaced, not compared.
             None => e.state = crate::entry::EntryState::Unreadable,
         }
+        if is_unhashed(e) {
+            self.unhashed
+                .entry(e.size)
+                .or_default()
+                .insert(e.path.clone());
+        }
     }
 
     /// Sets a directory's (or any entry's) mode and mtime.
@@ -114,9 +139,135 @@ impl TargetIndex {
         paths
     }
 
+    /// Takes the entry at `path` out of the chunk index and the unhashed files, before it
+    /// changes or goes.
     fn forget(&mut self, path: &RelPath) {
-        if let Some(c) = self.index.get(path).and_then(|e| e.content.as_ref()) {
+        let Some(e) = self.index.get(path) else {
+            return;
+        };
+        if let Some(c) = &e.content {
             self.chunks.remove(path, c);
         }
+        if is_unhashed(e) {
+            if let Some(paths) = self.unhashed.get_mut(&e.size) {
+                paths.remove(path);
+                if paths.is_empty() {
+                    self.unhashed.remove(&e.size);
+                }
+            }
+        }
+    }
+}
+
+/// True for a present file whose content is not known.
+fn is_unhashed(e: &FileEntry) -> bool {
+    e.is_present() && e.kind == EntryKind::File && e.content.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{chunk_reader, ChunkParams};
+    use crate::entry::{EntryState, MtimeNs, Seq, VersionVector};
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// A file of `size` bytes as a scan reports it: not hashed.
+    fn file(path: &str, size: u64) -> FileEntry {
+        FileEntry {
+            path: p(path),
+            kind: EntryKind::File,
+            state: EntryState::Present,
+            size,
+            mtime: MtimeNs(1),
+            mode: 0o644,
+            content: None,
+            symlink_target: None,
+            seq: Seq::default(),
+            version: VersionVector::default(),
+        }
+    }
+
+    fn hashed(e: FileEntry) -> FileEntry {
+        let bytes = vec![7u8; e.size as usize];
+        FileEntry {
+            content: Some(chunk_reader(&bytes[..], &ChunkParams::default()).unwrap()),
+            ..e
+        }
+    }
+
+    /// The unhashed files of each size, as a walk over every entry finds them.
+    fn walked(t: &TargetIndex) -> BTreeMap<u64, Vec<RelPath>> {
+        let mut by_size: BTreeMap<u64, Vec<RelPath>> = BTreeMap::new();
+        for e in t.index().iter().filter(|e| is_unhashed(e)) {
+            by_size.entry(e.size).or_default().push(e.path.clone());
+        }
+        by_size
+    }
+
+    fn kept(t: &TargetIndex) -> BTreeMap<u64, Vec<RelPath>> {
+        let sizes: BTreeSet<u64> = t.index().iter().map(|e| e.size).collect();
+        sizes
+            .into_iter()
+            .map(|n| (n, t.unhashed_of_size(n).cloned().collect::<Vec<_>>()))
+            .filter(|(_, paths)| !paths.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_unhashed_files_by_size_follow_every_change_of_the_index() {
+        let mut scanned = Index::new(ChunkParams::default());
+        for e in [
+            file("a", 10),
+            file("b", 10),
+            hashed(file("c", 10)),
+            file("d/e", 20),
+            file("d/f", 20),
+            FileEntry {
+                kind: EntryKind::Dir,
+                ..file("d", 0)
+            },
+        ] {
+            scanned.insert(e, None);
+        }
+        let mut t = TargetIndex::new(scanned);
+        assert_eq!(kept(&t), walked(&t));
+        assert_eq!(
+            t.unhashed_of_size(10).collect::<Vec<_>>(),
+            [&p("a"), &p("b")]
+        );
+        let steps: [fn(&mut TargetIndex); 8] = [
+            // Hashed: no longer a candidate.
+            |t| {
+                let c = hashed(file("a", 10)).content;
+                t.set_content(&p("a"), c)
+            },
+            // Unreadable: still present, still without content.
+            |t| t.set_content(&p("b"), None),
+            // Replaced by a file of another size, hashed or not.
+            |t| t.insert(file("c", 30)),
+            |t| t.insert(hashed(file("d/e", 30))),
+            // A tombstone is not a file to copy from.
+            |t| {
+                t.insert(FileEntry {
+                    state: EntryState::Deleted,
+                    ..file("b", 10)
+                })
+            },
+            |t| t.insert(file("g", 20)),
+            |t| {
+                t.remove(&p("g"));
+            },
+            |t| t.remove_tree(&p("d")),
+        ];
+        for step in steps {
+            step(&mut t);
+            assert_eq!(kept(&t), walked(&t));
+        }
+        assert!(t.unhashed_of_size(10).next().is_none());
+        assert_eq!(t.unhashed_of_size(30).collect::<Vec<_>>(), [&p("c")]);
+        assert!(t.unhashed_of_size(20).next().is_none());
     }
 }

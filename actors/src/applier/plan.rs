@@ -93,7 +93,7 @@ impl Applier {
             _ => None,
         };
         let scope = arrived.as_ref().or(self.changed.as_ref());
-        match diff_within(&self.source, target_index.index(), scope, &pending, opts) {
+        match diff_within(&self.source, target_index, scope, &pending, opts) {
             // Asked for once the running plan is done (the next plan is made then).
             DiffOutcome::NeedContent(_) if joining => {}
             DiffOutcome::NeedContent(needs) => {
