@@ -31,6 +31,7 @@ pub mod error;
 pub mod events;
 mod firstsync;
 pub mod health;
+pub mod log_hold;
 pub mod messages;
 pub mod oneshot;
 pub mod persist;

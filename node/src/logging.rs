@@ -13,6 +13,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+use ferry_actors::log_hold;
+
 use crate::cli::LogFormat;
 
 /// The log file, reopened by name on request so that it can be rotated by renaming.
@@ -147,7 +149,8 @@ pub fn init(
         (false, _) => "debug",
     };
     let console_filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| filter_for(level));
-    let mut layers: Vec<BoxedLayer> = vec![layer(format, io::stderr, false)
+    // Through `log_hold`: the Applier writes a batch's change lines together.
+    let mut layers: Vec<BoxedLayer> = vec![layer(format, || log_hold::Stderr, false)
         .with_filter(console_filter)
         .boxed()];
     let log_file = match file {

@@ -315,6 +315,7 @@ impl Applier {
         ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Ok(results) => {
+                    let _lines = crate::log_hold::hold();
                     let mut uncleared = Vec::new();
                     for (a, r) in results {
                         let Some(r) = r else {
@@ -640,6 +641,8 @@ impl Applier {
     }
 
     pub(super) fn on_events(&mut self, events: Vec<SlotEvent>) {
+        // The batch's change lines are written together, once it is recorded.
+        let _lines = crate::log_hold::hold();
         for ev in events {
             match ev {
                 SlotEvent::Sealed(slot) => {
