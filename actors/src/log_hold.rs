@@ -110,7 +110,11 @@ mod tests {
         let inner = hold();
         Stderr.write_all(b"b\n").unwrap();
         drop(inner);
-        assert_eq!(held().as_deref(), Some(&b"a\nb\n"[..]), "an inner hold joins");
+        assert_eq!(
+            held().as_deref(),
+            Some(&b"a\nb\n"[..]),
+            "an inner hold joins"
+        );
         drop(outer);
         assert_eq!(held(), None, "written once the outer hold ends");
         // Other threads are not held.

@@ -2,7 +2,7 @@
 //! each, turning bursts of events into coalesced `Dirty` batches for the Differ.
 //! Directories the folder's ignore rules exclude are not watched.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,13 @@ use crate::health::Role;
 use crate::messages::{Dirty, Failed, FlushNow, FolderId, Rescan};
 use crate::stats::Stats;
 
+/// How long the first half of a rename (the name it left) holds its batch back for the
+/// second (the name it took). The kernel queues both at once, but notify's thread hands
+/// them over one by one and may be descheduled between the two: sent in two batches, the
+/// rename would be replicated as a removal and a new copy. A file moved out of the folder
+/// has no second half; its removal is sent this much later.
+const RENAME_WAIT: Duration = Duration::from_millis(50);
+
 /// Events buffered between notify's thread and the Watcher; when full, notify's thread
 /// waits and the kernel queue absorbs the rest (and overflows into a rescan if it must).
 const EVENT_LIMIT: usize = 1 << 18;
@@ -27,7 +34,8 @@ const EVENT_LIMIT: usize = 1 << 18;
 pub struct WatchOptions {
     /// Quiet time after the last event before a batch is sent.
     pub debounce: Duration,
-    /// A batch is sent at the latest this long after its first event, however busy.
+    /// A batch is sent at the latest this long after its first event, however busy (or, if
+    /// a file was just renamed, once the rename's second half is in, 50 ms at most).
     pub max_delay: Duration,
     /// Full rescans as a safety net (`None` = off).
     pub rescan_every: Option<Duration>,
@@ -75,6 +83,11 @@ pub struct Watcher {
     full_rescan: Option<String>,
     first_event: Option<Instant>,
     last_event: Instant,
+    /// The first halves of renames (by notify's tracker, the inotify cookie) whose second
+    /// half has not arrived yet, and when they did.
+    unpaired: HashMap<usize, Instant>,
+    /// How long a rename's first half holds its batch back for the second.
+    rename_wait: Duration,
     timer: Option<SpawnHandle>,
     sending: bool,
     /// A private directory in the same inotify instance: a file created there on
@@ -155,6 +168,8 @@ impl Watcher {
             full_rescan: None,
             first_event: None,
             last_event: Instant::now(),
+            unpaired: HashMap::new(),
+            rename_wait: RENAME_WAIT,
             timer: None,
             sending: false,
             barrier: None,
@@ -330,6 +345,7 @@ impl Watcher {
             EventKind::Access(_) => return,
             _ => {}
         }
+        self.pair_renames(&ev, ctx);
         for (i, path) in ev.paths.iter().enumerate() {
             // notify drops the watches of a path (and below) by itself when it reads that it
             // was deleted or moved away, even when a directory is back under that name by
@@ -420,6 +436,30 @@ impl Watcher {
         }
     }
 
+    /// Notes the first half of a rename, or its second: once no rename waits for its
+    /// second half, the batch goes after the usual quiet time.
+    fn pair_renames(&mut self, ev: &Event, ctx: &mut Context<Self>) {
+        let Some(tracker) = ev.attrs.tracker() else {
+            return;
+        };
+        let paired = match ev.kind {
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                self.unpaired.insert(tracker, Instant::now());
+                false
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+                self.unpaired.remove(&tracker).is_some()
+            }
+            _ => false,
+        };
+        if paired && self.unpaired.is_empty() {
+            // The timer may be set for the end of the wait: set again on `arm`.
+            if let Some(t) = self.timer.take() {
+                ctx.cancel_future(t);
+            }
+        }
+    }
+
     fn need_rescan(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(folder = %self.folder, "full rescan: {reason}");
         self.rewatch_all();
@@ -446,6 +486,14 @@ impl Watcher {
         let deadline = first + self.opts.max_delay;
         if now < quiet_at && now < deadline {
             let at = quiet_at.min(deadline);
+            self.timer = Some(ctx.run_later(at - now, |act, ctx| act.on_timer(ctx)));
+            return;
+        }
+        // A rename half seen waits for its other half (the deadline notwithstanding), until
+        // `rename_wait` has passed: then it was a move out of the folder.
+        let wait = self.rename_wait;
+        self.unpaired.retain(|_, at| now < *at + wait);
+        if let Some(at) = self.unpaired.values().min().map(|at| *at + wait) {
             self.timer = Some(ctx.run_later(at - now, |act, ctx| act.on_timer(ctx)));
             return;
         }
@@ -776,6 +824,103 @@ mod tests {
 
     /// How long a batch may take to reach the Differ.
     const BATCH_DEADLINE: Duration = Duration::from_secs(20);
+
+    /// An event as notify's thread hands it over.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Inject(Event);
+
+    impl Handler<Inject> for Watcher {
+        type Result = ();
+        fn handle(&mut self, Inject(ev): Inject, ctx: &mut Self::Context) {
+            self.on_event(Ok(ev), ctx);
+        }
+    }
+
+    /// A Watcher of an empty folder whose renames wait `rename_wait` for their second
+    /// half, with its watches placed, and the batches it sends.
+    async fn watching(
+        src: &Path,
+        rename_wait: Duration,
+    ) -> (Addr<Watcher>, mpsc::UnboundedReceiver<Dirty>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let collector = Collector(tx).start();
+        let mut watcher = Watcher::new(
+            FolderId::new("f").unwrap(),
+            src.to_owned(),
+            WatchOptions::default(),
+            collector.clone().recipient(),
+            collector.clone().recipient(),
+            collector.recipient(),
+            Arc::default(),
+        );
+        watcher.rename_wait = rename_wait;
+        let watcher = watcher.start();
+        watcher.send(FlushNow).await.unwrap();
+        (watcher, rx)
+    }
+
+    /// notify's event for one half of the rename `tracker`.
+    fn rename_half(mode: RenameMode, tracker: usize, paths: &[&Path]) -> Inject {
+        let mut ev = Event::new(EventKind::Modify(ModifyKind::Name(mode))).set_tracker(tracker);
+        for p in paths {
+            ev = ev.add_path(p.to_path_buf());
+        }
+        Inject(ev)
+    }
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn a_rename_whose_halves_come_apart_is_sent_in_one_batch() {
+        let src = tempfile::tempdir().unwrap();
+        let (watcher, mut rx) = watching(src.path(), BATCH_DEADLINE).await;
+        let (from, to) = (src.path().join("keep.txt"), src.path().join("kept.txt"));
+        watcher
+            .send(rename_half(RenameMode::From, 7, &[&from]))
+            .await
+            .unwrap();
+        // notify's thread descheduled between the two halves for many debounce spells
+        // (the condition under test, not a wait for anything).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "the first half was sent alone");
+        watcher
+            .send(rename_half(RenameMode::To, 7, &[&to]))
+            .await
+            .unwrap();
+        watcher
+            .send(rename_half(RenameMode::Both, 7, &[&from, &to]))
+            .await
+            .unwrap();
+        let batch = tokio::time::timeout(BATCH_DEADLINE, rx.recv())
+            .await
+            .expect("a batch once the rename is whole")
+            .expect("the collector is running");
+        assert_eq!(batch.paths, vec![rel("keep.txt"), rel("kept.txt")]);
+    }
+
+    #[actix_rt::test]
+    async fn a_move_out_of_the_folder_is_sent_once_the_wait_for_its_other_half_is_over() {
+        let src = tempfile::tempdir().unwrap();
+        let (watcher, mut rx) = watching(src.path(), Duration::from_millis(30)).await;
+        let gone = src.path().join("gone.txt");
+        let before = Instant::now();
+        watcher
+            .send(rename_half(RenameMode::From, 9, &[&gone]))
+            .await
+            .unwrap();
+        let batch = tokio::time::timeout(BATCH_DEADLINE, rx.recv())
+            .await
+            .expect("the removal is sent without a second half")
+            .expect("the collector is running");
+        assert_eq!(batch.paths, vec![rel("gone.txt")]);
+        assert!(
+            before.elapsed() >= Duration::from_millis(30),
+            "sent before the wait for the second half was over"
+        );
+    }
 
     #[actix_rt::test]
     async fn a_batch_is_timed_from_its_own_first_change_not_from_earlier_events_that_sent_nothing()
