@@ -291,10 +291,10 @@ impl TargetDir {
                 match parents.open.get(&key) {
                     Some(fd) => fd.clone(),
                     None => {
-                        let DirFd::Owned(fd) = self.parent(path)? else {
-                            unreachable!("a path with a directory part has a parent below the root")
+                        let fd = match self.parent(path)? {
+                            DirFd::Owned(fd) => Arc::new(fd),
+                            DirFd::Root(_) => self.root_fd.clone(),
                         };
-                        let fd = Arc::new(fd);
                         parents.open.insert(key, fd.clone());
                         fd
                     }
