@@ -873,6 +873,14 @@ mod tests {
         RelPath::new(s).unwrap()
     }
 
+    /// The next batch the Watcher sends, which must come within [`BATCH_DEADLINE`].
+    async fn next_batch(rx: &mut mpsc::UnboundedReceiver<Dirty>, what: &str) -> Dirty {
+        tokio::time::timeout(BATCH_DEADLINE, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no batch within the deadline"))
+            .expect("the collector is running")
+    }
+
     #[actix_rt::test]
     async fn a_rename_whose_halves_come_apart_is_sent_in_one_batch() {
         let src = tempfile::tempdir().unwrap();
@@ -894,10 +902,7 @@ mod tests {
             .send(rename_half(RenameMode::Both, 7, &[&from, &to]))
             .await
             .unwrap();
-        let batch = tokio::time::timeout(BATCH_DEADLINE, rx.recv())
-            .await
-            .expect("a batch once the rename is whole")
-            .expect("the collector is running");
+        let batch = next_batch(&mut rx, "the rename made whole").await;
         assert_eq!(batch.paths, vec![rel("keep.txt"), rel("kept.txt")]);
     }
 
@@ -911,10 +916,7 @@ mod tests {
             .send(rename_half(RenameMode::From, 9, &[&gone]))
             .await
             .unwrap();
-        let batch = tokio::time::timeout(BATCH_DEADLINE, rx.recv())
-            .await
-            .expect("the removal is sent without a second half")
-            .expect("the collector is running");
+        let batch = next_batch(&mut rx, "a removal without a second half").await;
         assert_eq!(batch.paths, vec![rel("gone.txt")]);
         assert!(
             before.elapsed() >= Duration::from_millis(30),
@@ -926,20 +928,8 @@ mod tests {
     async fn a_batch_is_timed_from_its_own_first_change_not_from_earlier_events_that_sent_nothing()
     {
         let src = tempfile::tempdir().unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let collector = Collector(tx).start();
-        let watcher = Watcher::new(
-            FolderId::new("f").unwrap(),
-            src.path().to_owned(),
-            WatchOptions::default(),
-            collector.clone().recipient(),
-            collector.clone().recipient(),
-            collector.recipient(),
-            Arc::default(),
-        )
-        .start();
-        // Answered once the watches are placed; its barrier events send nothing.
-        watcher.send(FlushNow).await.unwrap();
+        // Its watches placed (by a flush, whose barrier events send nothing).
+        let (watcher, mut rx) = watching(src.path(), RENAME_WAIT).await;
         // An event that sends nothing (one of the Applier's temp names), handled by the time
         // the flush answers.
         std::fs::write(src.path().join(".ferry-tmp-1-0123abcd-1"), "x").unwrap();
@@ -948,11 +938,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let before = Instant::now();
         std::fs::write(src.path().join("real"), "y").unwrap();
-        let batch = tokio::time::timeout(BATCH_DEADLINE, rx.recv())
-            .await
-            .expect("a batch within the deadline")
-            .expect("the collector is running");
-        assert_eq!(batch.paths, vec![RelPath::new("real").unwrap()]);
+        let batch = next_batch(&mut rx, "a write after an idle spell").await;
+        assert_eq!(batch.paths, vec![rel("real")]);
         assert!(
             batch.since >= before,
             "the batch is timed from {:?} before its first change",

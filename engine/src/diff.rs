@@ -1069,21 +1069,22 @@ mod tests {
         assert!(!has(&plan, "Remove", "old"));
     }
 
+    /// The plan for `source` over `target` leaving `pending` out, which must ask for no
+    /// content.
+    fn plan_leaving_out(source: &Index, target: Index, pending: &HashSet<RelPath>) -> Plan {
+        let target = TargetIndex::new(target);
+        match diff_within(source, &target, None, &[pending], DiffOptions::default()) {
+            DiffOutcome::Ready(plan) => plan,
+            DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
+        }
+    }
+
     #[test]
     fn pending_entries_are_left_out_and_what_the_target_holds_there_is_kept() {
         let source = index([file("a", b"new", 1), unhashed(file("b", b"later", 2))]);
         let target = index([file("b", b"stale", 1)]);
         let pending: HashSet<RelPath> = [p("b")].into();
-        let plan = match diff_within(
-            &source,
-            &TargetIndex::new(target.clone()),
-            None,
-            &[&pending],
-            DiffOptions::default(),
-        ) {
-            DiffOutcome::Ready(plan) => plan,
-            DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
-        };
+        let plan = plan_leaving_out(&source, target, &pending);
         assert!(has(&plan, "WriteFile", "a"));
         assert!(
             !plan.actions.iter().any(|a| a.path() == &p("b")),
@@ -1092,16 +1093,7 @@ mod tests {
         assert!(plan.is_additive());
         // An extraneous entry makes a plan that removes, which must wait for the rest.
         let target = index([file("b", b"stale", 1), file("x", b"extra", 1)]);
-        let plan = match diff_within(
-            &source,
-            &TargetIndex::new(target.clone()),
-            None,
-            &[&pending],
-            DiffOptions::default(),
-        ) {
-            DiffOutcome::Ready(plan) => plan,
-            DiffOutcome::NeedContent(n) => panic!("pending content was asked for: {n:?}"),
-        };
+        let plan = plan_leaving_out(&source, target, &pending);
         assert!(has(&plan, "Remove", "x"));
         assert!(!plan.is_additive());
     }
