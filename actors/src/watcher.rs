@@ -34,8 +34,8 @@ const EVENT_LIMIT: usize = 1 << 18;
 pub struct WatchOptions {
     /// Quiet time after the last event before a batch is sent.
     pub debounce: Duration,
-    /// A batch is sent at the latest this long after its first event, however busy (or, if
-    /// a file was just renamed, once the rename's second half is in, 50 ms at most).
+    /// A batch is sent at the latest this long after its first event, however busy (up to
+    /// 50 ms later while the second half of a rename is awaited).
     pub max_delay: Duration,
     /// Full rescans as a safety net (`None` = off).
     pub rescan_every: Option<Duration>,
@@ -489,11 +489,17 @@ impl Watcher {
             self.timer = Some(ctx.run_later(at - now, |act, ctx| act.on_timer(ctx)));
             return;
         }
-        // A rename half seen waits for its other half (the deadline notwithstanding), until
-        // `rename_wait` has passed: then it was a move out of the folder.
+        // A rename half seen waits for its other half until `rename_wait` has passed (then
+        // it was a move out of the folder), past the deadline by that much at most: a
+        // stream of moves out of the folder must not hold its batch back for good.
         let wait = self.rename_wait;
         self.unpaired.retain(|_, at| now < *at + wait);
-        if let Some(at) = self.unpaired.values().min().map(|at| *at + wait) {
+        let hold_until = self
+            .unpaired
+            .values()
+            .min()
+            .map(|at| (*at + wait).min(deadline + wait));
+        if let Some(at) = hold_until.filter(|at| now < *at) {
             self.timer = Some(ctx.run_later(at - now, |act, ctx| act.on_timer(ctx)));
             return;
         }
@@ -904,6 +910,30 @@ mod tests {
             .unwrap();
         let batch = next_batch(&mut rx, "the rename made whole").await;
         assert_eq!(batch.paths, vec![rel("keep.txt"), rel("kept.txt")]);
+    }
+
+    #[actix_rt::test]
+    async fn a_stream_of_moves_out_of_the_folder_does_not_hold_its_batch_back_for_good() {
+        let src = tempfile::tempdir().unwrap();
+        let (watcher, mut rx) = watching(src.path(), Duration::from_millis(30)).await;
+        // A move out of the folder every 5 ms, each waiting 30 ms for a second half that
+        // never comes, for up to 10 s: the batch goes at the deadline (50 ms) plus one
+        // wait, while they still come.
+        let mut batch = None;
+        for i in 0..2000 {
+            let gone = src.path().join(format!("gone{i}"));
+            watcher
+                .send(rename_half(RenameMode::From, i, &[&gone]))
+                .await
+                .unwrap();
+            if let Ok(b) = rx.try_recv() {
+                batch = Some(b);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let batch = batch.expect("no batch while the moves kept coming");
+        assert!(batch.paths.contains(&rel("gone0")), "{:?}", batch.paths);
     }
 
     #[actix_rt::test]
