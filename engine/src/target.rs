@@ -287,15 +287,19 @@ impl TargetDir {
         let dir = match path.as_str().rsplit_once('/') {
             None => self.root_fd.clone(),
             Some((dir, _)) => {
-                let key = self.root.join(dir);
-                match parents.open.get(&key) {
+                if parents.root.as_deref() != Some(self.root.as_path()) {
+                    // Opened under another target: none of them serves this one.
+                    parents.open.clear();
+                    parents.root = Some(self.root.clone());
+                }
+                match parents.open.get(dir) {
                     Some(fd) => fd.clone(),
                     None => {
                         let fd = match self.parent(path)? {
                             DirFd::Owned(fd) => Arc::new(fd),
                             DirFd::Root(_) => self.root_fd.clone(),
                         };
-                        parents.open.insert(key, fd.clone());
+                        parents.open.insert(dir.to_owned(), fd.clone());
                         fd
                     }
                 }
@@ -823,8 +827,10 @@ fn timestamps(mtime: MtimeNs) -> Timestamps {
 /// descriptor it opened, so its window for a directory moved meanwhile is as short.
 #[derive(Debug, Default)]
 pub struct ParentDirs {
-    /// By the directory's path under its target's root, so one set serves any target.
-    open: HashMap<PathBuf, Arc<OwnedFd>>,
+    /// The root of the target they were opened under.
+    root: Option<PathBuf>,
+    /// By the directory's path relative to that root.
+    open: HashMap<String, Arc<OwnedFd>>,
 }
 
 /// A file being assembled under a temp name beside its final path. Dropped without
@@ -1284,7 +1290,7 @@ mod tests {
         let mut opened: Vec<_> = parents.open.keys().cloned().collect();
         opened.sort();
         let under = |d: &str| root.path().join(d);
-        assert_eq!(opened, [under("a"), under("a/b"), under("c")]);
+        assert_eq!(opened, ["a", "a/b", "c"]);
         assert!(Arc::ptr_eq(&temps[0].dir, &temps[2].dir));
         assert!(Arc::ptr_eq(&temps[1].dir, &temps[5].dir));
         assert!(Arc::ptr_eq(&temps[4].dir, &target.root_fd));
@@ -1298,6 +1304,21 @@ mod tests {
         assert_eq!(names(&under("a")), ["1", "3", "b"]);
         assert_eq!(names(&under("a/b")), ["2", "6"]);
         assert_eq!(names(&under("c")), ["4"]);
+    }
+
+    #[test]
+    fn parent_dirs_moved_to_another_target_open_its_directories_afresh() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut parents = ParentDirs::default();
+        for (root, what) in [(&one, b"one"), (&two, b"two")] {
+            fs::create_dir(root.path().join("a")).unwrap();
+            let target = TargetDir::open(root.path()).unwrap();
+            let temp = target.create_temp_in(&mut parents, &p("a/f")).unwrap();
+            temp.write_at(0, what).unwrap();
+            temp.install().unwrap();
+        }
+        assert_eq!(fs::read(one.path().join("a/f")).unwrap(), b"one");
+        assert_eq!(fs::read(two.path().join("a/f")).unwrap(), b"two");
     }
 
     #[test]
