@@ -25,6 +25,9 @@ use crate::stats::Stats;
 /// has no second half; its removal is sent this much later.
 const RENAME_WAIT: Duration = Duration::from_millis(50);
 
+/// Rename halves awaited beyond which the expired ones are dropped as the next arrives.
+const UNPAIRED_SWEEP: usize = 1024;
+
 /// Events buffered between notify's thread and the Watcher; when full, notify's thread
 /// waits and the kernel queue absorbs the rest (and overflows into a rescan if it must).
 const EVENT_LIMIT: usize = 1 << 18;
@@ -444,7 +447,14 @@ impl Watcher {
         };
         let paired = match ev.kind {
             EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-                self.unpaired.insert(tracker, Instant::now());
+                let now = Instant::now();
+                // Expired halves go at the next timer; one that moves only names that send
+                // nothing (temp files) arms none, so they are dropped here as well.
+                if self.unpaired.len() >= UNPAIRED_SWEEP {
+                    let wait = self.rename_wait;
+                    self.unpaired.retain(|_, at| now < *at + wait);
+                }
+                self.unpaired.insert(tracker, now);
                 false
             }
             EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
@@ -934,6 +944,43 @@ mod tests {
         }
         let batch = batch.expect("no batch while the moves kept coming");
         assert!(batch.paths.contains(&rel("gone0")), "{:?}", batch.paths);
+    }
+
+    #[actix_rt::test]
+    async fn rename_halves_that_send_nothing_are_not_kept_past_their_wait() {
+        let src = tempfile::tempdir().unwrap();
+        let tmp = |i: usize| src.path().join(format!(".ferry-tmp-1-0123abcd-{i}"));
+        // Ferry's temp files, which are never entries (so long as they are files).
+        for i in 0..3 * UNPAIRED_SWEEP {
+            std::fs::write(tmp(i), "x").unwrap();
+        }
+        let (watcher, _rx) = watching(src.path(), Duration::from_millis(1)).await;
+        // Moved out of the folder: nothing to send, so no timer sweeps their halves.
+        for i in 0..3 * UNPAIRED_SWEEP {
+            let tmp = tmp(i);
+            watcher
+                .send(rename_half(RenameMode::From, i, &[&tmp]))
+                .await
+                .unwrap();
+            if i % UNPAIRED_SWEEP == 0 {
+                // Longer than the wait (the condition under test, not a wait for anything).
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let kept = watcher.send(Unpaired).await.unwrap();
+        assert!(kept <= 2 * UNPAIRED_SWEEP, "{kept} rename halves kept");
+    }
+
+    /// How many rename halves the Watcher awaits.
+    #[derive(Message)]
+    #[rtype(result = "usize")]
+    struct Unpaired;
+
+    impl Handler<Unpaired> for Watcher {
+        type Result = usize;
+        fn handle(&mut self, _: Unpaired, _: &mut Self::Context) -> usize {
+            self.unpaired.len()
+        }
     }
 
     #[actix_rt::test]
