@@ -54,6 +54,8 @@ pub enum DiffOutcome {
 /// Files are "the same" when size and mtime agree (unless `checksum`); when they differ
 /// only in mtime, content decides, so identical bytes get a metadata update, not a rewrite.
 /// Source entries marked unreadable protect whatever the target holds at and below them.
+/// For one comparison: it builds a [`TargetIndex`] from a copy of `target`; a caller that
+/// diffs again and again keeps its own and calls [`diff_within`].
 pub fn diff(source: &Index, target: &Index, opts: DiffOptions) -> DiffOutcome {
     diff_within(source, &TargetIndex::new(target.clone()), None, &[], opts)
 }
