@@ -9,7 +9,7 @@ use ferry_actors::{FolderId, Stats};
 use ferry_node::remote::client::LinkOptions;
 use ferry_node::remote::nodeid::NodeId;
 use ferry_node::remote::server::{ServeConfig, ServedFolder, Server};
-use tokio::signal::unix::{signal, SignalKind};
+use ferry_node::stopping::StopSignals;
 
 use crate::cli::ServeArgs;
 
@@ -154,14 +154,14 @@ pub fn run(args: &ServeArgs, home: Option<&Path>) -> Result<()> {
         }
         let server =
             Server::new(config, Arc::new(Stats::default())).context("cannot set up TLS")?;
+        // Listened for before `listening` is announced: a signal sent on it stops gracefully.
+        let mut signals = StopSignals::listen().context("cannot listen for signals")?;
         tracing::info!(%node, %addr, "listening");
         // One line on stdout for scripts: the address actually bound (with port 0, the port).
         println!("listening {addr} node {node}");
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         tokio::select! {
             _ = server.run(listener) => {}
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            () = signals.recv() => {}
         }
         tracing::info!("signal received: stopping");
         Ok(())

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::io;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// How a graceful stop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,12 +16,39 @@ pub enum Stopped {
     Cut,
 }
 
+/// SIGINT and SIGTERM, listened for: from [`StopSignals::listen`] on, neither kills the
+/// process. Listen before announcing that the process is up (`watching`, `listening`,
+/// `ready`), so a signal sent on the announcement stops it gracefully.
+pub struct StopSignals {
+    int: Signal,
+    term: Signal,
+}
+
+impl StopSignals {
+    /// Starts listening for SIGINT and SIGTERM.
+    pub fn listen() -> io::Result<Self> {
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
 /// Runs `finish` (the graceful stop), unless a second SIGINT or SIGTERM arrives first.
-pub async fn unless_signalled_again<F: Future<Output = ()>>(finish: F) -> io::Result<Stopped> {
-    let mut term = signal(SignalKind::terminate())?;
+pub async fn unless_signalled_again<F: Future<Output = ()>>(
+    signals: &mut StopSignals,
+    finish: F,
+) -> Stopped {
     tokio::select! {
-        () = finish => Ok(Stopped::Finished),
-        r = tokio::signal::ctrl_c() => r.map(|()| Stopped::Cut),
-        _ = term.recv() => Ok(Stopped::Cut),
+        () = finish => Stopped::Finished,
+        () = signals.recv() => Stopped::Cut,
     }
 }

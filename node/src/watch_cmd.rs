@@ -11,8 +11,7 @@ use ferry_actors::{
 };
 use ferry_engine::IgnoreRules;
 use ferry_node::remote::client::Retry;
-use ferry_node::stopping::{unless_signalled_again, Stopped};
-use tokio::signal::unix::{signal, SignalKind};
+use ferry_node::stopping::{unless_signalled_again, StopSignals, Stopped};
 use tokio::sync::oneshot;
 
 use crate::cli::WatchArgs;
@@ -86,11 +85,11 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
             FolderSupervisor::new(job, watch, RestartPolicy::default(), stats, Some(failed_tx))
                 .to_target(spec)
                 .start();
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        // Listened for before `watching` is logged: a signal sent on it stops gracefully.
+        let mut signals = StopSignals::listen().context("cannot listen for signals")?;
         tracing::info!(src = %src.display(), dst = %shown_dst, "watching");
         let failure = tokio::select! {
-            _ = tokio::signal::ctrl_c() => None,
-            _ = term.recv() => None,
+            () = signals.recv() => None,
             Ok(why) = failed_rx => Some(why),
         };
         if let Some(why) = failure {
@@ -104,10 +103,7 @@ pub fn run(args: &WatchArgs, home: Option<&Path>) -> Result<()> {
         });
         let mut gone = None;
         let finish = async { gone = shutdown.await.err() };
-        match unless_signalled_again(finish)
-            .await
-            .context("cannot listen for signals")?
-        {
+        match unless_signalled_again(&mut signals, finish).await {
             Stopped::Finished => match gone {
                 Some(e) => Err(e).context("the folder supervisor is gone"),
                 None => Ok(()),

@@ -523,3 +523,64 @@ fn a_file_with_long_runs_of_zeros_syncs_to_a_remote_target() {
     }
     assert_remote_mirror(&n.src, &n.dst, &run, &server);
 }
+
+/// The signals process `pid` catches (its `SigCgt`): bit n-1 for signal n.
+fn caught_signals(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .expect("a SigCgt line");
+    u64::from_str_radix(hex.trim(), 16).expect("a hex mask")
+}
+
+#[test]
+fn a_server_listens_for_its_stop_signals_before_it_says_listening() {
+    use std::io::Write;
+    let n = Nodes::new();
+    // Its stdout a full pipe: the `listening` line blocks until read, so what the server
+    // had not done before printing it stays undone while the test looks.
+    let (_out, stdout) = std::io::pipe().expect("a pipe");
+    let size = rustix::pipe::fcntl_getpipe_size(&stdout).expect("the pipe's size");
+    stdout
+        .try_clone()
+        .expect("the pipe's write end")
+        .write_all(&vec![b'.'; size])
+        .expect("fill the pipe");
+    let log = n.base.path().join("serve.log");
+    let mut args = vec![
+        "serve".to_owned(),
+        "--home".to_owned(),
+        n.server.to_str().expect("UTF-8 temp path").to_owned(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--folder".to_owned(),
+        format!("f={}", dir_arg(&n.dst)),
+    ];
+    args.extend(peer(&n.client_id(), None));
+    let mut child = std::process::Command::new(ferry_bin())
+        .args(&args)
+        .env_remove("FERRY_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(std::fs::File::create(&log).expect("the server's log"))
+        .spawn()
+        .expect("ferry serve starts");
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Logged just before the line on stdout.
+    crate::util::live::wait_until_blocking(LOG_DEADLINE, "the server logs listening", || {
+        let text = logged();
+        text.contains("listening").then_some(()).ok_or(text)
+    });
+    let caught = caught_signals(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let (int, term) = (1u64 << (2 - 1), 1u64 << (15 - 1));
+    assert_eq!(
+        caught & (int | term),
+        int | term,
+        "SIGINT and SIGTERM are not caught yet (SigCgt {caught:x}): one sent on `listening` \
+         would kill the server\n{}",
+        logged()
+    );
+}

@@ -31,7 +31,7 @@ use crate::remote::client::LinkOptions;
 use crate::remote::identity::Identity;
 use crate::remote::server::{ServeConfig, ServedFolder, Server};
 use crate::status::StatusSource;
-use crate::stopping::{unless_signalled_again, Stopped};
+use crate::stopping::{unless_signalled_again, StopSignals, Stopped};
 use send::{SendFolder, SendPlan};
 use state::replication_stores;
 
@@ -52,19 +52,16 @@ impl<F: Fn(&str)> Announce for F {
 
 /// The signals a node answers: SIGINT and SIGTERM stop it, SIGHUP reloads its config.
 struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
+    stop: StopSignals,
     hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
     /// Starts listening (from here on none of them kills the process).
     fn new() -> Result<Self, RunError> {
-        let on = |kind| signal(kind).map_err(RunError::Signals);
         Ok(Signals {
-            int: on(SignalKind::interrupt())?,
-            term: on(SignalKind::terminate())?,
-            hup: on(SignalKind::hangup())?,
+            stop: StopSignals::listen().map_err(RunError::Signals)?,
+            hup: signal(SignalKind::hangup()).map_err(RunError::Signals)?,
         })
     }
 }
@@ -135,10 +132,8 @@ pub async fn run(
     let result = node
         .serve_signals(&mut signals, path, home, reopen_logs)
         .await;
-    match unless_signalled_again(node.stop_all()).await {
-        Ok(Stopped::Finished) => {}
-        Ok(Stopped::Cut) => return result.and(Err(RunError::Cut)),
-        Err(e) => return Err(RunError::Signals(e)),
+    if unless_signalled_again(&mut signals.stop, node.stop_all()).await == Stopped::Cut {
+        return result.and(Err(RunError::Cut));
     }
     if let Some(d) = dashboard {
         d.stop().await;
@@ -343,8 +338,7 @@ impl Node {
     ) -> Result<(), RunError> {
         loop {
             tokio::select! {
-                _ = signals.int.recv() => break,
-                _ = signals.term.recv() => break,
+                () = signals.stop.recv() => break,
                 _ = signals.hup.recv() => {
                     reopen_logs();
                     self.reload(path, home).await;
