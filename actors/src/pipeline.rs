@@ -262,13 +262,7 @@ impl Pipeline {
         )
         .start();
         let side = SenderSide {
-            link: SenderLink {
-                need_content: sender.clone().recipient(),
-                need_chunks: sender.clone().recipient(),
-                need_groups: sender.clone().recipient(),
-                applied: sender.clone().recipient(),
-                failed: sender.clone().recipient(),
-            },
+            link: SenderLink::to(&sender),
             resend: sender.clone().recipient(),
         };
         let (target, applier) = match build(side) {

@@ -154,13 +154,7 @@ fn applier_for(dst: &std::path::Path) -> (Addr<Applier>, Log<u64>, Log<String>) 
     let fake = FakeSender::default();
     let (applied, failed) = (fake.applied.clone(), fake.failed.clone());
     let fake = fake.start();
-    let link = SenderLink {
-        need_content: fake.clone().recipient(),
-        need_chunks: fake.clone().recipient(),
-        need_groups: fake.clone().recipient(),
-        applied: fake.clone().recipient(),
-        failed: fake.recipient(),
-    };
+    let link = SenderLink::to(&fake);
     let opts = ApplierOptions {
         checksum: false,
         dry_run: false,

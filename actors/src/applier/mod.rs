@@ -83,6 +83,28 @@ pub struct SenderLink {
     pub failed: Recipient<ApplyFailed>,
 }
 
+impl SenderLink {
+    /// Every message to `actor`, which answers them all (a Sender, or a link carrying them
+    /// to a remote one).
+    pub fn to<A>(actor: &Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<NeedContent>
+            + Handler<NeedChunks>
+            + Handler<NeedGroups>
+            + Handler<Applied>
+            + Handler<ApplyFailed>,
+    {
+        SenderLink {
+            need_content: actor.clone().recipient(),
+            need_chunks: actor.clone().recipient(),
+            need_groups: actor.clone().recipient(),
+            applied: actor.clone().recipient(),
+            failed: actor.clone().recipient(),
+        }
+    }
+}
+
 /// Applies a source folder's index to one target folder.
 pub struct Applier {
     folder: FolderId,

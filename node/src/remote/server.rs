@@ -600,13 +600,7 @@ impl Server {
             fatal: fatal_tx,
         }
         .start();
-        let sender = SenderLink {
-            need_content: outbound.clone().recipient(),
-            need_chunks: outbound.clone().recipient(),
-            need_groups: outbound.clone().recipient(),
-            applied: outbound.clone().recipient(),
-            failed: outbound.recipient(),
-        };
+        let sender = SenderLink::to(&outbound);
         let opts = ApplierOptions {
             checksum: open.checksum,
             dry_run: open.dry_run,
