@@ -277,15 +277,16 @@ fn in_scope<'a>(index: &'a Index, paths: Option<&BTreeSet<RelPath>>) -> Vec<&'a 
     };
     let mut found: std::collections::BTreeMap<&'a RelPath, &'a FileEntry> = Default::default();
     for p in paths {
+        // Looked up in `found` first: paths in one directory share their ancestors, and
+        // the small map of what is in scope is cheaper to search than the whole index.
         let mut up = p.parent();
         while let Some(a) = up {
-            match index.get(&a) {
-                Some(e) if !found.contains_key(&e.path) => {
-                    found.insert(&e.path, e);
-                }
+            if found.contains_key(&a) {
                 // Seen already, with its own ancestors.
-                Some(_) => break,
-                None => {}
+                break;
+            }
+            if let Some(e) = index.get(&a) {
+                found.insert(&e.path, e);
             }
             up = a.parent();
         }
